@@ -1,0 +1,1 @@
+"""The ``genloop`` command: parse arguments, call ``genloop.api``, print."""

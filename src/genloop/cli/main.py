@@ -1,0 +1,274 @@
+"""``genloop``: one sub-command per stage of the loop. Thin: parse, call ``genloop.api``, print.
+
+User errors (``GenLoopError``) print one line and exit with code 2 (3 for a diverged training run);
+Ctrl-C exits with 130 after the engine has saved a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError, GenLoopError
+
+app = typer.Typer(help="GenLoop: data -> train -> generate -> evaluate -> feedback, in one loop.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, show and remove runs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+RunsDir = typer.Option(None, "--runs-dir", help="Run store folder (default: $GENLOOP_RUNS_DIR or ./runs).")
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '3m', '1h', '1m30s' or plain seconds -> seconds."""
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        seconds = float(t)
+    else:
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", t)
+        if not t or not parts or not any(parts.groups()):
+            raise ConfigError(f"--time-budget: cannot read {text!r}; use seconds or a duration like 90s, 3m, 1h, 1m30s")
+        h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = h * 3600 + m * 60 + s
+    if seconds <= 0:
+        raise ConfigError(f"--time-budget must be positive, got {text!r}")
+    return seconds
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+# --- data -----------------------------------------------------------------------------------------
+@data_app.command("info")
+def data_info(
+    dataset: str = typer.Argument(..., help="A built-in name (digits, mnist, fashion-mnist) or a path."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Prepare at this size (default 32)."),
+    set_: List[str] = typer.Option([], "--set", help="data.key=value, e.g. channels=3."),
+) -> None:
+    """Size, shape, channels, classes, value range and split sizes of a dataset."""
+    from ..api import dataset_info
+
+    info = dataset_info(dataset, image_size, set_)
+    table = Table(title=f"dataset {info['name']}", show_header=False)
+    for k, v in info.items():
+        if k != "class_names" or v:
+            table.add_row(k, _fmt(v))
+    out.print(table)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """The built-in datasets."""
+    from ..data import dataset_names
+
+    for name in dataset_names():
+        out.print(name)
+
+
+# --- train ----------------------------------------------------------------------------------------
+@app.command()
+def train(
+    model: Optional[str] = typer.Argument(None, help="Model family: dcgan, wgan-gp, vae."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset name or path (default: digits)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with model/data/train sections."),
+    set_: List[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Train for this many steps."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Train for this long: 90s, 3m, 1h."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run from its last checkpoint."),
+    runs_dir: Optional[Path] = RunsDir,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a model. The last line of standard output is the run id."""
+    from .. import api
+
+    budget = parse_duration(time_budget) if time_budget else None
+    if resume:
+        if model or data or config or set_ or seed is not None:
+            raise ConfigError("--resume continues a run with its own settings; only --steps and --time-budget may change")
+        run = api.resume(resume, steps=steps, time_budget=budget, runs_dir=runs_dir, progress=not quiet)
+    else:
+        if not model:
+            from ..systems import models
+
+            raise ConfigError(f"name a model to train ({', '.join(models.names())}) or pass --resume RUN_ID")
+        run = api.train(model, data, config, set_, steps, budget, seed, runs_dir, progress=not quiet)
+    info = run.info
+    if info.get("status") == "interrupted":
+        err.print(f"interrupted at step {info['step']}; checkpoint saved. Resume with: genloop train --resume {run.id}")
+        out.print(run.id)
+        raise typer.Exit(130)
+    t = info.get("timings", {})
+    err.print(f"trained {info['model']} on {info['dataset']}: {info['step']} steps in {t.get('train_seconds', 0):.0f}s "
+              f"({t.get('images_per_s', 0):.0f} images/s, {info.get('precision')} on {info.get('device')}) -> {run.dir}")
+    out.print(run.id)
+
+
+# --- generate / eval / report ---------------------------------------------------------------------
+@app.command()
+def generate(
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix, or the run's folder)."),
+    n: int = typer.Option(64, "--n", help="How many images."),
+    seed: int = typer.Option(0, "--seed", help="Image i uses seed + i."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <run>/generated)."),
+    runs_dir: Optional[Path] = RunsDir,
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Generate images: a PNG grid plus one PNG per image, each with its recipe embedded."""
+    from .. import api
+
+    paths = api.generate(run_id, n=n, seed=seed, out=out_dir, runs_dir=runs_dir, device=device)
+    out.print(f"wrote {len(paths)} PNGs to {paths[0].parent} (grid: {paths[0]})")
+
+
+@app.command("eval")
+def eval_(
+    run_id: str = typer.Argument(..., help="Run id."),
+    n: int = typer.Option(2000, "--n", help="How many generated samples to score."),
+    seed: int = typer.Option(0, "--seed"),
+    runs_dir: Optional[Path] = RunsDir,
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """FID, KID and Inception Score against held-out real images, each beside its real-data floor."""
+    from .. import api
+
+    r = api.evaluate(run_id, n=n, seed=seed, runs_dir=runs_dir, device=device, progress=True)
+    print_metrics(r)
+    out.print(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / 'metrics.json'}")
+
+
+def print_metrics(r: dict[str, Any]) -> None:
+    table = Table(title=f"evaluation of {r['run_id']} ({r['n_generated']} samples vs {r['n_reference']} held-out real)")
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    table.add_column("real-data floor", justify="right")
+    table.add_column("better")
+    if "fid" in r:
+        table.add_row("FID", f"{r['fid']:.3f}", f"{r['fid_floor']:.3f}", "lower")
+    if "kid" in r:
+        table.add_row("KID", f"{r['kid']:.4f} ± {r.get('kid_std', 0):.4f}", f"{r['kid_floor']:.4f}", "lower")
+    if "is" in r:
+        table.add_row("Inception Score", f"{r['is']:.3f} ± {r.get('is_std', 0):.3f}", f"{r['is_real']:.3f} (real)", "higher")
+    if "elbo_nats" in r:
+        table.add_row("ELBO (nats/image, test)", f"{r['elbo_nats']:.2f}", "", "higher")
+    out.print(table)
+    fn = r.get("feature_net", {})
+    out.print(f"features: {fn.get('id')} ({fn.get('kind')}, held-out accuracy {fn.get('accuracy', 0):.3f}); "
+              f"floor = {r.get('n_floor')} real training images vs the same held-out set")
+
+
+@app.command()
+def report(run_id: str = typer.Argument(..., help="Run id."), runs_dir: Optional[Path] = RunsDir) -> None:
+    """Write the run's self-contained report.html (samples, loss curves, metrics with floors, config)."""
+    from .. import api
+
+    out.print(str(api.report(run_id, runs_dir=runs_dir)))
+
+
+# --- runs -----------------------------------------------------------------------------------------
+@runs_app.command("list")
+def runs_list(
+    model: Optional[str] = typer.Option(None, "--model"),
+    status: Optional[str] = typer.Option(None, "--status"),
+    dataset: Optional[str] = typer.Option(None, "--dataset"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    runs_dir: Optional[Path] = RunsDir,
+) -> None:
+    """Runs, newest first."""
+    from ..runs import RunStore
+
+    rows = RunStore(runs_dir).list(model=model, status=status, dataset=dataset, limit=limit)
+    table = Table()
+    for col in ("id", "model", "dataset", "status", "step", "train s", "FID (floor)"):
+        table.add_column(col)
+    for r in rows:
+        s = r.summary or {}
+        fid = f"{s['fid']:.2f} ({s['fid_floor']:.2f})" if "fid" in s else ""
+        table.add_row(r.id, r.model, r.dataset, r.status, str(r.step), f"{r.train_seconds:.0f}", fid)
+    out.print(table if rows else "no runs")
+
+
+@runs_app.command("show")
+def runs_show(run_id: str = typer.Argument(...), runs_dir: Optional[Path] = RunsDir) -> None:
+    """A run's record, config and latest evaluation, as JSON."""
+    from ..runs import RunStore
+    from ..serialization import read_json
+
+    run = RunStore(runs_dir).get(run_id)
+    shown = {"run": run.info, "config": run.config, "dir": str(run.dir)}
+    if (run.dir / "eval" / "metrics.json").is_file():
+        shown["eval"] = read_json(run.dir / "eval" / "metrics.json")
+    print(json.dumps(shown, indent=2, default=str))
+
+
+@runs_app.command("rm")
+def runs_rm(run_ids: List[str] = typer.Argument(...), runs_dir: Optional[Path] = RunsDir) -> None:
+    """Delete runs (their whole folders)."""
+    from ..runs import RunStore
+
+    store = RunStore(runs_dir)
+    for rid in run_ids:
+        out.print(f"removed {store.remove(rid)}")
+
+
+# --- demo -----------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    time_budget: str = typer.Option("150s", "--time-budget", help="Training time; the whole demo takes ~30 s more."),
+    runs_dir: Optional[Path] = RunsDir,
+    n: int = typer.Option(2000, "--n", help="Samples to evaluate."),
+) -> None:
+    """The main job: train a DCGAN on built-in digits, generate, evaluate, write the report."""
+    from importlib.resources import files
+
+    from .. import api
+
+    budget = parse_duration(time_budget)
+    config = files("genloop").joinpath("configs/demo_dcgan.yaml")
+    err.print(f"[bold]GenLoop demo[/] — DCGAN on scikit-learn's handwritten digits, {budget:.0f}s of training")
+    run = api.train("dcgan", config=str(config), time_budget=budget, runs_dir=runs_dir)
+    if run.info.get("status") == "interrupted":
+        err.print(f"interrupted; resume with: genloop train --resume {run.id}")
+        raise typer.Exit(130)
+    paths = api.generate(run.id, n=64, seed=0, runs_dir=runs_dir)
+    err.print("evaluating (the reference feature network trains once per dataset, then is cached)...")
+    metrics = api.evaluate(run.id, n=n, runs_dir=runs_dir, progress=True)
+    report_path = api.report(run.id, runs_dir=runs_dir)
+    print_metrics(metrics)
+    out.print(f"run      {run.id}  ({run.info['step']} steps, {run.info['timings']['images_per_s']:.0f} images/s)")
+    out.print(f"samples  {paths[0]}")
+    out.print(f"FID      {metrics['fid']:.2f}  (real-data floor {metrics['fid_floor']:.2f}: "
+              f"{metrics['fid'] / max(metrics['fid_floor'], 1e-9):.1f}x the floor)")
+    out.print(f"report   {report_path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point. Typer handles usage errors (exit 2) and Ctrl-C (exit 130); a GenLoopError becomes
+    one line on standard error and its exit code (2), never a traceback."""
+    try:
+        app(args=argv, prog_name="genloop")
+    except GenLoopError as e:
+        err.print(f"[red]error:[/] {e}", soft_wrap=True)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

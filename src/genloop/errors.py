@@ -1,0 +1,32 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad path, a corrupt image, an unknown name, a wrong config value) raises a
+:class:`GenLoopError` whose message is one line saying what is wrong and what is valid. The CLI prints
+that line and exits with code 2, without a traceback. Bugs stay ordinary exceptions, so they keep theirs.
+"""
+
+from __future__ import annotations
+
+
+class GenLoopError(Exception):
+    """An error the user can fix; ``str(err)`` is the one-line message shown to them."""
+
+    exit_code = 2
+
+
+class ConfigError(GenLoopError):
+    """A config file, key or value is wrong."""
+
+
+class DataError(GenLoopError):
+    """A dataset is missing, empty, corrupt or of an unsupported kind."""
+
+
+class NotFoundError(GenLoopError):
+    """A named thing (run, model, dataset, file) does not exist."""
+
+
+class TrainingDiverged(GenLoopError):
+    """A loss became NaN or infinite; training stopped without overwriting the last good checkpoint."""
+
+    exit_code = 3

@@ -1,0 +1,1 @@
+"""Plain networks, one self-contained family per file. How they learn lives in ``genloop.systems``."""

@@ -1,0 +1,104 @@
+"""Atomic, pickle-free persistence.
+
+Every file GenLoop writes goes through :func:`atomic_write`: the bytes land in a temporary file in the
+same folder, are flushed to disk, and only then renamed over the target. A process killed at any
+moment leaves either the old file or the new one, never half of one. Tensors are stored with
+``safetensors`` (no pickle, so loading a file cannot run code); small structured state rides along as
+JSON in the safetensors metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save
+
+from .errors import DataError, NotFoundError
+
+_STATE_KEY = "genloop_state"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the mode a plain open() would
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], state: Any = None) -> str:
+    """Write ``tensors`` (and JSON-able ``state``) to a safetensors file atomically; return its sha256."""
+    metadata = {_STATE_KEY: json.dumps(state)} if state is not None else None
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    data = save(clean, metadata=metadata)
+    with atomic_write(path) as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Any]:
+    """Read a file written by :func:`save_tensors`: ``(tensors, state)``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises several types for truncated/corrupt files
+        raise DataError(f"{path}: not a readable safetensors file ({e})") from None
+    state = json.loads(meta[_STATE_KEY]) if _STATE_KEY in meta else None
+    return tensors, state
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,87 @@
+"""The contract between a model family and the training engine.
+
+A system says *what* one training step computes and how to sample; the engine (``genloop.train``)
+owns everything else: devices, precision, optimizers, clipping, EMA, schedules, checkpoints and
+logging. A system never calls ``backward()`` or ``optimizer.step()`` itself: it hands each loss to
+``opt.step(group, loss)``, which lets a GAN make its discriminator and generator steps explicit while
+the engine keeps control of how a step is taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator, Protocol
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a system needs to know about its data to size its networks."""
+
+    channels: int
+    image_size: int
+    num_classes: int = 0
+
+
+class StepFn(Protocol):
+    def step(self, group: str, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` and update the parameters of optimizer group ``group``."""
+
+
+class System(nn.Module):
+    """Base class of every model family. Subclasses set the class attributes and the methods below."""
+
+    Config: ClassVar[type]  # the family's typed settings (a dataclass whose first field is `name`)
+    train_defaults: ClassVar[dict[str, Any]] = {}  # the family's preferred TrainConfig values
+    ema_target: ClassVar[str]  # attribute name of the sub-module used for inference (averaged by EMA)
+    modality: ClassVar[str] = "image"
+
+    def __init__(self, config: Any, spec: DataSpec) -> None:
+        super().__init__()
+        self.config, self.spec = config, spec
+
+    # --- training -------------------------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Optimizer groups by name; each gets its own optimizer (a GAN has two)."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, opt: StepFn) -> dict[str, torch.Tensor]:
+        """One step: compute losses, pass each to ``opt.step``; return scalars to log."""
+        raise NotImplementedError
+
+    # --- inference ------------------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        raise NotImplementedError
+
+    def sample_latents(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Latents drawn on the CPU from ``generator``: the same seed gives the same latents on any device."""
+        return torch.randn(n, self.latent_dim, generator=generator)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [-1, 1]."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        device = next(self.parameters()).device
+        return self.decode(self.sample_latents(n, generator).to(device))
+
+    def evaluate(self, images: torch.Tensor) -> dict[str, float]:
+        """Family-specific metrics on real held-out images in [-1, 1] (VAE: ELBO). Default: none."""
+        return {}
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Stop gradients into ``module`` for a while (a GAN's generator step needs none for the critic)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)

@@ -1,0 +1,52 @@
+"""The engine's settings: the same for every model family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    steps: int | None = 2000  # stop after this many steps (None: only the time budget stops training)
+    time_budget: float | None = None  # seconds of training in this session (also stops training)
+    batch_size: int = 64
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam(W) betas
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "linear"] = "constant"  # decay after warm-up
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # cosine/linear decay ends at lr * min_lr_ratio
+    grad_clip: float | None = None  # clip each group's gradient norm to this
+    ema_decay: float | None = 0.999  # EMA of the inference weights; None turns it off
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    seed: int = 0
+    log_every: int = 10  # steps between metric lines (losses are averaged over them)
+    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    checkpoint_seconds: float = 300.0  # also checkpoint after this much time since the last one
+    keep_checkpoints: int = 1  # numbered checkpoints kept beside last.safetensors (0 keeps none)
+    sample_every: int = 500  # steps between sample grids in samples/ (0: only at the end)
+    tensorboard: bool = True  # write TensorBoard event files beside metrics.jsonl
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError(f"train.time_budget must be > 0 seconds, got {self.time_budget}")
+        if self.steps is None and self.time_budget is None:
+            raise ConfigError("set train.steps or train.time_budget (or both): training needs an end")
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        for name in ("log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

@@ -1,0 +1,359 @@
+"""One training engine for every model family.
+
+The loop is short on purpose: take a batch, let the system compute its step (handing each loss to
+``Optimizers.step``), update the EMA, log, checkpoint, repeat until the step or time budget is spent.
+Everything a family should not have to think about lives here once: device and precision, optimizer
+construction and learning-rate schedule, gradient clipping, the NaN/Inf guard, EMA, checkpoints with
+exact resume, Ctrl-C handling, progress display and metric logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ..errors import ConfigError, TrainingDiverged
+from ..systems.base import System
+from .checkpoint import inference_state, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .ema import EMA
+from .logger import MetricsLogger
+
+
+class _NonFinite(Exception):
+    def __init__(self, group: str, value: float) -> None:
+        self.group, self.value = group, value
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no CUDA GPU is available; use train.device=cpu or auto")
+    return device
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """True on CPUs with AMX or AVX-512 BF16 units, where bf16 matrix products are several times faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if name == "fp32":
+        return None
+    if name == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
+        return torch.float16
+    if name == "bf16":
+        return torch.bfloat16
+    # auto: bf16 where the hardware runs it natively and fast, else fp32.
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16_matmul() else None
+
+
+class Optimizers:
+    """The handle a system's ``training_step`` gets: ``opt.step(group, loss)``."""
+
+    def __init__(self, system: System, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> None:
+        self.cfg, self.device_type = cfg, device.type
+        self.groups = system.param_groups()
+        self.optimizers = {
+            name: torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+            for name, params in self.groups.items()
+        }
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        self.grad_norms: dict[str, float] = {}
+
+    def set_lr(self, lr: float) -> None:
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def step(self, group: str, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise _NonFinite(group, float(loss.detach().float().mean()))
+        opt = self.optimizers[group]
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device_type, enabled=False):  # backward runs in the forward's dtypes
+            self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(opt)
+            norm = torch.nn.utils.clip_grad_norm_(self.groups[group], self.cfg.grad_clip)
+            self.grad_norms[group] = float(norm)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Warm-up then constant, cosine or linear decay; ``progress`` in [0, 1] is how far training is."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    p = min(max(progress, 0.0), 1.0)
+    floor = cfg.lr * cfg.min_lr_ratio
+    if cfg.schedule == "cosine":
+        return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * p))
+    return cfg.lr - (cfg.lr - floor) * p
+
+
+@dataclass
+class FitResult:
+    step: int
+    seconds: float  # training time in this session
+    stopped_by: str  # "steps", "time", "interrupt"
+    images_per_s: float
+    checkpoint: Path | None
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[str]]:
+    """Turn the first Ctrl-C / SIGTERM into a request to stop at the next step boundary.
+
+    Stopping between steps (never inside one) keeps the checkpoint consistent: a GAN interrupted
+    between its discriminator and generator updates would otherwise save half a step. A second
+    Ctrl-C stops at once.
+    """
+    requests: list[str] = []
+    handlers: dict[int, Any] = {}
+
+    def handle(signum: int, frame: Any) -> None:
+        if requests:
+            raise KeyboardInterrupt
+        requests.append(signal.Signals(signum).name)
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, handle)
+    except ValueError:  # not in the main thread (a server worker): no signal handling
+        pass
+    try:
+        yield requests
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """Trains ``system`` on ``batches`` per ``cfg``; with ``run_dir`` it checkpoints, logs and samples there."""
+
+    def __init__(
+        self,
+        system: System,
+        batches: Any,
+        cfg: TrainConfig,
+        run_dir: Path | None = None,
+        progress: bool = True,
+        on_checkpoint: Callable[[int], None] | None = None,
+    ) -> None:
+        self.cfg, self.batches, self.run_dir = cfg, batches, Path(run_dir) if run_dir else None
+        self.progress, self.on_checkpoint = progress, on_checkpoint
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = pick_device(cfg.device)
+        self.dtype = pick_precision(cfg.precision, self.device)
+        torch.manual_seed(cfg.seed)
+        self.system = system.to(self.device).train()
+        if hasattr(batches, "device"):
+            batches.device = self.device
+        self.opt = Optimizers(self.system, cfg, self.device, self.dtype)
+        self.ema = EMA(getattr(system, system.ema_target), cfg.ema_decay) if cfg.ema_decay else None
+        self.step = 0
+        self.elapsed_before = 0.0  # training seconds of earlier sessions of this run (from the checkpoint)
+        self._session_start: float | None = None
+
+    @property
+    def elapsed_total(self) -> float:
+        """Training seconds over all sessions of this run."""
+        now = time.perf_counter() - self._session_start if self._session_start is not None else 0.0
+        return self.elapsed_before + now
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.run_dir / "checkpoints" if self.run_dir else None
+
+    def save(self) -> Path | None:
+        if self.run_dir is None:
+            return None
+        state = {
+            "step": self.step,
+            "data": self.batches.state_dict(),
+            "elapsed": self.elapsed_total,
+            "precision": str(self.dtype).replace("torch.", "") if self.dtype else "fp32",
+        }
+        ckdir = self.checkpoint_dir
+        last = ckdir / "last.safetensors"
+        save_checkpoint(last, self.system, self.opt.optimizers, self.ema, self.opt.scaler, state)
+        from ..serialization import save_tensors
+
+        weights = inference_state(self.system, self.ema, self.system.ema_target)
+        save_tensors(self.run_dir / "model.safetensors", weights, {"step": self.step})
+        if self.cfg.keep_checkpoints > 0:
+            numbered = ckdir / f"step-{self.step:07d}.safetensors"
+            if not numbered.exists():
+                os.link(last, numbered)  # a hard link: atomic, and no second copy on disk
+            for old in sorted(ckdir.glob("step-*.safetensors"))[: -self.cfg.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+        if self.on_checkpoint:
+            self.on_checkpoint(self.step)
+        return last
+
+    def resume(self, path: Path) -> None:
+        meta = load_checkpoint(path, self.system, self.opt.optimizers, self.ema, self.opt.scaler)
+        self.step = int(meta["step"])
+        self.elapsed_before = float(meta.get("elapsed", 0.0))
+        self.batches.load_state_dict(meta["data"])
+
+    # --- sampling during training -----------------------------------------------------------------
+    def write_samples(self, n: int = 64, seed: int = 1234) -> Path | None:
+        if self.run_dir is None or not hasattr(self.system, "sample"):
+            return None
+        from ..generate.io import make_grid, save_png
+
+        was_training = self.system.training
+        self.system.eval()
+        ctx = self.ema.swapped_in(self.system, self.system.ema_target) if self.ema else contextlib.nullcontext()
+        with ctx:
+            images = self.system.sample(n, torch.Generator().manual_seed(seed)).cpu()
+        self.system.train(was_training)
+        path = self.run_dir / "samples" / f"step-{self.step:07d}.png"
+        save_png(path, make_grid(images), {"step": self.step, "seed": seed, "ema": self.ema is not None}, upscale=2)
+        return path
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> FitResult:
+        cfg = self.cfg
+        start_step = self.step
+        if cfg.steps is not None and self.step >= cfg.steps:
+            return FitResult(self.step, 0.0, "steps", 0.0, None)
+        logger = MetricsLogger(self.run_dir, cfg.tensorboard, resume_step=self.step if self.step else None)
+        autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+        sums: dict[str, float] = {}
+        count, images_seen = 0, 0
+        t0 = self._session_start = time.perf_counter()
+        last_ckpt_time, last_log_time, last_log_images = t0, t0, 0
+        stopped_by, checkpoint = "steps", None
+        bar = _Progress(self.progress, cfg, start_step)
+        try:
+            with _stop_requests() as stop, bar:
+                while True:
+                    elapsed = time.perf_counter() - t0
+                    if cfg.steps is not None and self.step >= cfg.steps:
+                        stopped_by = "steps"
+                        break
+                    if cfg.time_budget is not None and elapsed >= cfg.time_budget:
+                        stopped_by = "time"
+                        break
+                    if stop:
+                        stopped_by = "interrupt"
+                        break
+                    progress = self.step / cfg.steps if cfg.steps else elapsed / cfg.time_budget
+                    self.opt.set_lr(learning_rate(cfg, self.step, progress))
+                    batch = next(self.batches)
+                    try:
+                        with autocast:
+                            logs = self.system.training_step(batch, self.opt)
+                    except _NonFinite as e:
+                        raise TrainingDiverged(
+                            f"the {e.group} loss became {e.value} at step {self.step + 1}; the last checkpoint "
+                            f"(step {self._last_saved_step()}) is kept; try a lower train.lr or set train.grad_clip"
+                        ) from None
+                    self.step += 1
+                    if self.ema is not None:
+                        self.ema.update(getattr(self.system, self.system.ema_target), self.step)
+                    images_seen += batch[0].shape[0]
+                    for k, v in logs.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    count += 1
+                    now = time.perf_counter()
+                    if self.step % cfg.log_every == 0:
+                        ips = (images_seen - last_log_images) / max(now - last_log_time, 1e-9)
+                        means = {k: v / count for k, v in sums.items()}
+                        record = {**means, "lr": self.opt.optimizers[next(iter(self.opt.optimizers))].param_groups[0]["lr"],
+                                            "time": self.elapsed_total, "images_per_s": ips}
+                        record.update({f"grad_norm_{k}": v for k, v in self.opt.grad_norms.items()})
+                        logger.log(self.step, record)
+                        bar.update(self.step, now - t0, means)
+                        sums, count, last_log_time, last_log_images = {}, 0, now, images_seen
+                    if cfg.sample_every and self.step % cfg.sample_every == 0:
+                        self.write_samples()
+                    if self.step % cfg.checkpoint_every == 0 or now - last_ckpt_time >= cfg.checkpoint_seconds:
+                        checkpoint = self.save()
+                        last_ckpt_time = time.perf_counter()
+            seconds = time.perf_counter() - t0
+            if self.run_dir is not None:
+                self.write_samples()
+            checkpoint = self.save() or checkpoint
+        finally:
+            logger.close()
+            self.elapsed_before, self._session_start = self.elapsed_total, None
+        return FitResult(self.step, seconds, stopped_by, images_seen / max(seconds, 1e-9), checkpoint)
+
+    def _last_saved_step(self) -> int:
+        from ..serialization import load_tensors
+
+        last = self.checkpoint_dir / "last.safetensors" if self.checkpoint_dir else None
+        if last is None or not last.exists():
+            return 0
+        return int((load_tensors(last)[1] or {}).get("step", 0))
+
+
+class _Progress:
+    """A rich progress bar with live losses on a terminal; a periodic plain line otherwise (logs, CI)."""
+
+    def __init__(self, enabled: bool, cfg: TrainConfig, start_step: int) -> None:
+        from rich.console import Console
+
+        self.enabled, self.cfg = enabled, cfg
+        self.console = Console(stderr=True)
+        self.live = enabled and self.console.is_terminal
+        self.by_steps = cfg.steps is not None
+        self._bar = None
+        self._last_line = 0.0
+        self.start_step = start_step
+
+    def __enter__(self) -> "_Progress":
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn() if self.by_steps else TextColumn(""),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=self.console,
+            )
+            total = self.cfg.steps if self.by_steps else self.cfg.time_budget
+            self._task = self._bar.add_task("train", total=total, completed=self.start_step if self.by_steps else 0, losses="")
+            self._bar.__enter__()
+        return self
+
+    def update(self, step: int, elapsed: float, losses: dict[str, float]) -> None:
+        text = "  ".join(f"{k} {v:.4g}" for k, v in losses.items())
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step if self.by_steps else elapsed, losses=text)
+        elif self.enabled and time.perf_counter() - self._last_line >= 15:
+            self._last_line = time.perf_counter()
+            total = f"/{self.cfg.steps}" if self.by_steps else ""
+            self.console.print(f"step {step}{total}  {elapsed:.0f}s  {text}", highlight=False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

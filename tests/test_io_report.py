@@ -1,0 +1,210 @@
+"""Image output (grids, PNGs with embedded recipes) and the self-contained HTML run report."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from genloop.evaluate.report import plot_losses, write_report
+from genloop.generate.io import make_grid, read_recipe, save_images, save_png, tensor_to_pil
+
+
+def _images(n: int, c: int, size: int = 8, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, c, size, size, generator=g) * 2 - 1
+
+
+def _no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------------- io
+
+
+@pytest.mark.parametrize("n", [1, 5, 16])
+@pytest.mark.parametrize("c", [1, 3, 4])
+def test_grid_shape(n: int, c: int) -> None:
+    h = w = 8
+    pad = 2
+    grid = make_grid(_images(n, c), padding=pad)
+    ncol = math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    assert grid.shape == (c, nrow * (h + pad) + pad, ncol * (w + pad) + pad)
+    assert grid.min() >= -1 and grid.max() <= 1
+
+
+def test_grid_places_images_and_pads() -> None:
+    imgs = _images(5, 3)
+    grid = make_grid(imgs, nrow=2, padding=1, pad_value=-1.0)
+    assert grid.shape == (3, 3 * 9 + 1, 2 * 9 + 1)
+    assert torch.equal(grid[:, 1:9, 1:9], imgs[0])
+    assert torch.equal(grid[:, 10:18, 10:18], imgs[3])  # row 1, column 1
+    assert torch.all(grid[:, 0, :] == -1) and torch.all(grid[:, 19:, 10:] == -1)  # frame and empty cell
+
+
+@pytest.mark.parametrize("c,mode", [(1, "L"), (3, "RGB"), (4, "RGBA")])
+def test_tensor_to_pil_modes(c: int, mode: str) -> None:
+    img = tensor_to_pil(_images(1, c, size=6)[0])
+    assert img.mode == mode and img.size == (6, 6)
+    extremes = tensor_to_pil(torch.tensor([[[-1.0, 1.0]]]))
+    assert (extremes.getpixel((0, 0)), extremes.getpixel((1, 0))) == (0, 255)
+
+
+def test_bad_shapes_rejected() -> None:
+    with pytest.raises(ValueError):
+        make_grid(torch.zeros(2, 2, 4, 4))
+    with pytest.raises(ValueError):
+        tensor_to_pil(torch.zeros(2, 4, 4))
+
+
+def test_png_recipe_round_trip(tmp_path: Path) -> None:
+    recipe = {"model": "dcgan", "dataset": "数字", "seed": 7, "sampler": {"steps": 50, "eta": 0.0}, "ok": True}
+    path = save_png(tmp_path / "a.png", _images(1, 3)[0], recipe=recipe, upscale=3)
+    assert read_recipe(path) == recipe
+    with Image.open(path) as im:
+        assert im.size == (24, 24)
+        text = im.text
+    # Plain per-key chunks for tools that do not parse JSON.
+    assert text["model"] == "dcgan" and text["seed"] == "7" and text["dataset"] == "数字"
+    assert json.loads(text["sampler"]) == {"steps": 50, "eta": 0.0}
+    assert _no_temp_files(tmp_path)
+
+
+def test_upscale_is_nearest_neighbour(tmp_path: Path) -> None:
+    img = torch.tensor([[[-1.0, 1.0], [1.0, -1.0]]])
+    path = save_png(tmp_path / "u.png", img, upscale=4)
+    with Image.open(path) as im:
+        px = im.load()
+        assert im.size == (8, 8) and px[0, 0] == 0 and px[3, 3] == 0 and px[4, 0] == 255
+
+
+def test_recipe_absent_is_none(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (4, 4)).save(plain)
+    assert read_recipe(plain) is None
+    assert read_recipe(save_png(tmp_path / "norecipe.png", Image.new("L", (3, 3)))) is None
+
+
+def test_save_images(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    recipe = {"model": "vae", "seed": 1}
+    paths = save_images(_images(5, 1), out, recipe)
+    assert len(paths) == 6 and paths[0].name == "grid.png"
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png"] + [f"sample_{i:04d}.png" for i in range(5)]
+    assert read_recipe(paths[0]) == recipe
+    for i, p in enumerate(paths[1:]):
+        assert read_recipe(p) == {**recipe, "index": i}
+        with Image.open(p) as im:
+            assert im.size == (8, 8) and im.mode == "L"  # singles at native size
+    with Image.open(paths[0]) as im:
+        assert im.size == (4 * (3 * 10 + 2), 4 * (2 * 10 + 2))  # 3 x 2 grid, upscaled 4x
+    assert _no_temp_files(out)
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def _fake_run(root: Path, full: bool = True) -> Path:
+    run = root / "runs" / "20240501-dcgan-abc123"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({
+        "model": {"name": "dcgan", "latent_dim": 64},
+        "data": {"name": "digits", "image_size": 16},
+        "train": {"steps": 500, "lr": 2e-4, "betas": [0.5, 0.999]},
+    }))
+    (run / "run.json").write_text(json.dumps({
+        "id": "20240501-dcgan-abc123", "model": "dcgan", "dataset": "digits", "status": "finished",
+        "created": "2024-05-01T10:00:00", "finished": "2024-05-01T10:03:00", "step": 500, "seed": 42,
+        "genloop_version": "0.1.0", "timings": {"train_seconds": 181.5, "data_seconds": 2.25},
+    }))
+    if not full:
+        return run
+    with open(run / "metrics.jsonl", "w") as f:
+        for i in range(50):
+            step = (i + 1) * 10
+            f.write(json.dumps({"step": step, "time": step * 0.36, "lr": 2e-4, "d_loss": 1.4 - i * 0.01,
+                                "g_loss": 0.7 + 0.3 * math.sin(i), "images_per_s": 900.0}) + "\n")
+        f.write('{"step": 510, "d_lo')  # a half-written last line, as a killed run leaves
+    (run / "samples").mkdir()
+    for step in (100, 500):
+        save_png(run / "samples" / f"step-{step:06d}.png", make_grid(_images(4, 1, seed=step)))
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text(json.dumps({
+        "fid": 12.3, "fid_floor": 3.1, "kid": 0.012, "kid_std": 0.001, "kid_floor": 0.002,
+        "is": 5.2, "is_std": 0.1, "is_real": 9.1, "n_generated": 1000, "n_reference": 1000,
+        "n_floor": 500, "reference_split": "test", "bits_per_dim": 1.23,
+        "feature_net": {"id": "digits-cnn-v1", "sha256": "ab" * 32, "kind": "cnn", "accuracy": 0.987,
+                        "feature_dim": 128},
+    }))
+    return run
+
+
+def _assert_self_contained(text: str) -> None:
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r"""(?:src|href)\s*=\s*["'](?!data:)""", text)  # every src/href is a data URI
+    assert "<script" not in text
+
+
+def test_report_full(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path)
+    path = write_report(run)
+    assert path == run / "report.html"
+    text = path.read_text(encoding="utf-8")
+    assert "20240501-dcgan-abc123" in text and "dcgan" in text and "digits" in text and "finished" in text
+    assert "FID" in text and "3.1" in text and "4.0× floor" in text and "IS" in text and "9.1" in text
+    assert "digits-cnn-v1" in text and "98.7%" in text
+    assert "latent_dim" in text and "3 min 02 s" in text  # config and timings
+    assert text.count('<img class="px" src="data:image/png;base64,') == 2  # latest grid + earlier strip
+    assert 'alt="loss curves"' in text
+    _assert_self_contained(text)
+    assert _no_temp_files(run)
+
+
+def test_report_prefers_generated_grid_and_custom_out(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path)
+    save_images(_images(4, 1), run / "generated", {"model": "dcgan"})
+    out = write_report(run, tmp_path / "elsewhere" / "r.html")
+    text = out.read_text(encoding="utf-8")
+    assert "generated/grid.png" in text
+    assert text.count("data:image/png;base64,") == 4  # generated grid, 2 training grids, loss curves
+
+
+def test_report_minimal_run(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, full=False)
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "20240501-dcgan-abc123" in text and "<html" in text and "</html>" in text
+    assert "Evaluation" not in text and "data:image" not in text
+    _assert_self_contained(text)
+
+
+def test_report_broken_optional_file_becomes_warning(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, full=False)
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text("{not json")
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "could not be read" in text
+
+
+def test_report_not_a_run_dir(tmp_path: Path) -> None:
+    from genloop.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        write_report(tmp_path)
+
+
+def test_plot_losses(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path)
+    png = plot_losses(run / "metrics.jsonl", tmp_path / "plots" / "loss.png")
+    assert png is not None and png.is_file()
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.width > 300
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"step": 1, "time": 0.1}\n')
+    assert plot_losses(empty, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    assert plot_losses(tmp_path / "missing.jsonl", tmp_path / "none.png") is None
