@@ -25,7 +25,7 @@ from .generate.pipelines import ImagePipeline
 from .runs import Run, RunStore
 from .serialization import read_json, write_json
 from .systems import DataSpec, System, models
-from .train import TrainConfig, Trainer
+from .training import TrainConfig, Trainer
 
 SECTIONS = ("model", "data", "train")
 
@@ -114,6 +114,7 @@ def train(
     rc = resolve_config(model, data, config, overrides, steps, time_budget, seed)
     dataset = load_dataset(rc.data)
     spec = _spec(dataset)
+    torch.manual_seed(rc.train.seed)  # the initial weights are part of what the seed decides
     system = rc.system_cls(rc.model, spec)
     store = RunStore(runs_dir)
     run = store.create(model, rc.data.name, {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}, rc.train.seed)

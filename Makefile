@@ -1,0 +1,32 @@
+# Two commands on a fresh machine with Python 3.11: `make demo` and `make test`.
+# Both create .venv if missing and install GenLoop into it, with torch pinned to the CPU build 2.13.0
+# (constraints.txt keeps pip from ever resolving a multi-GB CUDA build behind our back).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.genloop-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "error: Python 3.10+ is needed (python3.11 or python3 on PATH)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/genloop demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_images.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

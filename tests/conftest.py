@@ -1,0 +1,55 @@
+"""Shared fixtures: every test gets its own cache and run store, and tiny configs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Oversubscribed OpenMP threads (a busy second core) slow small CPU ops down by 10x; tests are tiny,
+# so one thread per process is both faster and steadier.
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GENLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GENLOOP_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path
+
+
+# A tiny, fast setup: digits at 8 px, small networks, fp32 (bit-exact everywhere), no TensorBoard.
+TINY = [
+    "data.image_size=8",
+    "train.batch_size=16",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.precision=fp32",
+    "train.tensorboard=false",
+    "train.threads=1",
+]
+TINY_MODEL = {
+    "dcgan": ["model.z_dim=8", "model.g_width=8", "model.d_width=8"],
+    "wgan-gp": ["model.z_dim=8", "model.g_width=8", "model.d_width=8", "model.n_critic=2"],
+    "vae": ["model.z_dim=4", "model.width=8"],
+}
+
+
+def tiny(model: str, *extra: str) -> list[str]:
+    return [*TINY, *TINY_MODEL[model], *extra]
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running `genloop` in a subprocess against the test's own dirs."""
+    env = dict(os.environ)
+    env["GENLOOP_CACHE_DIR"] = str(tmp_path / "cache")
+    env["GENLOOP_RUNS_DIR"] = str(tmp_path / "runs")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+GENLOOP = [sys.executable, "-m", "genloop.cli.main"]

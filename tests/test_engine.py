@@ -1,0 +1,278 @@
+"""The training engine and the model families: shapes, learning, determinism, exact resume, safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import genloop
+from genloop.data import ImageBatches
+from genloop.errors import ConfigError, TrainingDiverged
+from genloop.models.gan import Discriminator, Generator
+from genloop.models.vae import ConvVAE
+from genloop.runs import RunStore
+from genloop.serialization import load_tensors
+from genloop.systems import DataSpec, System, models
+from genloop.training import TrainConfig, Trainer
+from genloop.training.engine import learning_rate
+
+from conftest import GENLOOP, cli_env, tiny
+
+
+# --- shapes ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [8, 16, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_gan_shapes(size: int, channels: int) -> None:
+    g, d = Generator(8, channels, size, width=4), Discriminator(channels, size, width=4)
+    x = g(torch.randn(3, 8))
+    assert x.shape == (3, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1
+    assert d(x).shape == (3,)
+
+
+@pytest.mark.parametrize("size", [8, 32])
+def test_vae_shapes(size: int) -> None:
+    vae = ConvVAE(3, size, z_dim=5, width=8)
+    logits, mu, logvar = vae(torch.randn(2, 3, size, size))
+    assert logits.shape == (2, 3, size, size) and mu.shape == logvar.shape == (2, 5)
+
+
+def test_unsupported_size_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="8, 16, 32, 64"):
+        Generator(8, 1, 24)
+
+
+# --- learning -------------------------------------------------------------------------------------
+def _system(name: str, **cfg) -> System:
+    cls = models[name]
+    base = {"dcgan": dict(z_dim=8, g_width=8, d_width=8), "wgan-gp": dict(z_dim=8, g_width=8, d_width=8, n_critic=2),
+            "vae": dict(z_dim=4, width=8)}[name]
+    return cls(cls.Config(**{**base, **cfg}), DataSpec(1, 8, 10))
+
+
+def _cfg(name: str, **kw) -> TrainConfig:
+    base = dict(models[name].train_defaults, steps=10, batch_size=16, log_every=1, sample_every=0,
+                precision="fp32", tensorboard=False, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def _one_batch(n: int = 16) -> torch.Tensor:
+    from sklearn.datasets import load_digits
+
+    digits = torch.tensor(load_digits().images[:n], dtype=torch.float32)  # 0..16, 8x8
+    return (digits / 16 * 255).round().to(torch.uint8)[:, None]
+
+
+def test_vae_overfits_one_batch() -> None:
+    images = _one_batch(16)
+    trainer = Trainer(_system("vae"), ImageBatches(images, None, 16), _cfg("vae", steps=300, lr=3e-3), progress=False)
+    x = ImageBatches(images, None, 16).__next__()[0]
+    recon0, kl0 = trainer.system._terms(x)
+    trainer.fit()
+    with torch.no_grad():
+        recon1, _ = trainer.system._terms(x)
+    assert recon1.mean() < 0.6 * recon0.mean(), (recon0.mean(), recon1.mean())
+
+
+@pytest.mark.parametrize("name", ["dcgan", "wgan-gp"])
+def test_gan_overfits_one_image(name: str) -> None:
+    """Trained on a single image, the generator must learn to draw (nearly) that image."""
+    image = _one_batch(1).repeat(16, 1, 1, 1)
+    target = image[0].float() / 127.5 - 1
+    trainer = Trainer(_system(name), ImageBatches(image, None, 16), _cfg(name, steps=250, lr=1e-3 if name == "dcgan" else 5e-4, ema_decay=None), progress=False)
+    g = torch.Generator().manual_seed(0)
+    before = (trainer.system.eval().sample(16, g) - target).abs().mean()
+    trainer.system.train()
+    trainer.fit()
+    after = (trainer.system.eval().sample(16, torch.Generator().manual_seed(0)) - target).abs().mean()
+    assert after < 0.5 * before and after < 0.3, (float(before), float(after))
+
+
+@pytest.mark.parametrize("name", ["dcgan", "vae"])
+def test_every_parameter_group_changes(name: str) -> None:
+    system = _system(name)
+    before = {k: v.clone() for k, v in system.state_dict().items() if v.is_floating_point()}
+    Trainer(system, ImageBatches(_one_batch(32), None, 16), _cfg(name, steps=1), progress=False).fit()
+    for group, params in system.param_groups().items():
+        names = {id(p) for p in params}
+        changed = [k for k, p in system.named_parameters() if id(p) in names and not torch.equal(p.detach(), before[k])]
+        assert changed, f"no parameter of group {group} changed"
+
+
+# --- determinism and resume -----------------------------------------------------------------------
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(run_dir / "checkpoints" / "last.safetensors")[0]
+
+
+@pytest.mark.parametrize("name", ["dcgan", "vae"])
+def test_same_seed_same_weights(name: str) -> None:
+    a = genloop.train(name, overrides=tiny(name), steps=4, seed=3, progress=False)
+    b = genloop.train(name, overrides=tiny(name), steps=4, seed=3, progress=False)
+    c = genloop.train(name, overrides=tiny(name), steps=4, seed=4, progress=False)
+    wa, wb, wc = _weights(a.dir), _weights(b.dir), _weights(c.dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa if not k.startswith("rng/"))
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa if k.startswith("model/") and wa[k].is_floating_point())
+
+
+@pytest.mark.parametrize("name", ["dcgan", "wgan-gp", "vae"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_is_bit_exact(name: str, precision: str) -> None:
+    """Stopping at step 3 and resuming to 7 gives the very same weights, EMA, optimizer and RNG state."""
+    extra = (f"train.precision={precision}", "data.shift=1")  # augmentation must resume exactly too
+    full = genloop.train(name, overrides=tiny(name, *extra), steps=7, progress=False)
+    part = genloop.train(name, overrides=tiny(name, *extra), steps=3, progress=False)
+    resumed = genloop.resume(part.id, steps=7, progress=False)
+    a, b = _weights(full.dir), _weights(resumed.dir)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    assert RunStore().get(resumed.id).info["step"] == 7
+    steps = [json.loads(line)["step"] for line in (resumed.dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 8))  # one metric line per step, none lost or repeated across the resume
+
+
+def test_resume_needs_more_steps() -> None:
+    run = genloop.train("vae", overrides=tiny("vae"), steps=2, progress=False)
+    with pytest.raises(ConfigError, match="already reached"):
+        genloop.resume(run.id, progress=False)
+
+
+# --- schedule and EMA -----------------------------------------------------------------------------
+def test_learning_rate_schedules() -> None:
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9, 0.0) == pytest.approx(1.0)
+    assert learning_rate(cfg, 50, 0.5) == pytest.approx(0.55)
+    assert learning_rate(cfg, 100, 1.0) == pytest.approx(0.1)
+    lin = TrainConfig(lr=1.0, schedule="linear", min_lr_ratio=0.0)
+    assert learning_rate(lin, 5, 0.25) == pytest.approx(0.75)
+    assert learning_rate(TrainConfig(lr=0.5), 123, 0.7) == 0.5
+
+
+def test_ema_is_used_for_inference_weights() -> None:
+    run = genloop.train("dcgan", overrides=tiny("dcgan", "train.ema_decay=0.9"), steps=5, progress=False)
+    ckpt = _weights(run.dir)
+    inference = load_tensors(run.dir / "model.safetensors")[0]
+    key = "generator.body.3.weight"
+    assert torch.equal(inference[key], ckpt[f"ema/body.3.weight"])
+    assert not torch.equal(inference[key], ckpt[f"model/{key}"])
+
+
+# --- safety: NaN guard, atomic checkpoints, kill and Ctrl-C ---------------------------------------
+class _Exploding(System):
+    """A toy family whose loss turns NaN at a given step, to exercise the engine's guard."""
+
+    Config = dict
+    ema_target = "net"
+
+    def __init__(self, at: int) -> None:
+        super().__init__({}, DataSpec(1, 8))
+        self.net, self.at, self.calls = torch.nn.Linear(64, 1), at, 0
+
+    def param_groups(self):
+        return {"model": list(self.net.parameters())}
+
+    def training_step(self, batch, opt):
+        self.calls += 1
+        loss = self.net(batch[0].flatten(1)).pow(2).mean()
+        if self.calls >= self.at:
+            loss = loss * float("nan")
+        opt.step("model", loss)
+        return {"loss": loss.detach()}
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    system = _Exploding(at=4)
+    trainer = Trainer(system, ImageBatches(_one_batch(32), None, 16), _cfg("vae", steps=10, checkpoint_every=2), tmp_path, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"became nan at step 4.*step 2"):
+        trainer.fit()
+    tensors, state = load_tensors(tmp_path / "checkpoints" / "last.safetensors")
+    assert state["step"] == 2
+    assert torch.isfinite(tensors["model/net.weight"]).all()
+    assert torch.isfinite(system.net.weight).all()  # the bad step never reached the weights
+
+
+def test_checkpoint_survives_a_kill_during_save(tmp_path: Path) -> None:
+    """SIGKILL in the middle of writing a checkpoint leaves the previous one intact and loadable."""
+    script = f"""
+import os, signal, torch
+from genloop.serialization import save_tensors
+path = {str(tmp_path / 'last.safetensors')!r}
+save_tensors(path, {{"w": torch.ones(1000)}}, {{"step": 1}})
+real_replace = os.replace
+def killed(src, dst):
+    assert os.path.getsize(src) > 0   # the new file is fully written to its temporary name...
+    os.kill(os.getpid(), signal.SIGKILL)  # ...and the process dies before the rename
+os.replace = killed
+save_tensors(path, {{"w": torch.zeros(1000)}}, {{"step": 2}})
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    tensors, state = load_tensors(tmp_path / "last.safetensors")
+    assert state == {"step": 1} and torch.equal(tensors["w"], torch.ones(1000))
+
+
+def _start_training(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    args = [*GENLOOP, "train", "vae", "--steps", "100000", "-q"]
+    for s in tiny("vae", "train.checkpoint_every=5", *extra):
+        args += ["--set", s]
+    return subprocess.Popen(args, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout: float = 90.0) -> None:
+    t0 = time.time()
+    while not predicate():
+        if time.time() - t0 > timeout:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.1)
+
+
+def _the_run(tmp_path: Path) -> Path:
+    runs = [d for d in (tmp_path / "runs").iterdir() if d.is_dir() and not d.name.startswith(".")]
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
+    proc = _start_training(tmp_path)
+    _wait_for(lambda: (tmp_path / "runs").is_dir() and any((d / "metrics.jsonl").exists() for d in (tmp_path / "runs").iterdir()))
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "resume" in stderr.lower()
+    run_dir = _the_run(tmp_path)
+    assert stdout.strip().splitlines()[-1] == run_dir.name
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["step"] > 0
+    stopped_at = load_tensors(run_dir / "checkpoints" / "last.safetensors")[1]["step"]
+    assert stopped_at == info["step"]
+    res = subprocess.run([*GENLOOP, "train", "--resume", run_dir.name, "--steps", str(stopped_at + 3), "-q"],
+                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run_dir / "run.json").read_text())["step"] == stopped_at + 3
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    proc = _start_training(tmp_path, "train.checkpoint_every=3")
+    _wait_for(lambda: (tmp_path / "runs").is_dir() and any((d / "checkpoints" / "last.safetensors").exists() for d in (tmp_path / "runs").iterdir()))
+    time.sleep(0.3)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.communicate(timeout=30)
+    run_dir = _the_run(tmp_path)
+    saved = load_tensors(run_dir / "checkpoints" / "last.safetensors")[1]["step"]
+    assert saved % 3 == 0 and saved > 0
+    res = subprocess.run([*GENLOOP, "train", "--resume", run_dir.name, "--steps", str(saved + 2), "-q"],
+                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
