@@ -112,11 +112,11 @@ def train(
 ) -> Run:
     """Train a new run. Everything is validated (config, data, model) before the run directory exists."""
     rc = resolve_config(model, data, config, overrides, steps, time_budget, seed)
+    store = RunStore(runs_dir)  # checked before the (slower) data loading
     dataset = load_dataset(rc.data)
     spec = _spec(dataset)
     torch.manual_seed(rc.train.seed)  # the initial weights are part of what the seed decides
     system = rc.system_cls(rc.model, spec)
-    store = RunStore(runs_dir)
     run = store.create(model, rc.data.name, {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}, rc.train.seed)
     return _fit(store, run, system, dataset, rc, resume=False, progress=progress)
 
@@ -193,6 +193,8 @@ def generate(run_id: str, n: int = 64, seed: int = 0, out: str | Path | None = N
     run = RunStore(runs_dir).get(run_id)
     pipe = ImagePipeline.from_run(run.dir, device)
     out_dir = Path(out) if out else run.dir / "generated"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
     output = pipe(n=n, seed=seed)
     paths = [save_png(out_dir / "grid.png", make_grid(output.tensors), output.recipe, upscale=4)]
     for i, image in enumerate(output.tensors):

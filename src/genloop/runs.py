@@ -22,7 +22,7 @@ from sqlalchemy import JSON, Float, Integer, String, create_engine, delete, sele
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from . import __version__
-from .errors import GenLoopError, NotFoundError
+from .errors import ConfigError, GenLoopError, NotFoundError
 from .paths import runs_dir
 from .serialization import read_json, write_json
 
@@ -75,6 +75,8 @@ class RunStore:
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = runs_dir(root)
         self._engine = None
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"the run store {self.root} is a file, not a folder; pass another --runs-dir")
 
     # --- index ------------------------------------------------------------------------------------
     @property

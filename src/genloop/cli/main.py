@@ -15,6 +15,7 @@ from typing import Any, List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import ConfigError, GenLoopError
 
@@ -25,8 +26,18 @@ runs_app = typer.Typer(help="List, show and remove runs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 
-out = Console(highlight=False)
+out = Console(highlight=False)  # tables only; lines go through say()/note() so pipes get them whole
 err = Console(stderr=True, highlight=False)
+
+
+def say(text: str) -> None:
+    """A plain line on standard output: no markup parsing, no wrapping (paths and ids stay copyable)."""
+    print(text, flush=True)
+
+
+def note(text: str) -> None:
+    """A plain line on standard error (progress, summaries)."""
+    print(text, file=sys.stderr, flush=True)
 
 RunsDir = typer.Option(None, "--runs-dir", help="Run store folder (default: $GENLOOP_RUNS_DIR or ./runs).")
 
@@ -79,7 +90,7 @@ def data_list() -> None:
     from ..data import dataset_names
 
     for name in dataset_names():
-        out.print(name)
+        say(name)
 
 
 # --- train ----------------------------------------------------------------------------------------
@@ -112,13 +123,13 @@ def train(
         run = api.train(model, data, config, set_, steps, budget, seed, runs_dir, progress=not quiet)
     info = run.info
     if info.get("status") == "interrupted":
-        err.print(f"interrupted at step {info['step']}; checkpoint saved. Resume with: genloop train --resume {run.id}")
-        out.print(run.id)
+        note(f"interrupted at step {info['step']}; checkpoint saved. Resume with: genloop train --resume {run.id}")
+        say(run.id)
         raise typer.Exit(130)
     t = info.get("timings", {})
-    err.print(f"trained {info['model']} on {info['dataset']}: {info['step']} steps in {t.get('train_seconds', 0):.0f}s "
+    note(f"trained {info['model']} on {info['dataset']}: {info['step']} steps in {t.get('train_seconds', 0):.0f}s "
               f"({t.get('images_per_s', 0):.0f} images/s, {info.get('precision')} on {info.get('device')}) -> {run.dir}")
-    out.print(run.id)
+    say(run.id)
 
 
 # --- generate / eval / report ---------------------------------------------------------------------
@@ -135,7 +146,7 @@ def generate(
     from .. import api
 
     paths = api.generate(run_id, n=n, seed=seed, out=out_dir, runs_dir=runs_dir, device=device)
-    out.print(f"wrote {len(paths)} PNGs to {paths[0].parent} (grid: {paths[0]})")
+    say(f"wrote {len(paths)} PNGs to {paths[0].parent} (grid: {paths[0]})")
 
 
 @app.command("eval")
@@ -151,7 +162,7 @@ def eval_(
 
     r = api.evaluate(run_id, n=n, seed=seed, runs_dir=runs_dir, device=device, progress=True)
     print_metrics(r)
-    out.print(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / 'metrics.json'}")
+    say(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / 'metrics.json'}")
 
 
 def print_metrics(r: dict[str, Any]) -> None:
@@ -170,7 +181,7 @@ def print_metrics(r: dict[str, Any]) -> None:
         table.add_row("ELBO (nats/image, test)", f"{r['elbo_nats']:.2f}", "", "higher")
     out.print(table)
     fn = r.get("feature_net", {})
-    out.print(f"features: {fn.get('id')} ({fn.get('kind')}, held-out accuracy {fn.get('accuracy', 0):.3f}); "
+    say(f"features: {fn.get('id')} ({fn.get('kind')}, held-out accuracy {fn.get('accuracy', 0):.3f}); "
               f"floor = {r.get('n_floor')} real training images vs the same held-out set")
 
 
@@ -179,7 +190,7 @@ def report(run_id: str = typer.Argument(..., help="Run id."), runs_dir: Optional
     """Write the run's self-contained report.html (samples, loss curves, metrics with floors, config)."""
     from .. import api
 
-    out.print(str(api.report(run_id, runs_dir=runs_dir)))
+    say(str(api.report(run_id, runs_dir=runs_dir)))
 
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -195,13 +206,21 @@ def runs_list(
     from ..runs import RunStore
 
     rows = RunStore(runs_dir).list(model=model, status=status, dataset=dataset, limit=limit)
-    table = Table()
-    for col in ("id", "model", "dataset", "status", "step", "train s", "FID (floor)"):
-        table.add_column(col)
+    header = ("id", "model", "dataset", "status", "step", "train_s", "fid", "fid_floor")
+    lines = []
     for r in rows:
         s = r.summary or {}
-        fid = f"{s['fid']:.2f} ({s['fid_floor']:.2f})" if "fid" in s else ""
-        table.add_row(r.id, r.model, r.dataset, r.status, str(r.step), f"{r.train_seconds:.0f}", fid)
+        fid, floor = (f"{s['fid']:.2f}", f"{s['fid_floor']:.2f}") if "fid" in s else ("", "")
+        lines.append((r.id, r.model, r.dataset, r.status, str(r.step), f"{r.train_seconds:.0f}", fid, floor))
+    if not out.is_terminal:  # piped: one tab-separated line per run, whole ids, for scripts
+        for line in [header, *lines]:
+            say("\t".join(line))
+        return
+    table = Table()
+    for col in header:
+        table.add_column(col, no_wrap=col == "id")
+    for line in lines:
+        table.add_row(*line)
     out.print(table if rows else "no runs")
 
 
@@ -225,7 +244,7 @@ def runs_rm(run_ids: List[str] = typer.Argument(...), runs_dir: Optional[Path] =
 
     store = RunStore(runs_dir)
     for rid in run_ids:
-        out.print(f"removed {store.remove(rid)}")
+        say(f"removed {store.remove(rid)}")
 
 
 # --- demo -----------------------------------------------------------------------------------------
@@ -242,21 +261,21 @@ def demo(
 
     budget = parse_duration(time_budget)
     config = files("genloop").joinpath("configs/demo_dcgan.yaml")
-    err.print(f"[bold]GenLoop demo[/] — DCGAN on scikit-learn's handwritten digits, {budget:.0f}s of training")
+    note(f"GenLoop demo — DCGAN on scikit-learn's handwritten digits, {budget:.0f}s of training")
     run = api.train("dcgan", config=str(config), time_budget=budget, runs_dir=runs_dir)
     if run.info.get("status") == "interrupted":
-        err.print(f"interrupted; resume with: genloop train --resume {run.id}")
+        note(f"interrupted; resume with: genloop train --resume {run.id}")
         raise typer.Exit(130)
     paths = api.generate(run.id, n=64, seed=0, runs_dir=runs_dir)
-    err.print("evaluating (the reference feature network trains once per dataset, then is cached)...")
+    note("evaluating (the reference feature network trains once per dataset, then is cached)...")
     metrics = api.evaluate(run.id, n=n, runs_dir=runs_dir, progress=True)
     report_path = api.report(run.id, runs_dir=runs_dir)
     print_metrics(metrics)
-    out.print(f"run      {run.id}  ({run.info['step']} steps, {run.info['timings']['images_per_s']:.0f} images/s)")
-    out.print(f"samples  {paths[0]}")
-    out.print(f"FID      {metrics['fid']:.2f}  (real-data floor {metrics['fid_floor']:.2f}: "
+    say(f"run      {run.id}  ({run.info['step']} steps, {run.info['timings']['images_per_s']:.0f} images/s)")
+    say(f"samples  {paths[0]}")
+    say(f"FID      {metrics['fid']:.2f}  (real-data floor {metrics['fid_floor']:.2f}: "
               f"{metrics['fid'] / max(metrics['fid_floor'], 1e-9):.1f}x the floor)")
-    out.print(f"report   {report_path}")
+    say(f"report   {report_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,7 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="genloop")
     except GenLoopError as e:
-        err.print(f"[red]error:[/] {e}", soft_wrap=True)
+        err.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)  # Text: no markup parsing
+        return e.exit_code
+    except OSError as e:  # the file system said no (a file where a folder should be, no space, no permission)
+        where = f": {e.filename}" if e.filename else ""
+        err.print(Text.assemble(("error: ", "bold red"), f"{e.strerror or e}{where}"), soft_wrap=True)
+        return 2
         return e.exit_code
     return 0
 
