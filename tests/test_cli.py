@@ -21,7 +21,7 @@ from PIL import Image
 
 from conftest import GENLOOP, cli_env, tiny
 from genloop.cli.main import main
-from genloop.generate.io import read_recipe
+from genloop.generation.io import read_recipe
 
 RECIPE_KEYS = ("run_id", "checkpoint_sha256", "model", "seed", "genloop_version")
 

@@ -11,7 +11,7 @@ import torch
 
 from genloop.data.image import ImageDataset
 from genloop.errors import DataError
-from genloop.evaluate import (
+from genloop.evaluation import (
     FrechetDistance,
     InceptionScore,
     KernelInceptionDistance,
@@ -20,7 +20,7 @@ from genloop.evaluate import (
     get_feature_extractor,
     mmd2_unbiased,
 )
-from genloop.evaluate import features as features_mod
+from genloop.evaluation import features as features_mod
 from genloop.serialization import sha256_file
 
 

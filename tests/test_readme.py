@@ -28,3 +28,18 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         exec(compile(block, str(README), "exec"), {"__name__": "readme"})
     assert (tmp_path / "first.png").is_file()
     assert "checkpoint_sha256" in capsys.readouterr().out
+
+
+def test_api_verbs_are_not_shadowed_by_subpackages() -> None:
+    """`genloop.train(...)` etc. must stay functions even after every subpackage has been imported
+    (a subpackage named like a verb would replace the function on first import)."""
+    import importlib
+    import pkgutil
+
+    import genloop
+
+    for mod in pkgutil.walk_packages(genloop.__path__, "genloop."):
+        if not mod.name.endswith("__main__"):
+            importlib.import_module(mod.name)
+    for verb in genloop._API:
+        assert callable(getattr(genloop, verb)) and not isinstance(getattr(genloop, verb), type(genloop)), verb

@@ -21,7 +21,7 @@ from . import __version__
 from .config import apply_overrides, from_dict, load_yaml, to_dict
 from .data import DataConfig, ImageBatches, ImageDataset, load_dataset
 from .errors import ConfigError, GenLoopError, NotFoundError, TrainingDiverged
-from .generate.pipelines import ImagePipeline
+from .generation.pipelines import ImagePipeline
 from .runs import Run, RunStore
 from .serialization import read_json, write_json
 from .systems import DataSpec, System, models
@@ -186,7 +186,7 @@ def load(run: str | Path, device: str = "cpu", runs_dir: str | Path | None = Non
 def generate(run_id: str, n: int = 64, seed: int = 0, out: str | Path | None = None,
              runs_dir: str | Path | None = None, device: str = "cpu") -> list[Path]:
     """Write ``n`` images (each PNG carrying its recipe) and a grid; VAE runs also get reconstructions."""
-    from .generate.io import make_grid, save_png
+    from .generation.io import make_grid, save_png
 
     if n < 1 or n > 10_000:
         raise ConfigError(f"--n must be between 1 and 10000, got {n}")
@@ -215,7 +215,7 @@ def generate(run_id: str, n: int = 64, seed: int = 0, out: str | Path | None = N
 def evaluate(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path | None = None,
              device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """FID / KID / IS of ``n`` samples against held-out real images, each beside its real-data floor."""
-    from .evaluate import evaluate_images, get_feature_extractor
+    from .evaluation import evaluate_images, get_feature_extractor
 
     if n < 2 or n > 100_000:
         raise ConfigError(f"--n must be between 2 and 100000, got {n}")
@@ -246,7 +246,7 @@ def evaluate(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path | N
 
 def report(run_id: str, runs_dir: str | Path | None = None) -> Path:
     """Write the run's self-contained ``report.html``."""
-    from .evaluate.report import write_report
+    from .evaluation.report import write_report
 
     run = RunStore(runs_dir).get(run_id)
     return write_report(run.dir)
