@@ -6,6 +6,7 @@ It prints a Markdown table (for BENCHMARKS.md) and writes the raw numbers as JSO
 
     python benchmarks/bench_images.py --budget 150            # ~12 minutes on 2 cores
     python benchmarks/bench_images.py --budget 20 --n 500     # a quick look
+    python benchmarks/bench_images.py --steps 900 --models dcgan   # equal steps: bf16's effect on quality alone
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def cpu_name() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=150.0, help="training seconds per run")
+    ap.add_argument("--steps", type=int, default=None, help="train a fixed number of steps instead of a time budget")
     ap.add_argument("--models", nargs="+", default=["dcgan", "vae"])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--image-size", type=int, default=32)
@@ -50,7 +52,8 @@ def main() -> None:
         for precision in args.precisions:
             overrides = [f"data.image_size={args.image_size}", f"train.precision={precision}", "train.tensorboard=false",
                          *args.overrides]
-            run = genloop.train(model, data="digits", overrides=overrides, time_budget=args.budget,
+            budget = None if args.steps else args.budget
+            run = genloop.train(model, data="digits", overrides=overrides, steps=args.steps, time_budget=budget,
                                 runs_dir=runs_dir, progress=False)
             pipe = genloop.load(run.id, runs_dir=runs_dir)
             t0 = time.perf_counter()
@@ -58,7 +61,8 @@ def main() -> None:
             sample_ms = (time.perf_counter() - t0) / 256 * 1000
             m = genloop.evaluate(run.id, n=args.n, runs_dir=runs_dir)
             row = {
-                "model": model, "precision": precision, "budget_s": args.budget, "steps": run.info["step"],
+                "model": model, "precision": precision, "budget_s": budget, "steps": run.info["step"],
+                "train_seconds": run.info["timings"]["train_seconds"],
                 "images_per_s": run.info["timings"]["images_per_s"], "sample_ms_per_image": round(sample_ms, 3),
                 **{k: m.get(k) for k in ("fid", "fid_floor", "kid", "kid_floor", "is", "is_real", "elbo_nats",
                                          "n_generated", "n_reference", "n_floor")},
@@ -68,7 +72,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
 
     print()
-    print(f"{args.budget:.0f} s of training per run on digits at {args.image_size} px; "
+    what = f"{args.steps} steps" if args.steps else f"{args.budget:.0f} s of training"
+    print(f"{what} per run on digits at {args.image_size} px; "
           f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
     print("| model | precision | steps | train images/s | FID (floor) | FID / floor | KID (floor) | IS (real) | ELBO nats | sample ms/img |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -67,6 +67,9 @@ def test_bad_files(tmp_path: Path) -> None:
     (tmp_path / "other.yaml").write_text("model:\n  name: vae\n")
     with pytest.raises(ConfigError, match="is for model 'vae'"):
         resolve_config("dcgan", config=tmp_path / "other.yaml")
+    (tmp_path / "flat.yaml").write_text("model: dcgan\n")
+    with pytest.raises(ConfigError, match="config section 'model' must be a mapping of settings, got 'dcgan'"):
+        resolve_config("dcgan", config=tmp_path / "flat.yaml")
     (tmp_path / "sect.yaml").write_text("optimizer:\n  lr: 1\n")
     with pytest.raises(ConfigError, match="unknown config section 'optimizer'; valid sections: model, data, train"):
         resolve_config("dcgan", config=tmp_path / "sect.yaml")

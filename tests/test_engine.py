@@ -272,6 +272,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     run_dir = _the_run(tmp_path)
     saved = load_tensors(run_dir / "checkpoints" / "last.safetensors")[1]["step"]
     assert saved % 3 == 0 and saved > 0
+    assert RunStore(tmp_path / "runs").get(run_dir.name).info["status"] == "killed"  # not "running" forever
     res = subprocess.run([*GENLOOP, "train", "--resume", run_dir.name, "--steps", str(saved + 2), "-q"],
                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -54,3 +54,24 @@ def test_id_prefix_and_ambiguity(tmp_path: Path) -> None:
 
 def test_empty_store(tmp_path: Path) -> None:
     assert RunStore(tmp_path / "nothing").list() == []
+
+
+def test_a_live_run_cannot_be_claimed_twice_and_a_dead_one_reads_killed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from genloop.errors import ConfigError
+
+    store = RunStore(tmp_path / "runs")
+    run = _make(store)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        store.update(run, status="running", pid=other.pid, host=__import__("socket").gethostname())
+        with pytest.raises(ConfigError, match=f"being trained by process {other.pid}"):
+            store.mark_running(store.get(run.id))
+    finally:
+        other.kill()
+        other.wait()
+    assert store.get(run.id).info["status"] == "killed"
+    assert store.mark_running(store.get(run.id)).info["pid"] == os.getpid()

@@ -62,17 +62,16 @@ def resolve_config(
     layered: dict[str, Any] = {"model": {"name": model}, "data": {}, "train": dict(cls.train_defaults)}
     if config is not None:
         file_cfg = config if isinstance(config, dict) else load_yaml(config)
-        for key in file_cfg:
-            if key not in SECTIONS:
-                raise ConfigError(f"unknown config section '{key}'; valid sections: {', '.join(SECTIONS)}")
-        named = (file_cfg.get("model") or {}).get("name") if isinstance(file_cfg.get("model"), dict) else None
+        named = file_cfg["model"].get("name") if isinstance(file_cfg.get("model"), dict) else None
         if named and named != model:
             raise ConfigError(f"the config file is for model '{named}' but the command trains '{model}'")
         layered = _merge(layered, file_cfg)
     layered = apply_overrides(layered, list(overrides))
-    for key in layered:
+    for key, section in layered.items():
         if key not in SECTIONS:
             raise ConfigError(f"unknown config section '{key}'; valid sections: {', '.join(SECTIONS)}")
+        if not isinstance(section, dict):
+            raise ConfigError(f"config section '{key}' must be a mapping of settings, got {section!r}")
     if layered["model"].get("name", model) != model:
         raise ConfigError(f"model.name cannot be changed with --set; train another model with `genloop train NAME`")
     if data is not None:
@@ -158,7 +157,7 @@ def _fit(store: RunStore, run: Run, system: System, dataset: ImageDataset, rc: R
     trainer = Trainer(system, batches, rc.train, run.dir, progress=progress, on_checkpoint=lambda step: store.update(run, step=step))
     if resume:
         trainer.resume(run.last_checkpoint)
-    store.update(run, status="running", device=str(trainer.device),
+    store.mark_running(run, device=str(trainer.device),
                  precision=str(trainer.dtype).replace("torch.", "") if trainer.dtype else "fp32")
     try:
         result = trainer.fit()

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,20 @@ class RunRow(_Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     train_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     summary: Mapped[dict] = mapped_column(JSON, default=dict)  # headline eval numbers (fid, floor, ...)
+
+
+def _alive(info: dict[str, Any]) -> bool:
+    """Is the process that marked this run 'running' still alive? (Only knowable on the same host.)"""
+    pid, host = info.get("pid"), info.get("host")
+    if not pid or host != socket.gethostname():
+        return True  # another machine's run, or no pid recorded: assume it is
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def now_iso() -> str:
@@ -102,7 +117,7 @@ class RunStore:
         for d in self.root.iterdir() if self.root.is_dir() else []:
             if d.is_dir() and not d.name.startswith(".") and (d / "run.json").is_file():
                 try:
-                    on_disk[d.name] = read_json(d / "run.json")
+                    on_disk[d.name] = self._checked(Run(d, read_json(d / "run.json"))).info
                 except GenLoopError:
                     continue
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
@@ -145,9 +160,9 @@ class RunStore:
         """A run by id, by unique id prefix, or by the path of its directory."""
         path = Path(run_id)
         if (path / "run.json").is_file():
-            return Run(path, read_json(path / "run.json"))
+            return self._checked(Run(path, read_json(path / "run.json")))
         if run_id and "/" not in run_id and (self.root / run_id / "run.json").is_file():
-            return Run(self.root / run_id, read_json(self.root / run_id / "run.json"))
+            return self._checked(Run(self.root / run_id, read_json(self.root / run_id / "run.json")))
         ids = [d.name for d in self.root.iterdir() if (d / "run.json").is_file()] if self.root.is_dir() else []
         matches = [i for i in ids if i.startswith(run_id)] if run_id else []
         if len(matches) == 1:
@@ -156,6 +171,18 @@ class RunStore:
             raise NotFoundError(f"run id '{run_id}' is ambiguous: matches {', '.join(sorted(matches)[:5])}")
         recent = ", ".join(sorted(ids)[-3:]) or "none yet"
         raise NotFoundError(f"no run '{run_id}' in {self.root}; recent runs: {recent} (see `genloop runs list`)")
+
+    def _checked(self, run: Run) -> Run:
+        """A run marked 'running' whose process is gone was killed: say so (its checkpoint resumes it)."""
+        if run.info.get("status") == "running" and not _alive(run.info):
+            self.update(run, status="killed")
+        return run
+
+    def mark_running(self, run: Run, **fields: Any) -> Run:
+        """Claim a run for this process; refuse if another live process is training it."""
+        if run.info.get("status") == "running" and _alive(run.info) and run.info.get("pid") != os.getpid():
+            raise ConfigError(f"run {run.id} is being trained by process {run.info.get('pid')}; stop it first")
+        return self.update(run, status="running", pid=os.getpid(), host=socket.gethostname(), **fields)
 
     def update(self, run: Run, **fields: Any) -> Run:
         """Change fields of ``run.json`` (nested dicts ``timings``/``summary`` are merged) and the index."""

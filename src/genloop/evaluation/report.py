@@ -474,12 +474,18 @@ def _ratio(value: Any, floor: Any) -> str:
 # Extra numbers eval/metrics.json may hold, with a label and how to read them.
 _EXTRA_METRICS = {
     "elbo_nats": ("ELBO (nats / image)", "the variational bound on the log-likelihood of held-out images"),
+    "elbo_bits_per_dim": ("Bits per dimension", "lower is better: the negative ELBO expressed per pixel channel"),
+    "recon_nats": ("Reconstruction (nats / image)", "lower is better: the decoder's negative log-likelihood"),
+    "kl_nats": ("KL (nats / image)", "how much the encoder's posterior departs from the prior"),
     "bits_per_dim": ("Bits per dimension", "lower is better: the bound expressed per pixel channel"),
     "precision": ("Precision", "higher is better: share of generated images that look like real ones"),
     "recall": ("Recall", "higher is better: share of real variety the model covers"),
 }
 _EVAL_KNOWN = {"fid", "fid_floor", "kid", "kid_std", "kid_floor", "is", "is_std", "is_real", "is_real_std",
-               "n_generated", "n_reference", "n_floor", "reference_split", "feature_net"}
+               "n_generated", "n_reference", "n_floor", "reference_split", "feature_net",
+               # bookkeeping, not metrics: what was scored and how long it took
+               "step", "seed", "seconds", "run_id", "model", "checkpoint_sha256", "genloop_version",
+               "floor_split", "family_metrics_split", "kid_floor_std"}
 
 
 def _eval_section(ev: dict[str, Any]) -> str:
