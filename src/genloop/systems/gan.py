@@ -5,6 +5,12 @@ Losses (``loss``):
 - ``hinge``: the hinge loss of SAGAN / BigGAN.
 - ``wgan-gp``: the Wasserstein critic with a gradient penalty on random interpolates (Gulrajani et al.,
   2017); the critic uses per-sample normalisation, as batch-norm would break the per-sample penalty.
+
+``spectral_norm`` divides each discriminator weight by its largest singular value (Miyato et al.,
+2018), which keeps the discriminator smooth without any normalisation layer.
+
+``cgan`` is the class-conditional family: conditional batch norm in the generator, a projection
+discriminator (Miyato & Koyama, 2018), hinge loss and spectral norm, trained on labelled data.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from ..models.gan import Discriminator, Generator, init_weights
+from ..errors import ConfigError
+from ..models.gan import Discriminator, Generator, init_weights, spectral_normalize
 from .base import DataSpec, StepFn, System, frozen
 
 
@@ -26,9 +33,23 @@ class GANConfig:
     g_width: int = 32  # generator channels at full resolution (doubling at each halving)
     d_width: int = 32  # discriminator channels at full resolution
     loss: Literal["bce", "hinge", "wgan-gp"] = "bce"
-    d_norm: Literal["auto", "batch", "layer", "none"] = "auto"  # auto: batch, or layer for wgan-gp
+    d_norm: Literal["auto", "batch", "layer", "none"] = "auto"  # auto: none with spectral norm, layer for wgan-gp, else batch
+    spectral_norm: bool = False  # spectral normalisation of every discriminator weight
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp)
     n_critic: int = 1  # discriminator steps per generator step
+
+
+def discriminator_norm(config: GANConfig) -> str:
+    """The normalisation ``d_norm="auto"`` stands for.
+
+    Spectral norm already controls the discriminator's scale, and batch norm would mix samples into
+    each other's scores; WGAN-GP's penalty is per sample, so it needs a per-sample norm.
+    """
+    if config.d_norm != "auto":
+        return config.d_norm
+    if config.spectral_norm:
+        return "none"
+    return "layer" if config.loss == "wgan-gp" else "batch"
 
 
 class GANSystem(System):
@@ -38,48 +59,70 @@ class GANSystem(System):
 
     def __init__(self, config: GANConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
-        norm = config.d_norm if config.d_norm != "auto" else ("layer" if config.loss == "wgan-gp" else "batch")
-        self.generator = Generator(config.z_dim, spec.channels, spec.image_size, config.g_width)
-        self.discriminator = Discriminator(spec.channels, spec.image_size, config.d_width, norm)
+        classes = spec.num_classes if self.conditional else 0
+        if self.conditional and classes == 0:
+            raise ConfigError(f"{config.name} needs a labelled dataset; this one has no classes "
+                              "(train dcgan for unlabelled images)")
+        self.generator = Generator(config.z_dim, spec.channels, spec.image_size, config.g_width, classes)
+        self.discriminator = Discriminator(spec.channels, spec.image_size, config.d_width, discriminator_norm(config), classes)
         init_weights(self)
+        if config.spectral_norm:
+            spectral_normalize(self.discriminator)
 
     @property
     def latent_dim(self) -> int:
         return self.config.z_dim
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z).float()
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents -> images; a conditional GAN given no labels draws the classes in turn, as ``sample`` does."""
+        if self.conditional and labels is None:
+            labels = self.default_labels(z.shape[0]).to(z.device)
+        return self.generator(z, labels if self.conditional else None).float()
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"discriminator": list(self.discriminator.parameters()), "generator": list(self.generator.parameters())}
 
-    def _d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        d_real, d_fake = self.discriminator(real).float(), self.discriminator(fake).float()
+    def _d_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        d_real, d_fake = self.discriminator(real, labels).float(), self.discriminator(fake, labels).float()
         if self.config.loss == "bce":
             return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
         if self.config.loss == "hinge":
             return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-        return d_fake.mean() - d_real.mean() + self.config.gp_weight * self._gradient_penalty(real, fake)
+        return d_fake.mean() - d_real.mean() + self.config.gp_weight * self._gradient_penalty(real, fake, labels)
 
-    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
         mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
-        (grad,) = torch.autograd.grad(self.discriminator(mix).float().sum(), mix, create_graph=True)
+        (grad,) = torch.autograd.grad(self.discriminator(mix, labels).float().sum(), mix, create_graph=True)
         return ((grad.flatten(1).float().norm(dim=1) - 1) ** 2).mean()
 
+    def _labels(self, batch: Any) -> torch.Tensor | None:
+        """The batch's class labels for a conditional GAN, None for an unconditional one.
+
+        Fakes are drawn for the batch's own labels, in both steps: the discriminator then compares
+        real and fake images of the same classes (and WGAN-GP's interpolates stay within a class),
+        and the generator learns each class as often as the data shows it.
+        """
+        if not self.conditional:
+            return None
+        labels = batch[1] if len(batch) > 1 else None
+        if labels is None:
+            raise ConfigError(f"{self.config.name} needs class labels with every batch; this data has none")
+        return labels
+
     def training_step(self, batch: Any, opt: StepFn) -> dict[str, torch.Tensor]:
-        real = batch[0]
+        real, labels = batch[0], self._labels(batch)
         n = real.shape[0]
         for _ in range(self.config.n_critic):
             z = torch.randn(n, self.config.z_dim, device=real.device)
             with torch.no_grad():
-                fake = self.generator(z)
-            d_loss = self._d_loss(real, fake.to(real.dtype))
+                fake = self.generator(z, labels)
+            d_loss = self._d_loss(real, fake.to(real.dtype), labels)
             opt.step("discriminator", d_loss)
 
         z = torch.randn(n, self.config.z_dim, device=real.device)
         with frozen(self.discriminator):
-            d_fake = self.discriminator(self.generator(z)).float()
+            d_fake = self.discriminator(self.generator(z, labels), labels).float()
             g_loss = F.softplus(-d_fake).mean() if self.config.loss == "bce" else -d_fake.mean()
             opt.step("generator", g_loss)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
@@ -97,3 +140,22 @@ class WGANGPSystem(GANSystem):
 
     Config = WGANGPConfig
     train_defaults = {"lr": 1e-4, "betas": [0.0, 0.9]}
+
+
+@dataclass
+class CGANConfig(GANConfig):
+    name: str = "cgan"
+    loss: Literal["bce", "hinge", "wgan-gp"] = "hinge"
+    spectral_norm: bool = True
+
+
+class CGANSystem(GANSystem):
+    """Class-conditional GAN: conditional batch norm in G, projection discriminator, hinge loss, SN.
+
+    Adam as DCGAN's (lr 2e-4, betas 0.5/0.999, one discriminator step per generator step): setting
+    "C" of the spectral-norm paper, which worked best there for DCGAN-sized networks.
+    """
+
+    Config = CGANConfig
+    train_defaults = {"lr": 2e-4, "betas": [0.5, 0.999]}
+    conditional = True
