@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,13 @@ from . import __version__
 from .config import apply_overrides, from_dict, load_yaml, to_dict
 from .data import DataConfig, ImageBatches, ImageDataset, load_dataset
 from .errors import ConfigError, GenLoopError, NotFoundError, TrainingDiverged
-from .generation.pipelines import ImagePipeline
+from .generation.pipelines import ImagePipeline, load_pipeline
 from .runs import Run, RunStore
 from .serialization import read_json, write_json
 from .systems import DataSpec, System, models
 from .training import TrainConfig, Trainer
+from .training.config import SELECTABLE_METRICS
+from .training.engine import pick_device
 
 SECTIONS = ("model", "data", "train")
 
@@ -154,7 +157,9 @@ def resume(
 def _fit(store: RunStore, run: Run, system: System, dataset: ImageDataset, rc: ResolvedConfig, resume: bool, progress: bool) -> Run:
     images, labels = dataset.get("train")
     batches = ImageBatches(images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift)
-    trainer = Trainer(system, batches, rc.train, run.dir, progress=progress, on_checkpoint=lambda step: store.update(run, step=step))
+    evaluator = _quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
+    trainer = Trainer(system, batches, rc.train, run.dir, progress=progress,
+                      on_checkpoint=lambda step: store.update(run, step=step), evaluator=evaluator)
     if resume:
         trainer.resume(run.last_checkpoint)
     store.mark_running(run, device=str(trainer.device),
@@ -171,75 +176,195 @@ def _fit(store: RunStore, run: Run, system: System, dataset: ImageDataset, rc: R
         store.update(run, status="failed", error=f"{type(e).__name__}: {e}")
         raise
     status = "interrupted" if result.stopped_by == "interrupt" else "finished"
-    store.update(run, status=status, step=result.step, stopped_by=result.stopped_by,
-                 timings={"train_seconds": round(trainer.elapsed_before, 2), "images_per_s": round(result.images_per_s, 1)})
+    timings = {"train_seconds": round(trainer.elapsed_before, 2), "images_per_s": round(result.images_per_s, 1)}
+    if evaluator is not None:
+        timings["eval_seconds"] = round(trainer.eval_seconds, 2)
+    store.update(run, status=status, step=result.step, stopped_by=result.stopped_by, timings=timings,
+                 **({"best": trainer.best} if trainer.best else {}))
     return run
 
 
+def _quick_evaluator(dataset: ImageDataset, cfg: TrainConfig, progress: bool) -> Any:
+    """What the engine calls every ``train.eval_every`` steps: a small-sample FID/KID/precision/recall
+    (and class accuracy for conditional models) of the current EMA weights, on the reference net."""
+    from .evaluation import evaluate_images, get_feature_extractor
+    from .generation.pipelines import DiffusionPipeline
+
+    extractor = get_feature_extractor(dataset, device=pick_device(cfg.device), progress=progress)
+
+    def quick(system: System) -> dict[str, float]:
+        pipe_cls = DiffusionPipeline if system.iterative else ImagePipeline
+        out = pipe_cls(system, {"run_id": None, "model": system.config.name})(n=cfg.eval_samples, seed=2_000_000)
+        r = evaluate_images(out.tensors, dataset, extractor, seed=0, labels=out.labels,
+                            metrics=("fid", "kid", "prdc", "class"))
+        return {k: float(r[k]) for k in SELECTABLE_METRICS if k in r}
+
+    return quick
+
+
 # --- inference ------------------------------------------------------------------------------------
-def load(run: str | Path, device: str = "cpu", runs_dir: str | Path | None = None) -> ImagePipeline:
-    """A generation pipeline for a run id (or a run directory)."""
-    return ImagePipeline.from_run(RunStore(runs_dir).get(str(run)).dir, device=device)
+def load(run: str | Path, device: str = "cpu", runs_dir: str | Path | None = None, checkpoint: str = "last") -> ImagePipeline:
+    """A generation pipeline for a run id (or a run directory): ``pipe(n=16, seed=0, ...)``.
+
+    ``checkpoint``: "last" (the weights at the end of training) or "best" (the best quick evaluation,
+    for runs trained with ``train.eval_every``). Diffusion runs get a pipeline whose ``steps``,
+    ``sampler``, ``guidance`` and ``eta`` are chosen per call.
+    """
+    return load_pipeline(RunStore(runs_dir).get(str(run)).dir, device=device, checkpoint=checkpoint)
 
 
 def generate(run_id: str, n: int = 64, seed: int = 0, out: str | Path | None = None,
-             runs_dir: str | Path | None = None, device: str = "cpu") -> list[Path]:
-    """Write ``n`` images (each PNG carrying its recipe) and a grid; VAE runs also get reconstructions."""
+             runs_dir: str | Path | None = None, device: str = "cpu", class_label: int | None = None,
+             sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+             eta: float | None = None, checkpoint: str = "last") -> list[Path]:
+    """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
+    encoder also get reconstructions of test images. A conditional model's grid has one class per column."""
     from .generation.io import make_grid, save_png
 
     if n < 1 or n > 10_000:
         raise ConfigError(f"--n must be between 1 and 10000, got {n}")
+    if steps is not None and not 1 <= steps <= 10_000:
+        raise ConfigError(f"--steps must be between 1 and 10000, got {steps}")
     run = RunStore(runs_dir).get(run_id)
-    pipe = ImagePipeline.from_run(run.dir, device)
+    pipe = load_pipeline(run.dir, device, checkpoint)
     out_dir = Path(out) if out else run.dir / "generated"
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
-    output = pipe(n=n, seed=seed)
-    paths = [save_png(out_dir / "grid.png", make_grid(output.tensors), output.recipe, upscale=4)]
+    output = pipe(n=n, seed=seed, class_label=class_label, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
+    nrow = pipe.num_classes if pipe.num_classes and class_label is None else 8
+    paths = [save_png(out_dir / "grid.png", make_grid(output.tensors, nrow=nrow), output.recipe, upscale=4)]
     for i, image in enumerate(output.tensors):
         paths.append(save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i)))
     lerp = pipe.interpolate(rows=6, steps=10, seed=seed)
     paths.append(save_png(out_dir / "interpolation.png", make_grid(lerp.tensors, nrow=10), lerp.recipe, upscale=4))
     if hasattr(pipe.system, "reconstruct"):
         dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
-        real = dataset.float_images("test")[:32]
+        real, labels = dataset.get("test")
+        real, labels = dataset.float_images("test")[:32], None if labels is None else labels[:32]
         if len(real):
-            recon = pipe.reconstruct(real)
+            recon = pipe.reconstruct(real, labels)
             pairs = torch.stack([real, recon], 1).flatten(0, 1)  # real, reconstruction, real, ...
             paths.append(save_png(out_dir / "reconstructions.png", make_grid(pairs, nrow=16),
                                   pipe.recipe(kind="reconstructions", split="test"), upscale=4))
     return paths
 
 
+def _extractor(dataset: ImageDataset, features: str, weights: str | Path | None, device: str, progress: bool) -> Any:
+    """The yardstick: GenLoop's reference net for the dataset, or Inception-v3 from a local weights file."""
+    from .evaluation import get_feature_extractor
+
+    if features == "ref":
+        if weights is not None:
+            raise ConfigError("--weights goes with --features inception; the reference net is trained by GenLoop")
+        return get_feature_extractor(dataset, device=device, progress=progress)
+    if features == "inception":
+        if weights is None:
+            raise ConfigError("--features inception needs --weights PATH (pt_inception-2015-12-05-6726825d.pth); "
+                              "GenLoop never downloads at run time")
+        from .evaluation.inception import load_inception
+
+        return load_inception(weights, device=device)
+    raise ConfigError(f"unknown --features '{features}'; valid: ref, inception")
+
+
 def evaluate(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path | None = None,
-             device: str = "cpu", progress: bool = False) -> dict[str, Any]:
-    """FID / KID / IS of ``n`` samples against held-out real images, each beside its real-data floor."""
-    from .evaluation import evaluate_images, get_feature_extractor
+             device: str = "cpu", progress: bool = False, sampler: str | None = None, steps: int | None = None,
+             guidance: float | None = None, eta: float | None = None, checkpoint: str = "last",
+             features: str = "ref", weights: str | Path | None = None) -> dict[str, Any]:
+    """Score ``n`` samples against held-out real images: FID, KID, IS, precision/recall, density/coverage,
+    conditional accuracy and per-class FID, memorisation — each beside its real-data floor.
+
+    Writes ``eval/metrics.json`` (``eval/metrics_inception.json`` for the Inception backend) and
+    ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image).
+    """
+    from .evaluation import evaluate_images
+    from .generation.io import save_png
 
     if n < 2 or n > 100_000:
         raise ConfigError(f"--n must be between 2 and 100000, got {n}")
     store = RunStore(runs_dir)
     run = store.get(run_id)
     t0 = time.perf_counter()
-    pipe = ImagePipeline.from_run(run.dir, device)
+    pipe = load_pipeline(run.dir, device, checkpoint)
     dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
-    extractor = get_feature_extractor(dataset, device=device, progress=progress)
-    samples = pipe(n=n, seed=1_000_000 + seed).tensors  # seeds apart from `generate`'s defaults
+    extractor = _extractor(dataset, features, weights, device, progress)
+    t_sample = time.perf_counter()
+    out = pipe(n=n, seed=1_000_000 + seed, sampler=sampler, steps=steps, guidance=guidance, eta=eta)  # seeds apart from `generate`'s
+    sampling_seconds = time.perf_counter() - t_sample
+    recipe = {k: v for k, v in out.recipe.items() if k in ("sampler", "steps", "guidance", "eta")}
     result: dict[str, Any] = {"run_id": run.id, "model": pipe.info["model"], "step": pipe.info["step"],
-                              "checkpoint_sha256": pipe.info["checkpoint_sha256"]}
-    result.update(evaluate_images(samples, dataset, extractor, seed=seed))
-    test = dataset.float_images("test")
-    if len(test):
+                              "checkpoint": checkpoint, "checkpoint_sha256": pipe.info["checkpoint_sha256"], **recipe,
+                              "sampling_ms_per_image": round(1000 * sampling_seconds / n, 3), "sampling_device": str(pipe.device)}
+    result.update(evaluate_images(out.tensors, dataset, extractor, seed=seed, labels=out.labels))
+    pairs = [(p["sample"], p["train"]) for p in result.get("memorization", {}).get("closest_pairs", [])]
+    if pairs:
+        from .evaluation import closest_pairs_grid
+
+        grid = closest_pairs_grid(out.tensors, dataset.float_images("train"), torch.tensor(pairs), k=16)
+        save_png(run.dir / "eval" / "closest_pairs.png", grid, {"run_id": run.id, "kind": "closest_pairs",
+                                                                 "layout": "sample | nearest training image"}, upscale=4)
+    real, labels = dataset.get("test")
+    if len(real):
         torch.manual_seed(seed)
-        family = pipe.system.evaluate(test.to(pipe.device))
+        keep = 1000  # bounds like IWAE cost k decoder passes per image: a fixed subset keeps eval time flat
+        test = dataset.float_images("test")[:keep].to(pipe.device)
+        family = pipe.system.evaluate(test, None if labels is None else labels[:keep].to(pipe.device))
         result.update({k: round(v, 4) for k, v in family.items()})
         if family:
-            result["family_metrics_split"] = "test"
+            result["family_metrics_split"] = "test" if len(real) <= keep else f"test[:{keep}]"
     result["seconds"] = round(time.perf_counter() - t0, 2)
     result["genloop_version"] = __version__
-    write_json(run.dir / "eval" / "metrics.json", result)
-    headline = {k: result[k] for k in ("fid", "fid_floor", "kid", "is", "elbo_nats") if k in result}
-    store.update(run, summary=headline)
+    name = "metrics.json" if features == "ref" else f"metrics_{features}.json"
+    write_json(run.dir / "eval" / name, result)
+    if features == "ref":
+        headline = {k: result[k] for k in ("fid", "fid_floor", "kid", "precision", "recall", "class_accuracy", "is",
+                                           "elbo_nats", "iwae_nats") if k in result}
+        store.update(run, summary=headline)
+    return result
+
+
+def sweep(run_id: str, samplers: list[str] | tuple[str, ...] = ("ddim", "dpmpp-2m", "ddpm"),
+          steps: list[int] | tuple[int, ...] = (5, 10, 20, 50), n: int = 500, seed: int = 0,
+          runs_dir: str | Path | None = None, device: str = "cpu", checkpoint: str = "last",
+          progress: bool = False) -> dict[str, Any]:
+    """Steps-vs-FID across samplers for a diffusion run, with sampling time per image.
+
+    Writes ``eval/sampler_sweep.json`` and ``eval/sampler_sweep.png``. Every point uses the same seeds, so
+    the curves differ only by sampler and step count.
+    """
+    from .evaluation import evaluate_images
+    from .evaluation.sweep import render_sweep
+    from .serialization import atomic_write
+
+    run = RunStore(runs_dir).get(run_id)
+    pipe = load_pipeline(run.dir, device, checkpoint)
+    if not pipe.system.iterative:
+        raise ConfigError(f"model '{pipe.info['model']}' samples in one step; a sampler sweep needs a diffusion run")
+    if n < 10 or n > 100_000:
+        raise ConfigError(f"--n must be between 10 and 100000, got {n}")
+    if not steps or any(s < 1 or s > 10_000 for s in steps):
+        raise ConfigError(f"sweep steps must be between 1 and 10000, got {list(steps)}")
+    for name in samplers:
+        pipe.system.make_scheduler(name)  # a one-line error for an unknown sampler, before any sampling
+    dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
+    extractor = _extractor(dataset, "ref", None, device, progress)
+    points = []
+    for name in samplers:
+        for k in steps:
+            t0 = time.perf_counter()
+            out = pipe(n=n, seed=1_000_000 + seed, sampler=name, steps=k)
+            ms = 1000 * (time.perf_counter() - t0) / n
+            r = evaluate_images(out.tensors, dataset, extractor, seed=seed, labels=out.labels, metrics=("fid", "kid"))
+            points.append({"sampler": name, "steps": k, "fid": r["fid"], "kid": r["kid"], "ms_per_image": ms})
+            if progress:
+                print(f"{name:>9} {k:>4} steps: FID {r['fid']:.3f} (floor {r['fid_floor']:.3f}), {ms:.1f} ms/image",
+                      file=sys.stderr)
+    result = {"run_id": run.id, "step": pipe.info["step"], "checkpoint_sha256": pipe.info["checkpoint_sha256"],
+              "n": n, "seed": seed, "fid_floor": r["fid_floor"], "feature_net": r["feature_net"],
+              "device": str(pipe.device), "points": points, "genloop_version": __version__}
+    write_json(run.dir / "eval" / "sampler_sweep.json", result)
+    with atomic_write(run.dir / "eval" / "sampler_sweep.png") as f:
+        f.write(render_sweep(result))
     return result
 
 
@@ -251,6 +376,21 @@ def report(run_id: str, runs_dir: str | Path | None = None) -> Path:
     return write_report(run.dir)
 
 
+def compare(run_ids: list[str], out: str | Path = "compare", runs_dir: str | Path | None = None) -> dict[str, Any]:
+    """One table (rows of headline metrics) and one plot across evaluated runs of any families."""
+    from .evaluation.compare import compare_runs
+
+    if not run_ids:
+        raise ConfigError("name at least one run to compare")
+    store = RunStore(runs_dir)
+    runs = [store.get(r) for r in run_ids]
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    rows, json_path, png_path = compare_runs(runs, out_dir)
+    return {"rows": rows, "json": json_path, "png": png_path}
+
+
 def dataset_info(name: str, image_size: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     data = apply_overrides({"data": {"name": name}}, [o if o.startswith("data.") else f"data.{o}" for o in overrides])["data"]
     if image_size is not None:
@@ -258,4 +398,4 @@ def dataset_info(name: str, image_size: int | None = None, overrides: list[str] 
     return load_dataset(from_dict(DataConfig, data, "data.")).info()
 
 
-__all__ = ["train", "resume", "load", "generate", "evaluate", "report", "resolve_config", "dataset_info", "GenLoopError"]
+__all__ = ["train", "resume", "load", "generate", "evaluate", "sweep", "report", "compare", "resolve_config", "dataset_info", "GenLoopError"]

@@ -139,13 +139,20 @@ def generate(
     n: int = typer.Option(64, "--n", help="How many images."),
     seed: int = typer.Option(0, "--seed", help="Image i uses seed + i."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <run>/generated)."),
+    class_label: Optional[int] = typer.Option(None, "--class", help="Class to generate (conditional models; default: every class in turn)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim or dpmpp-2m (default: the model's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion sampling steps (default: the model's)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (conditional diffusion)."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM noise: 0 deterministic, 1 like DDPM."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last, or best (runs trained with train.eval_every)."),
     runs_dir: Optional[Path] = RunsDir,
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Generate images: a PNG grid plus one PNG per image, each with its recipe embedded."""
     from .. import api
 
-    paths = api.generate(run_id, n=n, seed=seed, out=out_dir, runs_dir=runs_dir, device=device)
+    paths = api.generate(run_id, n=n, seed=seed, out=out_dir, runs_dir=runs_dir, device=device, class_label=class_label,
+                         sampler=sampler, steps=steps, guidance=guidance, eta=eta, checkpoint=checkpoint)
     say(f"wrote {len(paths)} PNGs to {paths[0].parent} (grid: {paths[0]})")
 
 
@@ -154,15 +161,42 @@ def eval_(
     run_id: str = typer.Argument(..., help="Run id."),
     n: int = typer.Option(2000, "--n", help="How many generated samples to score."),
     seed: int = typer.Option(0, "--seed"),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim or dpmpp-2m (default: the model's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion sampling steps (default: the model's)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (conditional diffusion)."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last, or best (runs trained with train.eval_every)."),
+    features: str = typer.Option("ref", "--features", help="ref (GenLoop's reference net for the data) or inception."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Inception-v3 FID weights file (with --features inception)."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="Diffusion: steps-vs-FID curve over these step counts, e.g. 5,10,20,50."),
+    samplers: str = typer.Option("ddim,dpmpp-2m,ddpm", "--samplers", help="Samplers for --sweep."),
     runs_dir: Optional[Path] = RunsDir,
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """FID, KID and Inception Score against held-out real images, each beside its real-data floor."""
+    """FID, KID, IS, precision/recall, density/coverage, class accuracy, copies: each beside its real-data floor."""
     from .. import api
 
-    r = api.evaluate(run_id, n=n, seed=seed, runs_dir=runs_dir, device=device, progress=True)
+    if sweep is not None:
+        try:
+            step_list = [int(x) for x in sweep.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--sweep takes step counts separated by commas, e.g. 5,10,20,50; got {sweep!r}") from None
+        names = [x.strip() for x in samplers.split(",") if x.strip()]
+        r = api.sweep(run_id, samplers=names, steps=step_list, n=n if n != 2000 else 500, seed=seed,
+                      runs_dir=runs_dir, device=device, checkpoint=checkpoint, progress=True)
+        table = Table(title=f"sampler sweep of {r['run_id']} ({r['n']} samples; FID floor {r['fid_floor']:.3f})")
+        for col in ("sampler", "steps", "FID", "x floor", "ms/image"):
+            table.add_column(col, justify="left" if col == "sampler" else "right")
+        for p in r["points"]:
+            table.add_row(p["sampler"], str(p["steps"]), f"{p['fid']:.3f}", f"{p['fid'] / r['fid_floor']:.1f}x",
+                          f"{p['ms_per_image']:.1f}")
+        out.print(table)
+        say(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / 'sampler_sweep.json'} (and .png)")
+        return
+    r = api.evaluate(run_id, n=n, seed=seed, runs_dir=runs_dir, device=device, progress=True, sampler=sampler,
+                     steps=steps, guidance=guidance, checkpoint=checkpoint, features=features, weights=weights)
     print_metrics(r)
-    say(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / 'metrics.json'}")
+    name = "metrics.json" if features == "ref" else f"metrics_{features}.json"
+    say(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / name}")
 
 
 def print_metrics(r: dict[str, Any]) -> None:
@@ -177,12 +211,30 @@ def print_metrics(r: dict[str, Any]) -> None:
         table.add_row("KID", f"{r['kid']:.4f} ± {r.get('kid_std', 0):.4f}", f"{r['kid_floor']:.4f}", "lower")
     if "is" in r:
         table.add_row("Inception Score", f"{r['is']:.3f} ± {r.get('is_std', 0):.3f}", f"{r['is_real']:.3f} (real)", "higher")
+    for key, label in (("precision", "precision (fidelity)"), ("recall", "recall (diversity)"),
+                       ("density", "density"), ("coverage", "coverage")):
+        if key in r:
+            table.add_row(label, f"{r[key]:.3f}", f"{r[key + '_floor']:.3f}", "higher")
+    if "class_accuracy" in r:
+        table.add_row("class accuracy", f"{r['class_accuracy']:.3f}", f"{r['class_accuracy_floor']:.3f}", "higher")
+    if "per_class_fid_mean" in r:
+        table.add_row("per-class FID (mean)", f"{r['per_class_fid_mean']:.3f}", f"{r['per_class_fid_floor_mean']:.3f}", "lower")
+    if "copy_rate" in r:
+        table.add_row("near-copies of training images", f"{r['copy_rate']:.3f}", f"{r['copy_rate_floor']:.3f}", "lower")
     if "elbo_nats" in r:
         table.add_row("ELBO (nats/image, test)", f"{r['elbo_nats']:.2f}", "", "higher")
+    if "iwae_nats" in r:
+        table.add_row("IWAE bound (nats/image, test)", f"{r['iwae_nats']:.2f}", "", "higher")
+    if "iwae_bits_per_dim" in r:
+        table.add_row("IWAE bound (bits/dim)", f"{r['iwae_bits_per_dim']:.4f}", "", "lower")
     out.print(table)
     fn = r.get("feature_net", {})
-    say(f"features: {fn.get('id')} ({fn.get('kind')}, held-out accuracy {fn.get('accuracy', 0):.3f}); "
-              f"floor = {r.get('n_floor')} real training images vs the same held-out set")
+    acc = fn.get("accuracy")
+    acc_text = f", held-out accuracy {acc:.3f}" if acc is not None else ""
+    sampling = f"; sampled with {r['sampler']} in {r['steps']} steps" if "steps" in r else ""
+    say(f"features: {fn.get('id')} ({fn.get('kind')}{acc_text}); "
+        f"floor = {r.get('n_floor')} real training images vs the same held-out set{sampling}; "
+        f"{r.get('sampling_ms_per_image', 0):.2f} ms/image to sample")
 
 
 @app.command()
@@ -191,6 +243,33 @@ def report(run_id: str = typer.Argument(..., help="Run id."), runs_dir: Optional
     from .. import api
 
     say(str(api.report(run_id, runs_dir=runs_dir)))
+
+
+@app.command()
+def compare(
+    run_ids: List[str] = typer.Argument(..., help="Two or more evaluated runs (any families)."),
+    out_dir: Path = typer.Option(Path("compare"), "--out", help="Folder for compare.json and compare.png."),
+    runs_dir: Optional[Path] = RunsDir,
+) -> None:
+    """One table and one plot across runs: FID (and its multiple of the floor), KID, precision/recall, ..."""
+    from .. import api
+    from ..evaluation.compare import COLUMNS, format_cell
+
+    result = api.compare(run_ids, out=out_dir, runs_dir=runs_dir)
+    rows = result["rows"]
+    columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    if out.is_terminal:
+        table = Table(title="comparison (distances beside their real-data floor in compare.json)")
+        for _, title, _ in columns:
+            table.add_column(title, no_wrap=title == "run", justify="left" if title in ("run", "model", "data") else "right")
+        for r in rows:
+            table.add_row(*(format_cell(r, k, f) for k, _, f in columns))
+        out.print(table)
+    else:  # piped: tab-separated, for scripts
+        say("\t".join(k for k, _, _ in columns))
+        for r in rows:
+            say("\t".join(format_cell(r, k, f) for k, _, f in columns))
+    say(f"written to {result['json']} and {result['png']}")
 
 
 # --- runs -----------------------------------------------------------------------------------------

@@ -15,12 +15,24 @@ from .image_metrics import (
     GaussianStats,
     InceptionScore,
     KernelInceptionDistance,
-    evaluate_images,
     frechet_distance,
     mmd2_unbiased,
 )
+from .inception import InceptionFeatureExtractor, load_inception
+from .manifold import DensityCoverage, PrecisionRecall
+from .memorization import MemorizationReport, closest_pairs_grid, memorization, nearest_neighbours
+from .suite import ALL_METRICS, evaluate_images
 
 __all__ = [
+    "ALL_METRICS",
+    "DensityCoverage",
+    "InceptionFeatureExtractor",
+    "MemorizationReport",
+    "PrecisionRecall",
+    "closest_pairs_grid",
+    "load_inception",
+    "memorization",
+    "nearest_neighbours",
     "REFNET_VERSION",
     "FeatureExtractor",
     "RefNetConfig",

@@ -2,7 +2,7 @@
 
 Each metric follows the torchmetrics pattern: ``update()`` as batches arrive, ``compute()`` once, ``reset()``
 to reuse. They take *features* (or class probabilities), not images, so the same code serves any feature
-net; :func:`evaluate_images` wires them to GenLoop's reference net and adds the real-data floor.
+net; :func:`genloop.evaluation.suite.evaluate_images` wires them to a feature net and adds the real-data floor.
 
 A metric without context misleads: an FID of 3.2 means nothing until you know that two disjoint sets of
 *real* images score 1.9 on the same net and sample sizes. So :func:`evaluate_images` always reports the
@@ -11,14 +11,12 @@ floor (real training images vs the same held-out reference) beside each number.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..data.image import ImageDataset
 from ..errors import DataError
-from .features import FeatureExtractor
 
 
 def _as_2d_float64(x: Any, what: str) -> torch.Tensor:
@@ -249,119 +247,6 @@ class InceptionScore:
         self._probs: list[torch.Tensor] = []
 
 
-# ------------------------------------------------------------------------------- evaluate_images
-
-
-def _batches(generated: torch.Tensor | Iterable[torch.Tensor], batch_size: int) -> Iterable[torch.Tensor]:
-    if isinstance(generated, torch.Tensor):
-        if generated.dim() != 4:
-            raise DataError(f"generated images must be (N, C, H, W), got shape {tuple(generated.shape)}")
-        yield from generated.split(batch_size)
-    else:
-        for b in generated:
-            if not isinstance(b, torch.Tensor):
-                raise DataError(f"generated batches must be tensors, got {type(b).__name__}")
-            if b.dim() == 3:
-                b = b.unsqueeze(0)
-            yield from b.split(batch_size)
-
-
-def _feature_metrics(ref_feats: torch.Tensor, feats: torch.Tensor, seed: int) -> tuple[float, float, float]:
-    fid, kid = FrechetDistance(), KernelInceptionDistance(seed=seed)
-    for metric in (fid, kid):
-        metric.update(ref_feats, real=True)
-        metric.update(feats, real=False)
-    k = kid.compute()
-    return fid.compute()["fid"], k["kid_mean"], k["kid_std"]
-
-
-def evaluate_images(
-    generated: torch.Tensor | Iterable[torch.Tensor],
-    dataset: ImageDataset,
-    extractor: FeatureExtractor,
-    seed: int = 0,
-    batch_size: int = 256,
-) -> dict[str, Any]:
-    """FID, KID and IS of ``generated`` against the held-out real images, with the real-data floor.
-
-    ``generated`` is a float tensor in [-1, 1] of shape (N, C, S, S), or an iterable of such batches
-    (streamed, so N can exceed memory). Values outside [-1, 1] are clamped, as saving them would.
-
-    The reference is the 'val' and 'test' splits together, images the generator never trained on.
-    The floor scores a seeded random subset of the *training* images, of the same size as the generated
-    set (or all of train if smaller), against that same reference: it is what a perfect model that
-    reproduced the training data would get, and FID in particular is biased by sample size, so the
-    floor uses comparable sizes. IS fields are omitted for a rotation-trained net, which has no classes.
-    """
-    ref_parts = [dataset.get(s)[0] for s in ("val", "test") if s in dataset.splits]
-    ref_images = torch.cat(ref_parts) if ref_parts else dataset.images[:0]
-    if ref_images.shape[0] < 2:
-        raise DataError(
-            f"dataset {dataset.name!r} has {ref_images.shape[0]} held-out (val+test) images; evaluation needs at least 2"
-        )
-
-    gen_feats, gen_probs = [], []
-    for b in _batches(generated, batch_size):
-        if b.is_floating_point():
-            if not torch.isfinite(b).all():
-                raise DataError("generated images contain NaN or infinite values")
-            b = b.clamp(-1.0, 1.0)
-        f, p = extractor.features_and_probs(b, batch_size)
-        gen_feats.append(f)
-        gen_probs.append(p)
-    if not gen_feats:
-        raise DataError("no generated images to evaluate")
-    feats, probs = torch.cat(gen_feats), torch.cat(gen_probs)
-    n_gen = feats.shape[0]
-    if n_gen < 2:
-        raise DataError(f"evaluation needs at least 2 generated images, got {n_gen}")
-
-    ref_feats, ref_probs = extractor.features_and_probs(ref_images, batch_size)
-
-    train_images = dataset.get("train")[0]
-    n_floor = min(n_gen, train_images.shape[0])
-    if n_floor < 2:
-        raise DataError(f"dataset {dataset.name!r} has {train_images.shape[0]} training images; the floor needs at least 2")
-    g = torch.Generator().manual_seed(seed)
-    floor_idx = torch.randperm(train_images.shape[0], generator=g)[:n_floor]
-    floor_feats = extractor.features(train_images[floor_idx], batch_size)
-
-    fid, kid, kid_std = _feature_metrics(ref_feats, feats, seed)
-    fid_floor, kid_floor, _ = _feature_metrics(ref_feats, floor_feats, seed)
-
-    result: dict[str, Any] = {
-        "fid": fid,
-        "fid_floor": fid_floor,
-        "kid": kid,
-        "kid_std": kid_std,
-        "kid_floor": kid_floor,
-    }
-    if extractor.kind != "rotation":
-        is_gen, is_real = InceptionScore(), InceptionScore()
-        is_gen.update(probs)
-        is_real.update(ref_probs)
-        gen_is, real_is = is_gen.compute(), is_real.compute()
-        result.update({"is": gen_is["is_mean"], "is_std": gen_is["is_std"], "is_real": real_is["is_mean"]})
-    result.update(
-        {
-            "n_generated": int(n_gen),
-            "n_reference": int(ref_feats.shape[0]),
-            "n_floor": int(n_floor),
-            "reference_split": "val+test",
-            "floor_split": "train",
-            "seed": int(seed),
-            "feature_net": {
-                "id": extractor.id,
-                "sha256": extractor.sha256,
-                "kind": extractor.kind,
-                "accuracy": float(extractor.accuracy),
-                "feature_dim": int(extractor.feature_dim),
-            },
-        }
-    )
-    return result
-
-
 __all__ = [
     "GaussianStats",
     "frechet_distance",
@@ -369,5 +254,4 @@ __all__ = [
     "mmd2_unbiased",
     "KernelInceptionDistance",
     "InceptionScore",
-    "evaluate_images",
 ]

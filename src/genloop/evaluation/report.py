@@ -28,7 +28,7 @@ from ..errors import DataError, NotFoundError
 from ..serialization import atomic_write, read_json, write_text
 
 # Columns of metrics.jsonl that are bookkeeping, not losses: they get their own plot (lr) or none.
-_NOT_LOSSES = ("step", "time", "lr", "images_per_s")
+_NOT_LOSSES = ("step", "time", "lr", "images_per_s", "eval/seconds")
 _SAMPLE_RE = re.compile(r"step-(\d+)\.png$")
 _MAX_STRIP = 8  # earlier sample grids shown; more would bloat the file without telling more
 _MAX_PLOT_POINTS = 4000  # raw points drawn per curve; the moving average still uses every point
@@ -433,6 +433,15 @@ def _samples_section(run_dir: Path, warnings: list[str]) -> str:
             )
         if figs:
             parts.append('<h3>During training</h3><div class="strip">' + "".join(figs) + "</div>")
+    pairs = run_dir / "eval" / "closest_pairs.png"
+    info = _image_info(pairs) if pairs.is_file() else None
+    if info is not None:
+        data, width = info
+        parts.append(
+            f'<h3>Closest to the training set</h3><figure><img class="px" src="{_data_uri(data)}" '
+            f'width="{_display_width(width, 360, 720)}" alt="closest pairs"><figcaption>each sample beside its '
+            "nearest training image, most copy-like first (eval/closest_pairs.png)</figcaption></figure>"
+        )
     parts.append("</section>")
     return "".join(parts)
 
@@ -478,14 +487,23 @@ _EXTRA_METRICS = {
     "recon_nats": ("Reconstruction (nats / image)", "lower is better: the decoder's negative log-likelihood"),
     "kl_nats": ("KL (nats / image)", "how much the encoder's posterior departs from the prior"),
     "bits_per_dim": ("Bits per dimension", "lower is better: the bound expressed per pixel channel"),
-    "precision": ("Precision", "higher is better: share of generated images that look like real ones"),
-    "recall": ("Recall", "higher is better: share of real variety the model covers"),
+    "precision": ("Precision", "higher is better: share of generated images inside the real images' k-NN manifold"),
+    "recall": ("Recall", "higher is better: share of real images inside the generated images' k-NN manifold"),
+    "density": ("Density", "higher is better (about 1 for real data): how many real neighbourhoods hold each sample"),
+    "coverage": ("Coverage", "higher is better: share of real images with a sample in their neighbourhood"),
+    "class_accuracy": ("Class accuracy", "higher is better: samples the reference classifier puts in their requested class"),
+    "per_class_fid_mean": ("Per-class FID (mean)", "lower is better: FID within each class, averaged"),
+    "copy_rate": ("Near-copies", "lower is better: share of samples that are near copies of a training image"),
+    "iwae_nats": ("IWAE bound (nats / image)", "a tighter log-likelihood bound than the ELBO (k importance samples)"),
+    "iwae_bits_per_dim": ("IWAE bits per dimension", "lower is better: the IWAE bound per pixel channel"),
+    "sampling_ms_per_image": ("Sampling time (ms / image)", "wall time to generate one image on the evaluation device"),
 }
 _EVAL_KNOWN = {"fid", "fid_floor", "kid", "kid_std", "kid_floor", "is", "is_std", "is_real", "is_real_std",
                "n_generated", "n_reference", "n_floor", "reference_split", "feature_net",
                # bookkeeping, not metrics: what was scored and how long it took
                "step", "seed", "seconds", "run_id", "model", "checkpoint_sha256", "genloop_version",
-               "floor_split", "family_metrics_split", "kid_floor_std"}
+               "floor_split", "family_metrics_split", "kid_floor_std", "checkpoint", "sampler", "steps", "guidance",
+               "eta", "sampling_device", "prdc_k", "memorization", "per_class_fid", "per_class_fid_floor"}
 
 
 def _eval_section(ev: dict[str, Any]) -> str:
@@ -512,10 +530,11 @@ def _eval_section(ev: dict[str, Any]) -> str:
         row("IS", _esc(value), (_esc(_fmt(real, 3)) + " (real)") if real is not None else "", _esc(share))
     extra_notes: list[str] = []
     for key, value in ev.items():
-        if key in _EVAL_KNOWN or not _is_number(value):
+        if key in _EVAL_KNOWN or key.endswith("_floor") or not _is_number(value):
             continue
         label, how = _EXTRA_METRICS.get(key, (key.replace("_", " "), ""))
-        row(label, _esc(_fmt(value, 4)), "", "")
+        floor = ev.get(f"{key}_floor")
+        row(label, _esc(_fmt(value, 4)), _esc(_fmt(floor, 4)) if _is_number(floor) else "", "")
         if how:
             extra_notes.append(f"<li><b>{_esc(label)}</b>: {_esc(how)}.</li>")
     if not rows:

@@ -1,30 +1,39 @@
-"""Inference pipelines: a trained run in, images out. Inference only; the loop fits on one screen.
+"""Inference pipelines: a trained run in, images out. Inference only; each loop fits on one screen.
 
 Every image ``i`` of a call with ``seed=s`` is drawn from its own seed ``s + i`` (as generation UIs
 do), so any single image can be regenerated alone with ``n=1, seed=s+i``, and every output carries
 the recipe that made it: run, checkpoint sha256, model, seed, sampler settings, GenLoop version.
+
+- :class:`ImagePipeline` serves one-step generators (GANs, VAEs): latents -> decoder -> images.
+- :class:`DiffusionPipeline` serves diffusion models: noise -> a scheduler's loop -> images, with the
+  sampler and its number of steps chosen per call, not at training time.
+
+``load_pipeline`` picks the right one for a run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from .. import __version__
 from ..config import from_dict
 from ..data.image import to_uint8
-from ..errors import NotFoundError
+from ..errors import ConfigError, NotFoundError
 from ..serialization import load_tensors, read_json, sha256_file
 from ..systems import DataSpec, System, models
+
+CHECKPOINTS = {"last": "model.safetensors", "best": "best.safetensors"}
 
 
 @dataclass
 class ImageOutput:
     tensors: torch.Tensor  # (n, C, H, W) floats in [-1, 1]
     recipe: dict[str, Any] = field(default_factory=dict)  # shared by the batch; image i used seed + i
+    labels: torch.Tensor | None = None  # the class each image was asked for (conditional models)
 
     @property
     def images(self) -> list:
@@ -34,65 +43,211 @@ class ImageOutput:
         return [tensor_to_pil(t) for t in self.tensors]
 
     def recipe_of(self, i: int) -> dict[str, Any]:
-        return {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
+        r = {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
+        r.pop("class_labels", None)
+        if self.labels is not None:
+            r["class_label"] = int(self.labels[i])
+        return r
+
+
+def load_system(run_dir: str | Path, checkpoint: str = "last") -> tuple[System, dict[str, Any]]:
+    """Rebuild a run's model from ``config.json`` and load its inference weights (EMA where trained with it)."""
+    run_dir = Path(run_dir)
+    if checkpoint not in CHECKPOINTS:
+        raise ConfigError(f"unknown checkpoint '{checkpoint}'; valid: {', '.join(CHECKPOINTS)}")
+    weights = run_dir / CHECKPOINTS[checkpoint]
+    if not weights.is_file():
+        if checkpoint == "best":
+            raise NotFoundError(f"run {run_dir.name} has no best checkpoint; train it with train.eval_every > 0 to keep one")
+        raise NotFoundError(f"run {run_dir.name} has no trained weights yet ({weights} is missing); train it first")
+    config = read_json(run_dir / "config.json")
+    cls_ = models[config["model"]["name"]]
+    system = cls_(from_dict(cls_.Config, config["model"], "model."), DataSpec(**config["data_spec"]))
+    tensors, state = load_tensors(weights)
+    system.load_state_dict(tensors)
+    info = {
+        "run_id": run_dir.name,
+        "model": config["model"]["name"],
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": sha256_file(weights),
+        "step": (state or {}).get("step"),
+    }
+    return system, info
 
 
 class ImagePipeline:
     def __init__(self, system: System, info: dict[str, Any]) -> None:
         self.system = system.eval()
-        self.info = info  # run_id, model, checkpoint_sha256, step
+        self.info = info  # run_id, model, checkpoint, checkpoint_sha256, step
 
     @property
     def device(self) -> torch.device:
         return next(self.system.parameters()).device
 
+    @property
+    def num_classes(self) -> int:
+        return self.system.spec.num_classes if self.system.conditional else 0
+
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "ImagePipeline":
-        """Rebuild the model from ``config.json`` and load its inference weights (``model.safetensors``)."""
-        run_dir = Path(run_dir)
-        weights = run_dir / "model.safetensors"
-        if not weights.is_file():
-            raise NotFoundError(f"run {run_dir.name} has no trained weights yet ({weights} is missing); train it first")
-        config = read_json(run_dir / "config.json")
-        cls_ = models[config["model"]["name"]]
-        system = cls_(from_dict(cls_.Config, config["model"], "model."), DataSpec(**config["data_spec"]))
-        tensors, state = load_tensors(weights)
-        system.load_state_dict(tensors)
-        info = {
-            "run_id": run_dir.name,
-            "model": config["model"]["name"],
-            "checkpoint_sha256": sha256_file(weights),
-            "step": (state or {}).get("step"),
-        }
+    def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "last") -> "ImagePipeline":
+        system, info = load_system(run_dir, checkpoint)
         return cls(system.to(device), info)
 
     def latents(self, n: int, seed: int) -> torch.Tensor:
         return torch.cat([self.system.sample_latents(1, torch.Generator().manual_seed(seed + i)) for i in range(n)])
 
+    def labels(self, n: int, class_label: int | Sequence[int] | None) -> torch.Tensor | None:
+        """The class of each of ``n`` images: as asked, or the classes in turn for a conditional model."""
+        if class_label is None:
+            return self.system.default_labels(n)
+        if not self.system.conditional:
+            raise ConfigError(
+                f"model '{self.info['model']}' is unconditional, so it takes no class; "
+                "train cgan, cvae, or ddpm with model.class_conditional=true"
+            )
+        labels = torch.as_tensor([class_label] * n if isinstance(class_label, int) else list(class_label), dtype=torch.long)
+        if labels.shape != (n,):
+            raise ConfigError(f"got {labels.numel()} class labels for {n} images")
+        k = self.system.spec.num_classes
+        if labels.numel() and (labels.min() < 0 or labels.max() >= k):
+            raise ConfigError(f"class labels must be between 0 and {k - 1}, got {sorted(set(labels.tolist()))}")
+        return labels
+
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        out = [self.system.decode(z[i : i + batch_size].to(self.device)).float().cpu() for i in range(0, len(z), batch_size)]
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+        out = []
+        for i in range(0, len(z), batch_size):
+            y = None if labels is None else labels[i : i + batch_size].to(self.device)
+            out.append(self.system.decode(z[i : i + batch_size].to(self.device), y).float().cpu())
         return torch.cat(out).clamp_(-1, 1)
 
     def recipe(self, **settings: Any) -> dict[str, Any]:
         return {**self.info, "sampler": "latent-gaussian", **settings, "genloop_version": __version__}
 
-    def __call__(self, n: int = 16, seed: int = 0, batch_size: int = 256) -> ImageOutput:
-        images = self.decode(self.latents(n, seed), batch_size)
-        return ImageOutput(images, self.recipe(seed=seed, n=n))
+    def _no_sampler_options(self, **given: Any) -> None:
+        asked = [k for k, v in given.items() if v is not None]
+        if asked:
+            raise ConfigError(
+                f"model '{self.info['model']}' generates in one step; {', '.join(asked)} apply to diffusion models only"
+            )
+
+    def __call__(
+        self,
+        n: int = 16,
+        seed: int = 0,
+        class_label: int | Sequence[int] | None = None,
+        batch_size: int = 256,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance: float | None = None,
+        eta: float | None = None,
+    ) -> ImageOutput:
+        self._no_sampler_options(steps=steps, sampler=sampler, guidance=guidance, eta=eta)
+        labels = self.labels(n, class_label)
+        images = self.decode(self.latents(n, seed), labels, batch_size)
+        return ImageOutput(images, self.recipe(seed=seed, n=n, **_label_recipe(labels)), labels)
 
     def interpolate(self, rows: int = 6, steps: int = 10, seed: int = 0) -> ImageOutput:
-        """Each row walks in a straight line between two random latents (seeds seed+2r and seed+2r+1)."""
+        """Each row walks in a straight line between two random latents (seeds seed+2r and seed+2r+1).
+
+        A conditional model keeps one class per row (row r: class r mod classes), so only the style moves.
+        """
         a, b = self.latents(2 * rows, seed).view(rows, 2, -1).unbind(1)
         t = torch.linspace(0, 1, steps)[None, :, None]
         z = (a[:, None] * (1 - t) + b[:, None] * t).reshape(rows * steps, -1)
-        return ImageOutput(self.decode(z), self.recipe(seed=seed, kind="interpolation", rows=rows, steps=steps))
+        row_labels = self.system.default_labels(rows)
+        labels = None if row_labels is None else row_labels.repeat_interleave(steps)
+        return ImageOutput(self.decode(z, labels), self.recipe(seed=seed, kind="interpolation", rows=rows, steps=steps), labels)
 
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1] -> reconstructions (models with an encoder, e.g. the VAE)."""
         if not hasattr(self.system, "reconstruct"):
             raise NotFoundError(f"model '{self.info['model']}' has no encoder, so it cannot reconstruct images")
-        return self.system.reconstruct(images.to(self.device)).float().cpu().clamp_(-1, 1)
+        args = (images.to(self.device),) if not self.system.conditional else (images.to(self.device), labels.to(self.device))
+        return self.system.reconstruct(*args).float().cpu().clamp_(-1, 1)
+
+
+@torch.no_grad()
+def denoise(system: System, scheduler: Any, x: torch.Tensor, labels: torch.Tensor | None, guidance: float,
+            generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+    """The reverse diffusion loop: from noise ``x`` at the scheduler's first timestep to a clean image."""
+    for t in scheduler.timesteps:
+        model_output = system.predict(x, int(t), labels, guidance)
+        x = scheduler.step(model_output, int(t), x, generator=generator)
+    return x
+
+
+class DiffusionPipeline(ImagePipeline):
+    """Noise -> scheduler loop -> images. ``sampler`` and ``steps`` are per call: one model, any sampler."""
+
+    def recipe(self, **settings: Any) -> dict[str, Any]:
+        return {**self.info, **settings, "genloop_version": __version__}
+
+    def __call__(
+        self,
+        n: int = 16,
+        seed: int = 0,
+        class_label: int | Sequence[int] | None = None,
+        batch_size: int = 256,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance: float | None = None,
+        eta: float | None = None,
+    ) -> ImageOutput:
+        cfg = self.system.config
+        sampler = sampler or cfg.sampler
+        steps = steps or cfg.sampling_steps
+        labels = self.labels(n, class_label)
+        if guidance is not None and labels is None:
+            raise ConfigError(f"guidance needs a class-conditional model; run {self.info['run_id']} is unconditional")
+        guidance = cfg.guidance if guidance is None else float(guidance)
+        options = {} if eta is None else {"eta": eta}
+        images = []
+        for i in range(0, n, batch_size):
+            rows = range(i, min(i + batch_size, n))
+            # one generator per image: it draws that image's starting noise, then its sampler noise
+            gens = [torch.Generator().manual_seed(seed + j) for j in rows]
+            x = torch.cat([self.system.sample_latents(1, g) for g in gens]).to(self.device)
+            y = None if labels is None else labels[rows.start : rows.stop].to(self.device)
+            scheduler = self.system.make_scheduler(sampler, **options)
+            scheduler.set_timesteps(steps)
+            images.append(denoise(self.system, scheduler, x, y, guidance, gens).float().cpu())
+        settings = {"sampler": sampler, "steps": steps, **options, **_label_recipe(labels)}
+        if labels is not None:
+            settings["guidance"] = guidance
+        return ImageOutput(torch.cat(images).clamp_(-1, 1), self.recipe(seed=seed, n=n, **settings), labels)
+
+    def interpolate(self, rows: int = 6, steps: int = 10, seed: int = 0) -> ImageOutput:
+        """Spherical interpolation between starting noises, sampled with the deterministic DDIM (η = 0).
+
+        Gaussian noise lives near a sphere, so a straight line would pass through unlikely, low-norm noise.
+        """
+        a, b = self.latents(2 * rows, seed).flatten(1).view(rows, 2, -1).unbind(1)
+        t = torch.linspace(0, 1, steps)[None, :, None]
+        omega = torch.arccos((a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True)))
+        so = torch.sin(omega)[:, None]
+        z = (torch.sin((1 - t) * omega[:, None]) / so * a[:, None] + torch.sin(t * omega[:, None]) / so * b[:, None])
+        s = self.system.spec
+        z = z.reshape(rows * steps, s.channels, s.image_size, s.image_size).to(self.device)
+        row_labels = self.system.default_labels(rows)
+        labels = None if row_labels is None else row_labels.repeat_interleave(steps).to(self.device)
+        scheduler = self.system.make_scheduler("ddim", eta=0.0)
+        scheduler.set_timesteps(self.system.config.sampling_steps)
+        x = denoise(self.system, scheduler, z, labels, self.system.config.guidance).float().cpu().clamp_(-1, 1)
+        recipe = self.recipe(seed=seed, kind="interpolation", rows=rows, steps=steps, sampler="ddim",
+                             sampler_steps=self.system.config.sampling_steps)
+        return ImageOutput(x, recipe, None if labels is None else labels.cpu())
+
+
+def _label_recipe(labels: torch.Tensor | None) -> dict[str, Any]:
+    return {} if labels is None else {"class_labels": labels.tolist()}
+
+
+def load_pipeline(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "last") -> ImagePipeline:
+    """The pipeline that fits the run's model family."""
+    system, info = load_system(run_dir, checkpoint)
+    cls = DiffusionPipeline if system.iterative else ImagePipeline
+    return cls(system.to(device), info)
 
 
 def as_uint8(output: ImageOutput) -> torch.Tensor:

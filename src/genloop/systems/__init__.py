@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from ..registry import Registry
 from .base import DataSpec, System
-from .gan import GANSystem, WGANGPSystem
-from .vae import VAESystem
+from .ddpm import DDPMSystem
+from .gan import CGANSystem, GANSystem, WGANGPSystem
+from .vae import BetaVAESystem, CVAESystem, VAESystem
 
 models: Registry[type[System]] = Registry("model")
 models.register("dcgan", GANSystem)
 models.register("wgan-gp", WGANGPSystem)
 models.register("vae", VAESystem)
+models.register("cgan", CGANSystem)
+models.register("beta-vae", BetaVAESystem)
+models.register("cvae", CVAESystem)
+models.register("ddpm", DDPMSystem)
 
 __all__ = ["DataSpec", "System", "models"]

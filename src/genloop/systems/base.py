@@ -38,6 +38,8 @@ class System(nn.Module):
     train_defaults: ClassVar[dict[str, Any]] = {}  # the family's preferred TrainConfig values
     ema_target: ClassVar[str]  # attribute name of the sub-module used for inference (averaged by EMA)
     modality: ClassVar[str] = "image"
+    conditional: ClassVar[bool] = False  # True: decode/sample take class labels (needs a labelled dataset)
+    iterative: ClassVar[bool] = False  # True: sampling runs a scheduler loop (diffusion), not one decode
 
     def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__()
@@ -61,17 +63,22 @@ class System(nn.Module):
         """Latents drawn on the CPU from ``generator``: the same seed gives the same latents on any device."""
         return torch.randn(n, self.latent_dim, generator=generator)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents -> images in [-1, 1]."""
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (and, for a conditional system, int64 class labels) -> images in [-1, 1]."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        device = next(self.parameters()).device
-        return self.decode(self.sample_latents(n, generator).to(device))
+    def default_labels(self, n: int) -> torch.Tensor | None:
+        """Labels for a conditional sample when none are asked for: the classes in turn (0, 1, 2, ...)."""
+        return torch.arange(n) % self.spec.num_classes if self.conditional else None
 
-    def evaluate(self, images: torch.Tensor) -> dict[str, float]:
-        """Family-specific metrics on real held-out images in [-1, 1] (VAE: ELBO). Default: none."""
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:
+        device = next(self.parameters()).device
+        labels = self.default_labels(n) if labels is None else labels
+        return self.decode(self.sample_latents(n, generator).to(device), None if labels is None else labels.to(device))
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        """Family-specific metrics on real held-out images in [-1, 1] and their labels (VAE: ELBO). Default: none."""
         return {}
 
 

@@ -8,6 +8,11 @@ from typing import Literal
 from ..errors import ConfigError
 
 
+# Quick-eval metrics that can pick the best checkpoint, and which way is better.
+SELECTABLE_METRICS = {"fid": "lower", "kid": "lower", "is": "higher", "precision": "higher",
+                      "recall": "higher", "density": "higher", "coverage": "higher", "class_accuracy": "higher"}
+
+
 @dataclass
 class TrainConfig:
     steps: int | None = 2000  # stop after this many steps (None: only the time budget stops training)
@@ -31,6 +36,10 @@ class TrainConfig:
     keep_checkpoints: int = 1  # numbered checkpoints kept beside last.safetensors (0 keeps none)
     sample_every: int = 500  # steps between sample grids in samples/ (0: only at the end)
     tensorboard: bool = True  # write TensorBoard event files beside metrics.jsonl
+    eval_every: int = 0  # steps between quick evaluations during training (0: none)
+    eval_samples: int = 500  # samples per quick evaluation (a cheap, noisier FID than `genloop eval`)
+    eval_time_share: float = 0.25  # at most this share of training time goes to quick evaluations
+    select_metric: str = "fid"  # quick-eval metric that picks best.safetensors (fid, kid, precision, ...)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -47,6 +56,14 @@ class TrainConfig:
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        if self.eval_every < 0:
+            raise ConfigError(f"train.eval_every must be >= 0, got {self.eval_every}")
+        if self.eval_samples < 10:
+            raise ConfigError(f"train.eval_samples must be >= 10, got {self.eval_samples}")
+        if not 0 < self.eval_time_share <= 1:
+            raise ConfigError(f"train.eval_time_share must be in (0, 1], got {self.eval_time_share}")
+        if self.select_metric not in SELECTABLE_METRICS:
+            raise ConfigError(f"unknown train.select_metric '{self.select_metric}'; valid: {', '.join(SELECTABLE_METRICS)}")
         for name in ("log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

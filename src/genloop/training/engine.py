@@ -23,7 +23,7 @@ import torch
 from ..errors import ConfigError, TrainingDiverged
 from ..systems.base import System
 from .checkpoint import inference_state, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import SELECTABLE_METRICS, TrainConfig
 from .ema import EMA
 from .logger import MetricsLogger
 
@@ -164,9 +164,10 @@ class Trainer:
         run_dir: Path | None = None,
         progress: bool = True,
         on_checkpoint: Callable[[int], None] | None = None,
+        evaluator: Callable[[System], dict[str, float]] | None = None,
     ) -> None:
         self.cfg, self.batches, self.run_dir = cfg, batches, Path(run_dir) if run_dir else None
-        self.progress, self.on_checkpoint = progress, on_checkpoint
+        self.progress, self.on_checkpoint, self.evaluator = progress, on_checkpoint, evaluator
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
@@ -180,6 +181,8 @@ class Trainer:
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run (from the checkpoint)
         self._session_start: float | None = None
+        self.eval_seconds = 0.0  # time spent in quick evaluations (not counted as training time)
+        self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of best.safetensors
 
     @property
     def elapsed_total(self) -> float:
@@ -200,6 +203,8 @@ class Trainer:
             "data": self.batches.state_dict(),
             "elapsed": self.elapsed_total,
             "precision": str(self.dtype).replace("torch.", "") if self.dtype else "fp32",
+            "eval_seconds": self.eval_seconds,
+            "best": self.best,
         }
         ckdir = self.checkpoint_dir
         last = ckdir / "last.safetensors"
@@ -222,7 +227,42 @@ class Trainer:
         meta = load_checkpoint(path, self.system, self.opt.optimizers, self.ema, self.opt.scaler)
         self.step = int(meta["step"])
         self.elapsed_before = float(meta.get("elapsed", 0.0))
+        self.eval_seconds = float(meta.get("eval_seconds", 0.0))
+        self.best = meta.get("best")
         self.batches.load_state_dict(meta["data"])
+
+    # --- quick evaluation and the best checkpoint -------------------------------------------------
+    def quick_eval(self) -> dict[str, float] | None:
+        """Score the EMA weights with ``evaluator``; keep them as best.safetensors if they beat the best so far.
+
+        Skipped (returns None) while evaluations have already taken more than ``eval_time_share`` of the
+        training time. The evaluator runs under a forked RNG, so evaluating never changes what training
+        does next: a run with evaluations trains the same weights as one without.
+        """
+        cfg = self.cfg
+        if self.evaluator is None or self.eval_seconds > cfg.eval_time_share * max(self.elapsed_total, 1e-9):
+            return None
+        t0 = time.perf_counter()
+        was_training = self.system.training
+        self.system.eval()
+        ctx = self.ema.swapped_in(self.system, self.system.ema_target) if self.ema else contextlib.nullcontext()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), ctx:
+            metrics = self.evaluator(self.system)
+        self.system.train(was_training)
+        name = cfg.select_metric
+        if name not in metrics:
+            raise ConfigError(f"train.select_metric '{name}' is not measured for this model; measured: {', '.join(metrics)}")
+        value = float(metrics[name])
+        sign = 1 if SELECTABLE_METRICS[name] == "lower" else -1
+        if self.run_dir is not None and (self.best is None or sign * value < sign * self.best["value"]):
+            from ..serialization import save_tensors
+
+            self.best = {"metric": name, "value": value, "step": self.step}
+            weights = inference_state(self.system, self.ema, self.system.ema_target)
+            save_tensors(self.run_dir / "best.safetensors", weights, {"step": self.step, "best": self.best})
+        dt = time.perf_counter() - t0
+        self.eval_seconds += dt
+        return {**metrics, "seconds": dt}
 
     # --- sampling during training -----------------------------------------------------------------
     def write_samples(self, n: int = 64, seed: int = 1234) -> Path | None:
@@ -297,6 +337,16 @@ class Trainer:
                         sums, count, last_log_time, last_log_images = {}, 0, now, images_seen
                     if cfg.sample_every and self.step % cfg.sample_every == 0:
                         self.write_samples()
+                    if cfg.eval_every and self.step % cfg.eval_every == 0:
+                        t_eval = time.perf_counter()
+                        quick = self.quick_eval()
+                        if quick is not None:
+                            logger.log(self.step, {f"eval/{k}": v for k, v in quick.items()})
+                        pause = time.perf_counter() - t_eval  # evaluation is not training time
+                        t0 += pause
+                        self._session_start += pause
+                        last_log_time += pause
+                        now = time.perf_counter()
                     if self.step % cfg.checkpoint_every == 0 or now - last_ckpt_time >= cfg.checkpoint_seconds:
                         checkpoint = self.save()
                         last_ckpt_time = time.perf_counter()
