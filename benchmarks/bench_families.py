@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +22,9 @@ import torch
 
 import genloop
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import cpu_name  # noqa: E402
+
 FAMILIES = ["dcgan", "wgan-gp", "cgan", "vae", "beta-vae", "cvae", "ddpm"]
 # Per-family settings beyond the defaults. The diffusion model is the class-conditional one (classifier-free
 # guidance), so that it is scored on class accuracy like the conditional GAN and VAE.
@@ -29,15 +32,6 @@ SETTINGS = {
     "ddpm": ["model.class_conditional=true", "train.lr=4e-4"],
 }
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def row_of(model: str, run, r: dict) -> dict:

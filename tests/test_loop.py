@@ -160,3 +160,10 @@ def test_eval_with_inception_backend_from_a_local_file(tmp_path) -> None:
         genloop.evaluate(run.id, n=12, features="inception", weights=tmp_path / "missing.pth")
     with pytest.raises(ConfigError, match="--weights goes with --features inception"):
         genloop.evaluate(run.id, n=12, weights=tmp_path / "inception.safetensors")
+
+
+def test_train_help_names_every_registered_family(capsys) -> None:
+    code, out, err = cli(capsys, "train", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert all(name in text for name in models.names()), text

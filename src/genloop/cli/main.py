@@ -96,7 +96,7 @@ def data_list() -> None:
 # --- train ----------------------------------------------------------------------------------------
 @app.command()
 def train(
-    model: Optional[str] = typer.Argument(None, help="Model family: dcgan, wgan-gp, vae."),
+    model: Optional[str] = typer.Argument(None, help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset name or path (default: digits)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with model/data/train sections."),
     set_: List[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
