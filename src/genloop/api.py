@@ -37,7 +37,7 @@ SECTIONS = ("model", "data", "train")
 class ResolvedConfig:
     system_cls: type[System]
     model: Any
-    data: DataConfig
+    data: Any  # DataConfig (images) or TextDataConfig (text), by the family's modality
     train: TrainConfig
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,9 +92,32 @@ def resolve_config(
     return ResolvedConfig(
         cls,
         from_dict(cls.Config, layered["model"], "model."),
-        from_dict(DataConfig, layered["data"], "data."),
+        from_dict(_data_config_cls(cls), layered["data"], "data."),
         from_dict(TrainConfig, layered["train"], "train."),
     )
+
+
+def _data_config_cls(cls: type[System]) -> type:
+    if cls.modality == "text":
+        from .data.text import TextDataConfig
+
+        return TextDataConfig
+    return DataConfig
+
+
+def _load_data(rc: ResolvedConfig) -> Any:
+    """The prepared dataset: images, or a tokenised corpus (with the tokenizer a pretrained model brings)."""
+    if rc.system_cls.modality == "text":
+        from .data.text import load_text_dataset
+
+        return load_text_dataset(rc.data, tokenizer=rc.system_cls.tokenizer_source(rc.model))
+    return load_dataset(rc.data)
+
+
+def _spec_of(rc: ResolvedConfig, dataset: Any) -> DataSpec:
+    if rc.system_cls.modality == "text":
+        return DataSpec(vocab_size=dataset.tokenizer.vocab_size)
+    return _spec(dataset)
 
 
 def _spec(dataset: ImageDataset) -> DataSpec:
@@ -115,11 +138,14 @@ def train(
     """Train a new run. Everything is validated (config, data, model) before the run directory exists."""
     rc = resolve_config(model, data, config, overrides, steps, time_budget, seed)
     store = RunStore(runs_dir)  # checked before the (slower) data loading
-    dataset = load_dataset(rc.data)
-    spec = _spec(dataset)
+    dataset = _load_data(rc)
+    spec = _spec_of(rc, dataset)
     torch.manual_seed(rc.train.seed)  # the initial weights are part of what the seed decides
     system = rc.system_cls(rc.model, spec)
     run = store.create(model, rc.data.name, {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}, rc.train.seed)
+    if system.modality == "text":  # the tokenizer travels with the weights
+        system.tokenizer = dataset.tokenizer
+        dataset.tokenizer.save(run.dir / "tokenizer")
     return _fit(store, run, system, dataset, rc, resume=False, progress=progress)
 
 
@@ -148,16 +174,26 @@ def resume(
     done = int(run.info.get("step", 0))
     if rc.train.steps is not None and done >= rc.train.steps:
         raise ConfigError(f"run {run.id} already reached its {rc.train.steps} steps; pass --steps N (N > {done}) or --time-budget to train further")
-    dataset = load_dataset(rc.data)
+    dataset = _load_data(rc)
     system = rc.system_cls(rc.model, DataSpec(**cfg["data_spec"]))
+    if system.modality == "text":
+        from .data.text import load_tokenizer
+
+        system.tokenizer = load_tokenizer(run.dir / "tokenizer")
     write_json(run.dir / "config.json", {**cfg, "train": to_dict(rc.train)})
     return _fit(store, run, system, dataset, rc, resume=True, progress=progress)
 
 
-def _fit(store: RunStore, run: Run, system: System, dataset: ImageDataset, rc: ResolvedConfig, resume: bool, progress: bool) -> Run:
-    images, labels = dataset.get("train")
-    batches = ImageBatches(images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift)
-    evaluator = _quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
+def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedConfig, resume: bool, progress: bool) -> Run:
+    if system.modality == "text":
+        from .data.text import TokenBatches
+
+        batches: Any = TokenBatches(dataset.train, rc.train.batch_size, system.block_size, seed=rc.train.seed)
+        evaluator = _text_quick_evaluator(dataset, rc.train) if rc.train.eval_every else None
+    else:
+        images, labels = dataset.get("train")
+        batches = ImageBatches(images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift)
+        evaluator = _quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
     trainer = Trainer(system, batches, rc.train, run.dir, progress=progress,
                       on_checkpoint=lambda step: store.update(run, step=step), evaluator=evaluator)
     if resume:
@@ -176,7 +212,7 @@ def _fit(store: RunStore, run: Run, system: System, dataset: ImageDataset, rc: R
         store.update(run, status="failed", error=f"{type(e).__name__}: {e}")
         raise
     status = "interrupted" if result.stopped_by == "interrupt" else "finished"
-    timings = {"train_seconds": round(trainer.elapsed_before, 2), "images_per_s": round(result.images_per_s, 1)}
+    timings = {"train_seconds": round(trainer.elapsed_before, 2), f"{system.unit}_per_s": round(result.units_per_s, 1)}
     if evaluator is not None:
         timings["eval_seconds"] = round(trainer.eval_seconds, 2)
     store.update(run, status=status, step=result.step, stopped_by=result.stopped_by, timings=timings,
@@ -202,13 +238,28 @@ def _quick_evaluator(dataset: ImageDataset, cfg: TrainConfig, progress: bool) ->
     return quick
 
 
+def _text_quick_evaluator(dataset: Any, cfg: TrainConfig) -> Any:
+    """Validation loss of the current weights on the first ``train.eval_tokens`` validation tokens, in
+    non-overlapping windows of the model's context (nanoGPT's protocol; cheap enough to run often)."""
+    from .evaluation.text_metrics import sliding_window_loss
+
+    def quick(system: System) -> dict[str, float]:
+        lm = system.causal_lm()
+        r = sliding_window_loss(lambda idx: lm(idx), dataset.val, lm.block_size, stride=lm.block_size,
+                                max_tokens=cfg.eval_tokens or None, device=next(system.parameters()).device)
+        return {"val_loss": float(r["loss"])}
+
+    return quick
+
+
 # --- inference ------------------------------------------------------------------------------------
-def load(run: str | Path, device: str = "cpu", runs_dir: str | Path | None = None, checkpoint: str = "last") -> ImagePipeline:
+def load(run: str | Path, device: str = "cpu", runs_dir: str | Path | None = None, checkpoint: str = "last") -> Any:
     """A generation pipeline for a run id (or a run directory): ``pipe(n=16, seed=0, ...)``.
 
     ``checkpoint``: "last" (the weights at the end of training) or "best" (the best quick evaluation,
     for runs trained with ``train.eval_every``). Diffusion runs get a pipeline whose ``steps``,
-    ``sampler``, ``guidance`` and ``eta`` are chosen per call.
+    ``sampler``, ``guidance`` and ``eta`` are chosen per call; language models a
+    :class:`~genloop.generation.text_pipeline.TextPipeline` (``pipe(prompt=..., stream=True)``).
     """
     return load_pipeline(RunStore(runs_dir).get(str(run)).dir, device=device, checkpoint=checkpoint)
 
@@ -249,6 +300,49 @@ def generate(run_id: str, n: int = 64, seed: int = 0, out: str | Path | None = N
     return paths
 
 
+def generate_text(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out: str | Path | None = None,
+                  runs_dir: str | Path | None = None, device: str = "cpu", checkpoint: str = "last",
+                  on_piece: Any = None, **sampling: Any) -> tuple[Any, Path]:
+    """Complete ``prompt`` ``n`` times with a language-model run; append each completion with its recipe to
+    ``<out>/texts.jsonl`` (default ``<run>/generated``). ``sampling``: max_tokens, temperature, top_k, top_p,
+    repetition_penalty, stop, num_beams. With ``on_piece`` (and ``n == 1``) each piece of text is passed to it
+    as it is generated (the CLI streams to the terminal this way). Returns (TextOutput, path of texts.jsonl)."""
+    import json
+
+    from .generation.text_pipeline import TextOutput
+    from .serialization import atomic_write
+
+    run = RunStore(runs_dir).get(run_id)
+    pipe = load_pipeline(run.dir, device, checkpoint)
+    if getattr(pipe, "modality", "image") != "text":
+        raise ConfigError(f"run {run.id} is an image model ({pipe.info['model']}); --prompt and the text controls apply to text models")
+    out_dir = Path(out) if out else run.dir / "generated"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    if on_piece is not None and n == 1 and sampling.get("num_beams", 1) == 1:
+        pieces = []
+        for piece in pipe(prompt=prompt, n=1, seed=seed, stream=True, **sampling):
+            on_piece(piece)
+            pieces.append(piece)
+        params = pipe.params(**sampling)
+        output = TextOutput(["".join(pieces)], prompt, pipe.recipe(prompt=prompt, seed=seed, n=1, **vars(params)))
+    else:
+        output = pipe(prompt=prompt, n=n, seed=seed, **sampling)
+    path = out_dir / "texts.jsonl"
+    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+    lines = "".join(json.dumps({"text": t, "recipe": output.recipe_of(i)}, ensure_ascii=False) + "\n"
+                    for i, t in enumerate(output.texts))
+    with atomic_write(path, "w") as f:  # appended by rewriting: a crash never leaves a half line
+        f.write(previous + lines)
+    return output, path
+
+
+def modality(run_id: str, runs_dir: str | Path | None = None) -> str:
+    """"image" or "text": what a run's model generates."""
+    run = RunStore(runs_dir).get(run_id)
+    return models[run.config["model"]["name"]].modality
+
+
 def _extractor(dataset: ImageDataset, features: str, weights: str | Path | None, device: str, progress: bool) -> Any:
     """The yardstick: GenLoop's reference net for the dataset, or Inception-v3 from a local weights file."""
     from .evaluation import get_feature_extractor
@@ -286,6 +380,11 @@ def evaluate(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path | N
     run = store.get(run_id)
     t0 = time.perf_counter()
     pipe = load_pipeline(run.dir, device, checkpoint)
+    if getattr(pipe, "modality", "image") == "text":
+        if sampler is not None or steps is not None or guidance is not None or eta is not None or features != "ref":
+            raise ConfigError("--sampler/--steps/--guidance/--eta/--features apply to image models; a text model is "
+                              "scored on validation loss and samples")
+        return _evaluate_text(store, run, pipe, n, seed, t0)
     dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
     extractor = _extractor(dataset, features, weights, device, progress)
     t_sample = time.perf_counter()
@@ -320,6 +419,82 @@ def evaluate(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path | N
         headline = {k: result[k] for k in ("fid", "fid_floor", "kid", "precision", "recall", "class_accuracy", "is",
                                            "elbo_nats", "iwae_nats") if k in result}
         store.update(run, summary=headline)
+    return result
+
+
+def _val_documents(dataset: Any) -> list[str]:
+    """The held-out documents as text (decoded from the cached validation tokens)."""
+    eot = dataset.tokenizer.eot_id
+    docs, cur = [], []
+    for t in dataset.val.tolist():
+        if t == eot:
+            if cur:
+                docs.append(dataset.tokenizer.decode(cur))
+            cur = []
+        else:
+            cur.append(t)
+    if cur:
+        docs.append(dataset.tokenizer.decode(cur))
+    return docs
+
+
+# How `genloop eval` scores a text model (recorded in each result): samples are plain ancestral samples
+# (temperature 1, no top-k/top-p), so diversity and memorisation describe the model, not a sampler's filter.
+TEXT_EVAL = {"max_tokens": 256, "temperature": 1.0, "top_p": 1.0, "eval_tokens": 200_000}
+
+
+def _evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: float) -> dict[str, Any]:
+    """Validation loss / perplexity / bits per character and byte, then ``n`` samples scored for diversity
+    (distinct-1/2/3, self-BLEU) and memorisation (longest verbatim span in the training text), each beside
+    the same statistic of held-out real text (the floor)."""
+    from .data.text import TextDataConfig, load_text_dataset
+    from .evaluation import text_metrics as tm
+    from .serialization import write_text
+
+    cfg = run.config
+    cls = models[cfg["model"]["name"]]
+    model_cfg = from_dict(cls.Config, cfg["model"], "model.")
+    dataset = load_text_dataset(from_dict(TextDataConfig, cfg["data"], "data."), tokenizer=cls.tokenizer_source(model_cfg))
+    lm = pipe.system.causal_lm()
+    block = lm.block_size
+    stride = max(1, block // 2)
+    loss = tm.sliding_window_loss(lambda idx: lm(idx), dataset.val, block, stride=stride,
+                                  max_tokens=TEXT_EVAL["eval_tokens"], device=pipe.device)
+    share = loss["tokens_scored"] / max(len(dataset.val) - 1, 1)  # < 1 when eval_tokens capped the scoring
+    result: dict[str, Any] = {
+        "run_id": run.id, "model": pipe.info["model"], "step": pipe.info["step"], "checkpoint": pipe.info["checkpoint"],
+        "checkpoint_sha256": pipe.info["checkpoint_sha256"], "tokenizer": pipe.tokenizer.kind,
+        "val_loss": loss["loss"], "perplexity": loss["perplexity"],
+        "bits_per_char": tm.bits_per_unit(loss["loss"], loss["tokens_scored"], max(1, round(dataset.val_chars * share))),
+        "bits_per_byte": tm.bits_per_unit(loss["loss"], loss["tokens_scored"], max(1, round(dataset.val_bytes * share))),
+        "loss_protocol": {"split": "val", "block_size": block, "stride": stride, "tokens_scored": loss["tokens_scored"],
+                          "val_tokens": int(len(dataset.val)), "max_tokens": TEXT_EVAL["eval_tokens"]},
+    }
+    t_sample = time.perf_counter()
+    out = pipe(prompt="", n=n, seed=1_000_000 + seed, max_tokens=TEXT_EVAL["max_tokens"],
+               temperature=TEXT_EVAL["temperature"], top_p=TEXT_EVAL["top_p"])
+    sample_seconds = time.perf_counter() - t_sample
+    texts = out.texts
+    n_tokens = sum(len(pipe.tokenizer.encode(t)) for t in texts)
+    mean_chars = max(1, round(sum(len(t) for t in texts) / len(texts)))
+    corpus = tm.CorpusIndex(dataset.train_text)
+    real = tm.text_floor("\n".join(_val_documents(dataset)), corpus, mean_chars, n, seed=seed)
+    for name, fn in (("distinct_1", lambda t: tm.distinct_n(t, 1)), ("distinct_2", lambda t: tm.distinct_n(t, 2)),
+                     ("distinct_3", lambda t: tm.distinct_n(t, 3)), ("self_bleu", lambda t: tm.self_bleu(t, seed=seed))):
+        result[name], result[f"{name}_floor"] = fn(texts), fn(real)
+    mem, mem_floor = tm.memorization(texts, corpus), tm.memorization(real, corpus)
+    result["memorization"] = mem
+    result["copy_rate"], result["copy_rate_floor"] = mem["copy_rate"], mem_floor["copy_rate"]
+    result["longest_span_mean"], result["longest_span_mean_floor"] = mem["longest_span_mean"], mem_floor["longest_span_mean"]
+    result.update({"n": n, "sample_settings": {k: TEXT_EVAL[k] for k in ("max_tokens", "temperature", "top_p")},
+                   "sample_seed": 1_000_000 + seed, "mean_sample_chars": mean_chars,
+                   "generation_tokens_per_s": round(n_tokens / max(sample_seconds, 1e-9), 1),
+                   "sampling_device": str(pipe.device), "seconds": round(time.perf_counter() - t0, 2),
+                   "genloop_version": __version__})
+    write_json(run.dir / "eval" / "metrics.json", result)
+    write_text(run.dir / "eval" / "samples.txt", "\n\n-----\n\n".join(texts[:20]) + "\n")
+    store.update(run, summary={k: result[k] for k in ("val_loss", "perplexity", "bits_per_char", "distinct_2",
+                                                      "self_bleu", "copy_rate")})
     return result
 
 
@@ -391,11 +566,20 @@ def compare(run_ids: list[str], out: str | Path = "compare", runs_dir: str | Pat
     return {"rows": rows, "json": json_path, "png": png_path}
 
 
-def dataset_info(name: str, image_size: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def dataset_info(name: str, image_size: int | None = None, overrides: list[str] | tuple[str, ...] = (),
+                 text: bool = False) -> dict[str, Any]:
+    """What a dataset holds. ``text=True`` (or a built-in text corpus name) prepares it as a text corpus
+    (documents, tokens per split, vocabulary) with the tokenizer the overrides choose."""
     data = apply_overrides({"data": {"name": name}}, [o if o.startswith("data.") else f"data.{o}" for o in overrides])["data"]
+    from .data.text import TextDataConfig, builtin_corpora, load_text_dataset
+
+    if text or name in builtin_corpora():
+        if image_size is not None:
+            raise ConfigError("--image-size applies to image datasets, not text")
+        return load_text_dataset(from_dict(TextDataConfig, data, "data.")).info()
     if image_size is not None:
         data["image_size"] = image_size
     return load_dataset(from_dict(DataConfig, data, "data.")).info()
 
 
-__all__ = ["train", "resume", "load", "generate", "evaluate", "sweep", "report", "compare", "resolve_config", "dataset_info", "GenLoopError"]
+__all__ = ["train", "resume", "load", "generate", "generate_text", "modality", "evaluate", "sweep", "report", "compare", "resolve_config", "dataset_info", "GenLoopError"]

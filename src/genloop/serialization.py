@@ -72,7 +72,15 @@ def read_json(path: str | os.PathLike) -> Any:
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], state: Any = None) -> str:
     """Write ``tensors`` (and JSON-able ``state``) to a safetensors file atomically; return its sha256."""
     metadata = {_STATE_KEY: json.dumps(state)} if state is not None else None
-    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    clean: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for k, v in tensors.items():
+        v = v.detach().contiguous().cpu()
+        key = (v.untyped_storage().data_ptr(), v.storage_offset())
+        # safetensors refuses tensors that share memory (a language model's tied embedding and output
+        # weights); a shared tensor is written once per name, as a copy. Loading restores the tie.
+        clean[k] = v.clone() if key in seen and v.numel() else v
+        seen.add(key)
     data = save(clean, metadata=metadata)
     with atomic_write(path) as f:
         f.write(data)

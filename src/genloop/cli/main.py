@@ -69,14 +69,15 @@ def _fmt(v: Any) -> str:
 # --- data -----------------------------------------------------------------------------------------
 @data_app.command("info")
 def data_info(
-    dataset: str = typer.Argument(..., help="A built-in name (digits, mnist, fashion-mnist) or a path."),
+    dataset: str = typer.Argument(..., help="A built-in name (digits, mnist, fashion-mnist, pydoc) or a path."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Prepare at this size (default 32)."),
-    set_: List[str] = typer.Option([], "--set", help="data.key=value, e.g. channels=3."),
+    set_: List[str] = typer.Option([], "--set", help="data.key=value, e.g. channels=3 or tokenizer=bpe."),
+    text: bool = typer.Option(False, "--text", help="Read the path as a text corpus (a .txt, a folder, a .jsonl)."),
 ) -> None:
-    """Size, shape, channels, classes, value range and split sizes of a dataset."""
+    """Images: size, shape, channels, classes, value range, splits. Text: documents, tokens, vocabulary, splits."""
     from ..api import dataset_info
 
-    info = dataset_info(dataset, image_size, set_)
+    info = dataset_info(dataset, image_size, set_, text=text)
     table = Table(title=f"dataset {info['name']}", show_header=False)
     for k, v in info.items():
         if k != "class_names" or v:
@@ -86,18 +87,22 @@ def data_info(
 
 @data_app.command("list")
 def data_list() -> None:
-    """The built-in datasets."""
+    """The built-in datasets (images) and corpora (text)."""
     from ..data import dataset_names
+    from ..data.text import builtin_corpora
 
     for name in dataset_names():
         say(name)
+    for name in builtin_corpora():
+        say(f"{name}  (text)")
 
 
 # --- train ----------------------------------------------------------------------------------------
 @app.command()
 def train(
-    model: Optional[str] = typer.Argument(None, help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset name or path (default: digits)."),
+    model: Optional[str] = typer.Argument(None, help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm (text)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset name or path (default: digits for images, pydoc for text; a .txt, folder or .jsonl for text)."),
+    init: Optional[str] = typer.Option(None, "--init", help="hf-causal-lm: a local Hugging Face model directory to fine-tune."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with model/data/train sections."),
     set_: List[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Train for this many steps."),
@@ -111,6 +116,8 @@ def train(
     from .. import api
 
     budget = parse_duration(time_budget) if time_budget else None
+    if init is not None:
+        set_ = [*set_, f"model.init={init}"]
     if resume:
         if model or data or config or set_ or seed is not None:
             raise ConfigError("--resume continues a run with its own settings; only --steps and --time-budget may change")
@@ -127,8 +134,10 @@ def train(
         say(run.id)
         raise typer.Exit(130)
     t = info.get("timings", {})
+    unit = "tokens" if "tokens_per_s" in t else "images"
+    stop = " (early stop: validation stopped improving)" if info.get("stopped_by") == "early_stop" else ""
     note(f"trained {info['model']} on {info['dataset']}: {info['step']} steps in {t.get('train_seconds', 0):.0f}s "
-              f"({t.get('images_per_s', 0):.0f} images/s, {info.get('precision')} on {info.get('device')}) -> {run.dir}")
+         f"({t.get(unit + '_per_s', 0):.0f} {unit}/s, {info.get('precision')} on {info.get('device')}){stop} -> {run.dir}")
     say(run.id)
 
 
@@ -136,8 +145,17 @@ def train(
 @app.command()
 def generate(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix, or the run's folder)."),
-    n: int = typer.Option(64, "--n", help="How many images."),
-    seed: int = typer.Option(0, "--seed", help="Image i uses seed + i."),
+    n: Optional[int] = typer.Option(None, "--n", help="How many images (default 64) or texts (default 1)."),
+    seed: int = typer.Option(0, "--seed", help="Image or text i uses seed + i."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Text models: the text to continue (default: a new document)."),
+    max_tokens: int = typer.Option(200, "--max-tokens", help="Text models: new tokens at most."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Text models: 0 is greedy; higher is more random."),
+    top_k: int = typer.Option(0, "--top-k", help="Text models: sample from the k likeliest tokens (0: off)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Text models: nucleus sampling mass (1: off)."),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="Text models: >1 discourages repeats (1: off)."),
+    stop: List[str] = typer.Option([], "--stop", help="Text models: stop before this text (repeatable)."),
+    beams: int = typer.Option(1, "--beams", help="Text models: beam search width (1: sampling)."),
+    no_stream: bool = typer.Option(False, "--no-stream", help="Text models: print when done instead of as tokens come."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <run>/generated)."),
     class_label: Optional[int] = typer.Option(None, "--class", help="Class to generate (conditional models; default: every class in turn)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim or dpmpp-2m (default: the model's)."),
@@ -148,18 +166,65 @@ def generate(
     runs_dir: Optional[Path] = RunsDir,
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Generate images: a PNG grid plus one PNG per image, each with its recipe embedded."""
+    """Generate images (a PNG grid plus one PNG per image, recipes embedded) or text (streamed; saved with recipes)."""
     from .. import api
 
+    if api.modality(run_id, runs_dir) == "text":
+        _generate_text(run_id, n or 1, seed, out_dir, prompt, max_tokens, temperature, top_k, top_p, repetition_penalty,
+                       stop, beams, no_stream, checkpoint, runs_dir, device, image_options={
+                           "--class": class_label, "--sampler": sampler, "--steps": steps, "--guidance": guidance, "--eta": eta})
+        return
+    text_given = [name for name, v in (("--prompt", prompt), ("--stop", stop or None)) if v is not None]
+    if text_given:
+        raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} generates images")
+    n = 64 if n is None else n
     paths = api.generate(run_id, n=n, seed=seed, out=out_dir, runs_dir=runs_dir, device=device, class_label=class_label,
                          sampler=sampler, steps=steps, guidance=guidance, eta=eta, checkpoint=checkpoint)
     say(f"wrote {len(paths)} PNGs to {paths[0].parent} (grid: {paths[0]})")
 
 
+def _generate_text(run_id: str, n: int, seed: int, out_dir: Optional[Path], prompt: Optional[str], max_tokens: int,
+                   temperature: float, top_k: int, top_p: float, repetition_penalty: float, stop: List[str], beams: int,
+                   no_stream: bool, checkpoint: str, runs_dir: Optional[Path], device: str, image_options: dict) -> None:
+    import warnings
+
+    from .. import api
+
+    given = [k for k, v in image_options.items() if v is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only image models take this; {run_id} is a text model")
+    sampling = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                    repetition_penalty=repetition_penalty, stop=list(stop), num_beams=beams)
+    stream = not no_stream and n == 1 and beams == 1
+    prompt = prompt or ""
+
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if stream and prompt:
+            show(prompt)
+        output, path = api.generate_text(run_id, prompt=prompt, n=n, seed=seed, out=out_dir, runs_dir=runs_dir,
+                                         device=device, checkpoint=checkpoint, on_piece=show if stream else None,
+                                         **sampling)
+    if stream:
+        say("")
+    else:
+        for i, text in enumerate(output.texts):
+            if n > 1:
+                say(f"--- sample {i} (seed {seed + i}) ---")
+            say(prompt + text)
+    for w in caught:
+        note(f"warning: {w.message}")
+    note(f"saved with recipes to {path}")
+
+
 @app.command("eval")
 def eval_(
     run_id: str = typer.Argument(..., help="Run id."),
-    n: int = typer.Option(2000, "--n", help="How many generated samples to score."),
+    n: Optional[int] = typer.Option(None, "--n", help="How many generated samples to score (default: 2000 images, 100 texts)."),
     seed: int = typer.Option(0, "--seed"),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim or dpmpp-2m (default: the model's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion sampling steps (default: the model's)."),
@@ -181,7 +246,7 @@ def eval_(
         except ValueError:
             raise ConfigError(f"--sweep takes step counts separated by commas, e.g. 5,10,20,50; got {sweep!r}") from None
         names = [x.strip() for x in samplers.split(",") if x.strip()]
-        r = api.sweep(run_id, samplers=names, steps=step_list, n=n if n != 2000 else 500, seed=seed,
+        r = api.sweep(run_id, samplers=names, steps=step_list, n=n or 500, seed=seed,
                       runs_dir=runs_dir, device=device, checkpoint=checkpoint, progress=True)
         table = Table(title=f"sampler sweep of {r['run_id']} ({r['n']} samples; FID floor {r['fid_floor']:.3f})")
         for col in ("sampler", "steps", "FID", "x floor", "ms/image"):
@@ -192,6 +257,8 @@ def eval_(
         out.print(table)
         say(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / 'sampler_sweep.json'} (and .png)")
         return
+    if n is None:
+        n = 100 if api.modality(run_id, runs_dir) == "text" else 2000
     r = api.evaluate(run_id, n=n, seed=seed, runs_dir=runs_dir, device=device, progress=True, sampler=sampler,
                      steps=steps, guidance=guidance, checkpoint=checkpoint, features=features, weights=weights)
     print_metrics(r)
@@ -199,7 +266,31 @@ def eval_(
     say(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / name}")
 
 
+def print_text_metrics(r: dict[str, Any]) -> None:
+    p = r["loss_protocol"]
+    table = Table(title=f"evaluation of {r['run_id']} ({r['n']} samples of up to {r['sample_settings']['max_tokens']} tokens)")
+    for col in ("metric", "model", "held-out real text", "better"):
+        table.add_column(col, justify="right" if col in ("model", "held-out real text") else "left")
+    table.add_row("validation loss (nats/token)", f"{r['val_loss']:.4f}", "", "lower")
+    table.add_row("perplexity", f"{r['perplexity']:.3f}", "", "lower")
+    table.add_row("bits per character", f"{r['bits_per_char']:.4f}", "", "lower")
+    table.add_row("bits per byte", f"{r['bits_per_byte']:.4f}", "", "lower")
+    for k, label in (("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"), ("distinct_3", "distinct-3")):
+        table.add_row(label, f"{r[k]:.3f}", f"{r[k + '_floor']:.3f}", "closer to real")
+    table.add_row("self-BLEU", f"{r['self_bleu']:.3f}", f"{r['self_bleu_floor']:.3f}", "closer to real")
+    table.add_row("longest verbatim span (mean chars)", f"{r['longest_span_mean']:.1f}", f"{r['longest_span_mean_floor']:.1f}", "lower")
+    table.add_row(f"samples with a copied span >= {r['memorization']['threshold']} chars", f"{r['copy_rate']:.3f}",
+                  f"{r['copy_rate_floor']:.3f}", "lower")
+    out.print(table)
+    say(f"loss protocol: {p['split']} split, windows of {p['block_size']} tokens every {p['stride']} "
+        f"({p['tokens_scored']} of {p['val_tokens']} tokens scored); samples at temperature "
+        f"{r['sample_settings']['temperature']}, {r['generation_tokens_per_s']:.0f} tokens/s")
+
+
 def print_metrics(r: dict[str, Any]) -> None:
+    if "val_loss" in r and "fid" not in r:
+        print_text_metrics(r)
+        return
     table = Table(title=f"evaluation of {r['run_id']} ({r['n_generated']} samples vs {r['n_reference']} held-out real)")
     table.add_column("metric")
     table.add_column("model", justify="right")
@@ -369,7 +460,6 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         err.print(Text.assemble(("error: ", "bold red"), f"{e.strerror or e}{where}"), soft_wrap=True)
         return 2
-        return e.exit_code
     return 0
 
 

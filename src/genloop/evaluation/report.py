@@ -28,7 +28,7 @@ from ..errors import DataError, NotFoundError
 from ..serialization import atomic_write, read_json, write_text
 
 # Columns of metrics.jsonl that are bookkeeping, not losses: they get their own plot (lr) or none.
-_NOT_LOSSES = ("step", "time", "lr", "images_per_s", "eval/seconds")
+_NOT_LOSSES = ("step", "time", "lr", "images_per_s", "tokens_per_s", "eval/seconds")
 _SAMPLE_RE = re.compile(r"step-(\d+)\.png$")
 _MAX_STRIP = 8  # earlier sample grids shown; more would bloat the file without telling more
 _MAX_PLOT_POINTS = 4000  # raw points drawn per curve; the moving average still uses every point
@@ -290,6 +290,8 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 _CSS = """
 :root { --fg:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f9fafb; --accent:#1d4ed8; }
+pre.text { white-space:pre-wrap; background:#fff; border:1px solid var(--line); padding:10px; font-size:13px; max-height:420px; overflow:auto; }
+p.note { color:var(--muted); font-size:13px; }
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--fg);
   font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
@@ -347,10 +349,11 @@ def _summary_section(run: dict[str, Any], records: list[dict[str, Any]]) -> str:
     last = records[-1] if records else {}
     step = run.get("step", last.get("step"))
     train_s = timings.get("train_seconds", last.get("time"))
-    ips = timings.get("images_per_s")
+    unit = "tokens" if "tokens_per_s" in timings or any("tokens_per_s" in r for r in records[:5]) else "images"
+    ips = timings.get(f"{unit}_per_s")
     if not _finite(ips):
         # Median over the logged rates: robust to the slow first steps (compilation, warm-up).
-        rates = sorted(float(r["images_per_s"]) for r in records if _finite(r.get("images_per_s")))
+        rates = sorted(float(r[f"{unit}_per_s"]) for r in records if _finite(r.get(f"{unit}_per_s")))
         ips = rates[len(rates) // 2] if rates else None
     rows: list[tuple[str, str]] = []
     if step is not None:
@@ -358,7 +361,7 @@ def _summary_section(run: dict[str, Any], records: list[dict[str, Any]]) -> str:
     if train_s is not None:
         rows.append(("Train time", _esc(_duration(train_s))))
     if ips is not None:
-        rows.append(("Images / s", _esc(_fmt(ips, 3))))
+        rows.append((f"{unit.capitalize()} / s", _esc(_fmt(ips, 3))))
     for key, label in (("seed", "Seed"), ("genloop_version", "GenLoop version"), ("created", "Created"),
                        ("finished", "Finished")):
         if run.get(key) is not None:
@@ -506,7 +509,60 @@ _EVAL_KNOWN = {"fid", "fid_floor", "kid", "kid_std", "kid_floor", "is", "is_std"
                "eta", "sampling_device", "prdc_k", "memorization", "per_class_fid", "per_class_fid_floor"}
 
 
+_TEXT_SAMPLE_RE = re.compile(r"step-(\d+)\.txt$")
+
+
+def _text_section(run_dir: Path, ev: dict[str, Any]) -> str:
+    """A language model's report: its samples as text, and its metrics beside held-out real text."""
+    parts: list[str] = []
+    if _is_number(ev.get("val_loss")):
+        p = ev.get("loss_protocol", {})
+        rows = [("Validation loss (nats / token)", _fmt(ev["val_loss"], 4), ""),
+                ("Perplexity", _fmt(ev.get("perplexity"), 4), ""),
+                ("Bits per character", _fmt(ev.get("bits_per_char"), 4), ""),
+                ("Bits per byte", _fmt(ev.get("bits_per_byte"), 4), "")]
+        for key, label in (("distinct_1", "Distinct-1"), ("distinct_2", "Distinct-2"), ("distinct_3", "Distinct-3"),
+                           ("self_bleu", "Self-BLEU"), ("longest_span_mean", "Longest verbatim span (mean chars)"),
+                           ("copy_rate", "Samples with a copied span ≥ 50 chars")):
+            if key in ev:
+                rows.append((label, _fmt(ev[key], 4), _fmt(ev.get(f"{key}_floor"), 4)))
+        body = "".join(f"<tr><th>{_esc(a)}</th><td class='num'>{_esc(b)}</td><td class='num'>{_esc(c)}</td></tr>"
+                       for a, b, c in rows)
+        parts.append(
+            "<h3>Text metrics</h3><table class='metrics'><tr><th>metric</th><th>model</th><th>held-out real text</th></tr>"
+            f"{body}</table><p class='note'>Loss on the {_esc(p.get('split', 'val'))} split in windows of "
+            f"{_esc(p.get('block_size'))} tokens every {_esc(p.get('stride'))} ({_esc(p.get('tokens_scored'))} tokens "
+            f"scored). Diversity and memorisation of {_esc(ev.get('n'))} samples at temperature "
+            f"{_esc(ev.get('sample_settings', {}).get('temperature'))}, beside the same statistics of held-out "
+            "real text of the same length: closer to real is better; copied spans are measured against the training text.</p>")
+    texts: list[tuple[str, str]] = []
+    gen = run_dir / "generated" / "texts.jsonl"
+    if gen.is_file():
+        for line in gen.read_text(encoding="utf-8").splitlines()[-5:]:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            r = item.get("recipe", {})
+            texts.append((f"generated (seed {r.get('seed')}, temperature {r.get('temperature')})",
+                          (r.get("prompt") or "") + item.get("text", "")))
+    samples = sorted((int(m.group(1)), q) for q in (run_dir / "samples").glob("step-*.txt")
+                     if (m := _TEXT_SAMPLE_RE.search(q.name))) if (run_dir / "samples").is_dir() else []
+    if samples:
+        step, path = samples[-1]
+        texts.append((f"training samples at step {step:,}", path.read_text(encoding="utf-8")))
+    if (run_dir / "eval" / "samples.txt").is_file():
+        texts.append(("evaluation samples (eval/samples.txt)", (run_dir / "eval" / "samples.txt").read_text(encoding="utf-8")))
+    for caption, text in texts:
+        parts.append(f"<h3>{_esc(caption)}</h3><pre class='text'>{_esc(text[:4000])}</pre>")
+    if not parts:
+        return ""
+    return "<section><h2>Text</h2>" + "".join(parts) + "</section>"
+
+
 def _eval_section(ev: dict[str, Any]) -> str:
+    if _is_number(ev.get("val_loss")) and "fid" not in ev:
+        return ""  # a language model's metrics are in the text section
     rows: list[str] = []
 
     def row(name: str, value: str, floor: str, ratio: str) -> None:
@@ -661,6 +717,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         f'<div class="sub">{_esc(model)} on {_esc(dataset)} {_status_badge(run.get("status"))}</div></header>',
         _summary_section(run, records),
         _samples_section(run_dir, warnings),
+        _text_section(run_dir, ev),
         _eval_section(ev),
         _losses_section(records),
         _config_section(config),

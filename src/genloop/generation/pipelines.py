@@ -65,6 +65,10 @@ def load_system(run_dir: str | Path, checkpoint: str = "last") -> tuple[System, 
     system = cls_(from_dict(cls_.Config, config["model"], "model."), DataSpec(**config["data_spec"]))
     tensors, state = load_tensors(weights)
     system.load_state_dict(tensors)
+    if system.modality == "text":  # a language model decodes with the tokenizer it was trained with
+        from ..data.text import load_tokenizer
+
+        system.tokenizer = load_tokenizer(run_dir / "tokenizer")
     info = {
         "run_id": run_dir.name,
         "model": config["model"]["name"],
@@ -243,9 +247,13 @@ def _label_recipe(labels: torch.Tensor | None) -> dict[str, Any]:
     return {} if labels is None else {"class_labels": labels.tolist()}
 
 
-def load_pipeline(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "last") -> ImagePipeline:
-    """The pipeline that fits the run's model family."""
+def load_pipeline(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "last") -> Any:
+    """The pipeline that fits the run's model family: image, diffusion or text."""
     system, info = load_system(run_dir, checkpoint)
+    if system.modality == "text":
+        from .text_pipeline import TextPipeline
+
+        return TextPipeline(system.to(device), info)
     cls = DiffusionPipeline if system.iterative else ImagePipeline
     return cls(system.to(device), info)
 

@@ -9,6 +9,8 @@ from ..registry import Registry
 from .base import DataSpec, System
 from .ddpm import DDPMSystem
 from .gan import CGANSystem, GANSystem, WGANGPSystem
+from .hf_lm import HFCausalLMSystem
+from .lm import GPTSystem
 from .vae import BetaVAESystem, CVAESystem, VAESystem
 
 models: Registry[type[System]] = Registry("model")
@@ -19,5 +21,7 @@ models.register("cgan", CGANSystem)
 models.register("beta-vae", BetaVAESystem)
 models.register("cvae", CVAESystem)
 models.register("ddpm", DDPMSystem)
+models.register("gpt", GPTSystem)
+models.register("hf-causal-lm", HFCausalLMSystem)
 
 __all__ = ["DataSpec", "System", "models"]

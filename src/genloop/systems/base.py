@@ -21,9 +21,10 @@ from torch import nn
 class DataSpec:
     """What a system needs to know about its data to size its networks."""
 
-    channels: int
-    image_size: int
+    channels: int = 0
+    image_size: int = 0
     num_classes: int = 0
+    vocab_size: int = 0  # text: the tokenizer's vocabulary
 
 
 class StepFn(Protocol):
@@ -40,6 +41,7 @@ class System(nn.Module):
     modality: ClassVar[str] = "image"
     conditional: ClassVar[bool] = False  # True: decode/sample take class labels (needs a labelled dataset)
     iterative: ClassVar[bool] = False  # True: sampling runs a scheduler loop (diffusion), not one decode
+    unit: ClassVar[str] = "images"  # what throughput counts: images (batch rows) or tokens
 
     def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__()
@@ -53,6 +55,10 @@ class System(nn.Module):
     def training_step(self, batch: Any, opt: StepFn) -> dict[str, torch.Tensor]:
         """One step: compute losses, pass each to ``opt.step``; return scalars to log."""
         raise NotImplementedError
+
+    def batch_units(self, batch: Any) -> int:
+        """How many ``unit``s a batch holds (the engine's throughput counter): images by default."""
+        return int(batch[0].shape[0])
 
     # --- inference ------------------------------------------------------------------------------
     @property

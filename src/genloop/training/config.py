@@ -10,7 +10,8 @@ from ..errors import ConfigError
 
 # Quick-eval metrics that can pick the best checkpoint, and which way is better.
 SELECTABLE_METRICS = {"fid": "lower", "kid": "lower", "is": "higher", "precision": "higher",
-                      "recall": "higher", "density": "higher", "coverage": "higher", "class_accuracy": "higher"}
+                      "recall": "higher", "density": "higher", "coverage": "higher", "class_accuracy": "higher",
+                      "val_loss": "lower"}
 
 
 @dataclass
@@ -18,6 +19,7 @@ class TrainConfig:
     steps: int | None = 2000  # stop after this many steps (None: only the time budget stops training)
     time_budget: float | None = None  # seconds of training in this session (also stops training)
     batch_size: int = 64
+    grad_accum: int = 1  # micro-batches per optimizer step (the effective batch is batch_size * grad_accum)
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam(W) betas
     weight_decay: float = 0.0
@@ -39,7 +41,9 @@ class TrainConfig:
     eval_every: int = 0  # steps between quick evaluations during training (0: none)
     eval_samples: int = 500  # samples per quick evaluation (a cheap, noisier FID than `genloop eval`)
     eval_time_share: float = 0.25  # at most this share of training time goes to quick evaluations
-    select_metric: str = "fid"  # quick-eval metric that picks best.safetensors (fid, kid, precision, ...)
+    select_metric: str = "fid"  # quick-eval metric that picks best.safetensors (fid, kid, precision, val_loss, ...)
+    eval_tokens: int = 65536  # text: validation tokens scored per quick evaluation (0: the whole split)
+    early_stop: int = 0  # stop after this many quick evaluations in a row without a new best (0: never)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -48,6 +52,14 @@ class TrainConfig:
             raise ConfigError(f"train.time_budget must be > 0 seconds, got {self.time_budget}")
         if self.steps is None and self.time_budget is None:
             raise ConfigError("set train.steps or train.time_budget (or both): training needs an end")
+        if self.grad_accum < 1:
+            raise ConfigError(f"train.grad_accum must be >= 1, got {self.grad_accum}")
+        if self.eval_tokens < 0:
+            raise ConfigError(f"train.eval_tokens must be >= 0, got {self.eval_tokens}")
+        if self.early_stop < 0:
+            raise ConfigError(f"train.early_stop must be >= 0, got {self.early_stop}")
+        if self.early_stop and not self.eval_every:
+            raise ConfigError("train.early_stop needs quick evaluations: set train.eval_every too")
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0:

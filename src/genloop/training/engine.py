@@ -70,18 +70,33 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_bf16_matmul() else None
 
 
+def _flat(params: list[Any]) -> list[torch.nn.Parameter]:
+    """The parameters of a group given as tensors or as AdamW's per-subgroup dicts (``{"params": ..., "weight_decay": 0}``)."""
+    out: list[torch.nn.Parameter] = []
+    for p in params:
+        out.extend(p["params"] if isinstance(p, dict) else [p])
+    return out
+
+
 class Optimizers:
-    """The handle a system's ``training_step`` gets: ``opt.step(group, loss)``."""
+    """The handle a system's ``training_step`` gets: ``opt.step(group, loss)``.
+
+    With gradient accumulation (``train.grad_accum`` = K) the engine runs K micro-batches per step and sets
+    ``micro`` before each: gradients are zeroed at the first, each loss is scaled by 1/K, and the update
+    happens at the last. A system does not know: it calls ``opt.step`` once per loss as always.
+    """
 
     def __init__(self, system: System, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> None:
         self.cfg, self.device_type = cfg, device.type
-        self.groups = system.param_groups()
+        groups = system.param_groups()
+        self.groups = {name: _flat(params) for name, params in groups.items()}
         self.optimizers = {
             name: torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-            for name, params in self.groups.items()
+            for name, params in groups.items()
         }
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.grad_norms: dict[str, float] = {}
+        self.micro = 0  # index of the current micro-batch within the step (set by the engine)
 
     def set_lr(self, lr: float) -> None:
         for opt in self.optimizers.values():
@@ -92,9 +107,13 @@ class Optimizers:
         if not torch.isfinite(loss.detach()).all():
             raise _NonFinite(group, float(loss.detach().float().mean()))
         opt = self.optimizers[group]
-        opt.zero_grad(set_to_none=True)
+        accum = self.cfg.grad_accum
+        if self.micro == 0:
+            opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device_type, enabled=False):  # backward runs in the forward's dtypes
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss / accum if accum > 1 else loss).backward()
+        if self.micro < accum - 1:
+            return  # accumulate: the update comes with the step's last micro-batch
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(opt)
             norm = torch.nn.utils.clip_grad_norm_(self.groups[group], self.cfg.grad_clip)
@@ -120,8 +139,8 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
 class FitResult:
     step: int
     seconds: float  # training time in this session
-    stopped_by: str  # "steps", "time", "interrupt"
-    images_per_s: float
+    stopped_by: str  # "steps", "time", "interrupt", "early_stop"
+    units_per_s: float  # the system's unit (images or tokens) per second of training
     checkpoint: Path | None
 
 
@@ -183,6 +202,7 @@ class Trainer:
         self._session_start: float | None = None
         self.eval_seconds = 0.0  # time spent in quick evaluations (not counted as training time)
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of best.safetensors
+        self.evals_since_best = 0  # quick evaluations in a row without a new best (for train.early_stop)
 
     @property
     def elapsed_total(self) -> float:
@@ -205,6 +225,7 @@ class Trainer:
             "precision": str(self.dtype).replace("torch.", "") if self.dtype else "fp32",
             "eval_seconds": self.eval_seconds,
             "best": self.best,
+            "evals_since_best": self.evals_since_best,
         }
         ckdir = self.checkpoint_dir
         last = ckdir / "last.safetensors"
@@ -229,6 +250,7 @@ class Trainer:
         self.elapsed_before = float(meta.get("elapsed", 0.0))
         self.eval_seconds = float(meta.get("eval_seconds", 0.0))
         self.best = meta.get("best")
+        self.evals_since_best = int(meta.get("evals_since_best", 0))
         self.batches.load_state_dict(meta["data"])
 
     # --- quick evaluation and the best checkpoint -------------------------------------------------
@@ -254,12 +276,16 @@ class Trainer:
             raise ConfigError(f"train.select_metric '{name}' is not measured for this model; measured: {', '.join(metrics)}")
         value = float(metrics[name])
         sign = 1 if SELECTABLE_METRICS[name] == "lower" else -1
-        if self.run_dir is not None and (self.best is None or sign * value < sign * self.best["value"]):
-            from ..serialization import save_tensors
-
+        if self.best is None or sign * value < sign * self.best["value"]:
             self.best = {"metric": name, "value": value, "step": self.step}
-            weights = inference_state(self.system, self.ema, self.system.ema_target)
-            save_tensors(self.run_dir / "best.safetensors", weights, {"step": self.step, "best": self.best})
+            self.evals_since_best = 0
+            if self.run_dir is not None:
+                from ..serialization import save_tensors
+
+                weights = inference_state(self.system, self.ema, self.system.ema_target)
+                save_tensors(self.run_dir / "best.safetensors", weights, {"step": self.step, "best": self.best})
+        else:
+            self.evals_since_best += 1
         dt = time.perf_counter() - t0
         self.eval_seconds += dt
         return {**metrics, "seconds": dt}
@@ -273,9 +299,16 @@ class Trainer:
         was_training = self.system.training
         self.system.eval()
         ctx = self.ema.swapped_in(self.system, self.system.ema_target) if self.ema else contextlib.nullcontext()
-        with ctx:
-            images = self.system.sample(n, torch.Generator().manual_seed(seed)).cpu()
+        with ctx, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            samples = self.system.sample(n if self.system.modality == "image" else 4, torch.Generator().manual_seed(seed))
         self.system.train(was_training)
+        if self.system.modality == "text":  # a few continuations, separated by a rule, in samples/step-N.txt
+            from ..serialization import write_text
+
+            path = self.run_dir / "samples" / f"step-{self.step:07d}.txt"
+            write_text(path, "\n\n-----\n\n".join(samples) + "\n")
+            return path
+        images = samples.cpu()
         path = self.run_dir / "samples" / f"step-{self.step:07d}.png"
         save_png(path, make_grid(images), {"step": self.step, "seed": seed, "ema": self.ema is not None}, upscale=2)
         return path
@@ -309,10 +342,16 @@ class Trainer:
                         break
                     progress = self.step / cfg.steps if cfg.steps else elapsed / cfg.time_budget
                     self.opt.set_lr(learning_rate(cfg, self.step, progress))
-                    batch = next(self.batches)
                     try:
-                        with autocast:
-                            logs = self.system.training_step(batch, self.opt)
+                        for micro in range(cfg.grad_accum):
+                            batch = next(self.batches)
+                            self.opt.micro = micro
+                            with autocast:
+                                micro_logs = self.system.training_step(batch, self.opt)
+                            images_seen += self.system.batch_units(batch)
+                            logs = micro_logs if micro == 0 else {k: logs[k] + micro_logs[k] for k in logs}
+                        if cfg.grad_accum > 1:
+                            logs = {k: v / cfg.grad_accum for k, v in logs.items()}
                     except _NonFinite as e:
                         raise TrainingDiverged(
                             f"the {e.group} loss became {e.value} at step {self.step + 1}; the last checkpoint "
@@ -321,7 +360,6 @@ class Trainer:
                     self.step += 1
                     if self.ema is not None:
                         self.ema.update(getattr(self.system, self.system.ema_target), self.step)
-                    images_seen += batch[0].shape[0]
                     for k, v in logs.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
@@ -330,7 +368,7 @@ class Trainer:
                         ips = (images_seen - last_log_images) / max(now - last_log_time, 1e-9)
                         means = {k: v / count for k, v in sums.items()}
                         record = {**means, "lr": self.opt.optimizers[next(iter(self.opt.optimizers))].param_groups[0]["lr"],
-                                            "time": self.elapsed_total, "images_per_s": ips}
+                                            "time": self.elapsed_total, f"{self.system.unit}_per_s": ips}
                         record.update({f"grad_norm_{k}": v for k, v in self.opt.grad_norms.items()})
                         logger.log(self.step, record)
                         bar.update(self.step, now - t0, means)
@@ -340,13 +378,16 @@ class Trainer:
                     if cfg.eval_every and self.step % cfg.eval_every == 0:
                         t_eval = time.perf_counter()
                         quick = self.quick_eval()
-                        if quick is not None:
-                            logger.log(self.step, {f"eval/{k}": v for k, v in quick.items()})
                         pause = time.perf_counter() - t_eval  # evaluation is not training time
                         t0 += pause
                         self._session_start += pause
                         last_log_time += pause
                         now = time.perf_counter()
+                        if quick is not None:  # with the training time it was reached at (curves over time)
+                            logger.log(self.step, {"time": self.elapsed_total, **{f"eval/{k}": v for k, v in quick.items()}})
+                        if quick is not None and cfg.early_stop and self.evals_since_best >= cfg.early_stop:
+                            stopped_by = "early_stop"  # the final checkpoint below is written as usual
+                            break
                     if self.step % cfg.checkpoint_every == 0 or now - last_ckpt_time >= cfg.checkpoint_seconds:
                         checkpoint = self.save()
                         last_ckpt_time = time.perf_counter()

@@ -1,0 +1,114 @@
+"""The text pipeline: a trained language model in, text out, with every sampling control per call.
+
+    pipe = genloop.load(run_id)
+    out = pipe(prompt="def ", max_tokens=100, temperature=0.8, top_p=0.95, seed=0, n=3)
+    out.texts                                   # three completions (sample i is seed + i, as for images)
+    for piece in pipe(prompt="The ", stream=True):
+        print(piece, end="", flush=True)        # text as the tokens arrive
+
+The loop itself lives in :mod:`genloop.generation.text_sampling` (shared with every text family);
+this class adds what a user-facing call needs: the run's tokenizer, prompt checks, and the recipe
+(run, checkpoint sha256, every sampling setting, seed) stored with every output.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from .. import __version__
+from ..errors import ConfigError
+from ..systems.base import System
+from .text_sampling import SamplingParams, generate_text
+
+MAX_TOKENS = 100_000  # one call's limit on new tokens (the server sets a tighter one)
+
+
+@dataclass
+class TextOutput:
+    texts: list[str]
+    prompt: str
+    recipe: dict[str, Any] = field(default_factory=dict)  # shared by the batch; text i used seed + i
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+    def recipe_of(self, i: int) -> dict[str, Any]:
+        return {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
+
+
+class TextPipeline:
+    """Inference for a language-model run: ``pipe(prompt=..., max_tokens=..., temperature=..., ...)``."""
+
+    modality = "text"
+
+    def __init__(self, system: System, info: dict[str, Any]) -> None:
+        self.system = system.eval()
+        self.info = info  # run_id, model, checkpoint, checkpoint_sha256, step
+        self.tokenizer = system.tokenizer
+        if self.tokenizer is None:
+            raise ConfigError(f"run {info.get('run_id')} has no tokenizer saved beside its weights")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.system.parameters()).device
+
+    @property
+    def block_size(self) -> int:
+        return self.system.block_size
+
+    def recipe(self, **settings: Any) -> dict[str, Any]:
+        return {**self.info, "tokenizer": self.tokenizer.kind, **settings, "genloop_version": __version__}
+
+    def params(self, max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               repetition_penalty: float = 1.0, stop: list[str] | str | None = None, num_beams: int = 1,
+               length_penalty: float = 1.0) -> SamplingParams:
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                repetition_penalty=repetition_penalty, stop=stops, num_beams=num_beams,
+                                length_penalty=length_penalty)
+        params.validate(MAX_TOKENS)
+        return params
+
+    def check_prompt(self, prompt: str) -> list[str]:
+        """Warnings about a prompt (returned, and issued as ``UserWarning``): too long for the context."""
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be text, got {type(prompt).__name__}")
+        n = len(self.tokenizer.encode(prompt))
+        notes = []
+        if n >= self.block_size:
+            keep = max(1, self.block_size - self.block_size // 4)
+            notes.append(f"the prompt has {n} tokens but the model's context is {self.block_size}; "
+                         f"it sees only the last {keep} (the start is truncated)")
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
+        return notes
+
+    def __call__(self, prompt: str = "", n: int = 1, seed: int = 0, max_tokens: int = 200,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                 stop: list[str] | str | None = None, num_beams: int = 1, length_penalty: float = 1.0,
+                 stream: bool = False, use_cache: bool = True) -> TextOutput | Iterator[str]:
+        """``n`` completions of ``prompt`` (an empty prompt starts a new document).
+
+        Same seed, same settings ⇒ same text. ``stream=True`` (with ``n=1``) returns an iterator of text
+        pieces as they are generated instead of a :class:`TextOutput`.
+        """
+        if not 1 <= n <= 10_000:
+            raise ConfigError(f"--n must be between 1 and 10000, got {n}")
+        params = self.params(max_tokens, temperature, top_k, top_p, repetition_penalty, stop, num_beams, length_penalty)
+        if stream and n != 1:
+            raise ConfigError("streaming gives one completion at a time: use n=1 with stream=True")
+        self.check_prompt(prompt)
+        tok, lm = self.tokenizer, self.system.causal_lm()
+        if stream:
+            pieces = generate_text(lm, tok.encode, tok.decode, prompt, params, seed=seed, n=1, eot_id=tok.eot_id,
+                                   use_cache=use_cache, stream=True)
+            return (piece for _, piece in pieces)
+        texts = generate_text(lm, tok.encode, tok.decode, prompt, params, seed=seed, n=n, eot_id=tok.eot_id,
+                              use_cache=use_cache)
+        settings = {k: v for k, v in vars(params).items()}
+        return TextOutput(list(texts), prompt, self.recipe(prompt=prompt, seed=seed, n=n, **settings))

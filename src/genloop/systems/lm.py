@@ -1,0 +1,116 @@
+"""Language models: next-token prediction on a token stream, sampling through the shared text sampler.
+
+A language-model system owns three things: its network, its loss (mean next-token cross-entropy) and
+the adapter the sampler drives (``causal_lm()``: ``block_size``, ``new_cache(batch)``, ``lm(idx, cache)``
+-> logits). Everything else is shared with the image families: the engine trains it (precision,
+gradient accumulation, warm-up + cosine schedule, clipping, checkpoints, exact resume, quick
+validation evaluations, early stopping), and ``genloop.generation.text_sampling`` samples from it with
+every control (temperature, top-k, top-p, repetition penalty, stop strings, beams, streaming).
+
+A new text family (another architecture, or :mod:`genloop.systems.hf_lm`'s pretrained models) subclasses
+:class:`LanguageModelSystem` and provides ``causal_lm()`` and ``loss()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ..models.transformer import GPT, GPTConfig
+from .base import DataSpec, System
+
+
+class LanguageModelSystem(System):
+    """Base of every text family. ``tokenizer`` is attached after construction (by training or loading)."""
+
+    modality: ClassVar[str] = "text"
+    unit: ClassVar[str] = "tokens"
+    ema_target: ClassVar[str] = "net"
+    # nanoGPT's proven recipe for small models: AdamW (0.9, 0.99), warm-up then cosine decay, clipping at 1,
+    # weight decay on matrices only; no EMA (the last weights of a cosine schedule are already averaged out).
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "batch_size": 12, "lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.1, "schedule": "cosine",
+        "warmup_steps": 100, "grad_clip": 1.0, "ema_decay": None, "select_metric": "val_loss",
+        "sample_every": 0, "checkpoint_every": 1000,
+    }
+    tokenizer: Any = None
+
+    # --- what a subclass provides -----------------------------------------------------------------
+    def causal_lm(self) -> Any:
+        """The object the sampler drives: ``block_size``, ``new_cache(batch)``, ``__call__(idx, cache=None)``."""
+        raise NotImplementedError
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @classmethod
+    def tokenizer_source(cls, config: Any) -> str | None:
+        """A tokenizer the data must be encoded with (a pretrained model's own), or None: ``data.tokenizer`` decides."""
+        return None
+
+    # --- shared -----------------------------------------------------------------------------------
+    @property
+    def block_size(self) -> int:
+        return int(self.causal_lm().block_size)
+
+    def param_groups(self) -> dict[str, list[Any]]:
+        """One group; weight decay only on matrices (embeddings and linear weights), as in nanoGPT."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        seen: set[int] = set()
+        unique = [p for p in params if not (id(p) in seen or seen.add(id(p)))]
+        decay = [p for p in unique if p.dim() >= 2]
+        no_decay = [p for p in unique if p.dim() < 2]
+        groups: list[dict[str, Any]] = [{"params": decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return {"model": groups}
+
+    def training_step(self, batch: Any, opt: Any) -> dict[str, torch.Tensor]:
+        x, y = batch
+        loss = self.loss(x, y)
+        opt.step("model", loss)
+        return {"loss": loss.detach()}
+
+    def batch_units(self, batch: Any) -> int:
+        return int(batch[0].numel())
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
+               prompt: str | None = None, max_tokens: int = 200) -> list[str]:
+        """``n`` continuations of ``prompt`` (default: a new document) for sample files during training."""
+        from ..generation.text_sampling import SamplingParams, generate_text
+
+        tok = self.tokenizer
+        if tok is None:
+            return []
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.8, top_k=0, top_p=0.95)
+        return generate_text(self.causal_lm(), tok.encode, tok.decode, prompt or "", params, seed=seed, n=n,
+                             eot_id=tok.eot_id)
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        return {}
+
+
+class GPTSystem(LanguageModelSystem):
+    """A decoder-only transformer trained from scratch (``genloop train gpt``)."""
+
+    Config = GPTConfig
+
+    def __init__(self, config: GPTConfig, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        if spec.vocab_size < 2:
+            from ..errors import ConfigError
+
+            raise ConfigError("model 'gpt' trains on text: use a text corpus (--data pydoc, a .txt, a folder or a .jsonl)")
+        self.net = GPT(config, spec.vocab_size)
+
+    def causal_lm(self) -> GPT:
+        return self.net
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net.loss(x, y)
+
+
+__all__ = ["LanguageModelSystem", "GPTSystem"]
