@@ -324,3 +324,49 @@ def test_lora_targets_default_and_fallback(model_dirs: dict[str, Path], monkeypa
     adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in system.named_parameters() if ".lora_A" in n}
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert "all-linear" in system.parameter_summary()
+
+
+def _main(*args: str) -> int:
+    """`genloop ARGS` in-process, its exit code (Typer exits through SystemExit)."""
+    from genloop.cli.main import main
+
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_cli_fine_tunes_generates_and_evaluates(model_dirs: dict[str, Path], tmp_path: Path, lora: bool,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`genloop train hf-causal-lm --init DIR --data FILE` end to end: the real loading path, the model's own
+    tokenizer for the data, the run's saved tokenizer for generation, and the same sampler controls."""
+    import genloop
+
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("\n".join(SENTENCES * 6), encoding="utf-8")
+    args = ["train", "hf-causal-lm", "--init", str(model_dirs["gpt2-sharp"]), "--data", str(corpus), "--steps", "12",
+            "-q", "--set", "train.batch_size=4", "--set", "model.block_size=32", "--set", "train.precision=fp32",
+            "--set", "train.tensorboard=false", "--set", "train.warmup_steps=0", "--set", f"model.lora={str(lora).lower()}"]
+    capsys.readouterr()
+    assert _main(*args) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    run = genloop.api.RunStore().get(run_id)
+    assert run.info["status"] == "finished" and (run.dir / "tokenizer").is_dir()
+    pipe = genloop.load(run_id)
+    assert pipe.tokenizer.kind == "hf"
+    a = pipe(prompt="hello", max_tokens=8, temperature=0.9, top_k=20, top_p=0.9, seed=3).text
+    assert a == pipe(prompt="hello", max_tokens=8, temperature=0.9, top_k=20, top_p=0.9, seed=3).text
+    assert _main("generate", run_id, "--prompt", "hello", "--max-tokens", "6", "--temperature", "0") == 0
+    assert capsys.readouterr().out.startswith("hello")
+    r = genloop.evaluate(run_id, n=3)
+    assert r["tokenizer"] == "hf" and r["val_loss"] > 0
+
+
+def test_cli_init_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("hello world\n" * 50, encoding="utf-8")
+    assert _main("train", "hf-causal-lm", "--data", corpus, "--steps", "1") == 2
+    assert "--init" in capsys.readouterr().err
+    assert _main("train", "hf-causal-lm", "--init", tmp_path / "nope", "--data", corpus, "--steps", "1") == 2
+    assert "nope" in capsys.readouterr().err

@@ -478,7 +478,11 @@ def _evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: 
     n_tokens = sum(len(pipe.tokenizer.encode(t)) for t in texts)
     mean_chars = max(1, round(sum(len(t) for t in texts) / len(texts)))
     corpus = tm.CorpusIndex(dataset.train_text)
-    real = tm.text_floor("\n".join(_val_documents(dataset)), corpus, mean_chars, n, seed=seed)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # kept with the result: a floor can be weak
+        warnings.simplefilter("always")
+        real = tm.text_floor("\n".join(_val_documents(dataset)), corpus, mean_chars, n, seed=seed)
     for name, fn in (("distinct_1", lambda t: tm.distinct_n(t, 1)), ("distinct_2", lambda t: tm.distinct_n(t, 2)),
                      ("distinct_3", lambda t: tm.distinct_n(t, 3)), ("self_bleu", lambda t: tm.self_bleu(t, seed=seed))):
         result[name], result[f"{name}_floor"] = fn(texts), fn(real)
@@ -490,7 +494,7 @@ def _evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: 
                    "sample_seed": 1_000_000 + seed, "mean_sample_chars": mean_chars,
                    "generation_tokens_per_s": round(n_tokens / max(sample_seconds, 1e-9), 1),
                    "sampling_device": str(pipe.device), "seconds": round(time.perf_counter() - t0, 2),
-                   "genloop_version": __version__})
+                   "warnings": [str(w.message) for w in caught], "genloop_version": __version__})
     write_json(run.dir / "eval" / "metrics.json", result)
     write_text(run.dir / "eval" / "samples.txt", "\n\n-----\n\n".join(texts[:20]) + "\n")
     store.update(run, summary={k: result[k] for k in ("val_loss", "perplexity", "bits_per_char", "distinct_2",

@@ -285,6 +285,8 @@ def print_text_metrics(r: dict[str, Any]) -> None:
     say(f"loss protocol: {p['split']} split, windows of {p['block_size']} tokens every {p['stride']} "
         f"({p['tokens_scored']} of {p['val_tokens']} tokens scored); samples at temperature "
         f"{r['sample_settings']['temperature']}, {r['generation_tokens_per_s']:.0f} tokens/s")
+    for w in r.get("warnings", []):
+        note(f"warning: {w}")
 
 
 def print_metrics(r: dict[str, Any]) -> None:
