@@ -37,7 +37,7 @@ import genloop
 from genloop.data.text import TextDataConfig, load_text_dataset
 from genloop.evaluation.text_metrics import sliding_window_loss
 from genloop.generation.text_sampling import SamplingParams, generate_text
-from genloop.models.transformer import GPT, GPTConfig
+from genloop.models.transformer import GPT, CompiledDecoder, GPTConfig
 from genloop.training.engine import pick_precision
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -161,12 +161,17 @@ def generation(vocab: int, decode, encode, context: int, repeats: int, samples: 
                                 for r in range(repeats))
     params = SamplingParams(max_tokens=new, temperature=0.8, top_k=200, stop_at_eot=False)
     cached = repeats * new / sum(timed(lambda: generate_text(model, encode, decode, "a", params, seed=r)) for r in range(repeats))
+    compiled_lm = CompiledDecoder(model)
+    compile_s = timed(lambda: generate_text(compiled_lm, encode, decode, "a", SamplingParams(max_tokens=4, stop_at_eot=False), seed=0))
+    compiled = repeats * new / sum(timed(lambda: generate_text(compiled_lm, encode, decode, "a", params, seed=r))
+                                   for r in range(repeats))
     job = SamplingParams(max_tokens=sample_tokens, temperature=0.8, top_k=200, stop_at_eot=False)
     plain_job = samples * sample_tokens / timed(
         lambda: [nanogpt_generate(model, start, sample_tokens, 0.8, 200, torch.Generator().manual_seed(r)) for r in range(samples)])
     ours_job = samples * sample_tokens / timed(lambda: generate_text(model, encode, decode, "a", job, seed=0, n=samples))
     return {"context": context, "new_tokens": new, "plain_tokens_per_s": plain, "genloop_tokens_per_s": cached,
-            "ratio": cached / plain, "job": {"samples": samples, "tokens": sample_tokens, "plain_tokens_per_s": plain_job,
+            "ratio": cached / plain, "compiled_tokens_per_s": compiled, "compiled_ratio": compiled / plain,
+            "compile_seconds": compile_s, "compiled_fallback": compiled_lm._eager, "job": {"samples": samples, "tokens": sample_tokens, "plain_tokens_per_s": plain_job,
                                               "genloop_tokens_per_s": ours_job, "ratio": ours_job / plain_job}}
 
 
@@ -225,6 +230,8 @@ def main() -> None:
           f"{t_plain if t_plain is None else f'{t_plain:.1f}'} | {ratio(t_ours, t_plain)} |")
     print(f"| generation tokens/s at context {gen['context']} | {gen['genloop_tokens_per_s']:,.0f} | "
           f"{gen['plain_tokens_per_s']:,.0f} | {gen['ratio']:.2f}× |")
+    print(f"| generation tokens/s at context {gen['context']}, `--compile` (after {gen['compile_seconds']:.0f} s compiling) | "
+          f"{gen['compiled_tokens_per_s']:,.0f} | {gen['plain_tokens_per_s']:,.0f} | {gen['compiled_ratio']:.2f}× |")
     jb = gen["job"]
     print(f"| generation tokens/s, sample.py's job ({jb['samples']} × {jb['tokens']} tokens, context {gen['context']}) "
           f"| {jb['genloop_tokens_per_s']:,.0f} | {jb['plain_tokens_per_s']:,.0f} | {jb['ratio']:.2f}× |")

@@ -61,6 +61,17 @@ class TextPipeline:
     def block_size(self) -> int:
         return self.system.block_size
 
+    def compiled(self) -> Any:
+        """The model's compiled decoder (built once per pipeline; see :class:`~genloop.models.transformer.CompiledDecoder`)."""
+        from ..models.transformer import GPT, CompiledDecoder
+
+        lm = self.system.causal_lm()
+        if not isinstance(lm, GPT):
+            raise ConfigError(f"--compile applies to gpt models; '{self.info.get('model')}' decodes with its own cache")
+        if getattr(self, "_compiled", None) is None:
+            self._compiled = CompiledDecoder(lm)
+        return self._compiled
+
     def recipe(self, **settings: Any) -> dict[str, Any]:
         return {**self.info, "tokenizer": self.tokenizer.kind, **settings, "genloop_version": __version__}
 
@@ -91,11 +102,12 @@ class TextPipeline:
     def __call__(self, prompt: str = "", n: int = 1, seed: int = 0, max_tokens: int = 200,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
                  stop: list[str] | str | None = None, num_beams: int = 1, length_penalty: float = 1.0,
-                 stream: bool = False, use_cache: bool = True) -> TextOutput | Iterator[str]:
+                 stream: bool = False, use_cache: bool = True, compile: bool = False) -> TextOutput | Iterator[str]:
         """``n`` completions of ``prompt`` (an empty prompt starts a new document).
 
         Same seed, same settings ⇒ same text. ``stream=True`` (with ``n=1``) returns an iterator of text
-        pieces as they are generated instead of a :class:`TextOutput`.
+        pieces as they are generated instead of a :class:`TextOutput`. ``compile=True`` (``gpt`` models)
+        decodes through a ``torch.compile``-d step: ~2× faster per token after a one-time compilation.
         """
         if not 1 <= n <= 10_000:
             raise ConfigError(f"--n must be between 1 and 10000, got {n}")
@@ -103,7 +115,7 @@ class TextPipeline:
         if stream and n != 1:
             raise ConfigError("streaming gives one completion at a time: use n=1 with stream=True")
         self.check_prompt(prompt)
-        tok, lm = self.tokenizer, self.system.causal_lm()
+        tok, lm = self.tokenizer, self.compiled() if compile else self.system.causal_lm()
         if stream:
             pieces = generate_text(lm, tok.encode, tok.decode, prompt, params, seed=seed, n=1, eot_id=tok.eot_id,
                                    use_cache=use_cache, stream=True)

@@ -234,4 +234,65 @@ class GPT(nn.Module):
         return n
 
 
-__all__ = ["GPTConfig", "KVCache", "GPT"]
+__all__ = ["GPTConfig", "KVCache", "GPT", "CompiledDecoder"]
+
+
+class CompiledDecoder:
+    """A GPT whose one-token decoding step is compiled by ``torch.compile`` (Inductor), for fast generation.
+
+    Decoding one token at a time is dominated by per-operation overhead in a small model (dozens of tiny
+    kernels per token); compiling fuses them. The step is written with static shapes — the new token attends
+    over the whole pre-allocated cache with the unfilled positions masked out, and its position is a tensor —
+    so it compiles once per batch size (about 20 s on a 2-core CPU, then cached by PyTorch) and serves every
+    position. Prefills of several tokens run eagerly. It drives the sampler through the same interface as
+    :class:`GPT` (``block_size``, ``new_cache``, ``__call__(idx, cache)``); its logits equal the eager ones up
+    to float rounding (~1e-6), so a sampled token can differ only where two are within rounding of a tie.
+    Where compilation is not available (no C++ compiler), it warns once and decodes eagerly.
+    """
+
+    def __init__(self, model: GPT) -> None:
+        self.model = model.eval()
+        self.block_size = model.block_size
+        self._step = torch.compile(self._static_step, dynamic=False)
+        self._eager = False
+
+    def parameters(self):  # the sampler finds the device here
+        return self.model.parameters()
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        return self.model.new_cache(batch_size)
+
+    def __call__(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        if cache is None or idx.shape[1] != 1 or self._eager:
+            return self.model(idx, cache)
+        if cache.length + 1 > self.block_size:
+            raise ValueError(f"{cache.length} cached + 1 new token exceed the model's context of {self.block_size} tokens")
+        pos = torch.full((1,), cache.length, dtype=torch.long, device=idx.device)
+        try:
+            logits = self._step(idx, pos, cache.k, cache.v)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: fall back, loudly, to the eager model
+            import warnings
+
+            warnings.warn(f"torch.compile is not available here ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                          "decoding without it", RuntimeWarning, stacklevel=2)
+            self._eager = True
+            return self.model(idx, cache)
+        cache.length += 1
+        return logits
+
+    def _static_step(self, idx: torch.Tensor, pos: torch.Tensor, k_all: torch.Tensor, v_all: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        b = idx.shape[0]
+        n_head, n_embd = m.cfg.n_head, m.cfg.n_embd
+        x = m.wte(idx) + m.wpe(pos)
+        allowed = (torch.arange(self.block_size, device=idx.device) <= pos).view(1, 1, 1, -1)
+        for i, block in enumerate(m.blocks):
+            h = block.ln_1(x)
+            q, k, v = block.attn.c_attn(h).split(n_embd, dim=2)
+            q, k, v = (z.view(b, 1, n_head, n_embd // n_head).transpose(1, 2) for z in (q, k, v))
+            k_all[i].index_copy_(2, pos, k.to(k_all.dtype))
+            v_all[i].index_copy_(2, pos, v.to(v_all.dtype))
+            y = F.scaled_dot_product_attention(q, k_all[i].to(q.dtype), v_all[i].to(q.dtype), attn_mask=allowed)
+            x = x + block.attn.c_proj(y.transpose(1, 2).reshape(b, 1, n_embd))
+            x = x + block.mlp(block.ln_2(x))
+        return m.lm_head(m.ln_f(x))
