@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -134,8 +134,14 @@ def train(
     seed: int | None = None,
     runs_dir: str | Path | None = None,
     progress: bool = True,
+    on_run: Callable[[Run], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Run:
-    """Train a new run. Everything is validated (config, data, model) before the run directory exists."""
+    """Train a new run. Everything is validated (config, data, model) before the run directory exists.
+
+    ``on_run`` is called with the new run before training starts (a job server records its id there, so
+    a crash resumes this run instead of starting another); ``should_stop`` is polled between steps.
+    """
     rc = resolve_config(model, data, config, overrides, steps, time_budget, seed)
     store = RunStore(runs_dir)  # checked before the (slower) data loading
     dataset = _load_data(rc)
@@ -146,7 +152,9 @@ def train(
     if system.modality == "text":  # the tokenizer travels with the weights
         system.tokenizer = dataset.tokenizer
         dataset.tokenizer.save(run.dir / "tokenizer")
-    return _fit(store, run, system, dataset, rc, resume=False, progress=progress)
+    if on_run is not None:
+        on_run(run)
+    return _fit(store, run, system, dataset, rc, resume=False, progress=progress, should_stop=should_stop)
 
 
 def resume(
@@ -155,6 +163,7 @@ def resume(
     time_budget: float | None = None,
     runs_dir: str | Path | None = None,
     progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Run:
     """Continue a run from its last checkpoint, exactly where it stopped."""
     store = RunStore(runs_dir)
@@ -181,10 +190,11 @@ def resume(
 
         system.tokenizer = load_tokenizer(run.dir / "tokenizer")
     write_json(run.dir / "config.json", {**cfg, "train": to_dict(rc.train)})
-    return _fit(store, run, system, dataset, rc, resume=True, progress=progress)
+    return _fit(store, run, system, dataset, rc, resume=True, progress=progress, should_stop=should_stop)
 
 
-def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedConfig, resume: bool, progress: bool) -> Run:
+def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedConfig, resume: bool, progress: bool,
+         should_stop: Callable[[], bool] | None = None) -> Run:
     if system.modality == "text":
         from .data.text import TokenBatches
 
@@ -195,7 +205,8 @@ def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedCo
         batches = ImageBatches(images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift)
         evaluator = _quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
     trainer = Trainer(system, batches, rc.train, run.dir, progress=progress,
-                      on_checkpoint=lambda step: store.update(run, step=step), evaluator=evaluator)
+                      on_checkpoint=lambda step: store.update(run, step=step), evaluator=evaluator,
+                      should_stop=should_stop)
     if resume:
         trainer.resume(run.last_checkpoint)
     store.mark_running(run, device=str(trainer.device),
@@ -324,7 +335,7 @@ def generate_text(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out:
         for piece in pipe(prompt=prompt, n=1, seed=seed, stream=True, **sampling):
             on_piece(piece)
             pieces.append(piece)
-        params = pipe.params(**sampling)
+        params = pipe.params(**{k: v for k, v in sampling.items() if k != "compile"})
         output = TextOutput(["".join(pieces)], prompt, pipe.recipe(prompt=prompt, seed=seed, n=1, **vars(params)))
     else:
         output = pipe(prompt=prompt, n=n, seed=seed, **sampling)

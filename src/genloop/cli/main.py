@@ -25,6 +25,9 @@ data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 runs_app = typer.Typer(help="List, show and remove runs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
+from .feedback import feedback_app  # noqa: E402 - the feedback sub-app lives in its own module
+
+app.add_typer(feedback_app, name="feedback", help="Rate and compare generations, export for TRL, train a reward model and use it.")
 
 out = Console(highlight=False)  # tables only; lines go through say()/note() so pipes get them whole
 err = Console(stderr=True, highlight=False)
@@ -156,6 +159,7 @@ def generate(
     stop: List[str] = typer.Option([], "--stop", help="Text models: stop before this text (repeatable)."),
     beams: int = typer.Option(1, "--beams", help="Text models: beam search width (1: sampling)."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Text models: print when done instead of as tokens come."),
+    compile_: bool = typer.Option(False, "--compile", help="gpt models: compile the decoding step (faster after ~20 s)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <run>/generated)."),
     class_label: Optional[int] = typer.Option(None, "--class", help="Class to generate (conditional models; default: every class in turn)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim or dpmpp-2m (default: the model's)."),
@@ -171,7 +175,7 @@ def generate(
 
     if api.modality(run_id, runs_dir) == "text":
         _generate_text(run_id, n or 1, seed, out_dir, prompt, max_tokens, temperature, top_k, top_p, repetition_penalty,
-                       stop, beams, no_stream, checkpoint, runs_dir, device, image_options={
+                       stop, beams, no_stream, checkpoint, runs_dir, device, compile_, image_options={
                            "--class": class_label, "--sampler": sampler, "--steps": steps, "--guidance": guidance, "--eta": eta})
         return
     text_given = [name for name, v in (("--prompt", prompt), ("--stop", stop or None)) if v is not None]
@@ -185,7 +189,8 @@ def generate(
 
 def _generate_text(run_id: str, n: int, seed: int, out_dir: Optional[Path], prompt: Optional[str], max_tokens: int,
                    temperature: float, top_k: int, top_p: float, repetition_penalty: float, stop: List[str], beams: int,
-                   no_stream: bool, checkpoint: str, runs_dir: Optional[Path], device: str, image_options: dict) -> None:
+                   no_stream: bool, checkpoint: str, runs_dir: Optional[Path], device: str, compile_: bool,
+                   image_options: dict) -> None:
     import warnings
 
     from .. import api
@@ -195,6 +200,8 @@ def _generate_text(run_id: str, n: int, seed: int, out_dir: Optional[Path], prom
         raise ConfigError(f"{', '.join(given)}: only image models take this; {run_id} is a text model")
     sampling = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                     repetition_penalty=repetition_penalty, stop=list(stop), num_beams=beams)
+    if compile_:
+        sampling["compile"] = True
     stream = not no_stream and n == 1 and beams == 1
     prompt = prompt or ""
 
@@ -448,6 +455,42 @@ def demo(
     say(f"FID      {metrics['fid']:.2f}  (real-data floor {metrics['fid_floor']:.2f}: "
               f"{metrics['fid'] / max(metrics['fid_floor'], 1e-9):.1f}x the floor)")
     say(f"report   {report_path}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but loopback needs --token."),
+    port: int = typer.Option(8000, help="TCP port."),
+    db: Optional[str] = typer.Option(None, "--db", help="SQLAlchemy URL of the studio database (default: SQLite beside the runs)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="GENLOOP_API_TOKEN", help="API token required by every /v1 route."),
+    workers: int = typer.Option(1, help="Worker processes that run jobs (0: run `genloop worker` yourself)."),
+    max_queued: int = typer.Option(32, help="Queued jobs before new ones get 429."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", envvar="GENLOOP_RUNS_DIR", help="The run store."),
+) -> None:
+    """Serve the GenLoop Studio (web page at /, API at /v1, docs at /docs) with its job workers."""
+    from ..paths import runs_dir as default_runs
+    from ..server.serve import serve as run_server
+    from ..server.settings import Settings
+
+    settings = Settings.from_env(host=host, port=port, db_url=db, token=token, workers=workers, max_queued=max_queued,
+                                 runs=default_runs(runs_dir))
+    settings.check()
+    note(f"GenLoop Studio on http://{host}:{port}/  (API docs /docs; runs {settings.runs}; "
+         f"{'token required' if settings.token else 'no token: loopback only'})")
+    run_server(settings)
+
+
+@app.command()
+def worker(
+    db: Optional[str] = typer.Option(None, "--db", envvar="GENLOOP_DB_URL", help="SQLAlchemy URL of the studio database."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", envvar="GENLOOP_RUNS_DIR", help="The run store."),
+) -> None:
+    """Run studio jobs from the database until stopped (SIGTERM: a training job checkpoints and is re-queued)."""
+    from ..paths import runs_dir as default_runs
+    from ..server.settings import Settings
+    from ..server.worker import main as worker_main
+
+    worker_main(Settings.from_env(db_url=db, runs=default_runs(runs_dir)))
 
 
 def main(argv: list[str] | None = None) -> int:

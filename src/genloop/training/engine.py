@@ -184,8 +184,10 @@ class Trainer:
         progress: bool = True,
         on_checkpoint: Callable[[int], None] | None = None,
         evaluator: Callable[[System], dict[str, float]] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.cfg, self.batches, self.run_dir = cfg, batches, Path(run_dir) if run_dir else None
+        self.should_stop = should_stop  # polled between steps (a server cancelling a job); like Ctrl-C
         self.progress, self.on_checkpoint, self.evaluator = progress, on_checkpoint, evaluator
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -337,7 +339,7 @@ class Trainer:
                     if cfg.time_budget is not None and elapsed >= cfg.time_budget:
                         stopped_by = "time"
                         break
-                    if stop:
+                    if stop or (self.should_stop is not None and self.should_stop()):
                         stopped_by = "interrupt"
                         break
                     progress = self.step / cfg.steps if cfg.steps else elapsed / cfg.time_budget

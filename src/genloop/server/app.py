@@ -1,0 +1,58 @@
+"""The app factory: ``create_app(settings)`` wires the routers, the database and the studio page.
+
+Nothing happens at import time; every app has its own context (settings, job store, feedback store), so
+tests can make as many as they like. The server is a client of the library: it queues jobs and reads
+results; the worker process (:mod:`.worker`) does the heavy work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from ..database import connect
+from ..errors import GenLoopError, NotFoundError
+from ..feedback.store import FeedbackStore
+from .deps import Context
+from .jobs import JobStore
+from .routes import completions, generations, jobs, system, uploads
+from .settings import Settings
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    engine = connect(settings.db_url, settings.runs)
+    app = FastAPI(title="GenLoop Studio", version=__version__,
+                  description="Train, generate, evaluate, rate: the GenLoop loop over HTTP. Jobs are durable; "
+                              "every generation keeps the recipe that reproduces it.")
+    app.state.ctx = Context(settings, JobStore(engine, settings.max_queued, settings.max_attempts),
+                            FeedbackStore(engine=engine, media_dir=settings.media))
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        """Refuse oversized bodies by their declared length before reading them (413)."""
+        size = request.headers.get("content-length")
+        limit = settings.limits.max_upload_bytes if request.url.path == "/v1/uploads" else settings.limits.max_body_bytes
+        if size is not None and (not size.isdigit() or int(size) > limit):
+            return JSONResponse({"detail": f"request body too large (limit {limit} bytes)"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(GenLoopError)
+    async def library_error(request: Request, exc: GenLoopError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NotFoundError) else 422)
+
+    for module in (system, jobs, generations, completions, uploads):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    def studio() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    return app

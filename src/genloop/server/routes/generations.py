@@ -1,0 +1,116 @@
+"""Generations (each image or completion with its recipe), their ratings, replay, and A/B preferences."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import FileResponse, JSONResponse
+
+from ...errors import GenLoopError
+from ...feedback.store import generation_dict, preference_dict, rating_dict
+from ..deps import Context, ctx, require_token
+from ..schemas import GenerateParams, PreferenceRequest, RatingRequest, check_generation_id, check_run_id, unprocessable
+from .jobs import submit, validate
+
+router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)])
+
+
+def _gen(c: Context, gid: str) -> Any:
+    check_generation_id(gid)
+    try:
+        return c.feedback.get(gid)
+    except GenLoopError as e:
+        raise HTTPException(404, str(e)) from None
+
+
+def _out(c: Context, row: Any) -> dict[str, Any]:
+    d = generation_dict(row)
+    d["image_url"] = f"/v1/generations/{row.id}/image" if row.media else None
+    d["feedback"] = c.feedback.summary(row.id)
+    return d
+
+
+@router.post("/v1/generations", status_code=202)
+def create_generation(body: GenerateParams, user: str | None = Query(None, max_length=64),
+                      c: Context = Depends(ctx)) -> JSONResponse:
+    """Queue a generation job (the same as ``POST /v1/jobs`` with ``kind: generate``)."""
+    return submit(c, "generate", validate(c, "generate", body.model_dump(exclude_none=True)), user)
+
+
+@router.get("/v1/generations")
+def list_generations(run_id: str | None = None, job_id: str | None = None, modality: str | None = None,
+                     limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0),
+                     c: Context = Depends(ctx)) -> dict[str, Any]:
+    if run_id:
+        check_run_id(run_id)
+    rows = c.feedback.list(run_id=run_id, job_id=job_id, modality=modality, limit=limit, offset=offset)
+    return {"generations": [_out(c, r) for r in rows], "total": c.feedback.count()}
+
+
+@router.get("/v1/generations/{gid}")
+def get_generation(gid: str, c: Context = Depends(ctx)) -> dict[str, Any]:
+    return _out(c, _gen(c, gid))
+
+
+@router.get("/v1/generations/{gid}/image")
+def generation_image(gid: str, c: Context = Depends(ctx)) -> FileResponse:
+    row = _gen(c, gid)
+    try:
+        path = c.feedback.image_path(row)
+    except GenLoopError as e:
+        raise HTTPException(404, str(e)) from None
+    if not path.is_file():
+        raise HTTPException(404, f"the image of generation {gid} is missing from the media folder")
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+
+@router.post("/v1/generations/{gid}/replay", status_code=202)
+def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context = Depends(ctx)) -> JSONResponse:
+    """Make a generation again from its stored recipe; the job's result says whether it came out identical."""
+    row = _gen(c, gid)
+    r = row.recipe
+    keys = ("class_label", "sampler", "steps", "guidance", "eta") if row.modality == "image" else (
+        "prompt", "max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
+    params = {"run_id": row.run_id, "checkpoint": row.checkpoint, "n": 1, "seed": int(r["seed"]),
+              **{k: r[k] for k in keys if r.get(k) is not None}}
+    if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models record "latent-gaussian"
+        params.pop("sampler")
+    params = validate(c, "generate", params)
+    from ...generation.pipelines import CHECKPOINTS
+    from ...runs import RunStore
+    from ...serialization import sha256_file
+
+    weights = RunStore(c.settings.runs).get(row.run_id).dir / CHECKPOINTS[row.checkpoint]
+    if not weights.is_file() or sha256_file(weights) != row.checkpoint_sha256:
+        raise HTTPException(409, f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
+                                 "was made (its sha256 differs), so it cannot be replayed exactly")
+    return submit(c, "generate", {**params, "replay_of": row.id}, user)
+
+
+@router.post("/v1/generations/{gid}/ratings", status_code=201)
+def rate(gid: str, body: RatingRequest, c: Context = Depends(ctx)) -> dict[str, Any]:
+    _gen(c, gid)
+    if body.thumbs is None and body.stars is None:
+        raise unprocessable("a rating needs thumbs (1 or -1) or stars (1-5)")
+    return {**rating_dict(c.feedback.rate(gid, body.thumbs, body.stars, body.user)), "feedback": c.feedback.summary(gid)}
+
+
+@router.get("/v1/generations/{gid}/ratings")
+def ratings(gid: str, c: Context = Depends(ctx)) -> dict[str, Any]:
+    _gen(c, gid)
+    return {"ratings": [rating_dict(r) for r in c.feedback.ratings(gid)]}
+
+
+@router.post("/v1/preferences", status_code=201, tags=["feedback"])
+def prefer(body: PreferenceRequest, c: Context = Depends(ctx)) -> dict[str, Any]:
+    _gen(c, body.chosen_id), _gen(c, body.rejected_id)
+    try:
+        return preference_dict(c.feedback.prefer(body.chosen_id, body.rejected_id, body.user))
+    except GenLoopError as e:
+        raise unprocessable(str(e)) from None
+
+
+@router.get("/v1/preferences", tags=["feedback"])
+def preferences(run_id: str | None = None, c: Context = Depends(ctx)) -> dict[str, Any]:
+    return {"preferences": [preference_dict(p) for p in c.feedback.preferences(run_id)]}

@@ -1,0 +1,139 @@
+"""Request and response bodies. Requests are strict (unknown fields are a 422, not silently dropped);
+numeric ranges that depend on the server's configured :class:`~.settings.Limits` are checked in
+:func:`check_generate` / :func:`check_train` so the message can name the limit."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from fastapi import HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from .settings import Limits
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+GEN_ID = re.compile(r"^[0-9a-f]{16}$")
+OVERRIDE = re.compile(r"^(model|data|train)\.[A-Za-z0-9_.]+=[^\n]{0,200}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateParams(Strict):
+    run_id: str = Field(description="the run to sample from (GET /v1/models)")
+    checkpoint: Literal["last", "best"] = "last"
+    n: int = Field(1, ge=1)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    # images
+    class_label: int | None = Field(None, ge=0)
+    sampler: Literal["ddpm", "ddim", "dpmpp-2m"] | None = None
+    steps: int | None = Field(None, ge=1)
+    guidance: float | None = Field(None, ge=0, le=50)
+    eta: float | None = Field(None, ge=0, le=1)
+    # text
+    prompt: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=10)
+    top_k: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    stop: list[str] | None = Field(None, max_length=8)
+
+
+class TrainParams(Strict):
+    model: str = Field(description="a registered family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm, gpt")
+    data: str | None = Field(None, description="a built-in data set name or upload:<id>")
+    steps: int | None = Field(None, ge=1)
+    time_budget: float | None = Field(None, gt=0)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    overrides: list[str] = Field(default_factory=list, max_length=64)
+
+
+class EvaluateParams(Strict):
+    run_id: str
+    n: int = Field(500, ge=10)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class JobRequest(Strict):
+    kind: Literal["train", "generate", "evaluate"]
+    params: dict[str, Any]
+    user: str | None = Field(None, max_length=64)
+
+
+class RatingRequest(Strict):
+    thumbs: Literal[1, -1] | None = None
+    stars: int | None = Field(None, ge=1, le=5)
+    user: str | None = Field(None, max_length=64)
+
+
+class PreferenceRequest(Strict):
+    chosen_id: str
+    rejected_id: str
+    user: str | None = Field(None, max_length=64)
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's ``/v1/completions`` body; fields GenLoop does not implement are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    prompt: str | list[str] = ""
+    max_tokens: int = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0, le=10)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)  # an extension that text-generation-webui and vLLM accept too
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    user: str | None = Field(None, max_length=64)
+
+
+def unprocessable(message: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=message)
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID.match(run_id or ""):
+        raise unprocessable(f"'{run_id}' is not a run id")
+    return run_id
+
+
+def check_generation_id(gid: str) -> str:
+    if not GEN_ID.match(gid or ""):
+        raise HTTPException(status_code=404, detail=f"no generation '{gid}'")
+    return gid
+
+
+def check_generate(p: GenerateParams, limits: Limits) -> None:
+    check_run_id(p.run_id)
+    if p.n > limits.max_images:
+        raise unprocessable(f"n must be at most {limits.max_images} per request, got {p.n}")
+    if p.steps is not None and p.steps > limits.max_sampling_steps:
+        raise unprocessable(f"steps must be at most {limits.max_sampling_steps}, got {p.steps}")
+    if p.max_tokens is not None and p.max_tokens > limits.max_tokens:
+        raise unprocessable(f"max_tokens must be at most {limits.max_tokens}, got {p.max_tokens}")
+    if p.prompt is not None and len(p.prompt) > limits.max_prompt_chars:
+        raise unprocessable(f"the prompt must be at most {limits.max_prompt_chars} characters")
+
+
+def check_train(p: TrainParams, limits: Limits, datasets: list[str]) -> None:
+    if p.steps is None and p.time_budget is None:
+        raise unprocessable("a training job needs steps or time_budget")
+    if p.steps is not None and p.steps > limits.max_train_steps:
+        raise unprocessable(f"steps must be at most {limits.max_train_steps}, got {p.steps}")
+    if p.time_budget is not None and p.time_budget > limits.max_train_seconds:
+        raise unprocessable(f"time_budget must be at most {limits.max_train_seconds:g} s")
+    if p.data is not None and p.data not in datasets and not re.match(r"^upload:[0-9a-f]{16}$", p.data):
+        raise unprocessable(f"data must be a built-in data set ({', '.join(datasets)}) or upload:<id> from POST /v1/uploads; "
+                            "paths on the server are not accepted")
+    for o in p.overrides:
+        key, _, value = o.partition("=")
+        path_like = any(c in value for c in "/\\~") or ".." in value
+        if (not OVERRIDE.match(o) or key in ("data.name", "model.init") or path_like
+                or (key == "data.tokenizer" and value not in ("char", "bpe"))):
+            raise unprocessable(f"override '{o}' is not allowed here (section.key=value; no paths, no data.name)")

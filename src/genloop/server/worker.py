@@ -1,0 +1,300 @@
+"""The worker: takes jobs from the database and runs them through the library.
+
+``genloop serve`` starts one (``--workers N`` for more); ``genloop worker`` runs one by hand. Each job runs
+in this process's main thread while a heartbeat thread keeps the job's ``heartbeat`` fresh, copies new
+lines of a training run's ``metrics.jsonl`` into job events (the live loss curve), and notices a cancel
+request. Loaded pipelines are cached, so repeated generations from one model skip the load.
+
+Durability: a training job records its run id before the first step, so if this process dies the job is
+re-queued by :meth:`JobStore.recover` and the next attempt *resumes that run* from its last checkpoint.
+A generation job stores its outputs in one transaction; a retried job that finds outputs under its id
+reports those instead of generating twice. On SIGTERM a training job checkpoints and goes back to the
+queue; the worker then exits.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..database import connect
+from ..errors import ConfigError, GenLoopError, NotFoundError
+from ..feedback.store import FeedbackStore
+from .jobs import JobRow, JobStore, worker_id
+from .settings import Settings
+
+
+class _Heartbeat(threading.Thread):
+    """Beats every ``interval`` s for one job; streams a training run's new metric lines as events."""
+
+    def __init__(self, jobs: JobStore, job: JobRow, worker: str, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.jobs, self.job, self.worker, self.interval = jobs, job, worker, interval
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+        self.metrics_path: Path | None = None
+        self.progress: dict[str, Any] = {}
+        self._offset = 0
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        try:
+            self._stream_metrics()
+            with self.lock:
+                progress = dict(self.progress)
+            if self.jobs.heartbeat(self.job.id, self.worker, progress):
+                self.cancel.set()
+        except Exception:  # noqa: BLE001 - a busy database must not kill the job; the next beat retries
+            pass
+
+    def _stream_metrics(self) -> None:
+        path = self.metrics_path
+        if path is None or not path.is_file():
+            return
+        with open(path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1  # only whole lines: the logger may be mid-write
+        if not end:
+            return
+        self._offset += end
+        for line in chunk[:end].splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            self.jobs.add_event(self.job.id, "metrics", record)
+            with self.lock:
+                total = self.job.params.get("steps")
+                self.progress = {"step": record.get("step"), "total": total,
+                                 **{k: v for k, v in record.items() if k in ("loss", "time") or k.startswith("loss")}}
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+        self.beat()  # the last lines and the final progress
+
+
+class Worker:
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
+        self.settings = settings
+        self.engine = connect(settings.db_url, settings.runs)
+        self.jobs = JobStore(self.engine, settings.max_queued, settings.max_attempts)
+        self.feedback = FeedbackStore(engine=self.engine, media_dir=settings.media)
+        self.name = name or worker_id()
+        self.shutdown = threading.Event()
+        self._pipes: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+        parent = os.environ.get("GENLOOP_PARENT_PID", "")
+        self.parent_pid = int(parent) if parent.isdigit() else None  # started by `genloop serve`: leave with it
+
+    def _orphaned(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    # --- the loop -----------------------------------------------------------------------------------
+    def run_forever(self, max_jobs: int | None = None, idle_exit: float | None = None) -> int:
+        """Run jobs until SIGTERM/SIGINT (or ``max_jobs`` done, or ``idle_exit`` seconds without work)."""
+        done, last_recover, idle_since = 0, 0.0, time.monotonic()
+        while not self.shutdown.is_set():
+            if self._orphaned():
+                break
+            if time.monotonic() - last_recover > 5:
+                self.jobs.recover(self.settings.stale_after, exclude=self.name)
+                last_recover = time.monotonic()
+            job = self.jobs.claim(self.name)
+            if job is None:
+                if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                    break
+                self.shutdown.wait(max(self.settings.poll_interval, 0.05) * 4)
+                continue
+            self.execute(job)
+            done += 1
+            idle_since = time.monotonic()
+            if max_jobs is not None and done >= max_jobs:
+                break
+        return done
+
+    def execute(self, job: JobRow) -> None:
+        beat = _Heartbeat(self.jobs, job, self.name)
+        beat.start()
+        status, result, error = "succeeded", None, None
+        try:
+            handler = {"train": self._train, "generate": self._generate, "evaluate": self._evaluate}[job.kind]
+            result = handler(job, beat)
+            if result is _REQUEUED:
+                return
+            if beat.cancel.is_set() and job.kind == "train":
+                status = "cancelled"
+        except GenLoopError as e:
+            status, error = "failed", str(e)
+        except Exception as e:  # noqa: BLE001 - a bug in one job must not take the worker down
+            status, error = "failed", f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+        finally:
+            beat.stop()
+        self.jobs.finish(job.id, self.name, status, result if isinstance(result, dict) else None, error)
+
+    # --- train --------------------------------------------------------------------------------------
+    def _train(self, job: JobRow, beat: _Heartbeat) -> Any:
+        from .. import api
+        from ..runs import RunStore
+
+        p = job.params
+        store = RunStore(self.settings.runs)
+        stop = lambda: beat.cancel.is_set() or self.shutdown.is_set() or self._orphaned()  # noqa: E731
+
+        def watch(run: Any) -> None:
+            beat.metrics_path = run.dir / "metrics.jsonl"
+            self.jobs.set_run(job.id, run.id)
+
+        run = None
+        if job.run_id:  # a previous attempt died: continue its run, not a new one
+            try:
+                run = store.get(job.run_id)
+            except NotFoundError:
+                run = None
+            if run is not None and not run.last_checkpoint.is_file():
+                store.remove(run.id)  # died before its first checkpoint: nothing to resume
+                run = None
+            if run is not None:
+                self.jobs.add_event(job.id, "log", {"message": f"resuming run {run.id} from step {run.info.get('step', 0)}"})
+                watch(run)
+                steps = p.get("steps")
+                if steps is not None and int(run.info.get("step", 0)) >= int(steps):
+                    pass  # it finished just before the crash
+                else:
+                    run = api.resume(run.id, steps=steps, time_budget=p.get("time_budget"), runs_dir=self.settings.runs,
+                                     progress=False, should_stop=stop)
+        if run is None:
+            run = api.train(p["model"], self._data(p.get("data")), overrides=tuple(p.get("overrides") or ()),
+                            steps=p.get("steps"), time_budget=p.get("time_budget"), seed=p.get("seed"),
+                            runs_dir=self.settings.runs, progress=False, on_run=watch, should_stop=stop)
+        run = store.get(run.id)
+        if run.info.get("status") == "interrupted" and not beat.cancel.is_set():
+            self.jobs.requeue(job.id, self.name, "the worker was stopped; the run resumes from its checkpoint")
+            self.shutdown.set()
+            return _REQUEUED
+        return {"run_id": run.id, "step": run.info.get("step"), "status": run.info.get("status"),
+                "stopped_by": run.info.get("stopped_by")}
+
+    def _data(self, data: str | None) -> str | None:
+        """Built-in names pass through; ``upload:<id>`` becomes that upload's folder (ids were checked)."""
+        if data and data.startswith("upload:"):
+            folder = self.settings.uploads / data.split(":", 1)[1]
+            entries = [e for e in folder.iterdir() if not e.name.startswith(".")] if folder.is_dir() else []
+            if not entries:
+                raise NotFoundError(f"upload {data} is gone")
+            return str(entries[0])
+        return data
+
+    # --- generate -----------------------------------------------------------------------------------
+    def pipeline(self, run_id: str, checkpoint: str = "last") -> Any:
+        from ..generation.pipelines import CHECKPOINTS, load_pipeline
+        from ..runs import RunStore
+
+        run = RunStore(self.settings.runs).get(run_id)
+        weights = run.dir / CHECKPOINTS.get(checkpoint, "model.safetensors")
+        key = (run.id, checkpoint, weights.stat().st_mtime_ns if weights.is_file() else 0)
+        if key in self._pipes:
+            self._pipes.move_to_end(key)
+            return self._pipes[key]
+        pipe = load_pipeline(run.dir, "cpu", checkpoint)
+        self._pipes[key] = pipe
+        while len(self._pipes) > 4:
+            self._pipes.popitem(last=False)
+        return pipe
+
+    def _generate(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:
+        p = dict(job.params)
+        already = self.feedback.list(job_id=job.id, limit=10_000)
+        if already:  # an earlier attempt stored its outputs and died before saying so
+            return self._generate_result(p, [g.id for g in sorted(already, key=lambda g: g.recipe.get("index", 0))])
+        pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
+        if getattr(pipe, "modality", "image") == "text":
+            output = self._generate_text(job, pipe, p)
+        else:
+            keys = ("class_label", "sampler", "steps", "guidance", "eta")
+            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **{k: p.get(k) for k in keys})
+        ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
+        result = self._generate_result(p, ids)
+        if getattr(pipe, "modality", "image") == "text":  # what an OpenAI-style client expects back
+            encode, limit = pipe.tokenizer.encode, p.get("max_tokens") or pipe.params().max_tokens
+            used = [len(encode(t)) for t in output.texts]
+            prompt_tokens = len(encode(output.prompt)) if output.prompt else 0
+            result["finish_reasons"] = ["length" if u >= limit else "stop" for u in used]
+            result["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": sum(used),
+                               "total_tokens": prompt_tokens + sum(used)}
+        return result
+
+    def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any]) -> Any:
+        from ..generation.text_pipeline import TextOutput
+
+        keys = ("max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
+        sampling = {k: p[k] for k in keys if p.get(k) is not None}
+        prompt, n, seed = p.get("prompt", ""), int(p.get("n", 1)), int(p.get("seed", 0))
+        if n != 1:
+            return pipe(prompt=prompt, n=n, seed=seed, **sampling)
+        pieces, pending, last = [], [], time.monotonic()
+        for piece in pipe(prompt=prompt, n=1, seed=seed, stream=True, **sampling):
+            pieces.append(piece)
+            pending.append(piece)
+            if time.monotonic() - last > 0.05:  # a few events per second, not one row per token
+                self.jobs.add_event(job.id, "text", {"text": "".join(pending)})
+                pending, last = [], time.monotonic()
+        if pending:
+            self.jobs.add_event(job.id, "text", {"text": "".join(pending)})
+        params = pipe.params(**sampling)
+        return TextOutput(["".join(pieces)], prompt, pipe.recipe(prompt=prompt, seed=seed, n=1, **vars(params)))
+
+    def _generate_result(self, p: dict[str, Any], ids: list[str]) -> dict[str, Any]:
+        result: dict[str, Any] = {"generation_ids": ids}
+        if p.get("replay_of"):
+            result["identical"] = self.identical(p["replay_of"], ids[0])
+        return result
+
+    def identical(self, a_id: str, b_id: str) -> bool:
+        """Same text, or the same pixels (the PNG files carry recipes that differ in their ids)."""
+        import numpy as np
+        from PIL import Image
+
+        a, b = self.feedback.get(a_id), self.feedback.get(b_id)
+        if a.modality == "text":
+            return a.text == b.text
+        with Image.open(self.feedback.image_path(a)) as ia, Image.open(self.feedback.image_path(b)) as ib:
+            return bool(np.array_equal(np.asarray(ia), np.asarray(ib)))
+
+    # --- evaluate -----------------------------------------------------------------------------------
+    def _evaluate(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:
+        from .. import api
+
+        p = job.params
+        r = api.evaluate(p["run_id"], n=int(p.get("n", 500)), seed=int(p.get("seed", 0)), runs_dir=self.settings.runs,
+                         progress=False)
+        return {"metrics": {k: v for k, v in r.items() if isinstance(v, (int, float, str, bool)) or v is None}}
+
+
+_REQUEUED = object()
+
+
+def main(settings: Settings) -> None:
+    """Entry point of ``genloop worker``: recover orphans once, then run jobs until told to stop."""
+    w = Worker(settings)
+    signal.signal(signal.SIGTERM, lambda *_: w.shutdown.set())
+    recovered = w.jobs.recover(settings.stale_after, exclude=w.name)
+    if recovered:
+        print(f"worker {w.name}: recovered {len(recovered)} job(s): " + ", ".join(f"{j} → {s}" for j, s in recovered),
+              flush=True)
+    w.run_forever()
+
+
+__all__ = ["Worker", "main", "ConfigError"]

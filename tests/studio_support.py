@@ -1,0 +1,85 @@
+"""Shared by the studio tests: the database backends (SQLite always; PostgreSQL when a server is
+reachable through ``GENLOOP_TEST_PG_URL``, which ``.ci/run`` sets after starting one), tiny trained
+runs, and a worker running in a thread."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from conftest import tiny
+
+import genloop
+from genloop.server.settings import Settings
+from genloop.server.worker import Worker
+
+PG_URL = os.environ.get("GENLOOP_TEST_PG_URL", "")
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not PG_URL, reason="no PostgreSQL server: set GENLOOP_TEST_PG_URL (.ci/run starts one)"))]
+
+TINY_GPT = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "train.batch_size=4",
+            "train.precision=fp32", "train.tensorboard=false", "train.threads=1", "train.warmup_steps=2",
+            "train.lr=3e-3", "train.log_every=1"]
+TEXT = "The quick brown fox jumps over the lazy dog. A stitch in time saves nine. " * 8
+
+
+def train_tiny_runs(runs: Path) -> dict[str, str]:
+    """A tiny VAE (images), a tiny conditional DDPM (diffusion) and a tiny GPT (text) in ``runs``."""
+    corpus = runs.parent / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    vae = genloop.train("vae", "digits", overrides=tiny("vae"), steps=10, runs_dir=runs, progress=False)
+    ddpm = genloop.train("ddpm", "digits", overrides=tiny("ddpm", "model.class_conditional=true"), steps=5,
+                         runs_dir=runs, progress=False)
+    gpt = genloop.train("gpt", str(corpus), overrides=TINY_GPT, steps=20, runs_dir=runs, progress=False)
+    return {"vae": vae.id, "ddpm": ddpm.id, "gpt": gpt.id}
+
+
+def database_url(backend: str, where: Path) -> Iterator[str]:
+    """A fresh, empty database for one test on ``backend``; dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{where / 'studio.sqlite'}"
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from genloop.database import _ENGINES
+
+    base = make_url(PG_URL)
+    name = f"genloop_test_{uuid.uuid4().hex[:10]}"
+    admin = base.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        engine = _ENGINES.pop(url, None)
+        if engine is not None:
+            engine.dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def drain(settings: Settings) -> int:
+    """Run every queued job to the end in this thread; returns how many ran."""
+    return Worker(settings, name="test-worker:0").run_forever(idle_exit=0)
+
+
+class WorkerThread:
+    """A worker in a background thread for tests whose requests wait on jobs (completions, cancel)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.worker = Worker(settings, name="test-thread-worker:0")
+        self.thread = threading.Thread(target=self.worker.run_forever, daemon=True)
+
+    def __enter__(self) -> Worker:
+        self.thread.start()
+        return self.worker
+
+    def __exit__(self, *exc: object) -> None:
+        self.worker.shutdown.set()
+        self.thread.join(timeout=60)
