@@ -1,0 +1,68 @@
+"""Feedback out to the ecosystem, in the JSONL formats Hugging Face TRL trains on.
+
+- ``trl-pairs`` (DPO/ORPO/reward trainers): one line per A/B preference,
+  ``{"prompt", "chosen", "rejected"}``. Text: the two completions. Images: the two image files (absolute
+  paths) and, as the prompt, what the image was asked to be ("class 7", or "" for an unconditional model).
+- ``trl-unpaired`` (KTO): one line per rating, ``{"prompt", "completion", "label"}``: thumbs up or 4–5 stars
+  is ``true``, thumbs down or 1–2 stars ``false``; 3 stars says neither, so it is skipped. A rating with
+  both thumbs and stars is labelled by its thumbs (the explicit yes/no).
+
+Every rating and preference is its own line (two people agreeing is more evidence than one), and the file
+is written atomically: a crash leaves the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataError
+from ..serialization import atomic_write
+from .store import FeedbackStore, GenerationRow
+
+FORMATS = ("trl-pairs", "trl-unpaired")
+
+
+def _completion(store: FeedbackStore, row: GenerationRow) -> str:
+    return row.text or "" if row.modality == "text" else str(store.image_path(row))
+
+
+def label_of(thumbs: int | None, stars: int | None) -> bool | None:
+    """A rating as a yes/no label: thumbs decide when given; else 4–5 stars yes, 1–2 no, 3 neither (None)."""
+    if thumbs is not None:
+        return thumbs > 0
+    if stars is None or stars == 3:
+        return None
+    return stars >= 4
+
+
+def export(store: FeedbackStore, out: str | Path, format: str = "trl-pairs", run_id: str | None = None,
+           modality: str | None = None) -> dict[str, Any]:
+    """Write the store's feedback to ``out`` as JSONL; returns ``{"path", "format", "written", "skipped"}``."""
+    if format not in FORMATS:
+        raise ConfigError(f"unknown export format '{format}'; valid: {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name such as feedback.jsonl")
+    ratings, prefs, gens = store.feedback_rows(run_id=run_id, modality=modality)
+    lines, skipped = [], 0
+    if format == "trl-pairs":
+        for p in prefs:
+            a, b = gens[p.chosen_id], gens[p.rejected_id]
+            lines.append({"prompt": a.prompt or "", "chosen": _completion(store, a), "rejected": _completion(store, b)})
+    else:
+        for r in ratings:
+            label = label_of(r.thumbs, r.stars)
+            if label is None:
+                skipped += 1
+                continue
+            g = gens[r.generation_id]
+            lines.append({"prompt": g.prompt or "", "completion": _completion(store, g), "label": label})
+    if not lines:
+        what = "preferences (A/B choices)" if format == "trl-pairs" else "ratings other than 3 stars"
+        raise DataError(f"nothing to export: the store holds no {what}" + (f" for run {run_id}" if run_id else ""))
+    with atomic_write(out, "w") as f:
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return {"path": str(out), "format": format, "written": len(lines), "skipped": skipped}
