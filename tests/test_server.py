@@ -295,3 +295,13 @@ def test_uploads_are_checked_and_train(client: TestClient, settings: Settings) -
                                                                      "overrides": tiny("vae")}}).json()
     job = finished(client, settings, job)
     assert job["status"] == "succeeded", job["error"]
+
+
+def test_evaluate_job(client: TestClient, settings: Settings, runs) -> None:
+    r = client.post("/v1/jobs", json={"kind": "evaluate", "params": {"run_id": ids(runs)["gpt"], "n": 10, "seed": 0}})
+    assert r.status_code == 202
+    job = finished(client, settings, r.json())
+    assert job["status"] == "succeeded", job["error"]
+    metrics = job["result"]["metrics"]
+    assert metrics["val_loss"] > 0 and "distinct_2" in metrics
+    assert client.post("/v1/jobs", json={"kind": "evaluate", "params": {"run_id": ids(runs)["gpt"], "n": 10**6}}).status_code == 422

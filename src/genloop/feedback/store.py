@@ -12,7 +12,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, func, select
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, case, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -151,22 +151,27 @@ class FeedbackStore:
             raise NotFoundError(f"generation {row.id} has no image")
         return path
 
-    def list(self, run_id: str | None = None, job_id: str | None = None, modality: str | None = None,
-             limit: int = 50, offset: int = 0) -> list[GenerationRow]:
-        q = select(GenerationRow)
+    def _filtered(self, q: Any, run_id: str | None, job_id: str | None, modality: str | None) -> Any:
         if run_id:
             q = q.where(GenerationRow.run_id == run_id)
         if job_id:
             q = q.where(GenerationRow.job_id == job_id)
         if modality:
             q = q.where(GenerationRow.modality == modality)
+        return q
+
+    def list(self, run_id: str | None = None, job_id: str | None = None, modality: str | None = None,
+             limit: int = 50, offset: int = 0) -> list[GenerationRow]:
+        q = self._filtered(select(GenerationRow), run_id, job_id, modality)
         q = q.order_by(GenerationRow.created.desc(), GenerationRow.id).limit(limit).offset(offset)
         with self.Session() as s:
             return list(s.scalars(q))
 
-    def count(self) -> int:
+    def count(self, run_id: str | None = None, job_id: str | None = None, modality: str | None = None) -> int:
+        """How many generations match (all of them by default)."""
+        q = self._filtered(select(func.count()).select_from(GenerationRow), run_id, job_id, modality)
         with self.Session() as s:
-            return int(s.scalar(select(func.count()).select_from(GenerationRow)) or 0)
+            return int(s.scalar(q) or 0)
 
     # --- feedback -----------------------------------------------------------------------------------
     def rate(self, generation_id: str, thumbs: int | None = None, stars: int | None = None,
@@ -214,10 +219,23 @@ class FeedbackStore:
 
     def summary(self, generation_id: str) -> dict[str, Any]:
         """Up/down counts and mean stars of one generation."""
-        rs = self.ratings(generation_id)
-        stars = [r.stars for r in rs if r.stars is not None]
-        return {"up": sum(r.thumbs == 1 for r in rs), "down": sum(r.thumbs == -1 for r in rs),
-                "stars": round(sum(stars) / len(stars), 3) if stars else None, "ratings": len(rs)}
+        return self.summaries([generation_id])[generation_id]
+
+    def summaries(self, generation_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`summary` for many generations in one query (a gallery page)."""
+        empty = {"up": 0, "down": 0, "stars": None, "ratings": 0}
+        out = {g: dict(empty) for g in generation_ids}
+        if not generation_ids:
+            return out
+        q = (select(RatingRow.generation_id,
+                    func.sum(case((RatingRow.thumbs == 1, 1), else_=0)), func.sum(case((RatingRow.thumbs == -1, 1), else_=0)),
+                    func.avg(RatingRow.stars), func.count())
+             .where(RatingRow.generation_id.in_(list(generation_ids))).group_by(RatingRow.generation_id))
+        with self.Session() as s:
+            for gid, up, down, stars, n in s.execute(q):
+                out[gid] = {"up": int(up or 0), "down": int(down or 0),
+                            "stars": None if stars is None else round(float(stars), 3), "ratings": int(n)}
+        return out
 
     # --- bulk feedback and training data (the reward model, exports, simulated raters) -----------------
     def add_feedback(self, ratings: list[dict[str, Any]] = (), preferences: list[tuple[str, str]] = (),

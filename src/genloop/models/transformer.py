@@ -268,6 +268,7 @@ class CompiledDecoder:
         if cache.length + 1 > self.block_size:
             raise ValueError(f"{cache.length} cached + 1 new token exceed the model's context of {self.block_size} tokens")
         pos = torch.full((1,), cache.length, dtype=torch.long, device=idx.device)
+        idx = idx.reshape(-1).clone().view(-1, 1)  # a fresh (b, 1) tensor: a column of the sampler's token buffer has strides that would force recompiles
         try:
             logits = self._step(idx, pos, cache.k, cache.v)
         except Exception as e:  # noqa: BLE001 - any compiler failure: fall back, loudly, to the eager model

@@ -24,10 +24,10 @@ def _gen(c: Context, gid: str) -> Any:
         raise HTTPException(404, str(e)) from None
 
 
-def _out(c: Context, row: Any) -> dict[str, Any]:
+def _out(c: Context, row: Any, feedback: dict[str, Any] | None = None) -> dict[str, Any]:
     d = generation_dict(row)
     d["image_url"] = f"/v1/generations/{row.id}/image" if row.media else None
-    d["feedback"] = c.feedback.summary(row.id)
+    d["feedback"] = feedback if feedback is not None else c.feedback.summary(row.id)
     return d
 
 
@@ -45,7 +45,8 @@ def list_generations(run_id: str | None = None, job_id: str | None = None, modal
     if run_id:
         check_run_id(run_id)
     rows = c.feedback.list(run_id=run_id, job_id=job_id, modality=modality, limit=limit, offset=offset)
-    return {"generations": [_out(c, r) for r in rows], "total": c.feedback.count()}
+    feedback = c.feedback.summaries([r.id for r in rows])
+    return {"generations": [_out(c, r, feedback[r.id]) for r in rows], "total": c.feedback.count(run_id, job_id, modality)}
 
 
 @router.get("/v1/generations/{gid}")
