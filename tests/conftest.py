@@ -58,3 +58,16 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 GENLOOP = [sys.executable, "-m", "genloop.cli.main"]
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run `genloop ARGS` in-process: (exit code, stdout, stderr)."""
+    from genloop.cli.main import main
+
+    capsys.readouterr()  # drop anything printed before
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # Typer/click exit through SystemExit (0 on success, 2 on usage errors)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import GENLOOP, cli_env, tiny
-from genloop.cli.main import main
+from conftest import GENLOOP, cli, cli_env, tiny
 from genloop.generation.io import read_recipe
 
 RECIPE_KEYS = ("run_id", "checkpoint_sha256", "model", "seed", "genloop_version")
@@ -34,17 +33,6 @@ def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `genloop ARGS` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()  # drop anything printed before
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:  # Typer/click exit through SystemExit (0 on success, 2 on usage errors)
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def sets(model: str, *extra: str) -> list[str]:
     """`--set` arguments for the tiny config of ``model``."""
     return [a for item in tiny(model, *extra) for a in ("--set", item)]

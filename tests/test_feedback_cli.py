@@ -8,22 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import tiny
+from conftest import cli, tiny
 from typer.testing import CliRunner
 
 import genloop
 from genloop.cli.feedback import feedback_app
-from genloop.cli.main import main
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    o, e = capsys.readouterr()
-    return code, o, e
 
 
 def test_feedback_cli_end_to_end(capsys, tmp_path: Path) -> None:

@@ -8,10 +8,9 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny
+from conftest import TINY_MODEL, cli, tiny
 
 import genloop
-from genloop.cli.main import main
 from genloop.errors import ConfigError, NotFoundError
 from genloop.generation.io import read_recipe
 from genloop.systems import models
@@ -70,16 +69,6 @@ def test_memorization_flags_a_model_that_copies(monkeypatch) -> None:
     assert r["copy_rate"] > 0.9 and r["copy_rate_floor"] < 0.05
     fresh = evaluate_images(ds.float_images("test")[:100], ds, fe, metrics=("memorization",))
     assert fresh["copy_rate"] < 0.05
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _sets(model: str, *extra: str) -> list[str]:

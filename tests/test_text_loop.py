@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import genloop
-from genloop.cli.main import main
+from conftest import cli
 from genloop.errors import ConfigError, DataError
 
 TINY_GPT = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "train.batch_size=4",
@@ -170,17 +170,6 @@ def test_bad_text_inputs(tmp_path: Path) -> None:
         train(bad)
     with pytest.raises(ConfigError):
         genloop.train("gpt", data="digits", overrides=TINY_GPT, steps=1, progress=False)  # digits is an image set
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `genloop ARGS` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_train_generate_stream_eval(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,6 +84,15 @@ def _condition(recipe: dict[str, Any]) -> str:
     return f"class {recipe['class_label']}" if recipe.get("class_label") is not None else ""
 
 
+def _check_rating(thumbs: int | None, stars: int | None) -> None:
+    if thumbs is None and stars is None:
+        raise ConfigError("a rating needs thumbs (+1 or -1) or stars (1-5)")
+    if thumbs is not None and thumbs not in (1, -1):
+        raise ConfigError(f"thumbs must be +1 or -1, got {thumbs}")
+    if stars is not None and not (isinstance(stars, int) and 1 <= stars <= 5):
+        raise ConfigError(f"stars must be an integer from 1 to 5, got {stars}")
+
+
 def _user(user: str | None) -> str:
     user = (user or "anonymous").strip() or "anonymous"
     if len(user) > MAX_USER:
@@ -177,12 +186,7 @@ class FeedbackStore:
     def rate(self, generation_id: str, thumbs: int | None = None, stars: int | None = None,
              user: str | None = None) -> RatingRow:
         """Record a rating: thumbs (+1 up, -1 down) and/or stars (1–5). Each call is a new rating."""
-        if thumbs is None and stars is None:
-            raise ConfigError("a rating needs thumbs (+1 or -1) or stars (1-5)")
-        if thumbs is not None and thumbs not in (1, -1):
-            raise ConfigError(f"thumbs must be +1 or -1, got {thumbs}")
-        if stars is not None and not (isinstance(stars, int) and 1 <= stars <= 5):
-            raise ConfigError(f"stars must be an integer from 1 to 5, got {stars}")
+        _check_rating(thumbs, stars)
         self.get(generation_id)
         row = RatingRow(generation_id=str(generation_id), user=_user(user), created=utcnow(), thumbs=thumbs, stars=stars)
         with self.Session.begin() as s:
@@ -252,12 +256,7 @@ class FeedbackStore:
             raise NotFoundError(f"no generation '{missing[0]}'" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         for r in ratings:
             thumbs, stars = r.get("thumbs"), r.get("stars")
-            if thumbs is None and stars is None:
-                raise ConfigError("a rating needs thumbs (+1 or -1) or stars (1-5)")
-            if thumbs is not None and thumbs not in (1, -1):
-                raise ConfigError(f"thumbs must be +1 or -1, got {thumbs}")
-            if stars is not None and not (isinstance(stars, int) and 1 <= stars <= 5):
-                raise ConfigError(f"stars must be an integer from 1 to 5, got {stars}")
+            _check_rating(thumbs, stars)
             rows.append(RatingRow(generation_id=str(r["generation_id"]), user=user, created=utcnow(), thumbs=thumbs, stars=stars))
         for chosen, rejected in preferences:
             if chosen == rejected:
@@ -273,13 +272,7 @@ class FeedbackStore:
         modality and by who gave the feedback. A preference counts when its chosen generation matches."""
         def gen_filter(q: Any, col: Any) -> Any:
             if run_id or job_id or modality:
-                q = q.join(GenerationRow, GenerationRow.id == col)
-                if run_id:
-                    q = q.where(GenerationRow.run_id == run_id)
-                if job_id:
-                    q = q.where(GenerationRow.job_id == job_id)
-                if modality:
-                    q = q.where(GenerationRow.modality == modality)
+                q = self._filtered(q.join(GenerationRow, GenerationRow.id == col), run_id, job_id, modality)
             return q
 
         qr = gen_filter(select(RatingRow), RatingRow.generation_id).order_by(RatingRow.id)
