@@ -237,3 +237,15 @@ def test_compiled_decoding_matches_eager(corpus: Path) -> None:
             assert torch.allclose(a, b, atol=1e-5)
     assert c2.length == 10
     assert not dec._eager  # it really ran compiled (no silent fallback to the eager model)
+
+
+def test_unknown_character_token_is_never_sampled(corpus: Path) -> None:
+    """A char tokenizer's <unk> is a placeholder for unseen input, not text: even an untrained model,
+    sampled hot, must not write it (it would print U+FFFD); streaming and --compile paths alike."""
+    pipe = genloop.load(train(corpus, steps=1).id)
+    unk = pipe.tokenizer.unk_id
+    texts = pipe(prompt="", n=8, seed=0, max_tokens=200, temperature=3.0).texts
+    assert all("\ufffd" not in t for t in texts) and sum(map(len, texts)) > 500
+    assert "\ufffd" not in "".join(pipe(prompt="The", n=1, seed=1, max_tokens=200, temperature=3.0, stream=True))
+    raw = pipe.system.causal_lm()(torch.tensor([[0]]))[0, -1]
+    assert torch.isfinite(raw[unk])  # the model itself is untouched; only sampling excludes the token

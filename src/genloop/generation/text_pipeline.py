@@ -41,6 +41,29 @@ class TextOutput:
         return {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
 
 
+class NeverSample:
+    """A causal LM with some token ids made impossible to sample.
+
+    A character tokenizer's ``<unk>`` stands for characters it never saw; it is not text, so a model
+    (an undertrained one does) should never be allowed to write it — decoded it would print U+FFFD.
+    Setting its logit to −∞ leaves every other token's probability exactly as the model gives it.
+    """
+
+    def __init__(self, lm: Any, ids: list[int]) -> None:
+        self.lm, self.ids, self.block_size = lm, list(ids), lm.block_size
+
+    def parameters(self) -> Any:
+        return self.lm.parameters()
+
+    def new_cache(self, batch_size: int) -> Any:
+        return self.lm.new_cache(batch_size)
+
+    def __call__(self, idx: torch.Tensor, cache: Any = None) -> torch.Tensor:
+        logits = self.lm(idx) if cache is None else self.lm(idx, cache=cache)
+        logits[..., self.ids] = float("-inf")
+        return logits
+
+
 class TextPipeline:
     """Inference for a language-model run: ``pipe(prompt=..., max_tokens=..., temperature=..., ...)``."""
 
@@ -116,6 +139,8 @@ class TextPipeline:
             raise ConfigError("streaming gives one completion at a time: use n=1 with stream=True")
         self.check_prompt(prompt)
         tok, lm = self.tokenizer, self.compiled() if compile else self.system.causal_lm()
+        if getattr(tok, "unk_id", None) is not None:
+            lm = NeverSample(lm, [tok.unk_id])
         if stream:
             pieces = generate_text(lm, tok.encode, tok.decode, prompt, params, seed=seed, n=1, eot_id=tok.eot_id,
                                    use_cache=use_cache, stream=True)
