@@ -320,7 +320,6 @@ def generate_text(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out:
     as it is generated (the CLI streams to the terminal this way). Returns (TextOutput, path of texts.jsonl)."""
     import json
 
-    from .generation.text_pipeline import TextOutput
     from .serialization import atomic_write
 
     run = RunStore(runs_dir).get(run_id)
@@ -331,12 +330,7 @@ def generate_text(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
     if on_piece is not None and n == 1 and sampling.get("num_beams", 1) == 1:
-        pieces = []
-        for piece in pipe(prompt=prompt, n=1, seed=seed, stream=True, **sampling):
-            on_piece(piece)
-            pieces.append(piece)
-        params = pipe.params(**{k: v for k, v in sampling.items() if k != "compile"})
-        output = TextOutput(["".join(pieces)], prompt, pipe.recipe(prompt=prompt, seed=seed, n=1, **vars(params)))
+        output = pipe.stream_to(on_piece, prompt, seed, **sampling)
     else:
         output = pipe(prompt=prompt, n=n, seed=seed, **sampling)
     path = out_dir / "texts.jsonl"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -121,6 +121,16 @@ class TextPipeline:
         for note in notes:
             warnings.warn(note, UserWarning, stacklevel=3)
         return notes
+
+    def stream_to(self, on_piece: Callable[[str], None], prompt: str = "", seed: int = 0, **sampling: Any) -> TextOutput:
+        """One completion, handing each piece of text to ``on_piece`` as it is generated, then returned whole
+        with its recipe, as ``pipe(prompt=..., n=1, seed=...)`` would (the CLI and the studio worker stream so)."""
+        pieces = []
+        for piece in self(prompt=prompt, n=1, seed=seed, stream=True, **sampling):
+            on_piece(piece)
+            pieces.append(piece)
+        params = self.params(**{k: v for k, v in sampling.items() if k not in ("compile", "use_cache")})
+        return TextOutput(["".join(pieces)], prompt, self.recipe(prompt=prompt, seed=seed, n=1, **vars(params)))
 
     def __call__(self, prompt: str = "", n: int = 1, seed: int = 0, max_tokens: int = 200,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,

@@ -220,14 +220,15 @@ class Worker:
         if already:  # an earlier attempt stored its outputs and died before saying so
             return self._generate_result(p, [g.id for g in sorted(already, key=lambda g: g.recipe.get("index", 0))])
         pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
-        if getattr(pipe, "modality", "image") == "text":
+        text = getattr(pipe, "modality", "image") == "text"
+        if text:
             output = self._generate_text(job, pipe, p)
         else:
             keys = ("class_label", "sampler", "steps", "guidance", "eta")
             output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **{k: p.get(k) for k in keys})
         ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
         result = self._generate_result(p, ids)
-        if getattr(pipe, "modality", "image") == "text":  # what an OpenAI-style client expects back
+        if text:  # what an OpenAI-style client expects back
             encode, limit = pipe.tokenizer.encode, p.get("max_tokens") or pipe.params().max_tokens
             used = [len(encode(t)) for t in output.texts]
             prompt_tokens = len(encode(output.prompt)) if output.prompt else 0
@@ -237,24 +238,25 @@ class Worker:
         return result
 
     def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any]) -> Any:
-        from ..generation.text_pipeline import TextOutput
-
         keys = ("max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
         sampling = {k: p[k] for k in keys if p.get(k) is not None}
         prompt, n, seed = p.get("prompt", ""), int(p.get("n", 1)), int(p.get("seed", 0))
         if n != 1:
             return pipe(prompt=prompt, n=n, seed=seed, **sampling)
-        pieces, pending, last = [], [], time.monotonic()
-        for piece in pipe(prompt=prompt, n=1, seed=seed, stream=True, **sampling):
-            pieces.append(piece)
+        pending: list[str] = []
+        last = [time.monotonic()]
+
+        def send(piece: str) -> None:  # a few events per second, not one row per token
             pending.append(piece)
-            if time.monotonic() - last > 0.05:  # a few events per second, not one row per token
+            if time.monotonic() - last[0] > 0.05:
                 self.jobs.add_event(job.id, "text", {"text": "".join(pending)})
-                pending, last = [], time.monotonic()
+                pending.clear()
+                last[0] = time.monotonic()
+
+        output = pipe.stream_to(send, prompt, seed, **sampling)
         if pending:
             self.jobs.add_event(job.id, "text", {"text": "".join(pending)})
-        params = pipe.params(**sampling)
-        return TextOutput(["".join(pieces)], prompt, pipe.recipe(prompt=prompt, seed=seed, n=1, **vars(params)))
+        return output
 
     def _generate_result(self, p: dict[str, Any], ids: list[str]) -> dict[str, Any]:
         result: dict[str, Any] = {"generation_ids": ids}

@@ -17,8 +17,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..deps import Context, ctx, require_token
+from ..jobs import FINAL
 from ..schemas import CompletionRequest, unprocessable
-from .jobs import _run_modality, submit, validate
+from .jobs import _run_modality, follow, submit, validate
 
 router = APIRouter(tags=["completions"], dependencies=[Depends(require_token)])
 WAIT_SECONDS = 600
@@ -72,7 +73,7 @@ async def _wait(c: Context, request: Request, job_id: str) -> Any:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         job = await run_in_threadpool(c.jobs.get, job_id)
-        if job.status in ("succeeded", "failed", "cancelled"):
+        if job.status in FINAL:
             return job
         if await request.is_disconnected():
             await run_in_threadpool(c.jobs.cancel, job_id)
@@ -82,23 +83,14 @@ async def _wait(c: Context, request: Request, job_id: str) -> Any:
 
 
 async def _stream(c: Context, request: Request, job_id: str, created: int, model: str) -> AsyncIterator[str]:
-    after = 0
-    while True:
-        events = await run_in_threadpool(c.jobs.events, job_id, after)
-        for e in events:
-            after = e.seq
-            if e.type == "text":
-                yield _chunk(job_id, created, model, e.data["text"], None)
-            elif e.type == "status" and e.data["status"] in ("succeeded", "failed", "cancelled"):
-                if e.data["status"] == "succeeded":
-                    job = await run_in_threadpool(c.jobs.get, job_id)
-                    yield _chunk(job_id, created, model, "", (job.result.get("finish_reasons") or ["stop"])[0])
-                else:
-                    err = {"message": e.data.get("error") or f"job {e.data['status']}", "type": "server_error"}
-                    yield f"data: {json.dumps({'error': err})}\n\n"
-                yield "data: [DONE]\n\n"
-                return
-        if not events:
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(c.settings.poll_interval)
+    async for e in follow(c, request, job_id):
+        if e.type == "text":
+            yield _chunk(job_id, created, model, e.data["text"], None)
+        elif e.type == "status" and e.data["status"] in FINAL:
+            if e.data["status"] == "succeeded":
+                job = await run_in_threadpool(c.jobs.get, job_id)
+                yield _chunk(job_id, created, model, "", (job.result.get("finish_reasons") or ["stop"])[0])
+            else:
+                err = {"message": e.data.get("error") or f"job {e.data['status']}", "type": "server_error"}
+                yield f"data: {json.dumps({'error': err})}\n\n"
+            yield "data: [DONE]\n\n"

@@ -103,14 +103,16 @@ def cancel_job(job_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
     return job_dict(c.jobs.cancel(job_id))
 
 
-async def event_stream(c: Context, request: Request, job_id: str, after: int) -> AsyncIterator[str]:
-    """Events after ``after`` as SSE, until the job's final status event (or the client leaves)."""
+async def follow(c: Context, request: Request, job_id: str, after: int = 0,
+                 keepalive: float | None = None) -> AsyncIterator[Any]:
+    """A job's events after ``after``, as they are written, until its final status event or the client
+    leaves. With ``keepalive``, yields ``None`` after that many quiet seconds (for a comment line)."""
     poll, idle = c.settings.poll_interval, 0.0
     while True:
         events = await run_in_threadpool(c.jobs.events, job_id, after)
         for e in events:
             after = e.seq
-            yield f"id: {e.seq}\nevent: {e.type}\ndata: {json.dumps(e.data, default=str)}\n\n"
+            yield e
             if e.type == "status" and e.data.get("status") in FINAL:
                 return
         if events:
@@ -119,10 +121,16 @@ async def event_stream(c: Context, request: Request, job_id: str, after: int) ->
         if await request.is_disconnected():
             return
         idle += poll
-        if idle >= 15:  # a comment line keeps proxies from closing a quiet stream
+        if keepalive is not None and idle >= keepalive:
             idle = 0.0
-            yield ": keep-alive\n\n"
+            yield None
         await asyncio.sleep(poll)
+
+
+async def event_stream(c: Context, request: Request, job_id: str, after: int) -> AsyncIterator[str]:
+    """The events as SSE; a comment line every 15 quiet seconds keeps proxies from closing the stream."""
+    async for e in follow(c, request, job_id, after, keepalive=15):
+        yield ": keep-alive\n\n" if e is None else f"id: {e.seq}\nevent: {e.type}\ndata: {json.dumps(e.data, default=str)}\n\n"
 
 
 @router.get("/v1/jobs/{job_id}/events")
