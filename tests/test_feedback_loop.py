@@ -24,14 +24,21 @@ def vae_run():
     return genloop.train("vae", data="digits", overrides=tiny("vae", "train.batch_size=32"), steps=300, progress=False)
 
 
-def test_simulated_rater_loop(vae_run, tmp_path) -> None:
+# Margins measured over 3 VAE seeds x 3 rater seeds, under fp32 and bf16 (AMX CPU): with 300 ratings the reward
+# model's held-out pair accuracy was 0.972-1.0 (with 150 it fell to 0.79 on some seeds, too few held-out pairs);
+# best-of-4 raised the preferred share by 0.35-0.44 and fine-tuning by 0.30-0.46.
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_simulated_rater_loop(precision, tmp_path) -> None:
+    vae_run = genloop.train("vae", data="digits", steps=300, progress=False,
+                            overrides=tiny("vae", "train.batch_size=32", f"train.precision={precision}"))
+    assert vae_run.info["precision"] == {"fp32": "fp32", "bf16": "bfloat16"}[precision]
     parent_sha = sha256_file(vae_run.weights)
     store = FeedbackStore(url=f"sqlite:///{tmp_path / 'studio.sqlite'}", runs=tmp_path / "runs")
-    r = simulate(vae_run.id, "class:0", n_rate=150, n_eval=200, k=4, seed=0, store=store, out=tmp_path / "sim.json",
+    r = simulate(vae_run.id, "class:0", n_rate=300, n_eval=200, k=4, seed=0, store=store, out=tmp_path / "sim.json",
                  finetune=FinetuneConfig(samples=600, keep=0.15, steps=100))
     assert json.loads((tmp_path / "sim.json").read_text())["results"] == r["results"]
-    assert r["feedback"]["ratings"] == 150 and r["feedback"]["preferences"] > 100
-    assert len(store.feedback_rows(job_id=r["job_id"])[0]) == 150
+    assert r["feedback"]["ratings"] == 300 and r["feedback"]["preferences"] > 200
+    assert len(store.feedback_rows(job_id=r["job_id"])[0]) == 300
     assert r["reward"]["heldout_pair_accuracy"] > 0.85
     base, bon, ft, sel = (r["results"][k] for k in ("baseline", "best_of_n", "finetune", "select"))
     assert all("fid" in m for m in (base, bon, ft))

@@ -54,8 +54,20 @@ def cpu_has_bf16_matmul() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+PRECISION_ENV = "GENLOOP_PRECISION"  # what ``precision: auto`` resolves to, when set (a fleet, a test suite)
+
+
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
+    """The autocast dtype, or None for plain fp32.
+
+    ``auto`` differs from machine to machine (bf16 only where the CPU has bf16 units), so whoever needs the
+    same numerics everywhere pins it with ``GENLOOP_PRECISION=fp32|bf16|fp16`` without editing configs.
+    """
+    if name == "auto" and os.environ.get(PRECISION_ENV):
+        forced = os.environ[PRECISION_ENV]
+        if forced not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"{PRECISION_ENV}={forced!r}: expected fp32, bf16 or fp16")
+        return pick_precision(forced, device)
     if name == "fp32":
         return None
     if name == "fp16":
