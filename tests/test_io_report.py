@@ -13,6 +13,7 @@ from PIL import Image
 
 from genloop.evaluation.report import plot_losses, write_report
 from genloop.generation.io import make_grid, read_recipe, save_images, save_png, tensor_to_pil
+from genloop.training.logger import MetricsLogger, read_metrics, read_metrics_from
 
 
 def _images(n: int, c: int, size: int = 8, seed: int = 0) -> torch.Tensor:
@@ -105,6 +106,41 @@ def test_save_images(tmp_path: Path) -> None:
     with Image.open(paths[0]) as im:
         assert im.size == (4 * (3 * 10 + 2), 4 * (2 * 10 + 2))  # 3 x 2 grid, upscaled 4x
     assert _no_temp_files(out)
+
+
+# ----------------------------------------------------------------------------------- metrics.jsonl
+
+
+def test_metrics_reader_tolerates_a_line_being_written(tmp_path: Path) -> None:
+    """The one reader of metrics.jsonl (report, studio worker, studio route): whole lines only, continuing
+    from an offset, so a record cut mid-write is read once it is complete, never half or twice."""
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger.log(10, {"loss": 1.5})
+    logger.log(20, {"loss": 1.25})
+    path = tmp_path / "metrics.jsonl"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"step": 30, "lo')  # the logger is mid-write
+    records, offset = read_metrics_from(path)
+    assert records == [{"step": 10, "loss": 1.5}, {"step": 20, "loss": 1.25}]
+    assert read_metrics_from(path, offset) == ([], offset)  # the half line is not consumed
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('ss": 1.0}\n[1, 2]\nnot json\n{"step": 40, "loss": 0.5}\n')
+    more, end = read_metrics_from(path, offset)
+    assert more == [{"step": 30, "loss": 1.0}, {"step": 40, "loss": 0.5}]  # non-objects and bad lines skipped
+    assert end == path.stat().st_size
+    assert read_metrics(path) == records + more
+    assert read_metrics(tmp_path / "missing.jsonl") == []
+
+
+def test_metrics_logger_resume_drops_later_and_cut_lines(tmp_path: Path) -> None:
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    for step in (10, 20, 30):
+        logger.log(step, {"loss": step / 10})
+    with open(tmp_path / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 40, "lo')  # killed mid-write
+    MetricsLogger(tmp_path, tensorboard=False, resume_step=20)
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 2.0}]
+    assert (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").endswith("}\n")
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 from ..errors import DataError, NotFoundError
 from ..serialization import atomic_write, read_json, write_text
+from ..training.logger import read_metrics
 
 # Columns of metrics.jsonl that are bookkeeping, not losses: they get their own plot (lr) or none.
 _NOT_LOSSES = ("step", "time", "lr", "images_per_s", "tokens_per_s", "eval/seconds")
@@ -38,27 +39,6 @@ _PLOT_WIDTH_IN = {1: 6.0, 2: 10.3, 3: 10.3}  # figure width by number of subplot
 
 # ----------------------------------------------------------------------------------------------------
 # Reading the run directory
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Records of metrics.jsonl. Unparsable lines are skipped: a run killed mid-write leaves half a
-    line at the end, and that must not cost the whole history."""
-    records: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return records
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            records.append(obj)
-    return records
 
 
 def _is_number(v: Any) -> bool:
@@ -184,7 +164,7 @@ def plot_losses(metrics_path: str | os.PathLike, out_png: str | os.PathLike) -> 
     path = Path(metrics_path)
     if not path.is_file():
         return None
-    png = _render_losses(_read_metrics(path))
+    png = _render_losses(read_metrics(path))
     if png is None:
         return None
     out = Path(out_png)
@@ -704,7 +684,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     config = config if isinstance(config, dict) else {}
     ev = _load(run_dir / "eval" / "metrics.json", warnings, run_dir)
     ev = ev if isinstance(ev, dict) else {}
-    records = _read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
 
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
