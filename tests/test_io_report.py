@@ -227,6 +227,43 @@ def test_report_broken_optional_file_becomes_warning(tmp_path: Path) -> None:
     assert "could not be read" in text
 
 
+def test_report_escapes_what_the_run_wrote(tmp_path: Path) -> None:
+    """Run names, config values, metric keys and sample texts are data: the template escapes all of them."""
+    run = _fake_run(tmp_path)
+    evil = '<script>alert("x")</script>'
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "id": f"run-{evil}", "note": evil}))
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["name"] = evil
+    config[evil] = {"a&b": "x < y"}
+    (run / "config.json").write_text(json.dumps(config))
+    ev = json.loads((run / "eval" / "metrics.json").read_text())
+    (run / "eval" / "metrics.json").write_text(json.dumps({**ev, evil: 1.5}))  # an uncatalogued metric key
+    (run / "eval" / "samples.txt").write_text(f"a sample {evil}")
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "<script" not in text and "alert(" in text  # there, but as text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
+    assert "<title>GenLoop run run-&lt;script&gt;" in text and "a&amp;b" in text and "x &lt; y" in text
+    _assert_self_contained(text)
+
+
+def test_report_tables_follow_the_catalogue(tmp_path: Path) -> None:
+    """Labels, "which way is better" and the ratio to the floor come from the metric catalogue."""
+    from genloop.evaluation import catalog
+
+    run = _fake_run(tmp_path)
+    ev = json.loads((run / "eval" / "metrics.json").read_text())
+    (run / "eval" / "metrics.json").write_text(json.dumps({**ev, "precision": 0.45, "precision_floor": 0.9,
+                                                           "kl_nats": 3.0}))
+    text = write_report(run).read_text(encoding="utf-8")
+    precision, kl = catalog.get("precision"), catalog.get("kl_nats")
+    assert "50% of real" in text  # a higher-is-better score as a share of its floor
+    assert f"<b>{precision.label.capitalize()}</b>: higher is better: {precision.help}" in text.replace("&#39;", "'")
+    assert f"<b>{kl.label}</b>: {kl.help}" in text.replace("&#39;", "'")  # no better side: no direction claimed
+    # catalogue order: FID before KID before precision, whatever order the file has them in
+    assert text.index(">FID<") < text.index(">KID<") < text.index(">Precision (fidelity)<")
+
+
 def test_report_not_a_run_dir(tmp_path: Path) -> None:
     from genloop.errors import NotFoundError
 
