@@ -32,7 +32,8 @@ class Metric:
     ``floor`` names the key that holds the same statistic for real held-out data (the best a model can
     hope for at this sample size); ``spread`` the key of its standard deviation, shown as ``± std``.
     ``fmt`` is a ``str.format`` pattern for tables; ``unit`` is folded into ``label`` where it helps a
-    reader and kept apart for plots and machine output. ``selectable`` metrics can pick
+    reader and kept apart for plots and machine output; ``short`` is the column title of wide tables
+    (``genloop compare``), the label when not given. ``selectable`` metrics can pick
     ``best.safetensors`` during training (``train.select_metric``): the quick evaluators measure them.
     """
 
@@ -46,6 +47,12 @@ class Metric:
     unit: str = ""
     selectable: bool = False
     help: str = ""
+    short: str = ""
+
+    @property
+    def title(self) -> str:
+        """The column title of wide tables: ``short``, else ``label``."""
+        return self.short or self.label
 
     def format(self, value: Any) -> str:
         """``value`` with this metric's format; ``-`` for a missing or NaN value (a table cell never breaks)."""
@@ -88,40 +95,45 @@ CATALOG: dict[str, Metric] = dict([
        help="Fréchet distance between generated and held-out real features"),
     _m("kid", "KID", "lower", "image", "{:.4f}", floor="kid_floor", spread="kid_std", selectable=True,
        help="kernel (MMD) distance between generated and held-out real features, unbiased at any sample size"),
-    _m("is", "Inception Score", "higher", "image", "{:.3f}", floor="is_real", spread="is_std", selectable=True,
+    _m("is", "Inception Score", "higher", "image", "{:.3f}", short="IS",
+       floor="is_real", spread="is_std", selectable=True,
        help="how confidently and how variously the feature network classifies the samples"),
-    _m("precision", "precision (fidelity)", "higher", "image", floor="precision_floor", selectable=True,
+    _m("precision", "precision (fidelity)", "higher", "image", short="precision",
+       floor="precision_floor", selectable=True,
        help="share of generated images inside the real images' k-NN manifold"),
-    _m("recall", "recall (diversity)", "higher", "image", floor="recall_floor", selectable=True,
+    _m("recall", "recall (diversity)", "higher", "image", short="recall", floor="recall_floor", selectable=True,
        help="share of real images inside the generated images' k-NN manifold"),
     _m("density", "density", "higher", "image", floor="density_floor", selectable=True,
        help="how many real neighbourhoods hold each sample (about 1 for real data)"),
     _m("coverage", "coverage", "higher", "image", floor="coverage_floor", selectable=True,
        help="share of real images with a sample in their neighbourhood"),
-    _m("class_accuracy", "class accuracy", "higher", "image", floor="class_accuracy_floor", selectable=True,
+    _m("class_accuracy", "class accuracy", "higher", "image", short="class acc",
+       floor="class_accuracy_floor", selectable=True,
        help="samples the reference classifier puts in their requested class"),
-    _m("per_class_fid_mean", "per-class FID (mean)", "lower", "image", floor="per_class_fid_floor_mean",
+    _m("per_class_fid_mean", "per-class FID (mean)", "lower", "image", short="class FID",
+       floor="per_class_fid_floor_mean",
        help="FID within each class, averaged"),
     # --- images: likelihood bounds of the VAE family (systems.vae.VAESystem.evaluate) ---------------------
-    _m("elbo_nats", "ELBO (nats / image)", "higher", "image", "{:.2f}", unit="nats",
+    _m("elbo_nats", "ELBO (nats / image)", "higher", "image", "{:.2f}", short="ELBO", unit="nats",
        help="the variational bound on the log-likelihood of held-out images"),
-    _m("elbo_bits_per_dim", "ELBO bits per dimension", "lower", "image", "{:.4f}", unit="bits/dim",
+    _m("elbo_bits_per_dim", "ELBO bits per dimension", "lower", "image", "{:.4f}", short="ELBO b/dim", unit="bits/dim",
        help="the negative ELBO expressed per pixel channel"),
-    _m("recon_nats", "reconstruction (nats / image)", "lower", "image", "{:.2f}", unit="nats",
+    _m("recon_nats", "reconstruction (nats / image)", "lower", "image", "{:.2f}", short="recon", unit="nats",
        help="the decoder's negative log-likelihood"),
-    _m("kl_nats", "KL (nats / image)", "none", "image", "{:.2f}", unit="nats",
+    _m("kl_nats", "KL (nats / image)", "none", "image", "{:.2f}", short="KL", unit="nats",
        help="how much the encoder's posterior departs from the prior"),
-    _m("iwae_nats", "IWAE bound (nats / image)", "higher", "image", "{:.2f}", unit="nats",
+    _m("iwae_nats", "IWAE bound (nats / image)", "higher", "image", "{:.2f}", short="IWAE", unit="nats",
        help="a tighter log-likelihood bound than the ELBO (k importance samples)"),
-    _m("iwae_bits_per_dim", "IWAE bits per dimension", "lower", "image", "{:.4f}", unit="bits/dim",
+    _m("iwae_bits_per_dim", "IWAE bits per dimension", "lower", "image", "{:.4f}", short="IWAE b/dim", unit="bits/dim",
        help="the IWAE bound per pixel channel"),
     # --- text: likelihood on held-out text (genloop eval of a language model; quick evaluations) --------
-    _m("val_loss", "validation loss (nats / token)", "lower", "text", "{:.4f}", unit="nats/token", selectable=True,
+    _m("val_loss", "validation loss (nats / token)", "lower", "text", "{:.4f}", short="val loss",
+       unit="nats/token", selectable=True,
        help="cross-entropy of the held-out split"),
     _m("perplexity", "perplexity", "lower", "text", "{:.3f}", help="exp of the validation loss"),
-    _m("bits_per_char", "bits per character", "lower", "text", "{:.4f}", unit="bits/char",
+    _m("bits_per_char", "bits per character", "lower", "text", "{:.4f}", short="bits/char", unit="bits/char",
        help="the validation loss per character of text, comparable across tokenizers"),
-    _m("bits_per_byte", "bits per byte", "lower", "text", "{:.4f}", unit="bits/byte",
+    _m("bits_per_byte", "bits per byte", "lower", "text", "{:.4f}", short="bits/byte", unit="bits/byte",
        help="the validation loss per UTF-8 byte, comparable across tokenizers and scripts"),
     # --- text: diversity of samples, beside held-out real text of the same length -------------------------
     _m("distinct_1", "distinct-1", "closer", "text", floor="distinct_1_floor",
@@ -132,15 +144,16 @@ CATALOG: dict[str, Metric] = dict([
        help="share of distinct word triples"),
     _m("self_bleu", "self-BLEU", "closer", "text", floor="self_bleu_floor",
        help="how much each sample repeats the others (BLEU of one against the rest)"),
-    _m("longest_span_mean", "longest verbatim span (mean chars)", "lower", "text", "{:.1f}",
+    _m("longest_span_mean", "longest verbatim span (mean chars)", "lower", "text", "{:.1f}", short="span",
        floor="longest_span_mean_floor", unit="chars", help="longest stretch of a sample found in the training text"),
     # --- both: memorisation and speed ------------------------------------------------------------------
-    _m("copy_rate", "near-copies of training data", "lower", "any", floor="copy_rate_floor",
+    _m("copy_rate", "near-copies of training data", "lower", "any", short="copies", floor="copy_rate_floor",
        help="share of samples that are near copies of a training image, or that copy a long span of "
             "training text"),
-    _m("sampling_ms_per_image", "sampling time (ms / image)", "lower", "image", "{:.1f}", unit="ms",
+    _m("sampling_ms_per_image", "sampling time (ms / image)", "lower", "image", "{:.1f}", short="ms/img", unit="ms",
        help="wall time to generate one image on the evaluation device"),
-    _m("generation_tokens_per_s", "generation speed (tokens / s)", "higher", "text", "{:.0f}", unit="tokens/s",
+    _m("generation_tokens_per_s", "generation speed (tokens / s)", "higher", "text", "{:.0f}", short="tok/s",
+       unit="tokens/s",
        help="tokens sampled per second on the evaluation device"),
 ])
 
