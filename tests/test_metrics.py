@@ -15,12 +15,12 @@ from genloop.evaluation import (
     FrechetDistance,
     InceptionScore,
     KernelInceptionDistance,
+    catalog,
     evaluate_images,
     frechet_distance,
     get_feature_extractor,
     mmd2_unbiased,
 )
-from genloop.evaluation import catalog
 from genloop.evaluation import features as features_mod
 from genloop.serialization import sha256_file
 

@@ -15,8 +15,9 @@ or deliberately left out.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 Direction = Literal["lower", "higher", "closer", "none"]
 """Which way is better: ``closer`` means closer to the real-data floor (diversity statistics, where

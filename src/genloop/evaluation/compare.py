@@ -119,7 +119,7 @@ def render_plot(rows: list[dict[str, Any]]) -> bytes:
     ax1.set_xticks(range(len(rows)), names, fontsize=8)
     if any(math.isfinite(v) and v > 0 for v in ratios):
         ax1.set_yscale("log")
-    ax1.set_title("FID / real-data floor (lower is better)", fontsize=10)
+    ax1.set_title(f"FID / real-data floor ({catalog.get('fid').better_word} is better)", fontsize=10)
     ax1.legend(fontsize=8, frameon=False)
     for i, r in enumerate(rows):
         if r.get("precision") is not None and r.get("recall") is not None:

@@ -26,10 +26,10 @@ from typing import Any
 
 import jinja2
 
-from . import catalog
 from ..errors import DataError, NotFoundError
 from ..serialization import atomic_write, read_json, write_text
 from ..training.logger import read_metrics
+from . import catalog
 
 # Columns of metrics.jsonl that are bookkeeping, not losses: they get their own plot (lr) or none.
 _NOT_LOSSES = ("step", "time", "lr", "images_per_s", "tokens_per_s", "eval/seconds")
@@ -247,6 +247,11 @@ def _display_width(width: int, target: int, cap: int) -> int:
     return width * scale
 
 
+def _dict(v: Any) -> dict[str, Any]:
+    """``v`` if it is a JSON object, else an empty one: hand-edited or half-written files may hold anything."""
+    return v if isinstance(v, dict) else {}
+
+
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """Nested dict -> [("train.lr", 0.0002), ...]; lists stay whole (they read better inline)."""
     if isinstance(obj, dict) and obj:
@@ -274,7 +279,7 @@ def _status_class(status: str) -> str:
 
 
 def _summary(run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Rows]:
-    timings = run.get("timings") if isinstance(run.get("timings"), dict) else {}
+    timings = _dict(run.get("timings"))
     last = records[-1] if records else {}
     step = run.get("step", last.get("step"))
     train_s = timings.get("train_seconds", last.get("time"))
@@ -424,8 +429,8 @@ def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
             texts.append((f"generated (seed {r.get('seed')}, temperature {r.get('temperature')})",
                           (r.get("prompt") or "") + item.get("text", "")))
     folder = run_dir / "samples"
-    samples = sorted((int(m.group(1)), q) for q in folder.glob("step-*.txt")
-                     if (m := _TEXT_SAMPLE_RE.search(q.name))) if folder.is_dir() else []
+    samples = sorted((int(match.group(1)), q) for q in folder.glob("step-*.txt")
+                     if (match := _TEXT_SAMPLE_RE.search(q.name))) if folder.is_dir() else []
     if samples:
         step, path = samples[-1]
         texts.append((f"training samples at step {step:,}", path.read_text(encoding="utf-8")))
@@ -434,10 +439,10 @@ def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
         texts.append(("evaluation samples (eval/samples.txt)", eval_samples.read_text(encoding="utf-8")))
     if not metrics and not texts:
         return None
-    p = ev.get("loss_protocol") if isinstance(ev.get("loss_protocol"), dict) else {}
+    p = _dict(ev.get("loss_protocol"))
     protocol = {"split": p.get("split", "val"), **{k: p.get(k) for k in ("block_size", "stride", "tokens_scored")}}
     return {"metrics": metrics, "protocol": protocol, "n": ev.get("n"),
-            "temperature": (ev.get("sample_settings") or {}).get("temperature"),
+            "temperature": _dict(ev.get("sample_settings")).get("temperature"),
             "samples": [(caption, text[:4000]) for caption, text in texts]}
 
 
@@ -473,7 +478,7 @@ def _evaluation(ev: dict[str, Any]) -> dict[str, Any] | None:
     counts = [(label, _fmt(ev[key])) for key, label in (
         ("n_generated", "Generated images"), ("n_reference", "Reference images"),
         ("n_floor", "Images for the floor"), ("reference_split", "Reference split")) if ev.get(key) is not None]
-    net = ev.get("feature_net") if isinstance(ev.get("feature_net"), dict) else {}
+    net = _dict(ev.get("feature_net"))
     net_rows: Rows = []
     for key, label in (("id", "Id"), ("kind", "Kind"), ("accuracy", "Accuracy"), ("feature_dim", "Feature dim"),
                        ("sha256", "sha256")):
@@ -537,16 +542,12 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if not (run_dir / "config.json").is_file() and not (run_dir / "run.json").is_file():
         raise NotFoundError(f"{run_dir}: not a run directory (no config.json or run.json)")
     warnings: list[str] = []
-    run = _load(run_dir / "run.json", warnings, run_dir)
-    run = run if isinstance(run, dict) else {}
-    config = _load(run_dir / "config.json", warnings, run_dir)
-    config = config if isinstance(config, dict) else {}
-    ev = _load(run_dir / "eval" / "metrics.json", warnings, run_dir)
-    ev = ev if isinstance(ev, dict) else {}
+    run = _dict(_load(run_dir / "run.json", warnings, run_dir))
+    config = _dict(_load(run_dir / "config.json", warnings, run_dir))
+    ev = _dict(_load(run_dir / "eval" / "metrics.json", warnings, run_dir))
     records = read_metrics(run_dir / "metrics.jsonl")
 
-    model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
-    data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
+    model_cfg, data_cfg = _dict(config.get("model")), _dict(config.get("data"))
     status = str(run.get("status") or "unknown")
     from .. import __version__
 

@@ -53,7 +53,7 @@ class MetricsLogger:
         self.path = run_dir / "metrics.jsonl" if run_dir else None
         self._tb = None
         if self.path is not None and resume_step is not None and self.path.exists():
-            self._truncate_after(resume_step)
+            self._truncate_after(self.path, resume_step)
         if run_dir is not None and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -62,12 +62,12 @@ class MetricsLogger:
             if SummaryWriter is not None:
                 self._tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=resume_step)
 
-    def _truncate_after(self, step: int) -> None:
+    def _truncate_after(self, path: Path, step: int) -> None:
         """On resume, drop lines logged after the checkpoint being resumed (they will be logged again)."""
         from ..serialization import write_text
 
-        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]  # a line cut by a crash goes
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]  # a line cut by a crash goes
+        write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         record = {"step": step, **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in values.items()}}
