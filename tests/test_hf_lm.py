@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
-
-from genloop.errors import ConfigError, NotFoundError  # noqa: E402
-from genloop.serialization import load_tensors, save_tensors  # noqa: E402
-from genloop.systems.base import DataSpec  # noqa: E402
-from genloop.systems.hf_lm import HFCausalLMConfig, HFCausalLMSystem  # noqa: E402
-from genloop.training.config import TrainConfig  # noqa: E402
-from genloop.training.engine import Trainer  # noqa: E402
+from genloop.data.text import load_tokenizer
+from genloop.errors import ConfigError, NotFoundError
+from genloop.generation.text_sampling import SamplingParams, generate_text
+from genloop.serialization import load_tensors, save_tensors
+from genloop.systems.base import DataSpec
+from genloop.systems.hf_lm import HFCausalLMConfig, HFCausalLMSystem
+from genloop.training.config import TrainConfig
+from genloop.training.engine import Trainer
 
 SENTENCES = [
     "hello world, this is a tiny corpus for a tiny model.",
@@ -89,9 +88,8 @@ def _hf_tokenizer(path: Path):
 
 
 def _genloop_tokenizer(path: Path):
-    """GenLoop's wrapper of the model's tokenizer (what the data is encoded with); skipped before it exists."""
-    text = pytest.importorskip("genloop.data.text")
-    return text.load_tokenizer(HFCausalLMSystem.tokenizer_source(HFCausalLMConfig(init=str(path))))
+    """GenLoop's wrapper of the model's tokenizer (what the data is encoded with)."""
+    return load_tokenizer(HFCausalLMSystem.tokenizer_source(HFCausalLMConfig(init=str(path))))
 
 
 def _system(path: Path, **kw) -> HFCausalLMSystem:
@@ -293,7 +291,6 @@ def test_sampling_during_training_uses_the_adapter(model_dirs: dict[str, Path], 
 
 
 def test_generate_text_same_with_and_without_cache(model_dirs: dict[str, Path]) -> None:
-    sampling = pytest.importorskip("genloop.generation.text_sampling")
     for kind in ("gpt2", "llama"):
         path = model_dirs[kind]
         system = _system(path, block_size=8).eval()  # a short context, so the window slides
@@ -301,14 +298,14 @@ def test_generate_text_same_with_and_without_cache(model_dirs: dict[str, Path]) 
         lm = system.causal_lm()
         texts = {}
         for use_cache in (True, False):
-            params = sampling.SamplingParams(max_tokens=20, temperature=0, stop_at_eot=False)
-            texts[use_cache] = sampling.generate_text(lm, tok.encode, tok.decode, "hello", params, seed=0,
+            params = SamplingParams(max_tokens=20, temperature=0, stop_at_eot=False)
+            texts[use_cache] = generate_text(lm, tok.encode, tok.decode, "hello", params, seed=0,
                                                       eot_id=tok.eot_id, use_cache=use_cache)
         assert texts[True] == texts[False]
         sampled = {}
         for use_cache in (True, False):
-            params = sampling.SamplingParams(max_tokens=12, temperature=1.0, stop_at_eot=False)
-            sampled[use_cache] = sampling.generate_text(lm, tok.encode, tok.decode, "the fox", params, seed=3, n=2,
+            params = SamplingParams(max_tokens=12, temperature=1.0, stop_at_eot=False)
+            sampled[use_cache] = generate_text(lm, tok.encode, tok.decode, "the fox", params, seed=3, n=2,
                                                         use_cache=use_cache)
         assert sampled[True] == sampled[False]
 

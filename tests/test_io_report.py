@@ -13,6 +13,7 @@ from PIL import Image
 
 from genloop.evaluation.report import plot_losses, write_report
 from genloop.generation.io import make_grid, read_recipe, save_images, save_png, tensor_to_pil
+from genloop.training.logger import MetricsLogger, read_metrics, read_metrics_from
 
 
 def _images(n: int, c: int, size: int = 8, seed: int = 0) -> torch.Tensor:
@@ -107,6 +108,41 @@ def test_save_images(tmp_path: Path) -> None:
     assert _no_temp_files(out)
 
 
+# ----------------------------------------------------------------------------------- metrics.jsonl
+
+
+def test_metrics_reader_tolerates_a_line_being_written(tmp_path: Path) -> None:
+    """The one reader of metrics.jsonl (report, studio worker, studio route): whole lines only, continuing
+    from an offset, so a record cut mid-write is read once it is complete, never half or twice."""
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger.log(10, {"loss": 1.5})
+    logger.log(20, {"loss": 1.25})
+    path = tmp_path / "metrics.jsonl"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"step": 30, "lo')  # the logger is mid-write
+    records, offset = read_metrics_from(path)
+    assert records == [{"step": 10, "loss": 1.5}, {"step": 20, "loss": 1.25}]
+    assert read_metrics_from(path, offset) == ([], offset)  # the half line is not consumed
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('ss": 1.0}\n[1, 2]\nnot json\n{"step": 40, "loss": 0.5}\n')
+    more, end = read_metrics_from(path, offset)
+    assert more == [{"step": 30, "loss": 1.0}, {"step": 40, "loss": 0.5}]  # non-objects and bad lines skipped
+    assert end == path.stat().st_size
+    assert read_metrics(path) == records + more
+    assert read_metrics(tmp_path / "missing.jsonl") == []
+
+
+def test_metrics_logger_resume_drops_later_and_cut_lines(tmp_path: Path) -> None:
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    for step in (10, 20, 30):
+        logger.log(step, {"loss": step / 10})
+    with open(tmp_path / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 40, "lo')  # killed mid-write
+    MetricsLogger(tmp_path, tensorboard=False, resume_step=20)
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 2.0}]
+    assert (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").endswith("}\n")
+
+
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -189,6 +225,43 @@ def test_report_broken_optional_file_becomes_warning(tmp_path: Path) -> None:
     (run / "eval" / "metrics.json").write_text("{not json")
     text = write_report(run).read_text(encoding="utf-8")
     assert "could not be read" in text
+
+
+def test_report_escapes_what_the_run_wrote(tmp_path: Path) -> None:
+    """Run names, config values, metric keys and sample texts are data: the template escapes all of them."""
+    run = _fake_run(tmp_path)
+    evil = '<script>alert("x")</script>'
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "id": f"run-{evil}", "note": evil}))
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["name"] = evil
+    config[evil] = {"a&b": "x < y"}
+    (run / "config.json").write_text(json.dumps(config))
+    ev = json.loads((run / "eval" / "metrics.json").read_text())
+    (run / "eval" / "metrics.json").write_text(json.dumps({**ev, evil: 1.5}))  # an uncatalogued metric key
+    (run / "eval" / "samples.txt").write_text(f"a sample {evil}")
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "<script" not in text and "alert(" in text  # there, but as text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
+    assert "<title>GenLoop run run-&lt;script&gt;" in text and "a&amp;b" in text and "x &lt; y" in text
+    _assert_self_contained(text)
+
+
+def test_report_tables_follow_the_catalogue(tmp_path: Path) -> None:
+    """Labels, "which way is better" and the ratio to the floor come from the metric catalogue."""
+    from genloop.evaluation import catalog
+
+    run = _fake_run(tmp_path)
+    ev = json.loads((run / "eval" / "metrics.json").read_text())
+    (run / "eval" / "metrics.json").write_text(json.dumps({**ev, "precision": 0.45, "precision_floor": 0.9,
+                                                           "kl_nats": 3.0}))
+    text = write_report(run).read_text(encoding="utf-8")
+    precision, kl = catalog.get("precision"), catalog.get("kl_nats")
+    assert "50% of real" in text  # a higher-is-better score as a share of its floor
+    assert f"<b>{precision.label.capitalize()}</b>: higher is better: {precision.help}" in text.replace("&#39;", "'")
+    assert f"<b>{kl.label}</b>: {kl.help}" in text.replace("&#39;", "'")  # no better side: no direction claimed
+    # catalogue order: FID before KID before precision, whatever order the file has them in
+    assert text.index(">FID<") < text.index(">KID<") < text.index(">Precision (fidelity)<")
 
 
 def test_report_not_a_run_dir(tmp_path: Path) -> None:

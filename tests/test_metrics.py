@@ -15,6 +15,7 @@ from genloop.evaluation import (
     FrechetDistance,
     InceptionScore,
     KernelInceptionDistance,
+    catalog,
     evaluate_images,
     frechet_distance,
     get_feature_extractor,
@@ -96,8 +97,10 @@ def _fid(x, y) -> float:
 
 def test_fid_of_a_set_with_itself_is_zero():
     x = _gaussian(400, 16, seed=0, mean=5.0)
-    assert FrechetDistance.higher_is_better is False
     assert _fid(x, x) < 1e-6 * np.trace(np.cov(x, rowvar=False))
+    # the catalogue ranks the identical set above a shifted one (compare and checkpoint selection use it)
+    fid = catalog.get("fid")
+    assert fid.badness(_fid(x, x)) < fid.badness(_fid(x, x + 0.5))
 
 
 def test_fid_matches_closed_form_and_is_symmetric():
@@ -165,7 +168,6 @@ def test_mmd2_unbiased_matches_explicit_sums():
 
 def test_kid_near_zero_for_same_distribution_and_positive_for_different():
     same, diff = KernelInceptionDistance(subsets=20, subset_size=200), KernelInceptionDistance(subsets=20, subset_size=200)
-    assert KernelInceptionDistance.higher_is_better is False
     x, y, z = _gaussian(400, 16, 7), _gaussian(400, 16, 8), _gaussian(400, 16, 9, mean=0.7)
     same.update(x, real=True)
     same.update(y, real=False)
@@ -174,6 +176,7 @@ def test_kid_near_zero_for_same_distribution_and_positive_for_different():
     s, d = same.compute(), diff.compute()
     assert d["kid_mean"] > 0.05 and d["kid_mean"] > 5 * d["kid_std"]
     assert abs(s["kid_mean"]) < 0.05 * d["kid_mean"]
+    assert catalog.get("kid").badness(s["kid_mean"]) < catalog.get("kid").badness(d["kid_mean"])
     # seeded: the same subsets every time; reset empties it
     assert diff.compute() == d
     diff.reset()
@@ -186,7 +189,6 @@ def test_kid_near_zero_for_same_distribution_and_positive_for_different():
 
 def test_inception_score_bounds():
     k = 5
-    assert InceptionScore.higher_is_better is True
     identical = InceptionScore(splits=4)
     identical.update(np.tile([0.1, 0.2, 0.3, 0.2, 0.2], (100, 1)))
     assert identical.compute()["is_mean"] == pytest.approx(1.0, abs=1e-9)
@@ -197,6 +199,7 @@ def test_inception_score_bounds():
         confident.update(chunk)
     out = confident.compute()
     assert out["is_mean"] == pytest.approx(k, rel=1e-9) and out["is_std"] == pytest.approx(0, abs=1e-9)
+    assert catalog.get("is").badness(out["is_mean"]) < catalog.get("is").badness(identical.compute()["is_mean"])
 
     confident.reset()
     confident.update(torch.full((10, k), 1 / k))

@@ -27,7 +27,7 @@ from .runs import Run, RunStore
 from .serialization import read_json, write_json
 from .systems import DataSpec, System, models
 from .training import TrainConfig, Trainer
-from .training.config import SELECTABLE_METRICS
+from .evaluation import catalog
 from .training.engine import pick_device
 
 SECTIONS = ("model", "data", "train")
@@ -244,7 +244,7 @@ def _quick_evaluator(dataset: ImageDataset, cfg: TrainConfig, progress: bool) ->
         out = pipe_cls(system, {"run_id": None, "model": system.config.name})(n=cfg.eval_samples, seed=2_000_000)
         r = evaluate_images(out.tensors, dataset, extractor, seed=0, labels=out.labels,
                             metrics=("fid", "kid", "prdc", "class"))
-        return {k: float(r[k]) for k in SELECTABLE_METRICS if k in r}
+        return {k: float(r[k]) for k in catalog.selectable() if k in r}
 
     return quick
 

@@ -273,22 +273,33 @@ def eval_(
     say(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / name}")
 
 
+def _metric_table(r: dict[str, Any], modality: str, title: str, floor_title: str) -> Table:
+    """One row per catalogued metric present in ``r``: value (± spread), its floor, and which way is better.
+
+    Labels, formats, floors and directions all come from :mod:`genloop.evaluation.catalog`, so this
+    table, the HTML report and ``genloop compare`` cannot disagree about a metric.
+    """
+    from ..evaluation import catalog
+
+    table = Table(title=title)
+    for col in ("metric", "model", floor_title, "better"):
+        table.add_column(col, justify="right" if col in ("model", floor_title) else "left")
+    for m in catalog.for_modality(modality):
+        if r.get(m.key) is None:
+            continue
+        value = m.format(r[m.key])
+        if m.spread and r.get(m.spread) is not None:
+            value += f" ± {m.format(r[m.spread])}"
+        floor = m.format(r[m.floor]) if m.floor and r.get(m.floor) is not None else ""
+        table.add_row(m.label, value, floor, m.better_word)
+    return table
+
+
 def print_text_metrics(r: dict[str, Any]) -> None:
     p = r["loss_protocol"]
-    table = Table(title=f"evaluation of {r['run_id']} ({r['n']} samples of up to {r['sample_settings']['max_tokens']} tokens)")
-    for col in ("metric", "model", "held-out real text", "better"):
-        table.add_column(col, justify="right" if col in ("model", "held-out real text") else "left")
-    table.add_row("validation loss (nats/token)", f"{r['val_loss']:.4f}", "", "lower")
-    table.add_row("perplexity", f"{r['perplexity']:.3f}", "", "lower")
-    table.add_row("bits per character", f"{r['bits_per_char']:.4f}", "", "lower")
-    table.add_row("bits per byte", f"{r['bits_per_byte']:.4f}", "", "lower")
-    for k, label in (("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"), ("distinct_3", "distinct-3")):
-        table.add_row(label, f"{r[k]:.3f}", f"{r[k + '_floor']:.3f}", "closer to real")
-    table.add_row("self-BLEU", f"{r['self_bleu']:.3f}", f"{r['self_bleu_floor']:.3f}", "closer to real")
-    table.add_row("longest verbatim span (mean chars)", f"{r['longest_span_mean']:.1f}", f"{r['longest_span_mean_floor']:.1f}", "lower")
-    table.add_row(f"samples with a copied span >= {r['memorization']['threshold']} chars", f"{r['copy_rate']:.3f}",
-                  f"{r['copy_rate_floor']:.3f}", "lower")
-    out.print(table)
+    title = (f"evaluation of {r['run_id']} ({r['n']} samples of up to {r['sample_settings']['max_tokens']} tokens; "
+             f"copies: a span >= {r['memorization']['threshold']} chars from the training text)")
+    out.print(_metric_table(r, "text", title, "held-out real text"))
     say(f"loss protocol: {p['split']} split, windows of {p['block_size']} tokens every {p['stride']} "
         f"({p['tokens_scored']} of {p['val_tokens']} tokens scored); samples at temperature "
         f"{r['sample_settings']['temperature']}, {r['generation_tokens_per_s']:.0f} tokens/s")
@@ -300,33 +311,8 @@ def print_metrics(r: dict[str, Any]) -> None:
     if "val_loss" in r and "fid" not in r:
         print_text_metrics(r)
         return
-    table = Table(title=f"evaluation of {r['run_id']} ({r['n_generated']} samples vs {r['n_reference']} held-out real)")
-    table.add_column("metric")
-    table.add_column("model", justify="right")
-    table.add_column("real-data floor", justify="right")
-    table.add_column("better")
-    if "fid" in r:
-        table.add_row("FID", f"{r['fid']:.3f}", f"{r['fid_floor']:.3f}", "lower")
-    if "kid" in r:
-        table.add_row("KID", f"{r['kid']:.4f} ± {r.get('kid_std', 0):.4f}", f"{r['kid_floor']:.4f}", "lower")
-    if "is" in r:
-        table.add_row("Inception Score", f"{r['is']:.3f} ± {r.get('is_std', 0):.3f}", f"{r['is_real']:.3f} (real)", "higher")
-    for key, label in (("precision", "precision (fidelity)"), ("recall", "recall (diversity)"),
-                       ("density", "density"), ("coverage", "coverage")):
-        if key in r:
-            table.add_row(label, f"{r[key]:.3f}", f"{r[key + '_floor']:.3f}", "higher")
-    if "class_accuracy" in r:
-        table.add_row("class accuracy", f"{r['class_accuracy']:.3f}", f"{r['class_accuracy_floor']:.3f}", "higher")
-    if "per_class_fid_mean" in r:
-        table.add_row("per-class FID (mean)", f"{r['per_class_fid_mean']:.3f}", f"{r['per_class_fid_floor_mean']:.3f}", "lower")
-    if "copy_rate" in r:
-        table.add_row("near-copies of training images", f"{r['copy_rate']:.3f}", f"{r['copy_rate_floor']:.3f}", "lower")
-    if "elbo_nats" in r:
-        table.add_row("ELBO (nats/image, test)", f"{r['elbo_nats']:.2f}", "", "higher")
-    if "iwae_nats" in r:
-        table.add_row("IWAE bound (nats/image, test)", f"{r['iwae_nats']:.2f}", "", "higher")
-    if "iwae_bits_per_dim" in r:
-        table.add_row("IWAE bound (bits/dim)", f"{r['iwae_bits_per_dim']:.4f}", "", "lower")
+    title = f"evaluation of {r['run_id']} ({r['n_generated']} samples vs {r['n_reference']} held-out real)"
+    table = _metric_table(r, "image", title, "real-data floor")
     out.print(table)
     fn = r.get("feature_net", {})
     acc = fn.get("accuracy")
@@ -353,22 +339,25 @@ def compare(
 ) -> None:
     """One table and one plot across runs: FID (and its multiple of the floor), KID, precision/recall, ..."""
     from .. import api
-    from ..evaluation.compare import COLUMNS, format_cell
+    from ..evaluation.compare import best_runs, columns, format_cell
 
     result = api.compare(run_ids, out=out_dir, runs_dir=runs_dir)
     rows = result["rows"]
-    columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    cols = columns(rows)
     if out.is_terminal:
-        table = Table(title="comparison (distances beside their real-data floor in compare.json)")
-        for _, title, _ in columns:
-            table.add_column(title, no_wrap=title == "run", justify="left" if title in ("run", "model", "data") else "right")
+        best = best_runs(rows)  # the catalogue's direction: lowest FID, highest precision, ...
+        table = Table(title="comparison (best per metric in bold; floors and std in compare.json)")
+        for c in cols:
+            table.add_column(c.title, no_wrap=c.key == "run_id",
+                             justify="left" if c.key in ("run_id", "model", "dataset") else "right")
         for r in rows:
-            table.add_row(*(format_cell(r, k, f) for k, _, f in columns))
+            table.add_row(*(Text(format_cell(r, c), style="bold" if best.get(c.key) == r["run_id"] else "")
+                            for c in cols))
         out.print(table)
     else:  # piped: tab-separated, for scripts
-        say("\t".join(k for k, _, _ in columns))
+        say("\t".join(c.key for c in cols))
         for r in rows:
-            say("\t".join(format_cell(r, k, f) for k, _, f in columns))
+            say("\t".join(format_cell(r, c) for c in cols))
     say(f"written to {result['json']} and {result['png']}")
 
 

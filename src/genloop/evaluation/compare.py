@@ -8,32 +8,42 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError
 from ..runs import Run
 from ..serialization import atomic_write, read_json, write_json
+from . import catalog
 
-# (key in the comparison row, column title, format)
-COLUMNS: list[tuple[str, str, str]] = [
-    ("run_id", "run", "{}"),
-    ("model", "model", "{}"),
-    ("dataset", "data", "{}"),
-    ("step", "steps", "{}"),
-    ("train_seconds", "train s", "{:.0f}"),
-    ("images_per_s", "img/s", "{:.0f}"),
-    ("fid", "FID", "{:.2f}"),
-    ("fid_x_floor", "FID/floor", "{:.1f}x"),
-    ("kid", "KID", "{:.4f}"),
-    ("precision", "precision", "{:.3f}"),
-    ("recall", "recall", "{:.3f}"),
-    ("density", "density", "{:.3f}"),
-    ("coverage", "coverage", "{:.3f}"),
-    ("class_accuracy", "class acc", "{:.3f}"),
-    ("copy_rate", "copies", "{:.3f}"),
-    ("sampling_ms_per_image", "ms/img", "{:.1f}"),
-]
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the comparison table: the key in a comparison row, its title and its format."""
+
+    key: str
+    title: str
+    fmt: str
+
+
+# Who and how fast: the columns before the metrics (which come from the catalogue, in its order).
+_RUN_COLUMNS = (Column("run_id", "run", "{}"), Column("model", "model", "{}"), Column("dataset", "data", "{}"),
+                Column("step", "steps", "{}"), Column("train_seconds", "train s", "{:.0f}"),
+                Column("images_per_s", "img/s", "{:.0f}"), Column("tokens_per_s", "tok/s", "{:.0f}"))
+# Keys of eval/metrics.json kept in a row beside the catalogued metrics and their floors and spreads.
+_CONTEXT = ("n_generated", "n", "sampler", "steps")
+
+
+def columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The columns worth showing for ``rows``: run facts, then every catalogued metric some row has (FID
+    followed by its multiple of the floor, the number that compares fairly across sample sizes)."""
+    cols = list(_RUN_COLUMNS)
+    for m in catalog.CATALOG.values():
+        cols.append(Column(m.key, m.title, m.fmt))
+        if m.key == "fid":
+            cols.append(Column("fid_x_floor", "FID/floor", "{:.1f}x"))
+    return [c for c in cols if any(r.get(c.key) is not None for r in rows)]
 
 
 def comparison_row(run: Run) -> dict[str, Any]:
@@ -50,10 +60,9 @@ def comparison_row(run: Run) -> dict[str, Any]:
         "step": m.get("step"),
         "train_seconds": timings.get("train_seconds"),
         "images_per_s": timings.get("images_per_s"),
+        "tokens_per_s": timings.get("tokens_per_s"),
     }
-    for key in ("fid", "fid_floor", "kid", "kid_floor", "precision", "precision_floor", "recall", "recall_floor",
-                "density", "density_floor", "coverage", "coverage_floor", "class_accuracy", "class_accuracy_floor",
-                "copy_rate", "copy_rate_floor", "sampling_ms_per_image", "n_generated", "sampler", "steps"):
+    for key in (*catalog.CATALOG, *sorted(catalog.companions()), *_CONTEXT):
         if key in m:
             row[key] = m[key]
     if m.get("fid") is not None and m.get("fid_floor"):
@@ -62,11 +71,36 @@ def comparison_row(run: Run) -> dict[str, Any]:
     return row
 
 
-def format_cell(row: dict[str, Any], key: str, fmt: str) -> str:
-    v = row.get(key)
+def best_runs(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """For each catalogued metric that two or more rows have, the id of the run it ranks best.
+
+    "Best" is the catalogue's direction (:meth:`catalog.Metric.badness`): lowest FID, highest precision,
+    diversity statistics closest to their own real-data floor. Metrics without a better side (the VAE's
+    KL), or a ``closer`` metric whose floor a row lacks, are not ranked: a wrong winner is worse than none.
+    """
+    best: dict[str, str] = {}
+    for m in catalog.CATALOG.values():
+        scored = []
+        for r in rows:
+            value = r.get(m.key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+                continue
+            try:
+                scored.append((m.badness(value, r.get(m.floor) if m.floor else None), r["run_id"]))
+            except ValueError:
+                scored = []
+                break
+        if len(scored) >= 2:
+            best[m.key] = min(scored)[1]
+    return best
+
+
+def format_cell(row: dict[str, Any], col: Column) -> str:
+    """A table cell: ``-`` for a missing or NaN value, so every row has every column."""
+    v = row.get(col.key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return fmt.format(v)
+    return col.fmt.format(v)
 
 
 def render_plot(rows: list[dict[str, Any]]) -> bytes:
@@ -85,7 +119,7 @@ def render_plot(rows: list[dict[str, Any]]) -> bytes:
     ax1.set_xticks(range(len(rows)), names, fontsize=8)
     if any(math.isfinite(v) and v > 0 for v in ratios):
         ax1.set_yscale("log")
-    ax1.set_title("FID / real-data floor (lower is better)", fontsize=10)
+    ax1.set_title(f"FID / real-data floor ({catalog.get('fid').better_word} is better)", fontsize=10)
     ax1.legend(fontsize=8, frameon=False)
     for i, r in enumerate(rows):
         if r.get("precision") is not None and r.get("recall") is not None:
@@ -110,10 +144,11 @@ def render_plot(rows: list[dict[str, Any]]) -> bytes:
 
 
 def compare_runs(runs: list[Run], out_dir: Path) -> tuple[list[dict[str, Any]], Path, Path]:
-    """Rows for ``runs`` plus ``compare.json`` and ``compare.png`` in ``out_dir``."""
+    """Rows for ``runs`` plus ``compare.json`` (the rows, and the best run per metric) and ``compare.png``
+    in ``out_dir``. Rows keep the order the runs were named in."""
     rows = [comparison_row(r) for r in runs]
     json_path, png_path = out_dir / "compare.json", out_dir / "compare.png"
-    write_json(json_path, {"runs": rows})
+    write_json(json_path, {"runs": rows, "best": best_runs(rows)})
     with atomic_write(png_path) as f:
         f.write(render_plot(rows))
     return rows, json_path, png_path

@@ -119,7 +119,6 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
 class FrechetDistance:
     """FID: the Fréchet distance between Gaussians fitted to real and generated features. Lower is better."""
 
-    higher_is_better = False
 
     def __init__(self) -> None:
         self.real, self.fake = GaussianStats(), GaussianStats()
@@ -163,7 +162,6 @@ class KernelInceptionDistance:
     (not summarised) because the subsets are drawn at compute time.
     """
 
-    higher_is_better = False
 
     def __init__(self, subsets: int = 100, subset_size: int | None = None, seed: int = 0) -> None:
         if subsets < 1:
@@ -211,7 +209,6 @@ class InceptionScore:
     compare it with the IS of real held-out images (``is_real``), not with an absolute target.
     """
 
-    higher_is_better = True
 
     def __init__(self, splits: int = 10) -> None:
         if splits < 1:

@@ -156,7 +156,6 @@ class PrecisionRecall(_TwoSetMetric):
     data: precision near 0. Mode collapse onto a small part of the data: precision high, recall low.
     """
 
-    higher_is_better = True
     name = "precision/recall"
 
     def __init__(self, k: int = 3, chunk: int | None = None) -> None:
@@ -178,7 +177,6 @@ class DensityCoverage(_TwoSetMetric):
     dense real regions score more); coverage is in [0, 1] and falls when modes are missing.
     """
 
-    higher_is_better = True
     name = "density/coverage"
 
     def __init__(self, k: int = 5, chunk: int | None = None) -> None:

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
+import functools
 import io
 import json
 import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+import jinja2
 
 from ..errors import DataError, NotFoundError
 from ..serialization import atomic_write, read_json, write_text
+from ..training.logger import read_metrics
+from . import catalog
 
 # Columns of metrics.jsonl that are bookkeeping, not losses: they get their own plot (lr) or none.
 _NOT_LOSSES = ("step", "time", "lr", "images_per_s", "tokens_per_s", "eval/seconds")
@@ -38,27 +42,6 @@ _PLOT_WIDTH_IN = {1: 6.0, 2: 10.3, 3: 10.3}  # figure width by number of subplot
 
 # ----------------------------------------------------------------------------------------------------
 # Reading the run directory
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Records of metrics.jsonl. Unparsable lines are skipped: a run killed mid-write leaves half a
-    line at the end, and that must not cost the whole history."""
-    records: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return records
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            records.append(obj)
-    return records
 
 
 def _is_number(v: Any) -> bool:
@@ -184,7 +167,7 @@ def plot_losses(metrics_path: str | os.PathLike, out_png: str | os.PathLike) -> 
     path = Path(metrics_path)
     if not path.is_file():
         return None
-    png = _render_losses(_read_metrics(path))
+    png = _render_losses(read_metrics(path))
     if png is None:
         return None
     out = Path(out_png)
@@ -194,17 +177,13 @@ def plot_losses(metrics_path: str | os.PathLike, out_png: str | os.PathLike) -> 
 
 
 # ----------------------------------------------------------------------------------------------------
-# Formatting helpers
+# Formatting helpers: numbers become text here; the template only places (and escapes) that text.
 
 
 def _label(key: str) -> str:
     """``data_seconds`` -> ``Data seconds``: a JSON key as a table label."""
     text = str(key).replace("_", " ").strip()
     return text[:1].upper() + text[1:]
-
-
-def _esc(v: Any) -> str:
-    return html.escape(str(v), quote=True)
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -268,10 +247,9 @@ def _display_width(width: int, target: int, cap: int) -> int:
     return width * scale
 
 
-def _table(rows: Iterable[tuple[str, str]], cls: str = "kv") -> str:
-    """Two-column table; values are already-escaped HTML."""
-    body = "".join(f"<tr><th>{_esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="{cls}">{body}</table>' if body else ""
+def _dict(v: Any) -> dict[str, Any]:
+    """``v`` if it is a JSON object, else an empty one: hand-edited or half-written files may hold anything."""
+    return v if isinstance(v, dict) else {}
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -285,67 +263,23 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Report sections
+# Report sections: each returns the plain data its part of templates/report.html.j2 shows (None or an
+# empty collection when the run has nothing for it, and the template then leaves the section out).
+
+Rows = list[tuple[str, str]]
 
 
-_CSS = """
-:root { --fg:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f9fafb; --accent:#1d4ed8; }
-pre.text { white-space:pre-wrap; background:#fff; border:1px solid var(--line); padding:10px; font-size:13px; max-height:420px; overflow:auto; }
-p.note { color:var(--muted); font-size:13px; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--fg);
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1080px; margin: 0 auto; padding: 28px 24px 48px; }
-header h1 { margin: 0 0 4px; font-size: 26px; font-weight: 650; word-break: break-all; }
-header .sub { color: var(--muted); font-size: 15px; }
-.badge { display:inline-block; padding:1px 9px; border-radius:999px; font-size:12.5px; font-weight:600;
-  vertical-align: 2px; margin-left: 6px; background:#e5e7eb; color:#374151; }
-.badge.ok { background:#dcfce7; color:#166534; } .badge.bad { background:#fee2e2; color:#991b1b; }
-.badge.run { background:#dbeafe; color:#1e40af; }
-section { background:#fff; border:1px solid var(--line); border-radius:10px; padding:18px 22px;
-  margin-top: 20px; }
-h2 { font-size: 17px; margin: 0 0 12px; font-weight: 650; }
-h3.first { margin-top: 0; }
-h3 { font-size: 14px; margin: 18px 0 8px; color: var(--muted); font-weight: 600;
-  text-transform: uppercase; letter-spacing: .04em; }
-table { border-collapse: collapse; font-size: 14px; }
-th, td { border: 1px solid var(--line); padding: 5px 10px; text-align: left; vertical-align: top; }
-thead th { background: var(--bg); font-weight: 600; }
-table.kv th { background: var(--bg); font-weight: 500; color: #374151; white-space: nowrap; }
-table.metrics td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.config td { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px;
-  word-break: break-word; }
-.grid2 { display:flex; flex-wrap:wrap; gap: 24px; align-items:flex-start; }
-figure { margin: 0; }
-figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
-img.px { image-rendering: pixelated; image-rendering: crisp-edges; max-width: 100%; height: auto;
-  border: 1px solid var(--line); background: #fff; }
-img.plot { max-width: 100%; height: auto; }
-.strip { display:flex; flex-wrap:wrap; gap: 12px; }
-.strip figure { text-align:center; flex: 1 1 0; min-width: 84px; max-width: 160px; }
-.strip img.px { width: 100%; }
-.note { color: var(--muted); font-size: 13.5px; }
-.note ul { margin: 6px 0 0; padding-left: 20px; }
-.warn { background:#fffbeb; border:1px solid #fde68a; color:#92400e; border-radius:8px; padding:8px 12px;
-  margin-top: 16px; font-size: 14px; }
-footer { color: var(--muted); font-size: 12.5px; margin-top: 24px; text-align: center; }
-"""
+def _status_class(status: str) -> str:
+    low = status.lower()
+    if low in {"finished", "completed", "done", "success", "succeeded"}:
+        return "ok"
+    if low in {"failed", "diverged", "error", "crashed", "killed"}:
+        return "bad"
+    return "run" if low in {"running", "started", "training", "resumed"} else ""
 
 
-def _status_badge(status: Any) -> str:
-    s = str(status or "unknown")
-    low = s.lower()
-    cls = (
-        "ok" if low in {"finished", "completed", "done", "success", "succeeded"}
-        else "bad" if low in {"failed", "diverged", "error", "crashed", "killed"}
-        else "run" if low in {"running", "started", "training", "resumed"}
-        else ""
-    )
-    return f'<span class="badge {cls}">{_esc(s)}</span>'
-
-
-def _summary_section(run: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    timings = run.get("timings") if isinstance(run.get("timings"), dict) else {}
+def _summary(run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Rows]:
+    timings = _dict(run.get("timings"))
     last = records[-1] if records else {}
     step = run.get("step", last.get("step"))
     train_s = timings.get("train_seconds", last.get("time"))
@@ -355,31 +289,30 @@ def _summary_section(run: dict[str, Any], records: list[dict[str, Any]]) -> str:
         # Median over the logged rates: robust to the slow first steps (compilation, warm-up).
         rates = sorted(float(r[f"{unit}_per_s"]) for r in records if _finite(r.get(f"{unit}_per_s")))
         ips = rates[len(rates) // 2] if rates else None
-    rows: list[tuple[str, str]] = []
+    rows: Rows = []
     if step is not None:
-        rows.append(("Steps", _esc(_fmt(step))))
+        rows.append(("Steps", _fmt(step)))
     if train_s is not None:
-        rows.append(("Train time", _esc(_duration(train_s))))
+        rows.append(("Train time", _duration(train_s)))
     if ips is not None:
-        rows.append((f"{unit.capitalize()} / s", _esc(_fmt(ips, 3))))
+        rows.append((f"{unit.capitalize()} / s", _fmt(ips, 3)))
     for key, label in (("seed", "Seed"), ("genloop_version", "GenLoop version"), ("created", "Created"),
                        ("finished", "Finished")):
         if run.get(key) is not None:
-            rows.append((label, _esc(_fmt(run[key]))))
+            rows.append((label, _fmt(run[key])))
     shown = {"id", "model", "dataset", "status", "step", "seed", "genloop_version", "created", "finished",
              "timings"}
     # Anything else run.json records (device, parent run, resumed from...) is shown too, if it is simple.
     for key, value in run.items():
         if key not in shown and (value is None or isinstance(value, (str, int, float, bool))):
-            rows.append((_label(key), _esc(_fmt(value))))
-    timing_rows = _timing_rows(timings)
-    if not rows and not timing_rows:
-        return ""
-    parts = [f"<div>{_table(rows)}</div>"] if rows else []
-    if timing_rows:
-        # Timings sit beside the summary: both are short tables and read together.
-        parts.append(f"<div><h3 class='first'>Timings</h3>{_table(timing_rows)}</div>")
-    return '<section><h2>Summary</h2><div class="grid2">' + "".join(parts) + "</div></section>"
+            rows.append((_label(key), _fmt(value)))
+    # run.json timings: ``*_seconds`` keys as durations ("train" -> "6 min 04 s"), others as numbers.
+    timing_rows: Rows = [
+        (_label(key[: -len("_seconds")]), _duration(value)) if key.endswith("_seconds") and _is_number(value)
+        else (_label(key), _fmt(value))
+        for key, value in timings.items()
+    ]
+    return {"rows": rows, "timings": timing_rows}
 
 
 def _sample_files(run_dir: Path) -> list[tuple[int, Path]]:
@@ -394,76 +327,54 @@ def _sample_files(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _samples_section(run_dir: Path, warnings: list[str]) -> str:
+def _picture(path: Path, run_dir: Path, warnings: list[str], target: int, cap: int,
+             step: int | None = None) -> dict[str, Any] | None:
+    """An image file as an inline picture (data URI, crisp display width); a warning when unreadable."""
+    info = _image_info(path)
+    if info is None:
+        warnings.append(f"{path.relative_to(run_dir)} could not be read as an image.")
+        return None
+    data, width = info
+    return {"uri": _data_uri(data), "width": _display_width(width, target, cap), "step": step,
+            "step_text": f"{step:,}" if step is not None else ""}
+
+
+def _samples(run_dir: Path, warnings: list[str]) -> dict[str, Any] | None:
+    """The latest grid (``generated/grid.png``, else the last training grid; its ``step`` is None for the
+    generated one), a strip of earlier training grids, and the closest-pairs picture of the evaluation."""
     samples = _sample_files(run_dir)
     generated = run_dir / "generated" / "grid.png"
-    main: tuple[Path, str] | None = None
     earlier = samples
     if generated.is_file():
-        main = (generated, "generated/grid.png — from <code>genloop generate</code>")
+        main_path, main_step = generated, None
     elif samples:
-        step, path = samples[-1]
-        main = (path, f"training samples at step {step:,}")
+        main_step, main_path = samples[-1]
         earlier = samples[:-1]
-    if main is None:
-        return ""
-    parts = ["<section><h2>Samples</h2>"]
-    info = _image_info(main[0])
-    if info is None:
-        warnings.append(f"{main[0].relative_to(run_dir)} could not be read as an image.")
     else:
-        data, width = info
-        shown = _display_width(width, 360, 720)
-        parts.append(
-            f'<figure><img class="px" src="{_data_uri(data)}" width="{shown}" alt="sample grid">'
-            f"<figcaption>{main[1]}</figcaption></figure>"
-        )
-    if earlier:
+        return None
+    if len(earlier) > _MAX_STRIP:
         # Evenly spaced picks, always including the first and the last, so the strip shows progress.
-        if len(earlier) > _MAX_STRIP:
-            idx = sorted({round(i * (len(earlier) - 1) / (_MAX_STRIP - 1)) for i in range(_MAX_STRIP)})
-            earlier = [earlier[i] for i in idx]
-        figs = []
-        for step, path in earlier:
-            info = _image_info(path)
-            if info is None:
-                warnings.append(f"{path.relative_to(run_dir)} could not be read as an image.")
-                continue
-            data, width = info
-            figs.append(
-                f'<figure><img class="px" src="{_data_uri(data)}" width="{_display_width(width, 140, 180)}"'
-                f' alt="samples at step {step}"><figcaption>step {step:,}</figcaption></figure>'
-            )
-        if figs:
-            parts.append('<h3>During training</h3><div class="strip">' + "".join(figs) + "</div>")
+        idx = sorted({round(i * (len(earlier) - 1) / (_MAX_STRIP - 1)) for i in range(_MAX_STRIP)})
+        earlier = [earlier[i] for i in idx]
+    strip = [_picture(path, run_dir, warnings, 140, 180, step) for step, path in earlier]
     pairs = run_dir / "eval" / "closest_pairs.png"
-    info = _image_info(pairs) if pairs.is_file() else None
-    if info is not None:
-        data, width = info
-        parts.append(
-            f'<h3>Closest to the training set</h3><figure><img class="px" src="{_data_uri(data)}" '
-            f'width="{_display_width(width, 360, 720)}" alt="closest pairs"><figcaption>each sample beside its '
-            "nearest training image, most copy-like first (eval/closest_pairs.png)</figcaption></figure>"
-        )
-    parts.append("</section>")
-    return "".join(parts)
+    return {
+        "main": _picture(main_path, run_dir, warnings, 360, 720, main_step),
+        "strip": [p for p in strip if p is not None],
+        "pairs": _picture(pairs, run_dir, [], 360, 720) if pairs.is_file() else None,
+    }
 
 
-def _losses_section(records: list[dict[str, Any]]) -> str:
+def _losses(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     png = _render_losses(records) if records else None
     if png is None:
-        return ""
+        return None
     info = _image_info_bytes(png)
-    width = f' width="{round(info * 100 / _PLOT_DPI)}"' if info else ""
     note = "Thin light line: the value logged at each step. Dark line: its exponential moving average."
     if {"d_loss", "g_loss"} & set(_loss_keys(records)):
         note += (" GAN losses do not fall steadily the way a classifier's does; look for them to stay "
                  "bounded rather than to reach zero.")
-    return (
-        "<section><h2>Training curves</h2>"
-        f'<img class="plot" src="{_data_uri(png)}"{width} alt="loss curves">'
-        f'<p class="note">{_esc(note)}</p></section>'
-    )
+    return {"uri": _data_uri(png), "width": round(info * 100 / _PLOT_DPI) if info else None, "note": note}
 
 
 def _image_info_bytes(png: bytes) -> int | None:
@@ -477,64 +388,35 @@ def _image_info_bytes(png: bytes) -> int | None:
         return None
 
 
-def _ratio(value: Any, floor: Any) -> str:
-    if _finite(value) and _finite(floor) and floor > 0:
+def _ratio(metric: catalog.Metric, value: Any, floor: Any) -> str:
+    """How far from its floor: a multiple for distances (lower is better), a share for scores (higher)."""
+    if not (_finite(value) and _finite(floor) and floor > 0):
+        return ""
+    if metric.direction == "lower":
         return f"{value / floor:.1f}× floor"
+    if metric.direction == "higher":
+        return f"{100 * value / floor:.0f}% of real"
     return ""
 
 
-# Extra numbers eval/metrics.json may hold, with a label and how to read them.
-_EXTRA_METRICS = {
-    "elbo_nats": ("ELBO (nats / image)", "the variational bound on the log-likelihood of held-out images"),
-    "elbo_bits_per_dim": ("Bits per dimension", "lower is better: the negative ELBO expressed per pixel channel"),
-    "recon_nats": ("Reconstruction (nats / image)", "lower is better: the decoder's negative log-likelihood"),
-    "kl_nats": ("KL (nats / image)", "how much the encoder's posterior departs from the prior"),
-    "bits_per_dim": ("Bits per dimension", "lower is better: the bound expressed per pixel channel"),
-    "precision": ("Precision", "higher is better: share of generated images inside the real images' k-NN manifold"),
-    "recall": ("Recall", "higher is better: share of real images inside the generated images' k-NN manifold"),
-    "density": ("Density", "higher is better (about 1 for real data): how many real neighbourhoods hold each sample"),
-    "coverage": ("Coverage", "higher is better: share of real images with a sample in their neighbourhood"),
-    "class_accuracy": ("Class accuracy", "higher is better: samples the reference classifier puts in their requested class"),
-    "per_class_fid_mean": ("Per-class FID (mean)", "lower is better: FID within each class, averaged"),
-    "copy_rate": ("Near-copies", "lower is better: share of samples that are near copies of a training image"),
-    "iwae_nats": ("IWAE bound (nats / image)", "a tighter log-likelihood bound than the ELBO (k importance samples)"),
-    "iwae_bits_per_dim": ("IWAE bits per dimension", "lower is better: the IWAE bound per pixel channel"),
-    "sampling_ms_per_image": ("Sampling time (ms / image)", "wall time to generate one image on the evaluation device"),
-}
-_EVAL_KNOWN = {"fid", "fid_floor", "kid", "kid_std", "kid_floor", "is", "is_std", "is_real", "is_real_std",
-               "n_generated", "n_reference", "n_floor", "reference_split", "feature_net",
-               # bookkeeping, not metrics: what was scored and how long it took
-               "step", "seed", "seconds", "run_id", "model", "checkpoint_sha256", "genloop_version",
-               "floor_split", "family_metrics_split", "kid_floor_std", "checkpoint", "sampler", "steps", "guidance",
-               "eta", "sampling_device", "prdc_k", "memorization", "per_class_fid", "per_class_fid_floor"}
+def _how(metric: catalog.Metric) -> str:
+    """A note line of the evaluation table: which way is better (from the catalogue), then what it is."""
+    better = {"lower": "lower is better: ", "higher": "higher is better: ", "closer": "closer to real is better: ",
+              "none": ""}[metric.direction]
+    return better + metric.help
 
 
 _TEXT_SAMPLE_RE = re.compile(r"step-(\d+)\.txt$")
 
 
-def _text_section(run_dir: Path, ev: dict[str, Any]) -> str:
-    """A language model's report: its samples as text, and its metrics beside held-out real text."""
-    parts: list[str] = []
+def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
+    """A language model's part: its metrics beside held-out real text, and its samples as text."""
+    metrics: list[tuple[str, str, str]] = []
     if _is_number(ev.get("val_loss")):
-        p = ev.get("loss_protocol", {})
-        rows = [("Validation loss (nats / token)", _fmt(ev["val_loss"], 4), ""),
-                ("Perplexity", _fmt(ev.get("perplexity"), 4), ""),
-                ("Bits per character", _fmt(ev.get("bits_per_char"), 4), ""),
-                ("Bits per byte", _fmt(ev.get("bits_per_byte"), 4), "")]
-        for key, label in (("distinct_1", "Distinct-1"), ("distinct_2", "Distinct-2"), ("distinct_3", "Distinct-3"),
-                           ("self_bleu", "Self-BLEU"), ("longest_span_mean", "Longest verbatim span (mean chars)"),
-                           ("copy_rate", "Samples with a copied span ≥ 50 chars")):
-            if key in ev:
-                rows.append((label, _fmt(ev[key], 4), _fmt(ev.get(f"{key}_floor"), 4)))
-        body = "".join(f"<tr><th>{_esc(a)}</th><td class='num'>{_esc(b)}</td><td class='num'>{_esc(c)}</td></tr>"
-                       for a, b, c in rows)
-        parts.append(
-            "<h3>Text metrics</h3><table class='metrics'><tr><th>metric</th><th>model</th><th>held-out real text</th></tr>"
-            f"{body}</table><p class='note'>Loss on the {_esc(p.get('split', 'val'))} split in windows of "
-            f"{_esc(p.get('block_size'))} tokens every {_esc(p.get('stride'))} ({_esc(p.get('tokens_scored'))} tokens "
-            f"scored). Diversity and memorisation of {_esc(ev.get('n'))} samples at temperature "
-            f"{_esc(ev.get('sample_settings', {}).get('temperature'))}, beside the same statistics of held-out "
-            "real text of the same length: closer to real is better; copied spans are measured against the training text.</p>")
+        for m in catalog.for_modality("text"):
+            if m.key in ev:
+                floor = ev.get(m.floor) if m.floor else None
+                metrics.append((_label(m.label), _fmt(ev[m.key], 4), _fmt(floor, 4) if m.floor else ""))
     texts: list[tuple[str, str]] = []
     gen = run_dir / "generated" / "texts.jsonl"
     if gen.is_file():
@@ -546,131 +428,83 @@ def _text_section(run_dir: Path, ev: dict[str, Any]) -> str:
             r = item.get("recipe", {})
             texts.append((f"generated (seed {r.get('seed')}, temperature {r.get('temperature')})",
                           (r.get("prompt") or "") + item.get("text", "")))
-    samples = sorted((int(m.group(1)), q) for q in (run_dir / "samples").glob("step-*.txt")
-                     if (m := _TEXT_SAMPLE_RE.search(q.name))) if (run_dir / "samples").is_dir() else []
+    folder = run_dir / "samples"
+    samples = sorted((int(match.group(1)), q) for q in folder.glob("step-*.txt")
+                     if (match := _TEXT_SAMPLE_RE.search(q.name))) if folder.is_dir() else []
     if samples:
         step, path = samples[-1]
         texts.append((f"training samples at step {step:,}", path.read_text(encoding="utf-8")))
-    if (run_dir / "eval" / "samples.txt").is_file():
-        texts.append(("evaluation samples (eval/samples.txt)", (run_dir / "eval" / "samples.txt").read_text(encoding="utf-8")))
-    for caption, text in texts:
-        parts.append(f"<h3>{_esc(caption)}</h3><pre class='text'>{_esc(text[:4000])}</pre>")
-    if not parts:
-        return ""
-    return "<section><h2>Text</h2>" + "".join(parts) + "</section>"
+    eval_samples = run_dir / "eval" / "samples.txt"
+    if eval_samples.is_file():
+        texts.append(("evaluation samples (eval/samples.txt)", eval_samples.read_text(encoding="utf-8")))
+    if not metrics and not texts:
+        return None
+    p = _dict(ev.get("loss_protocol"))
+    protocol = {"split": p.get("split", "val"), **{k: p.get(k) for k in ("block_size", "stride", "tokens_scored")}}
+    return {"metrics": metrics, "protocol": protocol, "n": ev.get("n"),
+            "temperature": _dict(ev.get("sample_settings")).get("temperature"),
+            "samples": [(caption, text[:4000]) for caption, text in texts]}
 
 
-def _eval_section(ev: dict[str, Any]) -> str:
+def _evaluation(ev: dict[str, Any]) -> dict[str, Any] | None:
+    """An image model's metrics table (catalogued metrics in catalogue order, then any others it recorded),
+    how to read it, and what was scored with what."""
     if _is_number(ev.get("val_loss")) and "fid" not in ev:
-        return ""  # a language model's metrics are in the text section
-    rows: list[str] = []
-
-    def row(name: str, value: str, floor: str, ratio: str) -> None:
-        rows.append(
-            f'<tr><th>{_esc(name)}</th><td class="num">{value}</td><td class="num">{floor}</td>'
-            f'<td class="num">{ratio}</td></tr>'
-        )
-
-    if _is_number(ev.get("fid")):
-        floor = ev.get("fid_floor")
-        row("FID", _esc(_fmt(ev["fid"], 4)), _esc(_fmt(floor, 4)) if floor is not None else "",
-            _esc(_ratio(ev["fid"], floor)))
-    if _is_number(ev.get("kid")):
-        value = _fmt(ev["kid"], 3) + (f" ± {_fmt(ev['kid_std'], 2)}" if _is_number(ev.get("kid_std")) else "")
-        floor = ev.get("kid_floor")
-        row("KID", _esc(value), _esc(_fmt(floor, 3)) if floor is not None else "", _esc(_ratio(ev["kid"], floor)))
-    if _is_number(ev.get("is")):
-        value = _fmt(ev["is"], 3) + (f" ± {_fmt(ev['is_std'], 2)}" if _is_number(ev.get("is_std")) else "")
-        real = ev.get("is_real")
-        share = f"{100 * ev['is'] / real:.0f}% of real" if _finite(real) and real > 0 and _finite(ev["is"]) else ""
-        row("IS", _esc(value), (_esc(_fmt(real, 3)) + " (real)") if real is not None else "", _esc(share))
-    extra_notes: list[str] = []
-    for key, value in ev.items():
-        if key in _EVAL_KNOWN or key.endswith("_floor") or not _is_number(value):
+        return None  # a language model's metrics are in the text section
+    rows: list[dict[str, str]] = []
+    notes: list[tuple[str, str]] = []
+    for m in catalog.for_modality("image"):
+        value = ev.get(m.key)
+        if not _is_number(value):
             continue
-        label, how = _EXTRA_METRICS.get(key, (key.replace("_", " "), ""))
-        floor = ev.get(f"{key}_floor")
-        row(label, _esc(_fmt(value, 4)), _esc(_fmt(floor, 4)) if _is_number(floor) else "", "")
-        if how:
-            extra_notes.append(f"<li><b>{_esc(label)}</b>: {_esc(how)}.</li>")
+        digits = 3 if m.spread else 4
+        text = _fmt(value, digits)
+        if m.spread and _is_number(ev.get(m.spread)):
+            text += f" ± {_fmt(ev[m.spread], 2)}"
+        floor = ev.get(m.floor) if m.floor else None
+        rows.append({"label": _label(m.label), "value": text, "floor": _fmt(floor, digits) if _is_number(floor) else "",
+                     "ratio": _ratio(m, value, floor)})
+        if m.key not in ("fid", "kid", "is") and m.help:
+            notes.append((_label(m.label), _how(m)))
+    # Numbers the catalogue does not know (a family's own metric): shown, unlabelled beyond their key.
+    skip = set(catalog.CATALOG) | catalog.companions() | catalog.BOOKKEEPING
+    for key, value in ev.items():
+        if key not in skip and not key.endswith("_floor") and _is_number(value):
+            floor = ev.get(f"{key}_floor")
+            rows.append({"label": key.replace("_", " "), "value": _fmt(value, 4),
+                         "floor": _fmt(floor, 4) if _is_number(floor) else "", "ratio": ""})
     if not rows:
-        return ""
-    # How to read the table, only for the metrics it actually shows.
-    notes: list[str] = []
-    if _is_number(ev.get("fid")) or _is_number(ev.get("kid")):
-        notes.append(
-            "<li><b>FID</b> and <b>KID</b>: distance between generated and real images in a feature "
-            "network's space — <b>lower is better</b>. The <b>floor</b> is what real held-out images score "
-            "against the real training images: the best a model can hope to reach with this many images. "
-            "A ratio near 1× means samples are about as close to the data as real images are.</li>"
-        )
-    if _is_number(ev.get("is")):
-        notes.append(
-            "<li><b>IS</b> (Inception Score): how confidently and how variously the feature network "
-            "classifies the samples — <b>higher is better</b>; the real images' IS is the reference.</li>"
-        )
-    notes.extend(extra_notes)
-    parts = [
-        "<section><h2>Evaluation</h2>",
-        '<table class="metrics"><thead><tr><th>Metric</th><th>Model</th><th>Real-data floor</th>'
-        "<th>Ratio</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>",
-        '<div class="note"><ul>' + "".join(notes) + "</ul></div>",
-    ]
-    counts = [
-        (label, _esc(_fmt(ev[key])))
-        for key, label in (("n_generated", "Generated images"), ("n_reference", "Reference images"),
-                           ("n_floor", "Images for the floor"), ("reference_split", "Reference split"))
-        if ev.get(key) is not None
-    ]
-    net = ev.get("feature_net") if isinstance(ev.get("feature_net"), dict) else None
-    side = []
-    if counts:
-        side.append(f"<div><h3>Sample sizes</h3>{_table(counts)}</div>")
-    if net:
-        net_rows = []
-        for key, label in (("id", "Id"), ("kind", "Kind"), ("accuracy", "Accuracy"),
-                           ("feature_dim", "Feature dim"), ("sha256", "sha256")):
-            if net.get(key) is None:
-                continue
-            v = net[key]
-            if key == "accuracy" and _finite(v) and 0 <= v <= 1:
-                text = f"{100 * v:.1f}%"
-            elif key == "sha256":
-                text = str(v)[:16] + ("…" if len(str(v)) > 16 else "")
-            else:
-                text = _fmt(v)
-            net_rows.append((label, _esc(text)))
-        side.append(f"<div><h3>Feature network</h3>{_table(net_rows)}</div>")
-    if side:
-        parts.append('<div class="grid2">' + "".join(side) + "</div>")
-    parts.append("</section>")
-    return "".join(parts)
-
-
-def _timing_rows(timings: dict[str, Any]) -> list[tuple[str, str]]:
-    """run.json timings: ``*_seconds`` keys as durations ("train" -> "6 min 04 s"), others as numbers."""
-    rows = []
-    for key, value in timings.items():
-        if key.endswith("_seconds") and _is_number(value):
-            rows.append((_label(key[: -len("_seconds")]), _esc(_duration(value))))
+        return None
+    counts = [(label, _fmt(ev[key])) for key, label in (
+        ("n_generated", "Generated images"), ("n_reference", "Reference images"),
+        ("n_floor", "Images for the floor"), ("reference_split", "Reference split")) if ev.get(key) is not None]
+    net = _dict(ev.get("feature_net"))
+    net_rows: Rows = []
+    for key, label in (("id", "Id"), ("kind", "Kind"), ("accuracy", "Accuracy"), ("feature_dim", "Feature dim"),
+                       ("sha256", "sha256")):
+        v = net.get(key)
+        if v is None:
+            continue
+        if key == "accuracy" and _finite(v) and 0 <= v <= 1:
+            net_rows.append((label, f"{100 * v:.1f}%"))
+        elif key == "sha256":
+            net_rows.append((label, str(v)[:16] + ("…" if len(str(v)) > 16 else "")))
         else:
-            rows.append((_label(key), _esc(_fmt(value))))
-    return rows
+            net_rows.append((label, _fmt(v)))
+    return {"rows": rows, "notes": notes, "counts": counts, "net": net_rows,
+            "distance_note": _is_number(ev.get("fid")) or _is_number(ev.get("kid")),
+            "is_note": _is_number(ev.get("is"))}
 
 
-def _config_section(config: dict[str, Any]) -> str:
-    if not config:
-        return ""
+def _config(config: dict[str, Any]) -> list[tuple[str, Rows]]:
     groups = []
     for section, body in config.items():
         items = _flatten(body) if isinstance(body, dict) else [("", body)]
         # Strings unquoted (they read as names); everything else as JSON, so null/true/lists stay exact.
-        rows = [
-            (k or section, _esc(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)))
-            for k, v in items
-        ]
-        groups.append(f'<div><h3>{_esc(section)}</h3>{_table(rows, "kv config")}</div>')
-    return '<section><h2>Resolved config</h2><div class="grid2">' + "".join(groups) + "</div></section>"
+        rows = [(k or section, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str))
+                for k, v in items]
+        groups.append((str(section), rows))
+    return groups
 
 
 def _load(path: Path, warnings: list[str], run_dir: Path) -> Any:
@@ -682,6 +516,16 @@ def _load(path: Path, warnings: list[str], run_dir: Path) -> Any:
     except DataError as e:
         warnings.append(f"{path.relative_to(run_dir)} could not be read: {e}")
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    """The page template, loaded once. Autoescape is on for every value (the file's ``.j2`` suffix would
+    turn jinja2's extension-based default off), and an undefined name is an error, not an empty string."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("genloop.evaluation", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    return env.get_template("report.html.j2")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -698,44 +542,31 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if not (run_dir / "config.json").is_file() and not (run_dir / "run.json").is_file():
         raise NotFoundError(f"{run_dir}: not a run directory (no config.json or run.json)")
     warnings: list[str] = []
-    run = _load(run_dir / "run.json", warnings, run_dir)
-    run = run if isinstance(run, dict) else {}
-    config = _load(run_dir / "config.json", warnings, run_dir)
-    config = config if isinstance(config, dict) else {}
-    ev = _load(run_dir / "eval" / "metrics.json", warnings, run_dir)
-    ev = ev if isinstance(ev, dict) else {}
-    records = _read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    run = _dict(_load(run_dir / "run.json", warnings, run_dir))
+    config = _dict(_load(run_dir / "config.json", warnings, run_dir))
+    ev = _dict(_load(run_dir / "eval" / "metrics.json", warnings, run_dir))
+    records = read_metrics(run_dir / "metrics.jsonl")
 
-    model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
-    data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
-    run_id = run.get("id") or run_dir.resolve().name
-    model = run.get("model") or model_cfg.get("name") or "unknown model"
-    dataset = run.get("dataset") or data_cfg.get("name") or "unknown data"
-
-    body = [
-        f"<header><h1>Run {_esc(run_id)}</h1>"
-        f'<div class="sub">{_esc(model)} on {_esc(dataset)} {_status_badge(run.get("status"))}</div></header>',
-        _summary_section(run, records),
-        _samples_section(run_dir, warnings),
-        _text_section(run_dir, ev),
-        _eval_section(ev),
-        _losses_section(records),
-        _config_section(config),
-    ]
-    if warnings:
-        body.insert(1, '<div class="warn">' + "<br>".join(_esc(w) for w in warnings) + "</div>")
+    model_cfg, data_cfg = _dict(config.get("model")), _dict(config.get("data"))
+    status = str(run.get("status") or "unknown")
     from .. import __version__
 
-    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    page = (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>GenLoop run {_esc(run_id)}</title><style>{_CSS}</style></head>"
-        "<body><main>" + "".join(part for part in body if part)
-        + f"<footer>Report written by GenLoop {_esc(__version__)} on {_esc(now)}</footer>"
-        "</main></body></html>\n"
-    )
+    context = {
+        "run_id": run.get("id") or run_dir.resolve().name,
+        "model": run.get("model") or model_cfg.get("name") or "unknown model",
+        "dataset": run.get("dataset") or data_cfg.get("name") or "unknown data",
+        "status": status,
+        "status_class": _status_class(status),
+        "summary": _summary(run, records),
+        "samples": _samples(run_dir, warnings),
+        "text": _text(run_dir, ev),
+        "evaluation": _evaluation(ev),
+        "losses": _losses(records),
+        "config": _config(config),
+        "warnings": warnings,  # last: the sections above add the images they could not read
+        "version": __version__,
+        "now": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    }
     target = Path(out) if out is not None else run_dir / "report.html"
-    write_text(target, page)
+    write_text(target, _template().render(context))
     return target

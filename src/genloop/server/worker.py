@@ -15,7 +15,6 @@ queue; the worker then exits.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import threading
@@ -62,18 +61,10 @@ class _Heartbeat(threading.Thread):
         path = self.metrics_path
         if path is None or not path.is_file():
             return
-        with open(path, "rb") as f:
-            f.seek(self._offset)
-            chunk = f.read()
-        end = chunk.rfind(b"\n") + 1  # only whole lines: the logger may be mid-write
-        if not end:
-            return
-        self._offset += end
-        for line in chunk[:end].splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
+        from ..training.logger import read_metrics_from
+
+        records, self._offset = read_metrics_from(path, self._offset)  # whole lines: the logger may be mid-write
+        for record in records:
             self.jobs.add_event(self.job.id, "metrics", record)
             with self.lock:
                 total = self.job.params.get("steps")

@@ -6,12 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import ConfigError
-
-
-# Quick-eval metrics that can pick the best checkpoint, and which way is better.
-SELECTABLE_METRICS = {"fid": "lower", "kid": "lower", "is": "higher", "precision": "higher",
-                      "recall": "higher", "density": "higher", "coverage": "higher", "class_accuracy": "higher",
-                      "val_loss": "lower"}
+from ..evaluation import catalog
 
 
 @dataclass
@@ -74,8 +69,9 @@ class TrainConfig:
             raise ConfigError(f"train.eval_samples must be >= 10, got {self.eval_samples}")
         if not 0 < self.eval_time_share <= 1:
             raise ConfigError(f"train.eval_time_share must be in (0, 1], got {self.eval_time_share}")
-        if self.select_metric not in SELECTABLE_METRICS:
-            raise ConfigError(f"unknown train.select_metric '{self.select_metric}'; valid: {', '.join(SELECTABLE_METRICS)}")
+        if self.select_metric not in catalog.selectable():
+            raise ConfigError(f"unknown train.select_metric '{self.select_metric}'; "
+                              f"valid: {', '.join(catalog.selectable())}")
         for name in ("log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

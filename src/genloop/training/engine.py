@@ -21,9 +21,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..errors import ConfigError, TrainingDiverged
+from ..evaluation import catalog
 from ..systems.base import System
 from .checkpoint import inference_state, load_checkpoint, save_checkpoint
-from .config import SELECTABLE_METRICS, TrainConfig
+from .config import TrainConfig
 from .ema import EMA
 from .logger import MetricsLogger
 
@@ -289,8 +290,8 @@ class Trainer:
         if name not in metrics:
             raise ConfigError(f"train.select_metric '{name}' is not measured for this model; measured: {', '.join(metrics)}")
         value = float(metrics[name])
-        sign = 1 if SELECTABLE_METRICS[name] == "lower" else -1
-        if self.best is None or sign * value < sign * self.best["value"]:
+        better = catalog.get(name).badness
+        if self.best is None or better(value) < better(self.best["value"]):
             self.best = {"metric": name, "value": value, "step": self.step}
             self.evals_since_best = 0
             if self.run_dir is not None:

@@ -74,6 +74,7 @@ def run_metrics(run_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
     """The run's ``metrics.jsonl`` (training losses, quick evaluations) for plotting."""
     from ...errors import GenLoopError
     from ...runs import RunStore
+    from ...training.logger import read_metrics
 
     check_run_id(run_id)
     try:
@@ -81,11 +82,5 @@ def run_metrics(run_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
     except GenLoopError as e:
         raise HTTPException(404, str(e)) from None
     path = run.dir / "metrics.jsonl"
-    records = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                pass  # a line being written right now
+    records = read_metrics(path)  # a line being written right now is left out
     return {"run_id": run.id, "records": records}
