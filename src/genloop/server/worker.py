@@ -28,6 +28,8 @@ from ..database import connect
 from ..errors import ConfigError, GenLoopError, NotFoundError
 from ..feedback.store import FeedbackStore
 from .jobs import JobRow, JobStore, worker_id
+from .services.completions import text_report
+from .services.jobs import IMAGE_KEYS, TEXT_KEYS
 from .settings import Settings
 
 
@@ -220,43 +222,28 @@ class Worker:
         if already:  # an earlier attempt stored its outputs and died before saying so
             return self._generate_result(p, [g.id for g in sorted(already, key=lambda g: g.recipe.get("index", 0))])
         pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
-        text = getattr(pipe, "modality", "image") == "text"
-        if text:
-            output = self._generate_text(job, pipe, p)
+        report: dict[str, Any] = {}  # text: finish reasons, usage, log-probabilities (what OpenAI clients read)
+        if getattr(pipe, "modality", "image") == "text":
+            output, report = self._generate_text(job, pipe, p)
         else:
-            keys = ("class_label", "sampler", "steps", "guidance", "eta")
-            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **{k: p.get(k) for k in keys})
+            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **{k: p.get(k) for k in IMAGE_KEYS})
         ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
-        result = self._generate_result(p, ids)
-        if text:  # what an OpenAI-style client expects back
-            encode, limit = pipe.tokenizer.encode, p.get("max_tokens") or pipe.params().max_tokens
-            used = [len(encode(t)) for t in output.texts]
-            prompt_tokens = len(encode(output.prompt)) if output.prompt else 0
-            result["finish_reasons"] = ["length" if u >= limit else "stop" for u in used]
-            result["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": sum(used),
-                               "total_tokens": prompt_tokens + sum(used)}
-        return result
+        return {**self._generate_result(p, ids), **report}
 
-    def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any]) -> Any:
-        keys = ("max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
-        sampling = {k: p[k] for k in keys if p.get(k) is not None}
+    def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The completions and their report. A single completion is streamed: every piece of text becomes its
+        own ``text`` event the moment it is sampled, so a follower (the studio page, a streamed OpenAI
+        completion) can relay token pieces one by one rather than in batches."""
+        sampling = {k: p[k] for k in TEXT_KEYS if k != "prompt" and p.get(k) is not None}
         prompt, n, seed = p.get("prompt", ""), int(p.get("n", 1)), int(p.get("seed", 0))
-        if n != 1:
-            return pipe(prompt=prompt, n=n, seed=seed, **sampling)
-        pending: list[str] = []
-        last = [time.monotonic()]
 
-        def send(piece: str) -> None:  # a few events per second, not one row per token
-            pending.append(piece)
-            if time.monotonic() - last[0] > 0.05:
-                self.jobs.add_event(job.id, "text", {"text": "".join(pending)})
-                pending.clear()
-                last[0] = time.monotonic()
+        def send(_: int, piece: str) -> None:
+            self.jobs.add_event(job.id, "text", {"text": piece})
 
-        output = pipe.stream_to(send, prompt, seed, **sampling)
-        if pending:
-            self.jobs.add_event(job.id, "text", {"text": "".join(pending)})
-        return output
+        output, done = pipe.complete(prompt, n=n, seed=seed, top_logprobs=int(p.get("logprobs") or 0),
+                                     on_piece=send if n == 1 else None, **sampling)
+        tok = pipe.tokenizer
+        return output, text_report(tok.decode, tok.encode, prompt, done, p, pipe.score_prompt)
 
     def _generate_result(self, p: dict[str, Any], ids: list[str]) -> dict[str, Any]:
         result: dict[str, Any] = {"generation_ids": ids}
