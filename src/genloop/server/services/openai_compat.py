@@ -22,7 +22,7 @@ OPENAI_PATHS = ("/v1/models", "/v1/completions")
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
          429: "rate_limit_error"}
-CODES = {401: "invalid_api_key", 403: "invalid_api_key", 429: "rate_limit_exceeded"}
+CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 Handler = Callable[[Request, Any], Any]  # the app's handlers may be sync or async
 
 
@@ -46,7 +46,9 @@ def envelope(status: int, message: str, param: str | None = None, code: str | No
 
 
 def openai_status(status: int) -> int:
-    return 400 if status == 422 else status
+    """GenLoop's status as OpenAI would give it: invalid parameters are a 400, and a wrong API key a 401
+    (GenLoop says 403), which is what makes OpenAI clients raise their ``AuthenticationError``."""
+    return {422: 400, 403: 401}.get(status, status)
 
 
 def _from_http(exc: StarletteHTTPException) -> JSONResponse:
@@ -65,7 +67,7 @@ def _from_validation(exc: RequestValidationError) -> JSONResponse:
     param = ".".join(loc) or None
     message = f"{param}: {first.get('msg', 'invalid request')}" if param else str(first.get("msg", "invalid request"))
     if first.get("type") == "extra_forbidden":
-        message = f"{param}: this parameter is not supported by GenLoop's {'/'.join(OPENAI_PATHS)}"
+        message = f"{param}: this parameter is not supported (the README lists what GenLoop's OpenAI routes take)"
     elif first.get("type") == "json_invalid":
         message = "the request body is not valid JSON"
     return JSONResponse(envelope(400, message, param), status_code=400)
