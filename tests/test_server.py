@@ -244,7 +244,10 @@ def test_token_auth(settings: Settings) -> None:
     assert client.get("/").status_code in (200, 404)  # the page itself carries no data
     r = client.get("/v1/models")
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-    assert client.get("/v1/models", headers={"Authorization": "Bearer wrong-token-xxxxxxxx"}).status_code == 403
+    wrong = {"Authorization": "Bearer wrong-token-xxxxxxxx"}
+    assert client.get("/v1/jobs", headers=wrong).status_code == 403
+    r = client.get("/v1/models", headers=wrong)  # an OpenAI route answers as OpenAI does: 401, its envelope
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     assert client.get("/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert client.get("/v1/jobs", params={"token": TOKEN}).status_code == 200
     assert client.post("/v1/preferences", json={"chosen_id": "a", "rejected_id": "b"}).status_code == 401

@@ -139,7 +139,8 @@ class TextPipeline:
             warnings.warn(note, UserWarning, stacklevel=3)
         return notes
 
-    def stream_to(self, on_piece: Callable[[str], None], prompt: str = "", seed: int = 0, **sampling: Any) -> TextOutput:
+    def stream_to(self, on_piece: Callable[[str], None], prompt: str = "", seed: int = 0,
+                  **sampling: Any) -> TextOutput:
         """One completion, handing each piece of text to ``on_piece`` as it is generated, then returned whole
         with its recipe, as ``pipe(prompt=..., n=1, seed=...)`` would (the CLI streams so)."""
         output, _ = self.complete(prompt, n=1, seed=seed, on_piece=lambda _, piece: on_piece(piece), **sampling)

@@ -264,7 +264,8 @@ def beam_search(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, eot_
     carry on. Search ends when ``num_beams`` hypotheses are finished and no running beam scores better
     than the worst of them (score = sum of log-probabilities / generated length ** length_penalty).
     Temperature, top-k and top-p are ignored (they change sampling, not likelihood); the logit bias and the
-    repetition, presence and frequency penalties apply. Each step recomputes the window: beams are for small models and short outputs.
+    repetition, presence and frequency penalties apply. Each step recomputes the window: beams are for small
+    models and short outputs.
     """
     _check_prompt(prompt_ids)
     device, p, width = model_device(lm), len(prompt_ids), params.num_beams

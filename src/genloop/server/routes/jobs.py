@@ -6,12 +6,11 @@ import json
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...errors import GenLoopError
 from ..deps import Context, ctx, require_token
-from ..jobs import FINAL, JobRow, job_dict
+from ..jobs import JobRow, job_dict
 from ..schemas import JobRequest
 from ..services.jobs import follow, submit, validate
 

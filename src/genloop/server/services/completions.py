@@ -29,7 +29,7 @@ from ...generation.text_sampling import REPLACEMENT_CHAR, Completion
 from ..deps import Context
 from ..jobs import FINAL, JobRow
 from ..schemas import CompletionRequest
-from .jobs import TEXT_KEYS, follow, run_modality, submit, validate
+from .jobs import follow, run_modality, submit, validate
 from .openai_compat import OpenAIError
 
 WAIT_SECONDS = 600
@@ -82,11 +82,12 @@ def plan(c: Context, body: CompletionRequest) -> Plan:
                                "(GET /v1/models)", "model")
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - limit)
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    sampling = {"run_id": body.model, "max_tokens": _or(body.max_tokens, 16), "temperature": _or(body.temperature, 1.0),
-                "top_p": _or(body.top_p, 1.0), "top_k": body.top_k, "repetition_penalty": body.repetition_penalty,
-                "presence_penalty": _or(body.presence_penalty, 0.0), "frequency_penalty": _or(body.frequency_penalty, 0.0),
-                "logit_bias": body.logit_bias or None, "stop": stop or None, "logprobs": body.logprobs,
-                "echo": bool(body.echo) if body.logprobs is not None else None}
+    sampling = {"run_id": body.model, "max_tokens": _or(body.max_tokens, 16),
+                "temperature": _or(body.temperature, 1.0), "top_p": _or(body.top_p, 1.0), "top_k": body.top_k,
+                "repetition_penalty": body.repetition_penalty, "presence_penalty": _or(body.presence_penalty, 0.0),
+                "frequency_penalty": _or(body.frequency_penalty, 0.0), "logit_bias": body.logit_bias or None,
+                "stop": stop or None, "logprobs": body.logprobs,
+                "echo": bool(body.echo) if body.logprobs is not None else None}  # echo's text needs no job
     if stream:
         jobs = [{**sampling, "prompt": p, "n": 1, "seed": seed + j} for p in prompts for j in range(n)]
     else:
@@ -251,17 +252,20 @@ def _logprobs(decode: Callable[[list[int]], str], d: Completion, head: tuple[lis
     """OpenAI's legacy completions ``logprobs``: ``tokens``, ``token_logprobs``, ``top_logprobs`` (the ``top``
     likeliest tokens at each position; ``null`` when ``top`` is 0) and ``text_offset`` (where each token
     starts in the choice's text). Tokens sampled past a stop string are not part of the text and not listed."""
-    tokens, lps, tops = list(head[0]), list(head[1]), list(head[2]) if top else [None] * len(head[0])
+    tokens, lps = list(head[0]), list(head[1])
+    tops: list[dict[str, float] | None] = list(head[2]) if top else [None] * len(head[0])
     offsets, at = [], 0
     for piece in head[0]:
         offsets.append(at)
         at += len(piece)
     end = at + len(d.text)
-    for piece, lp, alternatives in zip(token_pieces(decode, d.token_ids), d.logprobs,
-                                       d.top_logprobs or [None] * len(d.logprobs)):
+    alternatives_at: list[Any] = d.top_logprobs or [None] * len(d.logprobs)
+    for piece, lp, alternatives in zip(token_pieces(decode, d.token_ids), d.logprobs, alternatives_at):
         if at >= end:
             break
-        tokens.append(piece), lps.append(lp), offsets.append(at)
+        tokens.append(piece)
+        lps.append(lp)
+        offsets.append(at)
         tops.append(_named(decode, alternatives) if top else None)
         at += len(piece)
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}

@@ -17,7 +17,15 @@ from pydantic import ValidationError
 from ...errors import NotFoundError
 from ..deps import Context
 from ..jobs import FINAL, JobRow, QueueFull
-from ..schemas import EvaluateParams, GenerateParams, TrainParams, check_generate, check_run_id, check_train, unprocessable
+from ..schemas import (
+    EvaluateParams,
+    GenerateParams,
+    TrainParams,
+    check_generate,
+    check_run_id,
+    check_train,
+    unprocessable,
+)
 
 # the text sampling settings a generate job carries and a replay copies from a recipe
 TEXT_KEYS = ("prompt", "max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "presence_penalty",

@@ -54,10 +54,10 @@ def openai_status(status: int) -> int:
 def _from_http(exc: StarletteHTTPException) -> JSONResponse:
     status = openai_status(exc.status_code)
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    param: str | None = getattr(exc, "param", None)
+    code: str | None = getattr(exc, "code", None)
     if status == 404 and "model" in message:
         param, code = "model", "model_not_found"
-    else:
-        param, code = getattr(exc, "param", None), getattr(exc, "code", None)
     return JSONResponse(envelope(status, message, param, code), status_code=status, headers=exc.headers)
 
 
