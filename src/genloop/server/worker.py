@@ -88,6 +88,53 @@ class _Heartbeat(threading.Thread):
         self.beat()  # the last lines and the final progress
 
 
+class _TextEvents:
+    """Writes a streamed completion's pieces as ``text`` events, from a thread of its own, the moment they come.
+
+    Every piece the sampler hands over stays a piece: an event carries ``pieces`` (and ``text``, their join,
+    for readers that want the text), so a follower can relay each piece as its own chunk. Writing in a thread
+    keeps the database's per-write cost (a few ms on SQLite) out of the sampling loop: a fast model's pieces
+    that arrive while one write is in flight go into the next event together instead of waiting on it.
+    """
+
+    def __init__(self, jobs: JobStore, job_id: str) -> None:
+        self.jobs, self.job_id = jobs, job_id
+        self.pending: list[str] = []
+        self.closed = False
+        self.error: BaseException | None = None
+        self.ready = threading.Condition()
+        self.thread = threading.Thread(target=self._write, daemon=True)
+        self.thread.start()
+
+    def put(self, row: int, piece: str) -> None:
+        with self.ready:
+            self.pending.append(piece)
+            self.ready.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self.ready:
+                while not self.pending and not self.closed:
+                    self.ready.wait()
+                if not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+            try:
+                self.jobs.add_event(self.job_id, "text", {"text": "".join(batch), "pieces": batch})
+            except BaseException as e:  # noqa: BLE001 - reported by close(), which fails the job
+                self.error = e
+                return
+
+    def close(self) -> None:
+        """Write what is left and stop; the job's final status event then follows every text event."""
+        with self.ready:
+            self.closed = True
+            self.ready.notify()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 class Worker:
     def __init__(self, settings: Settings, name: str | None = None) -> None:
         self.settings = settings
@@ -231,17 +278,16 @@ class Worker:
         return {**self._generate_result(p, ids), **report}
 
     def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """The completions and their report. A single completion is streamed: every piece of text becomes its
-        own ``text`` event the moment it is sampled, so a follower (the studio page, a streamed OpenAI
-        completion) can relay token pieces one by one rather than in batches."""
+        """The completions and their report. A single completion is streamed through :class:`_TextEvents`."""
         sampling = {k: p[k] for k in TEXT_KEYS if k != "prompt" and p.get(k) is not None}
         prompt, n, seed = p.get("prompt", ""), int(p.get("n", 1)), int(p.get("seed", 0))
-
-        def send(_: int, piece: str) -> None:
-            self.jobs.add_event(job.id, "text", {"text": piece})
-
-        output, done = pipe.complete(prompt, n=n, seed=seed, top_logprobs=int(p.get("logprobs") or 0),
-                                     on_piece=send if n == 1 else None, **sampling)
+        events = _TextEvents(self.jobs, job.id) if n == 1 else None
+        try:
+            output, done = pipe.complete(prompt, n=n, seed=seed, top_logprobs=int(p.get("logprobs") or 0),
+                                         on_piece=events.put if events else None, **sampling)
+        finally:
+            if events:
+                events.close()
         tok = pipe.tokenizer
         return output, text_report(tok.decode, tok.encode, prompt, done, p, pipe.score_prompt)
 

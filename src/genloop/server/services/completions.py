@@ -178,7 +178,8 @@ async def stream(c: Context, request: Request, p: Plan, rows: list[JobRow], crea
             yield chunk(index, p.jobs[index]["prompt"], None)
         async for e in follow(c, request, row.id):
             if e.type == "text":
-                yield chunk(index, e.data["text"], None)
+                for piece in e.data.get("pieces") or [e.data["text"]]:
+                    yield chunk(index, piece, None)
             elif e.type == "status" and e.data["status"] in FINAL:
                 if e.data["status"] != "succeeded":
                     for r in rows[index + 1:]:
