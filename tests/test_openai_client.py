@@ -115,6 +115,8 @@ def test_streaming_sends_a_chunk_per_piece(live: Live) -> None:
         for choice in ch.choices:
             streamed[choice.index] += choice.text
     assert streamed == [ch.text for ch in batch.choices]
+    echoed = client.completions.create(stream=True, echo=True, **{**kw, "max_tokens": 8})
+    assert "".join(ch.choices[0].text for ch in echoed if ch.choices) == "The" + batch.choices[0].text
 
 
 def test_list_prompt_and_echo(live: Live) -> None:
