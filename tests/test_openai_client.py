@@ -150,6 +150,8 @@ def test_seed_repeats_and_no_seed_varies(live: Live) -> None:
     ({"logprobs": 6}, openai.BadRequestError, "logprobs"),
     ({"extra_body": {"colour": "red"}}, openai.BadRequestError, "colour: this parameter is not supported"),
     ({"prompt": []}, openai.BadRequestError, "non-empty list"),
+    ({"logit_bias": {"99999": 1}}, openai.BadRequestError, r"token ids of this model \(0\.\.31\)"),
+    ({"logit_bias": {"1": 500}}, openai.BadRequestError, "between -100 and 100"),
 ])
 def test_errors_are_the_clients_typed_exceptions(live: Live, kw: dict, error: type, words: str) -> None:
     args = {"model": live.run_id, "prompt": "x", "max_tokens": 2, **kw}

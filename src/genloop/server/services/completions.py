@@ -80,6 +80,8 @@ def plan(c: Context, body: CompletionRequest) -> Plan:
     if run_modality(c, body.model) != "text":
         raise OpenAIError(400, f"the model '{body.model}' is an image run; completions need a text run "
                                "(GET /v1/models)", "model")
+    if body.logit_bias:
+        _check_logit_bias(c, body.model, body.logit_bias)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - limit)
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     sampling = {"run_id": body.model, "max_tokens": _or(body.max_tokens, 16),
@@ -95,6 +97,21 @@ def plan(c: Context, body: CompletionRequest) -> Plan:
     checked = [validate(c, "generate", {k: v for k, v in job.items() if v is not None}) for job in jobs]
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return Plan(body.model, prompts, n, best_of, seed, stream, bool(body.echo), include_usage, checked)
+
+
+def _check_logit_bias(c: Context, run_id: str, logit_bias: dict[str, float]) -> None:
+    """OpenAI's rules for ``logit_bias`` (token ids of the model's tokenizer, biases in [-100, 100]), checked here
+    so a bad one is the client's 400 now, not a failed job later. The vocabulary size is in the run's config."""
+    from ...runs import RunStore
+
+    vocab = (RunStore(c.settings.runs).get(run_id).config.get("data_spec") or {}).get("vocab_size")
+    bad = [k for k in logit_bias if not (k.isdigit() and (not vocab or int(k) < int(vocab)))]
+    if bad:
+        ids = f"0..{int(vocab) - 1}" if vocab else "integers >= 0"
+        raise OpenAIError(400, f"logit_bias keys must be token ids of this model ({ids}), got {', '.join(bad[:5])}",
+                          "logit_bias")
+    if any(not -100 <= v <= 100 for v in logit_bias.values()):
+        raise OpenAIError(400, "logit_bias values must be between -100 and 100", "logit_bias")
 
 
 def queue(c: Context, p: Plan, user: str | None) -> list[JobRow]:
