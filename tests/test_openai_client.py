@@ -150,7 +150,7 @@ def test_seed_repeats_and_no_seed_varies(live: Live) -> None:
     ({"logprobs": 6}, openai.BadRequestError, "logprobs"),
     ({"extra_body": {"colour": "red"}}, openai.BadRequestError, "colour: this parameter is not supported"),
     ({"prompt": []}, openai.BadRequestError, "non-empty list"),
-    ({"logit_bias": {"99999": 1}}, openai.BadRequestError, r"token ids of this model \(0\.\.31\)"),
+    ({"logit_bias": {"99999": 1}}, openai.BadRequestError, r"token ids of this model \(0\.\.\d+\)"),
     ({"logit_bias": {"1": 500}}, openai.BadRequestError, "between -100 and 100"),
 ])
 def test_errors_are_the_clients_typed_exceptions(live: Live, kw: dict, error: type, words: str) -> None:
