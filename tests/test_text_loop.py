@@ -179,7 +179,8 @@ def test_cli_train_generate_stream_eval(corpus: Path, capsys: pytest.CaptureFixt
     assert "tokens/s" in err
     run_id = out.strip().splitlines()[-1]
     controls = ["--prompt", "The", "--max-tokens", "20", "--temperature", "0.8", "--top-k", "10", "--top-p", "0.95",
-                "--repetition-penalty", "1.1", "--stop", "\n", "--seed", "7"]
+                "--repetition-penalty", "1.1", "--presence-penalty", "0.3", "--frequency-penalty", "0.2", "--stop", "\n",
+                "--seed", "7"]
     code, streamed, err = cli(capsys, "generate", run_id, *controls)
     assert code == 0, err
     assert streamed.startswith("The")
@@ -188,7 +189,9 @@ def test_cli_train_generate_stream_eval(corpus: Path, capsys: pytest.CaptureFixt
     code, out, _ = cli(capsys, "generate", run_id, "--n", "2", "--max-tokens", "10")
     assert code == 0 and "sample 1" in out
     lines = (genloop.api.RunStore().get(run_id).dir / "generated" / "texts.jsonl").read_text().splitlines()
-    assert len(lines) == 4 and json.loads(lines[0])["recipe"]["seed"] == 7
+    recipe = json.loads(lines[0])["recipe"]
+    assert len(lines) == 4 and recipe["seed"] == 7
+    assert (recipe["presence_penalty"], recipe["frequency_penalty"]) == (0.3, 0.2)
     code, _, err = cli(capsys, "generate", run_id, "--class", "3")
     assert code == 2 and "only image models" in err
     code, _, err = cli(capsys, "generate", run_id, "--top-p", "2")

@@ -19,10 +19,12 @@ from genloop.generation.text_sampling import (
     SamplingParams,
     TextStream,
     beam_search,
+    complete,
     generate_ids,
     generate_text,
     process_logits,
     sample_next,
+    score_prompt,
     window_start,
 )
 
@@ -113,6 +115,21 @@ class TreeLM:
         return torch.stack([torch.stack([self.next_logp(int(tok)) for tok in row]) for row in idx])
 
 
+class ConstLM:
+    """The same logits after any context."""
+
+    block_size = 100
+
+    def __init__(self, logits: list[float]) -> None:
+        self.logits = torch.tensor(logits)
+
+    def new_cache(self, batch_size: int) -> None:
+        return None
+
+    def __call__(self, idx: torch.Tensor, cache: Any = None) -> torch.Tensor:
+        return self.logits.expand(idx.shape[0], idx.shape[1], len(self.logits)).clone()
+
+
 CHARS = "abcxyz. \n"
 EOT = len(CHARS)  # the id after the characters
 
@@ -193,11 +210,75 @@ def test_repetition_penalty_lowers_seen_tokens_either_sign() -> None:
     assert out.dtype == torch.float32 and logits.tolist() == [[2.0, -2.0, 1.0, -1.0]]  # input untouched
 
 
+def test_presence_and_frequency_penalties_count_generated_tokens_only() -> None:
+    logits = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    generated = torch.tensor([[0, 0, 2]])  # token 0 twice, token 2 once
+    out = process_logits(logits, None, SamplingParams(presence_penalty=0.5, frequency_penalty=0.25), generated)
+    assert out.tolist() == [[1 - 2 * 0.25 - 0.5, 1.0, 1 - 0.25 - 0.5, 1.0]]
+    neg = process_logits(logits, None, SamplingParams(presence_penalty=-1.0), generated)  # < 0 favours repeats
+    assert neg.tolist() == [[2.0, 1.0, 2.0, 1.0]]
+    # greedy over a model that always prefers 0 over 1 by 0.3: a frequency penalty of 0.5 alternates them,
+    # and tokens of the prompt (three 0s) are not counted, so the first token is still 0
+    const = ConstLM([1.3, 1.0, -5.0])
+    p = SamplingParams(max_tokens=5, temperature=0, frequency_penalty=0.5)
+    assert run(const, [0, 0, 0], p, [0]) == [[0, 1, 0, 1, 0]]
+    assert run(const, [0, 0, 0], SamplingParams(max_tokens=3, temperature=0), [0]) == [[0, 0, 0]]
+
+
+def test_logit_bias_adds_to_named_tokens() -> None:
+    logits = torch.tensor([[1.0, 3.0, 1.0, 2.0]])
+    assert process_logits(logits, None, SamplingParams(logit_bias={1: -100.0, 2: 0.5})).tolist() == [[1.0, -97.0, 1.5, 2.0]]
+    with pytest.raises(ConfigError, match="vocabulary has 4 tokens"):
+        process_logits(logits, None, SamplingParams(logit_bias={4: 1.0}))
+    lm = ScriptLM(char_encode("abcabc"), vocab=EOT + 1)  # greedy follows the script unless a bias bans a token
+    banned = generate_text(lm, char_encode, char_decode, "a", SamplingParams(max_tokens=3, temperature=0,
+                                                                             logit_bias={CHARS.index("b"): -100.0}))
+    assert banned == ["aca"]  # 'b' (10 - 100) falls below the -20 of the others; argmax then takes the first, 'a'
+
+
+def test_complete_scores_each_token_with_the_models_own_logprobs(lm: TinyLM) -> None:
+    p = SamplingParams(max_tokens=6, temperature=1.3, top_k=5, stop=["3"])  # 2 + 6 tokens fit the context
+    decode = lambda ids: "".join(str(i) for i in ids)  # noqa: E731
+    encode = lambda s: [int(c) for c in s]  # noqa: E731
+    done = complete(lm, encode, decode, "12", p, seed=4, n=3, eot_id=0, top_logprobs=2)
+    assert [c.text for c in done] == generate_text(lm, encode, decode, "12", p, seed=4, n=3, eot_id=0)
+    for i, c in enumerate(done):
+        # rescore by hand: the model's log-softmax at each step, from the prompt and the tokens before
+        ids = [1, 2]
+        for token, lp, top in zip(c.token_ids, c.logprobs, c.top_logprobs):
+            want = lm(torch.tensor([ids]))[0, -1].detach().log_softmax(-1)
+            assert lp == pytest.approx(float(want[token]), abs=1e-5)
+            assert [t for t, _ in top] == want.topk(2).indices.tolist()
+            ids.append(token)
+        assert len(c.logprobs) == len(c.token_ids) == len(c.top_logprobs)
+        ended = "3" in decode(c.token_ids) or len(c.token_ids) < p.max_tokens
+        assert c.finish_reason == ("stop" if ended else "length")
+        assert c.mean_logprob == pytest.approx(sum(c.logprobs) / len(c.logprobs))
+    script = ScriptLM(char_encode("abc"), vocab=EOT + 1)
+    [short] = complete(script, char_encode, char_decode, "a", SamplingParams(max_tokens=2, temperature=0))
+    assert (short.text, short.finish_reason) == ("bc", "length")
+    pieces: list[tuple[int, str]] = []
+    complete(lm, encode, decode, "12", p, seed=4, n=2, eot_id=0, on_piece=lambda r, t: pieces.append((r, t)))
+    assert ["".join(t for r, t in pieces if r == i) for i in range(2)] == [c.text for c in done[:2]]
+
+
+def test_score_prompt_is_each_tokens_logprob_given_the_ones_before(lm: TinyLM) -> None:
+    lps, tops = score_prompt(lm, [1, 2, 3], top=1)
+    full = lm(torch.tensor([[1, 2, 3]]))[0].detach().log_softmax(-1)
+    assert lps[0] is None and tops[0] is None
+    assert lps[1:] == pytest.approx([float(full[0, 2]), float(full[1, 3])], abs=1e-5)
+    assert [t[0][0] for t in tops[1:]] == full[:2].argmax(-1).tolist()
+    long = list(range(1, 11)) + [1]  # 11 tokens, a context of 8: the first 4 are not scored with their context
+    lps, _ = score_prompt(lm, long)
+    assert lps[:4] == [None] * 4 and all(isinstance(x, float) for x in lps[4:])
+
+
 def test_validate_raises_config_errors() -> None:
     SamplingParams().validate()
     bad = [dict(top_p=1.5), dict(top_p=0.0), dict(temperature=-0.1), dict(top_k=-1), dict(repetition_penalty=0.0),
            dict(num_beams=0), dict(num_beams=17), dict(max_tokens=0), dict(max_tokens=101), dict(stop=[""]),
-           dict(temperature=float("nan"))]
+           dict(temperature=float("nan")), dict(presence_penalty=2.5), dict(frequency_penalty=float("nan")),
+           dict(logit_bias={1: 101.0}), dict(logit_bias={-1: 1.0})]
     for kw in bad:
         with pytest.raises(ConfigError):
             SamplingParams(**kw).validate(max_allowed_tokens=100)

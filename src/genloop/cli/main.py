@@ -156,6 +156,10 @@ def generate(
     top_k: int = typer.Option(0, "--top-k", help="Text models: sample from the k likeliest tokens (0: off)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Text models: nucleus sampling mass (1: off)."),
     repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="Text models: >1 discourages repeats (1: off)."),
+    presence_penalty: float = typer.Option(0.0, "--presence-penalty",
+                                           help="Text models: OpenAI's, -2..2; >0 discourages any generated token again (0: off)."),
+    frequency_penalty: float = typer.Option(0.0, "--frequency-penalty",
+                                            help="Text models: OpenAI's, -2..2; >0 discourages by times generated (0: off)."),
     stop: List[str] = typer.Option([], "--stop", help="Text models: stop before this text (repeatable)."),
     beams: int = typer.Option(1, "--beams", help="Text models: beam search width (1: sampling)."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Text models: print when done instead of as tokens come."),
@@ -175,7 +179,7 @@ def generate(
 
     if api.modality(run_id, runs_dir) == "text":
         _generate_text(run_id, n or 1, seed, out_dir, prompt, max_tokens, temperature, top_k, top_p, repetition_penalty,
-                       stop, beams, no_stream, checkpoint, runs_dir, device, compile_, image_options={
+                       presence_penalty, frequency_penalty, stop, beams, no_stream, checkpoint, runs_dir, device, compile_, image_options={
                            "--class": class_label, "--sampler": sampler, "--steps": steps, "--guidance": guidance, "--eta": eta})
         return
     text_given = [name for name, v in (("--prompt", prompt), ("--stop", stop or None)) if v is not None]
@@ -188,7 +192,8 @@ def generate(
 
 
 def _generate_text(run_id: str, n: int, seed: int, out_dir: Optional[Path], prompt: Optional[str], max_tokens: int,
-                   temperature: float, top_k: int, top_p: float, repetition_penalty: float, stop: List[str], beams: int,
+                   temperature: float, top_k: int, top_p: float, repetition_penalty: float, presence_penalty: float,
+                   frequency_penalty: float, stop: List[str], beams: int,
                    no_stream: bool, checkpoint: str, runs_dir: Optional[Path], device: str, compile_: bool,
                    image_options: dict) -> None:
     import warnings
@@ -199,7 +204,8 @@ def _generate_text(run_id: str, n: int, seed: int, out_dir: Optional[Path], prom
     if given:
         raise ConfigError(f"{', '.join(given)}: only image models take this; {run_id} is a text model")
     sampling = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                    repetition_penalty=repetition_penalty, stop=list(stop), num_beams=beams)
+                    repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                    frequency_penalty=frequency_penalty, stop=list(stop), num_beams=beams)
     if compile_:
         sampling["compile"] = True
     stream = not no_stream and n == 1 and beams == 1

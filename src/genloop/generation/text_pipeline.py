@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from ..errors import ConfigError
 from ..systems.base import System
-from .text_sampling import SamplingParams, generate_text
+from .text_sampling import Completion, SamplingParams, complete, generate_text, score_prompt
 
 MAX_TOKENS = 100_000  # one call's limit on new tokens (the server sets a tighter one)
 
@@ -100,13 +100,30 @@ class TextPipeline:
 
     def params(self, max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                repetition_penalty: float = 1.0, stop: list[str] | str | None = None, num_beams: int = 1,
-               length_penalty: float = 1.0) -> SamplingParams:
+               length_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+               logit_bias: dict[int, float] | dict[str, float] | None = None) -> SamplingParams:
+        """Checked settings. ``logit_bias`` keys may be strings (JSON objects, recipes): they are token ids."""
         stops = [stop] if isinstance(stop, str) else list(stop or [])
+        try:
+            bias = {int(k): float(v) for k, v in (logit_bias or {}).items()}
+        except (TypeError, ValueError):
+            raise ConfigError(f"logit_bias maps token ids to numbers, got {logit_bias!r}") from None
+        vocab = self.tokenizer.vocab_size
+        if any(not 0 <= k < vocab for k in bias):
+            raise ConfigError(f"logit_bias names token ids outside this model's vocabulary (0..{vocab - 1})")
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                 repetition_penalty=repetition_penalty, stop=stops, num_beams=num_beams,
-                                length_penalty=length_penalty)
+                                length_penalty=length_penalty, presence_penalty=presence_penalty,
+                                frequency_penalty=frequency_penalty, logit_bias=bias)
         params.validate(MAX_TOKENS)
         return params
+
+    def _lm(self, compile: bool) -> Any:
+        """The model to sample: compiled if asked, with a char tokenizer's ``<unk>`` made unsampleable."""
+        tok, lm = self.tokenizer, self.compiled() if compile else self.system.causal_lm()
+        if getattr(tok, "unk_id", None) is not None:
+            lm = NeverSample(lm, [tok.unk_id])
+        return lm
 
     def check_prompt(self, prompt: str) -> list[str]:
         """Warnings about a prompt (returned, and issued as ``UserWarning``): too long for the context."""
@@ -122,19 +139,45 @@ class TextPipeline:
             warnings.warn(note, UserWarning, stacklevel=3)
         return notes
 
-    def stream_to(self, on_piece: Callable[[str], None], prompt: str = "", seed: int = 0, **sampling: Any) -> TextOutput:
+    def stream_to(self, on_piece: Callable[[str], None], prompt: str = "", seed: int = 0,
+                  **sampling: Any) -> TextOutput:
         """One completion, handing each piece of text to ``on_piece`` as it is generated, then returned whole
-        with its recipe, as ``pipe(prompt=..., n=1, seed=...)`` would (the CLI and the studio worker stream so)."""
-        pieces = []
-        for piece in self(prompt=prompt, n=1, seed=seed, stream=True, **sampling):
-            on_piece(piece)
-            pieces.append(piece)
-        params = self.params(**{k: v for k, v in sampling.items() if k not in ("compile", "use_cache")})
-        return TextOutput(["".join(pieces)], prompt, self.recipe(prompt=prompt, seed=seed, n=1, **vars(params)))
+        with its recipe, as ``pipe(prompt=..., n=1, seed=...)`` would (the CLI streams so)."""
+        output, _ = self.complete(prompt, n=1, seed=seed, on_piece=lambda _, piece: on_piece(piece), **sampling)
+        return output
+
+    def complete(self, prompt: str = "", n: int = 1, seed: int = 0, top_logprobs: int = 0,
+                 on_piece: Callable[[int, str], None] | None = None, use_cache: bool = True, compile: bool = False,
+                 **sampling: Any) -> tuple[TextOutput, list[Completion]]:
+        """``n`` completions as ``pipe(...)`` gives them (same seeds, same texts), each also with its tokens,
+        the model's log-probability of each (and the ``top_logprobs`` likeliest alternatives) and why it
+        ended — what an API needs for ``logprobs``, ``best_of`` and ``finish_reason``. ``on_piece(row, piece)``
+        receives text as it is sampled (the studio worker streams every row this way)."""
+        if not 1 <= n <= 10_000:
+            raise ConfigError(f"--n must be between 1 and 10000, got {n}")
+        params = self.params(**sampling)
+        self.check_prompt(prompt)
+        tok = self.tokenizer
+        done = complete(self._lm(compile), tok.encode, tok.decode, prompt, params, seed=seed, n=n, eot_id=tok.eot_id,
+                        use_cache=use_cache, top_logprobs=top_logprobs, on_piece=on_piece)
+        recipe = self.recipe(prompt=prompt, seed=seed, n=n, **vars(params))
+        return TextOutput([c.text for c in done], prompt, recipe), done
+
+    def score_prompt(self, prompt: str, top_logprobs: int = 0) -> tuple[list[int], list[float | None],
+                                                                          list[list[tuple[int, float]] | None]]:
+        """The prompt's token ids and the model's log-probability of each given those before (``None`` for the
+        first and for tokens before the context window), for OpenAI's ``echo`` with ``logprobs``."""
+        ids = list(self.tokenizer.encode(prompt)) if prompt else []
+        if not ids:
+            return [], [], []
+        lps, tops = score_prompt(self._lm(False), ids, top_logprobs)
+        return ids, lps, tops
 
     def __call__(self, prompt: str = "", n: int = 1, seed: int = 0, max_tokens: int = 200,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
                  stop: list[str] | str | None = None, num_beams: int = 1, length_penalty: float = 1.0,
+                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                 logit_bias: dict[int, float] | None = None,
                  stream: bool = False, use_cache: bool = True, compile: bool = False) -> TextOutput | Iterator[str]:
         """``n`` completions of ``prompt`` (an empty prompt starts a new document).
 
@@ -144,13 +187,12 @@ class TextPipeline:
         """
         if not 1 <= n <= 10_000:
             raise ConfigError(f"--n must be between 1 and 10000, got {n}")
-        params = self.params(max_tokens, temperature, top_k, top_p, repetition_penalty, stop, num_beams, length_penalty)
+        params = self.params(max_tokens, temperature, top_k, top_p, repetition_penalty, stop, num_beams, length_penalty,
+                             presence_penalty, frequency_penalty, logit_bias)
         if stream and n != 1:
             raise ConfigError("streaming gives one completion at a time: use n=1 with stream=True")
         self.check_prompt(prompt)
-        tok, lm = self.tokenizer, self.compiled() if compile else self.system.causal_lm()
-        if getattr(tok, "unk_id", None) is not None:
-            lm = NeverSample(lm, [tok.unk_id])
+        tok, lm = self.tokenizer, self._lm(compile)
         if stream:
             pieces = generate_text(lm, tok.encode, tok.decode, prompt, params, seed=seed, n=1, eot_id=tok.eot_id,
                                    use_cache=use_cache, stream=True)

@@ -39,6 +39,9 @@ class SamplingParams:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
     repetition_penalty: float = 1.0  # 1.0: off; > 1 discourages tokens already seen (prompt + generated)
+    presence_penalty: float = 0.0  # 0: off; OpenAI's: subtracted once from every token generated so far
+    frequency_penalty: float = 0.0  # 0: off; OpenAI's: subtracted per time a token was generated so far
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit (-100 bans it)
     stop: list[str] = field(default_factory=list)  # the text ends before the first of these (excluded)
     num_beams: int = 1  # > 1: beam search (deterministic; temperature, top-k and top-p are ignored)
     length_penalty: float = 1.0  # beam score = sum of log-probabilities / length ** length_penalty
@@ -61,6 +64,14 @@ class SamplingParams:
             problems.append(f"--top-p must be in (0, 1], got {self.top_p}")
         if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
             problems.append(f"--repetition-penalty must be > 0 (1 is off), got {self.repetition_penalty}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and -2 <= value <= 2):  # OpenAI's range; also rejects NaN
+                problems.append(f"--{name.replace('_', '-')} must be between -2 and 2 (0 is off), got {value}")
+        bad_bias = {k: v for k, v in self.logit_bias.items()
+                    if not (isinstance(k, int) and k >= 0 and isinstance(v, (int, float)) and -100 <= v <= 100)}
+        if bad_bias:
+            problems.append(f"logit_bias maps token ids >= 0 to numbers in [-100, 100], got {bad_bias}")
         if not (isinstance(self.num_beams, int) and 1 <= self.num_beams <= MAX_BEAMS):
             problems.append(f"--beams must be between 1 and {MAX_BEAMS}, got {self.num_beams}")
         if not math.isfinite(self.length_penalty):
@@ -72,16 +83,24 @@ class SamplingParams:
 
 
 # --- one step: logits -> next token ---------------------------------------------------------------
-def process_logits(logits: torch.Tensor, seen: torch.Tensor | None, params: SamplingParams) -> torch.Tensor:
+def process_logits(logits: torch.Tensor, seen: torch.Tensor | None, params: SamplingParams,
+                   generated: torch.Tensor | None = None) -> torch.Tensor:
     """(B, V) logits -> float32 logits with every control applied; filtered-out tokens get -inf.
 
-    Order: repetition penalty, temperature, top-k, top-p. The penalty comes first because it is a change of
-    the model's scores, not of the sampling; top-p last, so the nucleus is taken from the final distribution.
-    Settings that are off do nothing at all (the output equals the input).
+    ``seen`` (B, S) is every token so far (prompt + generated), for the repetition penalty; ``generated``
+    (B, G) only the generated ones, for the presence and frequency penalties, which OpenAI defines over the
+    completion only. Order: logit bias, repetition penalty, presence/frequency penalties, temperature,
+    top-k, top-p. Bias and penalties come first because they change the model's scores, not the sampling;
+    top-p last, so the nucleus is taken from the final distribution. Settings that are off do nothing at
+    all (the output equals the input).
     """
     x = logits.float()
+    if params.logit_bias:
+        x = _bias(x, params.logit_bias)
     if seen is not None and seen.numel() and params.repetition_penalty != 1.0:
         x = _penalize(x, seen, params.repetition_penalty)
+    if generated is not None and generated.numel() and (params.presence_penalty or params.frequency_penalty):
+        x = _penalize_counts(x, generated, params.presence_penalty, params.frequency_penalty)
     if params.temperature > 0 and params.temperature != 1.0:
         x = x / params.temperature
     if 0 < params.top_k < x.shape[-1]:
@@ -101,6 +120,23 @@ def _penalize(x: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tens
     seen = seen.to(x.device)
     g = x.gather(1, seen)
     return x.scatter(1, seen, torch.where(g > 0, g / penalty, g * penalty))
+
+
+def _bias(x: torch.Tensor, logit_bias: dict[int, float]) -> torch.Tensor:
+    """Add each token's bias to its logit (OpenAI's ``logit_bias``); an id outside the vocabulary is an error."""
+    ids = torch.as_tensor(list(logit_bias), dtype=torch.long, device=x.device)
+    if int(ids.max()) >= x.shape[-1]:
+        raise ConfigError(f"logit_bias names token {int(ids.max())} but the vocabulary has {x.shape[-1]} tokens")
+    bias = torch.as_tensor(list(logit_bias.values()), dtype=x.dtype, device=x.device)
+    return x.index_add(1, ids, bias.expand(x.shape[0], -1))
+
+
+def _penalize_counts(x: torch.Tensor, generated: torch.Tensor, presence: float, frequency: float) -> torch.Tensor:
+    """OpenAI's penalties: ``logit[j] -= count[j] * frequency + (count[j] > 0) * presence``, where ``count[j]``
+    is how often token ``j`` was generated so far in this row (the prompt does not count)."""
+    generated = generated.to(x.device)
+    counts = torch.zeros_like(x).scatter_add_(1, generated, torch.ones_like(generated, dtype=x.dtype))
+    return x - counts * frequency - (counts > 0).to(x.dtype) * presence
 
 
 def _nucleus(x: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -183,11 +219,14 @@ def _check_prompt(prompt_ids: Sequence[int]) -> None:
 
 @torch.inference_mode()
 def generate_ids(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, seeds: Sequence[int],
-                 eot_id: int | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+                 eot_id: int | None = None, use_cache: bool = True,
+                 on_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> Iterator[torch.Tensor]:
     """Continue one prompt in ``len(seeds)`` rows at once; yield each step's next token of every row (B,).
 
     A row that has produced the end-of-text token (when ``params.stop_at_eot``) is finished: it yields
     ``eot_id`` from then on, and the loop ends once every row is finished or after ``max_tokens`` steps.
+    ``on_step(raw_logits, tokens)`` sees each step's model logits (before any control) and the tokens drawn,
+    before they are yielded: that is where log-probabilities are scored, without a second forward pass.
     """
     _check_prompt(prompt_ids)
     if len(seeds) == 0:
@@ -200,12 +239,16 @@ def generate_ids(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, see
     context = _Context(lm, batch, use_cache)
     done = torch.zeros(batch, dtype=torch.bool)
     penalize = params.repetition_penalty != 1.0
+    count = bool(params.presence_penalty or params.frequency_penalty)
     for n in range(p, p + params.max_tokens):
-        logits = process_logits(context.logits(ids, n), ids[:, :n] if penalize else None, params)
+        raw = context.logits(ids, n)
+        logits = process_logits(raw, ids[:, :n] if penalize else None, params, ids[:, p:n] if count else None)
         tokens = sample_next(logits, generators, params).cpu()
         if eot is not None:
             tokens = tokens.masked_fill(done, eot)
             done |= tokens == eot
+        if on_step is not None:
+            on_step(raw, tokens)
         ids[:, n] = tokens.to(device)
         yield tokens
         if eot is not None and bool(done.all()):
@@ -220,14 +263,16 @@ def beam_search(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, eot_
     end-of-text becomes a finished hypothesis if it ranks within the best ``num_beams``, and the others
     carry on. Search ends when ``num_beams`` hypotheses are finished and no running beam scores better
     than the worst of them (score = sum of log-probabilities / generated length ** length_penalty).
-    Temperature, top-k and top-p are ignored (they change sampling, not likelihood); the repetition
-    penalty applies. Each step recomputes the window: beams are for small models and short outputs.
+    Temperature, top-k and top-p are ignored (they change sampling, not likelihood); the logit bias and the
+    repetition, presence and frequency penalties apply. Each step recomputes the window: beams are for small
+    models and short outputs.
     """
     _check_prompt(prompt_ids)
     device, p, width = model_device(lm), len(prompt_ids), params.num_beams
     eot = eot_id if params.stop_at_eot else None
     plain = replace(params, temperature=1.0, top_k=0, top_p=1.0)
     penalize = params.repetition_penalty != 1.0
+    count = bool(params.presence_penalty or params.frequency_penalty)
     beams = torch.as_tensor([list(prompt_ids)], dtype=torch.long, device=device)
     sums = torch.zeros(1, device=device)  # sum of log-probabilities of each running beam
     finished: list[tuple[float, list[int]]] = []
@@ -238,7 +283,8 @@ def beam_search(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, eot_
 
     for length in range(1, params.max_tokens + 1):
         start = window_start(beams.shape[1], start, int(lm.block_size))
-        logits = process_logits(lm(beams[:, start:])[:, -1], beams if penalize else None, plain)
+        logits = process_logits(lm(beams[:, start:])[:, -1], beams if penalize else None, plain,
+                                beams[:, p:] if count else None)
         vocab = logits.shape[-1]
         totals = (sums[:, None] + logits.log_softmax(-1)).view(-1)
         best = totals.topk(min(2 * width, totals.numel()))
@@ -343,6 +389,49 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text if cut is None else text[:cut]
 
 
+@dataclass
+class Completion:
+    """One sampled completion with what an API reports besides its text (OpenAI's ``logprobs``, ``finish_reason``).
+
+    Log-probabilities are the model's own (log-softmax of its logits before bias, penalties, temperature,
+    top-k or top-p), so they measure how likely the model finds the text, whatever the sampling settings.
+    """
+
+    text: str
+    token_ids: list[int]  # generated tokens, end-of-text excluded; the last may reach into a stop string
+    logprobs: list[float]  # the model's log-probability of each token in ``token_ids``
+    top_logprobs: list[list[tuple[int, float]]]  # per token: the likeliest (id, log-probability), if asked
+    finish_reason: str  # "stop": end-of-text or a stop string ended it; "length": max_tokens did
+
+    @property
+    def total_logprob(self) -> float:
+        return sum(self.logprobs)
+
+    @property
+    def mean_logprob(self) -> float:
+        """OpenAI's ``best_of`` ranking: log-probability per token (an empty completion ranks last)."""
+        return self.total_logprob / len(self.logprobs) if self.logprobs else float("-inf")
+
+
+def _prompt_ids(encode: Callable[[str], list[int]], prompt: str, eot_id: int | None) -> list[int]:
+    """The prompt's tokens; an empty prompt starts a new document from the end-of-text token."""
+    prompt_ids = list(encode(prompt)) if prompt else []
+    if not prompt_ids:
+        if eot_id is None:
+            raise ConfigError("the prompt is empty and the tokenizer has no end-of-text token to start from")
+        prompt_ids = [eot_id]
+    return prompt_ids
+
+
+def _check_call(params: SamplingParams, n: int) -> None:
+    # the caller enforces its own token limit; this catches settings no sampler could honour
+    params.validate(max_allowed_tokens=max(100_000, params.max_tokens if isinstance(params.max_tokens, int) else 0))
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    if params.num_beams > 1 and n != 1:
+        raise ConfigError(f"beam search gives one completion: use n=1 with --beams {params.num_beams}, got n={n}")
+
+
 def generate_text(lm: Any, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], prompt: str,
                   params: SamplingParams, seed: int = 0, n: int = 1, eot_id: int | None = None,
                   use_cache: bool = True, stream: bool = False,
@@ -354,17 +443,8 @@ def generate_text(lm: Any, encode: Callable[[str], list[int]], decode: Callable[
     Rows are generated ``batch_size`` at a time, which changes no row (each has its own generator).
     Beam search (``params.num_beams > 1``) gives one completion, cut at the first stop string afterwards.
     """
-    # the caller enforces its own token limit; this catches settings no sampler could honour
-    params.validate(max_allowed_tokens=max(100_000, params.max_tokens if isinstance(params.max_tokens, int) else 0))
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
-    if params.num_beams > 1 and n != 1:
-        raise ConfigError(f"beam search gives one completion: use n=1 with --beams {params.num_beams}, got n={n}")
-    prompt_ids = list(encode(prompt)) if prompt else []
-    if not prompt_ids:
-        if eot_id is None:
-            raise ConfigError("the prompt is empty and the tokenizer has no end-of-text token to start from")
-        prompt_ids = [eot_id]
+    _check_call(params, n)
+    prompt_ids = _prompt_ids(encode, prompt, eot_id)
     pieces = _stream(lm, decode, prompt_ids, params, seed, n, eot_id, use_cache, batch_size, live=stream)
     if stream:
         return pieces
@@ -372,6 +452,57 @@ def generate_text(lm: Any, encode: Callable[[str], list[int]], decode: Callable[
     for row, piece in pieces:
         texts[row] += piece
     return texts
+
+
+def complete(lm: Any, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], prompt: str,
+             params: SamplingParams, seed: int = 0, n: int = 1, eot_id: int | None = None, use_cache: bool = True,
+             top_logprobs: int = 0, on_piece: Callable[[int, str], None] | None = None,
+             batch_size: int = 64) -> list[Completion]:
+    """Like :func:`generate_text` (same seeds, same texts), but each completion comes with its tokens, their
+    log-probabilities (and the ``top_logprobs`` likeliest alternatives at each step) and why it ended.
+
+    ``on_piece(row, piece)`` receives the text as it is generated, as ``stream=True`` would yield it.
+    Beam search is not offered here: its hypotheses are not samples, and their scores are not per-token.
+    """
+    _check_call(params, n)
+    if params.num_beams > 1:
+        raise ConfigError("beam search gives no per-token log-probabilities; use generate_text for beams")
+    if not (isinstance(top_logprobs, int) and top_logprobs >= 0):
+        raise ConfigError(f"top_logprobs must be an integer >= 0, got {top_logprobs}")
+    prompt_ids = _prompt_ids(encode, prompt, eot_id)
+    out: list[Completion] = []
+    for first in range(0, n, batch_size):
+        seeds = [seed + r for r in range(first, min(first + batch_size, n))]
+        record: list[Completion] = []
+        for i, piece in _stream_batch(lm, decode, prompt_ids, params, seeds, eot_id, use_cache,
+                                      live=on_piece is not None, record=record, top=top_logprobs):
+            if on_piece is not None:
+                on_piece(first + i, piece)
+        out.extend(record)
+    return out
+
+
+@torch.inference_mode()
+def score_prompt(lm: Any, prompt_ids: Sequence[int],
+                 top: int = 0) -> tuple[list[float | None], list[list[tuple[int, float]] | None]]:
+    """The model's log-probability of each prompt token given the ones before it (and the ``top`` likeliest
+    tokens there), in one forward pass over the last ``block_size`` tokens.
+
+    The first token has no context, and tokens before the model's window are not seen with theirs: both get
+    ``None``, as OpenAI gives ``null`` for the first token of an echoed prompt.
+    """
+    _check_prompt(prompt_ids)
+    device, block = model_device(lm), int(lm.block_size)
+    start = max(0, len(prompt_ids) - block)
+    ids = torch.as_tensor(list(prompt_ids[start:]), dtype=torch.long, device=device)[None]
+    lp = lm(ids)[0, :-1].float().log_softmax(-1)  # row t predicts token start + t + 1
+    chosen = lp.gather(1, ids[0, 1:, None])[:, 0].tolist()
+    none: list[Any] = [None] * (start + 1)
+    if not top:
+        return none + chosen, none + [None] * len(chosen)
+    best = lp.topk(min(top, lp.shape[-1]), -1)
+    tops = [list(zip(i, v)) for i, v in zip(best.indices.tolist(), best.values.tolist())]
+    return none + chosen, none + tops
 
 
 def _stream(lm: Any, decode: Callable[[list[int]], str], prompt_ids: list[int], params: SamplingParams, seed: int,
@@ -391,21 +522,41 @@ def _stream(lm: Any, decode: Callable[[list[int]], str], prompt_ids: list[int], 
 
 
 def _stream_batch(lm: Any, decode: Callable[[list[int]], str], prompt_ids: list[int], params: SamplingParams,
-                  seeds: list[int], eot_id: int | None, use_cache: bool, live: bool) -> Iterator[tuple[int, str]]:
+                  seeds: list[int], eot_id: int | None, use_cache: bool, live: bool,
+                  record: list[Completion] | None = None, top: int = 0) -> Iterator[tuple[int, str]]:
     """One batch of rows: feed each row's tokens to its :class:`TextStream` until every row has ended.
 
-    Text is decoded as it comes only when it is printed live or a stop string must be watched for.
+    Text is decoded as it comes only when it is printed live or a stop string must be watched for. With
+    ``record``, each row's :class:`Completion` is appended to it once the batch is done (scored as sampled).
     """
     streams = [TextStream(decode, params.stop) for _ in seeds]
     eot = eot_id if params.stop_at_eot else None
     incremental = live or bool(params.stop)
     running = set(range(len(seeds)))
-    for tokens in generate_ids(lm, prompt_ids, params, seeds, eot_id, use_cache):
+    logprobs: list[list[float]] = [[] for _ in seeds]
+    tops: list[list[list[tuple[int, float]]]] = [[] for _ in seeds]
+    ended = ["length"] * len(seeds)
+
+    def score(raw: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Runs before ``running`` is updated for this step, so exactly the tokens that join a text are scored."""
+        lp = raw.float().log_softmax(-1)
+        chosen = lp.gather(1, tokens.to(lp.device)[:, None])[:, 0].tolist()
+        best = lp.topk(min(top, lp.shape[-1]), -1) if top else None
+        for i in running:
+            if int(tokens[i]) == eot:
+                continue
+            logprobs[i].append(chosen[i])
+            if best is not None:
+                tops[i].append(list(zip(best.indices[i].tolist(), best.values[i].tolist())))
+
+    on_step = score if record is not None else None
+    for tokens in generate_ids(lm, prompt_ids, params, seeds, eot_id, use_cache, on_step=on_step):
         for i, token in enumerate(tokens.tolist()):
             if i not in running:
                 continue
             if token == eot:
                 running.discard(i)
+                ended[i] = "stop"
             elif not incremental:
                 streams[i].add(token)
             else:
@@ -420,7 +571,10 @@ def _stream_batch(lm: Any, decode: Callable[[list[int]], str], prompt_ids: list[
         piece = s.finish()
         if piece:
             yield i, piece
+    if record is not None:
+        record.extend(Completion(s.text, list(s.ids), logprobs[i], tops[i], "stop" if s.stopped else ended[i])
+                      for i, s in enumerate(streams))
 
 
 __all__ = ["SamplingParams", "process_logits", "sample_next", "window_start", "generate_ids", "beam_search",
-           "TextStream", "cut_at_stop", "generate_text"]
+           "TextStream", "cut_at_stop", "generate_text", "Completion", "complete", "score_prompt"]

@@ -20,6 +20,7 @@ from ..feedback.store import FeedbackStore
 from .deps import Context
 from .jobs import JobStore
 from .routes import completions, generations, jobs, system, uploads
+from .services import openai_compat
 from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(GenLoopError)
     async def library_error(request: Request, exc: GenLoopError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NotFoundError) else 422)
+
+    openai_compat.install(app)  # after the app's own handlers: OpenAI's error envelope on the OpenAI routes only
 
     for module in (system, jobs, generations, completions, uploads):
         app.include_router(module.router)

@@ -14,6 +14,7 @@ from .settings import Limits
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 GEN_ID = re.compile(r"^[0-9a-f]{16}$")
+MAX_LOGPROBS = 5  # OpenAI's own cap on top_logprobs for completions
 OVERRIDE = re.compile(r"^(model|data|train)\.[A-Za-z0-9_.]+=[^\n]{0,200}$")
 
 
@@ -39,7 +40,13 @@ class GenerateParams(Strict):
     top_k: int | None = Field(None, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(None, max_length=300, description="token id -> bias in [-100, 100]")
     stop: list[str] | None = Field(None, max_length=8)
+    # text, what the worker reports besides the texts (OpenAI's completions options)
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="score each token; report the top k")
+    echo: bool | None = Field(None, description="with logprobs: score the prompt's tokens too")
 
 
 class TrainParams(Strict):
@@ -75,21 +82,33 @@ class PreferenceRequest(Strict):
     user: str | None = Field(None, max_length=64)
 
 
-class CompletionRequest(BaseModel):
-    """OpenAI's ``/v1/completions`` body; fields GenLoop does not implement are refused, not ignored."""
+class StreamOptions(Strict):
+    include_usage: bool = False
 
-    model_config = ConfigDict(extra="forbid")
+
+class CompletionRequest(Strict):
+    """OpenAI's ``/v1/completions`` body. Every field OpenAI defines is accepted and honoured, except ``suffix``
+    (refused with a 400 when set) and ``user`` (recorded as the job's user); unknown fields are refused."""
+
     model: str
     prompt: str | list[str] = ""
-    max_tokens: int = Field(16, ge=1)
-    temperature: float = Field(1.0, ge=0, le=10)
-    top_p: float = Field(1.0, gt=0, le=1)
+    suffix: str | None = None
+    max_tokens: int | None = Field(16, ge=1)
+    temperature: float | None = Field(1.0, ge=0, le=10)
+    top_p: float | None = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)  # an extension that text-generation-webui and vLLM accept too
-    n: int = Field(1, ge=1)
-    stream: bool = False
+    n: int | None = Field(1, ge=1)
+    best_of: int | None = Field(None, ge=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    echo: bool | None = False
     stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float | None = Field(0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(None, max_length=300)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    repetition_penalty: float = Field(1.0, gt=0, le=10)  # an extension, as top_k
     user: str | None = Field(None, max_length=64)
 
 

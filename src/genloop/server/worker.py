@@ -27,6 +27,8 @@ from ..database import connect
 from ..errors import ConfigError, GenLoopError, NotFoundError
 from ..feedback.store import FeedbackStore
 from .jobs import JobRow, JobStore, worker_id
+from .services.completions import text_report
+from .services.jobs import IMAGE_KEYS, TEXT_KEYS
 from .settings import Settings
 
 
@@ -75,6 +77,53 @@ class _Heartbeat(threading.Thread):
         self.done.set()
         self.join(timeout=5)
         self.beat()  # the last lines and the final progress
+
+
+class _TextEvents:
+    """Writes a streamed completion's pieces as ``text`` events, from a thread of its own, the moment they come.
+
+    Every piece the sampler hands over stays a piece: an event carries ``pieces`` (and ``text``, their join,
+    for readers that want the text), so a follower can relay each piece as its own chunk. Writing in a thread
+    keeps the database's per-write cost (a few ms on SQLite) out of the sampling loop: a fast model's pieces
+    that arrive while one write is in flight go into the next event together instead of waiting on it.
+    """
+
+    def __init__(self, jobs: JobStore, job_id: str) -> None:
+        self.jobs, self.job_id = jobs, job_id
+        self.pending: list[str] = []
+        self.closed = False
+        self.error: BaseException | None = None
+        self.ready = threading.Condition()
+        self.thread = threading.Thread(target=self._write, daemon=True)
+        self.thread.start()
+
+    def put(self, row: int, piece: str) -> None:
+        with self.ready:
+            self.pending.append(piece)
+            self.ready.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self.ready:
+                while not self.pending and not self.closed:
+                    self.ready.wait()
+                if not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+            try:
+                self.jobs.add_event(self.job_id, "text", {"text": "".join(batch), "pieces": batch})
+            except BaseException as e:  # noqa: BLE001 - reported by close(), which fails the job
+                self.error = e
+                return
+
+    def close(self) -> None:
+        """Write what is left and stop; the job's final status event then follows every text event."""
+        with self.ready:
+            self.closed = True
+            self.ready.notify()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 class Worker:
@@ -211,43 +260,27 @@ class Worker:
         if already:  # an earlier attempt stored its outputs and died before saying so
             return self._generate_result(p, [g.id for g in sorted(already, key=lambda g: g.recipe.get("index", 0))])
         pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
-        text = getattr(pipe, "modality", "image") == "text"
-        if text:
-            output = self._generate_text(job, pipe, p)
+        report: dict[str, Any] = {}  # text: finish reasons, usage, log-probabilities (what OpenAI clients read)
+        if getattr(pipe, "modality", "image") == "text":
+            output, report = self._generate_text(job, pipe, p)
         else:
-            keys = ("class_label", "sampler", "steps", "guidance", "eta")
-            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **{k: p.get(k) for k in keys})
+            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **{k: p.get(k) for k in IMAGE_KEYS})
         ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
-        result = self._generate_result(p, ids)
-        if text:  # what an OpenAI-style client expects back
-            encode, limit = pipe.tokenizer.encode, p.get("max_tokens") or pipe.params().max_tokens
-            used = [len(encode(t)) for t in output.texts]
-            prompt_tokens = len(encode(output.prompt)) if output.prompt else 0
-            result["finish_reasons"] = ["length" if u >= limit else "stop" for u in used]
-            result["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": sum(used),
-                               "total_tokens": prompt_tokens + sum(used)}
-        return result
+        return {**self._generate_result(p, ids), **report}
 
-    def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any]) -> Any:
-        keys = ("max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
-        sampling = {k: p[k] for k in keys if p.get(k) is not None}
+    def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The completions and their report. A single completion is streamed through :class:`_TextEvents`."""
+        sampling = {k: p[k] for k in TEXT_KEYS if k != "prompt" and p.get(k) is not None}
         prompt, n, seed = p.get("prompt", ""), int(p.get("n", 1)), int(p.get("seed", 0))
-        if n != 1:
-            return pipe(prompt=prompt, n=n, seed=seed, **sampling)
-        pending: list[str] = []
-        last = [time.monotonic()]
-
-        def send(piece: str) -> None:  # a few events per second, not one row per token
-            pending.append(piece)
-            if time.monotonic() - last[0] > 0.05:
-                self.jobs.add_event(job.id, "text", {"text": "".join(pending)})
-                pending.clear()
-                last[0] = time.monotonic()
-
-        output = pipe.stream_to(send, prompt, seed, **sampling)
-        if pending:
-            self.jobs.add_event(job.id, "text", {"text": "".join(pending)})
-        return output
+        events = _TextEvents(self.jobs, job.id) if n == 1 else None
+        try:
+            output, done = pipe.complete(prompt, n=n, seed=seed, top_logprobs=int(p.get("logprobs") or 0),
+                                         on_piece=events.put if events else None, **sampling)
+        finally:
+            if events:
+                events.close()
+        tok = pipe.tokenizer
+        return output, text_report(tok.decode, tok.encode, prompt, done, p, pipe.score_prompt)
 
     def _generate_result(self, p: dict[str, Any], ids: list[str]) -> dict[str, Any]:
         result: dict[str, Any] = {"generation_ids": ids}

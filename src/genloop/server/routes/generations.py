@@ -11,7 +11,8 @@ from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
 from ..deps import Context, ctx, require_token
 from ..schemas import GenerateParams, PreferenceRequest, RatingRequest, check_generation_id, check_run_id, unprocessable
-from .jobs import submit, validate
+from ..services.jobs import IMAGE_KEYS, TEXT_KEYS, submit, validate
+from .jobs import created
 
 router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)])
 
@@ -35,7 +36,7 @@ def _out(c: Context, row: Any, feedback: dict[str, Any] | None = None) -> dict[s
 def create_generation(body: GenerateParams, user: str | None = Query(None, max_length=64),
                       c: Context = Depends(ctx)) -> JSONResponse:
     """Queue a generation job (the same as ``POST /v1/jobs`` with ``kind: generate``)."""
-    return submit(c, "generate", validate(c, "generate", body.model_dump(exclude_none=True)), user)
+    return created(submit(c, "generate", validate(c, "generate", body.model_dump(exclude_none=True)), user))
 
 
 @router.get("/v1/generations")
@@ -71,8 +72,7 @@ def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context =
     """Make a generation again from its stored recipe; the job's result says whether it came out identical."""
     row = _gen(c, gid)
     r = row.recipe
-    keys = ("class_label", "sampler", "steps", "guidance", "eta") if row.modality == "image" else (
-        "prompt", "max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
+    keys = IMAGE_KEYS if row.modality == "image" else TEXT_KEYS
     params = {"run_id": row.run_id, "checkpoint": row.checkpoint, "n": 1, "seed": int(r["seed"]),
               **{k: r[k] for k in keys if r.get(k) is not None}}
     if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models record "latent-gaussian"
@@ -86,7 +86,7 @@ def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context =
     if not weights.is_file() or sha256_file(weights) != row.checkpoint_sha256:
         raise HTTPException(409, f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
                                  "was made (its sha256 differs), so it cannot be replayed exactly")
-    return submit(c, "generate", {**params, "replay_of": row.id}, user)
+    return created(submit(c, "generate", {**params, "replay_of": row.id}, user))
 
 
 @router.post("/v1/generations/{gid}/ratings", status_code=201)

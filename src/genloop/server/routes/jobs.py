@@ -2,81 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
 
-from ...errors import GenLoopError, NotFoundError
+from ...errors import GenLoopError
 from ..deps import Context, ctx, require_token
-from ..jobs import FINAL, QueueFull, job_dict
-from ..schemas import (EvaluateParams, GenerateParams, JobRequest, TrainParams, check_generate, check_run_id,
-                       check_train, unprocessable)
-from .system import datasets
+from ..jobs import JobRow, job_dict
+from ..schemas import JobRequest
+from ..services.jobs import follow, submit, validate
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_token)])
 
 
-def _run_modality(c: Context, run_id: str) -> str:
-    from ... import api
-
-    check_run_id(run_id)
-    try:
-        return api.modality(run_id, runs_dir=c.settings.runs)
-    except NotFoundError as e:
-        raise HTTPException(404, str(e)) from None
-
-
-def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Parse and check a job's params for ``kind``; returns them normalised (defaults dropped)."""
-    try:
-        if kind == "generate":
-            p: Any = GenerateParams(**params)
-            check_generate(p, c.settings.limits)
-            modality = _run_modality(c, p.run_id)
-            text_keys = ("prompt", "max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
-            image_keys = ("class_label", "sampler", "steps", "guidance", "eta")
-            wrong = [k for k in (image_keys if modality == "text" else text_keys) if getattr(p, k) is not None]
-            if wrong:
-                raise unprocessable(f"run {p.run_id} is a {modality} model; {', '.join(wrong)} do not apply to it")
-            if modality == "text" and p.n > c.settings.limits.max_completions:
-                raise unprocessable(f"n must be at most {c.settings.limits.max_completions} for text, got {p.n}")
-        elif kind == "train":
-            p = TrainParams(**params)
-            check_train(p, c.settings.limits, datasets())
-            from ...systems import models
-
-            if p.model not in models or p.model == "hf-causal-lm":
-                raise unprocessable(f"unknown model '{p.model}'; valid: {', '.join(m for m in models.names() if m != 'hf-causal-lm')}")
-        elif kind == "evaluate":
-            p = EvaluateParams(**params)
-            _run_modality(c, p.run_id)
-            if p.n > c.settings.limits.max_eval_samples:
-                raise unprocessable(f"n must be at most {c.settings.limits.max_eval_samples}, got {p.n}")
-        else:
-            raise unprocessable(f"unknown job kind '{kind}'")
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        raise unprocessable(f"params.{where}: {first.get('msg')}") from None
-    return p.model_dump(exclude_none=True)
-
-
-def submit(c: Context, kind: str, params: dict[str, Any], user: str | None) -> JSONResponse:
-    try:
-        row = c.jobs.enqueue(kind, params, user or "anonymous")
-    except QueueFull as e:
-        return JSONResponse({"detail": str(e)}, status_code=429, headers={"Retry-After": str(e.retry_after)})
+def created(row: JobRow) -> JSONResponse:
+    """The 202 answer to a queued job: the job, and where to follow it."""
     return JSONResponse(job_dict(row), status_code=202, headers={"Location": f"/v1/jobs/{row.id}"})
 
 
 @router.post("/v1/jobs", status_code=202)
 def create_job(body: JobRequest, c: Context = Depends(ctx)) -> JSONResponse:
-    return submit(c, body.kind, validate(c, body.kind, body.params), body.user)
+    return created(submit(c, body.kind, validate(c, body.kind, body.params), body.user))
 
 
 @router.get("/v1/jobs")
@@ -101,30 +49,6 @@ def get_job(job_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
 def cancel_job(job_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
     _get(c, job_id)
     return job_dict(c.jobs.cancel(job_id))
-
-
-async def follow(c: Context, request: Request, job_id: str, after: int = 0,
-                 keepalive: float | None = None) -> AsyncIterator[Any]:
-    """A job's events after ``after``, as they are written, until its final status event or the client
-    leaves. With ``keepalive``, yields ``None`` after that many quiet seconds (for a comment line)."""
-    poll, idle = c.settings.poll_interval, 0.0
-    while True:
-        events = await run_in_threadpool(c.jobs.events, job_id, after)
-        for e in events:
-            after = e.seq
-            yield e
-            if e.type == "status" and e.data.get("status") in FINAL:
-                return
-        if events:
-            idle = 0.0
-            continue
-        if await request.is_disconnected():
-            return
-        idle += poll
-        if keepalive is not None and idle >= keepalive:
-            idle = 0.0
-            yield None
-        await asyncio.sleep(poll)
 
 
 async def event_stream(c: Context, request: Request, job_id: str, after: int) -> AsyncIterator[str]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 
 from ... import __version__
 from ..deps import Context, ctx, require_token
 from ..schemas import check_run_id
+from ..services.jobs import UnknownRun, datasets
 
 router = APIRouter(tags=["system"])
 
@@ -40,16 +42,10 @@ def _describe(config_path: str, mtime: int) -> dict[str, Any]:
     return d
 
 
-def datasets() -> list[str]:
-    from ...data.builtin import datasets as image_sets
-    from ...data.text import builtin_corpora
-
-    return sorted({*image_sets.names(), *builtin_corpora()})
-
-
 @router.get("/v1/models", dependencies=[Depends(require_token)])
 def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
-    """Runs with trained weights, newest first, with the controls their family takes."""
+    """Runs with trained weights, newest first, in OpenAI's model list (so OpenAI clients can list them), each
+    with the controls its family takes; ``families`` and ``datasets`` are what a training job may name."""
     from ...runs import RunStore
     from ...systems import models
 
@@ -64,9 +60,18 @@ def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
             d = _describe(str(config), config.stat().st_mtime_ns)
         except Exception:  # noqa: BLE001 - a run of a family this version does not know: not offered
             continue
-        out.append({"run_id": row.id, "dataset": row.dataset, "status": row.status, "step": row.step,
-                    "created": row.created, "has_best": (run_dir / "best.safetensors").is_file(), **d})
-    return {"models": out, "families": models.names(), "datasets": datasets()}
+        out.append({"id": row.id, "object": "model", "created": _epoch(row.created), "owned_by": "genloop",
+                    "run_id": row.id, "dataset": row.dataset, "status": row.status, "step": row.step,
+                    "created_at": row.created, "has_best": (run_dir / "best.safetensors").is_file(), **d})
+    return {"object": "list", "data": out, "families": models.names(), "datasets": datasets()}
+
+
+def _epoch(iso: str) -> int:
+    """OpenAI's ``created`` is Unix seconds; a run records an ISO time (0 if it has none)."""
+    try:
+        return int(dt.datetime.fromisoformat(iso).timestamp())
+    except (TypeError, ValueError):
+        return 0
 
 
 @router.get("/v1/runs/{run_id}/metrics", dependencies=[Depends(require_token)])
@@ -79,8 +84,8 @@ def run_metrics(run_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
     check_run_id(run_id)
     try:
         run = RunStore(c.settings.runs).get(run_id)
-    except GenLoopError as e:
-        raise HTTPException(404, str(e)) from None
+    except GenLoopError:
+        raise UnknownRun(run_id) from None  # the store's message names its folder on the server
     path = run.dir / "metrics.jsonl"
     records = read_metrics(path)  # a line being written right now is left out
     return {"run_id": run.id, "records": records}

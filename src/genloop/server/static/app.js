@@ -1,6 +1,6 @@
 // GenLoop Studio: a single-page client for the GenLoop HTTP API (no build step, no dependencies).
-// Contract: GET /v1/models, POST /v1/generations (-> job), GET /v1/jobs/{id}/events (SSE), ratings,
-// preferences, train jobs and run metrics. Every failure is shown in the error banner; nothing fails silently.
+// Contract: GET /v1/models (OpenAI's {object: "list", data: [...]}), POST /v1/generations (-> job),
+// GET /v1/jobs/{id}/events (SSE), ratings, preferences, train jobs and run metrics. Every failure is shown in the error banner; nothing fails silently.
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
@@ -168,6 +168,7 @@ async function errorDetail(res) {
   try {
     const j = JSON.parse(text);
     if (typeof j.detail === "string") return j.detail;
+    if (j.error && typeof j.error.message === "string") return j.error.message; // OpenAI-shaped routes
     if (Array.isArray(j.detail)) {
       // FastAPI validation errors: [{loc, msg}, ...]
       return j.detail.map((d) => `${(d.loc || []).filter((x) => x !== "body").join(".")}: ${d.msg}`).join("; ");
@@ -350,7 +351,7 @@ function modelLabel(m) {
 
 async function loadModels() {
   const data = await api("/v1/models");
-  state.models = data.models || [];
+  state.models = data.data || []; // OpenAI's model list; each entry also carries GenLoop's descriptor
   state.families = data.families || [];
   state.datasets = data.datasets || [];
   const sel = $("#model-select");

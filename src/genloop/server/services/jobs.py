@@ -1,0 +1,128 @@
+"""Validating and queueing jobs, for every router that makes them (jobs, generations, completions).
+
+These raise :class:`~fastapi.HTTPException` (404 unknown run, 422 bad params, 429 full queue), so each
+route's error format — GenLoop's ``{"detail"}`` or OpenAI's envelope — is decided by the app's handlers,
+not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from ...errors import NotFoundError
+from ..deps import Context
+from ..jobs import FINAL, JobRow, QueueFull
+from ..schemas import (
+    EvaluateParams,
+    GenerateParams,
+    TrainParams,
+    check_generate,
+    check_run_id,
+    check_train,
+    unprocessable,
+)
+
+# the text sampling settings a generate job carries and a replay copies from a recipe
+TEXT_KEYS = ("prompt", "max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "presence_penalty",
+             "frequency_penalty", "logit_bias", "stop")
+IMAGE_KEYS = ("class_label", "sampler", "steps", "guidance", "eta")
+# generate-job params that shape only what the worker reports about a text (not the text itself)
+REPORT_KEYS = ("logprobs", "echo")
+
+
+class UnknownRun(HTTPException):
+    """A 404 for a run id that names no run. Its message never shows where runs live on the server."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(404, f"the model '{run_id}' does not exist: GET /v1/models lists the runs you can use")
+
+
+def datasets() -> list[str]:
+    """The built-in data sets a training job may name (besides uploads)."""
+    from ...data.builtin import datasets as image_sets
+    from ...data.text import builtin_corpora
+
+    return sorted({*image_sets.names(), *builtin_corpora()})
+
+
+def run_modality(c: Context, run_id: str) -> str:
+    """``"image"`` or ``"text"``: what the run generates (404 :class:`UnknownRun` if there is no such run)."""
+    from ... import api
+
+    check_run_id(run_id)
+    try:
+        return api.modality(run_id, runs_dir=c.settings.runs)
+    except NotFoundError:
+        raise UnknownRun(run_id) from None
+
+
+def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Parse and check a job's params for ``kind``; returns them normalised (defaults dropped)."""
+    try:
+        if kind == "generate":
+            p: Any = GenerateParams(**params)
+            check_generate(p, c.settings.limits)
+            modality = run_modality(c, p.run_id)
+            wrong = [k for k in (IMAGE_KEYS if modality == "text" else TEXT_KEYS + REPORT_KEYS)
+                     if getattr(p, k) is not None]
+            if wrong:
+                raise unprocessable(f"run {p.run_id} is a {modality} model; {', '.join(wrong)} do not apply to it")
+            if modality == "text" and p.n > c.settings.limits.max_completions:
+                raise unprocessable(f"n must be at most {c.settings.limits.max_completions} for text, got {p.n}")
+        elif kind == "train":
+            p = TrainParams(**params)
+            check_train(p, c.settings.limits, datasets())
+            from ...systems import models
+
+            if p.model not in models or p.model == "hf-causal-lm":
+                raise unprocessable(f"unknown model '{p.model}'; valid: "
+                                    f"{', '.join(m for m in models.names() if m != 'hf-causal-lm')}")
+        elif kind == "evaluate":
+            p = EvaluateParams(**params)
+            run_modality(c, p.run_id)
+            if p.n > c.settings.limits.max_eval_samples:
+                raise unprocessable(f"n must be at most {c.settings.limits.max_eval_samples}, got {p.n}")
+        else:
+            raise unprocessable(f"unknown job kind '{kind}'")
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise unprocessable(f"params.{where}: {first.get('msg')}") from None
+    return p.model_dump(exclude_none=True)
+
+
+def submit(c: Context, kind: str, params: dict[str, Any], user: str | None) -> JobRow:
+    """Queue a validated job; a full queue is a 429 with ``Retry-After``."""
+    try:
+        return c.jobs.enqueue(kind, params, user or "anonymous")
+    except QueueFull as e:
+        raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)}) from None
+
+
+async def follow(c: Context, request: Request, job_id: str, after: int = 0,
+                 keepalive: float | None = None) -> AsyncIterator[Any]:
+    """A job's events after ``after``, as they are written, until its final status event or the client
+    leaves. With ``keepalive``, yields ``None`` after that many quiet seconds (for a comment line)."""
+    poll, idle = c.settings.poll_interval, 0.0
+    while True:
+        events = await run_in_threadpool(c.jobs.events, job_id, after)
+        for e in events:
+            after = e.seq
+            yield e
+            if e.type == "status" and e.data.get("status") in FINAL:
+                return
+        if events:
+            idle = 0.0
+            continue
+        if await request.is_disconnected():
+            return
+        idle += poll
+        if keepalive is not None and idle >= keepalive:
+            idle = 0.0
+            yield None
+        await asyncio.sleep(poll)
