@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from genloop.evaluation.report import plot_losses, write_report
-from genloop.generation.io import make_grid, read_recipe, save_images, save_png, tensor_to_pil
+from genloop.data.image_io import make_grid, read_recipe, save_images, save_png, tensor_to_pil
 
 
 def _images(n: int, c: int, size: int = 8, seed: int = 0) -> torch.Tensor:

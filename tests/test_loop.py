@@ -12,7 +12,7 @@ from conftest import TINY_MODEL, cli, tiny
 
 import genloop
 from genloop.errors import ConfigError, NotFoundError
-from genloop.generation.io import read_recipe
+from genloop.data.image_io import read_recipe
 from genloop.systems import models
 
 FAMILIES = sorted(TINY_MODEL)

@@ -18,7 +18,7 @@ from .. import __version__
 from ..config import from_dict
 from ..data import DataConfig, ImageDataset, load_dataset
 from ..errors import ConfigError
-from ..generation.io import save_png
+from ..data.image_io import save_png
 from ..generation.pipelines import load_pipeline
 from ..runs import RunStore
 from ..serialization import write_json

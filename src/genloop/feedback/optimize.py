@@ -110,7 +110,7 @@ def finetune_images(run_id: str, reward: RewardModel, cfg: FinetuneConfig | None
     from .. import api
     from ..config import from_dict
     from ..data import DataConfig, load_dataset
-    from ..generation.io import save_png
+    from ..data.image_io import save_png
     from ..generation.pipelines import load_pipeline
 
     cfg = cfg or FinetuneConfig()

@@ -38,7 +38,7 @@ class ImageOutput:
     @property
     def images(self) -> list:
         """The images as PIL images."""
-        from .io import tensor_to_pil
+        from ..data.image_io import tensor_to_pil
 
         return [tensor_to_pil(t) for t in self.tensors]
 

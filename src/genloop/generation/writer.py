@@ -18,7 +18,7 @@ from ..data import DataConfig, load_dataset
 from ..errors import ConfigError
 from ..runs import RunStore
 from ..serialization import atomic_write
-from .io import make_grid, save_png
+from ..data.image_io import make_grid, save_png
 from .pipelines import load_pipeline
 
 

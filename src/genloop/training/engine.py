@@ -296,7 +296,7 @@ class Trainer:
     def write_samples(self, n: int = 64, seed: int = 1234) -> Path | None:
         if self.run_dir is None or not hasattr(self.system, "sample"):
             return None
-        from ..generation.io import make_grid, save_png
+        from ..data.image_io import make_grid, save_png
 
         was_training = self.system.training
         self.system.eval()

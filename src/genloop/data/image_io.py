@@ -1,4 +1,7 @@
-"""Writing generated images: grids, PNGs that carry their own recipe, and reading that recipe back.
+"""Image files: grids, PNGs that carry their own recipe, and reading that recipe back.
+
+Training (sample grids), generation, evaluation (closest-pair grids) and feedback (rated samples) all write
+images the same way, so these helpers live with the image data code rather than with any one of them.
 
 Every PNG GenLoop writes embeds the *recipe* that made it (model, checkpoint, seed, sampler settings...)
 so an image found on disk months later can be regenerated exactly. The recipe is stored twice:
@@ -23,7 +26,7 @@ from typing import Any
 import torch
 from PIL import Image, PngImagePlugin
 
-from ..data.image import to_uint8
+from .image import to_uint8
 from ..errors import DataError, NotFoundError
 from ..serialization import atomic_write
 
