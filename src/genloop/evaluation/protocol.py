@@ -17,8 +17,8 @@ import torch
 from .. import __version__
 from ..config import from_dict
 from ..data import DataConfig, ImageDataset, load_dataset
-from ..errors import ConfigError
 from ..data.image_io import save_png
+from ..errors import ConfigError
 from ..generation.pipelines import load_pipeline
 from ..runs import RunStore
 from ..serialization import write_json
@@ -83,7 +83,7 @@ def evaluate_run(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path
     pairs = [(p["sample"], p["train"]) for p in result.get("memorization", {}).get("closest_pairs", [])]
     if pairs:
         grid = closest_pairs_grid(out.tensors, dataset.float_images("train"), torch.tensor(pairs), k=16)
-        save_png(run.dir / "eval" / "closest_pairs.png", grid,
+        save_png(run.files.closest_pairs, grid,
                  {"run_id": run.id, "kind": "closest_pairs", "layout": "sample | nearest training image"}, upscale=4)
     real, labels = dataset.get("test")
     if len(real):
@@ -96,8 +96,7 @@ def evaluate_run(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path
             result["family_metrics_split"] = "test" if len(real) <= keep else f"test[:{keep}]"
     result["seconds"] = round(time.perf_counter() - t0, 2)
     result["genloop_version"] = __version__
-    name = "metrics.json" if features == "ref" else f"metrics_{features}.json"
-    write_json(run.dir / "eval" / name, result)
+    write_json(run.files.eval_metrics(features), result)
     if features == "ref":
         headline = {k: result[k] for k in ("fid", "fid_floor", "kid", "precision", "recall", "class_accuracy", "is",
                                            "elbo_nats", "iwae_nats") if k in result}

@@ -6,9 +6,8 @@ opened offline years later and still look the same. Every part except the title 
 that crashed after writing only ``config.json`` and ``run.json`` still gets a (short) report, and a
 file that cannot be read becomes a visible note in the report rather than an error.
 
-Expected layout of a run directory::
-
-    config.json  run.json  metrics.jsonl  samples/step-*.png  generated/grid.png  eval/metrics.json
+The files it reads (config.json, run.json, metrics.jsonl, samples/, generated/, eval/) are named by
+:class:`genloop.run_layout.RunLayout`.
 """
 
 from __future__ import annotations
@@ -20,16 +19,15 @@ import io
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import DataError, NotFoundError
+from ..run_layout import RunLayout
 from ..serialization import atomic_write, read_json, write_text
 
 # Columns of metrics.jsonl that are bookkeeping, not losses: they get their own plot (lr) or none.
 _NOT_LOSSES = ("step", "time", "lr", "images_per_s", "tokens_per_s", "eval/seconds")
-_SAMPLE_RE = re.compile(r"step-(\d+)\.png$")
 _MAX_STRIP = 8  # earlier sample grids shown; more would bloat the file without telling more
 _MAX_PLOT_POINTS = 4000  # raw points drawn per curve; the moving average still uses every point
 _PLOT_DPI = 200
@@ -383,20 +381,12 @@ def _summary_section(run: dict[str, Any], records: list[dict[str, Any]]) -> str:
 
 
 def _sample_files(run_dir: Path) -> list[tuple[int, Path]]:
-    folder = run_dir / "samples"
-    if not folder.is_dir():
-        return []
-    found = []
-    for p in folder.iterdir():
-        m = _SAMPLE_RE.search(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+    return RunLayout(run_dir).training_samples("png")
 
 
 def _samples_section(run_dir: Path, warnings: list[str]) -> str:
     samples = _sample_files(run_dir)
-    generated = run_dir / "generated" / "grid.png"
+    generated = RunLayout(run_dir).generated_grid
     main: tuple[Path, str] | None = None
     earlier = samples
     if generated.is_file():
@@ -436,7 +426,7 @@ def _samples_section(run_dir: Path, warnings: list[str]) -> str:
             )
         if figs:
             parts.append('<h3>During training</h3><div class="strip">' + "".join(figs) + "</div>")
-    pairs = run_dir / "eval" / "closest_pairs.png"
+    pairs = RunLayout(run_dir).closest_pairs
     info = _image_info(pairs) if pairs.is_file() else None
     if info is not None:
         data, width = info
@@ -509,9 +499,6 @@ _EVAL_KNOWN = {"fid", "fid_floor", "kid", "kid_std", "kid_floor", "is", "is_std"
                "eta", "sampling_device", "prdc_k", "memorization", "per_class_fid", "per_class_fid_floor"}
 
 
-_TEXT_SAMPLE_RE = re.compile(r"step-(\d+)\.txt$")
-
-
 def _text_section(run_dir: Path, ev: dict[str, Any]) -> str:
     """A language model's report: its samples as text, and its metrics beside held-out real text."""
     parts: list[str] = []
@@ -536,7 +523,7 @@ def _text_section(run_dir: Path, ev: dict[str, Any]) -> str:
             f"{_esc(ev.get('sample_settings', {}).get('temperature'))}, beside the same statistics of held-out "
             "real text of the same length: closer to real is better; copied spans are measured against the training text.</p>")
     texts: list[tuple[str, str]] = []
-    gen = run_dir / "generated" / "texts.jsonl"
+    gen = RunLayout(run_dir).generated_texts
     if gen.is_file():
         for line in gen.read_text(encoding="utf-8").splitlines()[-5:]:
             try:
@@ -546,13 +533,12 @@ def _text_section(run_dir: Path, ev: dict[str, Any]) -> str:
             r = item.get("recipe", {})
             texts.append((f"generated (seed {r.get('seed')}, temperature {r.get('temperature')})",
                           (r.get("prompt") or "") + item.get("text", "")))
-    samples = sorted((int(m.group(1)), q) for q in (run_dir / "samples").glob("step-*.txt")
-                     if (m := _TEXT_SAMPLE_RE.search(q.name))) if (run_dir / "samples").is_dir() else []
+    samples = RunLayout(run_dir).training_samples("txt")
     if samples:
         step, path = samples[-1]
         texts.append((f"training samples at step {step:,}", path.read_text(encoding="utf-8")))
-    if (run_dir / "eval" / "samples.txt").is_file():
-        texts.append(("evaluation samples (eval/samples.txt)", (run_dir / "eval" / "samples.txt").read_text(encoding="utf-8")))
+    if RunLayout(run_dir).eval_samples.is_file():
+        texts.append(("evaluation samples (eval/samples.txt)", RunLayout(run_dir).eval_samples.read_text(encoding="utf-8")))
     for caption, text in texts:
         parts.append(f"<h3>{_esc(caption)}</h3><pre class='text'>{_esc(text[:4000])}</pre>")
     if not parts:
@@ -695,16 +681,16 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     a run directory, and an empty report would only hide the mistake.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file() and not (run_dir / "run.json").is_file():
+    if not RunLayout(run_dir).config.is_file() and not RunLayout(run_dir).run_info.is_file():
         raise NotFoundError(f"{run_dir}: not a run directory (no config.json or run.json)")
     warnings: list[str] = []
-    run = _load(run_dir / "run.json", warnings, run_dir)
+    run = _load(RunLayout(run_dir).run_info, warnings, run_dir)
     run = run if isinstance(run, dict) else {}
-    config = _load(run_dir / "config.json", warnings, run_dir)
+    config = _load(RunLayout(run_dir).config, warnings, run_dir)
     config = config if isinstance(config, dict) else {}
-    ev = _load(run_dir / "eval" / "metrics.json", warnings, run_dir)
+    ev = _load(RunLayout(run_dir).eval_metrics(), warnings, run_dir)
     ev = ev if isinstance(ev, dict) else {}
-    records = _read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    records = _read_metrics(RunLayout(run_dir).metrics) if RunLayout(run_dir).metrics.is_file() else []
 
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
@@ -736,6 +722,6 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         + f"<footer>Report written by GenLoop {_esc(__version__)} on {_esc(now)}</footer>"
         "</main></body></html>\n"
     )
-    target = Path(out) if out is not None else run_dir / "report.html"
+    target = Path(out) if out is not None else RunLayout(run_dir).report
     write_text(target, page)
     return target

@@ -89,7 +89,7 @@ def sweep_run(run_id: str, samplers: list[str] | tuple[str, ...] = ("ddim", "dpm
     result = {"run_id": run.id, "step": pipe.info["step"], "checkpoint_sha256": pipe.info["checkpoint_sha256"],
               "n": n, "seed": seed, "fid_floor": r["fid_floor"], "feature_net": r["feature_net"],
               "device": str(pipe.device), "points": points, "genloop_version": __version__}
-    write_json(run.dir / "eval" / "sampler_sweep.json", result)
-    with atomic_write(run.dir / "eval" / "sampler_sweep.png") as f:
+    write_json(run.files.sampler_sweep_json, result)
+    with atomic_write(run.files.sampler_sweep_png) as f:
         f.write(render_sweep(result))
     return result

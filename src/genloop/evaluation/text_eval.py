@@ -92,8 +92,8 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
                    "generation_tokens_per_s": round(n_tokens / max(sample_seconds, 1e-9), 1),
                    "sampling_device": str(pipe.device), "seconds": round(time.perf_counter() - t0, 2),
                    "warnings": [str(w.message) for w in caught], "genloop_version": __version__})
-    write_json(run.dir / "eval" / "metrics.json", result)
-    write_text(run.dir / "eval" / "samples.txt", "\n\n-----\n\n".join(texts[:20]) + "\n")
+    write_json(run.files.eval_metrics(), result)
+    write_text(run.files.eval_samples, "\n\n-----\n\n".join(texts[:20]) + "\n")
     store.update(run, summary={k: result[k] for k in ("val_loss", "perplexity", "bits_per_char", "distinct_2",
                                                       "self_bleu", "copy_rate")})
     return result

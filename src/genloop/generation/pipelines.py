@@ -23,10 +23,9 @@ from .. import __version__
 from ..config import from_dict
 from ..data.image import to_uint8
 from ..errors import ConfigError, NotFoundError
-from ..serialization import load_tensors, read_json, sha256_file
+from ..run_layout import RunLayout
+from ..serialization import sha256_file
 from ..systems import DataSpec, System, models
-
-CHECKPOINTS = {"last": "model.safetensors", "best": "best.safetensors"}
 
 
 @dataclass
@@ -52,28 +51,20 @@ class ImageOutput:
 
 def load_system(run_dir: str | Path, checkpoint: str = "last") -> tuple[System, dict[str, Any]]:
     """Rebuild a run's model from ``config.json`` and load its inference weights (EMA where trained with it)."""
-    run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        raise ConfigError(f"unknown checkpoint '{checkpoint}'; valid: {', '.join(CHECKPOINTS)}")
-    weights = run_dir / CHECKPOINTS[checkpoint]
-    if not weights.is_file():
-        if checkpoint == "best":
-            raise NotFoundError(f"run {run_dir.name} has no best checkpoint; train it with train.eval_every > 0 to keep one")
-        raise NotFoundError(f"run {run_dir.name} has no trained weights yet ({weights} is missing); train it first")
-    config = read_json(run_dir / "config.json")
+    files = RunLayout(Path(run_dir))
+    config, tensors, state = files.load_pretrained(checkpoint)
     cls_ = models[config["model"]["name"]]
     system = cls_(from_dict(cls_.Config, config["model"], "model."), DataSpec(**config["data_spec"]))
-    tensors, state = load_tensors(weights)
     system.load_state_dict(tensors)
     if system.modality == "text":  # a language model decodes with the tokenizer it was trained with
         from ..data.text import load_tokenizer
 
-        system.tokenizer = load_tokenizer(run_dir / "tokenizer")
+        system.tokenizer = load_tokenizer(files.tokenizer)
     info = {
-        "run_id": run_dir.name,
+        "run_id": files.root.name,
         "model": config["model"]["name"],
         "checkpoint": checkpoint,
-        "checkpoint_sha256": sha256_file(weights),
+        "checkpoint_sha256": sha256_file(files.weights_for(checkpoint)),
         "step": (state or {}).get("step"),
     }
     return system, info

@@ -15,10 +15,11 @@ import torch
 
 from ..config import from_dict
 from ..data import DataConfig, load_dataset
+from ..data.image_io import make_grid, save_png
 from ..errors import ConfigError
+from ..run_layout import RunLayout
 from ..runs import RunStore
 from ..serialization import atomic_write
-from ..data.image_io import make_grid, save_png
 from .pipelines import load_pipeline
 
 
@@ -34,12 +35,12 @@ def generate_images(run_id: str, n: int = 64, seed: int = 0, out: str | Path | N
         raise ConfigError(f"--steps must be between 1 and 10000, got {steps}")
     run = RunStore(runs_dir).get(run_id)
     pipe = load_pipeline(run.dir, device, checkpoint)
-    out_dir = Path(out) if out else run.dir / "generated"
+    out_dir = Path(out) if out else run.files.generated
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
     output = pipe(n=n, seed=seed, class_label=class_label, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
     nrow = pipe.num_classes if pipe.num_classes and class_label is None else 8
-    paths = [save_png(out_dir / "grid.png", make_grid(output.tensors, nrow=nrow), output.recipe, upscale=4)]
+    paths = [save_png(out_dir / RunLayout.GENERATED_GRID, make_grid(output.tensors, nrow=nrow), output.recipe, upscale=4)]
     for i, image in enumerate(output.tensors):
         paths.append(save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i)))
     lerp = pipe.interpolate(rows=6, steps=10, seed=seed)
@@ -68,14 +69,14 @@ def generate_texts(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out
     if getattr(pipe, "modality", "image") != "text":
         raise ConfigError(f"run {run.id} is an image model ({pipe.info['model']}); "
                           "--prompt and the text controls apply to text models")
-    out_dir = Path(out) if out else run.dir / "generated"
+    out_dir = Path(out) if out else run.files.generated
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
     if on_piece is not None and n == 1 and sampling.get("num_beams", 1) == 1:
         output = pipe.stream_to(on_piece, prompt, seed, **sampling)
     else:
         output = pipe(prompt=prompt, n=n, seed=seed, **sampling)
-    path = out_dir / "texts.jsonl"
+    path = out_dir / RunLayout.GENERATED_TEXTS
     previous = path.read_text(encoding="utf-8") if path.is_file() else ""
     lines = "".join(json.dumps({"text": t, "recipe": output.recipe_of(i)}, ensure_ascii=False) + "\n"
                     for i, t in enumerate(output.texts))

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..errors import ConfigError, TrainingDiverged
+from ..run_layout import RunLayout
 from ..systems.base import System
 from .checkpoint import inference_state, load_checkpoint, save_checkpoint
 from .config import SELECTABLE_METRICS, TrainConfig
@@ -215,7 +216,7 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> Path | None:
-        return self.run_dir / "checkpoints" if self.run_dir else None
+        return RunLayout(self.run_dir).checkpoints if self.run_dir else None
 
     def save(self) -> Path | None:
         if self.run_dir is None:
@@ -229,18 +230,15 @@ class Trainer:
             "best": self.best,
             "evals_since_best": self.evals_since_best,
         }
-        ckdir = self.checkpoint_dir
-        last = ckdir / "last.safetensors"
+        last = RunLayout(self.run_dir).last_checkpoint
         save_checkpoint(last, self.system, self.opt.optimizers, self.ema, self.opt.scaler, state)
-        from ..serialization import save_tensors
-
         weights = inference_state(self.system, self.ema, self.system.ema_target)
-        save_tensors(self.run_dir / "model.safetensors", weights, {"step": self.step})
+        RunLayout(self.run_dir).save_pretrained(weights, {"step": self.step})
         if self.cfg.keep_checkpoints > 0:
-            numbered = ckdir / f"step-{self.step:07d}.safetensors"
+            numbered = RunLayout(self.run_dir).step_checkpoint(self.step)
             if not numbered.exists():
                 os.link(last, numbered)  # a hard link: atomic, and no second copy on disk
-            for old in sorted(ckdir.glob("step-*.safetensors"))[: -self.cfg.keep_checkpoints]:
+            for old in RunLayout(self.run_dir).step_checkpoints()[: -self.cfg.keep_checkpoints]:
                 old.unlink(missing_ok=True)
         if self.on_checkpoint:
             self.on_checkpoint(self.step)
@@ -282,10 +280,8 @@ class Trainer:
             self.best = {"metric": name, "value": value, "step": self.step}
             self.evals_since_best = 0
             if self.run_dir is not None:
-                from ..serialization import save_tensors
-
                 weights = inference_state(self.system, self.ema, self.system.ema_target)
-                save_tensors(self.run_dir / "best.safetensors", weights, {"step": self.step, "best": self.best})
+                RunLayout(self.run_dir).save_pretrained(weights, {"step": self.step, "best": self.best}, "best")
         else:
             self.evals_since_best += 1
         dt = time.perf_counter() - t0
@@ -307,11 +303,11 @@ class Trainer:
         if self.system.modality == "text":  # a few continuations, separated by a rule, in samples/step-N.txt
             from ..serialization import write_text
 
-            path = self.run_dir / "samples" / f"step-{self.step:07d}.txt"
+            path = RunLayout(self.run_dir).sample(self.step, "txt")
             write_text(path, "\n\n-----\n\n".join(samples) + "\n")
             return path
         images = samples.cpu()
-        path = self.run_dir / "samples" / f"step-{self.step:07d}.png"
+        path = RunLayout(self.run_dir).sample(self.step, "png")
         save_png(path, make_grid(images), {"step": self.step, "seed": seed, "ema": self.ema is not None}, upscale=2)
         return path
 
@@ -405,7 +401,7 @@ class Trainer:
     def _last_saved_step(self) -> int:
         from ..serialization import load_tensors
 
-        last = self.checkpoint_dir / "last.safetensors" if self.checkpoint_dir else None
+        last = RunLayout(self.run_dir).last_checkpoint if self.run_dir else None
         if last is None or not last.exists():
             return 0
         return int((load_tensors(last)[1] or {}).get("step", 0))

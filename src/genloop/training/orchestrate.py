@@ -73,7 +73,7 @@ def train_run(
     run = store.create(model, rc.data.name, {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}, rc.train.seed)
     if system.modality == "text":  # the tokenizer travels with the weights
         system.tokenizer = dataset.tokenizer
-        dataset.tokenizer.save(run.dir / "tokenizer")
+        dataset.tokenizer.save(run.files.tokenizer)
     if on_run is not None:
         on_run(run)
     return _fit(store, run, system, dataset, rc, resume=False, progress=progress, should_stop=should_stop)
@@ -110,8 +110,8 @@ def resume_run(
     if system.modality == "text":
         from ..data.text import load_tokenizer
 
-        system.tokenizer = load_tokenizer(run.dir / "tokenizer")
-    write_json(run.dir / "config.json", {**cfg, "train": to_dict(rc.train)})
+        system.tokenizer = load_tokenizer(run.files.tokenizer)
+    write_json(run.files.config, {**cfg, "train": to_dict(rc.train)})
     return _fit(store, run, system, dataset, rc, resume=True, progress=progress, should_stop=should_stop)
 
 

@@ -78,11 +78,10 @@ def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context =
     if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models record "latent-gaussian"
         params.pop("sampler")
     params = validate(c, "generate", params)
-    from ...generation.pipelines import CHECKPOINTS
     from ...runs import RunStore
     from ...serialization import sha256_file
 
-    weights = RunStore(c.settings.runs).get(row.run_id).dir / CHECKPOINTS[row.checkpoint]
+    weights = RunStore(c.settings.runs).get(row.run_id).files.weights_for(row.checkpoint)
     if not weights.is_file() or sha256_file(weights) != row.checkpoint_sha256:
         raise HTTPException(409, f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
                                  "was made (its sha256 differs), so it cannot be replayed exactly")

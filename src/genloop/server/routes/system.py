@@ -50,22 +50,23 @@ def datasets() -> list[str]:
 @router.get("/v1/models", dependencies=[Depends(require_token)])
 def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
     """Runs with trained weights, newest first, with the controls their family takes."""
+    from ...run_layout import RunLayout
     from ...runs import RunStore
     from ...systems import models
 
     out = []
     store = RunStore(c.settings.runs)
     for row in store.list():
-        run_dir = store.root / row.id
-        config = run_dir / "config.json"
-        if not (run_dir / "model.safetensors").is_file() or not config.is_file():
+        files = RunLayout(store.root / row.id)
+        config = files.config
+        if not files.weights.is_file() or not config.is_file():
             continue
         try:
             d = _describe(str(config), config.stat().st_mtime_ns)
         except Exception:  # noqa: BLE001 - a run of a family this version does not know: not offered
             continue
         out.append({"run_id": row.id, "dataset": row.dataset, "status": row.status, "step": row.step,
-                    "created": row.created, "has_best": (run_dir / "best.safetensors").is_file(), **d})
+                    "created": row.created, "has_best": files.best_weights.is_file(), **d})
     return {"models": out, "families": models.names(), "datasets": datasets()}
 
 
@@ -80,7 +81,7 @@ def run_metrics(run_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
         run = RunStore(c.settings.runs).get(run_id)
     except GenLoopError as e:
         raise HTTPException(404, str(e)) from None
-    path = run.dir / "metrics.jsonl"
+    path = run.files.metrics
     records = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
