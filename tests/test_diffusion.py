@@ -26,9 +26,9 @@ def cond_run(tmp_path_factory):
     return run, runs
 
 
-def test_ddpm_is_registered_and_iterative() -> None:
+def test_ddpm_is_registered_as_diffusion() -> None:
     assert models["ddpm"] is DDPMSystem
-    assert DDPMSystem.iterative
+    assert DDPMSystem.diffusion
 
 
 def test_overfit_one_batch() -> None:

@@ -65,7 +65,7 @@ def sweep_run(run_id: str, samplers: list[str] | tuple[str, ...] = ("ddim", "dpm
     """
     run = RunStore(runs_dir).get(run_id)
     pipe = load_pipeline(run.dir, device, checkpoint)
-    if not pipe.system.iterative:
+    if not pipe.system.diffusion:
         raise ConfigError(f"model '{pipe.info['model']}' samples in one step; a sampler sweep needs a diffusion run")
     if n < 10 or n > 100_000:
         raise ConfigError(f"--n must be between 10 and 100000, got {n}")

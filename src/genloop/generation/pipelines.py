@@ -245,7 +245,7 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device = "cpu", check
         from .text_pipeline import TextPipeline
 
         return TextPipeline(system.to(device), info)
-    cls = DiffusionPipeline if system.iterative else ImagePipeline
+    cls = DiffusionPipeline if system.diffusion else ImagePipeline
     return cls(system.to(device), info)
 
 

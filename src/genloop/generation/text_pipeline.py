@@ -41,7 +41,7 @@ class TextOutput:
         return {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
 
 
-class NeverSample:
+class SuppressTokens:
     """A causal LM with some token ids made impossible to sample.
 
     A character tokenizer's ``<unk>`` stands for characters it never saw; it is not text, so a model
@@ -150,7 +150,7 @@ class TextPipeline:
         self.check_prompt(prompt)
         tok, lm = self.tokenizer, self.compiled() if compile else self.system.causal_lm()
         if getattr(tok, "unk_id", None) is not None:
-            lm = NeverSample(lm, [tok.unk_id])
+            lm = SuppressTokens(lm, [tok.unk_id])
         if stream:
             pieces = generate_text(lm, tok.encode, tok.decode, prompt, params, seed=seed, n=1, eot_id=tok.eot_id,
                                    use_cache=use_cache, stream=True)

@@ -320,9 +320,9 @@ class Trainer:
         logger = MetricsLogger(self.run_dir, cfg.tensorboard, resume_step=self.step if self.step else None)
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
         sums: dict[str, float] = {}
-        count, images_seen = 0, 0
+        count, units_seen = 0, 0
         t0 = self._session_start = time.perf_counter()
-        last_ckpt_time, last_log_time, last_log_images = t0, t0, 0
+        last_ckpt_time, last_log_time, last_log_units = t0, t0, 0
         stopped_by, checkpoint = "steps", None
         bar = _Progress(self.progress, cfg, start_step)
         try:
@@ -346,7 +346,7 @@ class Trainer:
                             self.opt.micro = micro
                             with autocast:
                                 micro_logs = self.system.training_step(batch, self.opt)
-                            images_seen += self.system.batch_units(batch)
+                            units_seen += self.system.batch_units(batch)
                             logs = micro_logs if micro == 0 else {k: logs[k] + micro_logs[k] for k in logs}
                         if cfg.grad_accum > 1:
                             logs = {k: v / cfg.grad_accum for k, v in logs.items()}
@@ -363,14 +363,14 @@ class Trainer:
                     count += 1
                     now = time.perf_counter()
                     if self.step % cfg.log_every == 0:
-                        ips = (images_seen - last_log_images) / max(now - last_log_time, 1e-9)
+                        units_per_s = (units_seen - last_log_units) / max(now - last_log_time, 1e-9)
                         means = {k: v / count for k, v in sums.items()}
                         record = {**means, "lr": self.opt.optimizers[next(iter(self.opt.optimizers))].param_groups[0]["lr"],
-                                            "time": self.elapsed_total, f"{self.system.unit}_per_s": ips}
+                                            "time": self.elapsed_total, f"{self.system.unit}_per_s": units_per_s}
                         record.update({f"grad_norm_{k}": v for k, v in self.opt.grad_norms.items()})
                         logger.log(self.step, record)
                         bar.update(self.step, now - t0, means)
-                        sums, count, last_log_time, last_log_images = {}, 0, now, images_seen
+                        sums, count, last_log_time, last_log_units = {}, 0, now, units_seen
                     if cfg.sample_every and self.step % cfg.sample_every == 0:
                         self.write_samples()
                     if cfg.eval_every and self.step % cfg.eval_every == 0:
@@ -396,7 +396,7 @@ class Trainer:
         finally:
             logger.close()
             self.elapsed_before, self._session_start = self.elapsed_total, None
-        return FitResult(self.step, seconds, stopped_by, images_seen / max(seconds, 1e-9), checkpoint)
+        return FitResult(self.step, seconds, stopped_by, units_seen / max(seconds, 1e-9), checkpoint)
 
     def _last_saved_step(self) -> int:
         from ..serialization import load_tensors

@@ -162,7 +162,7 @@ def _quick_evaluator(dataset: ImageDataset, cfg: TrainConfig, progress: bool) ->
     extractor = get_feature_extractor(dataset, device=pick_device(cfg.device), progress=progress)
 
     def quick(system: System) -> dict[str, float]:
-        pipe_cls = DiffusionPipeline if system.iterative else ImagePipeline
+        pipe_cls = DiffusionPipeline if system.diffusion else ImagePipeline
         out = pipe_cls(system, {"run_id": None, "model": system.config.name})(n=cfg.eval_samples, seed=2_000_000)
         r = evaluate_images(out.tensors, dataset, extractor, seed=0, labels=out.labels,
                             metrics=("fid", "kid", "prdc", "class"))

@@ -33,7 +33,7 @@ def _describe(config_path: str, mtime: int) -> dict[str, Any]:
     spec = config.get("data_spec") or {}
     conditional = bool(getattr(cls, "conditional", False) is True or config["model"].get("class_conditional"))
     d = {"model": name, "modality": cls.modality, "conditional": conditional,
-         "num_classes": spec.get("num_classes") if conditional else None, "diffusion": bool(getattr(cls, "iterative", False))}
+         "num_classes": spec.get("num_classes") if conditional else None, "diffusion": bool(getattr(cls, "diffusion", False))}
     if d["diffusion"]:
         d["samplers"] = ["ddpm", "ddim", "dpmpp-2m"]
         d["default_sampler"], d["default_steps"] = config["model"].get("sampler"), config["model"].get("sampling_steps")
