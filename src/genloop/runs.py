@@ -1,7 +1,7 @@
 """The run store: one directory per run, and a SQLite index so that listing runs is fast.
 
-``runs/<id>/`` is the source of truth (its files are named in :mod:`genloop.run_layout`). ``runs/index.sqlite`` (SQLAlchemy) mirrors each run's ``run.json`` for quick,
-filterable listings; it is rebuilt from the directories whenever they disagree, so losing it loses
+``runs/<id>/`` is the source of truth (its files are named in :mod:`genloop.run_layout`).
+``runs/index.sqlite`` (SQLAlchemy) mirrors each run's ``run.json`` for quick, filterable listings; it is rebuilt from the directories whenever they disagree, so losing it loses
 nothing. A run directory appears whole or not at all: it is assembled under a hidden temporary name
 and renamed into place.
 """

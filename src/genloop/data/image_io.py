@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from PIL import Image, PngImagePlugin
 
-from .image import to_uint8
 from ..errors import DataError, NotFoundError
 from ..serialization import atomic_write
+from .image import to_uint8
 
 RECIPE_KEY = "genloop"
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -166,7 +166,28 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Any] | None:
         raise DataError(f"{path}: the '{RECIPE_KEY}' chunk is not valid JSON ({e})") from None
     if not isinstance(recipe, dict):
         raise DataError(f"{path}: the '{RECIPE_KEY}' chunk holds {type(recipe).__name__}, expected an object")
-    return recipe
+    return upgrade_recipe(recipe)
+
+
+def upgrade_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` with each count under its own key, whenever it was written.
+
+    Older recipes used ``step`` for the checkpoint's training step and ``steps`` for the
+    sampler's step count — except in an interpolation's recipe, where ``steps`` counted the interpolation
+    points and ``sampler_steps`` the sampler's. Now they are ``train_step``, ``sampling_steps`` and
+    ``interpolation_steps``; an old PNG or a stored generation reads as if written today, so a replay or a
+    comparison never mistakes one count for another. A current recipe comes back unchanged (as a copy).
+    """
+    r = dict(recipe)
+    renames = [("step", "train_step")]
+    if r.get("kind") == "interpolation":
+        renames += [("steps", "interpolation_steps"), ("sampler_steps", "sampling_steps")]
+    else:
+        renames += [("steps", "sampling_steps")]
+    for old, new in renames:
+        if old in r and new not in r:
+            r[new] = r.pop(old)
+    return r
 
 
 def save_images(

@@ -74,7 +74,9 @@ def evaluate_run(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path
     # seeds apart from `generate`'s
     out = pipe(n=n, seed=1_000_000 + seed, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
     sampling_seconds = time.perf_counter() - t_sample
-    recipe = {k: v for k, v in out.recipe.items() if k in ("sampler", "steps", "guidance", "eta")}
+    # the result names the sampler's step count "steps", as it has since the first results were written
+    recipe = {("steps" if k == "sampling_steps" else k): v for k, v in out.recipe.items()
+              if k in ("sampler", "sampling_steps", "guidance", "eta")}
     result: dict[str, Any] = {"run_id": run.id, "model": pipe.info["model"], "step": pipe.info["step"],
                               "checkpoint": checkpoint, "checkpoint_sha256": pipe.info["checkpoint_sha256"], **recipe,
                               "sampling_ms_per_image": round(1000 * sampling_seconds / n, 3),

@@ -24,7 +24,8 @@ from . import text_metrics as tm
 def _val_documents(dataset: Any) -> list[str]:
     """The held-out documents as text (decoded from the cached validation tokens)."""
     eot = dataset.tokenizer.eot_id
-    docs, cur = [], []
+    docs: list[str] = []
+    cur: list[int] = []
     for t in dataset.val.tolist():
         if t == eot:
             if cur:

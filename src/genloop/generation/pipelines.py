@@ -117,7 +117,7 @@ class ImagePipeline:
         return torch.cat(out).clamp_(-1, 1)
 
     def recipe(self, **settings: Any) -> dict[str, Any]:
-        return {**self.info, "sampler": "latent-gaussian", **settings, "genloop_version": __version__}
+        return {**recipe_info(self.info), "sampler": "latent-gaussian", **settings, "genloop_version": __version__}
 
     def _no_sampler_options(self, **given: Any) -> None:
         asked = [k for k, v in given.items() if v is not None]
@@ -152,7 +152,8 @@ class ImagePipeline:
         z = (a[:, None] * (1 - t) + b[:, None] * t).reshape(rows * steps, -1)
         row_labels = self.system.default_labels(rows)
         labels = None if row_labels is None else row_labels.repeat_interleave(steps)
-        return ImageOutput(self.decode(z, labels), self.recipe(seed=seed, kind="interpolation", rows=rows, steps=steps), labels)
+        recipe = self.recipe(seed=seed, kind="interpolation", rows=rows, interpolation_steps=steps)
+        return ImageOutput(self.decode(z, labels), recipe, labels)
 
     def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1] -> reconstructions (models with an encoder, e.g. the VAE)."""
@@ -176,7 +177,7 @@ class DiffusionPipeline(ImagePipeline):
     """Noise -> scheduler loop -> images. ``sampler`` and ``steps`` are per call: one model, any sampler."""
 
     def recipe(self, **settings: Any) -> dict[str, Any]:
-        return {**self.info, **settings, "genloop_version": __version__}
+        return {**recipe_info(self.info), **settings, "genloop_version": __version__}
 
     def __call__(
         self,
@@ -207,7 +208,7 @@ class DiffusionPipeline(ImagePipeline):
             scheduler = self.system.make_scheduler(sampler, **options)
             scheduler.set_timesteps(steps)
             images.append(denoise(self.system, scheduler, x, y, guidance, gens).float().cpu())
-        settings = {"sampler": sampler, "steps": steps, **options, **_label_recipe(labels)}
+        settings = {"sampler": sampler, "sampling_steps": steps, **options, **_label_recipe(labels)}
         if labels is not None:
             settings["guidance"] = guidance
         return ImageOutput(torch.cat(images).clamp_(-1, 1), self.recipe(seed=seed, n=n, **settings), labels)
@@ -229,9 +230,15 @@ class DiffusionPipeline(ImagePipeline):
         scheduler = self.system.make_scheduler("ddim", eta=0.0)
         scheduler.set_timesteps(self.system.config.sampling_steps)
         x = denoise(self.system, scheduler, z, labels, self.system.config.guidance).float().cpu().clamp_(-1, 1)
-        recipe = self.recipe(seed=seed, kind="interpolation", rows=rows, steps=steps, sampler="ddim",
-                             sampler_steps=self.system.config.sampling_steps)
+        recipe = self.recipe(seed=seed, kind="interpolation", rows=rows, interpolation_steps=steps, sampler="ddim",
+                             sampling_steps=self.system.config.sampling_steps)
         return ImageOutput(x, recipe, None if labels is None else labels.cpu())
+
+
+def recipe_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline's ``info`` as recipe keys: its ``step`` (the checkpoint's training step) is ``train_step``, so
+    that no recipe holds two different counts under ``step`` and ``steps``."""
+    return {("train_step" if k == "step" else k): v for k, v in info.items()}
 
 
 def _label_recipe(labels: torch.Tensor | None) -> dict[str, Any]:

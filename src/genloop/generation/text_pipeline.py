@@ -96,7 +96,9 @@ class TextPipeline:
         return self._compiled
 
     def recipe(self, **settings: Any) -> dict[str, Any]:
-        return {**self.info, "tokenizer": self.tokenizer.kind, **settings, "genloop_version": __version__}
+        from .pipelines import recipe_info
+
+        return {**recipe_info(self.info), "tokenizer": self.tokenizer.kind, **settings, "genloop_version": __version__}
 
     def params(self, max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                repetition_penalty: float = 1.0, stop: list[str] | str | None = None, num_beams: int = 1,

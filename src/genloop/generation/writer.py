@@ -40,7 +40,8 @@ def generate_images(run_id: str, n: int = 64, seed: int = 0, out: str | Path | N
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
     output = pipe(n=n, seed=seed, class_label=class_label, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
     nrow = pipe.num_classes if pipe.num_classes and class_label is None else 8
-    paths = [save_png(out_dir / RunLayout.GENERATED_GRID, make_grid(output.tensors, nrow=nrow), output.recipe, upscale=4)]
+    grid = make_grid(output.tensors, nrow=nrow)
+    paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, output.recipe, upscale=4)]
     for i, image in enumerate(output.tensors):
         paths.append(save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i)))
     lerp = pipe.interpolate(rows=6, steps=10, seed=seed)

@@ -69,12 +69,14 @@ def generation_image(gid: str, c: Context = Depends(ctx)) -> FileResponse:
 @router.post("/v1/generations/{gid}/replay", status_code=202)
 def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context = Depends(ctx)) -> JSONResponse:
     """Make a generation again from its stored recipe; the job's result says whether it came out identical."""
+    from ...data.image_io import upgrade_recipe
+
     row = _gen(c, gid)
-    r = row.recipe
-    keys = ("class_label", "sampler", "steps", "guidance", "eta") if row.modality == "image" else (
+    r = upgrade_recipe(row.recipe)  # a generation stored before the recipe keys were split reads the same
+    keys = ("class_label", "sampler", "sampling_steps", "guidance", "eta") if row.modality == "image" else (
         "prompt", "max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
     params = {"run_id": row.run_id, "checkpoint": row.checkpoint, "n": 1, "seed": int(r["seed"]),
-              **{k: r[k] for k in keys if r.get(k) is not None}}
+              **{("steps" if k == "sampling_steps" else k): r[k] for k in keys if r.get(k) is not None}}
     if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models record "latent-gaussian"
         params.pop("sampler")
     params = validate(c, "generate", params)
