@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import GENLOOP, cli, cli_env, tiny
-from genloop.generation.io import read_recipe
+from genloop.data.image_io import read_recipe
 
 RECIPE_KEYS = ("run_id", "checkpoint_sha256", "model", "seed", "genloop_version")
 

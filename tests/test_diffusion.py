@@ -26,9 +26,9 @@ def cond_run(tmp_path_factory):
     return run, runs
 
 
-def test_ddpm_is_registered_and_iterative() -> None:
+def test_ddpm_is_registered_as_diffusion() -> None:
     assert models["ddpm"] is DDPMSystem
-    assert DDPMSystem.iterative
+    assert DDPMSystem.diffusion
 
 
 def test_overfit_one_batch() -> None:
@@ -67,7 +67,7 @@ def test_pipeline_samplers_steps_and_seeds(cond_run) -> None:
     assert isinstance(pipe, DiffusionPipeline)
     a = pipe(n=3, seed=5, steps=3, sampler="ddim", class_label=2)
     assert a.tensors.shape == (3, 1, 8, 8) and a.tensors.abs().max() <= 1
-    assert a.recipe["sampler"] == "ddim" and a.recipe["steps"] == 3
+    assert a.recipe["sampler"] == "ddim" and a.recipe["sampling_steps"] == 3
     assert a.recipe_of(1)["seed"] == 6 and a.recipe_of(1)["class_label"] == 2
     assert torch.equal(a.tensors, pipe(n=3, seed=5, steps=3, sampler="ddim", class_label=2).tensors)  # seeded
     # image i of a batch == the same image generated alone with seed + i, for every sampler (DDPM is stochastic)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from genloop.data.image_io import make_grid, read_recipe, save_images, save_png, tensor_to_pil
 from genloop.evaluation.report import plot_losses, write_report
-from genloop.generation.io import make_grid, read_recipe, save_images, save_png, tensor_to_pil
 from genloop.training.logger import MetricsLogger, read_metrics, read_metrics_from
 
 
@@ -281,3 +281,17 @@ def test_plot_losses(tmp_path: Path) -> None:
     empty.write_text('{"step": 1, "time": 0.1}\n')
     assert plot_losses(empty, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
     assert plot_losses(tmp_path / "missing.jsonl", tmp_path / "none.png") is None
+
+
+def test_old_recipes_read_with_one_key_per_count(tmp_path: Path) -> None:
+    """Recipes written before the keys were split (``step``, ``steps``, ``sampler_steps``) read back under
+    today's names, and an interpolation's ``steps`` (its points) never becomes a sampler step count."""
+    sample = {"run_id": "r", "step": 500, "sampler": "ddim", "steps": 20, "seed": 3}
+    lerp = {"run_id": "r", "step": 500, "kind": "interpolation", "rows": 6, "steps": 10, "sampler_steps": 50}
+    save_png(tmp_path / "s.png", torch.zeros(1, 4, 4), sample)
+    save_png(tmp_path / "l.png", torch.zeros(1, 4, 4), lerp)
+    assert read_recipe(tmp_path / "s.png") == {"run_id": "r", "train_step": 500, "sampler": "ddim",
+                                               "sampling_steps": 20, "seed": 3}
+    got = read_recipe(tmp_path / "l.png")
+    assert got["interpolation_steps"] == 10 and got["sampling_steps"] == 50 and got["train_step"] == 500
+    assert "steps" not in got and "step" not in got and "sampler_steps" not in got

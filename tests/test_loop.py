@@ -11,8 +11,8 @@ import torch
 from conftest import TINY_MODEL, cli, tiny
 
 import genloop
+from genloop.data.image_io import read_recipe
 from genloop.errors import ConfigError, NotFoundError
-from genloop.generation.io import read_recipe
 from genloop.systems import models
 
 FAMILIES = sorted(TINY_MODEL)
@@ -85,7 +85,7 @@ def test_cli_conditional_generate_eval_compare_and_sweep(capsys, tmp_path) -> No
                          "--steps", "2", "--guidance", "2", "--eta", "0.5", "--out", tmp_path / "g")
     assert code == 0, err
     recipe = read_recipe(tmp_path / "g" / "sample_000001.png")
-    assert (recipe["class_label"], recipe["sampler"], recipe["steps"], recipe["guidance"], recipe["eta"]) == (7, "ddim", 2, 2.0, 0.5)
+    assert (recipe["class_label"], recipe["sampler"], recipe["sampling_steps"], recipe["guidance"], recipe["eta"]) == (7, "ddim", 2, 2.0, 0.5)
     for rid in ids.values():
         code, out, err = cli(capsys, "eval", rid, "--n", "40")
         assert code == 0, err

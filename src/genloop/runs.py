@@ -1,8 +1,7 @@
 """The run store: one directory per run, and a SQLite index so that listing runs is fast.
 
-``runs/<id>/`` is the source of truth (config.json, run.json, metrics.jsonl, checkpoints/, samples/,
-eval/, report.html). ``runs/index.sqlite`` (SQLAlchemy) mirrors each run's ``run.json`` for quick,
-filterable listings; it is rebuilt from the directories whenever they disagree, so losing it loses
+``runs/<id>/`` is the source of truth (its files are named in :mod:`genloop.run_layout`).
+``runs/index.sqlite`` (SQLAlchemy) mirrors each run's ``run.json`` for quick, filterable listings; it is rebuilt from the directories whenever they disagree, so losing it loses
 nothing. A run directory appears whole or not at all: it is assembled under a hidden temporary name
 and renamed into place.
 """
@@ -25,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from . import __version__
 from .errors import ConfigError, GenLoopError, NotFoundError
 from .paths import runs_dir
+from .run_layout import RunLayout
 from .serialization import read_json, write_json
 
 
@@ -74,16 +74,21 @@ class Run:
         return self.info["id"]
 
     @property
+    def files(self) -> RunLayout:
+        """Where each of this run's files lives."""
+        return RunLayout(self.dir)
+
+    @property
     def config(self) -> dict[str, Any]:
-        return read_json(self.dir / "config.json")
+        return read_json(self.files.config)
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.dir / "checkpoints" / "last.safetensors"
+        return self.files.last_checkpoint
 
     @property
     def weights(self) -> Path:
-        return self.dir / "model.safetensors"
+        return self.files.weights
 
 
 class RunStore:
@@ -115,9 +120,9 @@ class RunStore:
         """Make the index agree with the run directories (added, changed or removed by hand)."""
         on_disk = {}
         for d in self.root.iterdir() if self.root.is_dir() else []:
-            if d.is_dir() and not d.name.startswith(".") and (d / "run.json").is_file():
+            if d.is_dir() and not d.name.startswith(".") and RunLayout(d).run_info.is_file():
                 try:
-                    on_disk[d.name] = self._checked(Run(d, read_json(d / "run.json"))).info
+                    on_disk[d.name] = self._checked(Run(d, read_json(RunLayout(d).run_info))).info
                 except GenLoopError:
                     continue
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
@@ -146,8 +151,8 @@ class RunStore:
         }
         try:
             tmp.mkdir()
-            write_json(tmp / "config.json", config)
-            write_json(tmp / "run.json", info)
+            write_json(RunLayout(tmp).config, config)
+            write_json(RunLayout(tmp).run_info, info)
             os.rename(tmp, self.root / run_id)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -159,11 +164,11 @@ class RunStore:
     def get(self, run_id: str) -> Run:
         """A run by id, by unique id prefix, or by the path of its directory."""
         path = Path(run_id)
-        if (path / "run.json").is_file():
-            return self._checked(Run(path, read_json(path / "run.json")))
-        if run_id and "/" not in run_id and (self.root / run_id / "run.json").is_file():
-            return self._checked(Run(self.root / run_id, read_json(self.root / run_id / "run.json")))
-        ids = [d.name for d in self.root.iterdir() if (d / "run.json").is_file()] if self.root.is_dir() else []
+        if RunLayout(path).run_info.is_file():
+            return self._checked(Run(path, read_json(RunLayout(path).run_info)))
+        if run_id and "/" not in run_id and RunLayout(self.root / run_id).run_info.is_file():
+            return self._checked(Run(self.root / run_id, read_json(RunLayout(self.root / run_id).run_info)))
+        ids = [d.name for d in self.root.iterdir() if RunLayout(d).run_info.is_file()] if self.root.is_dir() else []
         matches = [i for i in ids if i.startswith(run_id)] if run_id else []
         if len(matches) == 1:
             return self.get(matches[0])
@@ -192,7 +197,7 @@ class RunStore:
             else:
                 run.info[k] = v
         run.info["updated"] = now_iso()
-        write_json(run.dir / "run.json", run.info)
+        write_json(run.files.run_info, run.info)
         self._index(run.info)
         return run
 

@@ -268,15 +268,14 @@ def eval_(
             table.add_row(p["sampler"], str(p["steps"]), f"{p['fid']:.3f}", f"{p['fid'] / r['fid_floor']:.1f}x",
                           f"{p['ms_per_image']:.1f}")
         out.print(table)
-        say(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / 'sampler_sweep.json'} (and .png)")
+        say(f"written to {api.RunStore(runs_dir).get(run_id).files.sampler_sweep_json} (and .png)")
         return
     if n is None:
         n = 100 if api.modality(run_id, runs_dir) == "text" else 2000
     r = api.evaluate(run_id, n=n, seed=seed, runs_dir=runs_dir, device=device, progress=True, sampler=sampler,
                      steps=steps, guidance=guidance, checkpoint=checkpoint, features=features, weights=weights)
     print_metrics(r)
-    name = "metrics.json" if features == "ref" else f"metrics_{features}.json"
-    say(f"written to {Path(api.RunStore(runs_dir).get(run_id).dir) / 'eval' / name}")
+    say(f"written to {api.RunStore(runs_dir).get(run_id).files.eval_metrics(features)}")
 
 
 def _metric_table(r: dict[str, Any], modality: str, title: str, floor_title: str) -> Table:
@@ -406,8 +405,8 @@ def runs_show(run_id: str = typer.Argument(...), runs_dir: Optional[Path] = Runs
 
     run = RunStore(runs_dir).get(run_id)
     shown = {"run": run.info, "config": run.config, "dir": str(run.dir)}
-    if (run.dir / "eval" / "metrics.json").is_file():
-        shown["eval"] = read_json(run.dir / "eval" / "metrics.json")
+    if run.files.eval_metrics().is_file():
+        shown["eval"] = read_json(run.files.eval_metrics())
     print(json.dumps(shown, indent=2, default=str))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .builtin import datasets, download
 from .image import DataConfig, ImageBatches, ImageDataset, to_float, to_uint8
-from .prepare import PREP_VERSION, load_dataset, split_indices
+from .prepare import IMAGE_PREP_VERSION, load_dataset, split_indices
 
 
 def dataset_names() -> list[str]:
@@ -18,7 +18,7 @@ def dataset_names() -> list[str]:
 
 
 __all__ = [
-    "PREP_VERSION",
+    "IMAGE_PREP_VERSION",
     "DataConfig",
     "ImageBatches",
     "ImageDataset",

@@ -25,7 +25,7 @@ from . import sources
 from .builtin import datasets
 from .image import SPLITS, DataConfig, ImageDataset
 
-PREP_VERSION = 1  # bump when decoding/resizing changes, so old caches are not reused
+IMAGE_PREP_VERSION = 1  # bump when decoding/resizing changes, so old caches are not reused
 
 
 @dataclass
@@ -79,7 +79,7 @@ def split_indices(n: int, fractions: list[float], seed: int) -> dict[str, torch.
 
 
 def cache_key(source: Source, image_size: int, channels: int | None) -> str:
-    blob = {"prep": PREP_VERSION, "source": source.fingerprint(), "image_size": image_size, "channels": channels}
+    blob = {"prep": IMAGE_PREP_VERSION, "source": source.fingerprint(), "image_size": image_size, "channels": channels}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -114,7 +114,7 @@ def _read_cache(path: Path, key: str, cfg: DataConfig) -> Prepared | None:
 def _write_cache(path: Path, key: str, images: torch.Tensor, labels: torch.Tensor | None, class_names) -> None:
     tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
     try:
-        save_tensors(path, tensors, state={"key": key, "class_names": class_names, "prep_version": PREP_VERSION})
+        save_tensors(path, tensors, state={"key": key, "class_names": class_names, "prep_version": IMAGE_PREP_VERSION})
     except OSError as e:  # e.g. a read-only or full disk: the data is still good, only the next load is slower
         warnings.warn(f"could not cache prepared dataset at {path}: {e}", stacklevel=3)
 
@@ -138,7 +138,7 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
         "source": f"builtin:{source.name}" if source.builtin is not None else str(source.path.resolve()),
         "kind": source.kind,
         "from_cache": cached is not None,
-        "prep_version": PREP_VERSION,
+        "prep_version": IMAGE_PREP_VERSION,
     }
     return ImageDataset(
         name=cfg.name,

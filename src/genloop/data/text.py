@@ -9,7 +9,7 @@ costs no RAM.
 
 Tokenising is the slow step, so its result is cached under a key that hashes the source's *content* and
 every setting that changes the tokens (JSONL field, tokenizer and its vocabulary, split, seed, and
-:data:`PREP_VERSION`): edit one file and the key changes; move the folder and it does not. The cache
+:data:`TEXT_PREP_VERSION`): edit one file and the key changes; move the folder and it does not. The cache
 folder is written under a temporary name and renamed into place, so a killed prepare never leaves a
 half cache that a later run would trust.
 
@@ -39,7 +39,7 @@ from ..errors import ConfigError, DataError, GenLoopError, NotFoundError
 from ..paths import cache_dir
 from ..serialization import atomic_write, sha256_file, write_json
 
-PREP_VERSION = 1  # bump when reading, splitting or tokenising changes, so old caches are not reused
+TEXT_PREP_VERSION = 1  # bump when reading, splitting or tokenising changes, so old caches are not reused
 
 EOT = "<|endoftext|>"
 UNK = "<unk>"
@@ -717,7 +717,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def cache_key(fingerprint: dict[str, Any], cfg: TextDataConfig, tokenizer_key: dict[str, Any]) -> str:
     blob = {
-        "prep": PREP_VERSION, "source": fingerprint, "jsonl_field": cfg.jsonl_field, "tokenizer": tokenizer_key,
+        "prep": TEXT_PREP_VERSION, "source": fingerprint, "jsonl_field": cfg.jsonl_field, "tokenizer": tokenizer_key,
         "val_fraction": cfg.val_fraction, "seed": cfg.seed,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
@@ -752,7 +752,7 @@ def _prepare(source: _Source, cfg: TextDataConfig, spec: str, given: Tokenizer |
     tok = given if given is not None else train_tokenizer(spec, train_docs, cfg.vocab_size)
     dtype = token_dtype(tok.vocab_size)
     meta = {
-        "key": key, "prep_version": PREP_VERSION, "name": cfg.name, "source": source.describe(len(docs)),
+        "key": key, "prep_version": TEXT_PREP_VERSION, "name": cfg.name, "source": source.describe(len(docs)),
         "split": how, "documents": {"train": len(train_docs), "val": len(val_docs)},
         "val_chars": sum(len(d) for d in val_docs), "val_bytes": sum(len(d.encode("utf-8")) for d in val_docs),
         "vocab_size": tok.vocab_size, "tokenizer": tok.kind, "tokenizer_saved": given is None,
@@ -854,7 +854,7 @@ def _read_cache(folder: Path, key: str, given: Tokenizer | None, name: str, sour
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta["key"] != key or meta["prep_version"] != PREP_VERSION:
+        if meta["key"] != key or meta["prep_version"] != TEXT_PREP_VERSION:
             return None
         tok = tokenizer or given or load_tokenizer(folder / "tokenizer")
         dtype = np.dtype(meta["dtype"])
@@ -948,7 +948,7 @@ class TokenBatches:
 
 __all__ = [
     "EOT",
-    "PREP_VERSION",
+    "TEXT_PREP_VERSION",
     "TEXT_SUFFIXES",
     "BPETokenizer",
     "CharTokenizer",

@@ -48,7 +48,7 @@ def columns(rows: list[dict[str, Any]]) -> list[Column]:
 
 def comparison_row(run: Run) -> dict[str, Any]:
     """The run's headline numbers; a NotFoundError names the command that produces what is missing."""
-    path = run.dir / "eval" / "metrics.json"
+    path = run.files.eval_metrics()
     if not path.is_file():
         raise NotFoundError(f"run {run.id} has not been evaluated yet; run `genloop eval {run.id}` first")
     m = read_json(path)

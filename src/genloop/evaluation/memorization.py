@@ -49,7 +49,7 @@ import torch
 
 from ..data.image import to_float
 from ..errors import DataError
-from ..generation.io import make_grid
+from ..data.image_io import make_grid
 from .manifold import knn
 
 
@@ -237,7 +237,7 @@ def closest_pairs_grid(
     suspicious first — or ``(N,)`` nearest-training indices, one per sample (``report.nn_index``), in
     which case sample i is paired with ``train[idx[i]]``. The first ``k`` pairs are drawn,
     ``pairs_per_row`` to a row, sample left and training image right. Returns the (C, H', W') float
-    tensor of :func:`genloop.generation.io.make_grid`, in [-1, 1], ready for ``save_png``.
+    tensor of :func:`genloop.data.image_io.make_grid`, in [-1, 1], ready for ``save_png``.
     """
     if not isinstance(samples, torch.Tensor) or not isinstance(train, torch.Tensor):
         raise DataError("closest_pairs_grid takes image tensors for samples and train")

@@ -20,20 +20,19 @@ import io
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from ..errors import DataError, NotFoundError
+from ..run_layout import RunLayout
 from ..serialization import atomic_write, read_json, write_text
 from ..training.logger import read_metrics
 from . import catalog
 
 # Columns of metrics.jsonl that are bookkeeping, not losses: they get their own plot (lr) or none.
 _NOT_LOSSES = ("step", "time", "lr", "images_per_s", "tokens_per_s", "eval/seconds")
-_SAMPLE_RE = re.compile(r"step-(\d+)\.png$")
 _MAX_STRIP = 8  # earlier sample grids shown; more would bloat the file without telling more
 _MAX_PLOT_POINTS = 4000  # raw points drawn per curve; the moving average still uses every point
 _PLOT_DPI = 200
@@ -316,15 +315,7 @@ def _summary(run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Ro
 
 
 def _sample_files(run_dir: Path) -> list[tuple[int, Path]]:
-    folder = run_dir / "samples"
-    if not folder.is_dir():
-        return []
-    found = []
-    for p in folder.iterdir():
-        m = _SAMPLE_RE.search(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+    return RunLayout(run_dir).training_samples("png")
 
 
 def _picture(path: Path, run_dir: Path, warnings: list[str], target: int, cap: int,
@@ -343,7 +334,7 @@ def _samples(run_dir: Path, warnings: list[str]) -> dict[str, Any] | None:
     """The latest grid (``generated/grid.png``, else the last training grid; its ``step`` is None for the
     generated one), a strip of earlier training grids, and the closest-pairs picture of the evaluation."""
     samples = _sample_files(run_dir)
-    generated = run_dir / "generated" / "grid.png"
+    generated = RunLayout(run_dir).generated_grid
     earlier = samples
     if generated.is_file():
         main_path, main_step = generated, None
@@ -357,7 +348,7 @@ def _samples(run_dir: Path, warnings: list[str]) -> dict[str, Any] | None:
         idx = sorted({round(i * (len(earlier) - 1) / (_MAX_STRIP - 1)) for i in range(_MAX_STRIP)})
         earlier = [earlier[i] for i in idx]
     strip = [_picture(path, run_dir, warnings, 140, 180, step) for step, path in earlier]
-    pairs = run_dir / "eval" / "closest_pairs.png"
+    pairs = RunLayout(run_dir).closest_pairs
     return {
         "main": _picture(main_path, run_dir, warnings, 360, 720, main_step),
         "strip": [p for p in strip if p is not None],
@@ -406,9 +397,6 @@ def _how(metric: catalog.Metric) -> str:
     return better + metric.help
 
 
-_TEXT_SAMPLE_RE = re.compile(r"step-(\d+)\.txt$")
-
-
 def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
     """A language model's part: its metrics beside held-out real text, and its samples as text."""
     metrics: list[tuple[str, str, str]] = []
@@ -418,7 +406,8 @@ def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
                 floor = ev.get(m.floor) if m.floor else None
                 metrics.append((_label(m.label), _fmt(ev[m.key], 4), _fmt(floor, 4) if m.floor else ""))
     texts: list[tuple[str, str]] = []
-    gen = run_dir / "generated" / "texts.jsonl"
+    files = RunLayout(run_dir)
+    gen = files.generated_texts
     if gen.is_file():
         for line in gen.read_text(encoding="utf-8").splitlines()[-5:]:
             try:
@@ -428,13 +417,11 @@ def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
             r = item.get("recipe", {})
             texts.append((f"generated (seed {r.get('seed')}, temperature {r.get('temperature')})",
                           (r.get("prompt") or "") + item.get("text", "")))
-    folder = run_dir / "samples"
-    samples = sorted((int(match.group(1)), q) for q in folder.glob("step-*.txt")
-                     if (match := _TEXT_SAMPLE_RE.search(q.name))) if folder.is_dir() else []
+    samples = files.training_samples("txt")
     if samples:
         step, path = samples[-1]
         texts.append((f"training samples at step {step:,}", path.read_text(encoding="utf-8")))
-    eval_samples = run_dir / "eval" / "samples.txt"
+    eval_samples = files.eval_samples
     if eval_samples.is_file():
         texts.append(("evaluation samples (eval/samples.txt)", eval_samples.read_text(encoding="utf-8")))
     if not metrics and not texts:
@@ -539,13 +526,14 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     a run directory, and an empty report would only hide the mistake.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file() and not (run_dir / "run.json").is_file():
+    files = RunLayout(run_dir)
+    if not files.config.is_file() and not files.run_info.is_file():
         raise NotFoundError(f"{run_dir}: not a run directory (no config.json or run.json)")
     warnings: list[str] = []
-    run = _dict(_load(run_dir / "run.json", warnings, run_dir))
-    config = _dict(_load(run_dir / "config.json", warnings, run_dir))
-    ev = _dict(_load(run_dir / "eval" / "metrics.json", warnings, run_dir))
-    records = read_metrics(run_dir / "metrics.jsonl")
+    run = _dict(_load(files.run_info, warnings, run_dir))
+    config = _dict(_load(files.config, warnings, run_dir))
+    ev = _dict(_load(files.eval_metrics(), warnings, run_dir))
+    records = read_metrics(files.metrics)
 
     model_cfg, data_cfg = _dict(config.get("model")), _dict(config.get("data"))
     status = str(run.get("status") or "unknown")
@@ -567,6 +555,6 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         "version": __version__,
         "now": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     }
-    target = Path(out) if out is not None else run_dir / "report.html"
+    target = Path(out) if out is not None else files.report
     write_text(target, _template().render(context))
     return target

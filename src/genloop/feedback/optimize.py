@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError, DataError
 from ..runs import RunStore
-from ..serialization import save_tensors, write_json
+from ..serialization import write_json
 from .reward import RewardModel
 
 
@@ -110,7 +110,7 @@ def finetune_images(run_id: str, reward: RewardModel, cfg: FinetuneConfig | None
     from .. import api
     from ..config import from_dict
     from ..data import DataConfig, load_dataset
-    from ..generation.io import save_png
+    from ..data.image_io import save_png
     from ..generation.pipelines import load_pipeline
 
     cfg = cfg or FinetuneConfig()
@@ -143,15 +143,15 @@ def finetune_images(run_id: str, reward: RewardModel, cfg: FinetuneConfig | None
         train["ema_decay"] = cfg.ema_decay
     child = store.create(parent.info["model"], "feedback", {**pcfg, "train": train}, int(pcfg["train"].get("seed", 0)))
     try:
-        folder = child.dir / "feedback_data"
+        folder = child.files.feedback_data
         for j, i in enumerate(top.tolist()):
             save_png(folder / f"gen_{j:05d}.png", out.tensors[i])
         for j, image in enumerate(real):
             save_png(folder / f"real_{j:05d}.png", image)
         data = {**pcfg["data"], "name": str(folder.resolve()), "channels": dataset.channels,
                 "image_size": dataset.image_size, "split": [1.0, 0.0, 0.0], "flip": False, "shift": 0}
-        write_json(child.dir / "config.json", {**pcfg, "data": data, "train": train})
-        (child.dir / "checkpoints").mkdir(exist_ok=True)
+        write_json(child.files.config, {**pcfg, "data": data, "train": train})
+        child.files.checkpoints.mkdir(exist_ok=True)
         shutil.copy2(parent.last_checkpoint, child.last_checkpoint)
         shutil.copy2(parent.weights, child.weights)
         feedback = {"method": "reward-filtered-finetune", "parent": parent.id, "reward_model": reward.id,
@@ -253,9 +253,9 @@ def dpo(run_id: str, pairs: Sequence[tuple[str, str, str]], cfg: DPOConfig | Non
     step = int(parent.info.get("step", 0))
     child = store.create(parent.info["model"], parent.info.get("dataset", "?"), parent.config, int(parent.info.get("seed", 0)))
     try:
-        if (parent.dir / "tokenizer").is_dir():
-            shutil.copytree(parent.dir / "tokenizer", child.dir / "tokenizer")
-        save_tensors(child.weights, policy.state_dict(), {"step": step + cfg.steps})
+        if parent.files.tokenizer.is_dir():
+            shutil.copytree(parent.files.tokenizer, child.files.tokenizer)
+        child.files.save_pretrained(policy.state_dict(), {"step": step + cfg.steps})
         feedback = {"method": "dpo", "parent": parent.id, "beta": cfg.beta, "steps": cfg.steps, "lr": cfg.lr,
                     "pairs": len(enc), "margin_before": round(float(ref_margin.mean()), 4),
                     "margin_after": round(float(after.mean()), 4),

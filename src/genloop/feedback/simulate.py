@@ -204,7 +204,7 @@ def simulate(run_id: str, rater: str, n_rate: int = 200, n_pairs: int | None = N
     # 2. the reward model, on this simulation's feedback only
     t = time.perf_counter()
     reward, reward_report = train_reward(store, job_id=job, cfg=reward_cfg, runs_dir=runs_dir,
-                                         out=run.dir / "feedback" / f"reward-{job}")
+                                         out=run.files.reward_model(job))
     seconds["train_reward"] = round(time.perf_counter() - t, 2)
     say(f"reward model: held-out pairwise accuracy {reward_report.get('heldout_pair_accuracy')}")
 
@@ -237,7 +237,7 @@ def simulate(run_id: str, rater: str, n_rate: int = 200, n_pairs: int | None = N
         say(f"fine-tuned ({ft['method']}): {results['finetune']}")
     if "select" in uses:
         t = time.perf_counter()
-        candidates = [run.id] + ([child] if child else []) + (["%s@best" % run.id] if (run.dir / "best.safetensors").is_file() else [])
+        candidates = [run.id] + ([child] if child else []) + (["%s@best" % run.id] if run.files.best_weights.is_file() else [])
         sel = select_checkpoint(candidates, reward, n=min(n_eval, 200), seed=20_000_000 + SEED_STRIDE * seed, runs_dir=runs_dir, **gen_opts)
         truth = {run.id: results["baseline"]["preferred_share"]}
         if child:
@@ -254,7 +254,7 @@ def simulate(run_id: str, rater: str, n_rate: int = 200, n_pairs: int | None = N
         "job_id": job, "reward": reward_report, "results": results, "seconds": {**seconds,
         "total": round(time.perf_counter() - t_all, 2)}, "genloop_version": __version__,
     }
-    path = Path(out) if out else run.dir / "eval" / f"feedback_{rater.replace(':', '_').replace('/', '_')[:40]}.json"
+    path = Path(out) if out else run.files.eval_feedback(rater.replace(':', '_').replace('/', '_')[:40])
     write_json(path, result)
     result["path"] = str(path)
     return result

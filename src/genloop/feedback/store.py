@@ -114,7 +114,7 @@ class FeedbackStore:
     def add_outputs(self, output: Any, *, job_id: str | None = None, user: str | None = None,
                     replay_of: str | None = None) -> list[str]:
         """Store every item of an ``ImageOutput`` or ``TextOutput`` (one row each, in one transaction)."""
-        from ..generation.io import save_png
+        from ..data.image_io import save_png
 
         recipe0 = output.recipe
         texts = getattr(output, "texts", None)

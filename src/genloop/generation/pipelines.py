@@ -23,10 +23,9 @@ from .. import __version__
 from ..config import from_dict
 from ..data.image import to_uint8
 from ..errors import ConfigError, NotFoundError
-from ..serialization import load_tensors, read_json, sha256_file
+from ..run_layout import RunLayout
+from ..serialization import sha256_file
 from ..systems import DataSpec, System, models
-
-CHECKPOINTS = {"last": "model.safetensors", "best": "best.safetensors"}
 
 
 @dataclass
@@ -38,7 +37,7 @@ class ImageOutput:
     @property
     def images(self) -> list:
         """The images as PIL images."""
-        from .io import tensor_to_pil
+        from ..data.image_io import tensor_to_pil
 
         return [tensor_to_pil(t) for t in self.tensors]
 
@@ -52,28 +51,20 @@ class ImageOutput:
 
 def load_system(run_dir: str | Path, checkpoint: str = "last") -> tuple[System, dict[str, Any]]:
     """Rebuild a run's model from ``config.json`` and load its inference weights (EMA where trained with it)."""
-    run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        raise ConfigError(f"unknown checkpoint '{checkpoint}'; valid: {', '.join(CHECKPOINTS)}")
-    weights = run_dir / CHECKPOINTS[checkpoint]
-    if not weights.is_file():
-        if checkpoint == "best":
-            raise NotFoundError(f"run {run_dir.name} has no best checkpoint; train it with train.eval_every > 0 to keep one")
-        raise NotFoundError(f"run {run_dir.name} has no trained weights yet ({weights} is missing); train it first")
-    config = read_json(run_dir / "config.json")
+    files = RunLayout(Path(run_dir))
+    config, tensors, state = files.load_pretrained(checkpoint)
     cls_ = models[config["model"]["name"]]
     system = cls_(from_dict(cls_.Config, config["model"], "model."), DataSpec(**config["data_spec"]))
-    tensors, state = load_tensors(weights)
     system.load_state_dict(tensors)
     if system.modality == "text":  # a language model decodes with the tokenizer it was trained with
         from ..data.text import load_tokenizer
 
-        system.tokenizer = load_tokenizer(run_dir / "tokenizer")
+        system.tokenizer = load_tokenizer(files.tokenizer)
     info = {
-        "run_id": run_dir.name,
+        "run_id": files.root.name,
         "model": config["model"]["name"],
         "checkpoint": checkpoint,
-        "checkpoint_sha256": sha256_file(weights),
+        "checkpoint_sha256": sha256_file(files.weights_for(checkpoint)),
         "step": (state or {}).get("step"),
     }
     return system, info
@@ -126,7 +117,7 @@ class ImagePipeline:
         return torch.cat(out).clamp_(-1, 1)
 
     def recipe(self, **settings: Any) -> dict[str, Any]:
-        return {**self.info, "sampler": "latent-gaussian", **settings, "genloop_version": __version__}
+        return {**recipe_info(self.info), "sampler": "latent-gaussian", **settings, "genloop_version": __version__}
 
     def _no_sampler_options(self, **given: Any) -> None:
         asked = [k for k, v in given.items() if v is not None]
@@ -161,7 +152,8 @@ class ImagePipeline:
         z = (a[:, None] * (1 - t) + b[:, None] * t).reshape(rows * steps, -1)
         row_labels = self.system.default_labels(rows)
         labels = None if row_labels is None else row_labels.repeat_interleave(steps)
-        return ImageOutput(self.decode(z, labels), self.recipe(seed=seed, kind="interpolation", rows=rows, steps=steps), labels)
+        recipe = self.recipe(seed=seed, kind="interpolation", rows=rows, interpolation_steps=steps)
+        return ImageOutput(self.decode(z, labels), recipe, labels)
 
     def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1] -> reconstructions (models with an encoder, e.g. the VAE)."""
@@ -185,7 +177,7 @@ class DiffusionPipeline(ImagePipeline):
     """Noise -> scheduler loop -> images. ``sampler`` and ``steps`` are per call: one model, any sampler."""
 
     def recipe(self, **settings: Any) -> dict[str, Any]:
-        return {**self.info, **settings, "genloop_version": __version__}
+        return {**recipe_info(self.info), **settings, "genloop_version": __version__}
 
     def __call__(
         self,
@@ -216,7 +208,7 @@ class DiffusionPipeline(ImagePipeline):
             scheduler = self.system.make_scheduler(sampler, **options)
             scheduler.set_timesteps(steps)
             images.append(denoise(self.system, scheduler, x, y, guidance, gens).float().cpu())
-        settings = {"sampler": sampler, "steps": steps, **options, **_label_recipe(labels)}
+        settings = {"sampler": sampler, "sampling_steps": steps, **options, **_label_recipe(labels)}
         if labels is not None:
             settings["guidance"] = guidance
         return ImageOutput(torch.cat(images).clamp_(-1, 1), self.recipe(seed=seed, n=n, **settings), labels)
@@ -238,9 +230,15 @@ class DiffusionPipeline(ImagePipeline):
         scheduler = self.system.make_scheduler("ddim", eta=0.0)
         scheduler.set_timesteps(self.system.config.sampling_steps)
         x = denoise(self.system, scheduler, z, labels, self.system.config.guidance).float().cpu().clamp_(-1, 1)
-        recipe = self.recipe(seed=seed, kind="interpolation", rows=rows, steps=steps, sampler="ddim",
-                             sampler_steps=self.system.config.sampling_steps)
+        recipe = self.recipe(seed=seed, kind="interpolation", rows=rows, interpolation_steps=steps, sampler="ddim",
+                             sampling_steps=self.system.config.sampling_steps)
         return ImageOutput(x, recipe, None if labels is None else labels.cpu())
+
+
+def recipe_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline's ``info`` as recipe keys: its ``step`` (the checkpoint's training step) is ``train_step``, so
+    that no recipe holds two different counts under ``step`` and ``steps``."""
+    return {("train_step" if k == "step" else k): v for k, v in info.items()}
 
 
 def _label_recipe(labels: torch.Tensor | None) -> dict[str, Any]:
@@ -254,7 +252,7 @@ def load_pipeline(run_dir: str | Path, device: str | torch.device = "cpu", check
         from .text_pipeline import TextPipeline
 
         return TextPipeline(system.to(device), info)
-    cls = DiffusionPipeline if system.iterative else ImagePipeline
+    cls = DiffusionPipeline if system.diffusion else ImagePipeline
     return cls(system.to(device), info)
 
 

@@ -41,7 +41,7 @@ class TextOutput:
         return {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
 
 
-class NeverSample:
+class SuppressTokens:
     """A causal LM with some token ids made impossible to sample.
 
     A character tokenizer's ``<unk>`` stands for characters it never saw; it is not text, so a model
@@ -96,7 +96,9 @@ class TextPipeline:
         return self._compiled
 
     def recipe(self, **settings: Any) -> dict[str, Any]:
-        return {**self.info, "tokenizer": self.tokenizer.kind, **settings, "genloop_version": __version__}
+        from .pipelines import recipe_info
+
+        return {**recipe_info(self.info), "tokenizer": self.tokenizer.kind, **settings, "genloop_version": __version__}
 
     def params(self, max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                repetition_penalty: float = 1.0, stop: list[str] | str | None = None, num_beams: int = 1,
@@ -122,7 +124,7 @@ class TextPipeline:
         """The model to sample: compiled if asked, with a char tokenizer's ``<unk>`` made unsampleable."""
         tok, lm = self.tokenizer, self.compiled() if compile else self.system.causal_lm()
         if getattr(tok, "unk_id", None) is not None:
-            lm = NeverSample(lm, [tok.unk_id])
+            lm = SuppressTokens(lm, [tok.unk_id])
         return lm
 
     def check_prompt(self, prompt: str) -> list[str]:

@@ -194,7 +194,7 @@ class Worker:
         stop = lambda: beat.cancel.is_set() or self.shutdown.is_set() or self._orphaned()  # noqa: E731
 
         def watch(run: Any) -> None:
-            beat.metrics_path = run.dir / "metrics.jsonl"
+            beat.metrics_path = run.files.metrics
             self.jobs.set_run(job.id, run.id)
 
         run = None
@@ -239,11 +239,11 @@ class Worker:
 
     # --- generate -----------------------------------------------------------------------------------
     def pipeline(self, run_id: str, checkpoint: str = "last") -> Any:
-        from ..generation.pipelines import CHECKPOINTS, load_pipeline
+        from ..generation.pipelines import load_pipeline
         from ..runs import RunStore
 
         run = RunStore(self.settings.runs).get(run_id)
-        weights = run.dir / CHECKPOINTS.get(checkpoint, "model.safetensors")
+        weights = run.files.weights_for(checkpoint)
         key = (run.id, checkpoint, weights.stat().st_mtime_ns if weights.is_file() else 0)
         if key in self._pipes:
             self._pipes.move_to_end(key)

@@ -40,7 +40,7 @@ class System(nn.Module):
     ema_target: ClassVar[str]  # attribute name of the sub-module used for inference (averaged by EMA)
     modality: ClassVar[str] = "image"
     conditional: ClassVar[bool] = False  # True: decode/sample take class labels (needs a labelled dataset)
-    iterative: ClassVar[bool] = False  # True: sampling runs a scheduler loop (diffusion), not one decode
+    diffusion: ClassVar[bool] = False  # True: sampling runs a scheduler loop over noise levels, not one decode
     unit: ClassVar[str] = "images"  # what throughput counts: images (batch rows) or tokens
 
     def __init__(self, config: Any, spec: DataSpec) -> None:

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluation import catalog
+from ..run_layout import RunLayout
 from ..systems.base import System
 from .checkpoint import inference_state, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -228,7 +229,7 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> Path | None:
-        return self.run_dir / "checkpoints" if self.run_dir else None
+        return RunLayout(self.run_dir).checkpoints if self.run_dir else None
 
     def save(self) -> Path | None:
         if self.run_dir is None:
@@ -242,18 +243,15 @@ class Trainer:
             "best": self.best,
             "evals_since_best": self.evals_since_best,
         }
-        ckdir = self.checkpoint_dir
-        last = ckdir / "last.safetensors"
+        last = RunLayout(self.run_dir).last_checkpoint
         save_checkpoint(last, self.system, self.opt.optimizers, self.ema, self.opt.scaler, state)
-        from ..serialization import save_tensors
-
         weights = inference_state(self.system, self.ema, self.system.ema_target)
-        save_tensors(self.run_dir / "model.safetensors", weights, {"step": self.step})
+        RunLayout(self.run_dir).save_pretrained(weights, {"step": self.step})
         if self.cfg.keep_checkpoints > 0:
-            numbered = ckdir / f"step-{self.step:07d}.safetensors"
+            numbered = RunLayout(self.run_dir).step_checkpoint(self.step)
             if not numbered.exists():
                 os.link(last, numbered)  # a hard link: atomic, and no second copy on disk
-            for old in sorted(ckdir.glob("step-*.safetensors"))[: -self.cfg.keep_checkpoints]:
+            for old in RunLayout(self.run_dir).step_checkpoints()[: -self.cfg.keep_checkpoints]:
                 old.unlink(missing_ok=True)
         if self.on_checkpoint:
             self.on_checkpoint(self.step)
@@ -295,10 +293,8 @@ class Trainer:
             self.best = {"metric": name, "value": value, "step": self.step}
             self.evals_since_best = 0
             if self.run_dir is not None:
-                from ..serialization import save_tensors
-
                 weights = inference_state(self.system, self.ema, self.system.ema_target)
-                save_tensors(self.run_dir / "best.safetensors", weights, {"step": self.step, "best": self.best})
+                RunLayout(self.run_dir).save_pretrained(weights, {"step": self.step, "best": self.best}, "best")
         else:
             self.evals_since_best += 1
         dt = time.perf_counter() - t0
@@ -309,7 +305,7 @@ class Trainer:
     def write_samples(self, n: int = 64, seed: int = 1234) -> Path | None:
         if self.run_dir is None or not hasattr(self.system, "sample"):
             return None
-        from ..generation.io import make_grid, save_png
+        from ..data.image_io import make_grid, save_png
 
         was_training = self.system.training
         self.system.eval()
@@ -320,11 +316,11 @@ class Trainer:
         if self.system.modality == "text":  # a few continuations, separated by a rule, in samples/step-N.txt
             from ..serialization import write_text
 
-            path = self.run_dir / "samples" / f"step-{self.step:07d}.txt"
+            path = RunLayout(self.run_dir).sample(self.step, "txt")
             write_text(path, "\n\n-----\n\n".join(samples) + "\n")
             return path
         images = samples.cpu()
-        path = self.run_dir / "samples" / f"step-{self.step:07d}.png"
+        path = RunLayout(self.run_dir).sample(self.step, "png")
         save_png(path, make_grid(images), {"step": self.step, "seed": seed, "ema": self.ema is not None}, upscale=2)
         return path
 
@@ -337,9 +333,9 @@ class Trainer:
         logger = MetricsLogger(self.run_dir, cfg.tensorboard, resume_step=self.step if self.step else None)
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
         sums: dict[str, float] = {}
-        count, images_seen = 0, 0
+        count, units_seen = 0, 0
         t0 = self._session_start = time.perf_counter()
-        last_ckpt_time, last_log_time, last_log_images = t0, t0, 0
+        last_ckpt_time, last_log_time, last_log_units = t0, t0, 0
         stopped_by, checkpoint = "steps", None
         bar = _Progress(self.progress, cfg, start_step)
         try:
@@ -363,7 +359,7 @@ class Trainer:
                             self.opt.micro = micro
                             with autocast:
                                 micro_logs = self.system.training_step(batch, self.opt)
-                            images_seen += self.system.batch_units(batch)
+                            units_seen += self.system.batch_units(batch)
                             logs = micro_logs if micro == 0 else {k: logs[k] + micro_logs[k] for k in logs}
                         if cfg.grad_accum > 1:
                             logs = {k: v / cfg.grad_accum for k, v in logs.items()}
@@ -380,14 +376,14 @@ class Trainer:
                     count += 1
                     now = time.perf_counter()
                     if self.step % cfg.log_every == 0:
-                        ips = (images_seen - last_log_images) / max(now - last_log_time, 1e-9)
+                        units_per_s = (units_seen - last_log_units) / max(now - last_log_time, 1e-9)
                         means = {k: v / count for k, v in sums.items()}
                         record = {**means, "lr": self.opt.optimizers[next(iter(self.opt.optimizers))].param_groups[0]["lr"],
-                                            "time": self.elapsed_total, f"{self.system.unit}_per_s": ips}
+                                            "time": self.elapsed_total, f"{self.system.unit}_per_s": units_per_s}
                         record.update({f"grad_norm_{k}": v for k, v in self.opt.grad_norms.items()})
                         logger.log(self.step, record)
                         bar.update(self.step, now - t0, means)
-                        sums, count, last_log_time, last_log_images = {}, 0, now, images_seen
+                        sums, count, last_log_time, last_log_units = {}, 0, now, units_seen
                     if cfg.sample_every and self.step % cfg.sample_every == 0:
                         self.write_samples()
                     if cfg.eval_every and self.step % cfg.eval_every == 0:
@@ -413,12 +409,12 @@ class Trainer:
         finally:
             logger.close()
             self.elapsed_before, self._session_start = self.elapsed_total, None
-        return FitResult(self.step, seconds, stopped_by, images_seen / max(seconds, 1e-9), checkpoint)
+        return FitResult(self.step, seconds, stopped_by, units_seen / max(seconds, 1e-9), checkpoint)
 
     def _last_saved_step(self) -> int:
         from ..serialization import load_tensors
 
-        last = self.checkpoint_dir / "last.safetensors" if self.checkpoint_dir else None
+        last = RunLayout(self.run_dir).last_checkpoint if self.run_dir else None
         if last is None or not last.exists():
             return 0
         return int((load_tensors(last)[1] or {}).get("step", 0))

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..run_layout import RunLayout
+
 
 def read_metrics_from(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Records of ``metrics.jsonl`` from byte ``offset`` on, and the offset to continue from.
@@ -50,7 +52,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 class MetricsLogger:
     def __init__(self, run_dir: Path | None, tensorboard: bool = True, resume_step: int | None = None) -> None:
-        self.path = run_dir / "metrics.jsonl" if run_dir else None
+        self.path = RunLayout(run_dir).metrics if run_dir else None
         self._tb = None
         if self.path is not None and resume_step is not None and self.path.exists():
             self._truncate_after(self.path, resume_step)
@@ -60,7 +62,7 @@ class MetricsLogger:
             except ImportError:  # tensorboard is a dependency, but a trimmed install still trains
                 SummaryWriter = None
             if SummaryWriter is not None:
-                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=resume_step)
+                self._tb = SummaryWriter(log_dir=str(RunLayout(run_dir).tensorboard), purge_step=resume_step)
 
     def _truncate_after(self, path: Path, step: int) -> None:
         """On resume, drop lines logged after the checkpoint being resumed (they will be logged again)."""

@@ -67,22 +67,26 @@ def generation_image(gid: str, c: Context = Depends(ctx)) -> FileResponse:
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
 
+_RECIPE_KEY = {"steps": "sampling_steps"}  # the job's `steps` is recorded as the recipe's `sampling_steps`
+
+
 @router.post("/v1/generations/{gid}/replay", status_code=202)
 def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context = Depends(ctx)) -> JSONResponse:
     """Make a generation again from its stored recipe; the job's result says whether it came out identical."""
+    from ...data.image_io import upgrade_recipe
+
     row = _gen(c, gid)
-    r = row.recipe
+    r = upgrade_recipe(row.recipe)  # a generation stored before the recipe keys were split reads the same
     keys = IMAGE_KEYS if row.modality == "image" else TEXT_KEYS
     params = {"run_id": row.run_id, "checkpoint": row.checkpoint, "n": 1, "seed": int(r["seed"]),
-              **{k: r[k] for k in keys if r.get(k) is not None}}
+              **{k: r[_RECIPE_KEY.get(k, k)] for k in keys if r.get(_RECIPE_KEY.get(k, k)) is not None}}
     if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models record "latent-gaussian"
         params.pop("sampler")
     params = validate(c, "generate", params)
-    from ...generation.pipelines import CHECKPOINTS
     from ...runs import RunStore
     from ...serialization import sha256_file
 
-    weights = RunStore(c.settings.runs).get(row.run_id).dir / CHECKPOINTS[row.checkpoint]
+    weights = RunStore(c.settings.runs).get(row.run_id).files.weights_for(row.checkpoint)
     if not weights.is_file() or sha256_file(weights) != row.checkpoint_sha256:
         raise HTTPException(409, f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
                                  "was made (its sha256 differs), so it cannot be replayed exactly")

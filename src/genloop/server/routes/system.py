@@ -35,7 +35,7 @@ def _describe(config_path: str, mtime: int) -> dict[str, Any]:
     spec = config.get("data_spec") or {}
     conditional = bool(getattr(cls, "conditional", False) is True or config["model"].get("class_conditional"))
     d = {"model": name, "modality": cls.modality, "conditional": conditional,
-         "num_classes": spec.get("num_classes") if conditional else None, "diffusion": bool(getattr(cls, "iterative", False))}
+         "num_classes": spec.get("num_classes") if conditional else None, "diffusion": bool(getattr(cls, "diffusion", False))}
     if d["diffusion"]:
         d["samplers"] = ["ddpm", "ddim", "dpmpp-2m"]
         d["default_sampler"], d["default_steps"] = config["model"].get("sampler"), config["model"].get("sampling_steps")
@@ -46,15 +46,16 @@ def _describe(config_path: str, mtime: int) -> dict[str, Any]:
 def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
     """Runs with trained weights, newest first, in OpenAI's model list (so OpenAI clients can list them), each
     with the controls its family takes; ``families`` and ``datasets`` are what a training job may name."""
+    from ...run_layout import RunLayout
     from ...runs import RunStore
     from ...systems import models
 
     out = []
     store = RunStore(c.settings.runs)
     for row in store.list():
-        run_dir = store.root / row.id
-        config = run_dir / "config.json"
-        if not (run_dir / "model.safetensors").is_file() or not config.is_file():
+        files = RunLayout(store.root / row.id)
+        config = files.config
+        if not files.weights.is_file() or not config.is_file():
             continue
         try:
             d = _describe(str(config), config.stat().st_mtime_ns)
@@ -62,7 +63,7 @@ def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
             continue
         out.append({"id": row.id, "object": "model", "created": _epoch(row.created), "owned_by": "genloop",
                     "run_id": row.id, "dataset": row.dataset, "status": row.status, "step": row.step,
-                    "created_at": row.created, "has_best": (run_dir / "best.safetensors").is_file(), **d})
+                    "created_at": row.created, "has_best": files.best_weights.is_file(), **d})
     return {"object": "list", "data": out, "families": models.names(), "datasets": datasets()}
 
 
@@ -86,6 +87,5 @@ def run_metrics(run_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
         run = RunStore(c.settings.runs).get(run_id)
     except GenLoopError:
         raise UnknownRun(run_id) from None  # the store's message names its folder on the server
-    path = run.dir / "metrics.jsonl"
-    records = read_metrics(path)  # a line being written right now is left out
+    records = read_metrics(run.files.metrics)  # a line being written right now is left out
     return {"run_id": run.id, "records": records}

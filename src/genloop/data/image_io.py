@@ -1,4 +1,7 @@
-"""Writing generated images: grids, PNGs that carry their own recipe, and reading that recipe back.
+"""Image files: grids, PNGs that carry their own recipe, and reading that recipe back.
+
+Training (sample grids), generation, evaluation (closest-pair grids) and feedback (rated samples) all write
+images the same way, so these helpers live with the image data code rather than with any one of them.
 
 Every PNG GenLoop writes embeds the *recipe* that made it (model, checkpoint, seed, sampler settings...)
 so an image found on disk months later can be regenerated exactly. The recipe is stored twice:
@@ -23,9 +26,9 @@ from typing import Any
 import torch
 from PIL import Image, PngImagePlugin
 
-from ..data.image import to_uint8
 from ..errors import DataError, NotFoundError
 from ..serialization import atomic_write
+from .image import to_uint8
 
 RECIPE_KEY = "genloop"
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -163,7 +166,28 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Any] | None:
         raise DataError(f"{path}: the '{RECIPE_KEY}' chunk is not valid JSON ({e})") from None
     if not isinstance(recipe, dict):
         raise DataError(f"{path}: the '{RECIPE_KEY}' chunk holds {type(recipe).__name__}, expected an object")
-    return recipe
+    return upgrade_recipe(recipe)
+
+
+def upgrade_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` with each count under its own key, whenever it was written.
+
+    Older recipes used ``step`` for the checkpoint's training step and ``steps`` for the
+    sampler's step count — except in an interpolation's recipe, where ``steps`` counted the interpolation
+    points and ``sampler_steps`` the sampler's. Now they are ``train_step``, ``sampling_steps`` and
+    ``interpolation_steps``; an old PNG or a stored generation reads as if written today, so a replay or a
+    comparison never mistakes one count for another. A current recipe comes back unchanged (as a copy).
+    """
+    r = dict(recipe)
+    renames = [("step", "train_step")]
+    if r.get("kind") == "interpolation":
+        renames += [("steps", "interpolation_steps"), ("sampler_steps", "sampling_steps")]
+    else:
+        renames += [("steps", "sampling_steps")]
+    for old, new in renames:
+        if old in r and new not in r:
+            r[new] = r.pop(old)
+    return r
 
 
 def save_images(

@@ -1,0 +1,107 @@
+"""How ``genloop eval`` scores a run: the image protocol, and the choice between it and the text one.
+
+An image run is scored on samples drawn with seeds apart from ``genloop generate``'s, against held-out real
+images, every metric beside its real-data floor (:func:`~genloop.evaluation.suite.evaluate_images`); a text
+run goes to :mod:`genloop.evaluation.text_eval`. Either way the result is written to ``eval/`` and its
+headline numbers to the run's summary, so ``genloop runs list`` and ``genloop compare`` can show them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..config import from_dict
+from ..data import DataConfig, ImageDataset, load_dataset
+from ..data.image_io import save_png
+from ..errors import ConfigError
+from ..generation.pipelines import load_pipeline
+from ..runs import RunStore
+from ..serialization import write_json
+from .memorization import closest_pairs_grid
+from .suite import evaluate_images
+from .text_eval import evaluate_text
+
+
+def feature_extractor(dataset: ImageDataset, features: str, weights: str | Path | None, device: str,
+                      progress: bool) -> Any:
+    """The yardstick: GenLoop's reference net for the dataset, or Inception-v3 from a local weights file."""
+    from .features import get_feature_extractor
+
+    if features == "ref":
+        if weights is not None:
+            raise ConfigError("--weights goes with --features inception; the reference net is trained by GenLoop")
+        return get_feature_extractor(dataset, device=device, progress=progress)
+    if features == "inception":
+        if weights is None:
+            raise ConfigError("--features inception needs --weights PATH (pt_inception-2015-12-05-6726825d.pth); "
+                              "GenLoop never downloads at run time")
+        from .inception import load_inception
+
+        return load_inception(weights, device=device)
+    raise ConfigError(f"unknown --features '{features}'; valid: ref, inception")
+
+
+def evaluate_run(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path | None = None,
+                 device: str = "cpu", progress: bool = False, sampler: str | None = None, steps: int | None = None,
+                 guidance: float | None = None, eta: float | None = None, checkpoint: str = "last",
+                 features: str = "ref", weights: str | Path | None = None) -> dict[str, Any]:
+    """:func:`genloop.evaluate`: a text run goes to :func:`~genloop.evaluation.text_eval.evaluate_text`; an image
+    run's ``n`` samples are scored against held-out real images: FID, KID, IS, precision/recall, density/coverage,
+    conditional accuracy and per-class FID, memorisation — each beside its real-data floor.
+
+    Writes ``eval/metrics.json`` (``eval/metrics_inception.json`` for the Inception backend) and
+    ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image).
+    """
+    if n < 2 or n > 100_000:
+        raise ConfigError(f"--n must be between 2 and 100000, got {n}")
+    store = RunStore(runs_dir)
+    run = store.get(run_id)
+    t0 = time.perf_counter()
+    pipe = load_pipeline(run.dir, device, checkpoint)
+    if getattr(pipe, "modality", "image") == "text":
+        if sampler is not None or steps is not None or guidance is not None or eta is not None or features != "ref":
+            raise ConfigError("--sampler/--steps/--guidance/--eta/--features apply to image models; a text model is "
+                              "scored on validation loss and samples")
+        return evaluate_text(store, run, pipe, n, seed, t0)
+    dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
+    extractor = feature_extractor(dataset, features, weights, device, progress)
+    t_sample = time.perf_counter()
+    # seeds apart from `generate`'s
+    out = pipe(n=n, seed=1_000_000 + seed, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
+    sampling_seconds = time.perf_counter() - t_sample
+    # the result names the sampler's step count "steps", as it has since the first results were written
+    recipe = {("steps" if k == "sampling_steps" else k): v for k, v in out.recipe.items()
+              if k in ("sampler", "sampling_steps", "guidance", "eta")}
+    result: dict[str, Any] = {"run_id": run.id, "model": pipe.info["model"], "step": pipe.info["step"],
+                              "checkpoint": checkpoint, "checkpoint_sha256": pipe.info["checkpoint_sha256"], **recipe,
+                              "sampling_ms_per_image": round(1000 * sampling_seconds / n, 3),
+                              "sampling_device": str(pipe.device)}
+    result.update(evaluate_images(out.tensors, dataset, extractor, seed=seed, labels=out.labels))
+    pairs = [(p["sample"], p["train"]) for p in result.get("memorization", {}).get("closest_pairs", [])]
+    if pairs:
+        grid = closest_pairs_grid(out.tensors, dataset.float_images("train"), torch.tensor(pairs), k=16)
+        save_png(run.files.closest_pairs, grid,
+                 {"run_id": run.id, "kind": "closest_pairs", "layout": "sample | nearest training image"}, upscale=4)
+    real, labels = dataset.get("test")
+    if len(real):
+        torch.manual_seed(seed)
+        keep = 1000  # bounds like IWAE cost k decoder passes per image: a fixed subset keeps eval time flat
+        test = dataset.float_images("test")[:keep].to(pipe.device)
+        family = pipe.system.evaluate(test, None if labels is None else labels[:keep].to(pipe.device))
+        result.update({k: round(v, 4) for k, v in family.items()})
+        if family:
+            result["family_metrics_split"] = "test" if len(real) <= keep else f"test[:{keep}]"
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    result["genloop_version"] = __version__
+    write_json(run.files.eval_metrics(features), result)
+    if features == "ref":
+        headline = {k: result[k] for k in ("fid", "fid_floor", "kid", "precision", "recall", "class_accuracy", "is",
+                                           "elbo_nats", "iwae_nats") if k in result}
+        store.update(run, summary=headline)
+    return result
+

@@ -1,0 +1,87 @@
+"""Generating to files: a run's samples written where people look for them, each carrying its recipe.
+
+:class:`~genloop.generation.pipelines.ImagePipeline` and friends return tensors and text; this module turns
+one call into the files ``genloop generate`` promises (PNGs with their recipe, grids, an interpolation, a
+``texts.jsonl`` that only ever grows by whole lines), so the CLI, the API and the studio write the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import from_dict
+from ..data import DataConfig, load_dataset
+from ..data.image_io import make_grid, save_png
+from ..errors import ConfigError
+from ..run_layout import RunLayout
+from ..runs import RunStore
+from ..serialization import atomic_write
+from .pipelines import load_pipeline
+
+
+def generate_images(run_id: str, n: int = 64, seed: int = 0, out: str | Path | None = None,
+                    runs_dir: str | Path | None = None, device: str = "cpu", class_label: int | None = None,
+                    sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+                    eta: float | None = None, checkpoint: str = "last") -> list[Path]:
+    """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
+    encoder also get reconstructions of test images. A conditional model's grid has one class per column."""
+    if n < 1 or n > 10_000:
+        raise ConfigError(f"--n must be between 1 and 10000, got {n}")
+    if steps is not None and not 1 <= steps <= 10_000:
+        raise ConfigError(f"--steps must be between 1 and 10000, got {steps}")
+    run = RunStore(runs_dir).get(run_id)
+    pipe = load_pipeline(run.dir, device, checkpoint)
+    out_dir = Path(out) if out else run.files.generated
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    output = pipe(n=n, seed=seed, class_label=class_label, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
+    nrow = pipe.num_classes if pipe.num_classes and class_label is None else 8
+    grid = make_grid(output.tensors, nrow=nrow)
+    paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, output.recipe, upscale=4)]
+    for i, image in enumerate(output.tensors):
+        paths.append(save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i)))
+    lerp = pipe.interpolate(rows=6, steps=10, seed=seed)
+    paths.append(save_png(out_dir / "interpolation.png", make_grid(lerp.tensors, nrow=10), lerp.recipe, upscale=4))
+    if hasattr(pipe.system, "reconstruct"):
+        dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
+        real, labels = dataset.get("test")
+        real, labels = dataset.float_images("test")[:32], None if labels is None else labels[:32]
+        if len(real):
+            recon = pipe.reconstruct(real, labels)
+            pairs = torch.stack([real, recon], 1).flatten(0, 1)  # real, reconstruction, real, ...
+            paths.append(save_png(out_dir / "reconstructions.png", make_grid(pairs, nrow=16),
+                                  pipe.recipe(kind="reconstructions", split="test"), upscale=4))
+    return paths
+
+
+def generate_texts(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out: str | Path | None = None,
+                   runs_dir: str | Path | None = None, device: str = "cpu", checkpoint: str = "last",
+                   on_piece: Any = None, **sampling: Any) -> tuple[Any, Path]:
+    """Complete ``prompt`` ``n`` times with a language-model run; append each completion with its recipe to
+    ``<out>/texts.jsonl`` (default ``<run>/generated``). ``sampling``: max_tokens, temperature, top_k, top_p,
+    repetition_penalty, stop, num_beams. With ``on_piece`` (and ``n == 1``) each piece of text is passed to it
+    as it is generated (the CLI streams to the terminal this way). Returns (TextOutput, path of texts.jsonl)."""
+    run = RunStore(runs_dir).get(run_id)
+    pipe = load_pipeline(run.dir, device, checkpoint)
+    if getattr(pipe, "modality", "image") != "text":
+        raise ConfigError(f"run {run.id} is an image model ({pipe.info['model']}); "
+                          "--prompt and the text controls apply to text models")
+    out_dir = Path(out) if out else run.files.generated
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    if on_piece is not None and n == 1 and sampling.get("num_beams", 1) == 1:
+        output = pipe.stream_to(on_piece, prompt, seed, **sampling)
+    else:
+        output = pipe(prompt=prompt, n=n, seed=seed, **sampling)
+    path = out_dir / RunLayout.GENERATED_TEXTS
+    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+    lines = "".join(json.dumps({"text": t, "recipe": output.recipe_of(i)}, ensure_ascii=False) + "\n"
+                    for i, t in enumerate(output.texts))
+    with atomic_write(path, "w") as f:  # appended by rewriting: a crash never leaves a half line
+        f.write(previous + lines)
+    return output, path
+

@@ -1,0 +1,188 @@
+"""Training orchestration: from a resolved recipe to a trained run folder.
+
+The :class:`~genloop.training.engine.Trainer` knows how to step a system on batches; this module does
+everything around it that a *run* needs — load the dataset, build the system with the seed's initial
+weights, create (or reopen) the run folder, pick the quick evaluator, and keep ``run.json``'s status true
+whatever way training ends. :func:`genloop.train` and :func:`genloop.resume` are thin calls into here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import to_dict
+from ..data import ImageBatches, ImageDataset, load_dataset
+from ..errors import ConfigError, NotFoundError, TrainingDiverged
+from ..evaluation import catalog
+from ..resolve import SECTIONS, ResolvedConfig, resolve_config
+from ..runs import Run, RunStore
+from ..serialization import write_json
+from ..systems import DataSpec, System
+from .config import TrainConfig
+from .engine import Trainer, pick_device
+
+
+def _load_data(rc: ResolvedConfig) -> Any:
+    """The prepared dataset: images, or a tokenised corpus (with the tokenizer a pretrained model brings)."""
+    if rc.system_cls.modality == "text":
+        from ..data.text import load_text_dataset
+
+        return load_text_dataset(rc.data, tokenizer=rc.system_cls.tokenizer_source(rc.model))
+    return load_dataset(rc.data)
+
+
+def _spec_of(rc: ResolvedConfig, dataset: Any) -> DataSpec:
+    if rc.system_cls.modality == "text":
+        return DataSpec(vocab_size=dataset.tokenizer.vocab_size)
+    return _spec(dataset)
+
+
+def _spec(dataset: ImageDataset) -> DataSpec:
+    return DataSpec(dataset.channels, dataset.image_size, dataset.num_classes)
+
+
+
+def train_run(
+    model: str,
+    data: str | None = None,
+    config: str | Path | dict | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    steps: int | None = None,
+    time_budget: float | None = None,
+    seed: int | None = None,
+    runs_dir: str | Path | None = None,
+    progress: bool = True,
+    on_run: Callable[[Run], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Run:
+    """Train a new run. Everything is validated (config, data, model) before the run directory exists.
+
+    ``on_run`` is called with the new run before training starts (a job server records its id there, so
+    a crash resumes this run instead of starting another); ``should_stop`` is polled between steps.
+    """
+    rc = resolve_config(model, data, config, overrides, steps, time_budget, seed)
+    store = RunStore(runs_dir)  # checked before the (slower) data loading
+    dataset = _load_data(rc)
+    spec = _spec_of(rc, dataset)
+    torch.manual_seed(rc.train.seed)  # the initial weights are part of what the seed decides
+    system = rc.system_cls(rc.model, spec)
+    run = store.create(model, rc.data.name, {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}, rc.train.seed)
+    if system.modality == "text":  # the tokenizer travels with the weights
+        system.tokenizer = dataset.tokenizer
+        dataset.tokenizer.save(run.files.tokenizer)
+    if on_run is not None:
+        on_run(run)
+    return _fit(store, run, system, dataset, rc, resume=False, progress=progress, should_stop=should_stop)
+
+
+def resume_run(
+    run_id: str,
+    steps: int | None = None,
+    time_budget: float | None = None,
+    runs_dir: str | Path | None = None,
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> Run:
+    """Continue a run from its last checkpoint, exactly where it stopped."""
+    store = RunStore(runs_dir)
+    run = store.get(run_id)
+    if not run.last_checkpoint.is_file():
+        raise NotFoundError(f"run {run.id} has no checkpoint to resume from ({run.last_checkpoint} is missing)")
+    cfg = run.config
+    train_cfg = dict(cfg["train"])
+    if steps is not None:
+        train_cfg["steps"] = steps
+    if time_budget is not None:
+        train_cfg["time_budget"] = time_budget
+        if steps is None and train_cfg.get("steps") is not None and run.info.get("step", 0) >= train_cfg["steps"]:
+            train_cfg["steps"] = None  # a new time budget on a run that met its step target: train on
+    cfg = {**cfg, "train": train_cfg}
+    rc = resolve_config(cfg["model"]["name"], config={k: cfg[k] for k in SECTIONS})
+    done = int(run.info.get("step", 0))
+    if rc.train.steps is not None and done >= rc.train.steps:
+        raise ConfigError(f"run {run.id} already reached its {rc.train.steps} steps; pass --steps N (N > {done}) or --time-budget to train further")
+    dataset = _load_data(rc)
+    system = rc.system_cls(rc.model, DataSpec(**cfg["data_spec"]))
+    if system.modality == "text":
+        from ..data.text import load_tokenizer
+
+        system.tokenizer = load_tokenizer(run.files.tokenizer)
+    write_json(run.files.config, {**cfg, "train": to_dict(rc.train)})
+    return _fit(store, run, system, dataset, rc, resume=True, progress=progress, should_stop=should_stop)
+
+
+def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedConfig, resume: bool, progress: bool,
+         should_stop: Callable[[], bool] | None = None) -> Run:
+    if system.modality == "text":
+        from ..data.text import TokenBatches
+
+        batches: Any = TokenBatches(dataset.train, rc.train.batch_size, system.block_size, seed=rc.train.seed)
+        evaluator = _text_quick_evaluator(dataset, rc.train) if rc.train.eval_every else None
+    else:
+        images, labels = dataset.get("train")
+        batches = ImageBatches(images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift)
+        evaluator = _quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
+    trainer = Trainer(system, batches, rc.train, run.dir, progress=progress,
+                      on_checkpoint=lambda step: store.update(run, step=step), evaluator=evaluator,
+                      should_stop=should_stop)
+    if resume:
+        trainer.resume(run.last_checkpoint)
+    store.mark_running(run, device=str(trainer.device),
+                 precision=str(trainer.dtype).replace("torch.", "") if trainer.dtype else "fp32")
+    try:
+        result = trainer.fit()
+    except TrainingDiverged as e:
+        store.update(run, status="diverged", error=str(e))
+        raise
+    except KeyboardInterrupt:
+        store.update(run, status="interrupted")
+        raise
+    except BaseException as e:
+        store.update(run, status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    status = "interrupted" if result.stopped_by == "interrupt" else "finished"
+    timings = {"train_seconds": round(trainer.elapsed_before, 2), f"{system.unit}_per_s": round(result.units_per_s, 1)}
+    if evaluator is not None:
+        timings["eval_seconds"] = round(trainer.eval_seconds, 2)
+    store.update(run, status=status, step=result.step, stopped_by=result.stopped_by, timings=timings,
+                 **({"best": trainer.best} if trainer.best else {}))
+    return run
+
+
+def _quick_evaluator(dataset: ImageDataset, cfg: TrainConfig, progress: bool) -> Any:
+    """What the engine calls every ``train.eval_every`` steps: a small-sample FID/KID/precision/recall
+    (and class accuracy for conditional models) of the current EMA weights, on the reference net."""
+    from ..evaluation import evaluate_images, get_feature_extractor
+    from ..generation.pipelines import DiffusionPipeline, ImagePipeline
+
+    extractor = get_feature_extractor(dataset, device=pick_device(cfg.device), progress=progress)
+
+    def quick(system: System) -> dict[str, float]:
+        pipe_cls = DiffusionPipeline if system.diffusion else ImagePipeline
+        out = pipe_cls(system, {"run_id": None, "model": system.config.name})(n=cfg.eval_samples, seed=2_000_000)
+        r = evaluate_images(out.tensors, dataset, extractor, seed=0, labels=out.labels,
+                            metrics=("fid", "kid", "prdc", "class"))
+        return {k: float(r[k]) for k in catalog.selectable() if k in r}
+
+    return quick
+
+
+def _text_quick_evaluator(dataset: Any, cfg: TrainConfig) -> Any:
+    """Validation loss of the current weights on the first ``train.eval_tokens`` validation tokens, in
+    non-overlapping windows of the model's context (nanoGPT's protocol; cheap enough to run often)."""
+    from ..evaluation.text_metrics import sliding_window_loss
+
+    def quick(system: System) -> dict[str, float]:
+        lm = system.causal_lm()
+        r = sliding_window_loss(lambda idx: lm(idx), dataset.val, lm.block_size, stride=lm.block_size,
+                                max_tokens=cfg.eval_tokens or None, device=next(system.parameters()).device)
+        return {"val_loss": float(r["loss"])}
+
+    return quick
+
+
