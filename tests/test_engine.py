@@ -107,6 +107,154 @@ def test_every_parameter_group_changes(name: str) -> None:
         assert changed, f"no parameter of group {group} changed"
 
 
+# --- gradient accumulation -----------------------------------------------------------------------
+class _RowNoise:
+    """Stands in for torch's random draws during training: row i of a draw is the same numbers whether the
+    rows come at once (one batch of K*B) or B at a time (K micro-batches of B).
+
+    Each place in the code that draws (file and line, plus the draw's kind, trailing shape and range) has a
+    fixed table of ``period`` = K*B rows and a cursor that moves by the rows drawn and wraps at the end of the
+    table. Real noise is drawn in another order under accumulation, so without this the two runs could not be
+    compared number for number; keying by the drawing line keeps that true whatever order the lines run in.
+    """
+
+    def __init__(self, period: int) -> None:
+        self.period, self.tables, self.cursors = period, {}, {}
+        self.real = {name: getattr(torch, name) for name in ("randn", "rand", "randint", "randn_like", "rand_like")}
+
+    def _rows(self, key: tuple, n: int, make) -> torch.Tensor:
+        caller = sys._getframe(3)  # the line that called torch.randn (or rand, ...): _rows <- _float <- randn
+        key = (caller.f_code.co_filename, caller.f_lineno, *key)
+        if key not in self.tables:
+            self.tables[key] = make(torch.Generator().manual_seed(len(self.tables)))
+        start = self.cursors.get(key, 0)
+        assert start + n <= self.period, f"a draw of {n} rows crosses a step's batch of {self.period}"
+        self.cursors[key] = (start + n) % self.period
+        return self.tables[key][start:start + n]
+
+    def _float(self, name: str, size: tuple, device=None, dtype=None, **_) -> torch.Tensor:
+        if len(size) == 1 and not isinstance(size[0], int):
+            size = tuple(size[0])
+        n, rest = size[0], tuple(size[1:])
+        rows = self._rows((name, rest), n, lambda g: self.real[name](self.period, *rest, generator=g))
+        return rows.to(device=device, dtype=dtype or torch.float32)
+
+    def randn(self, *size, **kw) -> torch.Tensor:
+        return self._float("randn", size, **kw)
+
+    def rand(self, *size, **kw) -> torch.Tensor:
+        return self._float("rand", size, **kw)
+
+    def randn_like(self, t: torch.Tensor, **kw) -> torch.Tensor:
+        return self._float("randn", tuple(t.shape), **{"device": t.device, "dtype": t.dtype, **kw})
+
+    def rand_like(self, t: torch.Tensor, **kw) -> torch.Tensor:
+        return self._float("rand", tuple(t.shape), **{"device": t.device, "dtype": t.dtype, **kw})
+
+    def randint(self, *args, device=None, **_) -> torch.Tensor:
+        low, high, size = (0, *args) if len(args) == 2 else args
+        return self._int(low, high, tuple(size), device)
+
+    def _int(self, low: int, high: int, size: tuple, device) -> torch.Tensor:
+        n, rest = size[0], size[1:]
+        rows = self._rows(("randint", rest, low, high), n,
+                          lambda g: self.real["randint"](low, high, (self.period, *rest), generator=g))
+        return rows.to(device)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in self.real:
+            monkeypatch.setattr(torch, name, getattr(self, name))
+
+
+class _Stream:
+    """The given batches in turn, for ever (no shuffling of its own: the test decides what each step sees)."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches, self.i = batches, 0
+
+    def __next__(self):
+        batch = self.batches[self.i % len(self.batches)]
+        self.i += 1
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"i": self.i}
+
+
+def _accumulation_case(name: str, tmp_path: Path) -> tuple:
+    """(system factory, steps of whole batches) for family ``name``: tiny networks, 2 steps of 8 rows.
+
+    The VAEs get width 16: at width 8 their decoder's group norms have one channel per group, which cancels
+    the bias before them exactly; that bias's gradient is then pure rounding noise, which Adam scales up to
+    steps of +-lr in either run alike, so it could not be compared.
+    """
+    steps, rows = 2, 8
+    if name in ("gpt", "hf-causal-lm"):
+        if name == "gpt":
+            from genloop.models.transformer import GPTConfig
+
+            vocab = 40
+            make = lambda: models["gpt"](GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8), DataSpec(vocab_size=vocab))
+        else:
+            pytest.importorskip("transformers")
+            from genloop.systems.hf_lm import HFCausalLMConfig
+            from test_hf_lm import _save_model  # the tiny local Llama-layout model (no dropout), built there
+
+            path = _save_model("llama", tmp_path / "llama")
+            vocab = 64  # token ids below every tiny tokenizer's size
+            make = lambda: models["hf-causal-lm"](HFCausalLMConfig(init=str(path), block_size=8),
+                                                  DataSpec(vocab_size=vocab))
+        tokens = torch.randint(0, vocab, (steps, rows, 9), generator=torch.Generator().manual_seed(5))
+        return make, [(t[:, :-1], t[:, 1:]) for t in tokens]
+    small = {"dcgan": dict(z_dim=8, g_width=8, d_width=8), "wgan-gp": dict(z_dim=8, g_width=8, d_width=8, n_critic=3),
+             "cgan": dict(z_dim=8, g_width=8, d_width=8), "vae": dict(z_dim=4, width=16),
+             "beta-vae": dict(z_dim=4, width=16), "cvae": dict(z_dim=4, width=16),
+             "ddpm": dict(width=8, channel_mults=[1, 2], attention_resolutions=[], num_train_timesteps=100)}[name]
+    cls = models[name]
+    images = _one_batch(steps * rows).float() / 127.5 - 1
+    labels = torch.arange(steps * rows) % 10
+    whole = [(images[i * rows:(i + 1) * rows], labels[i * rows:(i + 1) * rows]) for i in range(steps)]
+    return (lambda: cls(cls.Config(**small), DataSpec(1, 8, 10))), whole
+
+
+def _count_independent(system: System) -> None:
+    """Batch norm and spectral norm in eval mode: they then use their stored statistics and singular vectors.
+
+    Trained, batch norm normalises by the statistics of the batch it is given (a micro-batch's differ from the
+    whole batch's), and spectral norm takes one power-iteration step per forward pass (K micro-batches take
+    K); both are real, intended differences of accumulation, not what this test is about. Their weights (the
+    batch norms' affine scales and shifts, the normalised convolutions) still train.
+    """
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    for m in system.modules():
+        if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, _SpectralNorm)):
+            m.eval()
+
+
+@pytest.mark.parametrize("name", ["dcgan", "wgan-gp", "cgan", "vae", "beta-vae", "cvae", "ddpm", "gpt", "hf-causal-lm"])
+def test_grad_accum_equals_one_larger_batch(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """K micro-batches of B train the same weights as one batch of K*B (fp32, same data, same noise).
+
+    WGAN-GP (3 critic updates per step) is the hard case: each critic update must accumulate its own K
+    micro-batches, on the critic as the previous update left it.
+    """
+    k = 4
+    make, whole = _accumulation_case(name, tmp_path)
+    one, accumulated = (torch.manual_seed(0) and make() for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), accumulated.state_dict().values()))
+    micro = [tuple(part.chunk(k)[i] for part in batch) for batch in whole for i in range(k)]  # rows in order
+    cfg = dict(models[name].train_defaults, steps=len(whole), log_every=1, precision="fp32", device="cpu",
+               ema_decay=None, sample_every=0, checkpoint_every=1000, tensorboard=False, warmup_steps=0)
+    _RowNoise(len(whole[0][0])).install(monkeypatch)
+    for system, batches, accum in ((one, whole, 1), (accumulated, micro, k)):
+        trainer = Trainer(system, _Stream(batches), TrainConfig(**{**cfg, "grad_accum": accum}), progress=False)
+        _count_independent(system)
+        trainer.fit()
+    for (key, a), b in zip(one.state_dict().items(), accumulated.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {key} differs: {m}")
+
+
 # --- determinism and resume -----------------------------------------------------------------------
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_tensors(run_dir / "checkpoints" / "last.safetensors")[0]
@@ -180,13 +328,13 @@ class _Exploding(System):
     def param_groups(self):
         return {"model": list(self.net.parameters())}
 
-    def training_step(self, batch, opt):
+    def training_step(self, opt):
         self.calls += 1
+        return opt.step("model", self._loss)
+
+    def _loss(self, batch):
         loss = self.net(batch[0].flatten(1)).pow(2).mean()
-        if self.calls >= self.at:
-            loss = loss * float("nan")
-        opt.step("model", loss)
-        return {"loss": loss.detach()}
+        return {"loss": loss * float("nan") if self.calls >= self.at else loss}
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..models.transformer import GPT, GPTConfig
-from .base import DataSpec, System
+from .base import DataSpec, StepFn, System
 
 
 class LanguageModelSystem(System):
@@ -66,11 +66,8 @@ class LanguageModelSystem(System):
             groups.append({"params": no_decay, "weight_decay": 0.0})
         return {"model": groups}
 
-    def training_step(self, batch: Any, opt: Any) -> dict[str, torch.Tensor]:
-        x, y = batch
-        loss = self.loss(x, y)
-        opt.step("model", loss)
-        return {"loss": loss.detach()}
+    def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
+        return opt.step("model", lambda batch: {"loss": self.loss(*batch)})
 
     def batch_units(self, batch: Any) -> int:
         return int(batch[0].numel())

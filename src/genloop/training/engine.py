@@ -1,7 +1,8 @@
 """One training engine for every model family.
 
-The loop is short on purpose: take a batch, let the system compute its step (handing each loss to
-``Optimizers.step``), update the EMA, log, checkpoint, repeat until the step or time budget is spent.
+The loop is short on purpose: take the step's micro-batches, let the system compute its step (handing
+each update's loss function to ``Optimizers.step``), update the EMA, log, checkpoint, repeat until the
+step or time budget is spent.
 Everything a family should not have to think about lives here once: device and precision, optimizer
 construction and learning-rate schedule, gradient clipping, the NaN/Inf guard, EMA, checkpoints with
 exact resume, Ctrl-C handling, progress display and metric logging.
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..errors import ConfigError, TrainingDiverged
-from ..systems.base import System
+from ..systems.base import LossFn, System
 from .checkpoint import inference_state, load_checkpoint, save_checkpoint
 from .config import SELECTABLE_METRICS, TrainConfig
 from .ema import EMA
@@ -79,11 +80,15 @@ def _flat(params: list[Any]) -> list[torch.nn.Parameter]:
 
 
 class Optimizers:
-    """The handle a system's ``training_step`` gets: ``opt.step(group, loss)``.
+    """The handle a system's ``training_step`` gets: ``opt.step(group, loss_fn)``.
 
-    With gradient accumulation (``train.grad_accum`` = K) the engine runs K micro-batches per step and sets
-    ``micro`` before each: gradients are zeroed at the first, each loss is scaled by 1/K, and the update
-    happens at the last. A system does not know: it calls ``opt.step`` once per loss as always.
+    A system hands the engine a *function* of a batch, not a loss: with gradient accumulation
+    (``train.grad_accum`` = K) the engine runs that function on each of the step's K micro-batches, scales
+    each loss by 1/K and back-propagates it, and only then updates the group. So every update sees exactly
+    the gradient of its own loss over the whole K-micro-batch batch, also when a family updates one group
+    several times per step (WGAN-GP's ``n_critic`` critic updates, each of which needs the critic as the
+    previous update left it). The group's gradients are cleared before and after each of its updates, so
+    nothing leaks from one update into the next nor from another group's backward pass.
     """
 
     def __init__(self, system: System, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> None:
@@ -96,30 +101,41 @@ class Optimizers:
         }
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.grad_norms: dict[str, float] = {}
-        self.micro = 0  # index of the current micro-batch within the step (set by the engine)
+        self.micro_batches: list[Any] = []  # this step's micro-batches (set by the engine before each step)
 
     def set_lr(self, lr: float) -> None:
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
 
-    def step(self, group: str, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss.detach()).all():
-            raise _NonFinite(group, float(loss.detach().float().mean()))
-        opt = self.optimizers[group]
-        accum = self.cfg.grad_accum
-        if self.micro == 0:
-            opt.zero_grad(set_to_none=True)
-        with torch.autocast(self.device_type, enabled=False):  # backward runs in the forward's dtypes
-            self.scaler.scale(loss / accum if accum > 1 else loss).backward()
-        if self.micro < accum - 1:
-            return  # accumulate: the update comes with the step's last micro-batch
+    def step(self, group: str, loss_fn: LossFn) -> dict[str, torch.Tensor]:
+        """Update ``group`` once on the gradient of ``loss_fn`` summed over this step's micro-batches.
+
+        ``loss_fn(batch)`` returns ``{"loss": tensor, ...}``; ``"loss"`` is back-propagated and every entry
+        comes back averaged over the micro-batches and detached (for logging).
+        """
+        if not self.micro_batches:
+            raise RuntimeError("Optimizers.step outside a training step: the engine sets micro_batches first")
+        opt, k = self.optimizers[group], len(self.micro_batches)
+        opt.zero_grad(set_to_none=True)
+        sums: dict[str, torch.Tensor] = {}
+        for batch in self.micro_batches:
+            terms = loss_fn(batch)
+            loss = terms["loss"]
+            if not torch.isfinite(loss.detach()).all():
+                raise _NonFinite(group, float(loss.detach().float().mean()))
+            with torch.autocast(self.device_type, enabled=False):  # backward runs in the forward's dtypes
+                self.scaler.scale(loss / k if k > 1 else loss).backward()
+            for name, value in terms.items():
+                sums[name] = sums[name] + value.detach() if name in sums else value.detach()
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(opt)
             norm = torch.nn.utils.clip_grad_norm_(self.groups[group], self.cfg.grad_clip)
             self.grad_norms[group] = float(norm)
         self.scaler.step(opt)
         self.scaler.update()
+        opt.zero_grad(set_to_none=True)  # the next update of this group starts from nothing (and frees memory)
+        return {name: value / k if k > 1 else value for name, value in sums.items()}
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -344,21 +360,18 @@ class Trainer:
                         break
                     progress = self.step / cfg.steps if cfg.steps else elapsed / cfg.time_budget
                     self.opt.set_lr(learning_rate(cfg, self.step, progress))
+                    self.opt.micro_batches = [next(self.batches) for _ in range(cfg.grad_accum)]
+                    images_seen += sum(self.system.batch_units(b) for b in self.opt.micro_batches)
                     try:
-                        for micro in range(cfg.grad_accum):
-                            batch = next(self.batches)
-                            self.opt.micro = micro
-                            with autocast:
-                                micro_logs = self.system.training_step(batch, self.opt)
-                            images_seen += self.system.batch_units(batch)
-                            logs = micro_logs if micro == 0 else {k: logs[k] + micro_logs[k] for k in logs}
-                        if cfg.grad_accum > 1:
-                            logs = {k: v / cfg.grad_accum for k, v in logs.items()}
+                        with autocast:
+                            logs = self.system.training_step(self.opt)
                     except _NonFinite as e:
                         raise TrainingDiverged(
                             f"the {e.group} loss became {e.value} at step {self.step + 1}; the last checkpoint "
                             f"(step {self._last_saved_step()}) is kept; try a lower train.lr or set train.grad_clip"
                         ) from None
+                    finally:
+                        self.opt.micro_batches = []  # not held in memory between steps
                     self.step += 1
                     if self.ema is not None:
                         self.ema.update(getattr(self.system, self.system.ema_target), self.step)
