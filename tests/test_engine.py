@@ -314,6 +314,44 @@ def test_ema_is_used_for_inference_weights() -> None:
     assert not torch.equal(inference[key], ckpt[f"model/{key}"])
 
 
+# --- previews -------------------------------------------------------------------------------------
+def test_previews_are_written_by_the_callers_callback() -> None:
+    """samples/step-N.png every train.sample_every steps and at the end, written by genloop.generation.preview."""
+    from genloop.generation.io import read_recipe
+
+    run = genloop.train("vae", overrides=tiny("vae", "train.sample_every=2", "train.ema_decay=0.9"), steps=3,
+                        progress=False)
+    written = sorted(p.name for p in (run.dir / "samples").iterdir())
+    assert written == ["step-0000002.png", "step-0000003.png"]
+    assert read_recipe(run.dir / "samples" / "step-0000002.png") == {"step": 2, "seed": 1234, "ema": True}
+
+
+def test_training_and_systems_do_not_import_generation() -> None:
+    """Previews come in through a callback: the engine and the families need nothing from generation/.
+
+    The one exception is diffusion's own ``sample``, a model-side sampling loop (``denoise``) that is part of
+    what the model is, not of how previews are written.
+    """
+    import ast
+
+    root = Path(genloop.__file__).parent
+    allowed = {("systems/ddpm.py", "genloop.generation.pipelines")}
+    found = set()
+    for path in [*root.glob("training/*.py"), *root.glob("systems/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):  # ``from ..generation.io import x`` seen from genloop/training
+                package = ["genloop", *path.relative_to(root).parts[:-1]]
+                base = package[: len(package) - node.level + 1] if node.level else []
+                name = ".".join([*base, *([node.module] if node.module else [])])
+            elif isinstance(node, ast.Import):
+                name = node.names[0].name
+            else:
+                continue
+            if name.startswith("genloop.generation"):
+                found.add((path.relative_to(root).as_posix(), name))
+    assert found <= allowed, found - allowed
+
+
 # --- safety: NaN guard, atomic checkpoints, kill and Ctrl-C ---------------------------------------
 class _Exploding(System):
     """A toy family whose loss turns NaN at a given step, to exercise the engine's guard."""

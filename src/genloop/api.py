@@ -204,9 +204,11 @@ def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedCo
         images, labels = dataset.get("train")
         batches = ImageBatches(images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift)
         evaluator = _quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
+    from .generation.preview import preview_writer
+
     trainer = Trainer(system, batches, rc.train, run.dir, progress=progress,
                       on_checkpoint=lambda step: store.update(run, step=step), evaluator=evaluator,
-                      should_stop=should_stop)
+                      should_stop=should_stop, preview=preview_writer(run.dir, ema=rc.train.ema_decay is not None))
     if resume:
         trainer.resume(run.last_checkpoint)
     store.mark_running(run, device=str(trainer.device),

@@ -189,7 +189,7 @@ def _stop_requests() -> Iterator[list[str]]:
 
 
 class Trainer:
-    """Trains ``system`` on ``batches`` per ``cfg``; with ``run_dir`` it checkpoints, logs and samples there."""
+    """Trains ``system`` on ``batches`` per ``cfg``; with ``run_dir`` it checkpoints and logs there."""
 
     def __init__(
         self,
@@ -201,10 +201,14 @@ class Trainer:
         on_checkpoint: Callable[[int], None] | None = None,
         evaluator: Callable[[System], dict[str, float]] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        preview: Callable[[System, int], Path | None] | None = None,
     ) -> None:
         self.cfg, self.batches, self.run_dir = cfg, batches, Path(run_dir) if run_dir else None
         self.should_stop = should_stop  # polled between steps (a server cancelling a job); like Ctrl-C
         self.progress, self.on_checkpoint, self.evaluator = progress, on_checkpoint, evaluator
+        # (system, step) -> the file it wrote: samples every train.sample_every steps and at the end; built by
+        # the caller (genloop.generation.preview), so the engine knows nothing of images, text or files
+        self.preview = preview
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
@@ -309,26 +313,21 @@ class Trainer:
         return {**metrics, "seconds": dt}
 
     # --- sampling during training -----------------------------------------------------------------
-    def write_samples(self, n: int = 64, seed: int = 1234) -> Path | None:
-        if self.run_dir is None or not hasattr(self.system, "sample"):
-            return None
-        from ..generation.io import make_grid, save_png
+    def write_samples(self) -> Path | None:
+        """Have ``preview`` write samples of the inference weights (EMA, eval mode) at this step.
 
+        Under a forked RNG, like the quick evaluations: a run with previews trains exactly the same weights
+        as one without.
+        """
+        if self.preview is None:
+            return None
         was_training = self.system.training
         self.system.eval()
         ctx = self.ema.swapped_in(self.system, self.system.ema_target) if self.ema else contextlib.nullcontext()
-        with ctx, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            samples = self.system.sample(n if self.system.modality == "image" else 4, torch.Generator().manual_seed(seed))
+        rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        with ctx, rng, torch.no_grad():
+            path = self.preview(self.system, self.step)
         self.system.train(was_training)
-        if self.system.modality == "text":  # a few continuations, separated by a rule, in samples/step-N.txt
-            from ..serialization import write_text
-
-            path = self.run_dir / "samples" / f"step-{self.step:07d}.txt"
-            write_text(path, "\n\n-----\n\n".join(samples) + "\n")
-            return path
-        images = samples.cpu()
-        path = self.run_dir / "samples" / f"step-{self.step:07d}.png"
-        save_png(path, make_grid(images), {"step": self.step, "seed": seed, "ema": self.ema is not None}, upscale=2)
         return path
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -407,8 +406,7 @@ class Trainer:
                         checkpoint = self.save()
                         last_ckpt_time = time.perf_counter()
             seconds = time.perf_counter() - t0
-            if self.run_dir is not None:
-                self.write_samples()
+            self.write_samples()
             checkpoint = self.save() or checkpoint
         finally:
             logger.close()
