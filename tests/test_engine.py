@@ -194,7 +194,8 @@ def _accumulation_case(name: str, tmp_path: Path) -> tuple:
             from genloop.models.transformer import GPTConfig
 
             vocab = 40
-            make = lambda: models["gpt"](GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8), DataSpec(vocab_size=vocab))
+            config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
+            make = lambda: models["gpt"](config, DataSpec(vocab_size=vocab))
         else:
             pytest.importorskip("transformers")
             from genloop.systems.hf_lm import HFCausalLMConfig
@@ -291,6 +292,149 @@ def test_resume_needs_more_steps() -> None:
     run = genloop.train("vae", overrides=tiny("vae"), steps=2, progress=False)
     with pytest.raises(ConfigError, match="already reached"):
         genloop.resume(run.id, progress=False)
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (what a killed run's run.json holds)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def _same_run(a: Path, b: Path) -> None:
+    """Two runs hold the very same weights, EMA, optimizer and RNG state, and one metric line per step."""
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, different[:5]
+    for run in (a, b):
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, len(steps) + 1)), steps
+
+
+class _DiesAtStart(Exception):
+    pass
+
+
+def test_a_run_killed_before_it_started_is_killed_and_restarts_from_step_0() -> None:
+    """The state train() leaves when its process dies after making the run folder: status 'created', no
+    checkpoint, the creator's pid gone. It lists as killed, and resuming trains it from step 0 with its own
+    id, seed and config: the run an uninterrupted training makes."""
+    from conftest import cli
+
+    overrides = tiny("vae", "train.checkpoint_every=100000")
+    made: list = []
+
+    def die(run) -> None:
+        made.append(run)
+        raise _DiesAtStart
+
+    with pytest.raises(_DiesAtStart):
+        genloop.train("vae", overrides=overrides, steps=4, seed=3, progress=False, on_run=die)
+    (run,) = made
+    info = json.loads((run.dir / "run.json").read_text())
+    assert info["status"] == "created" and not run.last_checkpoint.exists()
+    info["pid"] = _dead_pid()
+    (run.dir / "run.json").write_text(json.dumps(info))
+    assert {r.id: r.status for r in RunStore().list()}[run.id] == "killed"  # what `genloop runs list` shows
+    resumed = genloop.resume(run.id, progress=False)
+    full = genloop.train("vae", overrides=overrides, steps=4, seed=3, progress=False)
+    assert resumed.id == run.id and resumed.info["status"] == "finished" and resumed.info["seed"] == 3
+    assert resumed.config == {**full.config}
+    _same_run(full.dir, resumed.dir)
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path: Path) -> None:
+    """SIGKILL after some steps but before any checkpoint: `train --resume` trains it again from step 0."""
+    proc = _start_training(tmp_path, "train.checkpoint_every=100000", "train.checkpoint_seconds=100000",
+                           "train.seed=3")
+    runs = tmp_path / "runs"
+    _wait_for(lambda: runs.is_dir() and any((d / "metrics.jsonl").exists() for d in runs.iterdir()))
+    proc.kill()
+    proc.communicate(timeout=30)
+    run_dir = _the_run(tmp_path)
+    assert not (run_dir / "checkpoints" / "last.safetensors").exists()
+    assert RunStore(runs).get(run_dir.name).info["status"] == "killed"
+    res = subprocess.run([*GENLOOP, "train", "--resume", run_dir.name, "--steps", "4", "-q"],
+                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == run_dir.name
+    full = genloop.train("vae", overrides=tiny("vae", "train.checkpoint_every=100000",
+                                               "train.checkpoint_seconds=100000"), steps=4, seed=3, progress=False)
+    _same_run(full.dir, run_dir)
+
+
+def test_resuming_removes_what_a_killed_save_left() -> None:
+    """Temporaries of saves killed mid-write (.NAME.*.tmp) go when the run is next trained; other files stay."""
+    run = genloop.train("vae", overrides=tiny("vae"), steps=2, progress=False)
+    strays = [run.dir / ".model.safetensors.k1ll3d.tmp", run.dir / "checkpoints" / ".last.safetensors.x9z.tmp",
+              run.dir / ".run.json.abc.tmp"]
+    for path in strays:
+        path.write_bytes(b"half a file")
+    keep = run.dir / "notes.tmp"  # not one of ours
+    keep.write_text("mine")
+    genloop.resume(run.id, steps=3, progress=False)
+    assert not [p for p in strays if p.exists()]
+    assert keep.read_text() == "mine"
+
+
+def _disk_fills(monkeypatch: pytest.MonkeyPatch, name: str, after: int) -> None:
+    """Writes of files called ``name`` fail with ENOSPC half-way, from the (after+1)-th on."""
+    import errno
+    import tempfile
+
+    real_mkstemp, real_fdopen = tempfile.mkstemp, os.fdopen
+    targets: dict[int, str] = {}
+    seen = [0]
+
+    def mkstemp(*args, **kw):
+        fd, path = real_mkstemp(*args, **kw)
+        targets[fd] = Path(path).name
+        return fd, path
+
+    class Full:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def write(self, data) -> int:
+            self.f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fdopen(fd, *args, **kw):
+        f = real_fdopen(fd, *args, **kw)
+        if targets.pop(fd, "").startswith(f".{name}."):
+            seen[0] += 1
+            if seen[0] > after:
+                return Full(f)
+        return f
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def test_a_full_disk_stops_training_with_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """ENOSPC while writing a checkpoint: exit 2 with one line naming the file and the run, no temporary
+    left, and the previous checkpoint intact and loadable."""
+    from conftest import cli
+
+    _disk_fills(monkeypatch, "last.safetensors", after=1)
+    sets = [a for s in tiny("vae", "train.checkpoint_every=2") for a in ("--set", s)]
+    code, _, err = cli(capsys, "train", "vae", "--steps", "4", "-q", *sets)
+    assert code == 2
+    (run_dir,) = [d for d in Path(os.environ["GENLOOP_RUNS_DIR"]).iterdir() if d.is_dir()]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"run {run_dir.name}" in lines[0] and str(run_dir / "checkpoints" / "last.safetensors") in lines[0]
+    assert "No space left on device" in lines[0] and "checkpoint of step 2 is intact" in lines[0]
+    assert load_tensors(run_dir / "checkpoints" / "last.safetensors")[1]["step"] == 2
+    assert not list(run_dir.rglob("*.tmp"))
 
 
 # --- schedule and EMA -----------------------------------------------------------------------------

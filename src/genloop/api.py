@@ -165,10 +165,16 @@ def resume(
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
 ) -> Run:
-    """Continue a run from its last checkpoint, exactly where it stopped."""
+    """Continue a run from its last checkpoint, exactly where it stopped.
+
+    A run killed before its first checkpoint restarts from step 0 with its own id, seed and config: the
+    same run an uninterrupted training would have made.
+    """
     store = RunStore(runs_dir)
     run = store.get(run_id)
-    if not run.last_checkpoint.is_file():
+    store.ensure_free(run)
+    fresh = not run.last_checkpoint.is_file()
+    if fresh and int(run.info.get("step", 0)) > 0:
         raise NotFoundError(f"run {run.id} has no checkpoint to resume from ({run.last_checkpoint} is missing)")
     cfg = run.config
     train_cfg = dict(cfg["train"])
@@ -184,13 +190,18 @@ def resume(
     if rc.train.steps is not None and done >= rc.train.steps:
         raise ConfigError(f"run {run.id} already reached its {rc.train.steps} steps; pass --steps N (N > {done}) or --time-budget to train further")
     dataset = _load_data(rc)
+    torch.manual_seed(rc.train.seed)  # as train() does: a fresh restart draws the same initial weights
     system = rc.system_cls(rc.model, DataSpec(**cfg["data_spec"]))
     if system.modality == "text":
         from .data.text import load_tokenizer
 
+        if not (run.dir / "tokenizer").is_dir():  # killed before train() saved it: the data's is the same one
+            dataset.tokenizer.save(run.dir / "tokenizer")
         system.tokenizer = load_tokenizer(run.dir / "tokenizer")
+    if fresh:
+        run.discard_progress()
     write_json(run.dir / "config.json", {**cfg, "train": to_dict(rc.train)})
-    return _fit(store, run, system, dataset, rc, resume=True, progress=progress, should_stop=should_stop)
+    return _fit(store, run, system, dataset, rc, resume=not fresh, progress=progress, should_stop=should_stop)
 
 
 def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedConfig, resume: bool, progress: bool,
@@ -222,7 +233,10 @@ def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedCo
         store.update(run, status="interrupted")
         raise
     except BaseException as e:
-        store.update(run, status="failed", error=f"{type(e).__name__}: {e}")
+        try:
+            store.update(run, status="failed", error=f"{type(e).__name__}: {e}")
+        except OSError:  # a full disk may refuse run.json too: the error to report is the first one
+            pass
         raise
     status = "interrupted" if result.stopped_by == "interrupt" else "finished"
     timings = {"train_seconds": round(trainer.elapsed_before, 2), f"{system.unit}_per_s": round(result.units_per_s, 1)}

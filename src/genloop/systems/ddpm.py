@@ -82,7 +82,7 @@ class DDPMSystem(System):
         return {"model": list(self.unet.parameters())}
 
     def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
-        return {"loss": opt.step("model", self._loss)["loss"]}
+        return opt.step("model", self._loss)
 
     def _loss(self, batch: Any) -> dict[str, torch.Tensor]:
         """The denoising loss at one random timestep per image."""

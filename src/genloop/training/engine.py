@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, StorageError, TrainingDiverged
 from ..systems.base import LossFn, System
 from .checkpoint import inference_state, load_checkpoint, save_checkpoint
 from .config import SELECTABLE_METRICS, TrainConfig
@@ -249,22 +249,34 @@ class Trainer:
             "best": self.best,
             "evals_since_best": self.evals_since_best,
         }
-        ckdir = self.checkpoint_dir
-        last = ckdir / "last.safetensors"
-        save_checkpoint(last, self.system, self.opt.optimizers, self.ema, self.opt.scaler, state)
+        last = self.checkpoint_dir / "last.safetensors"
+        try:
+            self._write_checkpoint(last, state)
+            if self.on_checkpoint:
+                self.on_checkpoint(self.step)
+        except OSError as e:  # disk full, no permission: one line that says which file and which run
+            if isinstance(e, StorageError):
+                what = str(e)
+            else:
+                what = f"could not write {e.filename2 or e.filename}: {e.strerror}"
+            saved = self._last_saved_step()
+            kept = f"its checkpoint of step {saved} is intact" if saved else "it has no checkpoint yet"
+            raise StorageError(f"run {self.run_dir.name}: {what}; {kept}; resume it once that is fixed", e.errno) from e
+        return last
+
+    def _write_checkpoint(self, last: Path, state: dict[str, Any]) -> None:
+        """last.safetensors, the inference weights beside it, and the numbered checkpoints kept."""
         from ..serialization import save_tensors
 
+        save_checkpoint(last, self.system, self.opt.optimizers, self.ema, self.opt.scaler, state)
         weights = inference_state(self.system, self.ema, self.system.ema_target)
         save_tensors(self.run_dir / "model.safetensors", weights, {"step": self.step})
         if self.cfg.keep_checkpoints > 0:
-            numbered = ckdir / f"step-{self.step:07d}.safetensors"
+            numbered = last.parent / f"step-{self.step:07d}.safetensors"
             if not numbered.exists():
                 os.link(last, numbered)  # a hard link: atomic, and no second copy on disk
-            for old in sorted(ckdir.glob("step-*.safetensors"))[: -self.cfg.keep_checkpoints]:
+            for old in sorted(last.parent.glob("step-*.safetensors"))[: -self.cfg.keep_checkpoints]:
                 old.unlink(missing_ok=True)
-        if self.on_checkpoint:
-            self.on_checkpoint(self.step)
-        return last
 
     def resume(self, path: Path) -> None:
         meta = load_checkpoint(path, self.system, self.opt.optimizers, self.ema, self.opt.scaler)
