@@ -198,8 +198,10 @@ def _accumulation_case(name: str, tmp_path: Path) -> tuple:
             make = lambda: models["gpt"](config, DataSpec(vocab_size=vocab))
         else:
             pytest.importorskip("transformers")
+            # the tiny local model test_hf_lm builds, in its Llama layout (no dropout, unlike its GPT-2 one)
+            from test_hf_lm import _save_model
+
             from genloop.systems.hf_lm import HFCausalLMConfig
-            from test_hf_lm import _save_model  # the tiny local Llama-layout model (no dropout), built there
 
             path = _save_model("llama", tmp_path / "llama")
             vocab = 64  # token ids below every tiny tokenizer's size
@@ -207,10 +209,10 @@ def _accumulation_case(name: str, tmp_path: Path) -> tuple:
                                                   DataSpec(vocab_size=vocab))
         tokens = torch.randint(0, vocab, (steps, rows, 9), generator=torch.Generator().manual_seed(5))
         return make, [(t[:, :-1], t[:, 1:]) for t in tokens]
-    small = {"dcgan": dict(z_dim=8, g_width=8, d_width=8), "wgan-gp": dict(z_dim=8, g_width=8, d_width=8, n_critic=3),
-             "cgan": dict(z_dim=8, g_width=8, d_width=8), "vae": dict(z_dim=4, width=16),
-             "beta-vae": dict(z_dim=4, width=16), "cvae": dict(z_dim=4, width=16),
-             "ddpm": dict(width=8, channel_mults=[1, 2], attention_resolutions=[], num_train_timesteps=100)}[name]
+    gan = {"z_dim": 8, "g_width": 8, "d_width": 8}
+    vae = {"z_dim": 4, "width": 16}
+    small = {"dcgan": gan, "wgan-gp": {**gan, "n_critic": 3}, "cgan": gan, "vae": vae, "beta-vae": vae, "cvae": vae,
+             "ddpm": {"width": 8, "channel_mults": [1, 2], "attention_resolutions": [], "num_train_timesteps": 100}}[name]
     cls = models[name]
     images = _one_batch(steps * rows).float() / 127.5 - 1
     labels = torch.arange(steps * rows) % 10
@@ -253,7 +255,7 @@ def test_grad_accum_equals_one_larger_batch(name: str, tmp_path: Path, monkeypat
         _count_independent(system)
         trainer.fit()
     for (key, a), b in zip(one.state_dict().items(), accumulated.state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {key} differs: {m}")
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=lambda m, key=key: f"{name}: {key} differs: {m}")
 
 
 # --- determinism and resume -----------------------------------------------------------------------
@@ -296,7 +298,8 @@ def test_resume_needs_more_steps() -> None:
 
 def _dead_pid() -> int:
     """The id of a process that has exited (what a killed run's run.json holds)."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     return int(proc.stdout)
 
 
@@ -319,8 +322,6 @@ def test_a_run_killed_before_it_started_is_killed_and_restarts_from_step_0() -> 
     """The state train() leaves when its process dies after making the run folder: status 'created', no
     checkpoint, the creator's pid gone. It lists as killed, and resuming trains it from step 0 with its own
     id, seed and config: the run an uninterrupted training makes."""
-    from conftest import cli
-
     overrides = tiny("vae", "train.checkpoint_every=100000")
     made: list = []
 
@@ -356,7 +357,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path: 
     assert not (run_dir / "checkpoints" / "last.safetensors").exists()
     assert RunStore(runs).get(run_dir.name).info["status"] == "killed"
     res = subprocess.run([*GENLOOP, "train", "--resume", run_dir.name, "--steps", "4", "-q"],
-                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == run_dir.name
     full = genloop.train("vae", overrides=tiny("vae", "train.checkpoint_every=100000",

@@ -9,13 +9,15 @@ preview is and how it is written lives here, with the rest of generation. The ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import torch
 
 from ..serialization import write_text
 from ..systems.base import System
+from ..systems.lm import LanguageModelSystem
 from .io import make_grid, save_png
 from .text_sampling import SamplingParams, generate_text
 
@@ -34,7 +36,7 @@ def preview_writer(run_dir: Path, ema: bool, images: int = 64, texts: int = 4, m
 
     def write(system: System, step: int) -> Path:
         generator = torch.Generator().manual_seed(PREVIEW_SEED)
-        if system.modality == "text":
+        if isinstance(system, LanguageModelSystem):
             path = samples / f"step-{step:07d}.txt"
             write_text(path, TEXT_RULE.join(_continuations(system, texts, generator, max_tokens)) + "\n")
             return path
@@ -46,11 +48,12 @@ def preview_writer(run_dir: Path, ema: bool, images: int = 64, texts: int = 4, m
     return write
 
 
-def _continuations(system: System, n: int, generator: torch.Generator, max_tokens: int) -> list[str]:
+def _continuations(system: LanguageModelSystem, n: int, generator: torch.Generator, max_tokens: int) -> list[str]:
     """``n`` new documents from a language model, sampled as a user would (temperature 0.8, top-p 0.95)."""
-    tok = getattr(system, "tokenizer", None)
+    tok = system.tokenizer
     if tok is None:  # a model trained without a tokenizer attached (a bare Trainer): nothing to decode with
         return []
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     params = SamplingParams(max_tokens=max_tokens, temperature=0.8, top_k=0, top_p=0.95)
-    return generate_text(system.causal_lm(), tok.encode, tok.decode, "", params, seed=seed, n=n, eot_id=tok.eot_id)
+    texts = generate_text(system.causal_lm(), tok.encode, tok.decode, "", params, seed=seed, n=n, eot_id=tok.eot_id)
+    return cast(list[str], texts)  # not streamed: the finished texts

@@ -11,8 +11,9 @@ discriminator and generator steps explicit while the engine keeps control of how
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
