@@ -220,7 +220,7 @@ def _accumulation_case(name: str, tmp_path: Path) -> tuple:
     return (lambda: cls(cls.Config(**small), DataSpec(1, 8, 10))), whole
 
 
-def _count_independent(system: System) -> None:
+def _freeze_batch_statistics(system: System) -> None:
     """Batch norm and spectral norm in eval mode: they then use their stored statistics and singular vectors.
 
     Trained, batch norm normalises by the statistics of the batch it is given (a micro-batch's differ from the
@@ -252,7 +252,7 @@ def test_grad_accum_equals_one_larger_batch(name: str, tmp_path: Path, monkeypat
     _RowNoise(len(whole[0][0])).install(monkeypatch)
     for system, batches, accum in ((one, whole, 1), (accumulated, micro, k)):
         trainer = Trainer(system, _Stream(batches), TrainConfig(**{**cfg, "grad_accum": accum}), progress=False)
-        _count_independent(system)
+        _freeze_batch_statistics(system)
         trainer.fit()
     for (key, a), b in zip(one.state_dict().items(), accumulated.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=lambda m, key=key: f"{name}: {key} differs: {m}")
