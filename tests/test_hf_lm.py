@@ -285,7 +285,10 @@ def test_sampling_during_training_uses_the_adapter(model_dirs: dict[str, Path], 
     assert system.tokenizer.vocab_size == system.spec.vocab_size
     run_dir = tmp_path / "run"
     run_dir.mkdir()  # the run store makes it in real use
-    Trainer(system, RepeatingBatches(_stream(path), 4, 16), _train_cfg(2, 1e-3), run_dir=run_dir, progress=False).fit()
+    from genloop.generation.preview import preview_writer
+
+    Trainer(system, RepeatingBatches(_stream(path), 4, 16), _train_cfg(2, 1e-3), run_dir=run_dir, progress=False,
+            preview=preview_writer(run_dir, ema=False)).fit()
     (sample_file,) = (run_dir / "samples").glob("step-*.txt")
     assert sample_file.read_text().count("-----") == 3  # four continuations
 

@@ -8,7 +8,7 @@
 
 Each function is a facade: it names the public contract (arguments, defaults, docstring) and hands the
 work to the package that owns it — recipe layering to :mod:`genloop.resolve`, training runs to
-:mod:`genloop.training.orchestrate`, writing samples to :mod:`genloop.generation.writer`, scoring to
+:mod:`genloop.orchestrate`, writing samples to :mod:`genloop.generation.writer`, scoring to
 :mod:`genloop.evaluation.protocol` and :mod:`genloop.evaluation.sweep`. Those are imported on first call:
 a client that only loads pipelines never imports the training or evaluation stacks.
 """
@@ -46,7 +46,7 @@ def train(
     ``on_run`` is called with the new run before training starts (a job server records its id there, so
     a crash resumes this run instead of starting another); ``should_stop`` is polled between steps.
     """
-    from .training.orchestrate import train_run
+    from .orchestrate import train_run
 
     return train_run(model, data, config, overrides, steps, time_budget, seed, runs_dir, progress, on_run,
                      should_stop)
@@ -61,7 +61,7 @@ def resume(
     should_stop: Callable[[], bool] | None = None,
 ) -> Run:
     """Continue a run from its last checkpoint, exactly where it stopped."""
-    from .training.orchestrate import resume_run
+    from .orchestrate import resume_run
 
     return resume_run(run_id, steps, time_budget, runs_dir, progress, should_stop)
 

@@ -26,6 +26,20 @@ class NotFoundError(GenLoopError):
     """A named thing (run, model, dataset, file) does not exist."""
 
 
+class StorageError(GenLoopError, OSError):
+    """A file could not be written (disk full, no permission, read-only disk); nothing half-written is left.
+
+    Also an ``OSError`` (with the original ``errno``), so code that handles I/O errors still catches it.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class TrainingDiverged(GenLoopError):
     """A loss became NaN or infinite; training stopped without overwriting the last good checkpoint."""
 

@@ -25,7 +25,9 @@ from . import __version__
 from .errors import ConfigError, GenLoopError, NotFoundError
 from .paths import runs_dir
 from .run_layout import RunLayout
-from .serialization import read_json, write_json
+from .serialization import read_json, remove_strays, write_json
+
+ACTIVE = ("created", "running")  # statuses that say a process has the run: 'killed' once that process is gone
 
 
 class _Base(DeclarativeBase):
@@ -90,6 +92,17 @@ class Run:
     def weights(self) -> Path:
         return self.files.weights
 
+    def discard_progress(self) -> None:
+        """Remove what training wrote before its first checkpoint (a killed run restarting from step 0).
+
+        Its metric lines, TensorBoard events, sample previews and best weights belong to steps that are
+        about to be trained again; kept, the restarted run would log every early step twice.
+        """
+        for path in (self.files.metrics, self.files.best_weights):
+            path.unlink(missing_ok=True)
+        for folder in (self.files.tensorboard, self.files.samples):
+            shutil.rmtree(folder, ignore_errors=True)
+
 
 class RunStore:
     def __init__(self, root: str | os.PathLike | None = None) -> None:
@@ -148,6 +161,8 @@ class RunStore:
         info = {
             "id": run_id, "model": model, "dataset": dataset, "status": "created", "created": now_iso(),
             "updated": now_iso(), "step": 0, "seed": seed, "genloop_version": __version__, "timings": {}, "summary": {},
+            # who is about to train it: a creator that dies before its first step leaves a run seen as killed
+            "pid": os.getpid(), "host": socket.gethostname(),
         }
         try:
             tmp.mkdir()
@@ -178,15 +193,22 @@ class RunStore:
         raise NotFoundError(f"no run '{run_id}' in {self.root}; recent runs: {recent} (see `genloop runs list`)")
 
     def _checked(self, run: Run) -> Run:
-        """A run marked 'running' whose process is gone was killed: say so (its checkpoint resumes it)."""
-        if run.info.get("status") == "running" and not _alive(run.info):
+        """A run 'created' or 'running' whose process is gone was killed: say so (resuming continues it)."""
+        if run.info.get("status") in ACTIVE and not _alive(run.info):
             self.update(run, status="killed")
         return run
 
-    def mark_running(self, run: Run, **fields: Any) -> Run:
-        """Claim a run for this process; refuse if another live process is training it."""
-        if run.info.get("status") == "running" and _alive(run.info) and run.info.get("pid") != os.getpid():
+    def ensure_free(self, run: Run) -> None:
+        """Refuse a run that another live process is starting or training."""
+        if run.info.get("status") in ACTIVE and _alive(run.info) and run.info.get("pid") != os.getpid():
             raise ConfigError(f"run {run.id} is being trained by process {run.info.get('pid')}; stop it first")
+
+    def mark_running(self, run: Run, **fields: Any) -> Run:
+        """Claim a run for this process (refused if another live process has it), and clear what a killed
+        process left half-written in it: temporaries of interrupted saves, which nothing else would remove."""
+        self.ensure_free(run)
+        for folder in (run.dir, run.files.checkpoints, run.files.samples):
+            remove_strays(folder)
         return self.update(run, status="running", pid=os.getpid(), host=socket.gethostname(), **fields)
 
     def update(self, run: Run, **fields: Any) -> Run:

@@ -10,6 +10,7 @@ JSON in the safetensors metadata.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -20,28 +21,58 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save
 
-from .errors import DataError, NotFoundError
+from .errors import DataError, NotFoundError, StorageError
 
 _STATE_KEY = "genloop_state"
 
 
+TMP_SUFFIX = ".tmp"  # atomic_write's temporaries are ``.<name>.<random>.tmp`` beside their target
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # what a write to a file can fail with
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` only on success."""
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` only on success.
+
+    An ``OSError`` of the writing (disk full, no permission, read-only disk) becomes a :class:`StorageError`
+    naming ``path``, after the temporary file is removed: the previous ``path`` is untouched and nothing is
+    left behind. Inside the ``with`` block only a full or read-only disk is converted: the caller's body may
+    do other I/O (a download) whose errors are its own.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the mode a plain open() would
+    tmp: str | None = None
+    in_body = False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the mode a plain open() would
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            in_body = True
             yield f
+            in_body = False
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, StorageError) and (not in_body or e.errno in _DISK_FULL):
+            raise StorageError(f"could not write {path}: {e.strerror or e}", e.errno) from e
         raise
+
+
+def remove_strays(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of writes whose process was killed mid-way (``.NAME.*.tmp``); return them.
+
+    Only for a folder no live process is writing into (a run this process has claimed): a live writer's
+    temporary looks just the same.
+    """
+    folder = Path(folder)
+    strays = [p for p in folder.glob(f".*{TMP_SUFFIX}") if p.is_file()] if folder.is_dir() else []
+    for p in strays:
+        p.unlink(missing_ok=True)
+    return strays
 
 
 def _umask() -> int:

@@ -111,7 +111,8 @@ def train(
     steps: Optional[int] = typer.Option(None, "--steps", help="Train for this many steps."),
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Train for this long: 90s, 3m, 1h."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run from its last checkpoint."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Continue this run from its last checkpoint (from step 0 if it has none yet)."),
     runs_dir: Optional[Path] = RunsDir,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

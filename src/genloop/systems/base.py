@@ -2,16 +2,18 @@
 
 A system says *what* one training step computes and how to sample; the engine (``genloop.train``)
 owns everything else: devices, precision, optimizers, clipping, EMA, schedules, checkpoints and
-logging. A system never calls ``backward()`` or ``optimizer.step()`` itself: it hands each loss to
-``opt.step(group, loss)``, which lets a GAN make its discriminator and generator steps explicit while
-the engine keeps control of how a step is taken.
+logging. A system never calls ``backward()`` or ``optimizer.step()`` itself: for each update it hands
+``opt.step(group, loss_fn)`` a function from a batch to its losses, which lets a GAN make its
+discriminator and generator steps explicit while the engine keeps control of how a step is taken
+(gradient accumulation runs ``loss_fn`` on every micro-batch of the step before the update).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -27,9 +29,16 @@ class DataSpec:
     vocab_size: int = 0  # text: the tokenizer's vocabulary
 
 
+# One update's loss on one batch: ``{"loss": the tensor to back-propagate, other scalars to log}``.
+LossFn = Callable[[Any], dict[str, torch.Tensor]]
+
+
 class StepFn(Protocol):
-    def step(self, group: str, loss: torch.Tensor) -> None:
-        """Back-propagate ``loss`` and update the parameters of optimizer group ``group``."""
+    def step(self, group: str, loss_fn: LossFn) -> dict[str, torch.Tensor]:
+        """Update optimizer group ``group`` on ``loss_fn`` over the step's batch; its terms, averaged, detached.
+
+        ``loss_fn`` draws its own noise per call: the engine may call it once per micro-batch.
+        """
 
 
 class System(nn.Module):
@@ -52,8 +61,8 @@ class System(nn.Module):
         """Optimizer groups by name; each gets its own optimizer (a GAN has two)."""
         raise NotImplementedError
 
-    def training_step(self, batch: Any, opt: StepFn) -> dict[str, torch.Tensor]:
-        """One step: compute losses, pass each to ``opt.step``; return scalars to log."""
+    def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
+        """One step: one ``opt.step(group, loss_fn)`` per update, in order; return scalars to log."""
         raise NotImplementedError
 
     def batch_units(self, batch: Any) -> int:

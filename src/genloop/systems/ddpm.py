@@ -81,7 +81,11 @@ class DDPMSystem(System):
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"model": list(self.unet.parameters())}
 
-    def training_step(self, batch: Any, opt: StepFn) -> dict[str, torch.Tensor]:
+    def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
+        return opt.step("model", self._loss)
+
+    def _loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The denoising loss at one random timestep per image."""
         x0, labels = batch[0], batch[1] if len(batch) > 1 else None
         n = x0.shape[0]
         t = torch.randint(0, self.config.num_train_timesteps, (n,), device=x0.device)
@@ -94,9 +98,7 @@ class DDPMSystem(System):
         else:
             labels = None
         pred = self.unet(x_t.to(x0.dtype), t, labels).float()
-        loss = F.mse_loss(pred, self.noise.training_target(x0f, noise, t))
-        opt.step("model", loss)
-        return {"loss": loss.detach()}
+        return {"loss": F.mse_loss(pred, self.noise.training_target(x0f, noise, t))}
 
     # --- inference ------------------------------------------------------------------------------
     @property

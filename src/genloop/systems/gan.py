@@ -38,6 +38,10 @@ class GANConfig:
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp)
     n_critic: int = 1  # discriminator steps per generator step
 
+    def __post_init__(self) -> None:
+        if self.n_critic < 1:
+            raise ConfigError(f"model.n_critic must be >= 1, got {self.n_critic}")
+
 
 def discriminator_norm(config: GANConfig) -> str:
     """The normalisation ``d_norm="auto"`` stands for.
@@ -110,22 +114,28 @@ class GANSystem(System):
             raise ConfigError(f"{self.config.name} needs class labels with every batch; this data has none")
         return labels
 
-    def training_step(self, batch: Any, opt: StepFn) -> dict[str, torch.Tensor]:
+    def _critic_loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The discriminator's loss on ``batch`` against fresh fakes for the batch's own labels."""
         real, labels = batch[0], self._labels(batch)
-        n = real.shape[0]
-        for _ in range(self.config.n_critic):
-            z = torch.randn(n, self.config.z_dim, device=real.device)
-            with torch.no_grad():
-                fake = self.generator(z, labels)
-            d_loss = self._d_loss(real, fake.to(real.dtype), labels)
-            opt.step("discriminator", d_loss)
+        z = torch.randn(real.shape[0], self.config.z_dim, device=real.device)
+        with torch.no_grad():
+            fake = self.generator(z, labels)
+        return {"loss": self._d_loss(real, fake.to(real.dtype), labels)}
 
-        z = torch.randn(n, self.config.z_dim, device=real.device)
+    def _generator_loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The generator's loss on as many fakes as ``batch`` holds (for its labels, if conditional)."""
+        real, labels = batch[0], self._labels(batch)
+        z = torch.randn(real.shape[0], self.config.z_dim, device=real.device)
+        d_fake = self.discriminator(self.generator(z, labels), labels).float()
+        return {"loss": F.softplus(-d_fake).mean() if self.config.loss == "bce" else -d_fake.mean()}
+
+    def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
+        """``n_critic`` discriminator updates on the step's real batch, then one generator update."""
+        for _ in range(self.config.n_critic):
+            d_loss = opt.step("discriminator", self._critic_loss)["loss"]
         with frozen(self.discriminator):
-            d_fake = self.discriminator(self.generator(z, labels), labels).float()
-            g_loss = F.softplus(-d_fake).mean() if self.config.loss == "bce" else -d_fake.mean()
-            opt.step("generator", g_loss)
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+            g_loss = opt.step("generator", self._generator_loss)["loss"]
+        return {"d_loss": d_loss, "g_loss": g_loss}
 
 
 @dataclass

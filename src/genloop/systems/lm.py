@@ -5,7 +5,8 @@ the adapter the sampler drives (``causal_lm()``: ``block_size``, ``new_cache(bat
 -> logits). Everything else is shared with the image families: the engine trains it (precision,
 gradient accumulation, warm-up + cosine schedule, clipping, checkpoints, exact resume, quick
 validation evaluations, early stopping), and ``genloop.generation.text_sampling`` samples from it with
-every control (temperature, top-k, top-p, repetition penalty, stop strings, beams, streaming).
+every control (temperature, top-k, top-p, repetition penalty, stop strings, beams, streaming), including
+the text previews written during training (``genloop.generation.preview``).
 
 A new text family (another architecture, or :mod:`genloop.systems.hf_lm`'s pretrained models) subclasses
 :class:`LanguageModelSystem` and provides ``causal_lm()`` and ``loss()``.
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..models.transformer import GPT, GPTConfig
-from .base import DataSpec, System
+from .base import DataSpec, StepFn, System
 
 
 class LanguageModelSystem(System):
@@ -66,28 +67,11 @@ class LanguageModelSystem(System):
             groups.append({"params": no_decay, "weight_decay": 0.0})
         return {"model": groups}
 
-    def training_step(self, batch: Any, opt: Any) -> dict[str, torch.Tensor]:
-        x, y = batch
-        loss = self.loss(x, y)
-        opt.step("model", loss)
-        return {"loss": loss.detach()}
+    def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
+        return opt.step("model", lambda batch: {"loss": self.loss(*batch)})
 
     def batch_units(self, batch: Any) -> int:
         return int(batch[0].numel())
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
-               prompt: str | None = None, max_tokens: int = 200) -> list[str]:
-        """``n`` continuations of ``prompt`` (default: a new document) for sample files during training."""
-        from ..generation.text_sampling import SamplingParams, generate_text
-
-        tok = self.tokenizer
-        if tok is None:
-            return []
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.8, top_k=0, top_p=0.95)
-        return generate_text(self.causal_lm(), tok.encode, tok.decode, prompt or "", params, seed=seed, n=n,
-                             eot_id=tok.eot_id)
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         return {}

@@ -86,12 +86,14 @@ class VAESystem(System):
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
         return recon, kl
 
-    def training_step(self, batch: Any, opt: StepFn) -> dict[str, torch.Tensor]:
+    def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
+        return opt.step("model", self._loss)
+
+    def _loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The negative beta-ELBO per image (the loss), with its two terms for the logs."""
         labels = self._check_labels(batch[1] if len(batch) > 1 else None, "training_step")
         recon, kl = self._terms(batch[0], labels)
-        loss = recon.mean() + self.config.beta * kl.mean()
-        opt.step("model", loss)
-        return {"loss": loss.detach(), "recon": recon.mean().detach(), "kl": kl.mean().detach()}
+        return {"loss": recon.mean() + self.config.beta * kl.mean(), "recon": recon.mean(), "kl": kl.mean()}
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

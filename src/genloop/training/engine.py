@@ -1,7 +1,8 @@
 """One training engine for every model family.
 
-The loop is short on purpose: take a batch, let the system compute its step (handing each loss to
-``Optimizers.step``), update the EMA, log, checkpoint, repeat until the step or time budget is spent.
+The loop is short on purpose: take the step's micro-batches, let the system compute its step (handing
+each update's loss function to ``Optimizers.step``), update the EMA, log, checkpoint, repeat until the
+step or time budget is spent.
 Everything a family should not have to think about lives here once: device and precision, optimizer
 construction and learning-rate schedule, gradient clipping, the NaN/Inf guard, EMA, checkpoints with
 exact resume, Ctrl-C handling, progress display and metric logging.
@@ -20,10 +21,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, StorageError, TrainingDiverged
 from ..evaluation import catalog
 from ..run_layout import RunLayout
-from ..systems.base import System
+from ..systems.base import LossFn, System
 from .checkpoint import inference_state, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ema import EMA
@@ -93,11 +94,15 @@ def _flat(params: list[Any]) -> list[torch.nn.Parameter]:
 
 
 class Optimizers:
-    """The handle a system's ``training_step`` gets: ``opt.step(group, loss)``.
+    """The handle a system's ``training_step`` gets: ``opt.step(group, loss_fn)``.
 
-    With gradient accumulation (``train.grad_accum`` = K) the engine runs K micro-batches per step and sets
-    ``micro`` before each: gradients are zeroed at the first, each loss is scaled by 1/K, and the update
-    happens at the last. A system does not know: it calls ``opt.step`` once per loss as always.
+    A system hands the engine a *function* of a batch, not a loss: with gradient accumulation
+    (``train.grad_accum`` = K) the engine runs that function on each of the step's K micro-batches, scales
+    each loss by 1/K and back-propagates it, and only then updates the group. So every update sees exactly
+    the gradient of its own loss over the whole K-micro-batch batch, also when a family updates one group
+    several times per step (WGAN-GP's ``n_critic`` critic updates, each of which needs the critic as the
+    previous update left it). The group's gradients are cleared before and after each of its updates, so
+    nothing leaks from one update into the next nor from another group's backward pass.
     """
 
     def __init__(self, system: System, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> None:
@@ -110,30 +115,41 @@ class Optimizers:
         }
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.grad_norms: dict[str, float] = {}
-        self.micro = 0  # index of the current micro-batch within the step (set by the engine)
+        self.micro_batches: list[Any] = []  # this step's micro-batches (set by the engine before each step)
 
     def set_lr(self, lr: float) -> None:
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
 
-    def step(self, group: str, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss.detach()).all():
-            raise _NonFinite(group, float(loss.detach().float().mean()))
-        opt = self.optimizers[group]
-        accum = self.cfg.grad_accum
-        if self.micro == 0:
-            opt.zero_grad(set_to_none=True)
-        with torch.autocast(self.device_type, enabled=False):  # backward runs in the forward's dtypes
-            self.scaler.scale(loss / accum if accum > 1 else loss).backward()
-        if self.micro < accum - 1:
-            return  # accumulate: the update comes with the step's last micro-batch
+    def step(self, group: str, loss_fn: LossFn) -> dict[str, torch.Tensor]:
+        """Update ``group`` once on the gradient of ``loss_fn`` summed over this step's micro-batches.
+
+        ``loss_fn(batch)`` returns ``{"loss": tensor, ...}``; ``"loss"`` is back-propagated and every entry
+        comes back averaged over the micro-batches and detached (for logging).
+        """
+        if not self.micro_batches:
+            raise RuntimeError("Optimizers.step outside a training step: the engine sets micro_batches first")
+        opt, k = self.optimizers[group], len(self.micro_batches)
+        opt.zero_grad(set_to_none=True)
+        sums: dict[str, torch.Tensor] = {}
+        for batch in self.micro_batches:
+            terms = loss_fn(batch)
+            loss = terms["loss"]
+            if not torch.isfinite(loss.detach()).all():
+                raise _NonFinite(group, float(loss.detach().float().mean()))
+            with torch.autocast(self.device_type, enabled=False):  # backward runs in the forward's dtypes
+                self.scaler.scale(loss / k if k > 1 else loss).backward()
+            for name, value in terms.items():
+                sums[name] = sums[name] + value.detach() if name in sums else value.detach()
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(opt)
             norm = torch.nn.utils.clip_grad_norm_(self.groups[group], self.cfg.grad_clip)
             self.grad_norms[group] = float(norm)
         self.scaler.step(opt)
         self.scaler.update()
+        opt.zero_grad(set_to_none=True)  # the next update of this group starts from nothing (and frees memory)
+        return {name: value / k if k > 1 else value for name, value in sums.items()}
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -187,7 +203,7 @@ def _stop_requests() -> Iterator[list[str]]:
 
 
 class Trainer:
-    """Trains ``system`` on ``batches`` per ``cfg``; with ``run_dir`` it checkpoints, logs and samples there."""
+    """Trains ``system`` on ``batches`` per ``cfg``; with ``run_dir`` it checkpoints and logs there."""
 
     def __init__(
         self,
@@ -199,10 +215,14 @@ class Trainer:
         on_checkpoint: Callable[[int], None] | None = None,
         evaluator: Callable[[System], dict[str, float]] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        preview: Callable[[System, int], Path | None] | None = None,
     ) -> None:
         self.cfg, self.batches, self.run_dir = cfg, batches, Path(run_dir) if run_dir else None
         self.should_stop = should_stop  # polled between steps (a server cancelling a job); like Ctrl-C
         self.progress, self.on_checkpoint, self.evaluator = progress, on_checkpoint, evaluator
+        # (system, step) -> the file it wrote: samples every train.sample_every steps and at the end; built by
+        # the caller (genloop.generation.preview), so the engine knows nothing of images, text or files
+        self.preview = preview
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
@@ -244,6 +264,22 @@ class Trainer:
             "evals_since_best": self.evals_since_best,
         }
         last = RunLayout(self.run_dir).last_checkpoint
+        try:
+            self._write_checkpoint(last, state)
+            if self.on_checkpoint:
+                self.on_checkpoint(self.step)
+        except OSError as e:  # disk full, no permission: one line that says which file and which run
+            if isinstance(e, StorageError):
+                what = str(e)
+            else:
+                what = f"could not write {e.filename2 or e.filename}: {e.strerror}"
+            saved = self._last_saved_step()
+            kept = f"its checkpoint of step {saved} is intact" if saved else "it has no checkpoint yet"
+            raise StorageError(f"run {self.run_dir.name}: {what}; {kept}; resume it once that is fixed", e.errno) from e
+        return last
+
+    def _write_checkpoint(self, last: Path, state: dict[str, Any]) -> None:
+        """last.safetensors, the inference weights beside it, and the numbered checkpoints kept."""
         save_checkpoint(last, self.system, self.opt.optimizers, self.ema, self.opt.scaler, state)
         weights = inference_state(self.system, self.ema, self.system.ema_target)
         RunLayout(self.run_dir).save_pretrained(weights, {"step": self.step})
@@ -253,9 +289,6 @@ class Trainer:
                 os.link(last, numbered)  # a hard link: atomic, and no second copy on disk
             for old in RunLayout(self.run_dir).step_checkpoints()[: -self.cfg.keep_checkpoints]:
                 old.unlink(missing_ok=True)
-        if self.on_checkpoint:
-            self.on_checkpoint(self.step)
-        return last
 
     def resume(self, path: Path) -> None:
         meta = load_checkpoint(path, self.system, self.opt.optimizers, self.ema, self.opt.scaler)
@@ -302,26 +335,21 @@ class Trainer:
         return {**metrics, "seconds": dt}
 
     # --- sampling during training -----------------------------------------------------------------
-    def write_samples(self, n: int = 64, seed: int = 1234) -> Path | None:
-        if self.run_dir is None or not hasattr(self.system, "sample"):
-            return None
-        from ..data.image_io import make_grid, save_png
+    def write_samples(self) -> Path | None:
+        """Have ``preview`` write samples of the inference weights (EMA, eval mode) at this step.
 
+        Under a forked RNG, like the quick evaluations: a run with previews trains exactly the same weights
+        as one without.
+        """
+        if self.preview is None:
+            return None
         was_training = self.system.training
         self.system.eval()
         ctx = self.ema.swapped_in(self.system, self.system.ema_target) if self.ema else contextlib.nullcontext()
-        with ctx, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            samples = self.system.sample(n if self.system.modality == "image" else 4, torch.Generator().manual_seed(seed))
+        rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        with ctx, rng, torch.no_grad():
+            path = self.preview(self.system, self.step)
         self.system.train(was_training)
-        if self.system.modality == "text":  # a few continuations, separated by a rule, in samples/step-N.txt
-            from ..serialization import write_text
-
-            path = RunLayout(self.run_dir).sample(self.step, "txt")
-            write_text(path, "\n\n-----\n\n".join(samples) + "\n")
-            return path
-        images = samples.cpu()
-        path = RunLayout(self.run_dir).sample(self.step, "png")
-        save_png(path, make_grid(images), {"step": self.step, "seed": seed, "ema": self.ema is not None}, upscale=2)
         return path
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -353,21 +381,18 @@ class Trainer:
                         break
                     progress = self.step / cfg.steps if cfg.steps else elapsed / cfg.time_budget
                     self.opt.set_lr(learning_rate(cfg, self.step, progress))
+                    self.opt.micro_batches = [next(self.batches) for _ in range(cfg.grad_accum)]
+                    units_seen += sum(self.system.batch_units(b) for b in self.opt.micro_batches)
                     try:
-                        for micro in range(cfg.grad_accum):
-                            batch = next(self.batches)
-                            self.opt.micro = micro
-                            with autocast:
-                                micro_logs = self.system.training_step(batch, self.opt)
-                            units_seen += self.system.batch_units(batch)
-                            logs = micro_logs if micro == 0 else {k: logs[k] + micro_logs[k] for k in logs}
-                        if cfg.grad_accum > 1:
-                            logs = {k: v / cfg.grad_accum for k, v in logs.items()}
+                        with autocast:
+                            logs = self.system.training_step(self.opt)
                     except _NonFinite as e:
                         raise TrainingDiverged(
                             f"the {e.group} loss became {e.value} at step {self.step + 1}; the last checkpoint "
                             f"(step {self._last_saved_step()}) is kept; try a lower train.lr or set train.grad_clip"
                         ) from None
+                    finally:
+                        self.opt.micro_batches = []  # not held in memory between steps
                     self.step += 1
                     if self.ema is not None:
                         self.ema.update(getattr(self.system, self.system.ema_target), self.step)
@@ -403,8 +428,7 @@ class Trainer:
                         checkpoint = self.save()
                         last_ckpt_time = time.perf_counter()
             seconds = time.perf_counter() - t0
-            if self.run_dir is not None:
-                self.write_samples()
+            self.write_samples()
             checkpoint = self.save() or checkpoint
         finally:
             logger.close()

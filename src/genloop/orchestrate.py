@@ -15,22 +15,22 @@ from typing import Any
 
 import torch
 
-from ..config import to_dict
-from ..data import ImageBatches, ImageDataset, load_dataset
-from ..errors import ConfigError, NotFoundError, TrainingDiverged
-from ..evaluation import catalog
-from ..resolve import SECTIONS, ResolvedConfig, resolve_config
-from ..runs import Run, RunStore
-from ..serialization import write_json
-from ..systems import DataSpec, System
-from .config import TrainConfig
-from .engine import Trainer, pick_device
+from .config import to_dict
+from .data import ImageBatches, ImageDataset, load_dataset
+from .errors import ConfigError, NotFoundError, TrainingDiverged
+from .evaluation import catalog
+from .resolve import SECTIONS, ResolvedConfig, resolve_config
+from .runs import Run, RunStore
+from .serialization import write_json
+from .systems import DataSpec, System
+from .training.config import TrainConfig
+from .training.engine import Trainer, pick_device
 
 
 def _load_data(rc: ResolvedConfig) -> Any:
     """The prepared dataset: images, or a tokenised corpus (with the tokenizer a pretrained model brings)."""
     if rc.system_cls.modality == "text":
-        from ..data.text import load_text_dataset
+        from .data.text import load_text_dataset
 
         return load_text_dataset(rc.data, tokenizer=rc.system_cls.tokenizer_source(rc.model))
     return load_dataset(rc.data)
@@ -88,10 +88,16 @@ def resume_run(
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
 ) -> Run:
-    """Continue a run from its last checkpoint, exactly where it stopped."""
+    """Continue a run from its last checkpoint, exactly where it stopped.
+
+    A run killed before its first checkpoint restarts from step 0 with its own id, seed and config: the
+    same run an uninterrupted training would have made.
+    """
     store = RunStore(runs_dir)
     run = store.get(run_id)
-    if not run.last_checkpoint.is_file():
+    store.ensure_free(run)
+    fresh = not run.last_checkpoint.is_file()
+    if fresh and int(run.info.get("step", 0)) > 0:
         raise NotFoundError(f"run {run.id} has no checkpoint to resume from ({run.last_checkpoint} is missing)")
     cfg = run.config
     train_cfg = dict(cfg["train"])
@@ -107,19 +113,24 @@ def resume_run(
     if rc.train.steps is not None and done >= rc.train.steps:
         raise ConfigError(f"run {run.id} already reached its {rc.train.steps} steps; pass --steps N (N > {done}) or --time-budget to train further")
     dataset = _load_data(rc)
+    torch.manual_seed(rc.train.seed)  # as train() does: a fresh restart draws the same initial weights
     system = rc.system_cls(rc.model, DataSpec(**cfg["data_spec"]))
     if system.modality == "text":
-        from ..data.text import load_tokenizer
+        from .data.text import load_tokenizer
 
+        if not run.files.tokenizer.is_dir():  # killed before train() saved it: the data's is the same one
+            dataset.tokenizer.save(run.files.tokenizer)
         system.tokenizer = load_tokenizer(run.files.tokenizer)
+    if fresh:
+        run.discard_progress()
     write_json(run.files.config, {**cfg, "train": to_dict(rc.train)})
-    return _fit(store, run, system, dataset, rc, resume=True, progress=progress, should_stop=should_stop)
+    return _fit(store, run, system, dataset, rc, resume=not fresh, progress=progress, should_stop=should_stop)
 
 
 def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedConfig, resume: bool, progress: bool,
          should_stop: Callable[[], bool] | None = None) -> Run:
     if system.modality == "text":
-        from ..data.text import TokenBatches
+        from .data.text import TokenBatches
 
         batches: Any = TokenBatches(dataset.train, rc.train.batch_size, system.block_size, seed=rc.train.seed)
         evaluator = _text_quick_evaluator(dataset, rc.train) if rc.train.eval_every else None
@@ -127,9 +138,11 @@ def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedCo
         images, labels = dataset.get("train")
         batches = ImageBatches(images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift)
         evaluator = _quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
+    from .generation.preview import preview_writer
+
     trainer = Trainer(system, batches, rc.train, run.dir, progress=progress,
                       on_checkpoint=lambda step: store.update(run, step=step), evaluator=evaluator,
-                      should_stop=should_stop)
+                      should_stop=should_stop, preview=preview_writer(run.dir, ema=rc.train.ema_decay is not None))
     if resume:
         trainer.resume(run.last_checkpoint)
     store.mark_running(run, device=str(trainer.device),
@@ -143,7 +156,10 @@ def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedCo
         store.update(run, status="interrupted")
         raise
     except BaseException as e:
-        store.update(run, status="failed", error=f"{type(e).__name__}: {e}")
+        try:
+            store.update(run, status="failed", error=f"{type(e).__name__}: {e}")
+        except OSError:  # a full disk may refuse run.json too: the error to report is the first one
+            pass
         raise
     status = "interrupted" if result.stopped_by == "interrupt" else "finished"
     timings = {"train_seconds": round(trainer.elapsed_before, 2), f"{system.unit}_per_s": round(result.units_per_s, 1)}
@@ -157,8 +173,8 @@ def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedCo
 def _quick_evaluator(dataset: ImageDataset, cfg: TrainConfig, progress: bool) -> Any:
     """What the engine calls every ``train.eval_every`` steps: a small-sample FID/KID/precision/recall
     (and class accuracy for conditional models) of the current EMA weights, on the reference net."""
-    from ..evaluation import evaluate_images, get_feature_extractor
-    from ..generation.pipelines import DiffusionPipeline, ImagePipeline
+    from .evaluation import evaluate_images, get_feature_extractor
+    from .generation.pipelines import DiffusionPipeline, ImagePipeline
 
     extractor = get_feature_extractor(dataset, device=pick_device(cfg.device), progress=progress)
 
@@ -175,7 +191,7 @@ def _quick_evaluator(dataset: ImageDataset, cfg: TrainConfig, progress: bool) ->
 def _text_quick_evaluator(dataset: Any, cfg: TrainConfig) -> Any:
     """Validation loss of the current weights on the first ``train.eval_tokens`` validation tokens, in
     non-overlapping windows of the model's context (nanoGPT's protocol; cheap enough to run often)."""
-    from ..evaluation.text_metrics import sliding_window_loss
+    from .evaluation.text_metrics import sliding_window_loss
 
     def quick(system: System) -> dict[str, float]:
         lm = system.causal_lm()
