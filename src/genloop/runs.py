@@ -156,17 +156,21 @@ class RunStore:
         self._index(info)
         return run
 
-    def get(self, run_id: str) -> Run:
-        """A run by id, by unique id prefix, or by the path of its directory."""
+    def get(self, run_id: str, paths: bool = True) -> Run:
+        """A run by id, by unique id prefix, or (with ``paths``, for the CLI) by the path of its directory.
+
+        The server passes ``paths=False``: a run id must name a run *in the store*, never a folder that
+        happens to exist in the server's working directory.
+        """
         path = Path(run_id)
-        if (path / "run.json").is_file():
+        if paths and (path / "run.json").is_file():
             return self._checked(Run(path, read_json(path / "run.json")))
         if run_id and "/" not in run_id and (self.root / run_id / "run.json").is_file():
             return self._checked(Run(self.root / run_id, read_json(self.root / run_id / "run.json")))
         ids = [d.name for d in self.root.iterdir() if (d / "run.json").is_file()] if self.root.is_dir() else []
         matches = [i for i in ids if i.startswith(run_id)] if run_id else []
         if len(matches) == 1:
-            return self.get(matches[0])
+            return self.get(matches[0], paths)
         if len(matches) > 1:
             raise NotFoundError(f"run id '{run_id}' is ambiguous: matches {', '.join(sorted(matches)[:5])}")
         recent = ", ".join(sorted(ids)[-3:]) or "none yet"

@@ -17,6 +17,7 @@ from .. import __version__
 from ..database import connect
 from ..errors import GenLoopError, NotFoundError
 from ..feedback.store import FeedbackStore
+from .bodylimit import BodyLimit
 from .deps import Context
 from .jobs import JobStore
 from .routes import completions, generations, jobs, system, uploads
@@ -34,14 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = Context(settings, JobStore(engine, settings.max_queued, settings.max_attempts),
                             FeedbackStore(engine=engine, media_dir=settings.media))
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        """Refuse oversized bodies by their declared length before reading them (413)."""
-        size = request.headers.get("content-length")
-        limit = settings.limits.max_upload_bytes if request.url.path == "/v1/uploads" else settings.limits.max_body_bytes
-        if size is not None and (not size.isdigit() or int(size) > limit):
-            return JSONResponse({"detail": f"request body too large (limit {limit} bytes)"}, status_code=413)
-        return await call_next(request)
+    limits = settings.limits
+    app.add_middleware(BodyLimit, limit_for=lambda path: limits.max_upload_bytes if path == "/v1/uploads"
+                       else limits.max_body_bytes)
 
     @app.exception_handler(GenLoopError)
     async def library_error(request: Request, exc: GenLoopError) -> JSONResponse:

@@ -15,6 +15,9 @@ from .settings import Limits
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 GEN_ID = re.compile(r"^[0-9a-f]{16}$")
 OVERRIDE = re.compile(r"^(model|data|train)\.[A-Za-z0-9_.]+=[^\n]{0,200}$")
+# Every integer the API takes is bounded in the schema, so an out-of-range number is a 422 and never reaches
+# the database (SQLite integers are 64-bit; 2**63 was an OverflowError and a 500).
+INT_MAX = 2**31 - 1
 
 
 class Strict(BaseModel):
@@ -24,19 +27,19 @@ class Strict(BaseModel):
 class GenerateParams(Strict):
     run_id: str = Field(description="the run to sample from (GET /v1/models)")
     checkpoint: Literal["last", "best"] = "last"
-    n: int = Field(1, ge=1)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    n: int = Field(1, ge=1, le=INT_MAX)
+    seed: int = Field(0, ge=0, le=INT_MAX)
     # images
-    class_label: int | None = Field(None, ge=0)
+    class_label: int | None = Field(None, ge=0, le=INT_MAX)
     sampler: Literal["ddpm", "ddim", "dpmpp-2m"] | None = None
-    steps: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1, le=INT_MAX)
     guidance: float | None = Field(None, ge=0, le=50)
     eta: float | None = Field(None, ge=0, le=1)
     # text
     prompt: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=INT_MAX)
     temperature: float | None = Field(None, ge=0, le=10)
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=INT_MAX)
     top_p: float | None = Field(None, gt=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
     stop: list[str] | None = Field(None, max_length=8)
@@ -45,16 +48,16 @@ class GenerateParams(Strict):
 class TrainParams(Strict):
     model: str = Field(description="a registered family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm, gpt")
     data: str | None = Field(None, description="a built-in data set name or upload:<id>")
-    steps: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1, le=INT_MAX)
     time_budget: float | None = Field(None, gt=0)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(None, ge=0, le=INT_MAX)
     overrides: list[str] = Field(default_factory=list, max_length=64)
 
 
 class EvaluateParams(Strict):
     run_id: str
-    n: int = Field(500, ge=10)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    n: int = Field(500, ge=10, le=INT_MAX)
+    seed: int = Field(0, ge=0, le=INT_MAX)
 
 
 class JobRequest(Strict):
@@ -88,7 +91,7 @@ class CompletionRequest(BaseModel):
     n: int = Field(1, ge=1)
     stream: bool = False
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(None, ge=0, le=INT_MAX)
     repetition_penalty: float = Field(1.0, gt=0, le=10)
     user: str | None = Field(None, max_length=64)
 

@@ -160,7 +160,7 @@ class Worker:
         run = None
         if job.run_id:  # a previous attempt died: continue its run, not a new one
             try:
-                run = store.get(job.run_id)
+                run = store.get(job.run_id, paths=False)
             except NotFoundError:
                 run = None
             if run is not None and not run.last_checkpoint.is_file():
@@ -173,13 +173,13 @@ class Worker:
                 if steps is not None and int(run.info.get("step", 0)) >= int(steps):
                     pass  # it finished just before the crash
                 else:
-                    run = api.resume(run.id, steps=steps, time_budget=p.get("time_budget"), runs_dir=self.settings.runs,
+                    run = api.resume(str(run.dir), steps=steps, time_budget=p.get("time_budget"), runs_dir=self.settings.runs,
                                      progress=False, should_stop=stop)
         if run is None:
             run = api.train(p["model"], self._data(p.get("data")), overrides=tuple(p.get("overrides") or ()),
                             steps=p.get("steps"), time_budget=p.get("time_budget"), seed=p.get("seed"),
                             runs_dir=self.settings.runs, progress=False, on_run=watch, should_stop=stop)
-        run = store.get(run.id)
+        run = store.get(run.id, paths=False)
         if run.info.get("status") == "interrupted" and not beat.cancel.is_set():
             self.jobs.requeue(job.id, self.name, "the worker was stopped; the run resumes from its checkpoint")
             self.shutdown.set()
@@ -202,7 +202,7 @@ class Worker:
         from ..generation.pipelines import CHECKPOINTS, load_pipeline
         from ..runs import RunStore
 
-        run = RunStore(self.settings.runs).get(run_id)
+        run = RunStore(self.settings.runs).get(run_id, paths=False)
         weights = run.dir / CHECKPOINTS.get(checkpoint, "model.safetensors")
         key = (run.id, checkpoint, weights.stat().st_mtime_ns if weights.is_file() else 0)
         if key in self._pipes:
@@ -279,8 +279,11 @@ class Worker:
     def _evaluate(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:
         from .. import api
 
+        from ..runs import RunStore
+
         p = job.params
-        r = api.evaluate(p["run_id"], n=int(p.get("n", 500)), seed=int(p.get("seed", 0)), runs_dir=self.settings.runs,
+        run = RunStore(self.settings.runs).get(p["run_id"], paths=False)  # the store only, then by its own folder
+        r = api.evaluate(str(run.dir), n=int(p.get("n", 500)), seed=int(p.get("seed", 0)), runs_dir=self.settings.runs,
                          progress=False)
         return {"metrics": {k: v for k, v in r.items() if isinstance(v, (int, float, str, bool)) or v is None}}
 

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
 from ..deps import Context, ctx, require_token
-from ..schemas import GenerateParams, PreferenceRequest, RatingRequest, check_generation_id, check_run_id, unprocessable
+from ..schemas import INT_MAX, GenerateParams, PreferenceRequest, RatingRequest, check_generation_id, check_run_id, unprocessable
 from .jobs import submit, validate
 
 router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)])
@@ -40,7 +40,7 @@ def create_generation(body: GenerateParams, user: str | None = Query(None, max_l
 
 @router.get("/v1/generations")
 def list_generations(run_id: str | None = None, job_id: str | None = None, modality: str | None = None,
-                     limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0),
+                     limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=INT_MAX),
                      c: Context = Depends(ctx)) -> dict[str, Any]:
     if run_id:
         check_run_id(run_id)
@@ -82,7 +82,7 @@ def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context =
     from ...runs import RunStore
     from ...serialization import sha256_file
 
-    weights = RunStore(c.settings.runs).get(row.run_id).dir / CHECKPOINTS[row.checkpoint]
+    weights = RunStore(c.settings.runs).get(row.run_id, paths=False).dir / CHECKPOINTS[row.checkpoint]
     if not weights.is_file() or sha256_file(weights) != row.checkpoint_sha256:
         raise HTTPException(409, f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
                                  "was made (its sha256 differs), so it cannot be replayed exactly")

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from ...errors import GenLoopError, NotFoundError
 from ..deps import Context, ctx, require_token
 from ..jobs import FINAL, QueueFull, job_dict
-from ..schemas import (EvaluateParams, GenerateParams, JobRequest, TrainParams, check_generate, check_run_id,
+from ..schemas import (INT_MAX, EvaluateParams, GenerateParams, JobRequest, TrainParams, check_generate, check_run_id,
                        check_train, unprocessable)
 from .system import datasets
 
@@ -22,13 +22,16 @@ router = APIRouter(tags=["jobs"], dependencies=[Depends(require_token)])
 
 
 def _run_modality(c: Context, run_id: str) -> str:
-    from ... import api
+    """What the run generates; the id is looked up in the run store only (never as a path)."""
+    from ...runs import RunStore
+    from ...systems import models
 
     check_run_id(run_id)
     try:
-        return api.modality(run_id, runs_dir=c.settings.runs)
+        run = RunStore(c.settings.runs).get(run_id, paths=False)
     except NotFoundError as e:
         raise HTTPException(404, str(e)) from None
+    return str(models[run.config["model"]["name"]].modality)
 
 
 def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +84,7 @@ def create_job(body: JobRequest, c: Context = Depends(ctx)) -> JSONResponse:
 
 @router.get("/v1/jobs")
 def list_jobs(status: str | None = None, kind: str | None = None, limit: int = Query(50, ge=1, le=500),
-              offset: int = Query(0, ge=0), c: Context = Depends(ctx)) -> dict[str, Any]:
+              offset: int = Query(0, ge=0, le=INT_MAX), c: Context = Depends(ctx)) -> dict[str, Any]:
     return {"jobs": [job_dict(r) for r in c.jobs.list(status, kind, limit, offset)]}
 
 
@@ -134,7 +137,7 @@ async def event_stream(c: Context, request: Request, job_id: str, after: int) ->
 
 
 @router.get("/v1/jobs/{job_id}/events")
-def job_events(job_id: str, request: Request, after: int = Query(0, ge=0), c: Context = Depends(ctx)) -> StreamingResponse:
+def job_events(job_id: str, request: Request, after: int = Query(0, ge=0, le=INT_MAX), c: Context = Depends(ctx)) -> StreamingResponse:
     _get(c, job_id)
     last = request.headers.get("last-event-id")
     if last and last.isdigit():

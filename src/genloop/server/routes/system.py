@@ -77,7 +77,7 @@ def run_metrics(run_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
 
     check_run_id(run_id)
     try:
-        run = RunStore(c.settings.runs).get(run_id)
+        run = RunStore(c.settings.runs).get(run_id, paths=False)
     except GenLoopError as e:
         raise HTTPException(404, str(e)) from None
     path = run.dir / "metrics.jsonl"

@@ -1,0 +1,68 @@
+"""The studio server under hostile input: numbers past 64 bits, chunked bodies past the cap, zip links and
+non-images, run ids that name folders outside the store. None of these needs a trained model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from genloop.server.app import create_app
+from genloop.server.settings import Settings
+
+HUGE = 9223372036854775808  # 2**63: one past SQLite's largest integer
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(runs=tmp_path / "runs", db_url=f"sqlite:///{tmp_path / 'studio.sqlite'}",
+                    media_dir=tmp_path / "media", uploads_dir=tmp_path / "uploads", max_queued=2)
+
+
+@pytest.fixture
+def client(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings))
+
+
+@pytest.mark.parametrize("url", [f"/v1/jobs?offset={HUGE}", f"/v1/generations?offset={HUGE}",
+                                 f"/v1/jobs?limit={HUGE}", "/v1/jobs?offset=-1"])
+def test_out_of_range_integers_are_422_not_500(client: TestClient, url: str) -> None:
+    assert client.get(url).status_code == 422
+
+
+def test_event_cursor_past_64_bits_is_422(client: TestClient, settings: Settings) -> None:
+    job = client.post("/v1/jobs", json={"kind": "train", "params": {"model": "vae", "data": "digits", "steps": 1}})
+    assert job.status_code == 202
+    assert client.get(f"/v1/jobs/{job.json()['id']}/events?after={HUGE}").status_code == 422
+
+
+def test_run_ids_resolve_in_the_store_only(client: TestClient, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run folder in the server's working directory is not a run the server serves."""
+    outside = tmp_path / "cwd" / "outside"
+    outside.mkdir(parents=True)
+    (outside / "run.json").write_text(json.dumps({"id": "outside", "status": "finished"}), encoding="utf-8")
+    (outside / "config.json").write_text(json.dumps({"model": {"name": "vae"}}), encoding="utf-8")
+    (outside / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n', encoding="utf-8")
+    monkeypatch.chdir(outside.parent)
+    assert client.get("/v1/runs/outside/metrics").status_code == 404
+    r = client.post("/v1/jobs", json={"kind": "evaluate", "params": {"run_id": "outside", "n": 10}})
+    assert r.status_code == 404 and "no run 'outside'" in r.json()["detail"]
+
+
+def _chunks(total: int, size: int = 1 << 16) -> Iterator[bytes]:
+    yield b'{"kind": "train", "params": {"model": "vae", "pad": "'
+    for _ in range(total // size):
+        yield b"x" * size
+    yield b'"}}'
+
+
+def test_a_chunked_body_past_the_cap_is_413(client: TestClient, settings: Settings) -> None:
+    """No Content-Length to trust: the bytes are counted as they arrive."""
+    r = client.post("/v1/jobs", content=_chunks(20 << 20), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and str(settings.limits.max_body_bytes) in r.json()["detail"]
+    small = client.post("/v1/jobs", content=_chunks(1 << 16), headers={"content-type": "application/json"})
+    assert small.status_code == 422  # under the cap: parsed and validated as usual
