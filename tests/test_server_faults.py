@@ -3,7 +3,10 @@ non-images, run ids that name folders outside the store. None of these needs a t
 
 from __future__ import annotations
 
+import io
 import json
+import stat
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -66,3 +69,36 @@ def test_a_chunked_body_past_the_cap_is_413(client: TestClient, settings: Settin
     assert r.status_code == 413 and str(settings.limits.max_body_bytes) in r.json()["detail"]
     small = client.post("/v1/jobs", content=_chunks(1 << 16), headers={"content-type": "application/json"})
     assert small.status_code == 422  # under the cap: parsed and validated as usual
+
+
+def _zip(*members: tuple[zipfile.ZipInfo | str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for info, data in members:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_zip_links_are_refused(client: TestClient, settings: Settings) -> None:
+    link = zipfile.ZipInfo("secret.png")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    body = _zip(("ok.png", _png()), (link, b"/etc/passwd"))
+    r = client.post("/v1/uploads", files={"file": ("set.zip", body, "application/zip")})
+    assert r.status_code == 422 and "'secret.png' is a link" in r.json()["detail"]
+    assert not any(settings.uploads.glob("*/images/*"))  # nothing kept
+
+
+def test_zip_members_are_checked_by_content(client: TestClient) -> None:
+    body = _zip(("ok.png", _png()), ("fake.png", b"#!/bin/sh\necho not an image\n"))
+    r = client.post("/v1/uploads", files={"file": ("set.zip", body, "application/zip")})
+    assert r.status_code == 422 and "'fake.png' is not an image" in r.json()["detail"]
+    good = client.post("/v1/uploads", files={"file": ("set.zip", _zip(("ok.png", _png())), "application/zip")})
+    assert good.status_code == 201 and good.json()["files"] == 1
