@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
+import threading
+import time
 import stat
 import zipfile
 from pathlib import Path
@@ -102,3 +106,35 @@ def test_zip_members_are_checked_by_content(client: TestClient) -> None:
     assert r.status_code == 422 and "'fake.png' is not an image" in r.json()["detail"]
     good = client.post("/v1/uploads", files={"file": ("set.zip", _zip(("ok.png", _png())), "application/zip")})
     assert good.status_code == 201 and good.json()["files"] == 1
+
+
+def test_health_degrades_without_a_live_worker(client: TestClient, settings: Settings) -> None:
+    from genloop.server.liveness import WorkerRegistry
+    from genloop.server.worker import Worker
+
+    h = client.get("/v1/health")
+    assert h.status_code == 200 and h.json()["status"] == "degraded" and h.json()["workers"] == []
+    dead = f"{socket.gethostname()}:999999999"  # a pid that cannot exist: a SIGKILLed worker's row
+    WorkerRegistry(client.app.state.ctx.jobs.engine).register(dead)
+    assert client.get("/v1/health").json()["workers"][0]["alive"] is False
+    assert client.get("/v1/health").json()["status"] == "degraded"
+    worker = Worker(settings, name=f"{socket.gethostname()}:{os.getpid()}")
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    try:
+        h = _wait_for(lambda: (b := client.get("/v1/health").json())["status"] == "ok" and b)
+        (w,) = h["workers"]  # registering pruned the dead one
+        assert (w["pid"], w["alive"]) == (os.getpid(), True) and w["last_heartbeat"]
+    finally:
+        worker.shutdown.set()
+        thread.join(timeout=30)
+    assert client.get("/v1/health").json()["workers"] == []  # a clean stop leaves no row
+
+
+def _wait_for(cond, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := cond():
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")

@@ -20,6 +20,7 @@ from ..feedback.store import FeedbackStore
 from .bodylimit import BodyLimit
 from .deps import Context
 from .jobs import JobStore
+from .liveness import WorkerRegistry
 from .routes import completions, generations, jobs, system, uploads
 from .settings import Settings
 
@@ -33,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Train, generate, evaluate, rate: the GenLoop loop over HTTP. Jobs are durable; "
                               "every generation keeps the recipe that reproduces it.")
     app.state.ctx = Context(settings, JobStore(engine, settings.max_queued, settings.max_attempts),
-                            FeedbackStore(engine=engine, media_dir=settings.media))
+                            FeedbackStore(engine=engine, media_dir=settings.media), WorkerRegistry(engine))
 
     limits = settings.limits
     app.add_middleware(BodyLimit, limit_for=lambda path: limits.max_upload_bytes if path == "/v1/uploads"

@@ -9,6 +9,7 @@ from fastapi import HTTPException, Request
 
 from ..feedback.store import FeedbackStore
 from .jobs import JobStore
+from .liveness import WorkerRegistry
 from .settings import Settings
 
 
@@ -17,6 +18,7 @@ class Context:
     settings: Settings
     jobs: JobStore
     feedback: FeedbackStore
+    workers: WorkerRegistry
 
 
 def ctx(request: Request) -> Context:

@@ -28,6 +28,7 @@ from ..database import connect
 from ..errors import ConfigError, GenLoopError, NotFoundError
 from ..feedback.store import FeedbackStore
 from .jobs import JobRow, JobStore, worker_id
+from .liveness import Beating, WorkerRegistry
 from .settings import Settings
 
 
@@ -103,7 +104,16 @@ class Worker:
 
     # --- the loop -----------------------------------------------------------------------------------
     def run_forever(self, max_jobs: int | None = None, idle_exit: float | None = None) -> int:
-        """Run jobs until SIGTERM/SIGINT (or ``max_jobs`` done, or ``idle_exit`` seconds without work)."""
+        """Run jobs until SIGTERM/SIGINT (or ``max_jobs`` done, or ``idle_exit`` seconds without work),
+        registered as a live worker (``/v1/health``) for as long as the loop runs."""
+        beating = Beating(WorkerRegistry(self.engine), self.name)
+        beating.start()
+        try:
+            return self._loop(max_jobs, idle_exit)
+        finally:
+            beating.stop()
+
+    def _loop(self, max_jobs: int | None, idle_exit: float | None) -> int:
         done, last_recover, idle_since = 0, 0.0, time.monotonic()
         while not self.shutdown.is_set():
             if self._orphaned():

@@ -18,8 +18,12 @@ router = APIRouter(tags=["system"])
 
 @router.get("/v1/health")
 def health(c: Context = Depends(ctx)) -> dict[str, Any]:
+    """``status`` is ``ok`` while at least one worker is alive and ``degraded`` when none is (queued jobs
+    would wait forever). Always 200: the HTTP server itself is up; monitors read ``status``."""
     counts = c.jobs.counts()
-    return {"status": "ok", "version": __version__, "auth": bool(c.settings.token),
+    workers = c.workers.workers(c.settings.stale_after)
+    return {"status": "ok" if any(w["alive"] for w in workers) else "degraded", "version": __version__,
+            "auth": bool(c.settings.token), "workers": workers,
             "queue": {"queued": counts.get("queued", 0), "running": counts.get("running", 0), "limit": c.settings.max_queued}}
 
 
