@@ -138,3 +138,39 @@ def _wait_for(cond, timeout: float = 30.0):  # type: ignore[no-untyped-def]
             return value
         time.sleep(0.05)
     raise AssertionError("timed out waiting")
+
+
+def test_settings_read_genloop_env_and_fail_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genloop.errors import ConfigError
+
+    monkeypatch.setenv("GENLOOP_STALE_AFTER", "5")  # every field has its GENLOOP_ variable now
+    monkeypatch.setenv("GENLOOP_API_TOKEN", "t" * 16)
+    s = Settings.from_env(port=9000, workers=None)
+    assert (s.stale_after, s.token, s.port, s.workers) == (5.0, "t" * 16, 9000, 1)
+    monkeypatch.setenv("GENLOOP_WORKERS", "two")
+    with pytest.raises(ConfigError, match=r"^GENLOOP_WORKERS must be an integer, got 'two'$"):
+        Settings.from_env()
+
+
+def test_a_database_error_hides_the_password_and_keeps_the_host() -> None:
+    from genloop.database import connect
+    from genloop.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        connect("postgresql+psycopg://bob:hunter2@127.0.0.1:1/db?application_name=a@b")
+    assert "hunter2" not in str(e.value) and "bob:***@127.0.0.1:1/db" in str(e.value)
+
+
+def test_the_database_module_creates_no_table_each_store_its_own(tmp_path: Path) -> None:
+    from sqlalchemy import inspect
+
+    from genloop.database import connect
+    from genloop.feedback.store import FeedbackStore
+    from genloop.server.jobs import JobStore
+
+    engine = connect(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
+    assert inspect(engine).get_table_names() == []
+    FeedbackStore(engine=engine, media_dir=tmp_path / "media")
+    assert set(inspect(engine).get_table_names()) == {"generations", "ratings", "preferences"}
+    JobStore(engine)
+    assert {"jobs", "job_events"} <= set(inspect(engine).get_table_names())
