@@ -187,7 +187,7 @@ def test_completions(client: TestClient, settings: Settings, runs) -> None:
     ({"run_id": "RUN", "colour": "red"}, 422, "xtra"),
     ({"run_id": "RUN", "prompt": "hi"}, 422, "do not apply"),
     ({"run_id": "RUN", "sampler": "euler"}, 422, "ddim"),
-    ({"run_id": "../../etc", "n": 1}, 422, "not a run id"),
+    ({"run_id": "../../etc", "n": 1}, 422, "should match pattern"),
     ({"run_id": "20990101-000000-vae-0000", "n": 1}, 404, "no run"),
 ])
 def test_generation_requests_are_checked(client: TestClient, runs, body: dict, status: int, words: str) -> None:
@@ -220,7 +220,8 @@ def test_feedback_bad_input(client: TestClient, settings: Settings, runs) -> Non
     assert client.get("/v1/generations/..%2F..%2Fetc%2Fpasswd/image").status_code == 404
     assert client.post("/v1/preferences", json={"chosen_id": a, "rejected_id": a}).status_code == 422
     assert client.post("/v1/preferences", json={"chosen_id": a, "rejected_id": "0123456789abcdef"}).status_code == 404
-    assert client.get("/v1/jobs/nope").status_code == 404
+    assert client.get("/v1/jobs/nope").status_code == 422
+    assert client.get("/v1/jobs/0123456789abcdef").status_code == 404
     assert client.post("/v1/jobs", json={"kind": "mine", "params": {}}).status_code == 422
     assert client.post("/v1/jobs", content=b"x" * (2 << 20), headers={"content-type": "application/json"}).status_code == 413
 

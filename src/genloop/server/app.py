@@ -12,6 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import compile_path
 
 from .. import __version__
 from ..database import connect
@@ -40,6 +41,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit_for=lambda path: limits.max_upload_bytes if path == "/v1/uploads"
                        else limits.max_body_bytes)
 
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        """Starlette's 405 lists only the methods of the first route that matched the path (``GET /v1/jobs``
+        and ``POST /v1/jobs`` are two routes); ``Allow`` must list every method the path serves."""
+        methods = allowed_methods(app, request.scope["path"])
+        allow = ", ".join(methods) if methods else (getattr(exc, "headers", None) or {}).get("Allow", "")
+        return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})
+
     @app.exception_handler(GenLoopError)
     async def library_error(request: Request, exc: GenLoopError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NotFoundError) else 422)
@@ -53,3 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     return app
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document declares for ``path`` (plus HEAD beside GET, which Starlette answers);
+    empty for paths outside the document (the page, static files)."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))

@@ -13,19 +13,51 @@ from pydantic import BaseModel, ConfigDict, Field
 from .settings import Limits
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-GEN_ID = re.compile(r"^[0-9a-f]{16}$")
+GEN_ID = re.compile(r"^[0-9a-f]{16}$")  # generation and job ids (database.new_id)
 OVERRIDE = re.compile(r"^(model|data|train)\.[A-Za-z0-9_.]+=[^\n]{0,200}$")
 # Every integer the API takes is bounded in the schema, so an out-of-range number is a 422 and never reaches
 # the database (SQLite integers are 64-bit; 2**63 was an OverflowError and a 500).
 INT_MAX = 2**31 - 1
+JobKind = Literal["train", "generate", "evaluate"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ValidationIssue(BaseModel):
+    """One problem FastAPI found in a request (where, what, which rule)."""
+
+    model_config = ConfigDict(extra="allow")  # FastAPI adds input, ctx, url
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """Every GenLoop error body: one sentence, or (a request that failed its schema) the list of issues."""
+
+    detail: str | list[ValidationIssue]
+
+
+_WHY = {400: "the body is not valid JSON", 401: "an API token is required", 403: "the API token is not valid",
+        404: "no such job, generation, run or upload", 409: "the request conflicts with the current state",
+        413: "the request body is over the size cap", 422: "the request breaks the schema or a limit",
+        429: "the job queue is full (see Retry-After)"}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route or router: each error status it can answer, with the :class:`Problem` body."""
+    return {code: {"model": Problem, "description": _WHY[code]} for code in codes}
+
+
+AUTHED = errors(401, 403, 404, 422)  # every token-checked GenLoop route
+WITH_BODY = errors(400, 413)  # routes that read a body
+
+
 class GenerateParams(Strict):
-    run_id: str = Field(description="the run to sample from (GET /v1/models)")
+    run_id: str = Field(description="the run to sample from (GET /v1/models)", pattern=RUN_ID.pattern)
     checkpoint: Literal["last", "best"] = "last"
     n: int = Field(1, ge=1, le=INT_MAX)
     seed: int = Field(0, ge=0, le=INT_MAX)
@@ -55,13 +87,13 @@ class TrainParams(Strict):
 
 
 class EvaluateParams(Strict):
-    run_id: str
+    run_id: str = Field(pattern=RUN_ID.pattern)
     n: int = Field(500, ge=10, le=INT_MAX)
     seed: int = Field(0, ge=0, le=INT_MAX)
 
 
 class JobRequest(Strict):
-    kind: Literal["train", "generate", "evaluate"]
+    kind: JobKind
     params: dict[str, Any]
     user: str | None = Field(None, max_length=64)
 
@@ -73,8 +105,8 @@ class RatingRequest(Strict):
 
 
 class PreferenceRequest(Strict):
-    chosen_id: str
-    rejected_id: str
+    chosen_id: str = Field(pattern=GEN_ID.pattern)
+    rejected_id: str = Field(pattern=GEN_ID.pattern)
     user: str | None = Field(None, max_length=64)
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import FileResponse, JSONResponse
 
 from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
 from ..deps import Context, ctx, require_token
-from ..schemas import INT_MAX, GenerateParams, PreferenceRequest, RatingRequest, check_generation_id, check_run_id, unprocessable
+from ..schemas import (AUTHED, GEN_ID, INT_MAX, RUN_ID, WITH_BODY, GenerateParams, PreferenceRequest, RatingRequest,
+                       check_generation_id, errors, unprocessable)
 from .jobs import submit, validate
 
-router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)], responses=AUTHED)
+GID = Path(pattern=GEN_ID.pattern, description="a generation id (16 hex digits)")
 
 
 def _gen(c: Context, gid: str) -> Any:
@@ -31,7 +33,7 @@ def _out(c: Context, row: Any, feedback: dict[str, Any] | None = None) -> dict[s
     return d
 
 
-@router.post("/v1/generations", status_code=202)
+@router.post("/v1/generations", status_code=202, responses={**WITH_BODY, **errors(429)})
 def create_generation(body: GenerateParams, user: str | None = Query(None, max_length=64),
                       c: Context = Depends(ctx)) -> JSONResponse:
     """Queue a generation job (the same as ``POST /v1/jobs`` with ``kind: generate``)."""
@@ -39,23 +41,22 @@ def create_generation(body: GenerateParams, user: str | None = Query(None, max_l
 
 
 @router.get("/v1/generations")
-def list_generations(run_id: str | None = None, job_id: str | None = None, modality: str | None = None,
+def list_generations(run_id: str | None = Query(None, pattern=RUN_ID.pattern),
+                     job_id: str | None = Query(None, pattern=GEN_ID.pattern), modality: Literal["image", "text"] | None = None,
                      limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=INT_MAX),
                      c: Context = Depends(ctx)) -> dict[str, Any]:
-    if run_id:
-        check_run_id(run_id)
     rows = c.feedback.list(run_id=run_id, job_id=job_id, modality=modality, limit=limit, offset=offset)
     feedback = c.feedback.summaries([r.id for r in rows])
     return {"generations": [_out(c, r, feedback[r.id]) for r in rows], "total": c.feedback.count(run_id, job_id, modality)}
 
 
 @router.get("/v1/generations/{gid}")
-def get_generation(gid: str, c: Context = Depends(ctx)) -> dict[str, Any]:
+def get_generation(gid: str = GID, c: Context = Depends(ctx)) -> dict[str, Any]:
     return _out(c, _gen(c, gid))
 
 
 @router.get("/v1/generations/{gid}/image")
-def generation_image(gid: str, c: Context = Depends(ctx)) -> FileResponse:
+def generation_image(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
     row = _gen(c, gid)
     try:
         path = c.feedback.image_path(row)
@@ -66,8 +67,8 @@ def generation_image(gid: str, c: Context = Depends(ctx)) -> FileResponse:
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
 
-@router.post("/v1/generations/{gid}/replay", status_code=202)
-def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context = Depends(ctx)) -> JSONResponse:
+@router.post("/v1/generations/{gid}/replay", status_code=202, responses=errors(409, 429))
+def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Context = Depends(ctx)) -> JSONResponse:
     """Make a generation again from its stored recipe; the job's result says whether it came out identical."""
     row = _gen(c, gid)
     r = row.recipe
@@ -89,8 +90,8 @@ def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context =
     return submit(c, "generate", {**params, "replay_of": row.id}, user)
 
 
-@router.post("/v1/generations/{gid}/ratings", status_code=201)
-def rate(gid: str, body: RatingRequest, c: Context = Depends(ctx)) -> dict[str, Any]:
+@router.post("/v1/generations/{gid}/ratings", status_code=201, responses=WITH_BODY)
+def rate(body: RatingRequest, gid: str = GID, c: Context = Depends(ctx)) -> dict[str, Any]:
     _gen(c, gid)
     if body.thumbs is None and body.stars is None:
         raise unprocessable("a rating needs thumbs (1 or -1) or stars (1-5)")
@@ -98,12 +99,12 @@ def rate(gid: str, body: RatingRequest, c: Context = Depends(ctx)) -> dict[str, 
 
 
 @router.get("/v1/generations/{gid}/ratings")
-def ratings(gid: str, c: Context = Depends(ctx)) -> dict[str, Any]:
+def ratings(gid: str = GID, c: Context = Depends(ctx)) -> dict[str, Any]:
     _gen(c, gid)
     return {"ratings": [rating_dict(r) for r in c.feedback.ratings(gid)]}
 
 
-@router.post("/v1/preferences", status_code=201, tags=["feedback"])
+@router.post("/v1/preferences", status_code=201, tags=["feedback"], responses=WITH_BODY)
 def prefer(body: PreferenceRequest, c: Context = Depends(ctx)) -> dict[str, Any]:
     _gen(c, body.chosen_id), _gen(c, body.rejected_id)
     try:
@@ -113,5 +114,5 @@ def prefer(body: PreferenceRequest, c: Context = Depends(ctx)) -> dict[str, Any]
 
 
 @router.get("/v1/preferences", tags=["feedback"])
-def preferences(run_id: str | None = None, c: Context = Depends(ctx)) -> dict[str, Any]:
+def preferences(run_id: str | None = Query(None, pattern=RUN_ID.pattern), c: Context = Depends(ctx)) -> dict[str, Any]:
     return {"preferences": [preference_dict(p) for p in c.feedback.preferences(run_id)]}

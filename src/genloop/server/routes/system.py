@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
+from fastapi import Path as PathParam
 
 from ... import __version__
 from ..deps import Context, ctx, require_token
-from ..schemas import check_run_id
+from ..schemas import AUTHED, RUN_ID
 
 router = APIRouter(tags=["system"])
 
@@ -73,13 +74,12 @@ def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
     return {"models": out, "families": models.names(), "datasets": datasets()}
 
 
-@router.get("/v1/runs/{run_id}/metrics", dependencies=[Depends(require_token)])
-def run_metrics(run_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
+@router.get("/v1/runs/{run_id}/metrics", dependencies=[Depends(require_token)], responses=AUTHED)
+def run_metrics(run_id: str = PathParam(pattern=RUN_ID.pattern), c: Context = Depends(ctx)) -> dict[str, Any]:
     """The run's ``metrics.jsonl`` (training losses, quick evaluations) for plotting."""
     from ...errors import GenLoopError
     from ...runs import RunStore
 
-    check_run_id(run_id)
     try:
         run = RunStore(c.settings.runs).get(run_id, paths=False)
     except GenLoopError as e:

@@ -21,8 +21,9 @@ from fastapi import APIRouter, Depends, HTTPException, UploadFile
 
 from ...database import new_id
 from ..deps import Context, ctx, require_token
+from ..schemas import AUTHED, WITH_BODY
 
-router = APIRouter(tags=["uploads"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["uploads"], dependencies=[Depends(require_token)], responses={**AUTHED, **WITH_BODY})
 KINDS = {".txt": "text", ".jsonl": "jsonl", ".png": "image", ".jpg": "image", ".jpeg": "image", ".zip": "zip"}
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_ZIP_MEMBERS = 100_000
