@@ -174,3 +174,19 @@ def test_the_database_module_creates_no_table_each_store_its_own(tmp_path: Path)
     assert set(inspect(engine).get_table_names()) == {"generations", "ratings", "preferences"}
     JobStore(engine)
     assert {"jobs", "job_events"} <= set(inspect(engine).get_table_names())
+
+
+def test_a_session_cookie_replaces_the_token_in_urls(settings: Settings) -> None:
+    token = "s3cret-token-for-tests"
+    settings.token = token
+    app = create_app(settings)
+    client = TestClient(app)
+    assert client.post("/v1/session").status_code == 401
+    assert client.post("/v1/session", headers={"Authorization": "Bearer wrong-token-xxxxxxx"}).status_code == 403
+    r = client.post("/v1/session", headers={"Authorization": f"Bearer {token}"})
+    cookie = r.headers["set-cookie"]
+    assert r.status_code == 204 and "HttpOnly" in cookie and "SameSite=strict" in cookie and token not in cookie
+    assert client.get("/v1/jobs").status_code == 200  # the cookie alone: what <img> and new tabs send
+    assert TestClient(app, cookies={"genloop_session": "forged"}).get("/v1/jobs").status_code == 401
+    assert client.delete("/v1/session").status_code == 204
+    assert client.get("/v1/jobs").status_code == 401

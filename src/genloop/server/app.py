@@ -22,7 +22,7 @@ from .bodylimit import BodyLimit
 from .deps import Context
 from .jobs import JobStore
 from .liveness import WorkerRegistry
-from .routes import completions, generations, jobs, system, uploads
+from .routes import completions, generations, jobs, session, system, uploads
 from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def library_error(request: Request, exc: GenLoopError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NotFoundError) else 422)
 
-    for module in (system, jobs, generations, completions, uploads):
+    for module in (system, session, jobs, generations, completions, uploads):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
