@@ -14,13 +14,16 @@ modality, the content of an uploaded file, the free-form ``params`` of ``POST /v
 
 from __future__ import annotations
 
+import select
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
+import pytest
 from conftest import cli_env
 
 SCHEMATHESIS = [sys.executable, "-m", "schemathesis.cli", "run", "--max-examples", "25", "--generation-deterministic",
@@ -41,21 +44,49 @@ def _up(base: str) -> bool:
         return False
 
 
-def test_the_server_conforms_to_its_openapi_document(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """``genloop serve`` on a free loopback port, no worker, a queue of one: (base URL, env, folder)."""
+    tmp_path = tmp_path_factory.mktemp("live")
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = cli_env(tmp_path)
     server = subprocess.Popen([sys.executable, "-m", "genloop", "serve", "--port", str(port), "--workers", "0",
-                               "--max-queued", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               "--max-queued", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not _up(base):
             assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.2)
-        run = subprocess.run([*SCHEMATHESIS, f"{base}/openapi.json"], env=env, cwd=tmp_path, capture_output=True,
-                             text=True, timeout=120)
+        yield base, env, tmp_path
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_server_conforms_to_its_openapi_document(live: tuple[str, dict[str, str], Path]) -> None:
+    base, env, tmp_path = live
+    run = subprocess.run([*SCHEMATHESIS, f"{base}/openapi.json"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
     report = run.stdout[-6000:] + run.stderr[-2000:]
     assert run.returncode == 0 and " passed" in run.stdout and "failure" not in run.stdout, report
+
+
+def test_a_chunked_body_is_refused_while_it_arrives(live: tuple[str, dict[str, str], Path]) -> None:
+    """20 MiB of chunked JSON to a 1 MiB cap: the 413 comes back while the client is still sending."""
+    host, port = live[0].removeprefix("http://").split(":")
+    chunk, total, sent = b"x" * (1 << 16), 20 << 20, 0
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        while sent < total and not select.select([sock], [], [], 0)[0]:  # until the server answers
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:  # it answered and closed the connection
+                break
+            sent += len(chunk)
+        if sent >= total:
+            sock.sendall(b"0\r\n\r\n")  # the whole body went in: let the server answer whatever it will
+        reply = sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert sent < total  # refused before the body was all sent, not after parsing it
