@@ -7,12 +7,12 @@ import io
 import json
 import os
 import socket
+import stat
 import threading
 import time
-import stat
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient

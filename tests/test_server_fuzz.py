@@ -19,8 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -66,8 +66,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
 
 def test_the_server_conforms_to_its_openapi_document(live: tuple[str, dict[str, str], Path]) -> None:
     base, env, tmp_path = live
-    run = subprocess.run([*SCHEMATHESIS, f"{base}/openapi.json"], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run([*SCHEMATHESIS, f"{base}/openapi.json"], check=False, env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
     report = run.stdout[-6000:] + run.stderr[-2000:]
     assert run.returncode == 0 and " passed" in run.stdout and "failure" not in run.stdout, report
 

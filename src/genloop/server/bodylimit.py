@@ -9,7 +9,7 @@ cannot do this: it sees the request before the body is read.)
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
             raise ConfigError(_one_line(e)) from None
 
     @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
+    def from_env(cls, **overrides: object) -> Settings:
         """The environment's settings with the given (non-None) overrides, e.g. command-line flags."""
         return cls(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -105,6 +105,7 @@ def _one_line(e: ValidationError) -> str:
     first = e.errors()[0]
     field = str(first["loc"][0]) if first.get("loc") else "setting"
     name = _ALIASES.get(field, field if field.startswith(ENV_PREFIX) else ENV_PREFIX + field.upper())
-    kind = {"int_parsing": "an integer", "float_parsing": "a number", "bool_parsing": "true or false"}.get(first["type"])
+    kinds = {"int_parsing": "an integer", "float_parsing": "a number", "bool_parsing": "true or false"}
+    kind = kinds.get(first["type"])
     problem = f"must be {kind}" if kind else first["msg"]
     return f"{name} {problem}, got {first.get('input')!r}"

@@ -183,8 +183,8 @@ class Worker:
                 if steps is not None and int(run.info.get("step", 0)) >= int(steps):
                     pass  # it finished just before the crash
                 else:
-                    run = api.resume(str(run.dir), steps=steps, time_budget=p.get("time_budget"), runs_dir=self.settings.runs,
-                                     progress=False, should_stop=stop)
+                    run = api.resume(str(run.dir), steps=steps, time_budget=p.get("time_budget"),
+                                     runs_dir=self.settings.runs, progress=False, should_stop=stop)
         if run is None:
             run = api.train(p["model"], self._data(p.get("data")), overrides=tuple(p.get("overrides") or ()),
                             steps=p.get("steps"), time_budget=p.get("time_budget"), seed=p.get("seed"),
@@ -288,7 +288,6 @@ class Worker:
     # --- evaluate -----------------------------------------------------------------------------------
     def _evaluate(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:
         from .. import api
-
         from ..runs import RunStore
 
         p = job.params

@@ -10,8 +10,19 @@ from fastapi.responses import FileResponse, JSONResponse
 from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
 from ..deps import Context, ctx, require_token
-from ..schemas import (AUTHED, GEN_ID, INT_MAX, RUN_ID, WITH_BODY, GenerateParams, PreferenceRequest, RatingRequest,
-                       check_generation_id, errors, unprocessable)
+from ..schemas import (
+    AUTHED,
+    GEN_ID,
+    INT_MAX,
+    RUN_ID,
+    WITH_BODY,
+    GenerateParams,
+    PreferenceRequest,
+    RatingRequest,
+    check_generation_id,
+    errors,
+    unprocessable,
+)
 from .jobs import submit, validate
 
 router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)], responses=AUTHED)
@@ -42,7 +53,8 @@ def create_generation(body: GenerateParams, user: str | None = Query(None, max_l
 
 @router.get("/v1/generations")
 def list_generations(run_id: str | None = Query(None, pattern=RUN_ID.pattern),
-                     job_id: str | None = Query(None, pattern=GEN_ID.pattern), modality: Literal["image", "text"] | None = None,
+                     job_id: str | None = Query(None, pattern=GEN_ID.pattern),
+                     modality: Literal["image", "text"] | None = None,
                      limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=INT_MAX),
                      c: Context = Depends(ctx)) -> dict[str, Any]:
     rows = c.feedback.list(run_id=run_id, job_id=job_id, modality=modality, limit=limit, offset=offset)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -14,9 +15,23 @@ from pydantic import ValidationError
 from ...errors import GenLoopError, NotFoundError
 from ..deps import Context, ctx, require_token
 from ..jobs import FINAL, QueueFull, job_dict
-from ..schemas import (AUTHED, GEN_ID, INT_MAX, WITH_BODY, EvaluateParams, GenerateParams, JobKind, JobRequest, JobStatus,
-                       TrainParams,
-                       check_generate, check_run_id, check_train, errors, unprocessable)
+from ..schemas import (
+    AUTHED,
+    GEN_ID,
+    INT_MAX,
+    WITH_BODY,
+    EvaluateParams,
+    GenerateParams,
+    JobKind,
+    JobRequest,
+    JobStatus,
+    TrainParams,
+    check_generate,
+    check_run_id,
+    check_train,
+    errors,
+    unprocessable,
+)
 from .system import datasets
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_token)], responses=AUTHED)
@@ -139,7 +154,8 @@ async def event_stream(c: Context, request: Request, job_id: str, after: int) ->
 
 
 @router.get("/v1/jobs/{job_id}/events")
-def job_events(request: Request, job_id: str = JOB_ID, after: int = Query(0, ge=0, le=INT_MAX), c: Context = Depends(ctx)) -> StreamingResponse:
+def job_events(request: Request, job_id: str = JOB_ID, after: int = Query(0, ge=0, le=INT_MAX),
+               c: Context = Depends(ctx)) -> StreamingResponse:
     _get(c, job_id)
     last = request.headers.get("last-event-id")
     if last and last.isdigit():

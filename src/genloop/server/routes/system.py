@@ -25,7 +25,8 @@ def health(c: Context = Depends(ctx)) -> dict[str, Any]:
     workers = c.workers.workers(c.settings.stale_after)
     return {"status": "ok" if any(w["alive"] for w in workers) else "degraded", "version": __version__,
             "auth": bool(c.settings.token), "workers": workers,
-            "queue": {"queued": counts.get("queued", 0), "running": counts.get("running", 0), "limit": c.settings.max_queued}}
+            "queue": {"queued": counts.get("queued", 0), "running": counts.get("running", 0),
+                      "limit": c.settings.max_queued}}
 
 
 @lru_cache(maxsize=1024)

@@ -3,7 +3,8 @@
 The file is streamed to disk with a size cap (413 beyond it), its type is checked by content (UTF-8
 text, JSON lines, images Pillow can decode, zips whose members are plain relative names, regular files
 (never symlinks, which would otherwise be written out as a file holding the link's target) and images by
-their content, not their extension), and it is stored under a fresh id — the client's file name is reduced to a safe basename and never used as a path.
+their content, not their extension), and it is stored under a fresh id — the client's file name is
+reduced to a safe basename and never used as a path.
 """
 
 from __future__ import annotations
