@@ -190,3 +190,55 @@ def test_a_session_cookie_replaces_the_token_in_urls(settings: Settings) -> None
     assert TestClient(app, cookies={"genloop_session": "forged"}).get("/v1/jobs").status_code == 401
     assert client.delete("/v1/session").status_code == 204
     assert client.get("/v1/jobs").status_code == 401
+
+
+class _FakeProc:
+    """Stands in for a worker process: exits when told to."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        self.returncode = -sig
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.returncode
+
+
+def test_the_supervisor_restarts_with_a_doubling_back_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genloop.server import serve
+
+    now = [100.0]
+    monkeypatch.setattr(serve.time, "monotonic", lambda: now[0])
+    spawned: list[_FakeProc] = []
+
+    def spawn(_: Settings) -> _FakeProc:
+        spawned.append(_FakeProc(len(spawned) + 1))
+        return spawned[-1]
+
+    sup = serve.Supervisor(Settings(runs=tmp_path / "runs", workers=1), spawn=spawn)  # type: ignore[arg-type]
+    sup.CHECK_SECONDS = 3600  # this test drives check() itself
+    sup.start()
+
+    def die_then_wait(wait: float) -> None:
+        spawned[-1].returncode = -9
+        sup.check()  # reaped; not restarted before its back-off
+        count = len(spawned)
+        now[0] += wait - 0.01
+        sup.check()
+        assert len(spawned) == count
+        now[0] += 0.01
+        sup.check()
+        assert len(spawned) == count + 1
+
+    die_then_wait(1.0)
+    die_then_wait(2.0)  # died again at once: twice the wait
+    die_then_wait(4.0)
+    now[0] += sup.STEADY_SECONDS  # a worker that lived a while starts the back-off over
+    die_then_wait(1.0)
+    assert sup.restarts == 4
+    sup.stop()
+    assert spawned[-1].returncode == -15  # SIGTERM on the way out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Table, create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -87,13 +87,13 @@ def connect(url: str | None = None, runs: str | Path | None = None) -> Engine:
     return engine
 
 
-def create_tables(engine: Engine, *tables: Table) -> None:
-    """Create whichever of ``tables`` are missing (a check per table; stores open once per process).
+def create_tables(engine: Engine, *models: type[Base]) -> None:
+    """Create whichever tables of ``models`` are missing (a check per table; stores open once per process).
 
     Each store calls this for its own tables when it opens, so ``database`` needs to know no store.
     """
     try:
-        Base.metadata.create_all(engine, tables=list(tables))
+        Base.metadata.create_all(engine, tables=[cast(Table, m.__table__) for m in models])
     except Exception as e:  # noqa: BLE001 - server down, bad credentials, no CREATE permission
         raise _unopenable(engine.url.render_as_string(hide_password=False), e) from None
 

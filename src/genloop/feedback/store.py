@@ -107,7 +107,7 @@ class FeedbackStore:
     def __init__(self, url: str | None = None, media_dir: str | Path | None = None, runs: str | Path | None = None,
                  engine: Engine | None = None) -> None:
         self.engine = engine or connect(url, runs)
-        create_tables(self.engine, GenerationRow.__table__, RatingRow.__table__, PreferenceRow.__table__)
+        create_tables(self.engine, GenerationRow, RatingRow, PreferenceRow)
         self.Session = sessions(self.engine)
         self.media_dir = Path(media_dir) if media_dir else runs_dir(runs) / "media"
 

@@ -101,7 +101,7 @@ def pid_dead(worker: str | None) -> bool:
 
 class JobStore:
     def __init__(self, engine: Engine, max_queued: int = 32, max_attempts: int = 3) -> None:
-        create_tables(engine, JobRow.__table__, JobEventRow.__table__)
+        create_tables(engine, JobRow, JobEventRow)
         self.engine, self.Session = engine, sessions(engine)
         self.max_queued, self.max_attempts = max_queued, max_attempts
 

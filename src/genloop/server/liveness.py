@@ -37,7 +37,7 @@ class WorkerRegistry:
     """The ``workers`` table: register, beat, leave (workers) and who is alive (health)."""
 
     def __init__(self, engine: Engine) -> None:
-        create_tables(engine, WorkerRow.__table__)
+        create_tables(engine, WorkerRow)
         self.Session = sessions(engine)
 
     def register(self, name: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     poll_interval: float = 0.05  # how often the event stream and idle workers look for news
     limits: Limits = Field(default_factory=Limits)
 
-    def __init__(self, **values: object) -> None:
+    def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
         except ValidationError as e:
