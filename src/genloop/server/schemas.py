@@ -5,7 +5,7 @@ numeric ranges that depend on the server's configured :class:`~.settings.Limits`
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,10 +92,26 @@ class EvaluateParams(Strict):
     seed: int = Field(0, ge=0, le=INT_MAX)
 
 
-class JobRequest(Strict):
-    kind: JobKind
-    params: dict[str, Any]
+class TrainJob(Strict):
+    kind: Literal["train"]
+    params: TrainParams
     user: str | None = Field(None, max_length=64)
+
+
+class GenerateJob(Strict):
+    kind: Literal["generate"]
+    params: GenerateParams
+    user: str | None = Field(None, max_length=64)
+
+
+class EvaluateJob(Strict):
+    kind: Literal["evaluate"]
+    params: EvaluateParams
+    user: str | None = Field(None, max_length=64)
+
+
+# The body of POST /v1/jobs: ``kind`` says which params apply, so the OpenAPI document can state them.
+JobRequest = Annotated[TrainJob | GenerateJob | EvaluateJob, Field(discriminator="kind")]
 
 
 class RatingRequest(Strict):

@@ -96,7 +96,7 @@ def submit(c: Context, kind: str, params: dict[str, Any], user: str | None) -> J
 
 @router.post("/v1/jobs", status_code=202, responses={**WITH_BODY, **errors(429)})
 def create_job(body: JobRequest, c: Context = Depends(ctx)) -> JSONResponse:
-    return submit(c, body.kind, validate(c, body.kind, body.params), body.user)
+    return submit(c, body.kind, validate(c, body.kind, body.params.model_dump(exclude_none=True)), body.user)
 
 
 @router.get("/v1/jobs")
