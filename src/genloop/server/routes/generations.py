@@ -10,19 +10,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
 from ..deps import Context, ctx, require_token
-from ..schemas import (
-    AUTHED,
-    GEN_ID,
-    INT_MAX,
-    RUN_ID,
-    WITH_BODY,
-    GenerateParams,
-    PreferenceRequest,
-    RatingRequest,
-    check_generation_id,
-    errors,
-    unprocessable,
-)
+from ..schemas import (AUTHED, GEN_ID, INT_MAX, RUN_ID, WITH_BODY, GenerateParams, PreferenceRequest, RatingRequest,
+                       check_generation_id, errors, unprocessable)
 from .jobs import submit, validate
 
 router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)], responses=AUTHED)

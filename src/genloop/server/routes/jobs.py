@@ -15,23 +15,8 @@ from pydantic import ValidationError
 from ...errors import GenLoopError, NotFoundError
 from ..deps import Context, ctx, require_token
 from ..jobs import FINAL, QueueFull, job_dict
-from ..schemas import (
-    AUTHED,
-    GEN_ID,
-    INT_MAX,
-    WITH_BODY,
-    EvaluateParams,
-    GenerateParams,
-    JobKind,
-    JobRequest,
-    JobStatus,
-    TrainParams,
-    check_generate,
-    check_run_id,
-    check_train,
-    errors,
-    unprocessable,
-)
+from ..schemas import (AUTHED, GEN_ID, INT_MAX, WITH_BODY, EvaluateParams, GenerateParams, JobKind, JobRequest, JobStatus,
+                       TrainParams, check_generate, check_run_id, check_train, errors, unprocessable)
 from .system import datasets
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_token)], responses=AUTHED)
