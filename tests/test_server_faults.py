@@ -1,5 +1,6 @@
-"""The studio server under hostile input: numbers past 64 bits, chunked bodies past the cap, zip links and
-non-images, run ids that name folders outside the store. None of these needs a trained model."""
+"""The studio server under faults and hostile input: numbers past 64 bits, chunked bodies past the cap, zip
+links and non-images, run ids that name folders outside the store, dead workers (health, the supervisor's
+back-off), the session cookie, and the settings and database plumbing under them. No trained model needed."""
 
 from __future__ import annotations
 

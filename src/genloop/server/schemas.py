@@ -154,12 +154,6 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def check_generation_id(gid: str) -> str:
-    if not GEN_ID.match(gid or ""):
-        raise HTTPException(status_code=404, detail=f"no generation '{gid}'")
-    return gid
-
-
 def check_generate(p: GenerateParams, limits: Limits) -> None:
     check_run_id(p.run_id)
     if p.n > limits.max_images:

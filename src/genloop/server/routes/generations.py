@@ -11,7 +11,7 @@ from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
 from ..deps import Context, ctx, require_token
 from ..schemas import (AUTHED, GEN_ID, INT_MAX, RUN_ID, WITH_BODY, GenerateParams, PreferenceRequest, RatingRequest,
-                       check_generation_id, errors, unprocessable)
+                       errors, unprocessable)
 from .jobs import submit, validate
 
 router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)], responses=AUTHED)
@@ -19,7 +19,6 @@ GID = Path(pattern=GEN_ID.pattern, description="a generation id (16 hex digits)"
 
 
 def _gen(c: Context, gid: str) -> Any:
-    check_generation_id(gid)
     try:
         return c.feedback.get(gid)
     except GenLoopError as e:
