@@ -178,5 +178,5 @@ def test_auth_and_queue_errors(live: Live) -> None:
         assert e.value.response.headers["retry-after"] == "5"
     finally:
         jobs.max_queued = limit
-    r = httpx.get(f"{live.base}/v1/jobs/nope", headers={"Authorization": f"Bearer {TOKEN}"})
+    r = httpx.get(f"{live.base}/v1/jobs/0123456789abcdef", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 404 and "detail" in r.json()  # GenLoop's own routes keep their format

@@ -149,3 +149,34 @@ def test_a_job_that_keeps_killing_its_worker_fails_with_the_reason(tmp_path: Pat
     failed = jobs.get(job.id)
     assert failed.status == "failed" and "gave up after 2 attempts" in failed.error
     assert jobs.claim(dead) is None
+
+
+def test_a_killed_worker_is_reaped_restarted_and_reported(tmp_path: Path) -> None:
+    """SIGKILL the worker of a live `genloop serve`: health stops saying "ok" for it, the supervisor reaps
+    the process and starts another, and a job queued meanwhile runs."""
+    env = cli_env(tmp_path)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "genloop", "serve", "--port", str(port)], env=env,
+                              start_new_session=True)
+
+    def alive() -> list[dict]:
+        return [w for w in httpx.get(f"{base}/v1/health", timeout=5).json()["workers"] if w["alive"]]
+
+    try:
+        _wait(lambda: _up(base), timeout=60)
+        first = _wait(alive, timeout=60)[0]
+        assert httpx.get(f"{base}/v1/health").json()["status"] == "ok"
+        os.kill(first["pid"], signal.SIGKILL)
+        job = httpx.post(f"{base}/v1/jobs", json={"kind": "train", "params": {**TRAIN, "steps": 2}}).json()
+        second = _wait(lambda: [w for w in alive() if w["pid"] != first["pid"]], timeout=60)[0]
+        assert not Path(f"/proc/{first['pid']}").exists()  # reaped, not a zombie
+        health = httpx.get(f"{base}/v1/health").json()
+        assert health["status"] == "ok" and first["pid"] not in [w["pid"] for w in health["workers"]]
+        assert second["host"] == socket.gethostname() and second["last_heartbeat"]
+        done = _wait(lambda: (j := httpx.get(f"{base}/v1/jobs/{job['id']}").json())["status"] in ("succeeded", "failed")
+                     and j, timeout=120)
+        assert done["status"] == "succeeded", done["error"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)

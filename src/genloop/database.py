@@ -2,7 +2,8 @@
 
 SQLite (a file beside the runs, the default) or any SQLAlchemy URL (``postgresql+psycopg://...``).
 Tables are declared next to the code that owns them (``server/jobs.py``, ``feedback/store.py``) on the
-one :class:`Base` here; :func:`connect` creates whichever are missing. SQLite is opened in WAL mode with
+one :class:`Base` here, and each store creates its own tables with :func:`create_tables` when it is
+opened (this module imports none of them: a store that is never used adds no table). SQLite is opened in WAL mode with
 a busy timeout so that the server, the worker and the CLI can share the file.
 """
 
@@ -11,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, create_engine, event
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
 from .errors import ConfigError
@@ -47,9 +48,10 @@ _ENGINES: dict[str, Engine] = {}
 
 
 def connect(url: str | None = None, runs: str | Path | None = None) -> Engine:
-    """An engine for ``url`` (default: :func:`default_url`) with every GenLoop table created.
+    """An engine for ``url`` (default: :func:`default_url`), checked to be reachable.
 
-    Engines are cached per URL (one pool per process). A bad URL is a one-line :class:`ConfigError`.
+    Engines are cached per URL (one pool per process). A bad URL or an unreachable database is a one-line
+    :class:`ConfigError`. Tables are the stores' business (:func:`create_tables`).
     """
     url = url or default_url(runs)
     if url in _ENGINES:
@@ -76,15 +78,28 @@ def connect(url: str | None = None, runs: str | Path | None = None) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
-    from .feedback import store as _feedback  # noqa: F401 - registers the tables on Base
-    from .server import jobs as _jobs  # noqa: F401
-
     try:
-        Base.metadata.create_all(engine)
+        with engine.connect():
+            pass
     except Exception as e:  # noqa: BLE001 - server down, bad credentials
-        raise ConfigError(f"cannot open database {_redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise _unopenable(url, e) from None
     _ENGINES[url] = engine
     return engine
+
+
+def create_tables(engine: Engine, *models: type[Base]) -> None:
+    """Create whichever tables of ``models`` are missing (a check per table; stores open once per process).
+
+    Each store calls this for its own tables when it opens, so ``database`` needs to know no store.
+    """
+    try:
+        Base.metadata.create_all(engine, tables=[cast(Table, m.__table__) for m in models])
+    except Exception as e:  # noqa: BLE001 - server down, bad credentials, no CREATE permission
+        raise _unopenable(engine.url.render_as_string(hide_password=False), e) from None
+
+
+def _unopenable(url: str, e: Exception) -> ConfigError:
+    return ConfigError(f"cannot open database {_redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}")
 
 
 def sessions(engine: Engine) -> sessionmaker:
@@ -92,10 +107,8 @@ def sessions(engine: Engine) -> sessionmaker:
 
 
 def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    """The URL without its password, for error messages (SQLAlchemy's own rendering, ``***``)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse: show only its scheme
+        return url.split("://", 1)[0] + "://..." if "://" in url else "<unparseable URL>"

@@ -176,17 +176,21 @@ class RunStore:
         self._index(info)
         return run
 
-    def get(self, run_id: str) -> Run:
-        """A run by id, by unique id prefix, or by the path of its directory."""
+    def get(self, run_id: str, paths: bool = True) -> Run:
+        """A run by id, by unique id prefix, or (with ``paths``, for the CLI) by the path of its directory.
+
+        The server passes ``paths=False``: a run id must name a run *in the store*, never a folder that
+        happens to exist in the server's working directory.
+        """
         path = Path(run_id)
-        if RunLayout(path).run_info.is_file():
+        if paths and RunLayout(path).run_info.is_file():
             return self._checked(Run(path, read_json(RunLayout(path).run_info)))
         if run_id and "/" not in run_id and RunLayout(self.root / run_id).run_info.is_file():
             return self._checked(Run(self.root / run_id, read_json(RunLayout(self.root / run_id).run_info)))
         ids = [d.name for d in self.root.iterdir() if RunLayout(d).run_info.is_file()] if self.root.is_dir() else []
         matches = [i for i in ids if i.startswith(run_id)] if run_id else []
         if len(matches) == 1:
-            return self.get(matches[0])
+            return self.get(matches[0], paths)
         if len(matches) > 1:
             raise NotFoundError(f"run id '{run_id}' is ambiguous: matches {', '.join(sorted(matches)[:5])}")
         recent = ", ".join(sorted(ids)[-3:]) or "none yet"

@@ -16,7 +16,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, case, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..database import Base, connect, iso, new_id, sessions, utcnow
+from ..database import Base, connect, create_tables, iso, new_id, sessions, utcnow
 from ..errors import ConfigError, NotFoundError
 from ..paths import runs_dir
 
@@ -107,6 +107,7 @@ class FeedbackStore:
     def __init__(self, url: str | None = None, media_dir: str | Path | None = None, runs: str | Path | None = None,
                  engine: Engine | None = None) -> None:
         self.engine = engine or connect(url, runs)
+        create_tables(self.engine, GenerationRow, RatingRow, PreferenceRow)
         self.Session = sessions(self.engine)
         self.media_dir = Path(media_dir) if media_dir else runs_dir(runs) / "media"
 

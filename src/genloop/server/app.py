@@ -12,14 +12,17 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import compile_path
 
 from .. import __version__
 from ..database import connect
 from ..errors import GenLoopError, NotFoundError
 from ..feedback.store import FeedbackStore
+from .bodylimit import BodyLimit
 from .deps import Context
 from .jobs import JobStore
-from .routes import completions, generations, jobs, system, uploads
+from .liveness import WorkerRegistry
+from .routes import completions, generations, jobs, session, system, uploads
 from .services import openai_compat
 from .settings import Settings
 
@@ -33,16 +36,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Train, generate, evaluate, rate: the GenLoop loop over HTTP. Jobs are durable; "
                               "every generation keeps the recipe that reproduces it.")
     app.state.ctx = Context(settings, JobStore(engine, settings.max_queued, settings.max_attempts),
-                            FeedbackStore(engine=engine, media_dir=settings.media))
+                            FeedbackStore(engine=engine, media_dir=settings.media), WorkerRegistry(engine))
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        """Refuse oversized bodies by their declared length before reading them (413)."""
-        size = request.headers.get("content-length")
-        limit = settings.limits.max_upload_bytes if request.url.path == "/v1/uploads" else settings.limits.max_body_bytes
-        if size is not None and (not size.isdigit() or int(size) > limit):
-            return JSONResponse({"detail": f"request body too large (limit {limit} bytes)"}, status_code=413)
-        return await call_next(request)
+    limits = settings.limits
+    app.add_middleware(BodyLimit, limit_for=lambda path: limits.max_upload_bytes if path == "/v1/uploads"
+                       else limits.max_body_bytes)
+
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        """Starlette's 405 lists only the methods of the first route that matched the path (``GET /v1/jobs``
+        and ``POST /v1/jobs`` are two routes); ``Allow`` must list every method the path serves."""
+        methods = allowed_methods(app, request.scope["path"])
+        allow = ", ".join(methods) if methods else (getattr(exc, "headers", None) or {}).get("Allow", "")
+        return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})
 
     @app.exception_handler(GenLoopError)
     async def library_error(request: Request, exc: GenLoopError) -> JSONResponse:
@@ -50,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     openai_compat.install(app)  # after the app's own handlers: OpenAI's error envelope on the OpenAI routes only
 
-    for module in (system, jobs, generations, completions, uploads):
+    for module in (system, session, jobs, generations, completions, uploads):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
@@ -59,3 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     return app
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document declares for ``path`` (plus HEAD beside GET, which Starlette answers);
+    empty for paths outside the document (the page, static files)."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))

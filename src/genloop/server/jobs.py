@@ -21,7 +21,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, func, sel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..database import Base, iso, new_id, sessions, utcnow
+from ..database import Base, create_tables, iso, new_id, sessions, utcnow
 from ..errors import GenLoopError, NotFoundError
 
 KINDS = ("train", "generate", "evaluate")
@@ -55,7 +55,9 @@ class JobRow(Base):
     progress: Mapped[dict] = mapped_column(JSON, default=dict)
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    events: Mapped[int] = mapped_column(Integer, default=0)  # last event sequence number
+    # How many events the job has, which is also the last event's sequence number. The column keeps its
+    # old name "events" so that existing databases open unchanged (no migration needed).
+    event_count: Mapped[int] = mapped_column("events", Integer, default=0)
 
 
 class JobEventRow(Base):
@@ -81,7 +83,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _pid_dead(worker: str | None) -> bool:
+def pid_dead(worker: str | None) -> bool:
     """True when ``worker`` ran on this host and its process no longer exists."""
     if not worker or ":" not in worker:
         return False
@@ -99,6 +101,7 @@ def _pid_dead(worker: str | None) -> bool:
 
 class JobStore:
     def __init__(self, engine: Engine, max_queued: int = 32, max_attempts: int = 3) -> None:
+        create_tables(engine, JobRow, JobEventRow)
         self.engine, self.Session = engine, sessions(engine)
         self.max_queued, self.max_attempts = max_queued, max_attempts
 
@@ -111,7 +114,7 @@ class JobStore:
             if waiting >= self.max_queued:
                 raise QueueFull(self.max_queued, retry_after=5)
             row = JobRow(id=new_id(), kind=kind, status="queued", params=params, user=user, created=utcnow(),
-                         attempts=0, cancel_requested=False, progress={}, events=0)
+                         attempts=0, cancel_requested=False, progress={}, event_count=0)
             s.add(row)
             s.flush()
             self._event(s, row, "status", {"status": "queued"})
@@ -228,7 +231,7 @@ class JobStore:
             for row in s.scalars(select(JobRow).where(JobRow.status == "running").with_for_update()):
                 if row.worker == exclude:
                     continue
-                if not (_pid_dead(row.worker) or (row.heartbeat or row.created) < cutoff):
+                if not (pid_dead(row.worker) or (row.heartbeat or row.created) < cutoff):
                     continue
                 reason = f"worker {row.worker} stopped during attempt {row.attempts}"
                 if row.cancel_requested:
@@ -243,8 +246,8 @@ class JobStore:
         return out
 
     def _event(self, s: Any, row: JobRow, type: str, data: dict[str, Any]) -> int:
-        # an atomic increment in the database (not row.events + 1 in Python): two writers never share a seq
-        seq = s.execute(update(JobRow).where(JobRow.id == row.id).values(events=JobRow.events + 1)
-                        .returning(JobRow.events)).scalar_one()
+        # an atomic increment in the database (not row.event_count + 1 in Python): two writers never share a seq
+        seq = s.execute(update(JobRow).where(JobRow.id == row.id).values(event_count=JobRow.event_count + 1)
+                        .returning(JobRow.event_count)).scalar_one()
         s.add(JobEventRow(job_id=row.id, seq=seq, created=utcnow(), type=type, data=data))
         return seq

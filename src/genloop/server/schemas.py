@@ -5,7 +5,7 @@ numeric ranges that depend on the server's configured :class:`~.settings.Limits`
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,31 +13,66 @@ from pydantic import BaseModel, ConfigDict, Field
 from .settings import Limits
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-GEN_ID = re.compile(r"^[0-9a-f]{16}$")
+GEN_ID = re.compile(r"^[0-9a-f]{16}$")  # generation and job ids (database.new_id)
 MAX_LOGPROBS = 5  # OpenAI's own cap on top_logprobs for completions
 OVERRIDE = re.compile(r"^(model|data|train)\.[A-Za-z0-9_.]+=[^\n]{0,200}$")
+# Every integer the API takes is bounded in the schema, so an out-of-range number is a 422 and never reaches
+# the database (SQLite integers are 64-bit; 2**63 was an OverflowError and a 500).
+INT_MAX = 2**31 - 1
+JobKind = Literal["train", "generate", "evaluate"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ValidationIssue(BaseModel):
+    """One problem FastAPI found in a request (where, what, which rule)."""
+
+    model_config = ConfigDict(extra="allow")  # FastAPI adds input, ctx, url
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """Every GenLoop error body: one sentence, or (a request that failed its schema) the list of issues."""
+
+    detail: str | list[ValidationIssue]
+
+
+_WHY = {400: "the body is not valid JSON", 401: "an API token is required", 403: "the API token is not valid",
+        404: "no such job, generation, run or upload", 409: "the request conflicts with the current state",
+        413: "the request body is over the size cap", 422: "the request breaks the schema or a limit",
+        429: "the job queue is full (see Retry-After)"}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route or router: each error status it can answer, with the :class:`Problem` body."""
+    return {code: {"model": Problem, "description": _WHY[code]} for code in codes}
+
+
+AUTHED = errors(401, 403, 404, 422)  # every token-checked GenLoop route
+WITH_BODY = errors(400, 413)  # routes that read a body
+
+
 class GenerateParams(Strict):
-    run_id: str = Field(description="the run to sample from (GET /v1/models)")
+    run_id: str = Field(description="the run to sample from (GET /v1/models)", pattern=RUN_ID.pattern)
     checkpoint: Literal["last", "best"] = "last"
-    n: int = Field(1, ge=1)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    n: int = Field(1, ge=1, le=INT_MAX)
+    seed: int = Field(0, ge=0, le=INT_MAX)
     # images
-    class_label: int | None = Field(None, ge=0)
+    class_label: int | None = Field(None, ge=0, le=INT_MAX)
     sampler: Literal["ddpm", "ddim", "dpmpp-2m"] | None = None
-    steps: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1, le=INT_MAX)
     guidance: float | None = Field(None, ge=0, le=50)
     eta: float | None = Field(None, ge=0, le=1)
     # text
     prompt: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=INT_MAX)
     temperature: float | None = Field(None, ge=0, le=10)
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=INT_MAX)
     top_p: float | None = Field(None, gt=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
@@ -52,22 +87,38 @@ class GenerateParams(Strict):
 class TrainParams(Strict):
     model: str = Field(description="a registered family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm, gpt")
     data: str | None = Field(None, description="a built-in data set name or upload:<id>")
-    steps: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1, le=INT_MAX)
     time_budget: float | None = Field(None, gt=0)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(None, ge=0, le=INT_MAX)
     overrides: list[str] = Field(default_factory=list, max_length=64)
 
 
 class EvaluateParams(Strict):
-    run_id: str
-    n: int = Field(500, ge=10)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    run_id: str = Field(pattern=RUN_ID.pattern)
+    n: int = Field(500, ge=10, le=INT_MAX)
+    seed: int = Field(0, ge=0, le=INT_MAX)
 
 
-class JobRequest(Strict):
-    kind: Literal["train", "generate", "evaluate"]
-    params: dict[str, Any]
+class TrainJob(Strict):
+    kind: Literal["train"]
+    params: TrainParams
     user: str | None = Field(None, max_length=64)
+
+
+class GenerateJob(Strict):
+    kind: Literal["generate"]
+    params: GenerateParams
+    user: str | None = Field(None, max_length=64)
+
+
+class EvaluateJob(Strict):
+    kind: Literal["evaluate"]
+    params: EvaluateParams
+    user: str | None = Field(None, max_length=64)
+
+
+# The body of POST /v1/jobs: ``kind`` says which params apply, so the OpenAPI document can state them.
+JobRequest = Annotated[TrainJob | GenerateJob | EvaluateJob, Field(discriminator="kind")]
 
 
 class RatingRequest(Strict):
@@ -77,8 +128,8 @@ class RatingRequest(Strict):
 
 
 class PreferenceRequest(Strict):
-    chosen_id: str
-    rejected_id: str
+    chosen_id: str = Field(pattern=GEN_ID.pattern)
+    rejected_id: str = Field(pattern=GEN_ID.pattern)
     user: str | None = Field(None, max_length=64)
 
 
@@ -93,12 +144,12 @@ class CompletionRequest(Strict):
     model: str
     prompt: str | list[str] = ""
     suffix: str | None = None
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=1, le=INT_MAX)
     temperature: float | None = Field(1.0, ge=0, le=10)
     top_p: float | None = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0)  # an extension that text-generation-webui and vLLM accept too
-    n: int | None = Field(1, ge=1)
-    best_of: int | None = Field(None, ge=1)
+    top_k: int = Field(0, ge=0, le=INT_MAX)  # an extension that text-generation-webui and vLLM accept too
+    n: int | None = Field(1, ge=1, le=INT_MAX)
+    best_of: int | None = Field(None, ge=1, le=INT_MAX)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
@@ -107,7 +158,7 @@ class CompletionRequest(Strict):
     presence_penalty: float | None = Field(0.0, ge=-2, le=2)
     frequency_penalty: float | None = Field(0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = Field(None, max_length=300)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(None, ge=0, le=INT_MAX)
     repetition_penalty: float = Field(1.0, gt=0, le=10)  # an extension, as top_k
     user: str | None = Field(None, max_length=64)
 
@@ -120,12 +171,6 @@ def check_run_id(run_id: str) -> str:
     if not RUN_ID.match(run_id or ""):
         raise unprocessable(f"'{run_id}' is not a run id")
     return run_id
-
-
-def check_generation_id(gid: str) -> str:
-    if not GEN_ID.match(gid or ""):
-        raise HTTPException(status_code=404, detail=f"no generation '{gid}'")
-    return gid
 
 
 def check_generate(p: GenerateParams, limits: Limits) -> None:

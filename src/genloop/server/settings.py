@@ -1,24 +1,24 @@
-"""Typed server settings: command-line flags override ``GENLOOP_*`` environment variables override defaults."""
+"""Typed server settings: command-line flags override ``GENLOOP_*`` environment variables override defaults.
+
+:class:`Settings` is a pydantic-settings ``BaseSettings`` (as in the FastAPI full-stack template): every
+field reads ``GENLOOP_<FIELD>`` (``GENLOOP_HOST``, ``GENLOOP_PORT``, ``GENLOOP_DB_URL``, ``GENLOOP_MAX_QUEUED``,
+``GENLOOP_WORKERS``, ...), except that the token is ``GENLOOP_API_TOKEN`` and the run store
+``GENLOOP_RUNS_DIR``, the names the CLI has always used. An empty variable counts as unset. A value of the
+wrong type is a one-line :class:`~genloop.errors.ConfigError` naming the variable, never a traceback.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..errors import ConfigError
 from ..paths import runs_dir
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
 @dataclass
@@ -37,13 +37,19 @@ class Limits:
     max_upload_bytes: int = 64 << 20  # uploaded data sets
 
 
-@dataclass
-class Settings:
+ENV_PREFIX = "GENLOOP_"
+_ALIASES = {"token": "GENLOOP_API_TOKEN", "runs": "GENLOOP_RUNS_DIR"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, populate_by_name=True,
+                                      extra="ignore")
+
     host: str = "127.0.0.1"
     port: int = 8000
     db_url: str | None = None  # default: sqlite:///<runs>/studio.sqlite
-    token: str | None = None  # required for any non-loopback bind
-    runs: Path = field(default_factory=runs_dir)
+    token: str | None = Field(None, validation_alias=AliasChoices("token", _ALIASES["token"]))  # needed off loopback
+    runs: Path = Field(default_factory=runs_dir, validation_alias=AliasChoices("runs", _ALIASES["runs"]))
     media_dir: Path | None = None  # default: <runs>/media
     uploads_dir: Path | None = None  # default: <runs>/uploads
     max_queued: int = 32  # queued jobs before 429
@@ -51,27 +57,18 @@ class Settings:
     workers: int = 1  # worker processes started by `genloop serve`
     stale_after: float = 30.0  # seconds without a heartbeat before a running job counts as orphaned
     poll_interval: float = 0.05  # how often the event stream and idle workers look for news
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = Field(default_factory=Limits)
 
-    def __post_init__(self) -> None:
-        self.runs = Path(self.runs)
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise ConfigError(_one_line(e)) from None
 
     @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
-        s = cls(
-            host=os.environ.get("GENLOOP_HOST", "127.0.0.1"),
-            port=_env_int("GENLOOP_PORT", 8000),
-            db_url=os.environ.get("GENLOOP_DB_URL") or None,
-            token=os.environ.get("GENLOOP_API_TOKEN") or None,
-            runs=runs_dir(),
-            max_queued=_env_int("GENLOOP_MAX_QUEUED", 32),
-            workers=_env_int("GENLOOP_WORKERS", 1),
-        )
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(s, key, value)
-        s.runs = Path(s.runs)
-        return s
+    def from_env(cls, **overrides: object) -> Settings:
+        """The environment's settings with the given (non-None) overrides, e.g. command-line flags."""
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
 
     @property
     def media(self) -> Path:
@@ -102,3 +99,14 @@ class Settings:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
         if self.max_queued < 1 or self.workers < 0:
             raise ConfigError("max_queued must be ≥ 1 and workers ≥ 0")
+
+
+def _one_line(e: ValidationError) -> str:
+    """The first problem, named as the user set it: ``GENLOOP_PORT must be an integer, got 'x'``."""
+    first = e.errors()[0]
+    field = str(first["loc"][0]) if first.get("loc") else "setting"
+    name = _ALIASES.get(field, field if field.startswith(ENV_PREFIX) else ENV_PREFIX + field.upper())
+    kinds = {"int_parsing": "an integer", "float_parsing": "a number", "bool_parsing": "true or false"}
+    kind = kinds.get(first["type"])
+    problem = f"must be {kind}" if kind else first["msg"]
+    return f"{name} {problem}, got {first.get('input')!r}"

@@ -27,6 +27,7 @@ from ..database import connect
 from ..errors import ConfigError, GenLoopError, NotFoundError
 from ..feedback.store import FeedbackStore
 from .jobs import JobRow, JobStore, worker_id
+from .liveness import Beating, WorkerRegistry
 from .services.completions import text_report
 from .services.jobs import IMAGE_KEYS, TEXT_KEYS
 from .settings import Settings
@@ -143,7 +144,16 @@ class Worker:
 
     # --- the loop -----------------------------------------------------------------------------------
     def run_forever(self, max_jobs: int | None = None, idle_exit: float | None = None) -> int:
-        """Run jobs until SIGTERM/SIGINT (or ``max_jobs`` done, or ``idle_exit`` seconds without work)."""
+        """Run jobs until SIGTERM/SIGINT (or ``max_jobs`` done, or ``idle_exit`` seconds without work),
+        registered as a live worker (``/v1/health``) for as long as the loop runs."""
+        beating = Beating(WorkerRegistry(self.engine), self.name)
+        beating.start()
+        try:
+            return self._loop(max_jobs, idle_exit)
+        finally:
+            beating.stop()
+
+    def _loop(self, max_jobs: int | None, idle_exit: float | None) -> int:
         done, last_recover, idle_since = 0, 0.0, time.monotonic()
         while not self.shutdown.is_set():
             if self._orphaned():
@@ -200,7 +210,7 @@ class Worker:
         run = None
         if job.run_id:  # a previous attempt died: continue its run, not a new one
             try:
-                run = store.get(job.run_id)
+                run = store.get(job.run_id, paths=False)
             except NotFoundError:
                 run = None
             if run is not None and not run.last_checkpoint.is_file():
@@ -213,13 +223,13 @@ class Worker:
                 if steps is not None and int(run.info.get("step", 0)) >= int(steps):
                     pass  # it finished just before the crash
                 else:
-                    run = api.resume(run.id, steps=steps, time_budget=p.get("time_budget"), runs_dir=self.settings.runs,
-                                     progress=False, should_stop=stop)
+                    run = api.resume(str(run.dir), steps=steps, time_budget=p.get("time_budget"),
+                                     runs_dir=self.settings.runs, progress=False, should_stop=stop)
         if run is None:
             run = api.train(p["model"], self._data(p.get("data")), overrides=tuple(p.get("overrides") or ()),
                             steps=p.get("steps"), time_budget=p.get("time_budget"), seed=p.get("seed"),
                             runs_dir=self.settings.runs, progress=False, on_run=watch, should_stop=stop)
-        run = store.get(run.id)
+        run = store.get(run.id, paths=False)
         if run.info.get("status") == "interrupted" and not beat.cancel.is_set():
             self.jobs.requeue(job.id, self.name, "the worker was stopped; the run resumes from its checkpoint")
             self.shutdown.set()
@@ -242,7 +252,7 @@ class Worker:
         from ..generation.pipelines import load_pipeline
         from ..runs import RunStore
 
-        run = RunStore(self.settings.runs).get(run_id)
+        run = RunStore(self.settings.runs).get(run_id, paths=False)
         weights = run.files.weights_for(checkpoint)
         key = (run.id, checkpoint, weights.stat().st_mtime_ns if weights.is_file() else 0)
         if key in self._pipes:
@@ -302,9 +312,11 @@ class Worker:
     # --- evaluate -----------------------------------------------------------------------------------
     def _evaluate(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:
         from .. import api
+        from ..runs import RunStore
 
         p = job.params
-        r = api.evaluate(p["run_id"], n=int(p.get("n", 500)), seed=int(p.get("seed", 0)), runs_dir=self.settings.runs,
+        run = RunStore(self.settings.runs).get(p["run_id"], paths=False)  # the store only, then by its own folder
+        r = api.evaluate(str(run.dir), n=int(p.get("n", 500)), seed=int(p.get("seed", 0)), runs_dir=self.settings.runs,
                          progress=False)
         return {"metrics": {k: v for k, v in r.items() if isinstance(v, (int, float, str, bool)) or v is None}}
 

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import FileResponse, JSONResponse
 
 from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
 from ..deps import Context, ctx, require_token
-from ..schemas import GenerateParams, PreferenceRequest, RatingRequest, check_generation_id, check_run_id, unprocessable
+from ..schemas import (AUTHED, GEN_ID, INT_MAX, RUN_ID, WITH_BODY, GenerateParams, PreferenceRequest, RatingRequest,
+                       errors, unprocessable)
 from ..services.jobs import IMAGE_KEYS, TEXT_KEYS, submit, validate
 from .jobs import created
 
-router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)], responses=AUTHED)
+GID = Path(pattern=GEN_ID.pattern, description="a generation id (16 hex digits)")
 
 
 def _gen(c: Context, gid: str) -> Any:
-    check_generation_id(gid)
     try:
         return c.feedback.get(gid)
     except GenLoopError as e:
@@ -32,7 +33,7 @@ def _out(c: Context, row: Any, feedback: dict[str, Any] | None = None) -> dict[s
     return d
 
 
-@router.post("/v1/generations", status_code=202)
+@router.post("/v1/generations", status_code=202, responses={**WITH_BODY, **errors(429)})
 def create_generation(body: GenerateParams, user: str | None = Query(None, max_length=64),
                       c: Context = Depends(ctx)) -> JSONResponse:
     """Queue a generation job (the same as ``POST /v1/jobs`` with ``kind: generate``)."""
@@ -40,23 +41,23 @@ def create_generation(body: GenerateParams, user: str | None = Query(None, max_l
 
 
 @router.get("/v1/generations")
-def list_generations(run_id: str | None = None, job_id: str | None = None, modality: str | None = None,
-                     limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0),
+def list_generations(run_id: str | None = Query(None, pattern=RUN_ID.pattern),
+                     job_id: str | None = Query(None, pattern=GEN_ID.pattern),
+                     modality: Literal["image", "text"] | None = None,
+                     limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=INT_MAX),
                      c: Context = Depends(ctx)) -> dict[str, Any]:
-    if run_id:
-        check_run_id(run_id)
     rows = c.feedback.list(run_id=run_id, job_id=job_id, modality=modality, limit=limit, offset=offset)
     feedback = c.feedback.summaries([r.id for r in rows])
     return {"generations": [_out(c, r, feedback[r.id]) for r in rows], "total": c.feedback.count(run_id, job_id, modality)}
 
 
 @router.get("/v1/generations/{gid}")
-def get_generation(gid: str, c: Context = Depends(ctx)) -> dict[str, Any]:
+def get_generation(gid: str = GID, c: Context = Depends(ctx)) -> dict[str, Any]:
     return _out(c, _gen(c, gid))
 
 
 @router.get("/v1/generations/{gid}/image")
-def generation_image(gid: str, c: Context = Depends(ctx)) -> FileResponse:
+def generation_image(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
     row = _gen(c, gid)
     try:
         path = c.feedback.image_path(row)
@@ -70,8 +71,8 @@ def generation_image(gid: str, c: Context = Depends(ctx)) -> FileResponse:
 _RECIPE_KEY = {"steps": "sampling_steps"}  # the job's `steps` is recorded as the recipe's `sampling_steps`
 
 
-@router.post("/v1/generations/{gid}/replay", status_code=202)
-def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context = Depends(ctx)) -> JSONResponse:
+@router.post("/v1/generations/{gid}/replay", status_code=202, responses=errors(409, 429))
+def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Context = Depends(ctx)) -> JSONResponse:
     """Make a generation again from its stored recipe; the job's result says whether it came out identical."""
     from ...data.image_io import upgrade_recipe
 
@@ -86,15 +87,15 @@ def replay(gid: str, user: str | None = Query(None, max_length=64), c: Context =
     from ...runs import RunStore
     from ...serialization import sha256_file
 
-    weights = RunStore(c.settings.runs).get(row.run_id).files.weights_for(row.checkpoint)
+    weights = RunStore(c.settings.runs).get(row.run_id, paths=False).files.weights_for(row.checkpoint)
     if not weights.is_file() or sha256_file(weights) != row.checkpoint_sha256:
         raise HTTPException(409, f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
                                  "was made (its sha256 differs), so it cannot be replayed exactly")
     return created(submit(c, "generate", {**params, "replay_of": row.id}, user))
 
 
-@router.post("/v1/generations/{gid}/ratings", status_code=201)
-def rate(gid: str, body: RatingRequest, c: Context = Depends(ctx)) -> dict[str, Any]:
+@router.post("/v1/generations/{gid}/ratings", status_code=201, responses=WITH_BODY)
+def rate(body: RatingRequest, gid: str = GID, c: Context = Depends(ctx)) -> dict[str, Any]:
     _gen(c, gid)
     if body.thumbs is None and body.stars is None:
         raise unprocessable("a rating needs thumbs (1 or -1) or stars (1-5)")
@@ -102,12 +103,12 @@ def rate(gid: str, body: RatingRequest, c: Context = Depends(ctx)) -> dict[str, 
 
 
 @router.get("/v1/generations/{gid}/ratings")
-def ratings(gid: str, c: Context = Depends(ctx)) -> dict[str, Any]:
+def ratings(gid: str = GID, c: Context = Depends(ctx)) -> dict[str, Any]:
     _gen(c, gid)
     return {"ratings": [rating_dict(r) for r in c.feedback.ratings(gid)]}
 
 
-@router.post("/v1/preferences", status_code=201, tags=["feedback"])
+@router.post("/v1/preferences", status_code=201, tags=["feedback"], responses=WITH_BODY)
 def prefer(body: PreferenceRequest, c: Context = Depends(ctx)) -> dict[str, Any]:
     _gen(c, body.chosen_id), _gen(c, body.rejected_id)
     try:
@@ -117,5 +118,5 @@ def prefer(body: PreferenceRequest, c: Context = Depends(ctx)) -> dict[str, Any]
 
 
 @router.get("/v1/preferences", tags=["feedback"])
-def preferences(run_id: str | None = None, c: Context = Depends(ctx)) -> dict[str, Any]:
+def preferences(run_id: str | None = Query(None, pattern=RUN_ID.pattern), c: Context = Depends(ctx)) -> dict[str, Any]:
     return {"preferences": [preference_dict(p) for p in c.feedback.preferences(run_id)]}

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
 
 from ... import __version__
 from ..deps import Context, ctx, require_token
-from ..schemas import check_run_id
+from ..schemas import AUTHED, RUN_ID
 from ..services.jobs import UnknownRun, datasets
 
 router = APIRouter(tags=["system"])
@@ -20,9 +21,14 @@ router = APIRouter(tags=["system"])
 
 @router.get("/v1/health")
 def health(c: Context = Depends(ctx)) -> dict[str, Any]:
+    """``status`` is ``ok`` while at least one worker is alive and ``degraded`` when none is (queued jobs
+    would wait forever). Always 200: the HTTP server itself is up; monitors read ``status``."""
     counts = c.jobs.counts()
-    return {"status": "ok", "version": __version__, "auth": bool(c.settings.token),
-            "queue": {"queued": counts.get("queued", 0), "running": counts.get("running", 0), "limit": c.settings.max_queued}}
+    workers = c.workers.workers(c.settings.stale_after)
+    return {"status": "ok" if any(w["alive"] for w in workers) else "degraded", "version": __version__,
+            "auth": bool(c.settings.token), "workers": workers,
+            "queue": {"queued": counts.get("queued", 0), "running": counts.get("running", 0),
+                      "limit": c.settings.max_queued}}
 
 
 @lru_cache(maxsize=1024)
@@ -75,16 +81,15 @@ def _epoch(iso: str) -> int:
         return 0
 
 
-@router.get("/v1/runs/{run_id}/metrics", dependencies=[Depends(require_token)])
-def run_metrics(run_id: str, c: Context = Depends(ctx)) -> dict[str, Any]:
+@router.get("/v1/runs/{run_id}/metrics", dependencies=[Depends(require_token)], responses=AUTHED)
+def run_metrics(run_id: str = PathParam(pattern=RUN_ID.pattern), c: Context = Depends(ctx)) -> dict[str, Any]:
     """The run's ``metrics.jsonl`` (training losses, quick evaluations) for plotting."""
     from ...errors import GenLoopError
     from ...runs import RunStore
     from ...training.logger import read_metrics
 
-    check_run_id(run_id)
     try:
-        run = RunStore(c.settings.runs).get(run_id)
+        run = RunStore(c.settings.runs).get(run_id, paths=False)
     except GenLoopError:
         raise UnknownRun(run_id) from None  # the store's message names its folder on the server
     records = read_metrics(run.files.metrics)  # a line being written right now is left out

@@ -1,8 +1,10 @@
 """Uploading a data set to train on: one text/JSONL file, one image, or a zip of images.
 
 The file is streamed to disk with a size cap (413 beyond it), its type is checked by content (UTF-8
-text, JSON lines, images Pillow can decode, zips whose members are plain relative names), and it is
-stored under a fresh id — the client's file name is reduced to a safe basename and never used as a path.
+text, JSON lines, images Pillow can decode, zips whose members are plain relative names, regular files
+(never symlinks, which would otherwise be written out as a file holding the link's target) and images by
+their content, not their extension), and it is stored under a fresh id — the client's file name is
+reduced to a safe basename and never used as a path.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -19,8 +22,9 @@ from fastapi import APIRouter, Depends, HTTPException, UploadFile
 
 from ...database import new_id
 from ..deps import Context, ctx, require_token
+from ..schemas import AUTHED, WITH_BODY
 
-router = APIRouter(tags=["uploads"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["uploads"], dependencies=[Depends(require_token)], responses={**AUTHED, **WITH_BODY})
 KINDS = {".txt": "text", ".jsonl": "jsonl", ".png": "image", ".jpg": "image", ".jpeg": "image", ".zip": "zip"}
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_ZIP_MEMBERS = 100_000
@@ -31,14 +35,19 @@ def _safe_name(name: str) -> str:
     return base[:100] or "upload"
 
 
-def _check_image(path: Path) -> None:
+def _check_image(path: Path, name: str = "the file") -> None:
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im.verify()
     except Exception:  # noqa: BLE001
-        raise HTTPException(422, "the file is not an image Pillow can read") from None
+        raise HTTPException(422, f"{name} is not an image Pillow can read") from None
+
+
+def _is_link(member: zipfile.ZipInfo) -> bool:
+    """A Unix symlink stored in the zip (its mode sits in the high 16 bits of ``external_attr``)."""
+    return stat.S_ISLNK(member.external_attr >> 16)
 
 
 def _check_text(path: Path, jsonl: bool) -> None:
@@ -74,12 +83,15 @@ def _extract_zip(path: Path, dest: Path, max_bytes: int) -> int:
             name = Path(m.filename)
             if name.is_absolute() or ".." in name.parts or m.filename.startswith(("/", "\\")):
                 raise HTTPException(422, f"the zip member '{m.filename}' has an unsafe path")
+            if _is_link(m):
+                raise HTTPException(422, f"the zip member '{m.filename}' is a link; only regular files are accepted")
             if name.suffix.lower() not in IMAGE_EXTS or any(p.startswith(".") or p == "__MACOSX" for p in name.parts):
                 continue
             target = dest.joinpath(*[_safe_name(p) for p in name.parts])
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(m) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)
+            _check_image(target, f"the zip member '{m.filename}'")
             images += 1
     if not images:
         raise HTTPException(422, "the zip holds no images (.png, .jpg, ...)")

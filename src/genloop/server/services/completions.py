@@ -104,7 +104,7 @@ def _check_logit_bias(c: Context, run_id: str, logit_bias: dict[str, float]) -> 
     so a bad one is the client's 400 now, not a failed job later. The vocabulary size is in the run's config."""
     from ...runs import RunStore
 
-    vocab = (RunStore(c.settings.runs).get(run_id).config.get("data_spec") or {}).get("vocab_size")
+    vocab = (RunStore(c.settings.runs).get(run_id, paths=False).config.get("data_spec") or {}).get("vocab_size")
     bad = [k for k in logit_bias if not (k.isdigit() and (not vocab or int(k) < int(vocab)))]
     if bad:
         ids = f"0..{int(vocab) - 1}" if vocab else "integers >= 0"

@@ -52,13 +52,15 @@ def datasets() -> list[str]:
 
 def run_modality(c: Context, run_id: str) -> str:
     """``"image"`` or ``"text"``: what the run generates (404 :class:`UnknownRun` if there is no such run)."""
-    from ... import api
+    from ...runs import RunStore
+    from ...systems import models
 
     check_run_id(run_id)
-    try:
-        return api.modality(run_id, runs_dir=c.settings.runs)
+    try:  # in the run store only: never a folder relative to where the server was started
+        run = RunStore(c.settings.runs).get(run_id, paths=False)
     except NotFoundError:
         raise UnknownRun(run_id) from None
+    return str(models[run.config["model"]["name"]].modality)
 
 
 def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:

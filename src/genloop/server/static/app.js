@@ -26,6 +26,7 @@ const state = {
   hiddenSeries: new Set(),
   genBusy: false,
   authBlocked: null, // the token (or "") that the server last refused; background polling pauses on it
+  session: null, // the token a session cookie was opened for (POST /v1/session): <img> then needs no header
 };
 
 // ───────────────────────── utilities ─────────────────────────
@@ -199,6 +200,8 @@ function setupAuth() {
   $("#token-cancel").addEventListener("click", () => dlg.close("cancel"));
   $("#token-clear").addEventListener("click", () => {
     localStorage.removeItem(LS_TOKEN);
+    state.session = null;
+    fetch("/v1/session", { method: "DELETE" }).catch(() => {});
     $("#token-input").value = "";
     announce("Token forgotten");
   });
@@ -554,9 +557,22 @@ function rememberMine(id, patch) {
   localStorage.setItem(LS_MINE, JSON.stringify(all));
 }
 
+/** Trade the saved token for an HttpOnly session cookie, so media URLs work in <img> and new tabs without
+ * carrying the token (which would land in history and logs). Without a cookie, images come as blobs. */
+async function openSession() {
+  const t = token();
+  if (!t || state.session === t) return;
+  try {
+    const res = await fetch("/v1/session", { method: "POST", headers: authHeaders() });
+    state.session = res.ok ? t : null;
+  } catch {
+    state.session = null;
+  }
+}
+
 async function imageSrc(img, url) {
-  // <img> cannot send Authorization; with a token, fetch the bytes and show a blob URL.
-  if (!token()) {
+  // <img> cannot send Authorization: with a token, it relies on the session cookie, else fetches a blob.
+  if (!token() || state.session === token()) {
     img.src = url;
     return;
   }
@@ -1245,6 +1261,7 @@ function setupTabs() {
 // ───────────────────────── wiring ─────────────────────────
 
 async function loadAll() {
+  await openSession();
   await guard(loadHealth);
   await guard(loadModels);
   await guard(refreshGallery);
