@@ -33,16 +33,42 @@ SETTINGS = {
 }
 
 
-
 def row_of(model: str, run, r: dict) -> dict:
-    keys = ("fid", "fid_floor", "kid", "kid_floor", "precision", "precision_floor", "recall", "recall_floor",
-            "density", "coverage", "class_accuracy", "class_accuracy_floor", "per_class_fid_mean",
-            "per_class_fid_floor_mean", "copy_rate", "copy_rate_floor", "sampling_ms_per_image", "sampler", "steps",
-            "guidance", "elbo_nats", "iwae_nats", "iwae_bits_per_dim")
+    keys = (
+        "fid",
+        "fid_floor",
+        "kid",
+        "kid_floor",
+        "precision",
+        "precision_floor",
+        "recall",
+        "recall_floor",
+        "density",
+        "coverage",
+        "class_accuracy",
+        "class_accuracy_floor",
+        "per_class_fid_mean",
+        "per_class_fid_floor_mean",
+        "copy_rate",
+        "copy_rate_floor",
+        "sampling_ms_per_image",
+        "sampler",
+        "steps",
+        "guidance",
+        "elbo_nats",
+        "iwae_nats",
+        "iwae_bits_per_dim",
+    )
     timings = run.info["timings"]
-    return {"model": model, "run_id": run.id, "train_steps": run.info["step"], "train_seconds": timings["train_seconds"],
-            "train_images_per_s": timings["images_per_s"], "precision_mode": run.info.get("precision"),
-            **{k: r[k] for k in keys if k in r}}
+    return {
+        "model": model,
+        "run_id": run.id,
+        "train_steps": run.info["step"],
+        "train_seconds": timings["train_seconds"],
+        "train_images_per_s": timings["images_per_s"],
+        "precision_mode": run.info.get("precision"),
+        **{k: r[k] for k in keys if k in r},
+    }
 
 
 def fmt(v, spec: str = ".3f") -> str:
@@ -50,14 +76,18 @@ def fmt(v, spec: str = ".3f") -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| family | steps | train img/s | FID (floor) | × floor | KID (floor) | precision (floor) | recall (floor) "
-            "| class acc. (floor) | near-copies (floor) | sampling ms/img |")
+    head = (
+        "| family | steps | train img/s | FID (floor) | × floor | KID (floor) | precision (floor) | recall (floor) "
+        "| class acc. (floor) | near-copies (floor) | sampling ms/img |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         ca = f"{fmt(r.get('class_accuracy'))} ({fmt(r.get('class_accuracy_floor'))})" if "class_accuracy" in r else "-"
+        guidance = " (g=" + format(r["guidance"], "g") + ")" if "guidance" in r else ""
         lines.append(
-            f"| {r['model']}{' (g=' + format(r['guidance'], 'g') + ')' if 'guidance' in r else ''} | {r['train_steps']} "
-            f"| {r['train_images_per_s']:.0f} | {r['fid']:.2f} ({r['fid_floor']:.2f}) | {r['fid'] / r['fid_floor']:.1f}× "
+            f"| {r['model']}{guidance} | {r['train_steps']} "
+            f"| {r['train_images_per_s']:.0f} | {r['fid']:.2f} ({r['fid_floor']:.2f}) "
+            f"| {r['fid'] / r['fid_floor']:.1f}× "
             f"| {r['kid']:.3f} ({r['kid_floor']:.3f}) | {fmt(r.get('precision'))} ({fmt(r.get('precision_floor'))}) "
             f"| {fmt(r.get('recall'))} ({fmt(r.get('recall_floor'))}) | {ca} "
             f"| {fmt(r.get('copy_rate'))} ({fmt(r.get('copy_rate_floor'))}) | {r['sampling_ms_per_image']:.2f} |"
@@ -83,8 +113,9 @@ def main() -> None:
     t_start = time.time()
     for model in args.models:
         overrides = [f"data.image_size={args.image_size}", "train.tensorboard=false", *SETTINGS.get(model, [])]
-        run = genloop.train(model, data="digits", overrides=overrides, time_budget=args.budget, runs_dir=runs_dir,
-                            progress=False)
+        run = genloop.train(
+            model, data="digits", overrides=overrides, time_budget=args.budget, runs_dir=runs_dir, progress=False
+        )
         r = genloop.evaluate(run.id, n=args.n, runs_dir=runs_dir)
         rows.append(row_of(model, run, r))
         print(json.dumps(rows[-1]), flush=True)
@@ -94,11 +125,17 @@ def main() -> None:
                 rows.append(row_of(model, run, r))
                 print(json.dumps(rows[-1]), flush=True)
             steps = [int(s) for s in args.sweep_steps.split(",")]
-            sweeps[run.id] = genloop.sweep(run.id, samplers=("ddim", "dpmpp-2m", "ddpm"), steps=steps,
-                                           n=args.sweep_n, runs_dir=runs_dir, progress=True)
+            sweeps[run.id] = genloop.sweep(
+                run.id,
+                samplers=("ddim", "dpmpp-2m", "ddpm"),
+                steps=steps,
+                n=args.sweep_n,
+                runs_dir=runs_dir,
+                progress=True,
+            )
     result = {
-        "command": "python benchmarks/bench_families.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in (("budget", args.budget), ("n", args.n))),
+        "command": "python benchmarks/bench_families.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("budget", args.budget), ("n", args.n))),
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -113,11 +150,14 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(markdown(rows))
-    for rid, s in sweeps.items():
+    for s in sweeps.values():
         print(f"\nsampler sweep ({s['n']} samples, FID floor {s['fid_floor']:.3f}):")
         print("| sampler | steps | FID | × floor | ms/image |\n|---|---|---|---|---|")
         for p in s["points"]:
-            print(f"| {p['sampler']} | {p['steps']} | {p['fid']:.3f} | {p['fid'] / s['fid_floor']:.1f}× | {p['ms_per_image']:.1f} |")
+            print(
+                f"| {p['sampler']} | {p['steps']} | {p['fid']:.3f} | {p['fid'] / s['fid_floor']:.1f}× "
+                f"| {p['ms_per_image']:.1f} |"
+            )
     print(f"\nraw numbers: {args.out}")
 
 

@@ -33,8 +33,15 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "server.json"
-TINY_VAE = ["data.image_size=8", "train.batch_size=16", "train.precision=fp32", "train.tensorboard=false",
-            "train.sample_every=0", "model.z_dim=4", "model.width=8"]
+TINY_VAE = [
+    "data.image_size=8",
+    "train.batch_size=16",
+    "train.precision=fp32",
+    "train.tensorboard=false",
+    "train.sample_every=0",
+    "model.z_dim=4",
+    "model.width=8",
+]
 
 
 def free_port() -> int:
@@ -48,8 +55,9 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
-async def client_loop(c: httpx.AsyncClient, run_id: str, until: float, rng: random.Random, lat: dict, jobs: list,
-                      gens: list, counts: dict) -> None:
+async def client_loop(
+    c: httpx.AsyncClient, run_id: str, until: float, rng: random.Random, lat: dict, jobs: list, gens: list, counts: dict
+) -> None:
     while time.perf_counter() < until:
         r = rng.random()
         t0 = time.perf_counter()
@@ -89,17 +97,26 @@ async def load(base: str, run_id: str, clients: int, seconds: float, seed: int) 
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as c:
         t0 = time.perf_counter()
         until = t0 + seconds
-        await asyncio.gather(*(client_loop(c, run_id, until, random.Random(seed + i), lat, jobs, gens, counts)
-                               for i in range(clients)))
+        await asyncio.gather(
+            *(client_loop(c, run_id, until, random.Random(seed + i), lat, jobs, gens, counts) for i in range(clients))
+        )
         wall = time.perf_counter() - t0
     total = sum(len(v) for v in lat.values())
     every = [x for v in lat.values() for x in v]
     return {
-        "requests": total, "seconds": round(wall, 2), "requests_per_s": round(total / wall, 1),
-        "p50_ms": round(1000 * pct(every, 0.5), 2), "p99_ms": round(1000 * pct(every, 0.99), 2),
-        "routes": {k: {"n": len(v), "p50_ms": round(1000 * pct(v, 0.5), 2), "p99_ms": round(1000 * pct(v, 0.99), 2)}
-                   for k, v in sorted(lat.items())},
-        "accepted_jobs": len(jobs), "rejected_429": counts["429"], "server_errors_5xx": counts["5xx"], "job_ids": jobs,
+        "requests": total,
+        "seconds": round(wall, 2),
+        "requests_per_s": round(total / wall, 1),
+        "p50_ms": round(1000 * pct(every, 0.5), 2),
+        "p99_ms": round(1000 * pct(every, 0.99), 2),
+        "routes": {
+            k: {"n": len(v), "p50_ms": round(1000 * pct(v, 0.5), 2), "p99_ms": round(1000 * pct(v, 0.99), 2)}
+            for k, v in sorted(lat.items())
+        },
+        "accepted_jobs": len(jobs),
+        "rejected_429": counts["429"],
+        "server_errors_5xx": counts["5xx"],
+        "job_ids": jobs,
     }
 
 
@@ -123,7 +140,8 @@ def audit(base: str, job_ids: list[str], timeout: float) -> dict:
         "job_states": states,
         "lost": len(job_ids) - states.get("succeeded", 0),
         "duplicated_runs": sum(a > 1 for a in attempts),
-        "generations_from_jobs": len(produced), "distinct": len(set(produced)),
+        "generations_from_jobs": len(produced),
+        "distinct": len(set(produced)),
         "generations_stored": stored,
         "duplicated_generations": (len(produced) - len(set(produced))) + max(0, stored - len(produced)),
     }
@@ -133,8 +151,18 @@ def run_backend(name: str, db_url: str | None, runs: Path, run_id: str, args: ar
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "GENLOOP_RUNS_DIR": str(runs)}
-    cmd = [sys.executable, "-m", "genloop", "serve", "--port", str(port), "--max-queued", str(args.max_queued),
-           "--workers", str(args.workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "genloop",
+        "serve",
+        "--port",
+        str(port),
+        "--max-queued",
+        str(args.max_queued),
+        "--workers",
+        str(args.workers),
+    ]
     if db_url:
         cmd += ["--db", db_url]
     server = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -150,9 +178,12 @@ def run_backend(name: str, db_url: str | None, runs: Path, run_id: str, args: ar
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-    print(f"{name:10s} {r['requests_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
-          f"jobs {r['accepted_jobs']} (429: {r['rejected_429']})  lost {r['audit']['lost']}  "
-          f"duplicated {r['audit']['duplicated_runs'] + r['audit']['duplicated_generations']}", flush=True)
+    print(
+        f"{name:10s} {r['requests_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
+        f"jobs {r['accepted_jobs']} (429: {r['rejected_429']})  lost {r['audit']['lost']}  "
+        f"duplicated {r['audit']['duplicated_runs'] + r['audit']['duplicated_generations']}",
+        flush=True,
+    )
     return r
 
 
@@ -172,14 +203,24 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="genloop-bench-server-"))
     runs = tmp / "runs"
     run = genloop.train("vae", "digits", overrides=TINY_VAE, steps=20, runs_dir=runs, progress=False)
-    results = {"clients": args.clients, "seconds": args.seconds, "max_queued": args.max_queued, "workers": args.workers,
-               "mix": "25% POST generations (n=1), 25% GET job, 25% GET gallery, 15% POST rating, 10% GET health",
-               "cpu": f"{os.cpu_count()} cores", "backends": {}}
+    results = {
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "max_queued": args.max_queued,
+        "workers": args.workers,
+        "mix": "25% POST generations (n=1), 25% GET job, 25% GET gallery, 15% POST rating, 10% GET health",
+        "cpu": f"{os.cpu_count()} cores",
+        "backends": {},
+    }
     for name in args.backends.split(","):
         url = None
         if name == "postgresql":
-            pg = os.environ.get("GENLOOP_TEST_PG_URL") or subprocess.run(
-                [str(ROOT / "scripts" / "test-postgres.sh"), "start"], capture_output=True, text=True).stdout.strip()
+            pg = (
+                os.environ.get("GENLOOP_TEST_PG_URL")
+                or subprocess.run(
+                    [str(ROOT / "scripts" / "test-postgres.sh"), "start"], capture_output=True, text=True
+                ).stdout.strip()
+            )
             if not pg:
                 print("postgresql: no server (install postgresql); skipped")
                 continue
@@ -193,8 +234,10 @@ def main() -> None:
         results["backends"][name] = run_backend(name, url, runs if name == "sqlite" else runs, run.id, args)
     if {"sqlite", "postgresql"} <= set(results["backends"]):
         s, p = results["backends"]["sqlite"], results["backends"]["postgresql"]
-        results["postgresql_over_sqlite"] = {"requests_per_s": round(p["requests_per_s"] / s["requests_per_s"], 3),
-                                             "p99": round(p["p99_ms"] / s["p99_ms"], 3)}
+        results["postgresql_over_sqlite"] = {
+            "requests_per_s": round(p["requests_per_s"] / s["requests_per_s"], 3),
+            "p99": round(p["p99_ms"] / s["p99_ms"], 3),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -70,8 +70,11 @@ def plain_loop(train: np.ndarray, val: np.ndarray, vocab: int, iters: int, eval_
     model = GPT(GPTConfig(**CFG), vocab)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": HP["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=HP["lr"], betas=HP["betas"])
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": HP["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=HP["lr"],
+        betas=HP["betas"],
+    )
     data = torch.from_numpy(train.astype(np.int64))
     T, B = CFG["block_size"], HP["batch_size"]
     curve, clock = [], 0.0
@@ -96,12 +99,23 @@ def plain_loop(train: np.ndarray, val: np.ndarray, vocab: int, iters: int, eval_
 
 
 def genloop_run(data_path: Path, iters: int, eval_every: int, seed: int, runs_dir: Path) -> dict:
-    overrides = [f"model.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in CFG.items() if k != "block_size"]
-    overrides += [f"model.block_size={CFG['block_size']}", "data.tokenizer=char", f"train.eval_every={eval_every}",
-                  "train.eval_tokens=0", "train.eval_time_share=1.0", "train.tensorboard=false", "train.log_every=100",
-                  f"train.warmup_steps={HP['warmup']}", f"train.min_lr_ratio={HP['min_lr'] / HP['lr']}"]
-    run = genloop.train("gpt", data=str(data_path), overrides=overrides, steps=iters, seed=seed, runs_dir=runs_dir,
-                        progress=False)
+    overrides = [
+        f"model.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in CFG.items() if k != "block_size"
+    ]
+    overrides += [
+        f"model.block_size={CFG['block_size']}",
+        "data.tokenizer=char",
+        f"train.eval_every={eval_every}",
+        "train.eval_tokens=0",
+        "train.eval_time_share=1.0",
+        "train.tensorboard=false",
+        "train.log_every=100",
+        f"train.warmup_steps={HP['warmup']}",
+        f"train.min_lr_ratio={HP['min_lr'] / HP['lr']}",
+    ]
+    run = genloop.train(
+        "gpt", data=str(data_path), overrides=overrides, steps=iters, seed=seed, runs_dir=runs_dir, progress=False
+    )
     curve = []
     for line in (run.dir / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
@@ -110,8 +124,14 @@ def genloop_run(data_path: Path, iters: int, eval_every: int, seed: int, runs_di
     timings = run.info["timings"]
     for p in curve:
         print(f"  genloop step {p['step']:5d}  {p['time']:6.1f}s  val {p['val_loss']:.4f}", flush=True)
-    return {"curve": curve, "seconds": timings["train_seconds"], "tokens_per_s": timings["tokens_per_s"],
-            "precision": run.info.get("precision"), "run_id": run.id, "run_dir": str(run.dir)}
+    return {
+        "curve": curve,
+        "seconds": timings["train_seconds"],
+        "tokens_per_s": timings["tokens_per_s"],
+        "precision": run.info.get("precision"),
+        "run_id": run.id,
+        "run_dir": str(run.dir),
+    }
 
 
 def time_to(curve: list[dict], target: float) -> float | None:
@@ -126,11 +146,12 @@ def loss_at(curve: list[dict], seconds: float) -> float:
 
 
 @torch.no_grad()
-def nanogpt_generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int,
-                     g: torch.Generator) -> torch.Tensor:
+def nanogpt_generate(
+    model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int, g: torch.Generator
+) -> torch.Tensor:
     """nanoGPT's GPT.generate: crop to the context, full forward, keep the last logits, sample, append."""
     for _ in range(max_new_tokens):
-        idx_cond = idx if idx.size(1) <= model.block_size else idx[:, -model.block_size:]
+        idx_cond = idx if idx.size(1) <= model.block_size else idx[:, -model.block_size :]
         logits = model(idx_cond)[:, -1, :] / temperature
         if top_k:
             v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
@@ -157,22 +178,63 @@ def generation(vocab: int, decode, encode, context: int, repeats: int, samples: 
         fn()
         return time.perf_counter() - t0
 
-    plain = repeats * new / sum(timed(lambda: nanogpt_generate(model, start, new, 0.8, 200, torch.Generator().manual_seed(r)))
-                                for r in range(repeats))
+    plain = (
+        repeats
+        * new
+        / sum(
+            timed(lambda r=r: nanogpt_generate(model, start, new, 0.8, 200, torch.Generator().manual_seed(r)))
+            for r in range(repeats)
+        )
+    )
     params = SamplingParams(max_tokens=new, temperature=0.8, top_k=200, stop_at_eot=False)
-    cached = repeats * new / sum(timed(lambda: generate_text(model, encode, decode, "a", params, seed=r)) for r in range(repeats))
+    cached = (
+        repeats
+        * new
+        / sum(timed(lambda r=r: generate_text(model, encode, decode, "a", params, seed=r)) for r in range(repeats))
+    )
     compiled_lm = CompiledDecoder(model)
-    compile_s = timed(lambda: generate_text(compiled_lm, encode, decode, "a", SamplingParams(max_tokens=4, stop_at_eot=False), seed=0))
-    compiled = repeats * new / sum(timed(lambda: generate_text(compiled_lm, encode, decode, "a", params, seed=r))
-                                   for r in range(repeats))
+    compile_s = timed(
+        lambda: generate_text(compiled_lm, encode, decode, "a", SamplingParams(max_tokens=4, stop_at_eot=False), seed=0)
+    )
+    compiled = (
+        repeats
+        * new
+        / sum(
+            timed(lambda r=r: generate_text(compiled_lm, encode, decode, "a", params, seed=r)) for r in range(repeats)
+        )
+    )
     job = SamplingParams(max_tokens=sample_tokens, temperature=0.8, top_k=200, stop_at_eot=False)
-    plain_job = samples * sample_tokens / timed(
-        lambda: [nanogpt_generate(model, start, sample_tokens, 0.8, 200, torch.Generator().manual_seed(r)) for r in range(samples)])
-    ours_job = samples * sample_tokens / timed(lambda: generate_text(model, encode, decode, "a", job, seed=0, n=samples))
-    return {"context": context, "new_tokens": new, "plain_tokens_per_s": plain, "genloop_tokens_per_s": cached,
-            "ratio": cached / plain, "compiled_tokens_per_s": compiled, "compiled_ratio": compiled / plain,
-            "compile_seconds": compile_s, "compiled_fallback": compiled_lm._eager, "job": {"samples": samples, "tokens": sample_tokens, "plain_tokens_per_s": plain_job,
-                                              "genloop_tokens_per_s": ours_job, "ratio": ours_job / plain_job}}
+    plain_job = (
+        samples
+        * sample_tokens
+        / timed(
+            lambda: [
+                nanogpt_generate(model, start, sample_tokens, 0.8, 200, torch.Generator().manual_seed(r))
+                for r in range(samples)
+            ]
+        )
+    )
+    ours_job = (
+        samples * sample_tokens / timed(lambda: generate_text(model, encode, decode, "a", job, seed=0, n=samples))
+    )
+    return {
+        "context": context,
+        "new_tokens": new,
+        "plain_tokens_per_s": plain,
+        "genloop_tokens_per_s": cached,
+        "ratio": cached / plain,
+        "compiled_tokens_per_s": compiled,
+        "compiled_ratio": compiled / plain,
+        "compile_seconds": compile_s,
+        "compiled_fallback": compiled_lm._eager,
+        "job": {
+            "samples": samples,
+            "tokens": sample_tokens,
+            "plain_tokens_per_s": plain_job,
+            "genloop_tokens_per_s": ours_job,
+            "ratio": ours_job / plain_job,
+        },
+    }
 
 
 def main() -> None:
@@ -192,27 +254,45 @@ def main() -> None:
 
     ds = load_text_dataset(TextDataConfig(name=str(args.data), tokenizer="char"))
     vocab = ds.tokenizer.vocab_size
-    print(f"tiny Shakespeare: {len(ds.train):,} train / {len(ds.val):,} val tokens, vocab {vocab}; "
-          f"{cpu_name()}, {torch.get_num_threads()} threads; GenLoop precision here: "
-          f"{pick_precision('auto', torch.device('cpu')) or 'fp32'}", flush=True)
+    print(
+        f"tiny Shakespeare: {len(ds.train):,} train / {len(ds.val):,} val tokens, vocab {vocab}; "
+        f"{cpu_name()}, {torch.get_num_threads()} threads; GenLoop precision here: "
+        f"{pick_precision('auto', torch.device('cpu')) or 'fp32'}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         print("GenLoop (genloop.train gpt):", flush=True)
         ours = genloop_run(args.data, args.iters, args.eval_every, args.seed, Path(tmp))
         print("plain fp32 loop (nanoGPT's):", flush=True)
         plain = plain_loop(ds.train, ds.val, vocab, args.iters, args.eval_every, args.seed)
-    gen = generation(vocab, ds.tokenizer.decode, ds.tokenizer.encode, args.gen_context, args.gen_repeats,
-                     args.gen_samples, args.gen_tokens)
+    gen = generation(
+        vocab,
+        ds.tokenizer.decode,
+        ds.tokenizer.encode,
+        args.gen_context,
+        args.gen_repeats,
+        args.gen_samples,
+        args.gen_tokens,
+    )
 
     equal_time = min(plain["seconds"], ours["seconds"])
     t_plain, t_ours = time_to(plain["curve"], TARGET), time_to(ours["curve"], TARGET)
     result = {
         "command": f"python benchmarks/bench_text.py --iters {args.iters} --eval-every {args.eval_every}",
-        "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "genloop": genloop.__version__,
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "genloop": ours,  # the version is not recorded: a second "genloop" key (this run) always overrode it
         "config": {**CFG, **{k: v for k, v in HP.items()}, "iters": args.iters},
         "data": {"train_tokens": int(len(ds.train)), "val_tokens": int(len(ds.val)), "vocab": vocab},
-        "genloop": ours, "plain": plain, "generation": gen, "target": TARGET,
+        "plain": plain,
+        "generation": gen,
+        "target": TARGET,
         "equal_time_seconds": equal_time,
-        "val_loss_at_equal_time": {"genloop": loss_at(ours["curve"], equal_time), "plain": loss_at(plain["curve"], equal_time)},
+        "val_loss_at_equal_time": {
+            "genloop": loss_at(ours["curve"], equal_time),
+            "plain": loss_at(plain["curve"], equal_time),
+        },
         "seconds_to_target": {"genloop": t_ours, "plain": t_plain},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -222,19 +302,37 @@ def main() -> None:
         return f"{a / b:.2f}×" if a and b else "-"
 
     print("\n| measure | GenLoop | plain fp32 loop | GenLoop / plain |\n|---|---|---|---|")
-    print(f"| training tokens/s | {ours['tokens_per_s']:,.0f} | {plain['tokens_per_s']:,.0f} | {ratio(ours['tokens_per_s'], plain['tokens_per_s'])} |")
-    print(f"| train time for {args.iters} iterations | {ours['seconds']:.1f} s | {plain['seconds']:.1f} s | {ratio(ours['seconds'], plain['seconds'])} |")
+    print(
+        f"| training tokens/s | {ours['tokens_per_s']:,.0f} | {plain['tokens_per_s']:,.0f} "
+        f"| {ratio(ours['tokens_per_s'], plain['tokens_per_s'])} |"
+    )
+    print(
+        f"| train time for {args.iters} iterations | {ours['seconds']:.1f} s | {plain['seconds']:.1f} s "
+        f"| {ratio(ours['seconds'], plain['seconds'])} |"
+    )
     lv = result["val_loss_at_equal_time"]
-    print(f"| val loss at {equal_time:.0f} s | {lv['genloop']:.4f} | {lv['plain']:.4f} | {lv['genloop'] - lv['plain']:+.4f} (difference) |")
-    print(f"| seconds to val loss {TARGET} | {t_ours if t_ours is None else f'{t_ours:.1f}'} | "
-          f"{t_plain if t_plain is None else f'{t_plain:.1f}'} | {ratio(t_ours, t_plain)} |")
-    print(f"| generation tokens/s at context {gen['context']} | {gen['genloop_tokens_per_s']:,.0f} | "
-          f"{gen['plain_tokens_per_s']:,.0f} | {gen['ratio']:.2f}× |")
-    print(f"| generation tokens/s at context {gen['context']}, `--compile` (after {gen['compile_seconds']:.0f} s compiling) | "
-          f"{gen['compiled_tokens_per_s']:,.0f} | {gen['plain_tokens_per_s']:,.0f} | {gen['compiled_ratio']:.2f}× |")
+    print(
+        f"| val loss at {equal_time:.0f} s | {lv['genloop']:.4f} | {lv['plain']:.4f} "
+        f"| {lv['genloop'] - lv['plain']:+.4f} (difference) |"
+    )
+    print(
+        f"| seconds to val loss {TARGET} | {t_ours if t_ours is None else f'{t_ours:.1f}'} | "
+        f"{t_plain if t_plain is None else f'{t_plain:.1f}'} | {ratio(t_ours, t_plain)} |"
+    )
+    print(
+        f"| generation tokens/s at context {gen['context']} | {gen['genloop_tokens_per_s']:,.0f} | "
+        f"{gen['plain_tokens_per_s']:,.0f} | {gen['ratio']:.2f}× |"
+    )
+    print(
+        f"| generation tokens/s at context {gen['context']}, `--compile` "
+        f"(after {gen['compile_seconds']:.0f} s compiling) | "
+        f"{gen['compiled_tokens_per_s']:,.0f} | {gen['plain_tokens_per_s']:,.0f} | {gen['compiled_ratio']:.2f}× |"
+    )
     jb = gen["job"]
-    print(f"| generation tokens/s, sample.py's job ({jb['samples']} × {jb['tokens']} tokens, context {gen['context']}) "
-          f"| {jb['genloop_tokens_per_s']:,.0f} | {jb['plain_tokens_per_s']:,.0f} | {jb['ratio']:.2f}× |")
+    print(
+        f"| generation tokens/s, sample.py's job ({jb['samples']} × {jb['tokens']} tokens, context {gen['context']}) "
+        f"| {jb['genloop_tokens_per_s']:,.0f} | {jb['plain_tokens_per_s']:,.0f} | {jb['ratio']:.2f}× |"
+    )
     print(f"| final val loss | {ours['curve'][-1]['val_loss']:.4f} | {plain['curve'][-1]['val_loss']:.4f} | |")
     print(f"\nraw numbers: {args.out}")
 

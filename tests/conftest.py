@@ -46,8 +46,13 @@ TINY_MODEL = {
     "cgan": ["model.z_dim=8", "model.g_width=8", "model.d_width=8"],
     "beta-vae": ["model.z_dim=4", "model.width=8"],
     "cvae": ["model.z_dim=4", "model.width=8", "model.eval_k=4"],
-    "ddpm": ["model.width=8", "model.channel_mults=[1,2]", "model.attention_resolutions=[]",
-             "model.num_train_timesteps=100", "model.sampling_steps=4"],
+    "ddpm": [
+        "model.width=8",
+        "model.channel_mults=[1,2]",
+        "model.attention_resolutions=[]",
+        "model.num_train_timesteps=100",
+        "model.sampling_steps=4",
+    ],
 }
 
 

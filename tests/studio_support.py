@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from conftest import tiny
@@ -18,12 +18,29 @@ from genloop.server.settings import Settings
 from genloop.server.worker import Worker
 
 PG_URL = os.environ.get("GENLOOP_TEST_PG_URL", "")
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    not PG_URL, reason="no PostgreSQL server: set GENLOOP_TEST_PG_URL (.ci/run starts one)"))]
+BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(
+            not PG_URL, reason="no PostgreSQL server: set GENLOOP_TEST_PG_URL (.ci/run starts one)"
+        ),
+    ),
+]
 
-TINY_GPT = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "train.batch_size=4",
-            "train.precision=fp32", "train.tensorboard=false", "train.threads=1", "train.warmup_steps=2",
-            "train.lr=3e-3", "train.log_every=1"]
+TINY_GPT = [
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "model.block_size=16",
+    "train.batch_size=4",
+    "train.precision=fp32",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "train.warmup_steps=2",
+    "train.lr=3e-3",
+    "train.log_every=1",
+]
 TEXT = "The quick brown fox jumps over the lazy dog. A stitch in time saves nine. " * 8
 
 
@@ -32,8 +49,9 @@ def train_tiny_runs(runs: Path) -> dict[str, str]:
     corpus = runs.parent / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     vae = genloop.train("vae", "digits", overrides=tiny("vae"), steps=10, runs_dir=runs, progress=False)
-    ddpm = genloop.train("ddpm", "digits", overrides=tiny("ddpm", "model.class_conditional=true"), steps=5,
-                         runs_dir=runs, progress=False)
+    ddpm = genloop.train(
+        "ddpm", "digits", overrides=tiny("ddpm", "model.class_conditional=true"), steps=5, runs_dir=runs, progress=False
+    )
     gpt = genloop.train("gpt", str(corpus), overrides=TINY_GPT, steps=20, runs_dir=runs, progress=False)
     return {"vae": vae.id, "ddpm": ddpm.id, "gpt": gpt.id}
 

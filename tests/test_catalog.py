@@ -19,8 +19,11 @@ from genloop.training.logger import read_metrics
 def _uncatalogued(result: dict[str, Any], prefix: str = "") -> set[str]:
     """Numeric keys of an evaluation result that the catalogue neither describes nor names as bookkeeping."""
     known = set(catalog.CATALOG) | catalog.companions() | catalog.BOOKKEEPING
-    return {k for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k.removeprefix(prefix) not in known}
+    return {
+        k
+        for k, v in result.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k.removeprefix(prefix) not in known
+    }
 
 
 @pytest.mark.parametrize("model, extra", [("cvae", []), ("ddpm", ["model.class_conditional=true"])])
@@ -35,16 +38,28 @@ def test_every_image_metric_is_catalogued(model: str, extra: list[str]) -> None:
     quick = [rec for rec in read_metrics(run.dir / "metrics.jsonl") if "eval/fid" in rec]
     assert quick, "the quick evaluator ran"
     assert _uncatalogued(quick[-1], prefix="eval/") - {"time"} == set()
-    assert all(catalog.get(k.removeprefix("eval/")).selectable for k in quick[-1] if k.removeprefix("eval/")
-               in catalog.CATALOG)
+    assert all(
+        catalog.get(k.removeprefix("eval/")).selectable for k in quick[-1] if k.removeprefix("eval/") in catalog.CATALOG
+    )
 
 
 def test_every_text_metric_is_catalogued(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("The quick brown fox jumps over the lazy dog. Pack my box with five dozen jugs.\n" * 30)
-    overrides = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "train.batch_size=4",
-                 "train.precision=fp32", "train.tensorboard=false", "train.threads=1", "train.log_every=1",
-                 "train.eval_every=2", "train.eval_tokens=64", "train.select_metric=val_loss"]
+    overrides = [
+        "model.n_layer=1",
+        "model.n_head=2",
+        "model.n_embd=16",
+        "model.block_size=16",
+        "train.batch_size=4",
+        "train.precision=fp32",
+        "train.tensorboard=false",
+        "train.threads=1",
+        "train.log_every=1",
+        "train.eval_every=2",
+        "train.eval_tokens=64",
+        "train.select_metric=val_loss",
+    ]
     run = genloop.train("gpt", data=str(corpus), overrides=overrides, steps=2, progress=False)
     r = genloop.evaluate(run.id, n=4)
     assert {"val_loss", "distinct_2", "self_bleu", "copy_rate"} <= set(r)
@@ -106,13 +121,27 @@ def test_compare_and_eval_table_use_the_catalogue(capsys: pytest.CaptureFixture[
 
     from genloop.cli.main import print_metrics
 
-    result = {"run_id": "r", "n_generated": 10, "n_reference": 10, "fid": 6.0, "fid_floor": 3.0, "kid": 0.01,
-              "kid_std": 0.002, "kid_floor": 0.001, "precision": 0.5, "precision_floor": 0.9, "kl_nats": 2.0}
+    result = {
+        "run_id": "r",
+        "n_generated": 10,
+        "n_reference": 10,
+        "fid": 6.0,
+        "fid_floor": 3.0,
+        "kid": 0.01,
+        "kid_std": 0.002,
+        "kid_floor": 0.001,
+        "precision": 0.5,
+        "precision_floor": 0.9,
+        "kl_nats": 2.0,
+    }
     capsys.readouterr()
     print_metrics(result)
     out = capsys.readouterr().out
-    rows = {cells[0]: cells[1:] for line in out.splitlines()
-            if len(cells := [c.strip() for c in line.strip().strip("│").split("│")]) == 4}
+    rows = {
+        cells[0]: cells[1:]
+        for line in out.splitlines()
+        if len(cells := [c.strip() for c in line.strip().strip("│").split("│")]) == 4
+    }
     for key in ("fid", "kid", "precision", "kl_nats"):
         m = catalog.get(key)
         value, floor, better = rows[m.label]

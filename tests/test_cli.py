@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GENLOOP, cli, cli_env, tiny
 from PIL import Image
 
-from conftest import GENLOOP, cli, cli_env, tiny
 from genloop.data.image_io import read_recipe
 
 RECIPE_KEYS = ("run_id", "checkpoint_sha256", "model", "seed", "genloop_version")
@@ -40,7 +40,9 @@ def sets(model: str, *extra: str) -> list[str]:
 
 def train(capsys, model: str = "dcgan", *args: str, steps: int = 4) -> str:
     """Train a tiny run in-process; returns its run id (the last line of stdout)."""
-    code, out, err = cli(capsys, "train", model, "--data", "digits", *sets(model), "--steps", str(steps), "--quiet", *args)
+    code, out, err = cli(
+        capsys, "train", model, "--data", "digits", *sets(model), "--steps", str(steps), "--quiet", *args
+    )
     assert code == 0, err
     return out.strip().splitlines()[-1]
 
@@ -51,8 +53,9 @@ def proc(tmp_path: Path, *args: str, timeout: float = 120, **env: str) -> subpro
     e["OMP_NUM_THREADS"] = "1"  # the machine is shared; oversubscribed threads only slow tiny work down
     e.pop("COLUMNS", None)
     e.update(env)
-    return subprocess.run([*GENLOOP, *map(str, args)], env=e, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*GENLOOP, *map(str, args)], env=e, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def store_entries(tmp_path: Path) -> list[str]:
@@ -91,8 +94,24 @@ def test_data_list(capsys) -> None:
 def test_data_info_digits(capsys) -> None:
     code, out, err = cli(capsys, "data", "info", "digits", "--image-size", "8")
     assert code == 0, err
-    for word in ("images", "1797", "shape", "[1, 8, 8]", "channels", "classes", "10", "value_range", "[0, 255]",
-                 "splits", "train", "1438", "val", "180", "test", "179"):
+    for word in (
+        "images",
+        "1797",
+        "shape",
+        "[1, 8, 8]",
+        "channels",
+        "classes",
+        "10",
+        "value_range",
+        "[0, 255]",
+        "splits",
+        "train",
+        "1438",
+        "val",
+        "180",
+        "test",
+        "179",
+    ):
         assert word in out, word
     code, out, err = cli(capsys, "data", "info", "digits", "--image-size", "8", "--set", "channels=3")
     assert code == 0, err
@@ -188,8 +207,12 @@ def test_train_on_gzipped_idx_file(capsys, tmp_path: Path) -> None:
     data = tmp_path / "mine"
     data.mkdir()
     n, h, w = images.shape
-    (data / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">4B3I", 0, 0, 8, 3, n, h, w) + images.tobytes()))
-    (data / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">4BI", 0, 0, 8, 1, n) + labels.tobytes()))
+    (data / "train-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">4B3I", 0, 0, 8, 3, n, h, w) + images.tobytes())
+    )
+    (data / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">4BI", 0, 0, 8, 1, n) + labels.tobytes())
+    )
     code, out, err = cli(capsys, "data", "info", str(data / "train-images-idx3-ubyte.gz"), "--image-size", "8")
     assert code == 0, err
     assert "48" in out and "[1, 8, 8]" in out and "idx" in out
@@ -372,18 +395,27 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     malformed.write_text("train: [steps: 3\n  lr: {\n")
     t = ["train", "dcgan", *sets("dcgan"), "--steps", "2"]
     return {
-        "missing data path": (["train", "dcgan", "--data", str(tmp_path / "nope"), "--steps", "2"], ("no such file", "nope")),
+        "missing data path": (
+            ["train", "dcgan", "--data", str(tmp_path / "nope"), "--steps", "2"],
+            ("no such file", "nope"),
+        ),
         "empty folder": ([*t, "--data", str(empty)], ("no images", "empty")),
         "corrupt png": ([*t, "--data", str(corrupt)], ("a.png", "not a readable image")),
         "truncated png": ([*t, "--data", str(truncated)], ("b.png", "not a readable image")),
-        "unknown dataset": (["train", "dcgan", "--data", "cifar-99", "--steps", "2"], ("unknown dataset", "cifar-99", "digits")),
+        "unknown dataset": (
+            ["train", "dcgan", "--data", "cifar-99", "--steps", "2"],
+            ("unknown dataset", "cifar-99", "digits"),
+        ),
         "unknown model": (["train", "diffusion", "--steps", "2"], ("unknown", "diffusion", "dcgan", "vae")),
         "unknown config key": ([*t, "--set", "train.nope=1"], ("unknown config key", "train.nope", "lr")),
         "wrong type": ([*t, "--set", "train.lr=abc"], ("train.lr", "float", "abc")),
         "unknown yaml section": ([*t, "--config", str(unknown_section)], ("unknown config section", "optimizer")),
         "malformed yaml": ([*t, "--config", str(malformed)], ("not valid yaml", "malformed.yaml")),
         "missing config file": ([*t, "--config", str(tmp_path / "nope.yaml")], ("nope.yaml", "does not exist")),
-        "resume missing run": (["train", "--resume", "20990101-000000-dcgan-dead"], ("no run", "20990101-000000-dcgan-dead")),
+        "resume missing run": (
+            ["train", "--resume", "20990101-000000-dcgan-dead"],
+            ("no run", "20990101-000000-dcgan-dead"),
+        ),
         "bad time budget": ([*t[:-2], "--time-budget", "3x"], ("--time-budget", "3x")),
         "zero steps": (["train", "dcgan", *sets("dcgan"), "--steps", "0"], ("train.steps", ">= 1", "0")),
         "generate missing run": (["generate", "nope-run"], ("no run", "nope-run")),
@@ -394,10 +426,27 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     }
 
 
-BAD_CASES = ["missing data path", "empty folder", "corrupt png", "truncated png", "unknown dataset", "unknown model",
-             "unknown config key", "wrong type", "unknown yaml section", "malformed yaml", "missing config file",
-             "resume missing run", "bad time budget", "zero steps", "generate missing run", "eval missing run",
-             "report missing run", "show missing run", "rm missing run"]
+BAD_CASES = [
+    "missing data path",
+    "empty folder",
+    "corrupt png",
+    "truncated png",
+    "unknown dataset",
+    "unknown model",
+    "unknown config key",
+    "wrong type",
+    "unknown yaml section",
+    "malformed yaml",
+    "missing config file",
+    "resume missing run",
+    "bad time budget",
+    "zero steps",
+    "generate missing run",
+    "eval missing run",
+    "report missing run",
+    "show missing run",
+    "rm missing run",
+]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -451,8 +500,21 @@ def test_train_runs_dir_is_an_existing_file(capsys, tmp_path: Path) -> None:
 
 
 # --- help, demo -----------------------------------------------------------------------------------
-HELP = [[], ["train"], ["generate"], ["eval"], ["report"], ["demo"], ["data"], ["data", "info"], ["data", "list"],
-        ["runs"], ["runs", "list"], ["runs", "show"], ["runs", "rm"]]
+HELP = [
+    [],
+    ["train"],
+    ["generate"],
+    ["eval"],
+    ["report"],
+    ["demo"],
+    ["data"],
+    ["data", "info"],
+    ["data", "list"],
+    ["runs"],
+    ["runs", "list"],
+    ["runs", "show"],
+    ["runs", "rm"],
+]
 
 
 @pytest.mark.parametrize("command", HELP, ids=lambda c: " ".join(c) or "genloop")

@@ -16,7 +16,9 @@ from genloop.training import TrainConfig
 def test_defaults_layering_and_overrides(tmp_path: Path) -> None:
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("model:\n  z_dim: 32\ntrain:\n  lr: 0.001\n  batch_size: 8\n")
-    rc = resolve_config("dcgan", "digits", cfg_file, ["train.lr=3e-4", "train.betas=[0.0, 0.9]", "train.ema_decay=null"], steps=7)
+    rc = resolve_config(
+        "dcgan", "digits", cfg_file, ["train.lr=3e-4", "train.betas=[0.0, 0.9]", "train.ema_decay=null"], steps=7
+    )
     assert rc.model.z_dim == 32 and rc.model.name == "dcgan"
     assert rc.train.lr == pytest.approx(3e-4)  # --set beats the file, which beats the family default
     assert rc.train.betas == [0.0, 0.9] and rc.train.ema_decay is None
@@ -51,7 +53,10 @@ def test_bad_settings_name_what_is_valid(overrides: list[str], message: str) -> 
 
 
 def test_unknown_model_lists_valid_names() -> None:
-    with pytest.raises(NotFoundError, match="unknown model 'gpt9'; valid: beta-vae, cgan, cvae, dcgan, ddpm, gpt, hf-causal-lm, vae, wgan-gp"):
+    with pytest.raises(
+        NotFoundError,
+        match="unknown model 'gpt9'; valid: beta-vae, cgan, cvae, dcgan, ddpm, gpt, hf-causal-lm, vae, wgan-gp",
+    ):
         resolve_config("gpt9")
 
 

@@ -16,8 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from genloop.data import DataConfig, ImageBatches, dataset_names, datasets, download, load_dataset
-from genloop.data import prepare, sources
+from genloop.data import DataConfig, ImageBatches, dataset_names, datasets, download, load_dataset, prepare, sources
 from genloop.errors import DataError, NotFoundError
 
 

@@ -35,7 +35,9 @@ def test_overfit_one_batch() -> None:
     """The denoising loss on one fixed batch falls by a large factor: the UNet and its targets line up."""
     torch.manual_seed(0)
     spec = DataSpec(1, 8, 0)
-    system = DDPMSystem(DDPMConfig(width=16, channel_mults=[1, 2], attention_resolutions=[], num_train_timesteps=50), spec)
+    system = DDPMSystem(
+        DDPMConfig(width=16, channel_mults=[1, 2], attention_resolutions=[], num_train_timesteps=50), spec
+    )
     x = torch.rand(8, 1, 8, 8) * 2 - 1
 
     class OneBatch:
@@ -179,11 +181,25 @@ def test_best_checkpoint_follows_the_metric_direction(tmp_path) -> None:
         scripted = iter(values)
         system = DDPMSystem(DDPMConfig(width=8, channel_mults=[1, 2], attention_resolutions=[]), DataSpec(1, 8, 0))
         batches = ImageBatches(torch.zeros(32, 1, 8, 8, dtype=torch.uint8), None, 8, seed=0)
-        cfg = TrainConfig(steps=6, eval_every=2, eval_time_share=1.0, select_metric=metric, precision="fp32",
-                          tensorboard=False, log_every=1)
+        cfg = TrainConfig(
+            steps=6,
+            eval_every=2,
+            eval_time_share=1.0,
+            select_metric=metric,
+            precision="fp32",
+            tensorboard=False,
+            log_every=1,
+        )
         run_dir = tmp_path / metric
         run_dir.mkdir()
-        trainer = Trainer(system, batches, cfg, run_dir, progress=False, evaluator=lambda s: {metric: next(scripted)})
+        trainer = Trainer(
+            system,
+            batches,
+            cfg,
+            run_dir,
+            progress=False,
+            evaluator=lambda s, metric=metric, scripted=scripted: {metric: next(scripted)},
+        )
         trainer.fit()
         assert trainer.best["step"] == best_step
         assert trainer.best["value"] == (min(values) if metric == "fid" else max(values))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import GENLOOP, cli_env, tiny
 
 import genloop
 from genloop.data import ImageBatches
@@ -23,8 +24,6 @@ from genloop.serialization import load_tensors
 from genloop.systems import DataSpec, System, models
 from genloop.training import TrainConfig, Trainer
 from genloop.training.engine import learning_rate
-
-from conftest import GENLOOP, cli_env, tiny
 
 
 # --- shapes ---------------------------------------------------------------------------------------
@@ -53,14 +52,25 @@ def test_unsupported_size_is_a_config_error() -> None:
 # --- learning -------------------------------------------------------------------------------------
 def _system(name: str, **cfg) -> System:
     cls = models[name]
-    base = {"dcgan": dict(z_dim=8, g_width=8, d_width=8), "wgan-gp": dict(z_dim=8, g_width=8, d_width=8, n_critic=2),
-            "vae": dict(z_dim=4, width=8)}[name]
+    base = {
+        "dcgan": dict(z_dim=8, g_width=8, d_width=8),
+        "wgan-gp": dict(z_dim=8, g_width=8, d_width=8, n_critic=2),
+        "vae": dict(z_dim=4, width=8),
+    }[name]
     return cls(cls.Config(**{**base, **cfg}), DataSpec(1, 8, 10))
 
 
 def _cfg(name: str, **kw) -> TrainConfig:
-    base = dict(models[name].train_defaults, steps=10, batch_size=16, log_every=1, sample_every=0,
-                precision="fp32", tensorboard=False, threads=1)
+    base = dict(
+        models[name].train_defaults,
+        steps=10,
+        batch_size=16,
+        log_every=1,
+        sample_every=0,
+        precision="fp32",
+        tensorboard=False,
+        threads=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -87,7 +97,12 @@ def test_gan_overfits_one_image(name: str) -> None:
     """Trained on a single image, the generator must learn to draw (nearly) that image."""
     image = _one_batch(1).repeat(16, 1, 1, 1)
     target = image[0].float() / 127.5 - 1
-    trainer = Trainer(_system(name), ImageBatches(image, None, 16), _cfg(name, steps=250, lr=1e-3 if name == "dcgan" else 5e-4, ema_decay=None), progress=False)
+    trainer = Trainer(
+        _system(name),
+        ImageBatches(image, None, 16),
+        _cfg(name, steps=250, lr=1e-3 if name == "dcgan" else 5e-4, ema_decay=None),
+        progress=False,
+    )
     g = torch.Generator().manual_seed(0)
     before = (trainer.system.eval().sample(16, g) - target).abs().mean()
     trainer.system.train()
@@ -130,7 +145,7 @@ class _RowNoise:
         start = self.cursors.get(key, 0)
         assert start + n <= self.period, f"a draw of {n} rows crosses a step's batch of {self.period}"
         self.cursors[key] = (start + n) % self.period
-        return self.tables[key][start:start + n]
+        return self.tables[key][start : start + n]
 
     def _float(self, name: str, size: tuple, device=None, dtype=None, **_) -> torch.Tensor:
         if len(size) == 1 and not isinstance(size[0], int):
@@ -157,8 +172,11 @@ class _RowNoise:
 
     def _int(self, low: int, high: int, size: tuple, device) -> torch.Tensor:
         n, rest = size[0], size[1:]
-        rows = self._rows(("randint", rest, low, high), n,
-                          lambda g: self.real["randint"](low, high, (self.period, *rest), generator=g))
+        rows = self._rows(
+            ("randint", rest, low, high),
+            n,
+            lambda g: self.real["randint"](low, high, (self.period, *rest), generator=g),
+        )
         return rows.to(device)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,7 +213,9 @@ def _accumulation_case(name: str, tmp_path: Path) -> tuple:
 
             vocab = 40
             config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
-            make = lambda: models["gpt"](config, DataSpec(vocab_size=vocab))
+
+            def make() -> System:
+                return models["gpt"](config, DataSpec(vocab_size=vocab))
         else:
             pytest.importorskip("transformers")
             # the tiny local model test_hf_lm builds, in its Llama layout (no dropout, unlike its GPT-2 one)
@@ -205,18 +225,29 @@ def _accumulation_case(name: str, tmp_path: Path) -> tuple:
 
             path = _save_model("llama", tmp_path / "llama")
             vocab = 64  # token ids below every tiny tokenizer's size
-            make = lambda: models["hf-causal-lm"](HFCausalLMConfig(init=str(path), block_size=8),
-                                                  DataSpec(vocab_size=vocab))
+
+            def make() -> System:
+                return models["hf-causal-lm"](
+                    HFCausalLMConfig(init=str(path), block_size=8), DataSpec(vocab_size=vocab)
+                )
+
         tokens = torch.randint(0, vocab, (steps, rows, 9), generator=torch.Generator().manual_seed(5))
         return make, [(t[:, :-1], t[:, 1:]) for t in tokens]
     gan = {"z_dim": 8, "g_width": 8, "d_width": 8}
     vae = {"z_dim": 4, "width": 16}
-    small = {"dcgan": gan, "wgan-gp": {**gan, "n_critic": 3}, "cgan": gan, "vae": vae, "beta-vae": vae, "cvae": vae,
-             "ddpm": {"width": 8, "channel_mults": [1, 2], "attention_resolutions": [], "num_train_timesteps": 100}}[name]
+    small = {
+        "dcgan": gan,
+        "wgan-gp": {**gan, "n_critic": 3},
+        "cgan": gan,
+        "vae": vae,
+        "beta-vae": vae,
+        "cvae": vae,
+        "ddpm": {"width": 8, "channel_mults": [1, 2], "attention_resolutions": [], "num_train_timesteps": 100},
+    }[name]
     cls = models[name]
     images = _one_batch(steps * rows).float() / 127.5 - 1
     labels = torch.arange(steps * rows) % 10
-    whole = [(images[i * rows:(i + 1) * rows], labels[i * rows:(i + 1) * rows]) for i in range(steps)]
+    whole = [(images[i * rows : (i + 1) * rows], labels[i * rows : (i + 1) * rows]) for i in range(steps)]
     return (lambda: cls(cls.Config(**small), DataSpec(1, 8, 10))), whole
 
 
@@ -247,8 +278,18 @@ def test_grad_accum_equals_one_larger_batch(name: str, tmp_path: Path, monkeypat
     one, accumulated = (torch.manual_seed(0) and make() for _ in range(2))
     assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), accumulated.state_dict().values()))
     micro = [tuple(part.chunk(k)[i] for part in batch) for batch in whole for i in range(k)]  # rows in order
-    cfg = dict(models[name].train_defaults, steps=len(whole), log_every=1, precision="fp32", device="cpu",
-               ema_decay=None, sample_every=0, checkpoint_every=1000, tensorboard=False, warmup_steps=0)
+    cfg = dict(
+        models[name].train_defaults,
+        steps=len(whole),
+        log_every=1,
+        precision="fp32",
+        device="cpu",
+        ema_decay=None,
+        sample_every=0,
+        checkpoint_every=1000,
+        tensorboard=False,
+        warmup_steps=0,
+    )
     _RowNoise(len(whole[0][0])).install(monkeypatch)
     for system, batches, accum in ((one, whole, 1), (accumulated, micro, k)):
         trainer = Trainer(system, _Stream(batches), TrainConfig(**{**cfg, "grad_accum": accum}), progress=False)
@@ -298,8 +339,9 @@ def test_resume_needs_more_steps() -> None:
 
 def _dead_pid() -> int:
     """The id of a process that has exited (what a killed run's run.json holds)."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return int(proc.stdout)
 
 
@@ -347,8 +389,7 @@ def test_a_run_killed_before_it_started_is_killed_and_restarts_from_step_0() -> 
 @pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path: Path) -> None:
     """SIGKILL after some steps but before any checkpoint: `train --resume` trains it again from step 0."""
-    proc = _start_training(tmp_path, "train.checkpoint_every=100000", "train.checkpoint_seconds=100000",
-                           "train.seed=3")
+    proc = _start_training(tmp_path, "train.checkpoint_every=100000", "train.checkpoint_seconds=100000", "train.seed=3")
     runs = tmp_path / "runs"
     _wait_for(lambda: runs.is_dir() and any((d / "metrics.jsonl").exists() for d in runs.iterdir()))
     proc.kill()
@@ -356,20 +397,34 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path: 
     run_dir = _the_run(tmp_path)
     assert not (run_dir / "checkpoints" / "last.safetensors").exists()
     assert RunStore(runs).get(run_dir.name).info["status"] == "killed"
-    res = subprocess.run([*GENLOOP, "train", "--resume", run_dir.name, "--steps", "4", "-q"],
-                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
+    res = subprocess.run(
+        [*GENLOOP, "train", "--resume", run_dir.name, "--steps", "4", "-q"],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == run_dir.name
-    full = genloop.train("vae", overrides=tiny("vae", "train.checkpoint_every=100000",
-                                               "train.checkpoint_seconds=100000"), steps=4, seed=3, progress=False)
+    full = genloop.train(
+        "vae",
+        overrides=tiny("vae", "train.checkpoint_every=100000", "train.checkpoint_seconds=100000"),
+        steps=4,
+        seed=3,
+        progress=False,
+    )
     _same_run(full.dir, run_dir)
 
 
 def test_resuming_removes_what_a_killed_save_left() -> None:
     """Temporaries of saves killed mid-write (.NAME.*.tmp) go when the run is next trained; other files stay."""
     run = genloop.train("vae", overrides=tiny("vae"), steps=2, progress=False)
-    strays = [run.dir / ".model.safetensors.k1ll3d.tmp", run.dir / "checkpoints" / ".last.safetensors.x9z.tmp",
-              run.dir / ".run.json.abc.tmp"]
+    strays = [
+        run.dir / ".model.safetensors.k1ll3d.tmp",
+        run.dir / "checkpoints" / ".last.safetensors.x9z.tmp",
+        run.dir / ".run.json.abc.tmp",
+    ]
     for path in strays:
         path.write_bytes(b"half a file")
     keep = run.dir / "notes.tmp"  # not one of ours
@@ -419,8 +474,9 @@ def _disk_fills(monkeypatch: pytest.MonkeyPatch, name: str, after: int) -> None:
     monkeypatch.setattr(os, "fdopen", fdopen)
 
 
-def test_a_full_disk_stops_training_with_one_line(monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_full_disk_stops_training_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """ENOSPC while writing a checkpoint: exit 2 with one line naming the file and the run, no temporary
     left, and the previous checkpoint intact and loadable."""
     from conftest import cli
@@ -455,7 +511,7 @@ def test_ema_is_used_for_inference_weights() -> None:
     ckpt = _weights(run.dir)
     inference = load_tensors(run.dir / "model.safetensors")[0]
     key = "generator.body.3.weight"
-    assert torch.equal(inference[key], ckpt[f"ema/body.3.weight"])
+    assert torch.equal(inference[key], ckpt["ema/body.3.weight"])
     assert not torch.equal(inference[key], ckpt[f"model/{key}"])
 
 
@@ -464,8 +520,9 @@ def test_previews_are_written_by_the_callers_callback() -> None:
     """samples/step-N.png every train.sample_every steps and at the end, written by genloop.generation.preview."""
     from genloop.data.image_io import read_recipe
 
-    run = genloop.train("vae", overrides=tiny("vae", "train.sample_every=2", "train.ema_decay=0.9"), steps=3,
-                        progress=False)
+    run = genloop.train(
+        "vae", overrides=tiny("vae", "train.sample_every=2", "train.ema_decay=0.9"), steps=3, progress=False
+    )
     written = sorted(p.name for p in (run.dir / "samples").iterdir())
     assert written == ["step-0000002.png", "step-0000003.png"]
     assert read_recipe(run.dir / "samples" / "step-0000002.png") == {"train_step": 2, "seed": 1234, "ema": True}
@@ -522,7 +579,13 @@ class _Exploding(System):
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     system = _Exploding(at=4)
-    trainer = Trainer(system, ImageBatches(_one_batch(32), None, 16), _cfg("vae", steps=10, checkpoint_every=2), tmp_path, progress=False)
+    trainer = Trainer(
+        system,
+        ImageBatches(_one_batch(32), None, 16),
+        _cfg("vae", steps=10, checkpoint_every=2),
+        tmp_path,
+        progress=False,
+    )
     with pytest.raises(TrainingDiverged, match=r"became nan at step 4.*step 2"):
         trainer.fit()
     tensors, state = load_tensors(tmp_path / "checkpoints" / "last.safetensors")
@@ -536,7 +599,7 @@ def test_checkpoint_survives_a_kill_during_save(tmp_path: Path) -> None:
     script = f"""
 import os, signal, torch
 from genloop.serialization import save_tensors
-path = {str(tmp_path / 'last.safetensors')!r}
+path = {str(tmp_path / "last.safetensors")!r}
 save_tensors(path, {{"w": torch.ones(1000)}}, {{"step": 1}})
 real_replace = os.replace
 def killed(src, dst):
@@ -575,7 +638,11 @@ def _the_run(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
     proc = _start_training(tmp_path)
-    _wait_for(lambda: (tmp_path / "runs").is_dir() and any((d / "metrics.jsonl").exists() for d in (tmp_path / "runs").iterdir()))
+    _wait_for(
+        lambda: (
+            (tmp_path / "runs").is_dir() and any((d / "metrics.jsonl").exists() for d in (tmp_path / "runs").iterdir())
+        )
+    )
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
@@ -587,8 +654,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
     assert info["status"] == "interrupted" and info["step"] > 0
     stopped_at = load_tensors(run_dir / "checkpoints" / "last.safetensors")[1]["step"]
     assert stopped_at == info["step"]
-    res = subprocess.run([*GENLOOP, "train", "--resume", run_dir.name, "--steps", str(stopped_at + 3), "-q"],
-                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [*GENLOOP, "train", "--resume", run_dir.name, "--steps", str(stopped_at + 3), "-q"],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads((run_dir / "run.json").read_text())["step"] == stopped_at + 3
 
@@ -596,7 +668,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     proc = _start_training(tmp_path, "train.checkpoint_every=3")
-    _wait_for(lambda: (tmp_path / "runs").is_dir() and any((d / "checkpoints" / "last.safetensors").exists() for d in (tmp_path / "runs").iterdir()))
+    _wait_for(
+        lambda: (
+            (tmp_path / "runs").is_dir()
+            and any((d / "checkpoints" / "last.safetensors").exists() for d in (tmp_path / "runs").iterdir())
+        )
+    )
     time.sleep(0.3)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.communicate(timeout=30)
@@ -604,7 +681,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     saved = load_tensors(run_dir / "checkpoints" / "last.safetensors")[1]["step"]
     assert saved % 3 == 0 and saved > 0
     assert RunStore(tmp_path / "runs").get(run_dir.name).info["status"] == "killed"  # not "running" forever
-    res = subprocess.run([*GENLOOP, "train", "--resume", run_dir.name, "--steps", str(saved + 2), "-q"],
-                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [*GENLOOP, "train", "--resume", run_dir.name, "--steps", str(saved + 2), "-q"],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"

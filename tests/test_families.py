@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 
 import genloop
 from genloop.data import ImageBatches
@@ -17,8 +18,6 @@ from genloop.serialization import load_tensors
 from genloop.systems import DataSpec, System, models
 from genloop.systems.gan import discriminator_norm
 from genloop.training import TrainConfig, Trainer
-
-from conftest import TINY
 
 SMALL = {
     "dcgan": dict(z_dim=8, g_width=8, d_width=8),
@@ -36,8 +35,17 @@ def _system(name: str, spec: DataSpec = DataSpec(1, 8, 4), **cfg) -> System:
 
 
 def _cfg(name: str, **kw) -> TrainConfig:
-    base = dict(models[name].train_defaults, steps=10, batch_size=16, log_every=1, sample_every=0,
-                precision="fp32", tensorboard=False, threads=1, ema_decay=None)
+    base = dict(
+        models[name].train_defaults,
+        steps=10,
+        batch_size=16,
+        log_every=1,
+        sample_every=0,
+        precision="fp32",
+        tensorboard=False,
+        threads=1,
+        ema_decay=None,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -140,7 +148,9 @@ def test_cgan_overfits_one_image_per_class() -> None:
     digits = _digits(2)
     images, labels = digits.repeat(8, 1, 1, 1), torch.tensor([0, 1]).repeat(8)
     targets = digits.float() / 127.5 - 1
-    trainer = Trainer(_system("cgan"), ImageBatches(images, labels, 16), _cfg("cgan", steps=250, lr=1e-3), progress=False)
+    trainer = Trainer(
+        _system("cgan"), ImageBatches(images, labels, 16), _cfg("cgan", steps=250, lr=1e-3), progress=False
+    )
     ask = torch.tensor([0, 1]).repeat(8)
     before = (trainer.system.eval().sample(16, torch.Generator().manual_seed(0), ask) - targets[ask]).abs().mean()
     trainer.system.train()
@@ -165,7 +175,9 @@ def test_spectral_norm_discriminator() -> None:
     system = _system("dcgan", spectral_norm=True)
     keys = list(system.state_dict())
     assert any(k.endswith("parametrizations.weight.original") for k in keys)
-    assert any(k.endswith("weight.0._u") for k in keys) and not any(k.startswith("generator.") and "parametrizations" in k for k in keys)
+    assert any(k.endswith("weight.0._u") for k in keys) and not any(
+        k.startswith("generator.") and "parametrizations" in k for k in keys
+    )
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in system.discriminator.modules())
     with torch.no_grad():  # each weight, as used, has largest singular value ~1 (after some power iterations)
         for _ in range(30):
@@ -174,11 +186,14 @@ def test_spectral_norm_discriminator() -> None:
     assert float(torch.linalg.matrix_norm(w, ord=2)) == pytest.approx(1.0, abs=0.05)
 
 
-@pytest.mark.parametrize("name,extra", [
-    ("dcgan", ("model.spectral_norm=true", "train.precision=fp32")),
-    ("cgan", ("train.precision=fp32",)),
-    ("cgan", ("train.precision=bf16",)),
-])
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("dcgan", ("model.spectral_norm=true", "train.precision=fp32")),
+        ("cgan", ("train.precision=fp32",)),
+        ("cgan", ("train.precision=bf16",)),
+    ],
+)
 def test_spectral_norm_resume_is_bit_exact(name: str, extra: tuple[str, ...]) -> None:
     """Stopping at step 3 and resuming to 7 gives the same weights, power-iteration vectors, EMA and RNG."""
     overrides = _tiny(name, *extra, "train.ema_decay=0.9")
@@ -192,8 +207,9 @@ def test_spectral_norm_resume_is_bit_exact(name: str, extra: tuple[str, ...]) ->
     assert not different, different[:5]
     assert RunStore().get(resumed.id).info["step"] == 7
     # The inference weights load into a fresh system and generate.
-    system = models[name](models[name].Config(**SMALL[name], **({"spectral_norm": True} if name == "dcgan" else {})),
-                          DataSpec(1, 8, 10))
+    system = models[name](
+        models[name].Config(**SMALL[name], **({"spectral_norm": True} if name == "dcgan" else {})), DataSpec(1, 8, 10)
+    )
     system.load_state_dict(load_tensors(resumed.dir / "model.safetensors")[0])
     assert system.eval().sample(4, torch.Generator().manual_seed(0)).isfinite().all()
 
@@ -202,7 +218,9 @@ def test_spectral_norm_resume_is_bit_exact(name: str, extra: tuple[str, ...]) ->
 def _trained_vae(name: str = "vae") -> tuple[System, torch.Tensor, torch.Tensor]:
     """A VAE trained briefly on 64 digits, and 128 digits (with toy labels) to evaluate it on."""
     images, labels = _digits(128), torch.arange(128) % 4
-    trainer = Trainer(_system(name), ImageBatches(images[:64], labels[:64], 32), _cfg(name, steps=150, lr=3e-3), progress=False)
+    trainer = Trainer(
+        _system(name), ImageBatches(images[:64], labels[:64], 32), _cfg(name, steps=150, lr=3e-3), progress=False
+    )
     trainer.fit()
     return trainer.system.eval(), images.float() / 127.5 - 1, labels
 
@@ -218,7 +236,9 @@ def test_log_weights_match_the_densities() -> None:
         z = mu[:, None] + (0.5 * logvar).exp()[:, None] * torch.randn(3, 2, mu.shape[1]).double()
         logits = system.vae.decoder(z.flatten(0, 1).float()).double().view(3, 2, -1)
     target = ((x + 1) / 2).double().flatten(1)[:, None]
-    log_px = torch.distributions.Bernoulli(logits=logits, validate_args=False).log_prob(target.expand_as(logits)).sum(-1)
+    log_px = (
+        torch.distributions.Bernoulli(logits=logits, validate_args=False).log_prob(target.expand_as(logits)).sum(-1)
+    )
     log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
     log_qz = torch.distributions.Normal(mu[:, None], (0.5 * logvar).exp()[:, None]).log_prob(z).sum(-1)
     assert logw.dtype == torch.float64 and logw.shape == (3, 2)

@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from conftest import cli, tiny
 from typer.testing import CliRunner
 
@@ -55,13 +54,33 @@ def test_feedback_cli_end_to_end(capsys, tmp_path: Path) -> None:
     row = json.loads((tmp_path / "pairs.jsonl").read_text())
     assert set(row) == {"prompt", "chosen", "rejected"} and row["chosen"].endswith(f"{ids[0]}.png")
     code, out, _ = cli(capsys, "feedback", "export", "--format", "trl-unpaired", "--out", tmp_path / "kto.jsonl", *db)
-    assert code == 0 and [json.loads(x)["label"] for x in (tmp_path / "kto.jsonl").read_text().splitlines()] == [True, False]
+    assert code == 0 and [json.loads(x)["label"] for x in (tmp_path / "kto.jsonl").read_text().splitlines()] == [
+        True,
+        False,
+    ]
 
     # the scripted rater fills the store; then the reward model and its uses from the command line
-    code, out, err = cli(capsys, "feedback", "simulate", run.id, "--rater", "class:0", "--n-rate", "100", "--n-eval", "50",
-                         "--steps", "20", "--out", tmp_path / "sim.json", *db)
+    code, out, err = cli(
+        capsys,
+        "feedback",
+        "simulate",
+        run.id,
+        "--rater",
+        "class:0",
+        "--n-rate",
+        "100",
+        "--n-eval",
+        "50",
+        "--steps",
+        "20",
+        "--out",
+        tmp_path / "sim.json",
+        *db,
+    )
     assert code == 0, err
-    assert "preferred" in out and "best_of_n" in out and json.loads((tmp_path / "sim.json").read_text())["n_rate"] == 100
+    assert (
+        "preferred" in out and "best_of_n" in out and json.loads((tmp_path / "sim.json").read_text())["n_rate"] == 100
+    )
     code, out, _ = cli(capsys, "feedback", "train-reward", "--run", run.id, "--epochs", "100", *db)
     assert code == 0 and "heldout_pair_accuracy" in out
     reward_dir = Path(out.strip().splitlines()[-1].removeprefix("saved "))

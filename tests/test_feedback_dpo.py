@@ -16,17 +16,33 @@ from genloop.feedback.store import FeedbackStore
 from genloop.generation.pipelines import load_system
 from genloop.serialization import sha256_file
 
-TINY_GPT = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "train.batch_size=8",
-            "train.precision=fp32", "train.tensorboard=false", "train.threads=1", "train.warmup_steps=2", "train.lr=3e-3",
-            "train.log_every=10", "data.tokenizer=char"]
-PAIRS = [("the ", "cat sat on the mat.", "dog ran in the fog."), ("a ", "cat sat.", "dog ran."),
-         ("", "the cat sat on the mat.", "the dog ran in the fog.")]
+TINY_GPT = [
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.block_size=32",
+    "train.batch_size=8",
+    "train.precision=fp32",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "train.warmup_steps=2",
+    "train.lr=3e-3",
+    "train.log_every=10",
+    "data.tokenizer=char",
+]
+PAIRS = [
+    ("the ", "cat sat on the mat.", "dog ran in the fog."),
+    ("a ", "cat sat.", "dog ran."),
+    ("", "the cat sat on the mat.", "the dog ran in the fog."),
+]
 
 
 @pytest.fixture()
 def gpt_run(tmp_path: Path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(("the cat sat on the mat. the dog ran in the fog. a cat sat. a dog ran.\n" * 30), encoding="utf-8")
+    corpus.write_text(
+        ("the cat sat on the mat. the dog ran in the fog. a cat sat. a dog ran.\n" * 30), encoding="utf-8"
+    )
     return genloop.train("gpt", data=str(corpus), overrides=TINY_GPT, steps=120, progress=False)
 
 
@@ -46,7 +62,11 @@ def test_dpo_raises_the_margin_of_chosen_over_rejected(gpt_run) -> None:
     child = genloop.runs.RunStore().get(r["run_id"])
     after = margin(child.dir)
     assert after > before + 5, (before, after)
-    assert r["margin_after"] > r["margin_before"] and r["loss_last"] < r["loss_first"] and r["implicit_reward_accuracy"] == 1.0
+    assert (
+        r["margin_after"] > r["margin_before"]
+        and r["loss_last"] < r["loss_first"]
+        and r["implicit_reward_accuracy"] == 1.0
+    )
     assert sha256_file(gpt_run.weights) == parent_sha and child.info["parent"] == gpt_run.id
     assert child.info["feedback"]["method"] == "dpo" and child.info["step"] == 120 + 30
     out = genloop.load(child.id)(prompt="the ", n=2, seed=0, max_tokens=8)
@@ -65,8 +85,16 @@ def test_dpo_bad_input(gpt_run) -> None:
 
 def test_text_loop_with_a_scripted_rater(gpt_run, tmp_path: Path) -> None:
     store = FeedbackStore(url=f"sqlite:///{tmp_path / 'studio.sqlite'}", runs=tmp_path / "runs")
-    r = simulate(gpt_run.id, "contains:cat", n_rate=60, n_eval=60, k=4, store=store, text_options={"max_tokens": 16},
-                 dpo=DPOConfig(steps=30, lr=1e-3))
+    r = simulate(
+        gpt_run.id,
+        "contains:cat",
+        n_rate=60,
+        n_eval=60,
+        k=4,
+        store=store,
+        text_options={"max_tokens": 16},
+        dpo=DPOConfig(steps=30, lr=1e-3),
+    )
     res = r["results"]
     assert r["modality"] == "text" and "fid" not in res["baseline"] and "mean_chars" in res["baseline"]
     assert res["best_of_n"]["preferred_share"] > res["baseline"]["preferred_share"]

@@ -39,12 +39,19 @@ def test_text_pairs_and_unpaired(store: FeedbackStore, tmp_path: Path) -> None:
     store.rate(d, thumbs=-1)
     r = export(store, tmp_path / "pairs.jsonl", "trl-pairs")
     assert r["written"] == 2 and r["skipped"] == 0
-    assert read(tmp_path / "pairs.jsonl") == [{"prompt": "Once", "chosen": " upon a time", "rejected": " more"},
-                                             {"prompt": "Once", "chosen": " again ✓", "rejected": " never"}]
+    assert read(tmp_path / "pairs.jsonl") == [
+        {"prompt": "Once", "chosen": " upon a time", "rejected": " more"},
+        {"prompt": "Once", "chosen": " again ✓", "rejected": " never"},
+    ]
     r = export(store, tmp_path / "kto.jsonl", "trl-unpaired")
     assert r["written"] == 4 and r["skipped"] == 1
     rows = read(tmp_path / "kto.jsonl")
-    assert [(x["completion"], x["label"]) for x in rows] == [(" upon a time", True), (" more", False), (" never", True), (" never", False)]
+    assert [(x["completion"], x["label"]) for x in rows] == [
+        (" upon a time", True),
+        (" more", False),
+        (" never", True),
+        (" never", False),
+    ]
     assert all(set(x) == {"prompt", "completion", "label"} and x["prompt"] == "Once" for x in rows)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic: no temp files left
 
@@ -85,8 +92,9 @@ def test_labels_and_bad_input(store: FeedbackStore, tmp_path: Path) -> None:
 def test_bulk_feedback_and_filters(store: FeedbackStore) -> None:
     ids = store.add_outputs(text_output(["a", "b", "c"]), job_id="job1")
     other = store.add_outputs(text_output(["z"]))
-    assert store.add_feedback([{"generation_id": i, "stars": 3 + n} for n, i in enumerate(ids)], [(ids[2], ids[0])],
-                              user="sim") == (3, 1)
+    assert store.add_feedback(
+        [{"generation_id": i, "stars": 3 + n} for n, i in enumerate(ids)], [(ids[2], ids[0])], user="sim"
+    ) == (3, 1)
     store.rate(other[0], thumbs=1)
     ratings, prefs, gens = store.feedback_rows(job_id="job1")
     assert len(ratings) == 3 and len(prefs) == 1 and set(gens) == set(ids)

@@ -29,13 +29,27 @@ def vae_run():
 # best-of-4 raised the preferred share by 0.35-0.44 and fine-tuning by 0.30-0.46.
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_simulated_rater_loop(precision, tmp_path) -> None:
-    vae_run = genloop.train("vae", data="digits", steps=300, progress=False,
-                            overrides=tiny("vae", "train.batch_size=32", f"train.precision={precision}"))
+    vae_run = genloop.train(
+        "vae",
+        data="digits",
+        steps=300,
+        progress=False,
+        overrides=tiny("vae", "train.batch_size=32", f"train.precision={precision}"),
+    )
     assert vae_run.info["precision"] == {"fp32": "fp32", "bf16": "bfloat16"}[precision]
     parent_sha = sha256_file(vae_run.weights)
     store = FeedbackStore(url=f"sqlite:///{tmp_path / 'studio.sqlite'}", runs=tmp_path / "runs")
-    r = simulate(vae_run.id, "class:0", n_rate=300, n_eval=200, k=4, seed=0, store=store, out=tmp_path / "sim.json",
-                 finetune=FinetuneConfig(samples=600, keep=0.15, steps=100))
+    r = simulate(
+        vae_run.id,
+        "class:0",
+        n_rate=300,
+        n_eval=200,
+        k=4,
+        seed=0,
+        store=store,
+        out=tmp_path / "sim.json",
+        finetune=FinetuneConfig(samples=600, keep=0.15, steps=100),
+    )
     assert json.loads((tmp_path / "sim.json").read_text())["results"] == r["results"]
     assert r["feedback"]["ratings"] == 300 and r["feedback"]["preferences"] > 200
     assert len(store.feedback_rows(job_id=r["job_id"])[0]) == 300
@@ -69,8 +83,12 @@ def test_rater_and_modality_errors(vae_run) -> None:
     from genloop.data import DataConfig, load_dataset
 
     ds = load_dataset(DataConfig(name="digits", image_size=8))
-    for bad, msg in (("class:12", "class number from 0 to 9"), ("nice", "unknown rater"), ("short", "rates text"),
-                     ("contains:", "rates text")):
+    for bad, msg in (
+        ("class:12", "class number from 0 to 9"),
+        ("nice", "unknown rater"),
+        ("short", "rates text"),
+        ("contains:", "rates text"),
+    ):
         with pytest.raises(ConfigError, match=msg):
             make_rater(bad, ds)
     with pytest.raises(ConfigError, match="rates images"):

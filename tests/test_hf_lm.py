@@ -38,8 +38,9 @@ def _tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=[EOT], show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(SENTENCES, trainer)
     return tok
 
@@ -57,13 +58,23 @@ def _save_model(kind: str, path: Path, sharp: bool = False) -> Path:
     vocab, eot = tok.get_vocab_size(), tok.token_to_id(EOT)
     torch.manual_seed(0)
     if kind == "gpt2":
-        cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=vocab,
-                                      bos_token_id=eot, eos_token_id=eot)
+        cfg = transformers.GPT2Config(
+            n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=vocab, bos_token_id=eot, eos_token_id=eot
+        )
         model = transformers.GPT2LMHeadModel(cfg)
     else:
-        cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                       num_key_value_heads=2, max_position_embeddings=512, vocab_size=vocab,
-                                       bos_token_id=eot, eos_token_id=eot, pad_token_id=None)
+        cfg = transformers.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            vocab_size=vocab,
+            bos_token_id=eot,
+            eos_token_id=eot,
+            pad_token_id=None,
+        )
         model = transformers.LlamaForCausalLM(cfg)
     if sharp:
         with torch.no_grad():
@@ -106,12 +117,12 @@ class RepeatingBatches:
         self.generator = torch.Generator().manual_seed(seed)
         self.seed, self.drawn = seed, 0
 
-    def __iter__(self) -> "RepeatingBatches":
+    def __iter__(self) -> RepeatingBatches:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(0, len(self.stream) - self.block - 1, (self.batch_size,), generator=self.generator)
-        rows = torch.stack([self.stream[s:s + self.block + 1] for s in starts.tolist()])
+        rows = torch.stack([self.stream[s : s + self.block + 1] for s in starts.tolist()])
         self.drawn += 1
         return rows[:, :-1].to(self.device), rows[:, 1:].to(self.device)
 
@@ -131,8 +142,19 @@ def _stream(path: Path) -> torch.Tensor:
 
 
 def _train_cfg(steps: int, lr: float) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=8, precision="fp32", tensorboard=False, ema_decay=None, threads=1, lr=lr,
-                       sample_every=0, log_every=1, device="cpu", checkpoint_every=1000)
+    return TrainConfig(
+        steps=steps,
+        batch_size=8,
+        precision="fp32",
+        tensorboard=False,
+        ema_decay=None,
+        threads=1,
+        lr=lr,
+        sample_every=0,
+        log_every=1,
+        device="cpu",
+        checkpoint_every=1000,
+    )
 
 
 # --- loading and errors ---------------------------------------------------------------------------
@@ -195,7 +217,7 @@ def test_cached_logits_equal_full_forward(model_dirs: dict[str, Path], kind: str
         full = lm(idx)
         cache = lm.new_cache(2)
         parts = [lm(idx[:, :7], cache=cache)]  # prefill
-        parts += [lm(idx[:, t:t + 1], cache=cache) for t in range(7, 16)]  # one token at a time
+        parts += [lm(idx[:, t : t + 1], cache=cache) for t in range(7, 16)]  # one token at a time
         parts.append(lm(idx[:, 16:], cache=cache))  # a chunk after single steps
     assert full.dtype == torch.float32 and full.shape == (2, 20, system.hf_config.vocab_size)
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-4, rtol=0)
@@ -223,9 +245,12 @@ def _logits(system: HFCausalLMSystem, x: torch.Tensor) -> torch.Tensor:
         return system.eval().causal_lm()(x)
 
 
-@pytest.mark.parametrize("kind,lora,lr", [("gpt2", False, 3e-3), ("gpt2-sharp", True, 1e-2), ("llama-sharp", True, 1e-2)])
-def test_fine_tuning_lowers_the_loss_and_round_trips(model_dirs: dict[str, Path], tmp_path: Path, kind: str,
-                                                     lora: bool, lr: float) -> None:
+@pytest.mark.parametrize(
+    "kind,lora,lr", [("gpt2", False, 3e-3), ("gpt2-sharp", True, 1e-2), ("llama-sharp", True, 1e-2)]
+)
+def test_fine_tuning_lowers_the_loss_and_round_trips(
+    model_dirs: dict[str, Path], tmp_path: Path, kind: str, lora: bool, lr: float
+) -> None:
     path = model_dirs[kind]
     torch.manual_seed(0)
     system = _system(path, lora=lora, block_size=16)
@@ -287,8 +312,14 @@ def test_sampling_during_training_uses_the_adapter(model_dirs: dict[str, Path], 
     run_dir.mkdir()  # the run store makes it in real use
     from genloop.generation.preview import preview_writer
 
-    Trainer(system, RepeatingBatches(_stream(path), 4, 16), _train_cfg(2, 1e-3), run_dir=run_dir, progress=False,
-            preview=preview_writer(run_dir, ema=False)).fit()
+    Trainer(
+        system,
+        RepeatingBatches(_stream(path), 4, 16),
+        _train_cfg(2, 1e-3),
+        run_dir=run_dir,
+        progress=False,
+        preview=preview_writer(run_dir, ema=False),
+    ).fit()
     (sample_file,) = (run_dir / "samples").glob("step-*.txt")
     assert sample_file.read_text().count("-----") == 3  # four continuations
 
@@ -302,14 +333,16 @@ def test_generate_text_same_with_and_without_cache(model_dirs: dict[str, Path]) 
         texts = {}
         for use_cache in (True, False):
             params = SamplingParams(max_tokens=20, temperature=0, stop_at_eot=False)
-            texts[use_cache] = generate_text(lm, tok.encode, tok.decode, "hello", params, seed=0,
-                                                      eot_id=tok.eot_id, use_cache=use_cache)
+            texts[use_cache] = generate_text(
+                lm, tok.encode, tok.decode, "hello", params, seed=0, eot_id=tok.eot_id, use_cache=use_cache
+            )
         assert texts[True] == texts[False]
         sampled = {}
         for use_cache in (True, False):
             params = SamplingParams(max_tokens=12, temperature=1.0, stop_at_eot=False)
-            sampled[use_cache] = generate_text(lm, tok.encode, tok.decode, "the fox", params, seed=3, n=2,
-                                                        use_cache=use_cache)
+            sampled[use_cache] = generate_text(
+                lm, tok.encode, tok.decode, "the fox", params, seed=3, n=2, use_cache=use_cache
+            )
         assert sampled[True] == sampled[False]
 
 
@@ -337,17 +370,38 @@ def _main(*args: str) -> int:
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_cli_fine_tunes_generates_and_evaluates(model_dirs: dict[str, Path], tmp_path: Path, lora: bool,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fine_tunes_generates_and_evaluates(
+    model_dirs: dict[str, Path], tmp_path: Path, lora: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`genloop train hf-causal-lm --init DIR --data FILE` end to end: the real loading path, the model's own
     tokenizer for the data, the run's saved tokenizer for generation, and the same sampler controls."""
     import genloop
 
     corpus = tmp_path / "notes.txt"
     corpus.write_text("\n".join(SENTENCES * 6), encoding="utf-8")
-    args = ["train", "hf-causal-lm", "--init", str(model_dirs["gpt2-sharp"]), "--data", str(corpus), "--steps", "12",
-            "-q", "--set", "train.batch_size=4", "--set", "model.block_size=32", "--set", "train.precision=fp32",
-            "--set", "train.tensorboard=false", "--set", "train.warmup_steps=0", "--set", f"model.lora={str(lora).lower()}"]
+    args = [
+        "train",
+        "hf-causal-lm",
+        "--init",
+        str(model_dirs["gpt2-sharp"]),
+        "--data",
+        str(corpus),
+        "--steps",
+        "12",
+        "-q",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "model.block_size=32",
+        "--set",
+        "train.precision=fp32",
+        "--set",
+        "train.tensorboard=false",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        f"model.lora={str(lora).lower()}",
+    ]
     capsys.readouterr()
     assert _main(*args) == 0
     run_id = capsys.readouterr().out.strip().splitlines()[-1]

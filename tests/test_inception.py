@@ -75,7 +75,9 @@ def test_key_names_and_shapes_match_the_fid_weights_file(fresh_net):
     keys = expected_keys(net)
     # 94 conv layers x (conv.weight + bn weight/bias/running_mean/running_var) + fc.weight + fc.bias
     assert len(keys) == 94 * 5 + 2 == 472
-    assert sum(p.numel() for p in net.parameters()) == 23_850_960  # torchvision's 27,161,264 less AuxLogits, 1008 classes
+    assert (
+        sum(p.numel() for p in net.parameters()) == 23_850_960
+    )  # torchvision's 27,161,264 less AuxLogits, 1008 classes
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     for key, shape in {
         "Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3),

@@ -149,35 +149,80 @@ def test_metrics_logger_resume_drops_later_and_cut_lines(tmp_path: Path) -> None
 def _fake_run(root: Path, full: bool = True) -> Path:
     run = root / "runs" / "20240501-dcgan-abc123"
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({
-        "model": {"name": "dcgan", "latent_dim": 64},
-        "data": {"name": "digits", "image_size": 16},
-        "train": {"steps": 500, "lr": 2e-4, "betas": [0.5, 0.999]},
-    }))
-    (run / "run.json").write_text(json.dumps({
-        "id": "20240501-dcgan-abc123", "model": "dcgan", "dataset": "digits", "status": "finished",
-        "created": "2024-05-01T10:00:00", "finished": "2024-05-01T10:03:00", "step": 500, "seed": 42,
-        "genloop_version": "0.1.0", "timings": {"train_seconds": 181.5, "data_seconds": 2.25},
-    }))
+    (run / "config.json").write_text(
+        json.dumps(
+            {
+                "model": {"name": "dcgan", "latent_dim": 64},
+                "data": {"name": "digits", "image_size": 16},
+                "train": {"steps": 500, "lr": 2e-4, "betas": [0.5, 0.999]},
+            }
+        )
+    )
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "id": "20240501-dcgan-abc123",
+                "model": "dcgan",
+                "dataset": "digits",
+                "status": "finished",
+                "created": "2024-05-01T10:00:00",
+                "finished": "2024-05-01T10:03:00",
+                "step": 500,
+                "seed": 42,
+                "genloop_version": "0.1.0",
+                "timings": {"train_seconds": 181.5, "data_seconds": 2.25},
+            }
+        )
+    )
     if not full:
         return run
     with open(run / "metrics.jsonl", "w") as f:
         for i in range(50):
             step = (i + 1) * 10
-            f.write(json.dumps({"step": step, "time": step * 0.36, "lr": 2e-4, "d_loss": 1.4 - i * 0.01,
-                                "g_loss": 0.7 + 0.3 * math.sin(i), "images_per_s": 900.0}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "time": step * 0.36,
+                        "lr": 2e-4,
+                        "d_loss": 1.4 - i * 0.01,
+                        "g_loss": 0.7 + 0.3 * math.sin(i),
+                        "images_per_s": 900.0,
+                    }
+                )
+                + "\n"
+            )
         f.write('{"step": 510, "d_lo')  # a half-written last line, as a killed run leaves
     (run / "samples").mkdir()
     for step in (100, 500):
         save_png(run / "samples" / f"step-{step:06d}.png", make_grid(_images(4, 1, seed=step)))
     (run / "eval").mkdir()
-    (run / "eval" / "metrics.json").write_text(json.dumps({
-        "fid": 12.3, "fid_floor": 3.1, "kid": 0.012, "kid_std": 0.001, "kid_floor": 0.002,
-        "is": 5.2, "is_std": 0.1, "is_real": 9.1, "n_generated": 1000, "n_reference": 1000,
-        "n_floor": 500, "reference_split": "test", "bits_per_dim": 1.23,
-        "feature_net": {"id": "digits-cnn-v1", "sha256": "ab" * 32, "kind": "cnn", "accuracy": 0.987,
-                        "feature_dim": 128},
-    }))
+    (run / "eval" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "fid": 12.3,
+                "fid_floor": 3.1,
+                "kid": 0.012,
+                "kid_std": 0.001,
+                "kid_floor": 0.002,
+                "is": 5.2,
+                "is_std": 0.1,
+                "is_real": 9.1,
+                "n_generated": 1000,
+                "n_reference": 1000,
+                "n_floor": 500,
+                "reference_split": "test",
+                "bits_per_dim": 1.23,
+                "feature_net": {
+                    "id": "digits-cnn-v1",
+                    "sha256": "ab" * 32,
+                    "kind": "cnn",
+                    "accuracy": 0.987,
+                    "feature_dim": 128,
+                },
+            }
+        )
+    )
     return run
 
 
@@ -253,8 +298,9 @@ def test_report_tables_follow_the_catalogue(tmp_path: Path) -> None:
 
     run = _fake_run(tmp_path)
     ev = json.loads((run / "eval" / "metrics.json").read_text())
-    (run / "eval" / "metrics.json").write_text(json.dumps({**ev, "precision": 0.45, "precision_floor": 0.9,
-                                                           "kl_nats": 3.0}))
+    (run / "eval" / "metrics.json").write_text(
+        json.dumps({**ev, "precision": 0.45, "precision_floor": 0.9, "kl_nats": 3.0})
+    )
     text = write_report(run).read_text(encoding="utf-8")
     precision, kl = catalog.get("precision"), catalog.get("kl_nats")
     assert "50% of real" in text  # a higher-is-better score as a share of its floor
@@ -290,8 +336,13 @@ def test_old_recipes_read_with_one_key_per_count(tmp_path: Path) -> None:
     lerp = {"run_id": "r", "step": 500, "kind": "interpolation", "rows": 6, "steps": 10, "sampler_steps": 50}
     save_png(tmp_path / "s.png", torch.zeros(1, 4, 4), sample)
     save_png(tmp_path / "l.png", torch.zeros(1, 4, 4), lerp)
-    assert read_recipe(tmp_path / "s.png") == {"run_id": "r", "train_step": 500, "sampler": "ddim",
-                                               "sampling_steps": 20, "seed": 3}
+    assert read_recipe(tmp_path / "s.png") == {
+        "run_id": "r",
+        "train_step": 500,
+        "sampler": "ddim",
+        "sampling_steps": 20,
+        "seed": 3,
+    }
     got = read_recipe(tmp_path / "l.png")
     assert got["interpolation_steps"] == 10 and got["sampling_steps"] == 50 and got["train_step"] == 500
     assert "steps" not in got and "step" not in got and "sampler_steps" not in got

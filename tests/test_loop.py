@@ -78,14 +78,39 @@ def _sets(model: str, *extra: str) -> list[str]:
 def test_cli_conditional_generate_eval_compare_and_sweep(capsys, tmp_path) -> None:
     ids = {}
     for model, extra in (("cgan", []), ("ddpm", ["model.class_conditional=true"])):
-        code, out, err = cli(capsys, "train", model, "--data", "digits", *_sets(model, *extra), "--steps", "3", "--quiet")
+        code, out, err = cli(
+            capsys, "train", model, "--data", "digits", *_sets(model, *extra), "--steps", "3", "--quiet"
+        )
         assert code == 0, err
         ids[model] = out.strip().splitlines()[-1]
-    code, out, err = cli(capsys, "generate", ids["ddpm"], "--n", "3", "--class", "7", "--sampler", "ddim",
-                         "--steps", "2", "--guidance", "2", "--eta", "0.5", "--out", tmp_path / "g")
+    code, out, err = cli(
+        capsys,
+        "generate",
+        ids["ddpm"],
+        "--n",
+        "3",
+        "--class",
+        "7",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "2",
+        "--guidance",
+        "2",
+        "--eta",
+        "0.5",
+        "--out",
+        tmp_path / "g",
+    )
     assert code == 0, err
     recipe = read_recipe(tmp_path / "g" / "sample_000001.png")
-    assert (recipe["class_label"], recipe["sampler"], recipe["sampling_steps"], recipe["guidance"], recipe["eta"]) == (7, "ddim", 2, 2.0, 0.5)
+    assert (recipe["class_label"], recipe["sampler"], recipe["sampling_steps"], recipe["guidance"], recipe["eta"]) == (
+        7,
+        "ddim",
+        2,
+        2.0,
+        0.5,
+    )
     for rid in ids.values():
         code, out, err = cli(capsys, "eval", rid, "--n", "40")
         assert code == 0, err
@@ -99,17 +124,25 @@ def test_cli_conditional_generate_eval_compare_and_sweep(capsys, tmp_path) -> No
     code, out, err = cli(capsys, "eval", ids["ddpm"], "--sweep", "1,2", "--samplers", "ddim,dpmpp-2m", "--n", "20")
     assert code == 0, err
     sweep = json.loads((genloop.api.RunStore().get(ids["ddpm"]).dir / "eval" / "sampler_sweep.json").read_text())
-    assert [(p["sampler"], p["steps"]) for p in sweep["points"]] == [("ddim", 1), ("ddim", 2), ("dpmpp-2m", 1), ("dpmpp-2m", 2)]
+    assert [(p["sampler"], p["steps"]) for p in sweep["points"]] == [
+        ("ddim", 1),
+        ("ddim", 2),
+        ("dpmpp-2m", 1),
+        ("dpmpp-2m", 2),
+    ]
     # 3 training steps: every point far above what real images score (the floor)
     assert all(p["ms_per_image"] > 0 and p["fid"] > 2 * sweep["fid_floor"] > 0 for p in sweep["points"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--class", "3"], "unconditional"),
-    (["--steps", "10"], "apply to diffusion models only"),
-    (["--checkpoint", "best"], "no best checkpoint"),
-    (["--checkpoint", "first"], "unknown checkpoint 'first'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--class", "3"], "unconditional"),
+        (["--steps", "10"], "apply to diffusion models only"),
+        (["--checkpoint", "best"], "no best checkpoint"),
+        (["--checkpoint", "first"], "unknown checkpoint 'first'"),
+    ],
+)
 def test_cli_generate_bad_options_are_one_line_errors(capsys, args, message) -> None:
     code, out, err = cli(capsys, "train", "dcgan", "--data", "digits", *_sets("dcgan"), "--steps", "2", "--quiet")
     rid = out.strip().splitlines()[-1]
@@ -120,11 +153,13 @@ def test_cli_generate_bad_options_are_one_line_errors(capsys, args, message) -> 
 def test_cli_eval_errors(capsys, tmp_path) -> None:
     code, out, err = cli(capsys, "train", "dcgan", "--data", "digits", *_sets("dcgan"), "--steps", "2", "--quiet")
     rid = out.strip().splitlines()[-1]
-    for args, message in ((["--features", "inception"], "needs --weights"),
-                          (["--features", "inception", "--weights", tmp_path / "nope.pth"], "nope.pth"),
-                          (["--features", "clip"], "unknown --features 'clip'"),
-                          (["--sweep", "5,10"], "needs a diffusion run"),
-                          (["--sweep", "a,b"], "--sweep takes step counts")):
+    for args, message in (
+        (["--features", "inception"], "needs --weights"),
+        (["--features", "inception", "--weights", tmp_path / "nope.pth"], "nope.pth"),
+        (["--features", "clip"], "unknown --features 'clip'"),
+        (["--sweep", "5,10"], "needs a diffusion run"),
+        (["--sweep", "a,b"], "--sweep takes step counts"),
+    ):
         code, out, err = cli(capsys, "eval", rid, "--n", "20", *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     code, out, err = cli(capsys, "compare", rid, "--out", tmp_path / "c")
@@ -133,11 +168,10 @@ def test_cli_eval_errors(capsys, tmp_path) -> None:
 
 def test_eval_with_inception_backend_from_a_local_file(tmp_path) -> None:
     """The Inception path end to end on a weights file made here (random weights: only the plumbing is tested)."""
+    import numpy as np
     from safetensors.torch import save_file
 
     from genloop.evaluation.inception import FIDInceptionV3
-
-    import numpy as np
 
     torch.manual_seed(0)
     save_file(FIDInceptionV3().state_dict(), str(tmp_path / "inception.safetensors"))

@@ -167,7 +167,10 @@ def test_mmd2_unbiased_matches_explicit_sums():
 
 
 def test_kid_near_zero_for_same_distribution_and_positive_for_different():
-    same, diff = KernelInceptionDistance(subsets=20, subset_size=200), KernelInceptionDistance(subsets=20, subset_size=200)
+    same, diff = (
+        KernelInceptionDistance(subsets=20, subset_size=200),
+        KernelInceptionDistance(subsets=20, subset_size=200),
+    )
     x, y, z = _gaussian(400, 16, 7), _gaussian(400, 16, 8), _gaussian(400, 16, 9, mean=0.7)
     same.update(x, real=True)
     same.update(y, real=False)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -43,10 +44,17 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
     root = tmp_path_factory.mktemp("openai")
     (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
-    run = genloop.train("gpt", str(root / "corpus.txt"), overrides=TINY_GPT, steps=20, runs_dir=root / "runs",
-                        progress=False)
-    settings = Settings(runs=root / "runs", db_url=f"sqlite:///{root / 'studio.sqlite'}", media_dir=root / "media",
-                        uploads_dir=root / "uploads", token=TOKEN, poll_interval=0.01)
+    run = genloop.train(
+        "gpt", str(root / "corpus.txt"), overrides=TINY_GPT, steps=20, runs_dir=root / "runs", progress=False
+    )
+    settings = Settings(
+        runs=root / "runs",
+        db_url=f"sqlite:///{root / 'studio.sqlite'}",
+        media_dir=root / "media",
+        uploads_dir=root / "uploads",
+        token=TOKEN,
+        poll_interval=0.01,
+    )
     app = create_app(settings)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -74,12 +82,26 @@ def test_models_list(live: Live) -> None:
 def test_every_parameter_at_once(live: Live) -> None:
     banned = live.tokenizer.encode("e")[0]
     c = live.client().completions.create(
-        model=live.run_id, prompt="The quick", max_tokens=12, temperature=0.9, top_p=0.95, n=2, best_of=3,
-        presence_penalty=0.5, frequency_penalty=0.3, logit_bias={str(banned): -100}, logprobs=2, echo=True,
-        stop=["\n\n"], seed=7, user="ada", extra_body={"top_k": 20})
+        model=live.run_id,
+        prompt="The quick",
+        max_tokens=12,
+        temperature=0.9,
+        top_p=0.95,
+        n=2,
+        best_of=3,
+        presence_penalty=0.5,
+        frequency_penalty=0.3,
+        logit_bias={str(banned): -100},
+        logprobs=2,
+        echo=True,
+        stop=["\n\n"],
+        seed=7,
+        user="ada",
+        extra_body={"top_k": 20},
+    )
     assert c.object == "text_completion" and [ch.index for ch in c.choices] == [0, 1]
     for ch in c.choices:
-        assert ch.text.startswith("The quick") and "e" not in ch.text[len("The quick"):]  # echo; the bias bans 'e'
+        assert ch.text.startswith("The quick") and "e" not in ch.text[len("The quick") :]  # echo; the bias bans 'e'
         lp = ch.logprobs
         assert "".join(lp.tokens) == ch.text  # the prompt's tokens, then the completion's
         assert lp.token_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:])
@@ -125,7 +147,7 @@ def test_list_prompt_and_echo(live: Live) -> None:
     assert [ch.index for ch in c.choices] == [0, 1, 2, 3]
     assert [ch.text[:3] for ch in c.choices[:2]] == ["The", "The"] and c.choices[2].text.startswith("A stitch")
     alone = client.completions.create(model=live.run_id, prompt="A stitch", n=2, max_tokens=6, seed=5)
-    assert [ch.text[len("A stitch"):] for ch in c.choices[2:]] == [ch.text for ch in alone.choices]
+    assert [ch.text[len("A stitch") :] for ch in c.choices[2:]] == [ch.text for ch in alone.choices]
 
 
 def test_seed_repeats_and_no_seed_varies(live: Live) -> None:
@@ -142,17 +164,20 @@ def test_seed_repeats_and_no_seed_varies(live: Live) -> None:
     assert recipe["recipe"]["seed"] == seeds[0]
 
 
-@pytest.mark.parametrize("kw, error, words", [
-    ({"model": "no-such-run"}, openai.NotFoundError, "does not exist"),
-    ({"suffix": "end"}, openai.BadRequestError, "suffix is not supported"),
-    ({"n": 3, "best_of": 2}, openai.BadRequestError, "best_of must be at least n"),
-    ({"best_of": 2, "stream": True}, openai.BadRequestError, "best_of cannot be streamed"),
-    ({"logprobs": 6}, openai.BadRequestError, "logprobs"),
-    ({"extra_body": {"colour": "red"}}, openai.BadRequestError, "colour: this parameter is not supported"),
-    ({"prompt": []}, openai.BadRequestError, "non-empty list"),
-    ({"logit_bias": {"99999": 1}}, openai.BadRequestError, r"token ids of this model \(0\.\.\d+\)"),
-    ({"logit_bias": {"1": 500}}, openai.BadRequestError, "between -100 and 100"),
-])
+@pytest.mark.parametrize(
+    "kw, error, words",
+    [
+        ({"model": "no-such-run"}, openai.NotFoundError, "does not exist"),
+        ({"suffix": "end"}, openai.BadRequestError, "suffix is not supported"),
+        ({"n": 3, "best_of": 2}, openai.BadRequestError, "best_of must be at least n"),
+        ({"best_of": 2, "stream": True}, openai.BadRequestError, "best_of cannot be streamed"),
+        ({"logprobs": 6}, openai.BadRequestError, "logprobs"),
+        ({"extra_body": {"colour": "red"}}, openai.BadRequestError, "colour: this parameter is not supported"),
+        ({"prompt": []}, openai.BadRequestError, "non-empty list"),
+        ({"logit_bias": {"99999": 1}}, openai.BadRequestError, r"token ids of this model \(0\.\.\d+\)"),
+        ({"logit_bias": {"1": 500}}, openai.BadRequestError, "between -100 and 100"),
+    ],
+)
 def test_errors_are_the_clients_typed_exceptions(live: Live, kw: dict, error: type, words: str) -> None:
     args = {"model": live.run_id, "prompt": "x", "max_tokens": 2, **kw}
     with pytest.raises(error, match=words) as e:

@@ -9,12 +9,11 @@ import json
 
 import pytest
 import torch
+from conftest import tiny
 
 import genloop
 from genloop.errors import ConfigError
 from genloop.training.engine import PRECISION_ENV, pick_precision
-
-from conftest import tiny
 
 CPU = torch.device("cpu")
 

@@ -30,8 +30,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
 def settings(request: pytest.FixtureRequest, runs: tuple[Path, dict[str, str]], tmp_path: Path):
     gen = database_url(request.param, tmp_path)
     url = next(gen)
-    yield Settings(runs=runs[0], db_url=url, media_dir=tmp_path / "media", uploads_dir=tmp_path / "uploads",
-                   max_queued=4, poll_interval=0.01)
+    yield Settings(
+        runs=runs[0],
+        db_url=url,
+        media_dir=tmp_path / "media",
+        uploads_dir=tmp_path / "uploads",
+        max_queued=4,
+        poll_interval=0.01,
+    )
     gen.close()
 
 
@@ -70,8 +76,9 @@ def test_health_models_docs(client: TestClient, runs) -> None:
 # --- generate, rate, prefer, replay ---------------------------------------------------------------------
 def test_generate_rate_prefer_replay_images(client: TestClient, settings: Settings, runs) -> None:
     run_id = ids(runs)["ddpm"]
-    r = client.post("/v1/generations", json={"run_id": run_id, "n": 3, "seed": 7, "class_label": 3, "steps": 3,
-                                             "sampler": "ddim"})
+    r = client.post(
+        "/v1/generations", json={"run_id": run_id, "n": 3, "seed": 7, "class_label": 3, "steps": 3, "sampler": "ddim"}
+    )
     assert r.status_code == 202 and r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
     job = finished(client, settings, r.json())
     assert job["status"] == "succeeded", job["error"]
@@ -83,10 +90,16 @@ def test_generate_rate_prefer_replay_images(client: TestClient, settings: Settin
     png = client.get(g["image_url"])
     assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
 
-    assert client.post(f"/v1/generations/{gids[0]}/ratings", json={"thumbs": 1, "stars": 4, "user": "ada"}).status_code == 201
+    assert (
+        client.post(f"/v1/generations/{gids[0]}/ratings", json={"thumbs": 1, "stars": 4, "user": "ada"}).status_code
+        == 201
+    )
     r = client.post(f"/v1/generations/{gids[0]}/ratings", json={"stars": 2})
     assert r.json()["feedback"] == {"up": 1, "down": 0, "stars": 3.0, "ratings": 2}
-    assert [x["user"] for x in client.get(f"/v1/generations/{gids[0]}/ratings").json()["ratings"]] == ["ada", "anonymous"]
+    assert [x["user"] for x in client.get(f"/v1/generations/{gids[0]}/ratings").json()["ratings"]] == [
+        "ada",
+        "anonymous",
+    ]
     p = client.post("/v1/preferences", json={"chosen_id": gids[0], "rejected_id": gids[2], "user": "ada"})
     assert p.status_code == 201 and client.get("/v1/preferences").json()["preferences"][0]["chosen_id"] == gids[0]
 
@@ -100,18 +113,32 @@ def test_generate_rate_prefer_replay_images(client: TestClient, settings: Settin
 
 
 def test_text_generation_streams_and_replays(client: TestClient, settings: Settings, runs) -> None:
-    job = client.post("/v1/jobs", json={"kind": "generate", "params": {
-        "run_id": ids(runs)["gpt"], "prompt": "The quick", "max_tokens": 12, "temperature": 0.8, "seed": 3}}).json()
+    job = client.post(
+        "/v1/jobs",
+        json={
+            "kind": "generate",
+            "params": {
+                "run_id": ids(runs)["gpt"],
+                "prompt": "The quick",
+                "max_tokens": 12,
+                "temperature": 0.8,
+                "seed": 3,
+            },
+        },
+    ).json()
     job = finished(client, settings, job)
     assert job["status"] == "succeeded", job["error"]
     assert job["result"]["usage"]["completion_tokens"] > 0 and job["result"]["finish_reasons"] in (["length"], ["stop"])
     text = client.get(f"/v1/generations/{job['result']['generation_ids'][0]}").json()["text"]
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as r:
         body = r.read().decode()
-    pieces = [json.loads(line[6:])["text"] for line in body.splitlines()
-              if line.startswith("data:") and '"text"' in line]
+    pieces = [
+        json.loads(line[6:])["text"] for line in body.splitlines() if line.startswith("data:") and '"text"' in line
+    ]
     assert "".join(pieces) == text and "event: status" in body and '"succeeded"' in body
-    replay = finished(client, settings, client.post(f"/v1/generations/{job['result']['generation_ids'][0]}/replay").json())
+    replay = finished(
+        client, settings, client.post(f"/v1/generations/{job['result']['generation_ids'][0]}/replay").json()
+    )
     assert replay["result"]["identical"] is True
 
 
@@ -119,11 +146,15 @@ def test_text_generation_streams_and_replays(client: TestClient, settings: Setti
 def test_train_job_streams_metrics_and_cancel(client: TestClient, settings: Settings) -> None:
     from conftest import tiny
 
-    job = client.post("/v1/jobs", json={"kind": "train", "params": {"model": "vae", "data": "digits", "steps": 6,
-                                                                     "overrides": tiny("vae")}}).json()
+    job = client.post(
+        "/v1/jobs",
+        json={"kind": "train", "params": {"model": "vae", "data": "digits", "steps": 6, "overrides": tiny("vae")}},
+    ).json()
     assert job["status"] == "queued"
-    queued = client.post("/v1/jobs", json={"kind": "train", "params": {"model": "vae", "data": "digits", "steps": 6,
-                                                                        "overrides": tiny("vae")}}).json()
+    queued = client.post(
+        "/v1/jobs",
+        json={"kind": "train", "params": {"model": "vae", "data": "digits", "steps": 6, "overrides": tiny("vae")}},
+    ).json()
     assert client.post(f"/v1/jobs/{queued['id']}/cancel").json()["status"] == "cancelled"
     job = finished(client, settings, job)
     assert job["status"] == "succeeded" and job["result"]["step"] == 6 and job["run_id"] == job["result"]["run_id"]
@@ -138,8 +169,13 @@ def test_train_job_streams_metrics_and_cancel(client: TestClient, settings: Sett
 def test_cancel_a_running_training_job(client: TestClient, settings: Settings) -> None:
     from conftest import tiny
 
-    job = client.post("/v1/jobs", json={"kind": "train", "params": {"model": "vae", "data": "digits", "steps": 100_000,
-                                                                     "overrides": tiny("vae")}}).json()
+    job = client.post(
+        "/v1/jobs",
+        json={
+            "kind": "train",
+            "params": {"model": "vae", "data": "digits", "steps": 100_000, "overrides": tiny("vae")},
+        },
+    ).json()
     with WorkerThread(settings):
         for _ in range(600):
             j = client.get(f"/v1/jobs/{job['id']}").json()
@@ -165,10 +201,13 @@ def test_completions(client: TestClient, settings: Settings, runs) -> None:
         body = r.json()
         assert body["object"] == "text_completion" and len(body["choices"]) == 2
         assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
-        same = client.post("/v1/completions", json={"model": gpt, "prompt": "The", "max_tokens": 8, "seed": 1, "n": 2}).json()
+        same = client.post(
+            "/v1/completions", json={"model": gpt, "prompt": "The", "max_tokens": 8, "seed": 1, "n": 2}
+        ).json()
         assert [c["text"] for c in same["choices"]] == [c["text"] for c in body["choices"]]
-        with client.stream("POST", "/v1/completions", json={"model": gpt, "prompt": "The", "max_tokens": 8, "seed": 1,
-                                                             "stream": True}) as s:
+        with client.stream(
+            "POST", "/v1/completions", json={"model": gpt, "prompt": "The", "max_tokens": 8, "seed": 1, "stream": True}
+        ) as s:
             lines = [line for line in s.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
@@ -179,20 +218,25 @@ def test_completions(client: TestClient, settings: Settings, runs) -> None:
     assert bad.json()["error"]["param"] == "model"
     unknown = client.post("/v1/completions", json={"model": "a-typo", "bogus": 1})
     assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "bogus"
-    assert client.get("/v1/jobs/0123456789abcdef").json() == {"detail": "no job '0123456789abcdef'"}  # other routes keep theirs
+    assert client.get("/v1/jobs/0123456789abcdef").json() == {
+        "detail": "no job '0123456789abcdef'"
+    }  # other routes keep theirs
 
 
 # --- bad input ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("body, status, words", [
-    ({"run_id": "RUN", "n": 1000}, 422, "at most 64"),
-    ({"run_id": "RUN", "steps": 5000}, 422, "at most 1000"),
-    ({"run_id": "RUN", "n": 0}, 422, "greater than or equal"),
-    ({"run_id": "RUN", "colour": "red"}, 422, "xtra"),
-    ({"run_id": "RUN", "prompt": "hi"}, 422, "do not apply"),
-    ({"run_id": "RUN", "sampler": "euler"}, 422, "ddim"),
-    ({"run_id": "../../etc", "n": 1}, 422, "should match pattern"),
-    ({"run_id": "20990101-000000-vae-0000", "n": 1}, 404, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"run_id": "RUN", "n": 1000}, 422, "at most 64"),
+        ({"run_id": "RUN", "steps": 5000}, 422, "at most 1000"),
+        ({"run_id": "RUN", "n": 0}, 422, "greater than or equal"),
+        ({"run_id": "RUN", "colour": "red"}, 422, "xtra"),
+        ({"run_id": "RUN", "prompt": "hi"}, 422, "do not apply"),
+        ({"run_id": "RUN", "sampler": "euler"}, 422, "ddim"),
+        ({"run_id": "../../etc", "n": 1}, 422, "should match pattern"),
+        ({"run_id": "20990101-000000-vae-0000", "n": 1}, 404, "does not exist"),
+    ],
+)
 def test_generation_requests_are_checked(client: TestClient, runs, body: dict, status: int, words: str) -> None:
     body = {**body, "run_id": ids(runs)["vae"] if body["run_id"] == "RUN" else body["run_id"]}
     r = client.post("/v1/generations", json=body)
@@ -200,15 +244,18 @@ def test_generation_requests_are_checked(client: TestClient, runs, body: dict, s
     assert str(runs[0]) not in r.text  # never the server's paths
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"model": "vae", "data": "/etc", "steps": 5}, "paths on the server are not accepted"),
-    ({"model": "vae", "data": "digits"}, "steps or time_budget"),
-    ({"model": "nope", "data": "digits", "steps": 5}, "unknown model"),
-    ({"model": "vae", "data": "digits", "steps": 10**9}, "at most"),
-    ({"model": "vae", "data": "digits", "steps": 5, "overrides": ["data.name=/etc"]}, "not allowed"),
-    ({"model": "gpt", "data": "pydoc", "steps": 5, "overrides": ["data.tokenizer=../tok"]}, "not allowed"),
-    ({"model": "vae", "data": "digits", "steps": 5, "overrides": ["import os"]}, "not allowed"),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"model": "vae", "data": "/etc", "steps": 5}, "paths on the server are not accepted"),
+        ({"model": "vae", "data": "digits"}, "steps or time_budget"),
+        ({"model": "nope", "data": "digits", "steps": 5}, "unknown model"),
+        ({"model": "vae", "data": "digits", "steps": 10**9}, "at most"),
+        ({"model": "vae", "data": "digits", "steps": 5, "overrides": ["data.name=/etc"]}, "not allowed"),
+        ({"model": "gpt", "data": "pydoc", "steps": 5, "overrides": ["data.tokenizer=../tok"]}, "not allowed"),
+        ({"model": "vae", "data": "digits", "steps": 5, "overrides": ["import os"]}, "not allowed"),
+    ],
+)
 def test_train_requests_are_checked(client: TestClient, params: dict, words: str) -> None:
     r = client.post("/v1/jobs", json={"kind": "train", "params": params})
     assert r.status_code == 422 and words in r.json()["detail"], r.text
@@ -227,7 +274,10 @@ def test_feedback_bad_input(client: TestClient, settings: Settings, runs) -> Non
     assert client.get("/v1/jobs/nope").status_code == 422
     assert client.get("/v1/jobs/0123456789abcdef").status_code == 404
     assert client.post("/v1/jobs", json={"kind": "mine", "params": {}}).status_code == 422
-    assert client.post("/v1/jobs", content=b"x" * (2 << 20), headers={"content-type": "application/json"}).status_code == 413
+    assert (
+        client.post("/v1/jobs", content=b"x" * (2 << 20), headers={"content-type": "application/json"}).status_code
+        == 413
+    )
 
 
 def test_queue_limit_answers_429(client: TestClient, runs) -> None:
@@ -278,7 +328,7 @@ def test_uploads_are_checked_and_train(client: TestClient, settings: Settings) -
     from conftest import tiny
 
     up = lambda name, data: client.post("/v1/uploads", files={"file": (name, data)})  # noqa: E731
-    r = up("notes.txt", "hello world\n".encode() * 20)
+    r = up("notes.txt", b"hello world\n" * 20)
     assert r.status_code == 201 and r.json()["kind"] == "text" and r.json()["data"].startswith("upload:")
     assert "UTF-8" in up("bad.txt", b"ok \xff\xfe").json()["detail"]
     assert up("empty.txt", b"  ").status_code == 422
@@ -300,8 +350,13 @@ def test_uploads_are_checked_and_train(client: TestClient, settings: Settings) -
         z.writestr("__MACOSX/._0.png", b"junk")
     r = up("my set.zip", good.getvalue())
     assert r.status_code == 201 and r.json()["files"] == 12
-    job = client.post("/v1/jobs", json={"kind": "train", "params": {"model": "vae", "data": r.json()["data"], "steps": 2,
-                                                                     "overrides": tiny("vae")}}).json()
+    job = client.post(
+        "/v1/jobs",
+        json={
+            "kind": "train",
+            "params": {"model": "vae", "data": r.json()["data"], "steps": 2, "overrides": tiny("vae")},
+        },
+    ).json()
     job = finished(client, settings, job)
     assert job["status"] == "succeeded", job["error"]
 
@@ -313,4 +368,9 @@ def test_evaluate_job(client: TestClient, settings: Settings, runs) -> None:
     assert job["status"] == "succeeded", job["error"]
     metrics = job["result"]["metrics"]
     assert metrics["val_loss"] > 0 and "distinct_2" in metrics
-    assert client.post("/v1/jobs", json={"kind": "evaluate", "params": {"run_id": ids(runs)["gpt"], "n": 10**6}}).status_code == 422
+    assert (
+        client.post(
+            "/v1/jobs", json={"kind": "evaluate", "params": {"run_id": ids(runs)["gpt"], "n": 10**6}}
+        ).status_code
+        == 422
+    )

@@ -26,8 +26,13 @@ HUGE = 9223372036854775808  # 2**63: one past SQLite's largest integer
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(runs=tmp_path / "runs", db_url=f"sqlite:///{tmp_path / 'studio.sqlite'}",
-                    media_dir=tmp_path / "media", uploads_dir=tmp_path / "uploads", max_queued=2)
+    return Settings(
+        runs=tmp_path / "runs",
+        db_url=f"sqlite:///{tmp_path / 'studio.sqlite'}",
+        media_dir=tmp_path / "media",
+        uploads_dir=tmp_path / "uploads",
+        max_queued=2,
+    )
 
 
 @pytest.fixture
@@ -35,8 +40,9 @@ def client(settings: Settings) -> TestClient:
     return TestClient(create_app(settings))
 
 
-@pytest.mark.parametrize("url", [f"/v1/jobs?offset={HUGE}", f"/v1/generations?offset={HUGE}",
-                                 f"/v1/jobs?limit={HUGE}", "/v1/jobs?offset=-1"])
+@pytest.mark.parametrize(
+    "url", [f"/v1/jobs?offset={HUGE}", f"/v1/generations?offset={HUGE}", f"/v1/jobs?limit={HUGE}", "/v1/jobs?offset=-1"]
+)
 def test_out_of_range_integers_are_422_not_500(client: TestClient, url: str) -> None:
     assert client.get(url).status_code == 422
 
@@ -47,8 +53,7 @@ def test_event_cursor_past_64_bits_is_422(client: TestClient, settings: Settings
     assert client.get(f"/v1/jobs/{job.json()['id']}/events?after={HUGE}").status_code == 422
 
 
-def test_run_ids_resolve_in_the_store_only(client: TestClient, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_ids_resolve_in_the_store_only(client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run folder in the server's working directory is not a run the server serves."""
     outside = tmp_path / "cwd" / "outside"
     outside.mkdir(parents=True)

@@ -26,9 +26,26 @@ import httpx
 import pytest
 from conftest import cli_env
 
-SCHEMATHESIS = [sys.executable, "-m", "schemathesis.cli", "run", "--max-examples", "25", "--generation-deterministic",
-                "--workers", "1", "--no-shrink", "--request-timeout", "5", "--phases", "coverage,fuzzing,stateful",
-                "--exclude-path", "/v1/completions", "--exclude-checks", "positive_data_acceptance"]
+SCHEMATHESIS = [
+    sys.executable,
+    "-m",
+    "schemathesis.cli",
+    "run",
+    "--max-examples",
+    "25",
+    "--generation-deterministic",
+    "--workers",
+    "1",
+    "--no-shrink",
+    "--request-timeout",
+    "5",
+    "--phases",
+    "coverage,fuzzing,stateful",
+    "--exclude-path",
+    "/v1/completions",
+    "--exclude-checks",
+    "positive_data_acceptance",
+]
 
 
 def _free_port() -> int:
@@ -51,8 +68,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = cli_env(tmp_path)
-    server = subprocess.Popen([sys.executable, "-m", "genloop", "serve", "--port", str(port), "--workers", "0",
-                               "--max-queued", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "genloop", "serve", "--port", str(port), "--workers", "0", "--max-queued", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not _up(base):
@@ -66,8 +87,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
 
 def test_the_server_conforms_to_its_openapi_document(live: tuple[str, dict[str, str], Path]) -> None:
     base, env, tmp_path = live
-    run = subprocess.run([*SCHEMATHESIS, f"{base}/openapi.json"], check=False, env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [*SCHEMATHESIS, f"{base}/openapi.json"],
+        check=False,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     report = run.stdout[-6000:] + run.stderr[-2000:]
     assert run.returncode == 0 and " passed" in run.stdout and "failure" not in run.stdout, report
 
@@ -77,8 +105,9 @@ def test_a_chunked_body_is_refused_while_it_arrives(live: tuple[str, dict[str, s
     host, port = live[0].removeprefix("http://").split(":")
     chunk, total, sent = b"x" * (1 << 16), 20 << 20, 0
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         while sent < total and not select.select([sock], [], [], 0)[0]:  # until the server answers
             try:
                 sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))

@@ -17,19 +17,22 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from conftest import cli_env, tiny
+from studio_support import drain
 
 import genloop
 from genloop.database import connect
 from genloop.runs import RunStore
 from genloop.server.jobs import JobStore
 from genloop.server.settings import Settings
-from studio_support import drain
 
 STEPS = 1500
-TRAIN = {"model": "vae", "data": "digits", "steps": STEPS, "overrides": tiny("vae", "train.checkpoint_every=25",
-                                                                               "train.log_every=25")}
+TRAIN = {
+    "model": "vae",
+    "data": "digits",
+    "steps": STEPS,
+    "overrides": tiny("vae", "train.checkpoint_every=25", "train.log_every=25"),
+}
 
 
 def _wait(cond, timeout: float = 120.0, every: float = 0.1):
@@ -105,8 +108,10 @@ def test_killed_server_comes_back_and_finishes_the_job(tmp_path: Path) -> None:
         server.wait()
         _wait(lambda: jobs.get(job["id"]).status == "queued", timeout=60)
         server = start()
-        done = _wait(lambda: (j := httpx.get(f"{base}/v1/jobs/{job['id']}").json())["status"] in ("succeeded", "failed") and j,
-                     timeout=300)
+        done = _wait(
+            lambda: (j := httpx.get(f"{base}/v1/jobs/{job['id']}").json())["status"] in ("succeeded", "failed") and j,
+            timeout=300,
+        )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
@@ -157,8 +162,9 @@ def test_a_killed_worker_is_reaped_restarted_and_reported(tmp_path: Path) -> Non
     env = cli_env(tmp_path)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "genloop", "serve", "--port", str(port)], env=env,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "genloop", "serve", "--port", str(port)], env=env, start_new_session=True
+    )
 
     def alive() -> list[dict]:
         return [w for w in httpx.get(f"{base}/v1/health", timeout=5).json()["workers"] if w["alive"]]
@@ -174,8 +180,10 @@ def test_a_killed_worker_is_reaped_restarted_and_reported(tmp_path: Path) -> Non
         health = httpx.get(f"{base}/v1/health").json()
         assert health["status"] == "ok" and first["pid"] not in [w["pid"] for w in health["workers"]]
         assert second["host"] == socket.gethostname() and second["last_heartbeat"]
-        done = _wait(lambda: (j := httpx.get(f"{base}/v1/jobs/{job['id']}").json())["status"] in ("succeeded", "failed")
-                     and j, timeout=120)
+        done = _wait(
+            lambda: (j := httpx.get(f"{base}/v1/jobs/{job['id']}").json())["status"] in ("succeeded", "failed") and j,
+            timeout=120,
+        )
         assert done["status"] == "succeeded", done["error"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)

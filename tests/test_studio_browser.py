@@ -29,13 +29,25 @@ from conftest import cli_env, tiny
 
 CHROMIUM = os.environ.get("GENLOOP_CHROMIUM", "/usr/bin/chromium")
 if not Path(CHROMIUM).is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set GENLOOP_CHROMIUM)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
+    pytest.skip(
+        f"no Chromium at {CHROMIUM} (apt-get install chromium, or set GENLOOP_CHROMIUM)", allow_module_level=True
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
+)
 
 import genloop  # noqa: E402
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOT = Path("/tmp/studio.png")
 TIMEOUT_MS = 60_000  # worker jobs on a busy 2-core machine: generous, they normally take a second or two
 
@@ -47,9 +59,11 @@ def free_port() -> int:
 
 
 def call(base: str, path: str, token: str | None = None, body: dict | None = None) -> dict:
-    req = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json",
-                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    req = urllib.request.Request(
+        base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -63,8 +77,13 @@ def serve(tmp_path: Path, token: str | None = None) -> Iterator[str]:
     if token:
         env["GENLOOP_API_TOKEN"] = token
     log = (tmp_path / f"serve-{port}.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "genloop.cli.main", "serve", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genloop.cli.main", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -120,8 +139,18 @@ def banner(page) -> str:
     return page.inner_text("#error-text") if page.is_visible("#error-banner") else ""
 
 
-TINY_GPT = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "train.batch_size=4",
-            "train.precision=fp32", "train.tensorboard=false", "train.threads=1", "train.warmup_steps=2", "train.log_every=1"]
+TINY_GPT = [
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "model.block_size=16",
+    "train.batch_size=4",
+    "train.precision=fp32",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+]
 
 
 def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> None:
@@ -200,7 +229,11 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         replay_result = card.locator("[data-testid=replay-result]")
         page.wait_for_function("r => r.dataset.identical !== undefined", arg=replay_result.element_handle())
         assert replay_result.get_attribute("data-identical") == "true" and "identical" in replay_result.inner_text()
-        replays = [x for x in call(base, f"/v1/generations?run_id={run.id}&limit=50")["generations"] if x["replay_of"] == gen_id]
+        replays = [
+            x
+            for x in call(base, f"/v1/generations?run_id={run.id}&limit=50")["generations"]
+            if x["replay_of"] == gen_id
+        ]
         assert len(replays) == 1
         page.wait_for_selector(f"#gallery [data-testid=gen-card][data-id='{replays[0]['id']}']")
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from genloop.errors import ConfigError, DataError, NotFoundError
 from genloop.data.text import (
     EOT,
     TextDataConfig,
@@ -22,6 +21,7 @@ from genloop.data.text import (
     split_documents,
     train_tokenizer,
 )
+from genloop.errors import ConfigError, DataError, NotFoundError
 
 CHINESE = "机器学习很有趣。\n"
 EMOJI = "🎵🎶 ok 👍🏽"
@@ -53,7 +53,9 @@ def folder(tmp_path: Path) -> Path:
     (root / ".git" / "config.txt").write_text("hidden folder\n", encoding="utf-8")  # in a hidden folder: skipped
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" * 10)  # not a text suffix: skipped
     (root / "blob").write_bytes(b"\x00\x01\x02\x03" * 10)  # no suffix, binary content: skipped
-    (root / "b" / "e.jsonl").write_text(json.dumps({"text": "record e1"}) + "\n" + json.dumps({"text": "record e2"}) + "\n")
+    (root / "b" / "e.jsonl").write_text(
+        json.dumps({"text": "record e1"}) + "\n" + json.dumps({"text": "record e2"}) + "\n"
+    )
     return root
 
 
@@ -79,8 +81,14 @@ def test_text_file_is_one_document_with_normalised_line_endings(tmp_path: Path) 
 def test_folder_documents_sorted_hidden_and_binary_skipped(folder: Path) -> None:
     docs, desc = read_documents(cfg(folder))
     # sorted by relative path: README < a.txt < b/c.md < b/deep/d.py < b/e.jsonl (one document per record)
-    assert docs == ["document readme\n", "document a\n", "# document c\n", "print('document d')\n",
-                    "record e1", "record e2"]
+    assert docs == [
+        "document readme\n",
+        "document a\n",
+        "# document c\n",
+        "print('document d')\n",
+        "record e1",
+        "record e2",
+    ]
     assert "2 non-text files skipped" in desc
 
 
@@ -116,7 +124,7 @@ def test_jsonl_errors_name_file_line_and_fields(tmp_path: Path) -> None:
     p.write_text('{"text": 5}\n')
     with pytest.raises(DataError, match="is a int, not a string"):
         read_documents(cfg(p))
-    p.write_text('[1, 2]\n')
+    p.write_text("[1, 2]\n")
     with pytest.raises(DataError, match="expected an object"):
         read_documents(cfg(p))
 
@@ -220,9 +228,15 @@ def _hf_dir(tmp_path: Path) -> Path:
     raw = HFTok(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    raw.train_from_iterator([TEXT], trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", EOT],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                        show_progress=False))
+    raw.train_from_iterator(
+        [TEXT],
+        trainers.BpeTrainer(
+            vocab_size=320,
+            special_tokens=["<pad>", EOT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=EOT)
     out = tmp_path / "hf_tok"
     fast.save_pretrained(str(out))
@@ -272,7 +286,10 @@ def test_jsonl_dataset_split_by_document(jsonl: Path, kind: str) -> None:
     assert not set(train) & set(val)  # by document: none in both
     assert train == [d for d in docs if d in set(train)]  # corpus order kept
     info = ds.info()
-    assert info["documents"] == {"train": 15, "val": 5} and info["tokens"] == {"train": len(ds.train), "val": len(ds.val)}
+    assert info["documents"] == {"train": 15, "val": 5} and info["tokens"] == {
+        "train": len(ds.train),
+        "val": len(ds.val),
+    }
     assert ds.val_chars == sum(map(len, val)) and ds.val_bytes == sum(len(v.encode()) for v in val)
     assert ds.train_text == "\n".join(train)
     # deterministic from the seed; another seed, another split
@@ -353,8 +370,11 @@ def test_unwritable_cache_prepares_in_memory(txt: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(text, "cache_dir", no_cache)
     with pytest.warns(UserWarning, match="in memory"):
         ds = load_text_dataset(cfg(txt))
-    assert not ds.info()["cached"] and ds.train[-1] == ds.tokenizer.eot_id and ds.train_text + ds.tokenizer.decode(
-        ds.val[:-1].tolist()) == TEXT
+    assert (
+        not ds.info()["cached"]
+        and ds.train[-1] == ds.tokenizer.eot_id
+        and ds.train_text + ds.tokenizer.decode(ds.val[:-1].tolist()) == TEXT
+    )
 
 
 # ------------------------------------------------------------------------------------------ batches

@@ -8,18 +8,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli
 
 import genloop
-from conftest import cli
 from genloop.errors import ConfigError, DataError
 
-TINY_GPT = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "train.batch_size=4",
-            "train.precision=fp32", "train.tensorboard=false", "train.threads=1", "train.warmup_steps=2", "train.lr=3e-3",
-            "train.log_every=1"]
+TINY_GPT = [
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "model.block_size=16",
+    "train.batch_size=4",
+    "train.precision=fp32",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "train.warmup_steps=2",
+    "train.lr=3e-3",
+    "train.log_every=1",
+]
 
-TEXT = ("The quick brown fox jumps over the lazy dog. " * 6 + "\n"
-        "机器学习很有趣。我们一起训练模型。\n"
-        "Pack my box with five dozen liquor jugs! 🎵\n") * 8
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. " * 6 + "\n"
+    "机器学习很有趣。我们一起训练模型。\n"
+    "Pack my box with five dozen liquor jugs! 🎵\n"
+) * 8
 
 
 @pytest.fixture()
@@ -34,14 +46,19 @@ def folder(tmp_path: Path) -> Path:
     root = tmp_path / "docs"
     (root / "sub").mkdir(parents=True)
     for i in range(6):
-        (root / ("sub" if i % 2 else "") / f"doc{i}.txt").write_text(f"Document {i}. " + TEXT[: 200 + 30 * i], encoding="utf-8")
+        (root / ("sub" if i % 2 else "") / f"doc{i}.txt").write_text(
+            f"Document {i}. " + TEXT[: 200 + 30 * i], encoding="utf-8"
+        )
     return root
 
 
 @pytest.fixture()
 def jsonl(tmp_path: Path) -> Path:
     path = tmp_path / "docs.jsonl"
-    lines = [json.dumps({"id": i, "body": f"Record {i}: " + TEXT[i * 40 : i * 40 + 300]}, ensure_ascii=False) for i in range(8)]
+    lines = [
+        json.dumps({"id": i, "body": f"Record {i}: " + TEXT[i * 40 : i * 40 + 300]}, ensure_ascii=False)
+        for i in range(8)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -81,8 +98,18 @@ def test_generation_controls_seeds_and_streaming(corpus: Path) -> None:
     assert a.texts == b.texts  # same seed, same text
     single = pipe(prompt="The", max_tokens=30, seed=4, temperature=0.9, top_k=5, top_p=0.9, repetition_penalty=1.2)
     assert single.text == a.texts[1]  # sample i is seed + i, alone or in a batch
-    streamed = "".join(pipe(prompt="The", max_tokens=30, seed=3, temperature=0.9, top_k=5, top_p=0.9,
-                            repetition_penalty=1.2, stream=True))
+    streamed = "".join(
+        pipe(
+            prompt="The",
+            max_tokens=30,
+            seed=3,
+            temperature=0.9,
+            top_k=5,
+            top_p=0.9,
+            repetition_penalty=1.2,
+            stream=True,
+        )
+    )
     assert streamed == a.texts[0]
     greedy = pipe(prompt="The", max_tokens=20, temperature=0).text
     assert greedy == pipe(prompt="The", max_tokens=20, top_k=1, seed=99).text  # top-k 1 is greedy
@@ -124,8 +151,18 @@ def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
 
 def test_early_stopping_and_best_checkpoint(corpus: Path) -> None:
     # A learning rate far too high makes validation loss stop improving; early stopping ends the run.
-    run = train(corpus, steps=400, extra=("train.eval_every=5", "train.early_stop=2", "train.lr=0.5",
-                                          "train.warmup_steps=0", "train.grad_clip=null", "train.eval_tokens=256"))
+    run = train(
+        corpus,
+        steps=400,
+        extra=(
+            "train.eval_every=5",
+            "train.early_stop=2",
+            "train.lr=0.5",
+            "train.warmup_steps=0",
+            "train.grad_clip=null",
+            "train.eval_tokens=256",
+        ),
+    )
     assert run.info["stopped_by"] == "early_stop" and run.info["step"] < 400
     assert run.info["best"]["metric"] == "val_loss"
     assert (run.dir / "best.safetensors").is_file()
@@ -145,8 +182,20 @@ def test_gradient_accumulation_accounting(corpus: Path, tmp_path: Path) -> None:
 def test_evaluate_and_report(corpus: Path) -> None:
     run = train(corpus, steps=40)
     r = genloop.evaluate(run.id, n=6)
-    for key in ("val_loss", "perplexity", "bits_per_char", "bits_per_byte", "distinct_1", "distinct_2", "distinct_3",
-                "self_bleu", "self_bleu_floor", "copy_rate", "copy_rate_floor", "longest_span_mean"):
+    for key in (
+        "val_loss",
+        "perplexity",
+        "bits_per_char",
+        "bits_per_byte",
+        "distinct_1",
+        "distinct_2",
+        "distinct_3",
+        "self_bleu",
+        "self_bleu_floor",
+        "copy_rate",
+        "copy_rate_floor",
+        "longest_span_mean",
+    ):
         assert key in r, key
     assert r["perplexity"] == pytest.approx(2.718281828 ** r["val_loss"], rel=1e-6)
     assert r["loss_protocol"]["block_size"] == 16
@@ -173,14 +222,34 @@ def test_bad_text_inputs(tmp_path: Path) -> None:
 
 
 def test_cli_train_generate_stream_eval(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(capsys, "train", "gpt", "--data", corpus, "--steps", "30", "-q",
-                         *[x for s in TINY_GPT for x in ("--set", s)])
+    code, out, err = cli(
+        capsys, "train", "gpt", "--data", corpus, "--steps", "30", "-q", *[x for s in TINY_GPT for x in ("--set", s)]
+    )
     assert code == 0, err
     assert "tokens/s" in err
     run_id = out.strip().splitlines()[-1]
-    controls = ["--prompt", "The", "--max-tokens", "20", "--temperature", "0.8", "--top-k", "10", "--top-p", "0.95",
-                "--repetition-penalty", "1.1", "--presence-penalty", "0.3", "--frequency-penalty", "0.2", "--stop", "\n",
-                "--seed", "7"]
+    controls = [
+        "--prompt",
+        "The",
+        "--max-tokens",
+        "20",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "10",
+        "--top-p",
+        "0.95",
+        "--repetition-penalty",
+        "1.1",
+        "--presence-penalty",
+        "0.3",
+        "--frequency-penalty",
+        "0.2",
+        "--stop",
+        "\n",
+        "--seed",
+        "7",
+    ]
     code, streamed, err = cli(capsys, "generate", run_id, *controls)
     assert code == 0, err
     assert streamed.startswith("The")

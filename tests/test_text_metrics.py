@@ -71,7 +71,8 @@ def test_uniform_logits_give_log_vocab():
 
 
 @pytest.mark.parametrize(
-    "n, block, stride", [(101, 8, 4), (101, 8, 8), (101, 8, 3), (100, 8, 1), (7, 8, 4), (2, 8, None), (64, 16, 16), (65, 16, 5)]
+    "n, block, stride",
+    [(101, 8, 4), (101, 8, 8), (101, 8, 3), (100, 8, 1), (7, 8, 4), (2, 8, None), (64, 16, 16), (65, 16, 5)],
 )
 def test_bigram_model_matches_closed_form_and_scores_each_token_once(n, block, stride):
     g = torch.Generator().manual_seed(n * 100 + block)
@@ -133,8 +134,9 @@ def test_batch_size_max_tokens_and_input_types():
 
 def test_loss_runs_in_inference_mode_and_rejects_bad_input():
     seen = []
-    sliding_window_loss(lambda x: seen.append(torch.is_inference_mode_enabled()) or torch.zeros(*x.shape, 5),
-                        np.arange(20) % 5, 4)
+    sliding_window_loss(
+        lambda x: seen.append(torch.is_inference_mode_enabled()) or torch.zeros(*x.shape, 5), np.arange(20) % 5, 4
+    )
     assert seen and all(seen)
     with pytest.raises(ConfigError):
         sliding_window_loss(uniform_lm(5), np.arange(20) % 5, 4, stride=5)
@@ -184,11 +186,14 @@ def test_self_bleu_matches_nltk_sentence_bleu():
         words = [t.split() for t in texts]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # NLTK warns about empty / short hypotheses
-            ref = np.mean([
-                bleu.sentence_bleu(words[:i] + words[i + 1 :], words[i], weights=(1 / max_n,) * max_n,
-                                   smoothing_function=smooth)
-                for i in range(len(words))
-            ])
+            ref = np.mean(
+                [
+                    bleu.sentence_bleu(
+                        words[:i] + words[i + 1 :], words[i], weights=(1 / max_n,) * max_n, smoothing_function=smooth
+                    )
+                    for i in range(len(words))
+                ]
+            )
         assert self_bleu(texts, max_n=max_n) == pytest.approx(ref, abs=1e-12)
 
 

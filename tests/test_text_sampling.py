@@ -227,12 +227,19 @@ def test_presence_and_frequency_penalties_count_generated_tokens_only() -> None:
 
 def test_logit_bias_adds_to_named_tokens() -> None:
     logits = torch.tensor([[1.0, 3.0, 1.0, 2.0]])
-    assert process_logits(logits, None, SamplingParams(logit_bias={1: -100.0, 2: 0.5})).tolist() == [[1.0, -97.0, 1.5, 2.0]]
+    assert process_logits(logits, None, SamplingParams(logit_bias={1: -100.0, 2: 0.5})).tolist() == [
+        [1.0, -97.0, 1.5, 2.0]
+    ]
     with pytest.raises(ConfigError, match="vocabulary has 4 tokens"):
         process_logits(logits, None, SamplingParams(logit_bias={4: 1.0}))
     lm = ScriptLM(char_encode("abcabc"), vocab=EOT + 1)  # greedy follows the script unless a bias bans a token
-    banned = generate_text(lm, char_encode, char_decode, "a", SamplingParams(max_tokens=3, temperature=0,
-                                                                             logit_bias={CHARS.index("b"): -100.0}))
+    banned = generate_text(
+        lm,
+        char_encode,
+        char_decode,
+        "a",
+        SamplingParams(max_tokens=3, temperature=0, logit_bias={CHARS.index("b"): -100.0}),
+    )
     assert banned == ["aca"]  # 'b' (10 - 100) falls below the -20 of the others; argmax then takes the first, 'a'
 
 
@@ -242,7 +249,7 @@ def test_complete_scores_each_token_with_the_models_own_logprobs(lm: TinyLM) -> 
     encode = lambda s: [int(c) for c in s]  # noqa: E731
     done = complete(lm, encode, decode, "12", p, seed=4, n=3, eot_id=0, top_logprobs=2)
     assert [c.text for c in done] == generate_text(lm, encode, decode, "12", p, seed=4, n=3, eot_id=0)
-    for i, c in enumerate(done):
+    for c in done:
         # rescore by hand: the model's log-softmax at each step, from the prompt and the tokens before
         ids = [1, 2]
         for token, lp, top in zip(c.token_ids, c.logprobs, c.top_logprobs):
@@ -275,10 +282,23 @@ def test_score_prompt_is_each_tokens_logprob_given_the_ones_before(lm: TinyLM) -
 
 def test_validate_raises_config_errors() -> None:
     SamplingParams().validate()
-    bad = [dict(top_p=1.5), dict(top_p=0.0), dict(temperature=-0.1), dict(top_k=-1), dict(repetition_penalty=0.0),
-           dict(num_beams=0), dict(num_beams=17), dict(max_tokens=0), dict(max_tokens=101), dict(stop=[""]),
-           dict(temperature=float("nan")), dict(presence_penalty=2.5), dict(frequency_penalty=float("nan")),
-           dict(logit_bias={1: 101.0}), dict(logit_bias={-1: 1.0})]
+    bad = [
+        dict(top_p=1.5),
+        dict(top_p=0.0),
+        dict(temperature=-0.1),
+        dict(top_k=-1),
+        dict(repetition_penalty=0.0),
+        dict(num_beams=0),
+        dict(num_beams=17),
+        dict(max_tokens=0),
+        dict(max_tokens=101),
+        dict(stop=[""]),
+        dict(temperature=float("nan")),
+        dict(presence_penalty=2.5),
+        dict(frequency_penalty=float("nan")),
+        dict(logit_bias={1: 101.0}),
+        dict(logit_bias={-1: 1.0}),
+    ]
     for kw in bad:
         with pytest.raises(ConfigError):
             SamplingParams(**kw).validate(max_allowed_tokens=100)
@@ -314,10 +334,14 @@ def test_batch_row_equals_single_run(lm: TinyLM) -> None:
 
 
 @pytest.mark.parametrize("prompt_len", [2, 8, 19])  # short, exactly block_size, longer than block_size
-@pytest.mark.parametrize("params", [
-    SamplingParams(max_tokens=30, temperature=0, stop_at_eot=False),
-    SamplingParams(max_tokens=30, temperature=1.2, top_p=0.95, repetition_penalty=1.1, stop_at_eot=False),
-], ids=["greedy", "sampled"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(max_tokens=30, temperature=0, stop_at_eot=False),
+        SamplingParams(max_tokens=30, temperature=1.2, top_p=0.95, repetition_penalty=1.1, stop_at_eot=False),
+    ],
+    ids=["greedy", "sampled"],
+)
 def test_cache_equals_no_cache_past_block_size(lm: TinyLM, prompt_len: int, params: SamplingParams) -> None:
     prompt = [(3 * i + 1) % 11 for i in range(prompt_len)]
     cached = run(lm, prompt, params, [0, 1])
@@ -347,9 +371,9 @@ def test_finished_rows_wait_for_the_others(lm: TinyLM) -> None:
     batch = run(lm, [1], p, seeds, eot_id=0)
     for row, s in zip(batch, seeds):
         alone = run(lm, [1], p, [s], eot_id=0)[0]
-        assert row[:len(alone)] == alone
+        assert row[: len(alone)] == alone
         if 0 in alone:
-            assert set(row[len(alone):]) <= {0}  # eot repeated after the end
+            assert set(row[len(alone) :]) <= {0}  # eot repeated after the end
 
 
 def test_stop_string_across_tokens_ends_generation() -> None:
@@ -359,10 +383,12 @@ def test_stop_string_across_tokens_ends_generation() -> None:
     assert generate_text(lm, char_encode, char_decode, "x", p) == ["xyz"]
     pieces = list(generate_text(lm, char_encode, char_decode, "x", p, stream=True))
     assert "".join(piece for _, piece in pieces) == "xyz" and all(row == 0 for row, _ in pieces)
-    assert generate_text(lm, char_encode, char_decode, "x", SamplingParams(max_tokens=5, temperature=0, stop=["b."])) \
-        == ["xyzab"]  # the stop never matched within max_tokens: nothing is cut
-    assert generate_text(lm, char_encode, char_decode, "x", SamplingParams(max_tokens=30, temperature=0,
-                                                                           stop=["c", "za"])) == ["xy"]  # earliest
+    assert generate_text(
+        lm, char_encode, char_decode, "x", SamplingParams(max_tokens=5, temperature=0, stop=["b."])
+    ) == ["xyzab"]  # the stop never matched within max_tokens: nothing is cut
+    assert generate_text(
+        lm, char_encode, char_decode, "x", SamplingParams(max_tokens=30, temperature=0, stop=["c", "za"])
+    ) == ["xy"]  # earliest
 
 
 def test_text_stream_holds_back_half_characters_and_stop_prefixes() -> None:
@@ -394,8 +420,9 @@ def test_streamed_pieces_join_to_the_text(lm: TinyLM) -> None:
     texts = generate_text(lm, encode, decode, "ab", p, seed=2, n=4, eot_id=10)
     assert all("ca" not in t for t in texts)
     for i, t in enumerate(texts):
-        streamed = "".join(piece for _, piece in generate_text(lm, encode, decode, "ab", p, seed=2 + i, eot_id=10,
-                                                                stream=True))
+        streamed = "".join(
+            piece for _, piece in generate_text(lm, encode, decode, "ab", p, seed=2 + i, eot_id=10, stream=True)
+        )
         assert streamed == t == generate_text(lm, encode, decode, "ab", p, seed=2 + i, eot_id=10, use_cache=False)[0]
     rows: dict[int, str] = {}
     for row, piece in generate_text(lm, encode, decode, "ab", p, seed=2, n=4, eot_id=10, stream=True, batch_size=3):
@@ -435,8 +462,9 @@ def test_beam_search_beats_myopic_greedy() -> None:
         return sum(float(lm.next_logp(ctx[i])[ctx[i + 1]]) for i in range(len(seq)))
 
     assert logp(beam) > logp(greedy)
-    text = generate_text(lm, lambda s: [0], lambda ids: "".join(map(str, ids)), "p",
-                         SamplingParams(max_tokens=2, num_beams=3))
+    text = generate_text(
+        lm, lambda s: [0], lambda ids: "".join(map(str, ids)), "p", SamplingParams(max_tokens=2, num_beams=3)
+    )
     assert text == ["23"]
 
 

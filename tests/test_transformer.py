@@ -57,7 +57,7 @@ def run_chunks(model: GPT, idx: torch.Tensor, sizes: list[int], cache: KVCache |
     cache = cache if cache is not None else model.new_cache(idx.shape[0])
     outs, pos = [], 0
     for n in sizes:
-        outs.append(model(idx[:, pos:pos + n], cache=cache))
+        outs.append(model(idx[:, pos : pos + n], cache=cache))
         pos += n
         assert cache.length == pos
     assert pos == idx.shape[1]
@@ -65,7 +65,9 @@ def run_chunks(model: GPT, idx: torch.Tensor, sizes: list[int], cache: KVCache |
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("sizes", [[5] + [1] * 11, [1] * 16, [4, 3, 1, 6, 2], [16]], ids=["prefill+steps", "steps", "chunks", "one-prefill"])
+@pytest.mark.parametrize(
+    "sizes", [[5] + [1] * 11, [1] * 16, [4, 3, 1, 6, 2], [16]], ids=["prefill+steps", "steps", "chunks", "one-prefill"]
+)
 def test_cache_matches_full_forward(batch: int, sizes: list[int]) -> None:
     model = tiny().eval()
     idx = tokens(batch, 16)
@@ -120,7 +122,9 @@ def test_weight_tying_and_state_dict_round_trip() -> None:
 
 def test_gpt2_init() -> None:
     model = tiny(n_layer=8, n_embd=64, n_head=4)
-    proj = torch.cat([b.attn.c_proj.weight.flatten() for b in model.blocks] + [b.mlp.c_proj.weight.flatten() for b in model.blocks])
+    proj = torch.cat(
+        [b.attn.c_proj.weight.flatten() for b in model.blocks] + [b.mlp.c_proj.weight.flatten() for b in model.blocks]
+    )
     fc = torch.cat([b.mlp.c_fc.weight.flatten() for b in model.blocks])
     assert abs(proj.std().item() - 0.02 / math.sqrt(16)) < 0.0005
     assert abs(fc.std().item() - 0.02) < 0.001
@@ -152,14 +156,17 @@ def test_seeded_determinism() -> None:
     assert not torch.equal(tiny(seed=8).wte.weight, a.wte.weight)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n_embd": 130, "n_head": 4}, r"model\.n_embd \(130\) must be divisible by model\.n_head \(4\)"),
-    ({"n_layer": 0}, "model.n_layer"),
-    ({"n_head": 0}, "model.n_head"),
-    ({"block_size": 0}, "model.block_size"),
-    ({"dropout": 1.0}, "model.dropout"),
-    ({"dropout": -0.1}, "model.dropout"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_embd": 130, "n_head": 4}, r"model\.n_embd \(130\) must be divisible by model\.n_head \(4\)"),
+        ({"n_layer": 0}, "model.n_layer"),
+        ({"n_head": 0}, "model.n_head"),
+        ({"block_size": 0}, "model.block_size"),
+        ({"dropout": 1.0}, "model.dropout"),
+        ({"dropout": -0.1}, "model.dropout"),
+    ],
+)
 def test_config_validation(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         GPTConfig(**kwargs)

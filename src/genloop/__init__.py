@@ -6,7 +6,19 @@ stays fast and the CLI's ``--help`` does not wait for PyTorch.
 
 __version__ = "0.1.0"
 
-_API = ("train", "resume", "load", "generate", "generate_text", "evaluate", "sweep", "compare", "report", "resolve_config", "dataset_info")
+_API = (
+    "train",
+    "resume",
+    "load",
+    "generate",
+    "generate_text",
+    "evaluate",
+    "sweep",
+    "compare",
+    "report",
+    "resolve_config",
+    "dataset_info",
+)
 
 
 def __getattr__(name: str):

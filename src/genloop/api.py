@@ -48,8 +48,7 @@ def train(
     """
     from .orchestrate import train_run
 
-    return train_run(model, data, config, overrides, steps, time_budget, seed, runs_dir, progress, on_run,
-                     should_stop)
+    return train_run(model, data, config, overrides, steps, time_budget, seed, runs_dir, progress, on_run, should_stop)
 
 
 def resume(
@@ -78,21 +77,41 @@ def load(run: str | Path, device: str = "cpu", runs_dir: str | Path | None = Non
     return load_pipeline(RunStore(runs_dir).get(str(run)).dir, device=device, checkpoint=checkpoint)
 
 
-def generate(run_id: str, n: int = 64, seed: int = 0, out: str | Path | None = None,
-             runs_dir: str | Path | None = None, device: str = "cpu", class_label: int | None = None,
-             sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-             eta: float | None = None, checkpoint: str = "last") -> list[Path]:
+def generate(
+    run_id: str,
+    n: int = 64,
+    seed: int = 0,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    class_label: int | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    eta: float | None = None,
+    checkpoint: str = "last",
+) -> list[Path]:
     """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
     encoder also get reconstructions of test images. A conditional model's grid has one class per column."""
     from .generation.writer import generate_images
 
-    return generate_images(run_id, n, seed, out, runs_dir, device, class_label, sampler, steps, guidance, eta,
-                           checkpoint)
+    return generate_images(
+        run_id, n, seed, out, runs_dir, device, class_label, sampler, steps, guidance, eta, checkpoint
+    )
 
 
-def generate_text(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out: str | Path | None = None,
-                  runs_dir: str | Path | None = None, device: str = "cpu", checkpoint: str = "last",
-                  on_piece: Any = None, **sampling: Any) -> tuple[Any, Path]:
+def generate_text(
+    run_id: str,
+    prompt: str = "",
+    n: int = 1,
+    seed: int = 0,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str = "last",
+    on_piece: Any = None,
+    **sampling: Any,
+) -> tuple[Any, Path]:
     """Complete ``prompt`` ``n`` times with a language-model run; append each completion with its recipe to
     ``<out>/texts.jsonl`` (default ``<run>/generated``). ``sampling``: max_tokens, temperature, top_k, top_p,
     repetition_penalty, stop, num_beams. With ``on_piece`` (and ``n == 1``) each piece of text is passed to it
@@ -103,15 +122,26 @@ def generate_text(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out:
 
 
 def modality(run_id: str, runs_dir: str | Path | None = None) -> str:
-    """"image" or "text": what a run's model generates."""
+    """ "image" or "text": what a run's model generates."""
     run = RunStore(runs_dir).get(run_id)
     return models[run.config["model"]["name"]].modality
 
 
-def evaluate(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path | None = None,
-             device: str = "cpu", progress: bool = False, sampler: str | None = None, steps: int | None = None,
-             guidance: float | None = None, eta: float | None = None, checkpoint: str = "last",
-             features: str = "ref", weights: str | Path | None = None) -> dict[str, Any]:
+def evaluate(
+    run_id: str,
+    n: int = 2000,
+    seed: int = 0,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    eta: float | None = None,
+    checkpoint: str = "last",
+    features: str = "ref",
+    weights: str | Path | None = None,
+) -> dict[str, Any]:
     """Score ``n`` samples against held-out real images: FID, KID, IS, precision/recall, density/coverage,
     conditional accuracy and per-class FID, memorisation — each beside its real-data floor.
 
@@ -120,14 +150,22 @@ def evaluate(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path | N
     """
     from .evaluation.protocol import evaluate_run
 
-    return evaluate_run(run_id, n, seed, runs_dir, device, progress, sampler, steps, guidance, eta, checkpoint,
-                        features, weights)
+    return evaluate_run(
+        run_id, n, seed, runs_dir, device, progress, sampler, steps, guidance, eta, checkpoint, features, weights
+    )
 
 
-def sweep(run_id: str, samplers: list[str] | tuple[str, ...] = ("ddim", "dpmpp-2m", "ddpm"),
-          steps: list[int] | tuple[int, ...] = (5, 10, 20, 50), n: int = 500, seed: int = 0,
-          runs_dir: str | Path | None = None, device: str = "cpu", checkpoint: str = "last",
-          progress: bool = False) -> dict[str, Any]:
+def sweep(
+    run_id: str,
+    samplers: list[str] | tuple[str, ...] = ("ddim", "dpmpp-2m", "ddpm"),
+    steps: list[int] | tuple[int, ...] = (5, 10, 20, 50),
+    n: int = 500,
+    seed: int = 0,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str = "last",
+    progress: bool = False,
+) -> dict[str, Any]:
     """Steps-vs-FID across samplers for a diffusion run, with sampling time per image.
 
     Writes ``eval/sampler_sweep.json`` and ``eval/sampler_sweep.png``. Every point uses the same seeds, so
@@ -161,12 +199,14 @@ def compare(run_ids: list[str], out: str | Path = "compare", runs_dir: str | Pat
     return {"rows": rows, "json": json_path, "png": png_path}
 
 
-def dataset_info(name: str, image_size: int | None = None, overrides: list[str] | tuple[str, ...] = (),
-                 text: bool = False) -> dict[str, Any]:
+def dataset_info(
+    name: str, image_size: int | None = None, overrides: list[str] | tuple[str, ...] = (), text: bool = False
+) -> dict[str, Any]:
     """What a dataset holds. ``text=True`` (or a built-in text corpus name) prepares it as a text corpus
     (documents, tokens per split, vocabulary) with the tokenizer the overrides choose."""
-    data = apply_overrides({"data": {"name": name}},
-                           [o if o.startswith("data.") else f"data.{o}" for o in overrides])["data"]
+    data = apply_overrides({"data": {"name": name}}, [o if o.startswith("data.") else f"data.{o}" for o in overrides])[
+        "data"
+    ]
     from .data.text import TextDataConfig, builtin_corpora, load_text_dataset
 
     if text or name in builtin_corpora():
@@ -178,5 +218,19 @@ def dataset_info(name: str, image_size: int | None = None, overrides: list[str] 
     return load_dataset(from_dict(DataConfig, data, "data.")).info()
 
 
-__all__ = ["train", "resume", "load", "generate", "generate_text", "modality", "evaluate", "sweep", "report", "compare",
-           "resolve_config", "ResolvedConfig", "dataset_info", "GenLoopError"]
+__all__ = [
+    "train",
+    "resume",
+    "load",
+    "generate",
+    "generate_text",
+    "modality",
+    "evaluate",
+    "sweep",
+    "report",
+    "compare",
+    "resolve_config",
+    "ResolvedConfig",
+    "dataset_info",
+    "GenLoopError",
+]

@@ -41,7 +41,11 @@ def utcnow() -> dt.datetime:
 
 
 def iso(t: dt.datetime | None) -> str | None:
-    return None if t is None else t.replace(tzinfo=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        None
+        if t is None
+        else t.replace(tzinfo=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -69,6 +73,7 @@ def connect(url: str | None = None, runs: str | Path | None = None) -> Engine:
     except Exception as e:  # noqa: BLE001 - unknown dialect, missing driver, malformed URL
         raise ConfigError(f"cannot use database URL {_redact(url)}: {e}") from None
     if url.startswith("sqlite"):
+
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()

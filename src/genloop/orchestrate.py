@@ -46,7 +46,6 @@ def _spec(dataset: ImageDataset) -> DataSpec:
     return DataSpec(dataset.channels, dataset.image_size, dataset.num_classes)
 
 
-
 def train_run(
     model: str,
     data: str | None = None,
@@ -111,7 +110,10 @@ def resume_run(
     rc = resolve_config(cfg["model"]["name"], config={k: cfg[k] for k in SECTIONS})
     done = int(run.info.get("step", 0))
     if rc.train.steps is not None and done >= rc.train.steps:
-        raise ConfigError(f"run {run.id} already reached its {rc.train.steps} steps; pass --steps N (N > {done}) or --time-budget to train further")
+        raise ConfigError(
+            f"run {run.id} already reached its {rc.train.steps} steps; "
+            f"pass --steps N (N > {done}) or --time-budget to train further"
+        )
     dataset = _load_data(rc)
     torch.manual_seed(rc.train.seed)  # as train() does: a fresh restart draws the same initial weights
     system = rc.system_cls(rc.model, DataSpec(**cfg["data_spec"]))
@@ -127,8 +129,16 @@ def resume_run(
     return _fit(store, run, system, dataset, rc, resume=not fresh, progress=progress, should_stop=should_stop)
 
 
-def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedConfig, resume: bool, progress: bool,
-         should_stop: Callable[[], bool] | None = None) -> Run:
+def _fit(
+    store: RunStore,
+    run: Run,
+    system: System,
+    dataset: Any,
+    rc: ResolvedConfig,
+    resume: bool,
+    progress: bool,
+    should_stop: Callable[[], bool] | None = None,
+) -> Run:
     if system.modality == "text":
         from .data.text import TokenBatches
 
@@ -136,17 +146,28 @@ def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedCo
         evaluator = _text_quick_evaluator(dataset, rc.train) if rc.train.eval_every else None
     else:
         images, labels = dataset.get("train")
-        batches = ImageBatches(images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift)
+        batches = ImageBatches(
+            images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift
+        )
         evaluator = _quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
     from .generation.preview import preview_writer
 
-    trainer = Trainer(system, batches, rc.train, run.dir, progress=progress,
-                      on_checkpoint=lambda step: store.update(run, step=step), evaluator=evaluator,
-                      should_stop=should_stop, preview=preview_writer(run.dir, ema=rc.train.ema_decay is not None))
+    trainer = Trainer(
+        system,
+        batches,
+        rc.train,
+        run.dir,
+        progress=progress,
+        on_checkpoint=lambda step: store.update(run, step=step),
+        evaluator=evaluator,
+        should_stop=should_stop,
+        preview=preview_writer(run.dir, ema=rc.train.ema_decay is not None),
+    )
     if resume:
         trainer.resume(run.last_checkpoint)
-    store.mark_running(run, device=str(trainer.device),
-                 precision=str(trainer.dtype).replace("torch.", "") if trainer.dtype else "fp32")
+    store.mark_running(
+        run, device=str(trainer.device), precision=str(trainer.dtype).replace("torch.", "") if trainer.dtype else "fp32"
+    )
     try:
         result = trainer.fit()
     except TrainingDiverged as e:
@@ -165,8 +186,14 @@ def _fit(store: RunStore, run: Run, system: System, dataset: Any, rc: ResolvedCo
     timings = {"train_seconds": round(trainer.elapsed_before, 2), f"{system.unit}_per_s": round(result.units_per_s, 1)}
     if evaluator is not None:
         timings["eval_seconds"] = round(trainer.eval_seconds, 2)
-    store.update(run, status=status, step=result.step, stopped_by=result.stopped_by, timings=timings,
-                 **({"best": trainer.best} if trainer.best else {}))
+    store.update(
+        run,
+        status=status,
+        step=result.step,
+        stopped_by=result.stopped_by,
+        timings=timings,
+        **({"best": trainer.best} if trainer.best else {}),
+    )
     return run
 
 
@@ -181,8 +208,9 @@ def _quick_evaluator(dataset: ImageDataset, cfg: TrainConfig, progress: bool) ->
     def quick(system: System) -> dict[str, float]:
         pipe_cls = DiffusionPipeline if system.diffusion else ImagePipeline
         out = pipe_cls(system, {"run_id": None, "model": system.config.name})(n=cfg.eval_samples, seed=2_000_000)
-        r = evaluate_images(out.tensors, dataset, extractor, seed=0, labels=out.labels,
-                            metrics=("fid", "kid", "prdc", "class"))
+        r = evaluate_images(
+            out.tensors, dataset, extractor, seed=0, labels=out.labels, metrics=("fid", "kid", "prdc", "class")
+        )
         return {k: float(r[k]) for k in catalog.selectable() if k in r}
 
     return quick
@@ -195,10 +223,14 @@ def _text_quick_evaluator(dataset: Any, cfg: TrainConfig) -> Any:
 
     def quick(system: System) -> dict[str, float]:
         lm = system.causal_lm()
-        r = sliding_window_loss(lambda idx: lm(idx), dataset.val, lm.block_size, stride=lm.block_size,
-                                max_tokens=cfg.eval_tokens or None, device=next(system.parameters()).device)
+        r = sliding_window_loss(
+            lambda idx: lm(idx),
+            dataset.val,
+            lm.block_size,
+            stride=lm.block_size,
+            max_tokens=cfg.eval_tokens or None,
+            device=next(system.parameters()).device,
+        )
         return {"val_loss": float(r["loss"])}
 
     return quick
-
-

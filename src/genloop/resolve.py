@@ -96,4 +96,3 @@ def _data_config_cls(cls: type[System]) -> type:
 
         return TextDataConfig
     return DataConfig
-

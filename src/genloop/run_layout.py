@@ -182,8 +182,13 @@ class RunLayout:
         return self.root / "report.html"
 
     # --- inference weights + config --------------------------------------------------------------
-    def save_pretrained(self, weights: dict[str, torch.Tensor], state: dict[str, Any], checkpoint: str = "last",
-                        config: dict[str, Any] | None = None) -> str:
+    def save_pretrained(
+        self,
+        weights: dict[str, torch.Tensor],
+        state: dict[str, Any],
+        checkpoint: str = "last",
+        config: dict[str, Any] | None = None,
+    ) -> str:
         """Write inference ``weights`` (with JSON ``state`` such as the step) as the ``checkpoint`` ("last" or
         "best") weights, and ``config`` as ``config.json`` when given; both atomically. Returns the sha256."""
         if config is not None:
@@ -196,8 +201,9 @@ class RunLayout:
         path = self.weights_for(checkpoint)
         if not path.is_file():
             if checkpoint == "best":
-                raise NotFoundError(f"run {self.root.name} has no best checkpoint; "
-                                    "train it with train.eval_every > 0 to keep one")
+                raise NotFoundError(
+                    f"run {self.root.name} has no best checkpoint; train it with train.eval_every > 0 to keep one"
+                )
             raise NotFoundError(f"run {self.root.name} has no trained weights yet ({path} is missing); train it first")
         config = read_json(self.config)
         tensors, state = load_tensors(path)

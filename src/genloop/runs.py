@@ -1,9 +1,9 @@
 """The run store: one directory per run, and a SQLite index so that listing runs is fast.
 
 ``runs/<id>/`` is the source of truth (its files are named in :mod:`genloop.run_layout`).
-``runs/index.sqlite`` (SQLAlchemy) mirrors each run's ``run.json`` for quick, filterable listings; it is rebuilt from the directories whenever they disagree, so losing it loses
-nothing. A run directory appears whole or not at all: it is assembled under a hidden temporary name
-and renamed into place.
+``runs/index.sqlite`` (SQLAlchemy) mirrors each run's ``run.json`` for quick, filterable listings; it is
+rebuilt from the directories whenever they disagree, so losing it loses nothing. A run directory appears
+whole or not at all: it is assembled under a hidden temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -122,9 +122,14 @@ class RunStore:
 
     def _index(self, info: dict[str, Any]) -> None:
         row = RunRow(
-            id=info["id"], model=info.get("model", "?"), dataset=info.get("dataset", "?"),
-            status=info.get("status", "?"), created=info.get("created", ""), step=int(info.get("step", 0)),
-            train_seconds=float(info.get("timings", {}).get("train_seconds", 0.0)), summary=info.get("summary", {}),
+            id=info["id"],
+            model=info.get("model", "?"),
+            dataset=info.get("dataset", "?"),
+            status=info.get("status", "?"),
+            created=info.get("created", ""),
+            step=int(info.get("step", 0)),
+            train_seconds=float(info.get("timings", {}).get("train_seconds", 0.0)),
+            summary=info.get("summary", {}),
         )
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             s.merge(row)
@@ -145,7 +150,12 @@ class RunStore:
                 s.execute(delete(RunRow).where(RunRow.id.in_(gone)))
         for rid, info in on_disk.items():
             row = indexed.get(rid)
-            if row is None or row.status != info.get("status") or row.step != int(info.get("step", 0)) or row.summary != info.get("summary", {}):
+            if (
+                row is None
+                or row.status != info.get("status")
+                or row.step != int(info.get("step", 0))
+                or row.summary != info.get("summary", {})
+            ):
                 self._index(info)
 
     # --- runs -------------------------------------------------------------------------------------
@@ -159,10 +169,20 @@ class RunStore:
         run_id = self.new_id(model)
         tmp = self.root / f".tmp-{run_id}"
         info = {
-            "id": run_id, "model": model, "dataset": dataset, "status": "created", "created": now_iso(),
-            "updated": now_iso(), "step": 0, "seed": seed, "genloop_version": __version__, "timings": {}, "summary": {},
+            "id": run_id,
+            "model": model,
+            "dataset": dataset,
+            "status": "created",
+            "created": now_iso(),
+            "updated": now_iso(),
+            "step": 0,
+            "seed": seed,
+            "genloop_version": __version__,
+            "timings": {},
+            "summary": {},
             # who is about to train it: a creator that dies before its first step leaves a run seen as killed
-            "pid": os.getpid(), "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
         }
         try:
             tmp.mkdir()
@@ -227,7 +247,9 @@ class RunStore:
         self._index(run.info)
         return run
 
-    def list(self, model: str | None = None, status: str | None = None, dataset: str | None = None, limit: int | None = None) -> list[RunRow]:
+    def list(
+        self, model: str | None = None, status: str | None = None, dataset: str | None = None, limit: int | None = None
+    ) -> list[RunRow]:
         if not self.root.is_dir():
             return []
         self._sync()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -21,13 +20,13 @@ RunsDir = typer.Option(None, "--runs-dir", help="Run store folder (default: $GEN
 RewardDir = typer.Option(None, "--reward", help="Reward model folder (default: <runs>/rewards/latest).")
 
 
-def _store(db: Optional[str], runs_dir: Optional[Path]):
+def _store(db: str | None, runs_dir: Path | None):
     from ..feedback.store import FeedbackStore
 
     return FeedbackStore(url=db, runs=runs_dir)
 
 
-def _reward(path: Optional[Path], runs_dir: Optional[Path]):
+def _reward(path: Path | None, runs_dir: Path | None):
     from ..feedback.reward import RewardModel, default_reward_dir
 
     return RewardModel.load(path or default_reward_dir(runs_dir))
@@ -49,12 +48,17 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> None:
 
 
 @feedback_app.command("generate")
-def generate(run_id: str = typer.Argument(..., help="Run id."), n: int = typer.Option(8, "--n"),
-             seed: int = typer.Option(0, "--seed"), prompt: str = typer.Option("", "--prompt", help="Text models: the prompt."),
-             max_tokens: int = typer.Option(64, "--max-tokens", help="Text models: tokens per completion."),
-             class_label: Optional[int] = typer.Option(None, "--class", help="Conditional image models: the class."),
-             user: Optional[str] = typer.Option(None, "--user"), db: Optional[str] = Db,
-             runs_dir: Optional[Path] = RunsDir) -> None:
+def generate(
+    run_id: str = typer.Argument(..., help="Run id."),
+    n: int = typer.Option(8, "--n"),
+    seed: int = typer.Option(0, "--seed"),
+    prompt: str = typer.Option("", "--prompt", help="Text models: the prompt."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Text models: tokens per completion."),
+    class_label: int | None = typer.Option(None, "--class", help="Conditional image models: the class."),
+    user: str | None = typer.Option(None, "--user"),
+    db: str | None = Db,
+    runs_dir: Path | None = RunsDir,
+) -> None:
     """Generate N outputs and store them for rating; prints their generation ids."""
     from .. import api
 
@@ -67,30 +71,53 @@ def generate(run_id: str = typer.Argument(..., help="Run id."), n: int = typer.O
         output = pipe(n=n, seed=seed, class_label=class_label)
     ids = _store(db, runs_dir).add_outputs(output, user=user)
     texts = getattr(output, "texts", None)
-    _table(f"{len(ids)} generations of {pipe.info['run_id']}", ["id", "seed", "text" if texts else "prompt"],
-           [[gid, output.recipe_of(i)["seed"], (texts[i][:60] if texts else output.recipe_of(i).get("class_label", ""))]
-            for i, gid in enumerate(ids)])
+    _table(
+        f"{len(ids)} generations of {pipe.info['run_id']}",
+        ["id", "seed", "text" if texts else "prompt"],
+        [
+            [gid, output.recipe_of(i)["seed"], (texts[i][:60] if texts else output.recipe_of(i).get("class_label", ""))]
+            for i, gid in enumerate(ids)
+        ],
+    )
 
 
 @feedback_app.command("list")
-def list_(run_id: Optional[str] = typer.Option(None, "--run"), limit: int = typer.Option(20, "--limit"),
-          db: Optional[str] = Db, runs_dir: Optional[Path] = RunsDir) -> None:
+def list_(
+    run_id: str | None = typer.Option(None, "--run"),
+    limit: int = typer.Option(20, "--limit"),
+    db: str | None = Db,
+    runs_dir: Path | None = RunsDir,
+) -> None:
     """Recent generations with their ratings."""
     store = _store(db, runs_dir)
     rows = store.list(run_id=run_id, limit=limit)
     table = []
     for g in rows:
         s = store.summary(g.id)
-        table.append([g.id, g.run_id, g.modality, (g.text or "")[:40] if g.modality == "text" else g.prompt,
-                      s["up"], s["down"], s["stars"]])
+        table.append(
+            [
+                g.id,
+                g.run_id,
+                g.modality,
+                (g.text or "")[:40] if g.modality == "text" else g.prompt,
+                s["up"],
+                s["down"],
+                s["stars"],
+            ]
+        )
     _table(f"{len(rows)} generations", ["id", "run", "modality", "text / prompt", "up", "down", "stars"], table)
 
 
 @feedback_app.command("rate")
-def rate(generation_id: str = typer.Argument(..., help="Generation id."),
-         stars: Optional[int] = typer.Option(None, "--stars", help="1 to 5."),
-         up: bool = typer.Option(False, "--up", help="Thumbs up."), down: bool = typer.Option(False, "--down", help="Thumbs down."),
-         user: Optional[str] = typer.Option(None, "--user"), db: Optional[str] = Db, runs_dir: Optional[Path] = RunsDir) -> None:
+def rate(
+    generation_id: str = typer.Argument(..., help="Generation id."),
+    stars: int | None = typer.Option(None, "--stars", help="1 to 5."),
+    up: bool = typer.Option(False, "--up", help="Thumbs up."),
+    down: bool = typer.Option(False, "--down", help="Thumbs down."),
+    user: str | None = typer.Option(None, "--user"),
+    db: str | None = Db,
+    runs_dir: Path | None = RunsDir,
+) -> None:
     """Rate one generation: --stars N and/or --up / --down."""
     if up and down:
         raise ConfigError("give --up or --down, not both")
@@ -101,53 +128,89 @@ def rate(generation_id: str = typer.Argument(..., help="Generation id."),
 
 
 @feedback_app.command("prefer")
-def prefer(chosen: str = typer.Argument(..., help="The generation preferred."),
-           rejected: str = typer.Argument(..., help="The one it was preferred over."),
-           user: Optional[str] = typer.Option(None, "--user"), db: Optional[str] = Db, runs_dir: Optional[Path] = RunsDir) -> None:
+def prefer(
+    chosen: str = typer.Argument(..., help="The generation preferred."),
+    rejected: str = typer.Argument(..., help="The one it was preferred over."),
+    user: str | None = typer.Option(None, "--user"),
+    db: str | None = Db,
+    runs_dir: Path | None = RunsDir,
+) -> None:
     """Record an A/B choice: CHOSEN was preferred over REJECTED."""
     _store(db, runs_dir).prefer(chosen, rejected, user=user)
     print(f"preferred {chosen} over {rejected}")
 
 
 @feedback_app.command("export")
-def export(format: str = typer.Option("trl-pairs", "--format", help="trl-pairs (DPO) or trl-unpaired (KTO)."),
-           out_file: Path = typer.Option(..., "--out", help="JSONL file to write."),
-           run_id: Optional[str] = typer.Option(None, "--run", help="Only this run's generations."),
-           db: Optional[str] = Db, runs_dir: Optional[Path] = RunsDir) -> None:
+def export(
+    format: str = typer.Option("trl-pairs", "--format", help="trl-pairs (DPO) or trl-unpaired (KTO)."),
+    out_file: Path = typer.Option(..., "--out", help="JSONL file to write."),
+    run_id: str | None = typer.Option(None, "--run", help="Only this run's generations."),
+    db: str | None = Db,
+    runs_dir: Path | None = RunsDir,
+) -> None:
     """Export feedback as TRL JSONL."""
     from ..feedback.export import export as do_export
 
     r = do_export(_store(db, runs_dir), out_file, format=format, run_id=run_id)
-    print(f"wrote {r['written']} lines to {r['path']}" + (f" ({r['skipped']} 3-star ratings skipped)" if r["skipped"] else ""))
+    print(
+        f"wrote {r['written']} lines to {r['path']}"
+        + (f" ({r['skipped']} 3-star ratings skipped)" if r["skipped"] else "")
+    )
 
 
 @feedback_app.command("train-reward")
-def train_reward(run_id: Optional[str] = typer.Option(None, "--run", help="Only feedback on this run's generations."),
-                 modality: Optional[str] = typer.Option(None, "--modality", help="image or text (when the store has both)."),
-                 out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder to save to (default: <runs>/rewards/latest)."),
-                 epochs: int = typer.Option(300, "--epochs"), seed: int = typer.Option(0, "--seed"),
-                 db: Optional[str] = Db, runs_dir: Optional[Path] = RunsDir) -> None:
+def train_reward(
+    run_id: str | None = typer.Option(None, "--run", help="Only feedback on this run's generations."),
+    modality: str | None = typer.Option(None, "--modality", help="image or text (when the store has both)."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Folder to save to (default: <runs>/rewards/latest)."),
+    epochs: int = typer.Option(300, "--epochs"),
+    seed: int = typer.Option(0, "--seed"),
+    db: str | None = Db,
+    runs_dir: Path | None = RunsDir,
+) -> None:
     """Train a reward model on the ratings and preferences; prints its held-out pairwise accuracy."""
-    from ..feedback.reward import RewardConfig, default_reward_dir, train_reward as fit
+    from ..feedback.reward import RewardConfig, default_reward_dir
+    from ..feedback.reward import train_reward as fit
 
     if modality not in (None, "image", "text"):
         raise ConfigError(f"--modality must be image or text, got {modality!r}")
     target = out_dir or default_reward_dir(runs_dir)
-    _, report = fit(_store(db, runs_dir), run_id=run_id, modality=modality, cfg=RewardConfig(epochs=epochs, seed=seed),
-                    out=target, runs_dir=runs_dir)
-    keys = ["modality", "generations", "ratings", "preferences", "heldout_pairs", "heldout_pair_accuracy",
-            "train_pair_accuracy", "seconds"]
+    _, report = fit(
+        _store(db, runs_dir),
+        run_id=run_id,
+        modality=modality,
+        cfg=RewardConfig(epochs=epochs, seed=seed),
+        out=target,
+        runs_dir=runs_dir,
+    )
+    keys = [
+        "modality",
+        "generations",
+        "ratings",
+        "preferences",
+        "heldout_pairs",
+        "heldout_pair_accuracy",
+        "train_pair_accuracy",
+        "seconds",
+    ]
     _table("reward model", ["", "value"], [[k, report.get(k)] for k in keys])
     print(f"saved {target}")
 
 
 @feedback_app.command("rerank")
-def rerank(run_id: str = typer.Argument(..., help="Run id."), reward: Optional[Path] = RewardDir,
-           n: int = typer.Option(8, "--n", help="Outputs to keep."), k: int = typer.Option(4, "--k", help="Candidates per output."),
-           seed: int = typer.Option(0, "--seed"), prompt: str = typer.Option("", "--prompt", help="Text models: the prompt."),
-           max_tokens: int = typer.Option(64, "--max-tokens"), class_label: Optional[int] = typer.Option(None, "--class"),
-           store_them: bool = typer.Option(False, "--store", help="Store the kept outputs for rating."),
-           db: Optional[str] = Db, runs_dir: Optional[Path] = RunsDir) -> None:
+def rerank(
+    run_id: str = typer.Argument(..., help="Run id."),
+    reward: Path | None = RewardDir,
+    n: int = typer.Option(8, "--n", help="Outputs to keep."),
+    k: int = typer.Option(4, "--k", help="Candidates per output."),
+    seed: int = typer.Option(0, "--seed"),
+    prompt: str = typer.Option("", "--prompt", help="Text models: the prompt."),
+    max_tokens: int = typer.Option(64, "--max-tokens"),
+    class_label: int | None = typer.Option(None, "--class"),
+    store_them: bool = typer.Option(False, "--store", help="Store the kept outputs for rating."),
+    db: str | None = Db,
+    runs_dir: Path | None = RunsDir,
+) -> None:
     """Best-of-k sampling: draw k candidates per output, keep the one the reward model scores highest."""
     from .. import api
     from ..feedback.optimize import best_of_n
@@ -157,19 +220,33 @@ def rerank(run_id: str = typer.Argument(..., help="Run id."), reward: Optional[P
     opts = {"prompt": prompt, "max_tokens": max_tokens} if text else {"class_label": class_label}
     r = best_of_n(pipe, _reward(reward, runs_dir), n=n, k=k, seed=seed, **opts)
     ids = _store(db, runs_dir).add_outputs(r) if store_them else [None] * n
-    _table(f"best of {k}, {n} kept", ["id", "seed", "reward", "mean of candidates"] + (["text"] if text else []),
-           [[ids[i], r.recipes[i]["seed"], float(r.scores[i]), float(r.candidate_scores[i].mean())]
-            + ([r.texts[i][:50]] if text else []) for i in range(n)])
+    _table(
+        f"best of {k}, {n} kept",
+        ["id", "seed", "reward", "mean of candidates"] + (["text"] if text else []),
+        [
+            [ids[i], r.recipes[i]["seed"], float(r.scores[i]), float(r.candidate_scores[i].mean())]
+            + ([r.texts[i][:50]] if text else [])
+            for i in range(n)
+        ],
+    )
 
 
 @feedback_app.command("finetune")
-def finetune(run_id: str = typer.Argument(..., help="Run id (the parent; it is not changed)."), reward: Optional[Path] = RewardDir,
-             steps: int = typer.Option(300, "--steps"), samples: int = typer.Option(2000, "--samples", help="Images: how many to score."),
-             keep: float = typer.Option(0.2, "--keep", help="Images: top share kept."),
-             real_fraction: float = typer.Option(0.3, "--real-fraction", help="Images: share of real images mixed in."),
-             beta: float = typer.Option(0.1, "--beta", help="Text: DPO beta."), lr: Optional[float] = typer.Option(None, "--lr"),
-             seed: int = typer.Option(0, "--seed"), db: Optional[str] = Db, runs_dir: Optional[Path] = RunsDir) -> None:
-    """A new run tuned toward preferred outputs: reward-filtered fine-tuning (images) or DPO on the stored pairs (text)."""
+def finetune(
+    run_id: str = typer.Argument(..., help="Run id (the parent; it is not changed)."),
+    reward: Path | None = RewardDir,
+    steps: int = typer.Option(300, "--steps"),
+    samples: int = typer.Option(2000, "--samples", help="Images: how many to score."),
+    keep: float = typer.Option(0.2, "--keep", help="Images: top share kept."),
+    real_fraction: float = typer.Option(0.3, "--real-fraction", help="Images: share of real images mixed in."),
+    beta: float = typer.Option(0.1, "--beta", help="Text: DPO beta."),
+    lr: float | None = typer.Option(None, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    db: str | None = Db,
+    runs_dir: Path | None = RunsDir,
+) -> None:
+    # The docstring is the command's --help line; Typer prints a wrapped docstring wrapped, so it stays one line.
+    """A new run tuned toward preferred outputs: reward-filtered fine-tuning (images) or DPO on the stored pairs (text)."""  # noqa: E501
     from .. import api
     from ..feedback import optimize as o
 
@@ -183,39 +260,71 @@ def finetune(run_id: str = typer.Argument(..., help="Run id (the parent; it is n
 
 
 @feedback_app.command("select")
-def select(candidates: List[str] = typer.Argument(..., help="Runs, or RUN@best / RUN@last."), reward: Optional[Path] = RewardDir,
-           n: int = typer.Option(200, "--n"), seed: int = typer.Option(0, "--seed"), runs_dir: Optional[Path] = RunsDir) -> None:
+def select(
+    candidates: list[str] = typer.Argument(..., help="Runs, or RUN@best / RUN@last."),
+    reward: Path | None = RewardDir,
+    n: int = typer.Option(200, "--n"),
+    seed: int = typer.Option(0, "--seed"),
+    runs_dir: Path | None = RunsDir,
+) -> None:
     """Pick the run or checkpoint whose samples have the highest mean predicted rating."""
     from ..feedback.optimize import select_checkpoint
 
     r = select_checkpoint(candidates, _reward(reward, runs_dir), n=n, seed=seed, runs_dir=runs_dir)
-    _table("checkpoints by mean predicted rating", ["candidate", "step", "mean reward", "std", "n"],
-           [[row["candidate"], row["step"], row["mean_reward"], row["std_reward"], row["n"]] for row in r["table"]])
+    _table(
+        "checkpoints by mean predicted rating",
+        ["candidate", "step", "mean reward", "std", "n"],
+        [[row["candidate"], row["step"], row["mean_reward"], row["std_reward"], row["n"]] for row in r["table"]],
+    )
     print(f"best {r['best']}")
 
 
 @feedback_app.command("simulate")
-def simulate(run_id: str = typer.Argument(..., help="Run id."),
-             rater: str = typer.Option(..., "--rater", help="class:K, thick (images); contains:STRING, short[:N] (text)."),
-             n_rate: int = typer.Option(200, "--n-rate", help="Outputs the rater rates."),
-             n_eval: int = typer.Option(500, "--n-eval", help="Samples per measurement."),
-             k: int = typer.Option(4, "--k", help="Best-of-k."), steps: int = typer.Option(300, "--steps", help="Fine-tuning steps."),
-             uses: str = typer.Option("best_of_n,finetune,select", "--uses", help="Comma-separated: best_of_n, finetune, select."),
-             seed: int = typer.Option(0, "--seed"), out_file: Optional[Path] = typer.Option(None, "--out", help="JSON file."),
-             db: Optional[str] = Db, runs_dir: Optional[Path] = RunsDir) -> None:
+def simulate(
+    run_id: str = typer.Argument(..., help="Run id."),
+    rater: str = typer.Option(..., "--rater", help="class:K, thick (images); contains:STRING, short[:N] (text)."),
+    n_rate: int = typer.Option(200, "--n-rate", help="Outputs the rater rates."),
+    n_eval: int = typer.Option(500, "--n-eval", help="Samples per measurement."),
+    k: int = typer.Option(4, "--k", help="Best-of-k."),
+    steps: int = typer.Option(300, "--steps", help="Fine-tuning steps."),
+    uses: str = typer.Option(
+        "best_of_n,finetune,select", "--uses", help="Comma-separated: best_of_n, finetune, select."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    out_file: Path | None = typer.Option(None, "--out", help="JSON file."),
+    db: str | None = Db,
+    runs_dir: Path | None = RunsDir,
+) -> None:
     """Measure the loop with a scripted rater: preferred share before/after each use, FID beside it."""
     from ..feedback.optimize import DPOConfig, FinetuneConfig
     from ..feedback.simulate import simulate as run_sim
 
-    r = run_sim(run_id, rater, n_rate=n_rate, n_eval=n_eval, k=k, seed=seed, store=_store(db, runs_dir), runs_dir=runs_dir,
-                out=out_file, uses=[u.strip() for u in uses.split(",") if u.strip()],
-                finetune=FinetuneConfig(steps=steps, seed=seed), dpo=DPOConfig(steps=steps, seed=seed), progress=_note)
+    r = run_sim(
+        run_id,
+        rater,
+        n_rate=n_rate,
+        n_eval=n_eval,
+        k=k,
+        seed=seed,
+        store=_store(db, runs_dir),
+        runs_dir=runs_dir,
+        out=out_file,
+        uses=[u.strip() for u in uses.split(",") if u.strip()],
+        finetune=FinetuneConfig(steps=steps, seed=seed),
+        dpo=DPOConfig(steps=steps, seed=seed),
+        progress=_note,
+    )
     rows = []
     for name, m in r["results"].items():
-        rows.append([name, m.get("preferred_share"), m.get("fid", m.get("mean_chars")), m.get("mean_reward"), m.get("seconds")])
+        rows.append(
+            [name, m.get("preferred_share"), m.get("fid", m.get("mean_chars")), m.get("mean_reward"), m.get("seconds")]
+        )
     acc = r["reward"].get("heldout_pair_accuracy")
-    _table(f"{r['preference']}; reward model held-out accuracy {acc if acc is None else round(acc, 3)}",
-           ["", "preferred", "FID" if r["modality"] == "image" else "chars", "reward", "seconds"], rows)
+    _table(
+        f"{r['preference']}; reward model held-out accuracy {acc if acc is None else round(acc, 3)}",
+        ["", "preferred", "FID" if r["modality"] == "image" else "chars", "reward", "seconds"],
+        rows,
+    )
     if "finetune" in r["results"]:
         print(f"fine-tuned run {r['results']['finetune']['run_id']}")
     if "select" in r["results"]:

@@ -10,7 +10,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -19,15 +19,21 @@ from rich.text import Text
 
 from ..errors import ConfigError, GenLoopError
 
-app = typer.Typer(help="GenLoop: data -> train -> generate -> evaluate -> feedback, in one loop.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="GenLoop: data -> train -> generate -> evaluate -> feedback, in one loop.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 runs_app = typer.Typer(help="List, show and remove runs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 from .feedback import feedback_app  # noqa: E402 - the feedback sub-app lives in its own module
 
-app.add_typer(feedback_app, name="feedback", help="Rate and compare generations, export for TRL, train a reward model and use it.")
+app.add_typer(
+    feedback_app, name="feedback", help="Rate and compare generations, export for TRL, train a reward model and use it."
+)
 
 out = Console(highlight=False)  # tables only; lines go through say()/note() so pipes get them whole
 err = Console(stderr=True, highlight=False)
@@ -41,6 +47,7 @@ def say(text: str) -> None:
 def note(text: str) -> None:
     """A plain line on standard error (progress, summaries)."""
     print(text, file=sys.stderr, flush=True)
+
 
 RunsDir = typer.Option(None, "--runs-dir", help="Run store folder (default: $GENLOOP_RUNS_DIR or ./runs).")
 
@@ -73,8 +80,8 @@ def _fmt(v: Any) -> str:
 @data_app.command("info")
 def data_info(
     dataset: str = typer.Argument(..., help="A built-in name (digits, mnist, fashion-mnist, pydoc) or a path."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Prepare at this size (default 32)."),
-    set_: List[str] = typer.Option([], "--set", help="data.key=value, e.g. channels=3 or tokenizer=bpe."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Prepare at this size (default 32)."),
+    set_: list[str] = typer.Option([], "--set", help="data.key=value, e.g. channels=3 or tokenizer=bpe."),
     text: bool = typer.Option(False, "--text", help="Read the path as a text corpus (a .txt, a folder, a .jsonl)."),
 ) -> None:
     """Images: size, shape, channels, classes, value range, splits. Text: documents, tokens, vocabulary, splits."""
@@ -103,17 +110,26 @@ def data_list() -> None:
 # --- train ----------------------------------------------------------------------------------------
 @app.command()
 def train(
-    model: Optional[str] = typer.Argument(None, help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm (text)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset name or path (default: digits for images, pydoc for text; a .txt, folder or .jsonl for text)."),
-    init: Optional[str] = typer.Option(None, "--init", help="hf-causal-lm: a local Hugging Face model directory to fine-tune."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with model/data/train sections."),
-    set_: List[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Train for this many steps."),
-    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Train for this long: 90s, 3m, 1h."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
-    resume: Optional[str] = typer.Option(
-        None, "--resume", help="Continue this run from its last checkpoint (from step 0 if it has none yet)."),
-    runs_dir: Optional[Path] = RunsDir,
+    model: str | None = typer.Argument(
+        None, help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm (text)."
+    ),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        help="Dataset name or path (default: digits for images, pydoc for text; a .txt, folder or .jsonl for text).",
+    ),
+    init: str | None = typer.Option(
+        None, "--init", help="hf-causal-lm: a local Hugging Face model directory to fine-tune."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="YAML file with model/data/train sections."),
+    set_: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
+    steps: int | None = typer.Option(None, "--steps", help="Train for this many steps."),
+    time_budget: str | None = typer.Option(None, "--time-budget", help="Train for this long: 90s, 3m, 1h."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    resume: str | None = typer.Option(
+        None, "--resume", help="Continue this run from its last checkpoint (from step 0 if it has none yet)."
+    ),
+    runs_dir: Path | None = RunsDir,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a model. The last line of standard output is the run id."""
@@ -124,7 +140,9 @@ def train(
         set_ = [*set_, f"model.init={init}"]
     if resume:
         if model or data or config or set_ or seed is not None:
-            raise ConfigError("--resume continues a run with its own settings; only --steps and --time-budget may change")
+            raise ConfigError(
+                "--resume continues a run with its own settings; only --steps and --time-budget may change"
+            )
         run = api.resume(resume, steps=steps, time_budget=budget, runs_dir=runs_dir, progress=not quiet)
     else:
         if not model:
@@ -140,8 +158,11 @@ def train(
     t = info.get("timings", {})
     unit = "tokens" if "tokens_per_s" in t else "images"
     stop = " (early stop: validation stopped improving)" if info.get("stopped_by") == "early_stop" else ""
-    note(f"trained {info['model']} on {info['dataset']}: {info['step']} steps in {t.get('train_seconds', 0):.0f}s "
-         f"({t.get(unit + '_per_s', 0):.0f} {unit}/s, {info.get('precision')} on {info.get('device')}){stop} -> {run.dir}")
+    note(
+        f"trained {info['model']} on {info['dataset']}: {info['step']} steps in {t.get('train_seconds', 0):.0f}s "
+        f"({t.get(unit + '_per_s', 0):.0f} {unit}/s, {info.get('precision')} on {info.get('device')}){stop} "
+        f"-> {run.dir}"
+    )
     say(run.id)
 
 
@@ -149,54 +170,126 @@ def train(
 @app.command()
 def generate(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix, or the run's folder)."),
-    n: Optional[int] = typer.Option(None, "--n", help="How many images (default 64) or texts (default 1)."),
+    n: int | None = typer.Option(None, "--n", help="How many images (default 64) or texts (default 1)."),
     seed: int = typer.Option(0, "--seed", help="Image or text i uses seed + i."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Text models: the text to continue (default: a new document)."),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="Text models: the text to continue (default: a new document)."
+    ),
     max_tokens: int = typer.Option(200, "--max-tokens", help="Text models: new tokens at most."),
     temperature: float = typer.Option(1.0, "--temperature", help="Text models: 0 is greedy; higher is more random."),
     top_k: int = typer.Option(0, "--top-k", help="Text models: sample from the k likeliest tokens (0: off)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Text models: nucleus sampling mass (1: off)."),
-    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="Text models: >1 discourages repeats (1: off)."),
-    presence_penalty: float = typer.Option(0.0, "--presence-penalty",
-                                           help="Text models: OpenAI's, -2..2; >0 discourages any generated token again (0: off)."),
-    frequency_penalty: float = typer.Option(0.0, "--frequency-penalty",
-                                            help="Text models: OpenAI's, -2..2; >0 discourages by times generated (0: off)."),
-    stop: List[str] = typer.Option([], "--stop", help="Text models: stop before this text (repeatable)."),
+    repetition_penalty: float = typer.Option(
+        1.0, "--repetition-penalty", help="Text models: >1 discourages repeats (1: off)."
+    ),
+    presence_penalty: float = typer.Option(
+        0.0,
+        "--presence-penalty",
+        help="Text models: OpenAI's, -2..2; >0 discourages any generated token again (0: off).",
+    ),
+    frequency_penalty: float = typer.Option(
+        0.0, "--frequency-penalty", help="Text models: OpenAI's, -2..2; >0 discourages by times generated (0: off)."
+    ),
+    stop: list[str] = typer.Option([], "--stop", help="Text models: stop before this text (repeatable)."),
     beams: int = typer.Option(1, "--beams", help="Text models: beam search width (1: sampling)."),
-    no_stream: bool = typer.Option(False, "--no-stream", help="Text models: print when done instead of as tokens come."),
-    compile_: bool = typer.Option(False, "--compile", help="gpt models: compile the decoding step (faster after ~20 s)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <run>/generated)."),
-    class_label: Optional[int] = typer.Option(None, "--class", help="Class to generate (conditional models; default: every class in turn)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim or dpmpp-2m (default: the model's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion sampling steps (default: the model's)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (conditional diffusion)."),
-    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM noise: 0 deterministic, 1 like DDPM."),
+    no_stream: bool = typer.Option(
+        False, "--no-stream", help="Text models: print when done instead of as tokens come."
+    ),
+    compile_: bool = typer.Option(
+        False, "--compile", help="gpt models: compile the decoding step (faster after ~20 s)."
+    ),
+    out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: <run>/generated)."),
+    class_label: int | None = typer.Option(
+        None, "--class", help="Class to generate (conditional models; default: every class in turn)."
+    ),
+    sampler: str | None = typer.Option(
+        None, "--sampler", help="Diffusion sampler: ddpm, ddim or dpmpp-2m (default: the model's)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Diffusion sampling steps (default: the model's)."),
+    guidance: float | None = typer.Option(
+        None, "--guidance", help="Classifier-free guidance scale (conditional diffusion)."
+    ),
+    eta: float | None = typer.Option(None, "--eta", help="DDIM noise: 0 deterministic, 1 like DDPM."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last, or best (runs trained with train.eval_every)."),
-    runs_dir: Optional[Path] = RunsDir,
+    runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Generate images (a PNG grid plus one PNG per image, recipes embedded) or text (streamed; saved with recipes)."""
     from .. import api
 
     if api.modality(run_id, runs_dir) == "text":
-        _generate_text(run_id, n or 1, seed, out_dir, prompt, max_tokens, temperature, top_k, top_p, repetition_penalty,
-                       presence_penalty, frequency_penalty, stop, beams, no_stream, checkpoint, runs_dir, device, compile_, image_options={
-                           "--class": class_label, "--sampler": sampler, "--steps": steps, "--guidance": guidance, "--eta": eta})
+        _generate_text(
+            run_id,
+            n or 1,
+            seed,
+            out_dir,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            presence_penalty,
+            frequency_penalty,
+            stop,
+            beams,
+            no_stream,
+            checkpoint,
+            runs_dir,
+            device,
+            compile_,
+            image_options={
+                "--class": class_label,
+                "--sampler": sampler,
+                "--steps": steps,
+                "--guidance": guidance,
+                "--eta": eta,
+            },
+        )
         return
     text_given = [name for name, v in (("--prompt", prompt), ("--stop", stop or None)) if v is not None]
     if text_given:
         raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} generates images")
     n = 64 if n is None else n
-    paths = api.generate(run_id, n=n, seed=seed, out=out_dir, runs_dir=runs_dir, device=device, class_label=class_label,
-                         sampler=sampler, steps=steps, guidance=guidance, eta=eta, checkpoint=checkpoint)
+    paths = api.generate(
+        run_id,
+        n=n,
+        seed=seed,
+        out=out_dir,
+        runs_dir=runs_dir,
+        device=device,
+        class_label=class_label,
+        sampler=sampler,
+        steps=steps,
+        guidance=guidance,
+        eta=eta,
+        checkpoint=checkpoint,
+    )
     say(f"wrote {len(paths)} PNGs to {paths[0].parent} (grid: {paths[0]})")
 
 
-def _generate_text(run_id: str, n: int, seed: int, out_dir: Optional[Path], prompt: Optional[str], max_tokens: int,
-                   temperature: float, top_k: int, top_p: float, repetition_penalty: float, presence_penalty: float,
-                   frequency_penalty: float, stop: List[str], beams: int,
-                   no_stream: bool, checkpoint: str, runs_dir: Optional[Path], device: str, compile_: bool,
-                   image_options: dict) -> None:
+def _generate_text(
+    run_id: str,
+    n: int,
+    seed: int,
+    out_dir: Path | None,
+    prompt: str | None,
+    max_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    repetition_penalty: float,
+    presence_penalty: float,
+    frequency_penalty: float,
+    stop: list[str],
+    beams: int,
+    no_stream: bool,
+    checkpoint: str,
+    runs_dir: Path | None,
+    device: str,
+    compile_: bool,
+    image_options: dict,
+) -> None:
     import warnings
 
     from .. import api
@@ -204,9 +297,17 @@ def _generate_text(run_id: str, n: int, seed: int, out_dir: Optional[Path], prom
     given = [k for k, v in image_options.items() if v is not None]
     if given:
         raise ConfigError(f"{', '.join(given)}: only image models take this; {run_id} is a text model")
-    sampling = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                    repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                    frequency_penalty=frequency_penalty, stop=list(stop), num_beams=beams)
+    sampling = dict(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        stop=list(stop),
+        num_beams=beams,
+    )
     if compile_:
         sampling["compile"] = True
     stream = not no_stream and n == 1 and beams == 1
@@ -220,9 +321,18 @@ def _generate_text(run_id: str, n: int, seed: int, out_dir: Optional[Path], prom
         warnings.simplefilter("always")
         if stream and prompt:
             show(prompt)
-        output, path = api.generate_text(run_id, prompt=prompt, n=n, seed=seed, out=out_dir, runs_dir=runs_dir,
-                                         device=device, checkpoint=checkpoint, on_piece=show if stream else None,
-                                         **sampling)
+        output, path = api.generate_text(
+            run_id,
+            prompt=prompt,
+            n=n,
+            seed=seed,
+            out=out_dir,
+            runs_dir=runs_dir,
+            device=device,
+            checkpoint=checkpoint,
+            on_piece=show if stream else None,
+            **sampling,
+        )
     if stream:
         say("")
     else:
@@ -238,17 +348,27 @@ def _generate_text(run_id: str, n: int, seed: int, out_dir: Optional[Path], prom
 @app.command("eval")
 def eval_(
     run_id: str = typer.Argument(..., help="Run id."),
-    n: Optional[int] = typer.Option(None, "--n", help="How many generated samples to score (default: 2000 images, 100 texts)."),
+    n: int | None = typer.Option(
+        None, "--n", help="How many generated samples to score (default: 2000 images, 100 texts)."
+    ),
     seed: int = typer.Option(0, "--seed"),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim or dpmpp-2m (default: the model's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion sampling steps (default: the model's)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (conditional diffusion)."),
+    sampler: str | None = typer.Option(
+        None, "--sampler", help="Diffusion sampler: ddpm, ddim or dpmpp-2m (default: the model's)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Diffusion sampling steps (default: the model's)."),
+    guidance: float | None = typer.Option(
+        None, "--guidance", help="Classifier-free guidance scale (conditional diffusion)."
+    ),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last, or best (runs trained with train.eval_every)."),
     features: str = typer.Option("ref", "--features", help="ref (GenLoop's reference net for the data) or inception."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Inception-v3 FID weights file (with --features inception)."),
-    sweep: Optional[str] = typer.Option(None, "--sweep", help="Diffusion: steps-vs-FID curve over these step counts, e.g. 5,10,20,50."),
+    weights: Path | None = typer.Option(
+        None, "--weights", help="Inception-v3 FID weights file (with --features inception)."
+    ),
+    sweep: str | None = typer.Option(
+        None, "--sweep", help="Diffusion: steps-vs-FID curve over these step counts, e.g. 5,10,20,50."
+    ),
     samplers: str = typer.Option("ddim,dpmpp-2m,ddpm", "--samplers", help="Samplers for --sweep."),
-    runs_dir: Optional[Path] = RunsDir,
+    runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """FID, KID, IS, precision/recall, density/coverage, class accuracy, copies: each beside its real-data floor."""
@@ -258,23 +378,51 @@ def eval_(
         try:
             step_list = [int(x) for x in sweep.split(",") if x.strip()]
         except ValueError:
-            raise ConfigError(f"--sweep takes step counts separated by commas, e.g. 5,10,20,50; got {sweep!r}") from None
+            raise ConfigError(
+                f"--sweep takes step counts separated by commas, e.g. 5,10,20,50; got {sweep!r}"
+            ) from None
         names = [x.strip() for x in samplers.split(",") if x.strip()]
-        r = api.sweep(run_id, samplers=names, steps=step_list, n=n or 500, seed=seed,
-                      runs_dir=runs_dir, device=device, checkpoint=checkpoint, progress=True)
+        r = api.sweep(
+            run_id,
+            samplers=names,
+            steps=step_list,
+            n=n or 500,
+            seed=seed,
+            runs_dir=runs_dir,
+            device=device,
+            checkpoint=checkpoint,
+            progress=True,
+        )
         table = Table(title=f"sampler sweep of {r['run_id']} ({r['n']} samples; FID floor {r['fid_floor']:.3f})")
         for col in ("sampler", "steps", "FID", "x floor", "ms/image"):
             table.add_column(col, justify="left" if col == "sampler" else "right")
         for p in r["points"]:
-            table.add_row(p["sampler"], str(p["steps"]), f"{p['fid']:.3f}", f"{p['fid'] / r['fid_floor']:.1f}x",
-                          f"{p['ms_per_image']:.1f}")
+            table.add_row(
+                p["sampler"],
+                str(p["steps"]),
+                f"{p['fid']:.3f}",
+                f"{p['fid'] / r['fid_floor']:.1f}x",
+                f"{p['ms_per_image']:.1f}",
+            )
         out.print(table)
         say(f"written to {api.RunStore(runs_dir).get(run_id).files.sampler_sweep_json} (and .png)")
         return
     if n is None:
         n = 100 if api.modality(run_id, runs_dir) == "text" else 2000
-    r = api.evaluate(run_id, n=n, seed=seed, runs_dir=runs_dir, device=device, progress=True, sampler=sampler,
-                     steps=steps, guidance=guidance, checkpoint=checkpoint, features=features, weights=weights)
+    r = api.evaluate(
+        run_id,
+        n=n,
+        seed=seed,
+        runs_dir=runs_dir,
+        device=device,
+        progress=True,
+        sampler=sampler,
+        steps=steps,
+        guidance=guidance,
+        checkpoint=checkpoint,
+        features=features,
+        weights=weights,
+    )
     print_metrics(r)
     say(f"written to {api.RunStore(runs_dir).get(run_id).files.eval_metrics(features)}")
 
@@ -303,12 +451,16 @@ def _metric_table(r: dict[str, Any], modality: str, title: str, floor_title: str
 
 def print_text_metrics(r: dict[str, Any]) -> None:
     p = r["loss_protocol"]
-    title = (f"evaluation of {r['run_id']} ({r['n']} samples of up to {r['sample_settings']['max_tokens']} tokens; "
-             f"copies: a span >= {r['memorization']['threshold']} chars from the training text)")
+    title = (
+        f"evaluation of {r['run_id']} ({r['n']} samples of up to {r['sample_settings']['max_tokens']} tokens; "
+        f"copies: a span >= {r['memorization']['threshold']} chars from the training text)"
+    )
     out.print(_metric_table(r, "text", title, "held-out real text"))
-    say(f"loss protocol: {p['split']} split, windows of {p['block_size']} tokens every {p['stride']} "
+    say(
+        f"loss protocol: {p['split']} split, windows of {p['block_size']} tokens every {p['stride']} "
         f"({p['tokens_scored']} of {p['val_tokens']} tokens scored); samples at temperature "
-        f"{r['sample_settings']['temperature']}, {r['generation_tokens_per_s']:.0f} tokens/s")
+        f"{r['sample_settings']['temperature']}, {r['generation_tokens_per_s']:.0f} tokens/s"
+    )
     for w in r.get("warnings", []):
         note(f"warning: {w}")
 
@@ -324,13 +476,15 @@ def print_metrics(r: dict[str, Any]) -> None:
     acc = fn.get("accuracy")
     acc_text = f", held-out accuracy {acc:.3f}" if acc is not None else ""
     sampling = f"; sampled with {r['sampler']} in {r['steps']} steps" if "steps" in r else ""
-    say(f"features: {fn.get('id')} ({fn.get('kind')}{acc_text}); "
+    say(
+        f"features: {fn.get('id')} ({fn.get('kind')}{acc_text}); "
         f"floor = {r.get('n_floor')} real training images vs the same held-out set{sampling}; "
-        f"{r.get('sampling_ms_per_image', 0):.2f} ms/image to sample")
+        f"{r.get('sampling_ms_per_image', 0):.2f} ms/image to sample"
+    )
 
 
 @app.command()
-def report(run_id: str = typer.Argument(..., help="Run id."), runs_dir: Optional[Path] = RunsDir) -> None:
+def report(run_id: str = typer.Argument(..., help="Run id."), runs_dir: Path | None = RunsDir) -> None:
     """Write the run's self-contained report.html (samples, loss curves, metrics with floors, config)."""
     from .. import api
 
@@ -339,9 +493,9 @@ def report(run_id: str = typer.Argument(..., help="Run id."), runs_dir: Optional
 
 @app.command()
 def compare(
-    run_ids: List[str] = typer.Argument(..., help="Two or more evaluated runs (any families)."),
+    run_ids: list[str] = typer.Argument(..., help="Two or more evaluated runs (any families)."),
     out_dir: Path = typer.Option(Path("compare"), "--out", help="Folder for compare.json and compare.png."),
-    runs_dir: Optional[Path] = RunsDir,
+    runs_dir: Path | None = RunsDir,
 ) -> None:
     """One table and one plot across runs: FID (and its multiple of the floor), KID, precision/recall, ..."""
     from .. import api
@@ -354,11 +508,15 @@ def compare(
         best = best_runs(rows)  # the catalogue's direction: lowest FID, highest precision, ...
         table = Table(title="comparison (best per metric in bold; floors and std in compare.json)")
         for c in cols:
-            table.add_column(c.title, no_wrap=c.key == "run_id",
-                             justify="left" if c.key in ("run_id", "model", "dataset") else "right")
+            table.add_column(
+                c.title,
+                no_wrap=c.key == "run_id",
+                justify="left" if c.key in ("run_id", "model", "dataset") else "right",
+            )
         for r in rows:
-            table.add_row(*(Text(format_cell(r, c), style="bold" if best.get(c.key) == r["run_id"] else "")
-                            for c in cols))
+            table.add_row(
+                *(Text(format_cell(r, c), style="bold" if best.get(c.key) == r["run_id"] else "") for c in cols)
+            )
         out.print(table)
     else:  # piped: tab-separated, for scripts
         say("\t".join(c.key for c in cols))
@@ -370,11 +528,11 @@ def compare(
 # --- runs -----------------------------------------------------------------------------------------
 @runs_app.command("list")
 def runs_list(
-    model: Optional[str] = typer.Option(None, "--model"),
-    status: Optional[str] = typer.Option(None, "--status"),
-    dataset: Optional[str] = typer.Option(None, "--dataset"),
-    limit: Optional[int] = typer.Option(None, "--limit"),
-    runs_dir: Optional[Path] = RunsDir,
+    model: str | None = typer.Option(None, "--model"),
+    status: str | None = typer.Option(None, "--status"),
+    dataset: str | None = typer.Option(None, "--dataset"),
+    limit: int | None = typer.Option(None, "--limit"),
+    runs_dir: Path | None = RunsDir,
 ) -> None:
     """Runs, newest first."""
     from ..runs import RunStore
@@ -399,7 +557,7 @@ def runs_list(
 
 
 @runs_app.command("show")
-def runs_show(run_id: str = typer.Argument(...), runs_dir: Optional[Path] = RunsDir) -> None:
+def runs_show(run_id: str = typer.Argument(...), runs_dir: Path | None = RunsDir) -> None:
     """A run's record, config and latest evaluation, as JSON."""
     from ..runs import RunStore
     from ..serialization import read_json
@@ -412,7 +570,7 @@ def runs_show(run_id: str = typer.Argument(...), runs_dir: Optional[Path] = Runs
 
 
 @runs_app.command("rm")
-def runs_rm(run_ids: List[str] = typer.Argument(...), runs_dir: Optional[Path] = RunsDir) -> None:
+def runs_rm(run_ids: list[str] = typer.Argument(...), runs_dir: Path | None = RunsDir) -> None:
     """Delete runs (their whole folders)."""
     from ..runs import RunStore
 
@@ -425,7 +583,7 @@ def runs_rm(run_ids: List[str] = typer.Argument(...), runs_dir: Optional[Path] =
 @app.command()
 def demo(
     time_budget: str = typer.Option("150s", "--time-budget", help="Training time; the whole demo takes ~30 s more."),
-    runs_dir: Optional[Path] = RunsDir,
+    runs_dir: Path | None = RunsDir,
     n: int = typer.Option(2000, "--n", help="Samples to evaluate."),
 ) -> None:
     """The main job: train a DCGAN on built-in digits, generate, evaluate, write the report."""
@@ -447,8 +605,10 @@ def demo(
     print_metrics(metrics)
     say(f"run      {run.id}  ({run.info['step']} steps, {run.info['timings']['images_per_s']:.0f} images/s)")
     say(f"samples  {paths[0]}")
-    say(f"FID      {metrics['fid']:.2f}  (real-data floor {metrics['fid_floor']:.2f}: "
-              f"{metrics['fid'] / max(metrics['fid_floor'], 1e-9):.1f}x the floor)")
+    say(
+        f"FID      {metrics['fid']:.2f}  (real-data floor {metrics['fid_floor']:.2f}: "
+        f"{metrics['fid'] / max(metrics['fid_floor'], 1e-9):.1f}x the floor)"
+    )
     say(f"report   {report_path}")
 
 
@@ -456,29 +616,42 @@ def demo(
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but loopback needs --token."),
     port: int = typer.Option(8000, help="TCP port."),
-    db: Optional[str] = typer.Option(None, "--db", help="SQLAlchemy URL of the studio database (default: SQLite beside the runs)."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="GENLOOP_API_TOKEN", help="API token required by every /v1 route."),
+    db: str | None = typer.Option(
+        None, "--db", help="SQLAlchemy URL of the studio database (default: SQLite beside the runs)."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="GENLOOP_API_TOKEN", help="API token required by every /v1 route."
+    ),
     workers: int = typer.Option(1, help="Worker processes that run jobs (0: run `genloop worker` yourself)."),
     max_queued: int = typer.Option(32, help="Queued jobs before new ones get 429."),
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", envvar="GENLOOP_RUNS_DIR", help="The run store."),
+    runs_dir: Path | None = typer.Option(None, "--runs-dir", envvar="GENLOOP_RUNS_DIR", help="The run store."),
 ) -> None:
     """Serve the GenLoop Studio (web page at /, API at /v1, docs at /docs) with its job workers."""
     from ..paths import runs_dir as default_runs
     from ..server.serve import serve as run_server
     from ..server.settings import Settings
 
-    settings = Settings.from_env(host=host, port=port, db_url=db, token=token, workers=workers, max_queued=max_queued,
-                                 runs=default_runs(runs_dir))
+    settings = Settings.from_env(
+        host=host,
+        port=port,
+        db_url=db,
+        token=token,
+        workers=workers,
+        max_queued=max_queued,
+        runs=default_runs(runs_dir),
+    )
     settings.check()
-    note(f"GenLoop Studio on http://{host}:{port}/  (API docs /docs; runs {settings.runs}; "
-         f"{'token required' if settings.token else 'no token: loopback only'})")
+    note(
+        f"GenLoop Studio on http://{host}:{port}/  (API docs /docs; runs {settings.runs}; "
+        f"{'token required' if settings.token else 'no token: loopback only'})"
+    )
     run_server(settings)
 
 
 @app.command()
 def worker(
-    db: Optional[str] = typer.Option(None, "--db", envvar="GENLOOP_DB_URL", help="SQLAlchemy URL of the studio database."),
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", envvar="GENLOOP_RUNS_DIR", help="The run store."),
+    db: str | None = typer.Option(None, "--db", envvar="GENLOOP_DB_URL", help="SQLAlchemy URL of the studio database."),
+    runs_dir: Path | None = typer.Option(None, "--runs-dir", envvar="GENLOOP_RUNS_DIR", help="The run store."),
 ) -> None:
     """Run studio jobs from the database until stopped (SIGTERM: a training job checkpoints and is re-queued)."""
     from ..paths import runs_dir as default_runs

@@ -1,8 +1,8 @@
 """Datasets: built-in ones by name, or the user's own images, prepared once into uint8 tensors and cached.
 
-    from genloop.data import DataConfig, load_dataset
-    ds = load_dataset(DataConfig(name="digits", image_size=16))
-    x, y = ds.get("train")  # uint8 (N, 1, 16, 16), int64 (N,)
+from genloop.data import DataConfig, load_dataset
+ds = load_dataset(DataConfig(name="digits", image_size=16))
+x, y = ds.get("train")  # uint8 (N, 1, 16, 16), int64 (N,)
 """
 
 from __future__ import annotations

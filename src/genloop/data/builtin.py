@@ -183,7 +183,16 @@ datasets.register(
             )
         ),
         class_names=[
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ],
         description="70,000 clothing images, 28x28 grey, 10 classes (downloaded once, ~30 MB)",
     ),

@@ -154,7 +154,7 @@ class ImageBatches:
             self._order = torch.randperm(self.images.shape[0], generator=g)
         return self._order
 
-    def __iter__(self) -> "ImageBatches":
+    def __iter__(self) -> ImageBatches:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor | None]:

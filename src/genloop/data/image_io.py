@@ -46,9 +46,7 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must have 1, 3 or 4 channels, got {images.shape[1]}")
 
 
-def make_grid(
-    images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0
-) -> torch.Tensor:
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
     """Tile ``N`` float images in [-1, 1] of shape (N, C, H, W) into one (C, H', W') image.
 
     ``nrow`` is the number of images per row (default ``ceil(sqrt(N))``, so the grid is near square).

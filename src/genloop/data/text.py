@@ -28,9 +28,10 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,7 +213,7 @@ def _decode(data: bytes, where: str) -> str:
     nul = data.find(b"\x00")
     if nul >= 0:
         raise DataError(f"{where}: has a NUL byte at offset {nul}; it looks like a binary file, not UTF-8 text")
-    body = data[len(_BOM):] if data.startswith(_BOM) else data
+    body = data[len(_BOM) :] if data.startswith(_BOM) else data
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -257,7 +258,9 @@ def _jsonl_documents(path: Path, where: str, field_name: str) -> list[str]:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:  # JSON can spell a lone surrogate ("\ud800"), which is not text
-            raise DataError(f"{where}:{lineno}: field '{field_name}' holds an unpaired surrogate (not valid Unicode)") from None
+            raise DataError(
+                f"{where}:{lineno}: field '{field_name}' holds an unpaired surrogate (not valid Unicode)"
+            ) from None
         docs.append(value.replace("\r\n", "\n"))
     return docs
 
@@ -378,7 +381,7 @@ class CharTokenizer(Tokenizer):
         self._pieces = [*self.chars, EOT, "\ufffd"]
 
     @classmethod
-    def train(cls, documents: Iterable[str]) -> "CharTokenizer":
+    def train(cls, documents: Iterable[str]) -> CharTokenizer:
         seen: set[str] = set()
         for d in documents:
             seen.update(d)
@@ -401,10 +404,15 @@ class CharTokenizer(Tokenizer):
             return "".join(pieces[i] for i in ids)
         except (IndexError, TypeError):
             bad = next(i for i in ids if not (isinstance(i, (int, np.integer)) and 0 <= i < self.vocab_size))
-            raise DataError(f"token id {bad!r} is outside this char tokenizer's vocabulary (0..{self.vocab_size - 1})") from None
+            raise DataError(
+                f"token id {bad!r} is outside this char tokenizer's vocabulary (0..{self.vocab_size - 1})"
+            ) from None
 
     def save(self, directory: Path) -> None:
-        _write_marker(Path(directory), {"kind": "char", "chars": self.chars, "special_tokens": {EOT: self.eot_id, UNK: self.unk_id}})
+        _write_marker(
+            Path(directory),
+            {"kind": "char", "chars": self.chars, "special_tokens": {EOT: self.eot_id, UNK: self.unk_id}},
+        )
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(["char", self.chars]).encode()).hexdigest()
@@ -445,7 +453,7 @@ class BPETokenizer(_TokenizersBackend):
         self._backend, self.eot_id, self.vocab_size = backend, int(eot), int(backend.get_vocab_size())
 
     @classmethod
-    def train(cls, documents: list[str], vocab_size: int) -> "BPETokenizer":
+    def train(cls, documents: list[str], vocab_size: int) -> BPETokenizer:
         from tokenizers import Tokenizer as HFTok
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -453,7 +461,9 @@ class BPETokenizer(_TokenizersBackend):
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=[EOT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            vocab_size=vocab_size,
+            special_tokens=[EOT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
         tok.train_from_iterator(documents, trainer, length=len(documents))
@@ -558,7 +568,9 @@ def train_tokenizer(kind: str, documents: list[str], vocab_size: int = 2048) -> 
     if kind == "char":
         return CharTokenizer.train(documents)
     if not BPE_MIN_VOCAB <= vocab_size <= BPE_MAX_VOCAB:
-        raise ConfigError(f"data.vocab_size must be between {BPE_MIN_VOCAB} and {BPE_MAX_VOCAB} for bpe, got {vocab_size}")
+        raise ConfigError(
+            f"data.vocab_size must be between {BPE_MIN_VOCAB} and {BPE_MAX_VOCAB} for bpe, got {vocab_size}"
+        )
     return BPETokenizer.train(documents, vocab_size)
 
 
@@ -583,7 +595,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         return _load_genloop(path, marker)
     if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
         return _load_hf(path)
-    raise DataError(f"{path}: no tokenizer here (expected {GENLOOP_TOKENIZER_FILE}, tokenizer.json or tokenizer_config.json)")
+    raise DataError(
+        f"{path}: no tokenizer here (expected {GENLOOP_TOKENIZER_FILE}, tokenizer.json or tokenizer_config.json)"
+    )
 
 
 def _load_genloop(folder: Path, marker: Path) -> Tokenizer:
@@ -620,7 +634,9 @@ def _load_hf(path: Path, eot_token: str | None = None) -> HFTokenizer:
         finally:
             transformers.logging.set_verbosity(verbosity)
     except Exception as e:
-        raise DataError(f"{path}: not a loadable Hugging Face tokenizer ({type(e).__name__}: {e})".replace("\n", " ")) from None
+        raise DataError(
+            f"{path}: not a loadable Hugging Face tokenizer ({type(e).__name__}: {e})".replace("\n", " ")
+        ) from None
     return HFTokenizer(tok, source=path, eot_token=eot_token)
 
 
@@ -630,7 +646,9 @@ def _tokenizer_for(spec: str, vocab_size: int) -> tuple[dict[str, Any], Tokenize
         return {"kind": "char"}, None
     if spec == "bpe":
         if not BPE_MIN_VOCAB <= vocab_size <= BPE_MAX_VOCAB:
-            raise ConfigError(f"data.vocab_size must be between {BPE_MIN_VOCAB} and {BPE_MAX_VOCAB} for bpe, got {vocab_size}")
+            raise ConfigError(
+                f"data.vocab_size must be between {BPE_MIN_VOCAB} and {BPE_MAX_VOCAB} for bpe, got {vocab_size}"
+            )
         return {"kind": "bpe", "vocab_size": vocab_size}, None
     if not Path(spec).expanduser().exists():
         raise NotFoundError(
@@ -664,7 +682,9 @@ def split_documents(docs: list[str], val_fraction: float, seed: int) -> tuple[li
     text = docs[0]
     length = len(text)
     if length < 2:
-        raise DataError(f"the corpus is one document of {length} character(s); it needs at least 2 to split into train and val")
+        raise DataError(
+            f"the corpus is one document of {length} character(s); it needs at least 2 to split into train and val"
+        )
     cut = min(max(int(length * (1 - val_fraction)), 1), length - 1)
     window = max(1, length // 100)
     candidates = []
@@ -717,8 +737,12 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def cache_key(fingerprint: dict[str, Any], cfg: TextDataConfig, tokenizer_key: dict[str, Any]) -> str:
     blob = {
-        "prep": TEXT_PREP_VERSION, "source": fingerprint, "jsonl_field": cfg.jsonl_field, "tokenizer": tokenizer_key,
-        "val_fraction": cfg.val_fraction, "seed": cfg.seed,
+        "prep": TEXT_PREP_VERSION,
+        "source": fingerprint,
+        "jsonl_field": cfg.jsonl_field,
+        "tokenizer": tokenizer_key,
+        "val_fraction": cfg.val_fraction,
+        "seed": cfg.seed,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
@@ -744,18 +768,26 @@ def load_text_dataset(cfg: TextDataConfig, tokenizer: str | None = None) -> Text
     return _prepare(source, cfg, spec, given, key, root)
 
 
-def _prepare(source: _Source, cfg: TextDataConfig, spec: str, given: Tokenizer | None, key: str,
-             root: Path | None) -> TextDataset:
+def _prepare(
+    source: _Source, cfg: TextDataConfig, spec: str, given: Tokenizer | None, key: str, root: Path | None
+) -> TextDataset:
     """The slow path: read, split, train the tokenizer, tokenise, and write the cache folder atomically."""
     docs = _source_documents(source, cfg)
     train_docs, val_docs, how = split_documents(docs, cfg.val_fraction, cfg.seed)
     tok = given if given is not None else train_tokenizer(spec, train_docs, cfg.vocab_size)
     dtype = token_dtype(tok.vocab_size)
     meta = {
-        "key": key, "prep_version": TEXT_PREP_VERSION, "name": cfg.name, "source": source.describe(len(docs)),
-        "split": how, "documents": {"train": len(train_docs), "val": len(val_docs)},
-        "val_chars": sum(len(d) for d in val_docs), "val_bytes": sum(len(d.encode("utf-8")) for d in val_docs),
-        "vocab_size": tok.vocab_size, "tokenizer": tok.kind, "tokenizer_saved": given is None,
+        "key": key,
+        "prep_version": TEXT_PREP_VERSION,
+        "name": cfg.name,
+        "source": source.describe(len(docs)),
+        "split": how,
+        "documents": {"train": len(train_docs), "val": len(val_docs)},
+        "val_chars": sum(len(d) for d in val_docs),
+        "val_bytes": sum(len(d.encode("utf-8")) for d in val_docs),
+        "vocab_size": tok.vocab_size,
+        "tokenizer": tok.kind,
+        "tokenizer_saved": given is None,
         "dtype": dtype.name,
     }
     if root is None:
@@ -808,15 +840,25 @@ def _write_tokens(path: Path, docs: list[str], tok: Tokenizer, dtype: np.dtype, 
     return n
 
 
-def _in_memory(name: str, tok: Tokenizer, train_docs: list[str], val_docs: list[str], meta: dict, dtype: np.dtype) -> TextDataset:
+def _in_memory(
+    name: str, tok: Tokenizer, train_docs: list[str], val_docs: list[str], meta: dict, dtype: np.dtype
+) -> TextDataset:
     def tokens(docs: list[str]) -> np.ndarray:
         eot = np.array([tok.eot_id], dtype=np.int64)
         return np.concatenate([p for ids in tok.encode_batch(docs) for p in (ids, eot)]).astype(dtype)
 
     train, val = tokens(train_docs), tokens(val_docs)
     info = {**meta, "tokens": {"train": len(train), "val": len(val)}, "cached": False, "cache_dir": None}
-    return TextDataset(name, tok, train, val, _public_info(info), meta["val_chars"], meta["val_bytes"],
-                       _train_text="\n".join(train_docs))
+    return TextDataset(
+        name,
+        tok,
+        train,
+        val,
+        _public_info(info),
+        meta["val_chars"],
+        meta["val_bytes"],
+        _train_text="\n".join(train_docs),
+    )
 
 
 def _publish(tmp: Path, folder: Path) -> None:
@@ -843,8 +885,15 @@ def _clean_stale(root: Path, key: str, max_age_s: float = 3600) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def _read_cache(folder: Path, key: str, given: Tokenizer | None, name: str, source: _Source,
-                tokenizer: Tokenizer | None = None, from_cache: bool = True) -> TextDataset | None:
+def _read_cache(
+    folder: Path,
+    key: str,
+    given: Tokenizer | None,
+    name: str,
+    source: _Source,
+    tokenizer: Tokenizer | None = None,
+    from_cache: bool = True,
+) -> TextDataset | None:
     """The cached dataset, or None if missing, damaged or not what this key promises (then re-prepare).
 
     The name and source description are today's: the same content under another path shares the cache.
@@ -873,13 +922,34 @@ def _read_cache(folder: Path, key: str, given: Tokenizer | None, name: str, sour
         return None
     docs = meta["documents"]["train"] + meta["documents"]["val"] - (meta["split"] == "position")
     info = {**meta, "name": name, "source": source.describe(docs), "cached": from_cache, "cache_dir": str(folder)}
-    return TextDataset(name, tok, arrays[0], arrays[1], _public_info(info), int(meta["val_chars"]),
-                       int(meta["val_bytes"]), _train_text_path=folder / "train.txt")
+    return TextDataset(
+        name,
+        tok,
+        arrays[0],
+        arrays[1],
+        _public_info(info),
+        int(meta["val_chars"]),
+        int(meta["val_bytes"]),
+        _train_text_path=folder / "train.txt",
+    )
 
 
 def _public_info(meta: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "source", "split", "documents", "tokens", "val_chars", "val_bytes", "vocab_size", "tokenizer",
-            "dtype", "cached", "cache_dir", "prep_version")
+    keys = (
+        "name",
+        "source",
+        "split",
+        "documents",
+        "tokens",
+        "val_chars",
+        "val_bytes",
+        "vocab_size",
+        "tokenizer",
+        "dtype",
+        "cached",
+        "cache_dir",
+        "prep_version",
+    )
     out = {k: meta[k] for k in keys if k in meta}
     out["cache_key"] = meta["key"]
     return out
@@ -895,8 +965,9 @@ class TokenBatches:
     nothing but its number: ``state_dict()`` is ``{"step": n}`` and a resumed stream continues exactly.
     """
 
-    def __init__(self, data: np.ndarray, batch_size: int, block_size: int, seed: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, data: np.ndarray, batch_size: int, block_size: int, seed: int = 0, device: torch.device | str = "cpu"
+    ) -> None:
         if batch_size < 1 or block_size < 1:
             raise ConfigError(f"batch_size and block_size must be at least 1, got {batch_size} and {block_size}")
         data = np.asarray(data) if not isinstance(data, np.ndarray) else data
@@ -925,7 +996,7 @@ class TokenBatches:
         rng = np.random.default_rng([self.seed & 0xFFFFFFFFFFFFFFFF, step])
         return rng.integers(0, len(self.data) - self.block_size, size=self.batch_size)
 
-    def __iter__(self) -> "TokenBatches":
+    def __iter__(self) -> TokenBatches:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -934,7 +1005,9 @@ class TokenBatches:
         xy = torch.from_numpy(windows)
         x, y = xy[:, :-1], xy[:, 1:]
         if self._device.type == "cuda":
-            return x.pin_memory().to(self._device, non_blocking=True), y.pin_memory().to(self._device, non_blocking=True)
+            return x.pin_memory().to(self._device, non_blocking=True), y.pin_memory().to(
+                self._device, non_blocking=True
+            )
         if self._device.type != "cpu":
             return x.to(self._device), y.to(self._device)
         return x.contiguous(), y.contiguous()

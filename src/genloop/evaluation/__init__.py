@@ -3,8 +3,8 @@
 from .features import (
     REFNET_VERSION,
     FeatureExtractor,
-    RefNetConfig,
     ReferenceNet,
+    RefNetConfig,
     TrainRecipe,
     cache_key,
     get_feature_extractor,

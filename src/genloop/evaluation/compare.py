@@ -28,9 +28,15 @@ class Column:
 
 
 # Who and how fast: the columns before the metrics (which come from the catalogue, in its order).
-_RUN_COLUMNS = (Column("run_id", "run", "{}"), Column("model", "model", "{}"), Column("dataset", "data", "{}"),
-                Column("step", "steps", "{}"), Column("train_seconds", "train s", "{:.0f}"),
-                Column("images_per_s", "img/s", "{:.0f}"), Column("tokens_per_s", "tok/s", "{:.0f}"))
+_RUN_COLUMNS = (
+    Column("run_id", "run", "{}"),
+    Column("model", "model", "{}"),
+    Column("dataset", "data", "{}"),
+    Column("step", "steps", "{}"),
+    Column("train_seconds", "train s", "{:.0f}"),
+    Column("images_per_s", "img/s", "{:.0f}"),
+    Column("tokens_per_s", "tok/s", "{:.0f}"),
+)
 # Keys of eval/metrics.json kept in a row beside the catalogued metrics and their floors and spreads.
 _CONTEXT = ("n_generated", "n", "sampler", "steps")
 
@@ -124,8 +130,13 @@ def render_plot(rows: list[dict[str, Any]]) -> bytes:
     for i, r in enumerate(rows):
         if r.get("precision") is not None and r.get("recall") is not None:
             ax2.scatter(r["recall"], r["precision"], color=colors[i], s=40, zorder=3)
-            ax2.annotate(names[i].replace("\n", " "), (r["recall"], r["precision"]), fontsize=7,
-                         xytext=(4, 4), textcoords="offset points")
+            ax2.annotate(
+                names[i].replace("\n", " "),
+                (r["recall"], r["precision"]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
     floors = [(r["recall_floor"], r["precision_floor"]) for r in rows if "recall_floor" in r and "precision_floor" in r]
     if floors:
         ax2.scatter([f[0] for f in floors], [f[1] for f in floors], marker="x", color="#111827", label="real data")

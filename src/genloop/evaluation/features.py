@@ -19,9 +19,10 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -153,7 +154,8 @@ class FeatureExtractor:
         want = (self.channels, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != want:
             raise DataError(
-                f"images of shape {tuple(x.shape)} do not fit the feature net, which expects (N, {', '.join(map(str, want))})"
+                f"images of shape {tuple(x.shape)} do not fit the feature net, "
+                f"which expects (N, {', '.join(map(str, want))})"
             )
         if not torch.isfinite(x).all():
             raise DataError("images contain NaN or infinite values")

@@ -119,7 +119,6 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
 class FrechetDistance:
     """FID: the Fréchet distance between Gaussians fitted to real and generated features. Lower is better."""
 
-
     def __init__(self) -> None:
         self.real, self.fake = GaussianStats(), GaussianStats()
 
@@ -162,7 +161,6 @@ class KernelInceptionDistance:
     (not summarised) because the subsets are drawn at compute time.
     """
 
-
     def __init__(self, subsets: int = 100, subset_size: int | None = None, seed: int = 0) -> None:
         if subsets < 1:
             raise DataError(f"KID subsets must be >= 1, got {subsets}")
@@ -178,7 +176,9 @@ class KernelInceptionDistance:
         fake = torch.cat(self._fake) if self._fake else torch.empty(0, 0, dtype=torch.float64)
         n = min(real.shape[0], fake.shape[0])
         if n < 2:
-            raise DataError(f"KID needs at least 2 real and 2 generated samples, got {real.shape[0]} and {fake.shape[0]}")
+            raise DataError(
+                f"KID needs at least 2 real and 2 generated samples, got {real.shape[0]} and {fake.shape[0]}"
+            )
         if real.shape[1] != fake.shape[1]:
             raise DataError(f"real and generated features differ in dimension: {real.shape[1]} vs {fake.shape[1]}")
         m = min(self.subset_size or 1000, n)
@@ -209,7 +209,6 @@ class InceptionScore:
     compare it with the IS of real held-out images (``is_real``), not with an absolute target.
     """
 
-
     def __init__(self, splits: int = 10) -> None:
         if splits < 1:
             raise DataError(f"Inception Score splits must be >= 1, got {splits}")
@@ -219,7 +218,9 @@ class InceptionScore:
     def update(self, probs: Any) -> None:
         p = _as_2d_float64(probs, "class probabilities")
         if p.numel() and ((p < -1e-6).any() or (p.sum(1) - 1).abs().max() > 1e-3):
-            raise DataError("InceptionScore expects class probabilities (non-negative rows summing to 1), e.g. softmax outputs")
+            raise DataError(
+                "InceptionScore expects class probabilities (non-negative rows summing to 1), e.g. softmax outputs"
+            )
         if self._probs and p.shape[1] != self._probs[0].shape[1]:
             raise DataError(f"number of classes changed from {self._probs[0].shape[1]} to {p.shape[1]} between updates")
         self._probs.append(p.clamp_min(0))

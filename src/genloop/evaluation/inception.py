@@ -28,8 +28,9 @@ is defined on; class probabilities are the softmax of ``fc``, for the Inception 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -250,7 +251,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise DataError(f"{path}: not a readable weights file ({msg})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a checkpoint wrapping the state dict
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise DataError(f"{path}: expected a state dict of named tensors, got {type(state).__name__}")
     return state
 
@@ -318,7 +321,9 @@ class InceptionFeatureExtractor:
         self.max_batch = max(1, int(max_batch))
 
     def __repr__(self) -> str:
-        return f"InceptionFeatureExtractor(id={self.id!r}, feature_dim={self.feature_dim}, num_classes={self.num_classes})"
+        return (
+            f"InceptionFeatureExtractor(id={self.id!r}, feature_dim={self.feature_dim}, num_classes={self.num_classes})"
+        )
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):

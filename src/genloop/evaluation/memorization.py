@@ -48,8 +48,8 @@ import numpy as np
 import torch
 
 from ..data.image import to_float
-from ..errors import DataError
 from ..data.image_io import make_grid
+from ..errors import DataError
 from .manifold import knn
 
 
@@ -243,19 +243,24 @@ def closest_pairs_grid(
         raise DataError("closest_pairs_grid takes image tensors for samples and train")
     if samples.dim() != 4 or train.dim() != 4 or samples.shape[1:] != train.shape[1:]:
         raise DataError(
-            f"samples and train must be image batches of one shape (N, C, H, W), got {tuple(samples.shape)} and {tuple(train.shape)}"
+            "samples and train must be image batches of one shape (N, C, H, W), "
+            f"got {tuple(samples.shape)} and {tuple(train.shape)}"
         )
     idx = torch.as_tensor(idx).to(torch.long)
     if idx.dim() == 1:
         idx = torch.stack([torch.arange(idx.shape[0]), idx], dim=1)
     if idx.dim() != 2 or idx.shape[1] != 2:
-        raise DataError(f"idx must be (P, 2) (sample, train) pairs or (N,) nearest indices, got shape {tuple(idx.shape)}")
+        raise DataError(
+            f"idx must be (P, 2) (sample, train) pairs or (N,) nearest indices, got shape {tuple(idx.shape)}"
+        )
     idx = idx[: max(0, int(k))]
     if idx.shape[0] == 0:
         raise DataError("no pairs to draw")
     si, ti = idx[:, 0], idx[:, 1]
     if si.min() < 0 or si.max() >= samples.shape[0] or ti.min() < 0 or ti.max() >= train.shape[0]:
-        raise DataError(f"pair indices out of range for {samples.shape[0]} samples and {train.shape[0]} training images")
+        raise DataError(
+            f"pair indices out of range for {samples.shape[0]} samples and {train.shape[0]} training images"
+        )
 
     def as_float(x: torch.Tensor) -> torch.Tensor:
         x = x.detach().cpu()

@@ -27,8 +27,9 @@ from .suite import evaluate_images
 from .text_eval import evaluate_text
 
 
-def feature_extractor(dataset: ImageDataset, features: str, weights: str | Path | None, device: str,
-                      progress: bool) -> Any:
+def feature_extractor(
+    dataset: ImageDataset, features: str, weights: str | Path | None, device: str, progress: bool
+) -> Any:
     """The yardstick: GenLoop's reference net for the dataset, or Inception-v3 from a local weights file."""
     from .features import get_feature_extractor
 
@@ -38,18 +39,31 @@ def feature_extractor(dataset: ImageDataset, features: str, weights: str | Path 
         return get_feature_extractor(dataset, device=device, progress=progress)
     if features == "inception":
         if weights is None:
-            raise ConfigError("--features inception needs --weights PATH (pt_inception-2015-12-05-6726825d.pth); "
-                              "GenLoop never downloads at run time")
+            raise ConfigError(
+                "--features inception needs --weights PATH (pt_inception-2015-12-05-6726825d.pth); "
+                "GenLoop never downloads at run time"
+            )
         from .inception import load_inception
 
         return load_inception(weights, device=device)
     raise ConfigError(f"unknown --features '{features}'; valid: ref, inception")
 
 
-def evaluate_run(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path | None = None,
-                 device: str = "cpu", progress: bool = False, sampler: str | None = None, steps: int | None = None,
-                 guidance: float | None = None, eta: float | None = None, checkpoint: str = "last",
-                 features: str = "ref", weights: str | Path | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_id: str,
+    n: int = 2000,
+    seed: int = 0,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    eta: float | None = None,
+    checkpoint: str = "last",
+    features: str = "ref",
+    weights: str | Path | None = None,
+) -> dict[str, Any]:
     """:func:`genloop.evaluate`: a text run goes to :func:`~genloop.evaluation.text_eval.evaluate_text`; an image
     run's ``n`` samples are scored against held-out real images: FID, KID, IS, precision/recall, density/coverage,
     conditional accuracy and per-class FID, memorisation — each beside its real-data floor.
@@ -65,8 +79,10 @@ def evaluate_run(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path
     pipe = load_pipeline(run.dir, device, checkpoint)
     if getattr(pipe, "modality", "image") == "text":
         if sampler is not None or steps is not None or guidance is not None or eta is not None or features != "ref":
-            raise ConfigError("--sampler/--steps/--guidance/--eta/--features apply to image models; a text model is "
-                              "scored on validation loss and samples")
+            raise ConfigError(
+                "--sampler/--steps/--guidance/--eta/--features apply to image models; a text model is "
+                "scored on validation loss and samples"
+            )
         return evaluate_text(store, run, pipe, n, seed, t0)
     dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
     extractor = feature_extractor(dataset, features, weights, device, progress)
@@ -75,18 +91,31 @@ def evaluate_run(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path
     out = pipe(n=n, seed=1_000_000 + seed, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
     sampling_seconds = time.perf_counter() - t_sample
     # the result names the sampler's step count "steps", as it has since the first results were written
-    recipe = {("steps" if k == "sampling_steps" else k): v for k, v in out.recipe.items()
-              if k in ("sampler", "sampling_steps", "guidance", "eta")}
-    result: dict[str, Any] = {"run_id": run.id, "model": pipe.info["model"], "step": pipe.info["step"],
-                              "checkpoint": checkpoint, "checkpoint_sha256": pipe.info["checkpoint_sha256"], **recipe,
-                              "sampling_ms_per_image": round(1000 * sampling_seconds / n, 3),
-                              "sampling_device": str(pipe.device)}
+    recipe = {
+        ("steps" if k == "sampling_steps" else k): v
+        for k, v in out.recipe.items()
+        if k in ("sampler", "sampling_steps", "guidance", "eta")
+    }
+    result: dict[str, Any] = {
+        "run_id": run.id,
+        "model": pipe.info["model"],
+        "step": pipe.info["step"],
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": pipe.info["checkpoint_sha256"],
+        **recipe,
+        "sampling_ms_per_image": round(1000 * sampling_seconds / n, 3),
+        "sampling_device": str(pipe.device),
+    }
     result.update(evaluate_images(out.tensors, dataset, extractor, seed=seed, labels=out.labels))
     pairs = [(p["sample"], p["train"]) for p in result.get("memorization", {}).get("closest_pairs", [])]
     if pairs:
         grid = closest_pairs_grid(out.tensors, dataset.float_images("train"), torch.tensor(pairs), k=16)
-        save_png(run.files.closest_pairs, grid,
-                 {"run_id": run.id, "kind": "closest_pairs", "layout": "sample | nearest training image"}, upscale=4)
+        save_png(
+            run.files.closest_pairs,
+            grid,
+            {"run_id": run.id, "kind": "closest_pairs", "layout": "sample | nearest training image"},
+            upscale=4,
+        )
     real, labels = dataset.get("test")
     if len(real):
         torch.manual_seed(seed)
@@ -100,8 +129,20 @@ def evaluate_run(run_id: str, n: int = 2000, seed: int = 0, runs_dir: str | Path
     result["genloop_version"] = __version__
     write_json(run.files.eval_metrics(features), result)
     if features == "ref":
-        headline = {k: result[k] for k in ("fid", "fid_floor", "kid", "precision", "recall", "class_accuracy", "is",
-                                           "elbo_nats", "iwae_nats") if k in result}
+        headline = {
+            k: result[k]
+            for k in (
+                "fid",
+                "fid_floor",
+                "kid",
+                "precision",
+                "recall",
+                "class_accuracy",
+                "is",
+                "elbo_nats",
+                "iwae_nats",
+            )
+            if k in result
+        }
         store.update(run, summary=headline)
     return result
-

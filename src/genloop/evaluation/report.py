@@ -295,19 +295,23 @@ def _summary(run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Ro
         rows.append(("Train time", _duration(train_s)))
     if ips is not None:
         rows.append((f"{unit.capitalize()} / s", _fmt(ips, 3)))
-    for key, label in (("seed", "Seed"), ("genloop_version", "GenLoop version"), ("created", "Created"),
-                       ("finished", "Finished")):
+    for key, label in (
+        ("seed", "Seed"),
+        ("genloop_version", "GenLoop version"),
+        ("created", "Created"),
+        ("finished", "Finished"),
+    ):
         if run.get(key) is not None:
             rows.append((label, _fmt(run[key])))
-    shown = {"id", "model", "dataset", "status", "step", "seed", "genloop_version", "created", "finished",
-             "timings"}
+    shown = {"id", "model", "dataset", "status", "step", "seed", "genloop_version", "created", "finished", "timings"}
     # Anything else run.json records (device, parent run, resumed from...) is shown too, if it is simple.
     for key, value in run.items():
         if key not in shown and (value is None or isinstance(value, (str, int, float, bool))):
             rows.append((_label(key), _fmt(value)))
     # run.json timings: ``*_seconds`` keys as durations ("train" -> "6 min 04 s"), others as numbers.
     timing_rows: Rows = [
-        (_label(key[: -len("_seconds")]), _duration(value)) if key.endswith("_seconds") and _is_number(value)
+        (_label(key[: -len("_seconds")]), _duration(value))
+        if key.endswith("_seconds") and _is_number(value)
         else (_label(key), _fmt(value))
         for key, value in timings.items()
     ]
@@ -318,16 +322,21 @@ def _sample_files(run_dir: Path) -> list[tuple[int, Path]]:
     return RunLayout(run_dir).training_samples("png")
 
 
-def _picture(path: Path, run_dir: Path, warnings: list[str], target: int, cap: int,
-             step: int | None = None) -> dict[str, Any] | None:
+def _picture(
+    path: Path, run_dir: Path, warnings: list[str], target: int, cap: int, step: int | None = None
+) -> dict[str, Any] | None:
     """An image file as an inline picture (data URI, crisp display width); a warning when unreadable."""
     info = _image_info(path)
     if info is None:
         warnings.append(f"{path.relative_to(run_dir)} could not be read as an image.")
         return None
     data, width = info
-    return {"uri": _data_uri(data), "width": _display_width(width, target, cap), "step": step,
-            "step_text": f"{step:,}" if step is not None else ""}
+    return {
+        "uri": _data_uri(data),
+        "width": _display_width(width, target, cap),
+        "step": step,
+        "step_text": f"{step:,}" if step is not None else "",
+    }
 
 
 def _samples(run_dir: Path, warnings: list[str]) -> dict[str, Any] | None:
@@ -363,8 +372,10 @@ def _losses(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     info = _image_info_bytes(png)
     note = "Thin light line: the value logged at each step. Dark line: its exponential moving average."
     if {"d_loss", "g_loss"} & set(_loss_keys(records)):
-        note += (" GAN losses do not fall steadily the way a classifier's does; look for them to stay "
-                 "bounded rather than to reach zero.")
+        note += (
+            " GAN losses do not fall steadily the way a classifier's does; look for them to stay "
+            "bounded rather than to reach zero."
+        )
     return {"uri": _data_uri(png), "width": round(info * 100 / _PLOT_DPI) if info else None, "note": note}
 
 
@@ -392,8 +403,12 @@ def _ratio(metric: catalog.Metric, value: Any, floor: Any) -> str:
 
 def _how(metric: catalog.Metric) -> str:
     """A note line of the evaluation table: which way is better (from the catalogue), then what it is."""
-    better = {"lower": "lower is better: ", "higher": "higher is better: ", "closer": "closer to real is better: ",
-              "none": ""}[metric.direction]
+    better = {
+        "lower": "lower is better: ",
+        "higher": "higher is better: ",
+        "closer": "closer to real is better: ",
+        "none": "",
+    }[metric.direction]
     return better + metric.help
 
 
@@ -415,8 +430,12 @@ def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
             except json.JSONDecodeError:
                 continue
             r = item.get("recipe", {})
-            texts.append((f"generated (seed {r.get('seed')}, temperature {r.get('temperature')})",
-                          (r.get("prompt") or "") + item.get("text", "")))
+            texts.append(
+                (
+                    f"generated (seed {r.get('seed')}, temperature {r.get('temperature')})",
+                    (r.get("prompt") or "") + item.get("text", ""),
+                )
+            )
     samples = files.training_samples("txt")
     if samples:
         step, path = samples[-1]
@@ -428,9 +447,13 @@ def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
         return None
     p = _dict(ev.get("loss_protocol"))
     protocol = {"split": p.get("split", "val"), **{k: p.get(k) for k in ("block_size", "stride", "tokens_scored")}}
-    return {"metrics": metrics, "protocol": protocol, "n": ev.get("n"),
-            "temperature": _dict(ev.get("sample_settings")).get("temperature"),
-            "samples": [(caption, text[:4000]) for caption, text in texts]}
+    return {
+        "metrics": metrics,
+        "protocol": protocol,
+        "n": ev.get("n"),
+        "temperature": _dict(ev.get("sample_settings")).get("temperature"),
+        "samples": [(caption, text[:4000]) for caption, text in texts],
+    }
 
 
 def _evaluation(ev: dict[str, Any]) -> dict[str, Any] | None:
@@ -449,8 +472,14 @@ def _evaluation(ev: dict[str, Any]) -> dict[str, Any] | None:
         if m.spread and _is_number(ev.get(m.spread)):
             text += f" ± {_fmt(ev[m.spread], 2)}"
         floor = ev.get(m.floor) if m.floor else None
-        rows.append({"label": _label(m.label), "value": text, "floor": _fmt(floor, digits) if _is_number(floor) else "",
-                     "ratio": _ratio(m, value, floor)})
+        rows.append(
+            {
+                "label": _label(m.label),
+                "value": text,
+                "floor": _fmt(floor, digits) if _is_number(floor) else "",
+                "ratio": _ratio(m, value, floor),
+            }
+        )
         if m.key not in ("fid", "kid", "is") and m.help:
             notes.append((_label(m.label), _how(m)))
     # Numbers the catalogue does not know (a family's own metric): shown, unlabelled beyond their key.
@@ -458,17 +487,35 @@ def _evaluation(ev: dict[str, Any]) -> dict[str, Any] | None:
     for key, value in ev.items():
         if key not in skip and not key.endswith("_floor") and _is_number(value):
             floor = ev.get(f"{key}_floor")
-            rows.append({"label": key.replace("_", " "), "value": _fmt(value, 4),
-                         "floor": _fmt(floor, 4) if _is_number(floor) else "", "ratio": ""})
+            rows.append(
+                {
+                    "label": key.replace("_", " "),
+                    "value": _fmt(value, 4),
+                    "floor": _fmt(floor, 4) if _is_number(floor) else "",
+                    "ratio": "",
+                }
+            )
     if not rows:
         return None
-    counts = [(label, _fmt(ev[key])) for key, label in (
-        ("n_generated", "Generated images"), ("n_reference", "Reference images"),
-        ("n_floor", "Images for the floor"), ("reference_split", "Reference split")) if ev.get(key) is not None]
+    counts = [
+        (label, _fmt(ev[key]))
+        for key, label in (
+            ("n_generated", "Generated images"),
+            ("n_reference", "Reference images"),
+            ("n_floor", "Images for the floor"),
+            ("reference_split", "Reference split"),
+        )
+        if ev.get(key) is not None
+    ]
     net = _dict(ev.get("feature_net"))
     net_rows: Rows = []
-    for key, label in (("id", "Id"), ("kind", "Kind"), ("accuracy", "Accuracy"), ("feature_dim", "Feature dim"),
-                       ("sha256", "sha256")):
+    for key, label in (
+        ("id", "Id"),
+        ("kind", "Kind"),
+        ("accuracy", "Accuracy"),
+        ("feature_dim", "Feature dim"),
+        ("sha256", "sha256"),
+    ):
         v = net.get(key)
         if v is None:
             continue
@@ -478,9 +525,14 @@ def _evaluation(ev: dict[str, Any]) -> dict[str, Any] | None:
             net_rows.append((label, str(v)[:16] + ("…" if len(str(v)) > 16 else "")))
         else:
             net_rows.append((label, _fmt(v)))
-    return {"rows": rows, "notes": notes, "counts": counts, "net": net_rows,
-            "distance_note": _is_number(ev.get("fid")) or _is_number(ev.get("kid")),
-            "is_note": _is_number(ev.get("is"))}
+    return {
+        "rows": rows,
+        "notes": notes,
+        "counts": counts,
+        "net": net_rows,
+        "distance_note": _is_number(ev.get("fid")) or _is_number(ev.get("kid")),
+        "is_note": _is_number(ev.get("is")),
+    }
 
 
 def _config(config: dict[str, Any]) -> list[tuple[str, Rows]]:
@@ -488,8 +540,10 @@ def _config(config: dict[str, Any]) -> list[tuple[str, Rows]]:
     for section, body in config.items():
         items = _flatten(body) if isinstance(body, dict) else [("", body)]
         # Strings unquoted (they read as names); everything else as JSON, so null/true/lists stay exact.
-        rows = [(k or section, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str))
-                for k, v in items]
+        rows = [
+            (k or section, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str))
+            for k, v in items
+        ]
         groups.append((str(section), rows))
     return groups
 
@@ -509,9 +563,14 @@ def _load(path: Path, warnings: list[str], run_dir: Path) -> Any:
 def _template() -> jinja2.Template:
     """The page template, loaded once. Autoescape is on for every value (the file's ``.j2`` suffix would
     turn jinja2's extension-based default off), and an undefined name is an error, not an empty string."""
-    env = jinja2.Environment(loader=jinja2.PackageLoader("genloop.evaluation", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("genloop.evaluation", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
     return env.get_template("report.html.j2")
 
 

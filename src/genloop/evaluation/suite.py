@@ -22,7 +22,8 @@ What is measured, on the feature net's features unless said otherwise:
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, Iterable
+from collections.abc import Collection, Iterable
+from typing import Any
 
 import torch
 
@@ -100,7 +101,8 @@ def evaluate_images(
     ref_labels = torch.cat([p[1] for p in ref_parts]) if ref_parts and ref_parts[0][1] is not None else None
     if ref_images.shape[0] < 2:
         raise DataError(
-            f"dataset {dataset.name!r} has {ref_images.shape[0]} held-out (val+test) images; evaluation needs at least 2"
+            f"dataset {dataset.name!r} has {ref_images.shape[0]} held-out (val+test) images; "
+            "evaluation needs at least 2"
         )
 
     gen_images, gen_feats, gen_probs = [], [], []
@@ -127,7 +129,9 @@ def evaluate_images(
     train_images, train_labels = dataset.get("train")
     n_floor = min(n_gen, train_images.shape[0])
     if n_floor < 2:
-        raise DataError(f"dataset {dataset.name!r} has {train_images.shape[0]} training images; the floor needs at least 2")
+        raise DataError(
+            f"dataset {dataset.name!r} has {train_images.shape[0]} training images; the floor needs at least 2"
+        )
     g = torch.Generator().manual_seed(seed)
     floor_idx = torch.randperm(train_images.shape[0], generator=g)[:n_floor]
     floor_feats = extractor.features(train_images[floor_idx], batch_size)
@@ -150,16 +154,34 @@ def evaluate_images(
         result.update({f"{k}_floor": v for k, v in floor.items()})
         result["prdc_k"] = {"precision_recall": PR_K, "density_coverage": DC_K}
     if "class" in metrics and labels is not None and extractor.kind == "classifier" and ref_labels is not None:
-        result.update(_class_metrics(feats, probs, labels, ref_feats, ref_probs, ref_labels, train_images,
-                                     train_labels, extractor, batch_size, seed))
+        result.update(
+            _class_metrics(
+                feats,
+                probs,
+                labels,
+                ref_feats,
+                ref_probs,
+                ref_labels,
+                train_images,
+                train_labels,
+                extractor,
+                batch_size,
+                seed,
+            )
+        )
     if "memorization" in metrics:
         samples = torch.cat(gen_images)
         train_float = _as_float(train_images)
         report = memorization(samples, train_float, _as_float(ref_images), seed=seed)
         summary = report.as_dict()
         summary["space"] = "pixels"
-        result.update({"copy_rate": report.near_copy_share, "copy_rate_floor": report.held_out_near_copy_share,
-                       "memorization": summary})
+        result.update(
+            {
+                "copy_rate": report.near_copy_share,
+                "copy_rate_floor": report.held_out_near_copy_share,
+                "memorization": summary,
+            }
+        )
     accuracy = float(extractor.accuracy)
     result.update(
         {
@@ -185,8 +207,19 @@ def _as_float(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
 
 
-def _class_metrics(feats, probs, labels, ref_feats, ref_probs, ref_labels, train_images, train_labels,
-                   extractor, batch_size: int, seed: int) -> dict[str, Any]:
+def _class_metrics(
+    feats,
+    probs,
+    labels,
+    ref_feats,
+    ref_probs,
+    ref_labels,
+    train_images,
+    train_labels,
+    extractor,
+    batch_size: int,
+    seed: int,
+) -> dict[str, Any]:
     """Conditional accuracy (and its floor: the classifier on held-out real images) and per-class FID."""
     labels = labels.cpu()
     out: dict[str, Any] = {
@@ -204,12 +237,14 @@ def _class_metrics(feats, probs, labels, ref_feats, ref_probs, ref_labels, train
         per_class[str(c)] = _fid(ref_c, fake_c)
         per_class_floor[str(c)] = _fid(ref_c, extractor.features(train_images[pick], batch_size))
     if per_class:
-        out.update({
-            "per_class_fid_mean": sum(per_class.values()) / len(per_class),
-            "per_class_fid_floor_mean": sum(per_class_floor.values()) / len(per_class_floor),
-            "per_class_fid": per_class,
-            "per_class_fid_floor": per_class_floor,
-        })
+        out.update(
+            {
+                "per_class_fid_mean": sum(per_class.values()) / len(per_class),
+                "per_class_fid_floor_mean": sum(per_class_floor.values()) / len(per_class_floor),
+                "per_class_fid": per_class,
+                "per_class_fid_floor": per_class_floor,
+            }
+        )
     return out
 
 

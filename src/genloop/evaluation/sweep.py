@@ -54,10 +54,17 @@ def render_sweep(result: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def sweep_run(run_id: str, samplers: list[str] | tuple[str, ...] = ("ddim", "dpmpp-2m", "ddpm"),
-              steps: list[int] | tuple[int, ...] = (5, 10, 20, 50), n: int = 500, seed: int = 0,
-              runs_dir: str | Path | None = None, device: str = "cpu", checkpoint: str = "last",
-              progress: bool = False) -> dict[str, Any]:
+def sweep_run(
+    run_id: str,
+    samplers: list[str] | tuple[str, ...] = ("ddim", "dpmpp-2m", "ddpm"),
+    steps: list[int] | tuple[int, ...] = (5, 10, 20, 50),
+    n: int = 500,
+    seed: int = 0,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str = "last",
+    progress: bool = False,
+) -> dict[str, Any]:
     """Steps-vs-FID across samplers for a diffusion run, with sampling time per image.
 
     Writes ``eval/sampler_sweep.json`` and ``eval/sampler_sweep.png``. Every point uses the same seeds, so
@@ -84,11 +91,22 @@ def sweep_run(run_id: str, samplers: list[str] | tuple[str, ...] = ("ddim", "dpm
             r = evaluate_images(out.tensors, dataset, extractor, seed=seed, labels=out.labels, metrics=("fid", "kid"))
             points.append({"sampler": name, "steps": k, "fid": r["fid"], "kid": r["kid"], "ms_per_image": ms})
             if progress:
-                print(f"{name:>9} {k:>4} steps: FID {r['fid']:.3f} (floor {r['fid_floor']:.3f}), {ms:.1f} ms/image",
-                      file=sys.stderr)
-    result = {"run_id": run.id, "step": pipe.info["step"], "checkpoint_sha256": pipe.info["checkpoint_sha256"],
-              "n": n, "seed": seed, "fid_floor": r["fid_floor"], "feature_net": r["feature_net"],
-              "device": str(pipe.device), "points": points, "genloop_version": __version__}
+                print(
+                    f"{name:>9} {k:>4} steps: FID {r['fid']:.3f} (floor {r['fid_floor']:.3f}), {ms:.1f} ms/image",
+                    file=sys.stderr,
+                )
+    result = {
+        "run_id": run.id,
+        "step": pipe.info["step"],
+        "checkpoint_sha256": pipe.info["checkpoint_sha256"],
+        "n": n,
+        "seed": seed,
+        "fid_floor": r["fid_floor"],
+        "feature_net": r["feature_net"],
+        "device": str(pipe.device),
+        "points": points,
+        "genloop_version": __version__,
+    }
     write_json(run.files.sampler_sweep_json, result)
     with atomic_write(run.files.sampler_sweep_png) as f:
         f.write(render_sweep(result))

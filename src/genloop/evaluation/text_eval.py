@@ -50,27 +50,46 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
     cfg = run.config
     cls = models[cfg["model"]["name"]]
     model_cfg = from_dict(cls.Config, cfg["model"], "model.")
-    dataset = load_text_dataset(from_dict(TextDataConfig, cfg["data"], "data."),
-                                tokenizer=cls.tokenizer_source(model_cfg))
+    dataset = load_text_dataset(
+        from_dict(TextDataConfig, cfg["data"], "data."), tokenizer=cls.tokenizer_source(model_cfg)
+    )
     lm = pipe.system.causal_lm()
     block = lm.block_size
     stride = max(1, block // 2)
-    loss = tm.sliding_window_loss(lambda idx: lm(idx), dataset.val, block, stride=stride,
-                                  max_tokens=TEXT_EVAL["eval_tokens"], device=pipe.device)
+    loss = tm.sliding_window_loss(
+        lambda idx: lm(idx), dataset.val, block, stride=stride, max_tokens=TEXT_EVAL["eval_tokens"], device=pipe.device
+    )
     share = loss["tokens_scored"] / max(len(dataset.val) - 1, 1)  # < 1 when eval_tokens capped the scoring
     scored = loss["tokens_scored"]
     result: dict[str, Any] = {
-        "run_id": run.id, "model": pipe.info["model"], "step": pipe.info["step"],
-        "checkpoint": pipe.info["checkpoint"], "checkpoint_sha256": pipe.info["checkpoint_sha256"],
-        "tokenizer": pipe.tokenizer.kind, "val_loss": loss["loss"], "perplexity": loss["perplexity"],
+        "run_id": run.id,
+        "model": pipe.info["model"],
+        "step": pipe.info["step"],
+        "checkpoint": pipe.info["checkpoint"],
+        "checkpoint_sha256": pipe.info["checkpoint_sha256"],
+        "tokenizer": pipe.tokenizer.kind,
+        "val_loss": loss["loss"],
+        "perplexity": loss["perplexity"],
         "bits_per_char": tm.bits_per_unit(loss["loss"], scored, max(1, round(dataset.val_chars * share))),
         "bits_per_byte": tm.bits_per_unit(loss["loss"], scored, max(1, round(dataset.val_bytes * share))),
-        "loss_protocol": {"split": "val", "block_size": block, "stride": stride, "tokens_scored": scored,
-                          "val_tokens": int(len(dataset.val)), "max_tokens": TEXT_EVAL["eval_tokens"]},
+        "loss_protocol": {
+            "split": "val",
+            "block_size": block,
+            "stride": stride,
+            "tokens_scored": scored,
+            "val_tokens": int(len(dataset.val)),
+            "max_tokens": TEXT_EVAL["eval_tokens"],
+        },
     }
     t_sample = time.perf_counter()
-    out = pipe(prompt="", n=n, seed=1_000_000 + seed, max_tokens=TEXT_EVAL["max_tokens"],
-               temperature=TEXT_EVAL["temperature"], top_p=TEXT_EVAL["top_p"])
+    out = pipe(
+        prompt="",
+        n=n,
+        seed=1_000_000 + seed,
+        max_tokens=TEXT_EVAL["max_tokens"],
+        temperature=TEXT_EVAL["temperature"],
+        top_p=TEXT_EVAL["top_p"],
+    )
     sample_seconds = time.perf_counter() - t_sample
     texts = out.texts
     n_tokens = sum(len(pipe.tokenizer.encode(t)) for t in texts)
@@ -79,23 +98,37 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
     with warnings.catch_warnings(record=True) as caught:  # kept with the result: a floor can be weak
         warnings.simplefilter("always")
         real = tm.text_floor("\n".join(_val_documents(dataset)), corpus, mean_chars, n, seed=seed)
-    for name, fn in (("distinct_1", lambda t: tm.distinct_n(t, 1)), ("distinct_2", lambda t: tm.distinct_n(t, 2)),
-                     ("distinct_3", lambda t: tm.distinct_n(t, 3)),
-                     ("self_bleu", lambda t: tm.self_bleu(t, seed=seed))):
+    for name, fn in (
+        ("distinct_1", lambda t: tm.distinct_n(t, 1)),
+        ("distinct_2", lambda t: tm.distinct_n(t, 2)),
+        ("distinct_3", lambda t: tm.distinct_n(t, 3)),
+        ("self_bleu", lambda t: tm.self_bleu(t, seed=seed)),
+    ):
         result[name], result[f"{name}_floor"] = fn(texts), fn(real)
     mem, mem_floor = tm.memorization(texts, corpus), tm.memorization(real, corpus)
     result["memorization"] = mem
     result["copy_rate"], result["copy_rate_floor"] = mem["copy_rate"], mem_floor["copy_rate"]
     result["longest_span_mean"] = mem["longest_span_mean"]
     result["longest_span_mean_floor"] = mem_floor["longest_span_mean"]
-    result.update({"n": n, "sample_settings": {k: TEXT_EVAL[k] for k in ("max_tokens", "temperature", "top_p")},
-                   "sample_seed": 1_000_000 + seed, "mean_sample_chars": mean_chars,
-                   "generation_tokens_per_s": round(n_tokens / max(sample_seconds, 1e-9), 1),
-                   "sampling_device": str(pipe.device), "seconds": round(time.perf_counter() - t0, 2),
-                   "warnings": [str(w.message) for w in caught], "genloop_version": __version__})
+    result.update(
+        {
+            "n": n,
+            "sample_settings": {k: TEXT_EVAL[k] for k in ("max_tokens", "temperature", "top_p")},
+            "sample_seed": 1_000_000 + seed,
+            "mean_sample_chars": mean_chars,
+            "generation_tokens_per_s": round(n_tokens / max(sample_seconds, 1e-9), 1),
+            "sampling_device": str(pipe.device),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "warnings": [str(w.message) for w in caught],
+            "genloop_version": __version__,
+        }
+    )
     write_json(run.files.eval_metrics(), result)
     write_text(run.files.eval_samples, "\n\n-----\n\n".join(texts[:20]) + "\n")
-    store.update(run, summary={k: result[k] for k in ("val_loss", "perplexity", "bits_per_char", "distinct_2",
-                                                      "self_bleu", "copy_rate")})
+    store.update(
+        run,
+        summary={
+            k: result[k] for k in ("val_loss", "perplexity", "bits_per_char", "distinct_2", "self_bleu", "copy_rate")
+        },
+    )
     return result
-

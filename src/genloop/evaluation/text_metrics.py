@@ -132,7 +132,9 @@ def sliding_window_loss(
         y = torch.from_numpy(stream[idx + 1]).to(device)
         logits = _logits_of(logits_fn(x))
         if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(x.shape):
-            raise ValueError(f"logits_fn returned shape {tuple(logits.shape)} for input {tuple(x.shape)}; expected (B, T, V)")
+            raise ValueError(
+                f"logits_fn returned shape {tuple(logits.shape)} for input {tuple(x.shape)}; expected (B, T, V)"
+            )
         if vocab is None:
             vocab = int(logits.shape[-1])
             if int(stream.max()) >= vocab:
@@ -436,8 +438,12 @@ def memorization(samples: list[str], corpus: str | CorpusIndex, threshold: int =
     lengths = np.array([length for length, _ in spans], dtype=np.int64)
     order = sorted(range(len(samples)), key=lambda i: (-lengths[i], i))[:5]
     worst = [
-        {"sample": i, "length": int(lengths[i]), "start": spans[i][1],
-         "text": samples[i][spans[i][1] : spans[i][1] + min(int(lengths[i]), 200)]}
+        {
+            "sample": i,
+            "length": int(lengths[i]),
+            "start": spans[i][1],
+            "text": samples[i][spans[i][1] : spans[i][1] + min(int(lengths[i]), 200)],
+        }
         for i in order
     ]
     return {

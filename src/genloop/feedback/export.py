@@ -37,8 +37,13 @@ def label_of(thumbs: int | None, stars: int | None) -> bool | None:
     return stars >= 4
 
 
-def export(store: FeedbackStore, out: str | Path, format: str = "trl-pairs", run_id: str | None = None,
-           modality: str | None = None) -> dict[str, Any]:
+def export(
+    store: FeedbackStore,
+    out: str | Path,
+    format: str = "trl-pairs",
+    run_id: str | None = None,
+    modality: str | None = None,
+) -> dict[str, Any]:
     """Write the store's feedback to ``out`` as JSONL; returns ``{"path", "format", "written", "skipped"}``."""
     if format not in FORMATS:
         raise ConfigError(f"unknown export format '{format}'; valid: {', '.join(FORMATS)}")

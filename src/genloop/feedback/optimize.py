@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -73,13 +74,20 @@ def best_of_n(pipe: Any, reward: RewardModel, n: int = 16, k: int = 4, seed: int
     items = out.tensors if modality == "image" else out.texts
     scores = reward.score(items).reshape(n, k)
     pick = scores.argmax(1) + torch.arange(n) * k
-    recipes = [{**out.recipe_of(int(i)), "best_of": k, "reward": round(float(s), 4), "reward_model": reward.id}
-               for i, s in zip(pick, scores.max(1).values)]
+    recipes = [
+        {**out.recipe_of(int(i)), "best_of": k, "reward": round(float(s), 4), "reward_model": reward.id}
+        for i, s in zip(pick, scores.max(1).values)
+    ]
     labels = getattr(out, "labels", None)
-    return Reranked(out.tensors[pick] if modality == "image" else None,
-                    [out.texts[int(i)] for i in pick] if modality == "text" else None,
-                    getattr(out, "prompt", ""), recipes, scores.max(1).values, scores,
-                    None if labels is None else labels[pick])
+    return Reranked(
+        out.tensors[pick] if modality == "image" else None,
+        [out.texts[int(i)] for i in pick] if modality == "text" else None,
+        getattr(out, "prompt", ""),
+        recipes,
+        scores.max(1).values,
+        scores,
+        None if labels is None else labels[pick],
+    )
 
 
 # --- 2a. images: reward-filtered fine-tuning --------------------------------------------------------
@@ -100,8 +108,13 @@ class FinetuneConfig:
             raise ConfigError(f"finetune: at most 100000 samples, got {self.samples}")
 
 
-def finetune_images(run_id: str, reward: RewardModel, cfg: FinetuneConfig | None = None,
-                    runs_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+def finetune_images(
+    run_id: str,
+    reward: RewardModel,
+    cfg: FinetuneConfig | None = None,
+    runs_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Continue a copy of an unconditional image run on its own top-reward samples mixed with real data.
 
     The new run starts from the parent's last checkpoint (weights, EMA, optimizer state) and its data
@@ -122,8 +135,10 @@ def finetune_images(run_id: str, reward: RewardModel, cfg: FinetuneConfig | None
     pipe = load_pipeline(parent.dir)
     _check_modality(pipe, reward)
     if pipe.system.conditional:
-        raise ConfigError(f"fine-tuning on feedback supports unconditional image runs; {pipe.info['model']} is conditional "
-                          "(use best-of-n with --class instead)")
+        raise ConfigError(
+            f"fine-tuning on feedback supports unconditional image runs; {pipe.info['model']} is conditional "
+            "(use best-of-n with --class instead)"
+        )
     out = pipe(n=cfg.samples, seed=30_000_000 + 100_000 * cfg.seed)  # apart from simulate's rating/eval seeds
     scores = reward.score(out.tensors)
     n_keep = max(1, round(cfg.keep * cfg.samples))
@@ -135,8 +150,16 @@ def finetune_images(run_id: str, reward: RewardModel, cfg: FinetuneConfig | None
     real = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(cfg.seed))[:n_real]]
 
     step = int(parent.info.get("step", 0))
-    train = {**pcfg["train"], "steps": step + cfg.steps, "time_budget": None, "schedule": "constant", "warmup_steps": 0,
-             "eval_every": 0, "early_stop": 0, "sample_every": 0}
+    train = {
+        **pcfg["train"],
+        "steps": step + cfg.steps,
+        "time_budget": None,
+        "schedule": "constant",
+        "warmup_steps": 0,
+        "eval_every": 0,
+        "early_stop": 0,
+        "sample_every": 0,
+    }
     if cfg.lr is not None:
         train["lr"] = cfg.lr
     if cfg.ema_decay is not None and train.get("ema_decay") is not None:
@@ -148,16 +171,30 @@ def finetune_images(run_id: str, reward: RewardModel, cfg: FinetuneConfig | None
             save_png(folder / f"gen_{j:05d}.png", out.tensors[i])
         for j, image in enumerate(real):
             save_png(folder / f"real_{j:05d}.png", image)
-        data = {**pcfg["data"], "name": str(folder.resolve()), "channels": dataset.channels,
-                "image_size": dataset.image_size, "split": [1.0, 0.0, 0.0], "flip": False, "shift": 0}
+        data = {
+            **pcfg["data"],
+            "name": str(folder.resolve()),
+            "channels": dataset.channels,
+            "image_size": dataset.image_size,
+            "split": [1.0, 0.0, 0.0],
+            "flip": False,
+            "shift": 0,
+        }
         write_json(child.files.config, {**pcfg, "data": data, "train": train})
         child.files.checkpoints.mkdir(exist_ok=True)
         shutil.copy2(parent.last_checkpoint, child.last_checkpoint)
         shutil.copy2(parent.weights, child.weights)
-        feedback = {"method": "reward-filtered-finetune", "parent": parent.id, "reward_model": reward.id,
-                    "samples": cfg.samples, "kept": n_keep, "real": int(n_real), "steps": cfg.steps,
-                    "kept_reward_mean": round(float(scores[top].mean()), 4),
-                    "all_reward_mean": round(float(scores.mean()), 4)}
+        feedback = {
+            "method": "reward-filtered-finetune",
+            "parent": parent.id,
+            "reward_model": reward.id,
+            "samples": cfg.samples,
+            "kept": n_keep,
+            "real": int(n_real),
+            "steps": cfg.steps,
+            "kept_reward_mean": round(float(scores[top].mean()), 4),
+            "all_reward_mean": round(float(scores.mean()), 4),
+        }
         store.update(child, step=step, parent=parent.id, feedback=feedback, dataset=parent.info.get("dataset"))
         api.resume(child.id, steps=step + cfg.steps, runs_dir=runs_dir, progress=progress)
     except BaseException:
@@ -186,7 +223,7 @@ def _encode_pair(tok: Any, prompt: str, completion: str, block: int) -> tuple[li
     ctx = tok.encode(prompt) if prompt else []
     ctx = ctx or [tok.eot_id]
     comp = tok.encode(completion) + [tok.eot_id]  # the end-of-text token is part of what was chosen: it stopped there
-    ctx = ctx[-max(1, (block + 1) // 2):] if len(ctx) + len(comp) > block + 1 else ctx
+    ctx = ctx[-max(1, (block + 1) // 2) :] if len(ctx) + len(comp) > block + 1 else ctx
     comp = comp[: block + 1 - len(ctx)]
     return ctx + comp, len(ctx)
 
@@ -205,8 +242,9 @@ def sequence_logprobs(lm: Any, batch: list[tuple[list[int], int]]) -> torch.Tens
     return (logp * mask.to(device)).sum(-1)
 
 
-def dpo(run_id: str, pairs: Sequence[tuple[str, str, str]], cfg: DPOConfig | None = None,
-        runs_dir: str | Path | None = None) -> dict[str, Any]:
+def dpo(
+    run_id: str, pairs: Sequence[tuple[str, str, str]], cfg: DPOConfig | None = None, runs_dir: str | Path | None = None
+) -> dict[str, Any]:
     """DPO on ``(prompt, chosen, rejected)`` text pairs; saves a new run (weights, config, tokenizer).
 
     Reports the policy's mean log-prob margin ``log π(chosen) - log π(rejected)`` before and after, and
@@ -231,8 +269,13 @@ def dpo(run_id: str, pairs: Sequence[tuple[str, str, str]], cfg: DPOConfig | Non
 
     @torch.no_grad()
     def margins(model: Any) -> torch.Tensor:
-        return torch.cat([sequence_logprobs(model, [e[0] for e in enc[i:i + 64]]) - sequence_logprobs(model, [e[1] for e in enc[i:i + 64]])
-                          for i in range(0, len(enc), 64)])
+        return torch.cat(
+            [
+                sequence_logprobs(model, [e[0] for e in enc[i : i + 64]])
+                - sequence_logprobs(model, [e[1] for e in enc[i : i + 64]])
+                for i in range(0, len(enc), 64)
+            ]
+        )
 
     ref_margin = margins(ref_lm)
     torch.manual_seed(cfg.seed)
@@ -251,29 +294,48 @@ def dpo(run_id: str, pairs: Sequence[tuple[str, str, str]], cfg: DPOConfig | Non
         losses.append(float(loss.detach()))
     after = margins(lm)
     step = int(parent.info.get("step", 0))
-    child = store.create(parent.info["model"], parent.info.get("dataset", "?"), parent.config, int(parent.info.get("seed", 0)))
+    child = store.create(
+        parent.info["model"], parent.info.get("dataset", "?"), parent.config, int(parent.info.get("seed", 0))
+    )
     try:
         if parent.files.tokenizer.is_dir():
             shutil.copytree(parent.files.tokenizer, child.files.tokenizer)
         child.files.save_pretrained(policy.state_dict(), {"step": step + cfg.steps})
-        feedback = {"method": "dpo", "parent": parent.id, "beta": cfg.beta, "steps": cfg.steps, "lr": cfg.lr,
-                    "pairs": len(enc), "margin_before": round(float(ref_margin.mean()), 4),
-                    "margin_after": round(float(after.mean()), 4),
-                    "implicit_reward_accuracy": round(float((after - ref_margin > 0).float().mean()), 4),
-                    "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4)}
-        store.update(child, status="finished", step=step + cfg.steps, parent=parent.id, feedback=feedback,
-                     timings={"train_seconds": round(time.perf_counter() - t0, 2)})
+        feedback = {
+            "method": "dpo",
+            "parent": parent.id,
+            "beta": cfg.beta,
+            "steps": cfg.steps,
+            "lr": cfg.lr,
+            "pairs": len(enc),
+            "margin_before": round(float(ref_margin.mean()), 4),
+            "margin_after": round(float(after.mean()), 4),
+            "implicit_reward_accuracy": round(float((after - ref_margin > 0).float().mean()), 4),
+            "loss_first": round(losses[0], 4),
+            "loss_last": round(losses[-1], 4),
+        }
+        store.update(
+            child,
+            status="finished",
+            step=step + cfg.steps,
+            parent=parent.id,
+            feedback=feedback,
+            timings={"train_seconds": round(time.perf_counter() - t0, 2)},
+        )
     except BaseException:
         store.update(child, status="failed")
         raise
     return {"run_id": child.id, **feedback, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def preference_pairs(store: Any, run_id: str | None = None, job_id: str | None = None,
-                     user: str | None = None) -> list[tuple[str, str, str]]:
+def preference_pairs(
+    store: Any, run_id: str | None = None, job_id: str | None = None, user: str | None = None
+) -> list[tuple[str, str, str]]:
     """The store's text preferences as (prompt, chosen, rejected) triples."""
     _, prefs, gens = store.feedback_rows(run_id=run_id, job_id=job_id, user=user, modality="text")
-    return [(gens[p.chosen_id].prompt or "", gens[p.chosen_id].text or "", gens[p.rejected_id].text or "") for p in prefs]
+    return [
+        (gens[p.chosen_id].prompt or "", gens[p.chosen_id].text or "", gens[p.rejected_id].text or "") for p in prefs
+    ]
 
 
 # --- 3. checkpoint selection ------------------------------------------------------------------------
@@ -283,8 +345,14 @@ def parse_candidate(text: str) -> tuple[str, str]:
     return run, ck or "last"
 
 
-def select_checkpoint(candidates: Sequence[str], reward: RewardModel, n: int = 200, seed: int = 0,
-                      runs_dir: str | Path | None = None, **generate: Any) -> dict[str, Any]:
+def select_checkpoint(
+    candidates: Sequence[str],
+    reward: RewardModel,
+    n: int = 200,
+    seed: int = 0,
+    runs_dir: str | Path | None = None,
+    **generate: Any,
+) -> dict[str, Any]:
     """Score ``n`` samples (same seeds for every candidate) of each run or ``run@checkpoint``; the one
     with the highest mean predicted rating wins. Returns ``{"best", "table": [...]}`` (best first)."""
     from ..generation.pipelines import load_pipeline
@@ -300,8 +368,16 @@ def select_checkpoint(candidates: Sequence[str], reward: RewardModel, n: int = 2
         modality = _check_modality(pipe, reward)
         out = pipe(n=n, seed=seed, **generate)
         s = reward.score(out.tensors if modality == "image" else out.texts)
-        table.append({"candidate": f"{run.id}@{ck}", "run_id": run.id, "checkpoint": ck, "step": pipe.info.get("step"),
-                      "mean_reward": round(float(s.mean()), 4), "std_reward": round(float(s.std()), 4) if n > 1 else 0.0,
-                      "n": n})
+        table.append(
+            {
+                "candidate": f"{run.id}@{ck}",
+                "run_id": run.id,
+                "checkpoint": ck,
+                "step": pipe.info.get("step"),
+                "mean_reward": round(float(s.mean()), 4),
+                "std_reward": round(float(s.std()), 4) if n > 1 else 0.0,
+                "n": n,
+            }
+        )
     table.sort(key=lambda r: -r["mean_reward"])
     return {"best": table[0]["candidate"], "table": table, "seed": seed, "reward_model": reward.id}

@@ -25,9 +25,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +50,14 @@ def text_features(texts: Sequence[str], spec: dict[str, Any] = TEXT_FEATURES) ->
 
     if spec.get("kind") != TEXT_FEATURES["kind"]:
         raise ConfigError(f"unknown text features '{spec.get('kind')}'; this GenLoop has {TEXT_FEATURES['kind']}")
-    vec = HashingVectorizer(analyzer="char", ngram_range=tuple(spec["ngram_range"]), n_features=spec["n_features"],
-                            alternate_sign=False, norm="l2", lowercase=False)
+    vec = HashingVectorizer(
+        analyzer="char",
+        ngram_range=tuple(spec["ngram_range"]),
+        n_features=spec["n_features"],
+        alternate_sign=False,
+        norm="l2",
+        lowercase=False,
+    )
     grams = vec.transform([str(t) for t in texts]).toarray().astype(np.float32)
     length = np.array([[math.log1p(len(t)), math.log1p(len(str(t).split()))] for t in texts], dtype=np.float32)
     return torch.from_numpy(np.concatenate([grams, length.reshape(-1, 2)], axis=1))
@@ -123,8 +130,15 @@ class RewardHead(nn.Module):
 class RewardModel:
     """``score(images or texts) -> (N,)`` predicted rating (higher is better; about standardised stars)."""
 
-    def __init__(self, modality: str, features: dict[str, Any], head: RewardHead, mean: torch.Tensor,
-                 std: torch.Tensor, info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        modality: str,
+        features: dict[str, Any],
+        head: RewardHead,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.modality, self.features, self.head = modality, features, head.eval()
         self.mean, self.std, self.info = mean, std, info or {}
         self._images: ImageFeatures | None = None
@@ -141,8 +155,10 @@ class RewardModel:
         if self._images is None:
             self._images = ImageFeatures(self.features["data"])
             if self._images.extractor.id != self.features.get("extractor_id"):
-                raise DataError(f"the reference net changed since this reward model was trained "
-                                f"({self._images.extractor.id} != {self.features.get('extractor_id')}); retrain it")
+                raise DataError(
+                    f"the reference net changed since this reward model was trained "
+                    f"({self._images.extractor.id} != {self.features.get('extractor_id')}); retrain it"
+                )
         return self._images(items)
 
     @torch.no_grad()
@@ -162,17 +178,26 @@ class RewardModel:
             raise ConfigError(f"{folder} is a file; a reward model is saved as a folder")
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
         save_tensors(folder / "reward.safetensors", {**tensors, "mean": self.mean, "std": self.std})
-        write_json(folder / "reward.json", {"modality": self.modality, "features": self.features,
-                                            "dim": int(self.mean.numel()), "hidden": self.head.net[0].out_features,
-                                            **self.info})
+        write_json(
+            folder / "reward.json",
+            {
+                "modality": self.modality,
+                "features": self.features,
+                "dim": int(self.mean.numel()),
+                "hidden": self.head.net[0].out_features,
+                **self.info,
+            },
+        )
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "RewardModel":
+    def load(cls, folder: str | Path) -> RewardModel:
         folder = Path(folder)
         if not (folder / "reward.json").is_file():
-            raise NotFoundError(f"{folder}: no reward model here (reward.json is missing); train one with "
-                                "`genloop feedback train-reward`")
+            raise NotFoundError(
+                f"{folder}: no reward model here (reward.json is missing); train one with "
+                "`genloop feedback train-reward`"
+            )
         meta = read_json(folder / "reward.json")
         tensors, _ = load_tensors(folder / "reward.safetensors")
         head = RewardHead(int(meta["dim"]), int(meta["hidden"]))
@@ -195,8 +220,9 @@ class FeedbackData:
     stars_std: float
 
 
-def _features_of(store: FeedbackStore, rows: list[GenerationRow], modality: str,
-                 runs_dir: str | Path | None) -> tuple[torch.Tensor, dict[str, Any]]:
+def _features_of(
+    store: FeedbackStore, rows: list[GenerationRow], modality: str, runs_dir: str | Path | None
+) -> tuple[torch.Tensor, dict[str, Any]]:
     if modality == "text":
         return text_features([r.text or "" for r in rows]), dict(TEXT_FEATURES)
     from ..runs import RunStore
@@ -209,29 +235,45 @@ def _features_of(store: FeedbackStore, rows: list[GenerationRow], modality: str,
     key = ("name", "image_size", "channels")
     for rid, d in data_cfgs.items():
         if any(d.get(k) != first.get(k) for k in key):
-            raise ConfigError(f"the rated images come from runs on different data ({first.get('name')} and "
-                              f"{d.get('name')} via run {rid}); train a reward model per dataset with --run")
+            raise ConfigError(
+                f"the rated images come from runs on different data ({first.get('name')} and "
+                f"{d.get('name')} via run {rid}); train a reward model per dataset with --run"
+            )
     feats = ImageFeatures(first)
     x = feats([store.image_path(r) for r in rows])
-    return x, {"kind": "refnet", "data": feats.data, "extractor_id": feats.extractor.id,
-               "extractor_sha256": feats.extractor.sha256}
+    return x, {
+        "kind": "refnet",
+        "data": feats.data,
+        "extractor_id": feats.extractor.id,
+        "extractor_sha256": feats.extractor.sha256,
+    }
 
 
-def collect(store: FeedbackStore, run_id: str | None = None, job_id: str | None = None, user: str | None = None,
-            modality: str | None = None, runs_dir: str | Path | None = None) -> tuple[FeedbackData, str, dict[str, Any]]:
+def collect(
+    store: FeedbackStore,
+    run_id: str | None = None,
+    job_id: str | None = None,
+    user: str | None = None,
+    modality: str | None = None,
+    runs_dir: str | Path | None = None,
+) -> tuple[FeedbackData, str, dict[str, Any]]:
     """The store's feedback (filtered) as features and index arrays; returns (data, modality, feature spec)."""
     ratings, prefs, gens = store.feedback_rows(run_id=run_id, job_id=job_id, user=user, modality=modality)
     if not ratings and not prefs:
         where = f" for run {run_id}" if run_id else ""
-        raise DataError(f"no ratings or preferences in the store{where} yet; rate generations first "
-                        "(`genloop feedback rate GEN_ID --stars 4`, or `genloop feedback simulate`)")
+        raise DataError(
+            f"no ratings or preferences in the store{where} yet; rate generations first "
+            "(`genloop feedback rate GEN_ID --stars 4`, or `genloop feedback simulate`)"
+        )
     kinds = {g.modality for g in gens.values()}
     if len(kinds) > 1:
         raise ConfigError("the store holds feedback on both images and text; pick one with --modality image|text")
     modality = kinds.pop()
     # items in the order feedback arrived (row ids), not by their random ids: the held-out split is then
     # the same for the same feedback, in any store
-    ids = list(dict.fromkeys([r.generation_id for r in ratings] + [i for p in prefs for i in (p.chosen_id, p.rejected_id)]))
+    ids = list(
+        dict.fromkeys([r.generation_id for r in ratings] + [i for p in prefs for i in (p.chosen_id, p.rejected_id)])
+    )
     index = {g: i for i, g in enumerate(ids)}
     x, spec = _features_of(store, [gens[g] for g in ids], modality, runs_dir)
     stars = np.array([r.stars for r in ratings if r.stars is not None], dtype=np.float64)
@@ -240,17 +282,21 @@ def collect(store: FeedbackStore, run_id: str | None = None, job_id: str | None 
     rated, targets = [], []
     for r in ratings:
         if r.stars is not None:
-            rated.append(index[r.generation_id]); targets.append((r.stars - s_mean) / s_std)
+            rated.append(index[r.generation_id])
+            targets.append((r.stars - s_mean) / s_std)
         if r.thumbs is not None:
-            rated.append(index[r.generation_id]); targets.append(float(r.thumbs))
+            rated.append(index[r.generation_id])
+            targets.append(float(r.thumbs))
     pairs = torch.tensor([[index[p.chosen_id], index[p.rejected_id]] for p in prefs], dtype=torch.long).reshape(-1, 2)
-    data = FeedbackData(ids, x, pairs, torch.tensor(rated, dtype=torch.long), torch.tensor(targets, dtype=torch.float32),
-                        s_mean, s_std)
+    data = FeedbackData(
+        ids, x, pairs, torch.tensor(rated, dtype=torch.long), torch.tensor(targets, dtype=torch.float32), s_mean, s_std
+    )
     return data, modality, spec
 
 
-def _fit_head(x: torch.Tensor, pairs: torch.Tensor, rated: torch.Tensor, targets: torch.Tensor,
-              cfg: RewardConfig) -> tuple[RewardHead, torch.Tensor, torch.Tensor]:
+def _fit_head(
+    x: torch.Tensor, pairs: torch.Tensor, rated: torch.Tensor, targets: torch.Tensor, cfg: RewardConfig
+) -> tuple[RewardHead, torch.Tensor, torch.Tensor]:
     # centre each feature but scale all of them by one number (their mean spread): per-feature scaling
     # would blow a hashed n-gram seen twice up into the loudest input, and the head would memorise it
     spread = float(x.std(0).mean()) if len(x) > 1 else 1.0
@@ -304,9 +350,16 @@ def heldout_pairs(items: torch.Tensor, data: FeedbackData, max_pairs: int = 5000
     return torch.cat([explicit.reshape(-1, 2), implied.reshape(-1, 2)])
 
 
-def train_reward(store: FeedbackStore, run_id: str | None = None, job_id: str | None = None, user: str | None = None,
-                 modality: str | None = None, cfg: RewardConfig | None = None, out: str | Path | None = None,
-                 runs_dir: str | Path | None = None) -> tuple[RewardModel, dict[str, Any]]:
+def train_reward(
+    store: FeedbackStore,
+    run_id: str | None = None,
+    job_id: str | None = None,
+    user: str | None = None,
+    modality: str | None = None,
+    cfg: RewardConfig | None = None,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+) -> tuple[RewardModel, dict[str, Any]]:
     """Train a reward model on the store's feedback (filtered by run, job, user, modality).
 
     Returns the model (refitted on all the feedback) and a report with the held-out pairwise accuracy
@@ -319,8 +372,13 @@ def train_reward(store: FeedbackStore, run_id: str | None = None, job_id: str | 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_held = int(round(cfg.heldout * n)) if n >= 10 else 0
     held, train = perm[:n_held], perm[n_held:]
-    report: dict[str, Any] = {"modality": modality, "generations": n, "ratings": int(len(data.targets)),
-                              "preferences": int(len(data.pairs)), "heldout_generations": int(n_held)}
+    report: dict[str, Any] = {
+        "modality": modality,
+        "generations": n,
+        "ratings": int(len(data.targets)),
+        "preferences": int(len(data.pairs)),
+        "heldout_generations": int(n_held),
+    }
     if n_held:
         in_train = torch.zeros(n, dtype=torch.bool)
         in_train[train] = True
@@ -330,14 +388,25 @@ def train_reward(store: FeedbackStore, run_id: str | None = None, job_id: str | 
         # the features' mean/std come from every item: they use no label, so nothing leaks
         scores = head((data.x - mean) / std).detach()
         hp = heldout_pairs(held, data, seed=cfg.seed)
-        report.update({"heldout_pairs": int(len(hp)), "heldout_pair_accuracy": pair_accuracy(scores, hp),
-                       "train_pair_accuracy": pair_accuracy(scores, heldout_pairs(train, data, seed=cfg.seed))})
+        report.update(
+            {
+                "heldout_pairs": int(len(hp)),
+                "heldout_pair_accuracy": pair_accuracy(scores, hp),
+                "train_pair_accuracy": pair_accuracy(scores, heldout_pairs(train, data, seed=cfg.seed)),
+            }
+        )
     head, mean, std = _fit_head(data.x, data.pairs, data.rated, data.targets, cfg)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     report.update({"seconds": round(time.perf_counter() - t0, 2), "config": asdict(cfg)})
-    info = {"id": f"reward-{modality}-{stamp}", "created": stamp, "trained_on": {"run_id": run_id, "job_id": job_id,
-            "user": user}, "stars_mean": data.stars_mean, "stars_std": data.stars_std, "report": report,
-            "genloop_version": __version__}
+    info = {
+        "id": f"reward-{modality}-{stamp}",
+        "created": stamp,
+        "trained_on": {"run_id": run_id, "job_id": job_id, "user": user},
+        "stars_mean": data.stars_mean,
+        "stars_std": data.stars_std,
+        "report": report,
+        "genloop_version": __version__,
+    }
     model = RewardModel(modality, spec, head, mean, std, info)
     if out is not None:
         model.save(out)

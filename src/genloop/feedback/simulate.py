@@ -20,9 +20,10 @@ share before and after each, with FID beside it (images) and the seconds each to
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,21 +85,33 @@ def make_rater(spec: str, dataset: Any = None) -> Rater:
         from ..evaluation import get_feature_extractor
 
         if dataset is None:
-            raise ConfigError(f"rater '{spec}' rates images; this run makes text (text raters: contains:STRING, short[:N])")
+            raise ConfigError(
+                f"rater '{spec}' rates images; this run makes text (text raters: contains:STRING, short[:N])"
+            )
         if not arg.isdigit() or int(arg) >= max(dataset.num_classes, 1):
             k = dataset.num_classes
-            raise ConfigError(f"rater class:K needs a class number from 0 to {k - 1} (dataset {dataset.name}), got '{arg}'"
-                              if k else f"rater class:K needs a labelled dataset; {dataset.name} has no classes (try thick)")
+            raise ConfigError(
+                f"rater class:K needs a class number from 0 to {k - 1} (dataset {dataset.name}), got '{arg}'"
+                if k
+                else f"rater class:K needs a labelled dataset; {dataset.name} has no classes (try thick)"
+            )
         extractor = get_feature_extractor(dataset)
         name = dataset.class_names[int(arg)] if dataset.class_names else arg
         return Rater(spec, "image", f"prefers images of class {name}", extractor, {"k": int(arg)})
     if kind == "thick":
         if dataset is None:
-            raise ConfigError(f"rater '{spec}' rates images; this run makes text (text raters: contains:STRING, short[:N])")
+            raise ConfigError(
+                f"rater '{spec}' rates images; this run makes text (text raters: contains:STRING, short[:N])"
+            )
         ink = _ink(dataset.float_images("train"))
         lo, hi, q75 = np.quantile(ink, [0.1, 0.9, 0.75])
-        return Rater(spec, "image", "prefers thicker strokes (more ink)", None,
-                     {"lo": float(lo), "hi": float(hi), "q75": float(q75)})
+        return Rater(
+            spec,
+            "image",
+            "prefers thicker strokes (more ink)",
+            None,
+            {"lo": float(lo), "hi": float(hi), "q75": float(q75)},
+        )
     if kind in ("contains", "short") and dataset is not None:
         raise ConfigError(f"rater '{spec}' rates text; this run makes images (image raters: class:K, thick)")
     if kind == "contains":
@@ -113,8 +126,15 @@ def make_rater(spec: str, dataset: Any = None) -> Rater:
     raise ConfigError(f"unknown rater '{spec}'; valid: {RATERS}")
 
 
-def rate(store: FeedbackStore, rater: Rater, ids: Sequence[str], items: Any, n_pairs: int, seed: int = 0,
-         user: str | None = None) -> dict[str, int]:
+def rate(
+    store: FeedbackStore,
+    rater: Rater,
+    ids: Sequence[str],
+    items: Any,
+    n_pairs: int,
+    seed: int = 0,
+    user: str | None = None,
+) -> dict[str, int]:
     """Give every item stars, and ``n_pairs`` A/B choices between random items the rater tells apart."""
     values, stars = rater.value(items), rater.stars(items)
     g = np.random.default_rng(seed)
@@ -131,11 +151,24 @@ def rate(store: FeedbackStore, rater: Rater, ids: Sequence[str], items: Any, n_p
     return {"ratings": len(ratings), "preferences": len(pairs)}
 
 
-def simulate(run_id: str, rater: str, n_rate: int = 200, n_pairs: int | None = None, n_eval: int = 500, k: int = 4,
-             seed: int = 0, store: FeedbackStore | None = None, runs_dir: str | Path | None = None,
-             out: str | Path | None = None, uses: Sequence[str] = ("best_of_n", "finetune", "select"),
-             finetune: Any = None, dpo: Any = None, reward_cfg: Any = None, text_options: dict[str, Any] | None = None,
-             progress: Any = None) -> dict[str, Any]:
+def simulate(
+    run_id: str,
+    rater: str,
+    n_rate: int = 200,
+    n_pairs: int | None = None,
+    n_eval: int = 500,
+    k: int = 4,
+    seed: int = 0,
+    store: FeedbackStore | None = None,
+    runs_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    uses: Sequence[str] = ("best_of_n", "finetune", "select"),
+    finetune: Any = None,
+    dpo: Any = None,
+    reward_cfg: Any = None,
+    text_options: dict[str, Any] | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Measure the loop for one run and one scripted rater; returns the result and writes it as JSON.
 
     ``n_rate`` outputs are stored and rated; the reward model learns from them; every measurement uses
@@ -151,7 +184,8 @@ def simulate(run_id: str, rater: str, n_rate: int = 200, n_pairs: int | None = N
     from ..generation.pipelines import load_pipeline
     from ..runs import RunStore
     from ..serialization import write_json
-    from .optimize import best_of_n, dpo as run_dpo, finetune_images, preference_pairs, select_checkpoint
+    from .optimize import best_of_n, finetune_images, preference_pairs, select_checkpoint
+    from .optimize import dpo as run_dpo
     from .reward import train_reward
 
     unknown = set(uses) - {"best_of_n", "finetune", "select"}
@@ -203,8 +237,9 @@ def simulate(run_id: str, rater: str, n_rate: int = 200, n_pairs: int | None = N
 
     # 2. the reward model, on this simulation's feedback only
     t = time.perf_counter()
-    reward, reward_report = train_reward(store, job_id=job, cfg=reward_cfg, runs_dir=runs_dir,
-                                         out=run.files.reward_model(job))
+    reward, reward_report = train_reward(
+        store, job_id=job, cfg=reward_cfg, runs_dir=runs_dir, out=run.files.reward_model(job)
+    )
     seconds["train_reward"] = round(time.perf_counter() - t, 2)
     say(f"reward model: held-out pairwise accuracy {reward_report.get('heldout_pair_accuracy')}")
 
@@ -212,16 +247,21 @@ def simulate(run_id: str, rater: str, n_rate: int = 200, n_pairs: int | None = N
     eval_seed = 10_000_000 + SEED_STRIDE * seed
     t = time.perf_counter()
     base = pipe(n=n_eval, seed=eval_seed, **gen_opts)
-    results: dict[str, Any] = {"baseline": {**measure(items_of(base)),
-                                            "mean_reward": round(float(reward.score(items_of(base)).mean()), 4)}}
+    results: dict[str, Any] = {
+        "baseline": {**measure(items_of(base)), "mean_reward": round(float(reward.score(items_of(base)).mean()), 4)}
+    }
     seconds["baseline"] = round(time.perf_counter() - t, 2)
     say(f"baseline: {results['baseline']}")
     if "best_of_n" in uses:
         t = time.perf_counter()
         best = best_of_n(pipe, reward, n=n_eval, k=k, seed=eval_seed, **gen_opts)
         chosen = best.tensors if modality == "image" else best.texts
-        results["best_of_n"] = {**measure(chosen), "k": k, "mean_reward": round(float(best.scores.mean()), 4),
-                                "seconds": round(time.perf_counter() - t, 2)}
+        results["best_of_n"] = {
+            **measure(chosen),
+            "k": k,
+            "mean_reward": round(float(best.scores.mean()), 4),
+            "seconds": round(time.perf_counter() - t, 2),
+        }
         say(f"best-of-{k}: {results['best_of_n']}")
     child = None
     if "finetune" in uses:
@@ -232,29 +272,52 @@ def simulate(run_id: str, rater: str, n_rate: int = 200, n_pairs: int | None = N
             ft = run_dpo(run.id, preference_pairs(store, job_id=job), dpo, runs_dir=runs_dir)
         child = ft["run_id"]
         tuned = load_pipeline(runs.get(child).dir)(n=n_eval, seed=eval_seed, **gen_opts)
-        results["finetune"] = {**measure(items_of(tuned)), "mean_reward": round(float(reward.score(items_of(tuned)).mean()), 4),
-                               **{k_: v for k_, v in ft.items() if k_ != "seconds"}, "seconds": round(time.perf_counter() - t, 2)}
+        results["finetune"] = {
+            **measure(items_of(tuned)),
+            "mean_reward": round(float(reward.score(items_of(tuned)).mean()), 4),
+            **{k_: v for k_, v in ft.items() if k_ != "seconds"},
+            "seconds": round(time.perf_counter() - t, 2),
+        }
         say(f"fine-tuned ({ft['method']}): {results['finetune']}")
     if "select" in uses:
         t = time.perf_counter()
-        candidates = [run.id] + ([child] if child else []) + (["%s@best" % run.id] if run.files.best_weights.is_file() else [])
-        sel = select_checkpoint(candidates, reward, n=min(n_eval, 200), seed=20_000_000 + SEED_STRIDE * seed, runs_dir=runs_dir, **gen_opts)
+        candidates = (
+            [run.id] + ([child] if child else []) + ([f"{run.id}@best"] if run.files.best_weights.is_file() else [])
+        )
+        sel = select_checkpoint(
+            candidates, reward, n=min(n_eval, 200), seed=20_000_000 + SEED_STRIDE * seed, runs_dir=runs_dir, **gen_opts
+        )
         truth = {run.id: results["baseline"]["preferred_share"]}
         if child:
             truth[child] = results["finetune"]["preferred_share"]
         best_run = sel["best"].split("@")[0]
-        results["select"] = {"chosen": sel["best"], "table": sel["table"],
-                             "preferred_share": truth.get(best_run),
-                             "picked_truly_best": truth.get(best_run) == max(truth.values()) if len(truth) > 1 else None,
-                             "seconds": round(time.perf_counter() - t, 2)}
+        results["select"] = {
+            "chosen": sel["best"],
+            "table": sel["table"],
+            "preferred_share": truth.get(best_run),
+            "picked_truly_best": truth.get(best_run) == max(truth.values()) if len(truth) > 1 else None,
+            "seconds": round(time.perf_counter() - t, 2),
+        }
         say(f"selected {sel['best']}")
     result = {
-        "run_id": run.id, "model": pipe.info["model"], "modality": modality, "rater": rater, "preference": r.preference,
-        "n_rate": n_rate, "feedback": counts, "n_eval": n_eval, "k": k, "seed": seed, "eval_seed": eval_seed,
-        "job_id": job, "reward": reward_report, "results": results, "seconds": {**seconds,
-        "total": round(time.perf_counter() - t_all, 2)}, "genloop_version": __version__,
+        "run_id": run.id,
+        "model": pipe.info["model"],
+        "modality": modality,
+        "rater": rater,
+        "preference": r.preference,
+        "n_rate": n_rate,
+        "feedback": counts,
+        "n_eval": n_eval,
+        "k": k,
+        "seed": seed,
+        "eval_seed": eval_seed,
+        "job_id": job,
+        "reward": reward_report,
+        "results": results,
+        "seconds": {**seconds, "total": round(time.perf_counter() - t_all, 2)},
+        "genloop_version": __version__,
     }
-    path = Path(out) if out else run.files.eval_feedback(rater.replace(':', '_').replace('/', '_')[:40])
+    path = Path(out) if out else run.files.eval_feedback(rater.replace(":", "_").replace("/", "_")[:40])
     write_json(path, result)
     result["path"] = str(path)
     return result

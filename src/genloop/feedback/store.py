@@ -62,21 +62,42 @@ class PreferenceRow(Base):
 
 def generation_dict(row: GenerationRow) -> dict[str, Any]:
     return {
-        "id": row.id, "created": iso(row.created), "run_id": row.run_id, "model": row.model,
-        "modality": row.modality, "checkpoint": row.checkpoint, "checkpoint_sha256": row.checkpoint_sha256,
-        "recipe": row.recipe, "prompt": row.prompt, "text": row.text, "has_image": row.media is not None,
-        "job_id": row.job_id, "replay_of": row.replay_of, "user": row.user,
+        "id": row.id,
+        "created": iso(row.created),
+        "run_id": row.run_id,
+        "model": row.model,
+        "modality": row.modality,
+        "checkpoint": row.checkpoint,
+        "checkpoint_sha256": row.checkpoint_sha256,
+        "recipe": row.recipe,
+        "prompt": row.prompt,
+        "text": row.text,
+        "has_image": row.media is not None,
+        "job_id": row.job_id,
+        "replay_of": row.replay_of,
+        "user": row.user,
     }
 
 
 def rating_dict(row: RatingRow) -> dict[str, Any]:
-    return {"id": row.id, "generation_id": row.generation_id, "user": row.user, "created": iso(row.created),
-            "thumbs": row.thumbs, "stars": row.stars}
+    return {
+        "id": row.id,
+        "generation_id": row.generation_id,
+        "user": row.user,
+        "created": iso(row.created),
+        "thumbs": row.thumbs,
+        "stars": row.stars,
+    }
 
 
 def preference_dict(row: PreferenceRow) -> dict[str, Any]:
-    return {"id": row.id, "chosen_id": row.chosen_id, "rejected_id": row.rejected_id, "user": row.user,
-            "created": iso(row.created)}
+    return {
+        "id": row.id,
+        "chosen_id": row.chosen_id,
+        "rejected_id": row.rejected_id,
+        "user": row.user,
+        "created": iso(row.created),
+    }
 
 
 def _condition(recipe: dict[str, Any]) -> str:
@@ -104,16 +125,22 @@ class FeedbackStore:
     """Generations, ratings and preferences. ``url``: a SQLAlchemy URL (default: SQLite beside the runs);
     ``media_dir``: where image files go (default ``<runs>/media``)."""
 
-    def __init__(self, url: str | None = None, media_dir: str | Path | None = None, runs: str | Path | None = None,
-                 engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        media_dir: str | Path | None = None,
+        runs: str | Path | None = None,
+        engine: Engine | None = None,
+    ) -> None:
         self.engine = engine or connect(url, runs)
         create_tables(self.engine, GenerationRow, RatingRow, PreferenceRow)
         self.Session = sessions(self.engine)
         self.media_dir = Path(media_dir) if media_dir else runs_dir(runs) / "media"
 
     # --- generations --------------------------------------------------------------------------------
-    def add_outputs(self, output: Any, *, job_id: str | None = None, user: str | None = None,
-                    replay_of: str | None = None) -> list[str]:
+    def add_outputs(
+        self, output: Any, *, job_id: str | None = None, user: str | None = None, replay_of: str | None = None
+    ) -> list[str]:
         """Store every item of an ``ImageOutput`` or ``TextOutput`` (one row each, in one transaction)."""
         from ..data.image_io import save_png
 
@@ -126,10 +153,17 @@ class FeedbackStore:
                 recipe = output.recipe_of(i)
                 gid = new_id()
                 row = GenerationRow(
-                    id=gid, created=utcnow(), run_id=str(recipe0.get("run_id")), model=str(recipe0.get("model")),
-                    modality="text" if texts is not None else "image", checkpoint=str(recipe0.get("checkpoint", "last")),
-                    checkpoint_sha256=str(recipe0.get("checkpoint_sha256", "")), recipe=recipe, job_id=job_id,
-                    replay_of=replay_of, user=_user(user),
+                    id=gid,
+                    created=utcnow(),
+                    run_id=str(recipe0.get("run_id")),
+                    model=str(recipe0.get("model")),
+                    modality="text" if texts is not None else "image",
+                    checkpoint=str(recipe0.get("checkpoint", "last")),
+                    checkpoint_sha256=str(recipe0.get("checkpoint_sha256", "")),
+                    recipe=recipe,
+                    job_id=job_id,
+                    replay_of=replay_of,
+                    user=_user(user),
                 )
                 if texts is not None:
                     row.text, row.prompt = texts[i], output.prompt
@@ -170,8 +204,14 @@ class FeedbackStore:
             q = q.where(GenerationRow.modality == modality)
         return q
 
-    def list(self, run_id: str | None = None, job_id: str | None = None, modality: str | None = None,
-             limit: int = 50, offset: int = 0) -> list[GenerationRow]:
+    def list(
+        self,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        modality: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[GenerationRow]:
         q = self._filtered(select(GenerationRow), run_id, job_id, modality)
         q = q.order_by(GenerationRow.created.desc(), GenerationRow.id).limit(limit).offset(offset)
         with self.Session() as s:
@@ -184,12 +224,15 @@ class FeedbackStore:
             return int(s.scalar(q) or 0)
 
     # --- feedback -----------------------------------------------------------------------------------
-    def rate(self, generation_id: str, thumbs: int | None = None, stars: int | None = None,
-             user: str | None = None) -> RatingRow:
+    def rate(
+        self, generation_id: str, thumbs: int | None = None, stars: int | None = None, user: str | None = None
+    ) -> RatingRow:
         """Record a rating: thumbs (+1 up, -1 down) and/or stars (1–5). Each call is a new rating."""
         _check_rating(thumbs, stars)
         self.get(generation_id)
-        row = RatingRow(generation_id=str(generation_id), user=_user(user), created=utcnow(), thumbs=thumbs, stars=stars)
+        row = RatingRow(
+            generation_id=str(generation_id), user=_user(user), created=utcnow(), thumbs=thumbs, stars=stars
+        )
         with self.Session.begin() as s:
             s.add(row)
         return row
@@ -232,19 +275,31 @@ class FeedbackStore:
         out = {g: dict(empty) for g in generation_ids}
         if not generation_ids:
             return out
-        q = (select(RatingRow.generation_id,
-                    func.sum(case((RatingRow.thumbs == 1, 1), else_=0)), func.sum(case((RatingRow.thumbs == -1, 1), else_=0)),
-                    func.avg(RatingRow.stars), func.count())
-             .where(RatingRow.generation_id.in_(list(generation_ids))).group_by(RatingRow.generation_id))
+        q = (
+            select(
+                RatingRow.generation_id,
+                func.sum(case((RatingRow.thumbs == 1, 1), else_=0)),
+                func.sum(case((RatingRow.thumbs == -1, 1), else_=0)),
+                func.avg(RatingRow.stars),
+                func.count(),
+            )
+            .where(RatingRow.generation_id.in_(list(generation_ids)))
+            .group_by(RatingRow.generation_id)
+        )
         with self.Session() as s:
             for gid, up, down, stars, n in s.execute(q):
-                out[gid] = {"up": int(up or 0), "down": int(down or 0),
-                            "stars": None if stars is None else round(float(stars), 3), "ratings": int(n)}
+                out[gid] = {
+                    "up": int(up or 0),
+                    "down": int(down or 0),
+                    "stars": None if stars is None else round(float(stars), 3),
+                    "ratings": int(n),
+                }
         return out
 
     # --- bulk feedback and training data (the reward model, exports, simulated raters) -----------------
-    def add_feedback(self, ratings: list[dict[str, Any]] = (), preferences: list[tuple[str, str]] = (),
-                     user: str | None = None) -> tuple[int, int]:
+    def add_feedback(
+        self, ratings: list[dict[str, Any]] = (), preferences: list[tuple[str, str]] = (), user: str | None = None
+    ) -> tuple[int, int]:
         """Many ratings (``{"generation_id", "stars"?, "thumbs"?}``) and preferences (``(chosen, rejected)``) in
         one transaction: a scripted rater gives hundreds at once, and one commit each would dominate."""
         user = _user(user)
@@ -254,11 +309,17 @@ class FeedbackStore:
             found = set(s.scalars(select(GenerationRow.id).where(GenerationRow.id.in_(ids)))) if ids else set()
         missing = sorted(ids - found)
         if missing:
-            raise NotFoundError(f"no generation '{missing[0]}'" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            raise NotFoundError(
+                f"no generation '{missing[0]}'" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
         for r in ratings:
             thumbs, stars = r.get("thumbs"), r.get("stars")
             _check_rating(thumbs, stars)
-            rows.append(RatingRow(generation_id=str(r["generation_id"]), user=user, created=utcnow(), thumbs=thumbs, stars=stars))
+            rows.append(
+                RatingRow(
+                    generation_id=str(r["generation_id"]), user=user, created=utcnow(), thumbs=thumbs, stars=stars
+                )
+            )
         for chosen, rejected in preferences:
             if chosen == rejected:
                 raise ConfigError("a preference needs two different generations")
@@ -267,10 +328,12 @@ class FeedbackStore:
             s.add_all(rows)
         return len(ratings), len(preferences)
 
-    def feedback_rows(self, run_id: str | None = None, job_id: str | None = None, user: str | None = None,
-                      modality: str | None = None) -> tuple[list[RatingRow], list[PreferenceRow], dict[str, GenerationRow]]:
+    def feedback_rows(
+        self, run_id: str | None = None, job_id: str | None = None, user: str | None = None, modality: str | None = None
+    ) -> tuple[list[RatingRow], list[PreferenceRow], dict[str, GenerationRow]]:
         """Ratings, preferences and the generations they point at, filtered by the generations' run, job and
         modality and by who gave the feedback. A preference counts when its chosen generation matches."""
+
         def gen_filter(q: Any, col: Any) -> Any:
             if run_id or job_id or modality:
                 q = self._filtered(q.join(GenerationRow, GenerationRow.id == col), run_id, job_id, modality)
@@ -286,5 +349,10 @@ class FeedbackStore:
             gens: dict[str, GenerationRow] = {}
             id_list = sorted(ids)
             for i in range(0, len(id_list), 500):  # IN lists stay well under every backend's parameter limit
-                gens.update({g.id: g for g in s.scalars(select(GenerationRow).where(GenerationRow.id.in_(id_list[i:i + 500])))})
+                gens.update(
+                    {
+                        g.id: g
+                        for g in s.scalars(select(GenerationRow).where(GenerationRow.id.in_(id_list[i : i + 500])))
+                    }
+                )
         return ratings, prefs, gens

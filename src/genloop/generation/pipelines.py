@@ -13,9 +13,10 @@ the recipe that made it: run, checkpoint sha256, model, seed, sampler settings, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -84,7 +85,9 @@ class ImagePipeline:
         return self.system.spec.num_classes if self.system.conditional else 0
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "last") -> "ImagePipeline":
+    def from_run(
+        cls, run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "last"
+    ) -> ImagePipeline:
         system, info = load_system(run_dir, checkpoint)
         return cls(system.to(device), info)
 
@@ -100,7 +103,9 @@ class ImagePipeline:
                 f"model '{self.info['model']}' is unconditional, so it takes no class; "
                 "train cgan, cvae, or ddpm with model.class_conditional=true"
             )
-        labels = torch.as_tensor([class_label] * n if isinstance(class_label, int) else list(class_label), dtype=torch.long)
+        labels = torch.as_tensor(
+            [class_label] * n if isinstance(class_label, int) else list(class_label), dtype=torch.long
+        )
         if labels.shape != (n,):
             raise ConfigError(f"got {labels.numel()} class labels for {n} images")
         k = self.system.spec.num_classes
@@ -159,13 +164,23 @@ class ImagePipeline:
         """Images in [-1, 1] -> reconstructions (models with an encoder, e.g. the VAE)."""
         if not hasattr(self.system, "reconstruct"):
             raise NotFoundError(f"model '{self.info['model']}' has no encoder, so it cannot reconstruct images")
-        args = (images.to(self.device),) if not self.system.conditional else (images.to(self.device), labels.to(self.device))
+        args = (
+            (images.to(self.device),)
+            if not self.system.conditional
+            else (images.to(self.device), labels.to(self.device))
+        )
         return self.system.reconstruct(*args).float().cpu().clamp_(-1, 1)
 
 
 @torch.no_grad()
-def denoise(system: System, scheduler: Any, x: torch.Tensor, labels: torch.Tensor | None, guidance: float,
-            generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+def denoise(
+    system: System,
+    scheduler: Any,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    guidance: float,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+) -> torch.Tensor:
     """The reverse diffusion loop: from noise ``x`` at the scheduler's first timestep to a clean image."""
     for t in scheduler.timesteps:
         model_output = system.predict(x, int(t), labels, guidance)
@@ -220,9 +235,11 @@ class DiffusionPipeline(ImagePipeline):
         """
         a, b = self.latents(2 * rows, seed).flatten(1).view(rows, 2, -1).unbind(1)
         t = torch.linspace(0, 1, steps)[None, :, None]
-        omega = torch.arccos((a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True)))
+        omega = torch.arccos(
+            (a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True))
+        )
         so = torch.sin(omega)[:, None]
-        z = (torch.sin((1 - t) * omega[:, None]) / so * a[:, None] + torch.sin(t * omega[:, None]) / so * b[:, None])
+        z = torch.sin((1 - t) * omega[:, None]) / so * a[:, None] + torch.sin(t * omega[:, None]) / so * b[:, None]
         s = self.system.spec
         z = z.reshape(rows * steps, s.channels, s.image_size, s.image_size).to(self.device)
         row_labels = self.system.default_labels(rows)
@@ -230,8 +247,14 @@ class DiffusionPipeline(ImagePipeline):
         scheduler = self.system.make_scheduler("ddim", eta=0.0)
         scheduler.set_timesteps(self.system.config.sampling_steps)
         x = denoise(self.system, scheduler, z, labels, self.system.config.guidance).float().cpu().clamp_(-1, 1)
-        recipe = self.recipe(seed=seed, kind="interpolation", rows=rows, interpolation_steps=steps, sampler="ddim",
-                             sampling_steps=self.system.config.sampling_steps)
+        recipe = self.recipe(
+            seed=seed,
+            kind="interpolation",
+            rows=rows,
+            interpolation_steps=steps,
+            sampler="ddim",
+            sampling_steps=self.system.config.sampling_steps,
+        )
         return ImageOutput(x, recipe, None if labels is None else labels.cpu())
 
 

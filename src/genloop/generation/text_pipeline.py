@@ -14,8 +14,9 @@ this class adds what a user-facing call needs: the run's tokenizer, prompt check
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -85,7 +86,8 @@ class TextPipeline:
         return self.system.block_size
 
     def compiled(self) -> Any:
-        """The model's compiled decoder (built once per pipeline; see :class:`~genloop.models.transformer.CompiledDecoder`)."""
+        """The model's compiled decoder (built once per pipeline; see
+        :class:`~genloop.models.transformer.CompiledDecoder`)."""
         from ..models.transformer import GPT, CompiledDecoder
 
         lm = self.system.causal_lm()
@@ -100,10 +102,20 @@ class TextPipeline:
 
         return {**recipe_info(self.info), "tokenizer": self.tokenizer.kind, **settings, "genloop_version": __version__}
 
-    def params(self, max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-               repetition_penalty: float = 1.0, stop: list[str] | str | None = None, num_beams: int = 1,
-               length_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-               logit_bias: dict[int, float] | dict[str, float] | None = None) -> SamplingParams:
+    def params(
+        self,
+        max_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        stop: list[str] | str | None = None,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: dict[int, float] | dict[str, float] | None = None,
+    ) -> SamplingParams:
         """Checked settings. ``logit_bias`` keys may be strings (JSON objects, recipes): they are token ids."""
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         try:
@@ -113,10 +125,19 @@ class TextPipeline:
         vocab = self.tokenizer.vocab_size
         if any(not 0 <= k < vocab for k in bias):
             raise ConfigError(f"logit_bias names token ids outside this model's vocabulary (0..{vocab - 1})")
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                repetition_penalty=repetition_penalty, stop=stops, num_beams=num_beams,
-                                length_penalty=length_penalty, presence_penalty=presence_penalty,
-                                frequency_penalty=frequency_penalty, logit_bias=bias)
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            stop=stops,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            logit_bias=bias,
+        )
         params.validate(MAX_TOKENS)
         return params
 
@@ -135,22 +156,33 @@ class TextPipeline:
         notes = []
         if n >= self.block_size:
             keep = max(1, self.block_size - self.block_size // 4)
-            notes.append(f"the prompt has {n} tokens but the model's context is {self.block_size}; "
-                         f"it sees only the last {keep} (the start is truncated)")
+            notes.append(
+                f"the prompt has {n} tokens but the model's context is {self.block_size}; "
+                f"it sees only the last {keep} (the start is truncated)"
+            )
         for note in notes:
             warnings.warn(note, UserWarning, stacklevel=3)
         return notes
 
-    def stream_to(self, on_piece: Callable[[str], None], prompt: str = "", seed: int = 0,
-                  **sampling: Any) -> TextOutput:
+    def stream_to(
+        self, on_piece: Callable[[str], None], prompt: str = "", seed: int = 0, **sampling: Any
+    ) -> TextOutput:
         """One completion, handing each piece of text to ``on_piece`` as it is generated, then returned whole
         with its recipe, as ``pipe(prompt=..., n=1, seed=...)`` would (the CLI streams so)."""
         output, _ = self.complete(prompt, n=1, seed=seed, on_piece=lambda _, piece: on_piece(piece), **sampling)
         return output
 
-    def complete(self, prompt: str = "", n: int = 1, seed: int = 0, top_logprobs: int = 0,
-                 on_piece: Callable[[int, str], None] | None = None, use_cache: bool = True, compile: bool = False,
-                 **sampling: Any) -> tuple[TextOutput, list[Completion]]:
+    def complete(
+        self,
+        prompt: str = "",
+        n: int = 1,
+        seed: int = 0,
+        top_logprobs: int = 0,
+        on_piece: Callable[[int, str], None] | None = None,
+        use_cache: bool = True,
+        compile: bool = False,
+        **sampling: Any,
+    ) -> tuple[TextOutput, list[Completion]]:
         """``n`` completions as ``pipe(...)`` gives them (same seeds, same texts), each also with its tokens,
         the model's log-probability of each (and the ``top_logprobs`` likeliest alternatives) and why it
         ended — what an API needs for ``logprobs``, ``best_of`` and ``finish_reason``. ``on_piece(row, piece)``
@@ -160,13 +192,25 @@ class TextPipeline:
         params = self.params(**sampling)
         self.check_prompt(prompt)
         tok = self.tokenizer
-        done = complete(self._lm(compile), tok.encode, tok.decode, prompt, params, seed=seed, n=n, eot_id=tok.eot_id,
-                        use_cache=use_cache, top_logprobs=top_logprobs, on_piece=on_piece)
+        done = complete(
+            self._lm(compile),
+            tok.encode,
+            tok.decode,
+            prompt,
+            params,
+            seed=seed,
+            n=n,
+            eot_id=tok.eot_id,
+            use_cache=use_cache,
+            top_logprobs=top_logprobs,
+            on_piece=on_piece,
+        )
         recipe = self.recipe(prompt=prompt, seed=seed, n=n, **vars(params))
         return TextOutput([c.text for c in done], prompt, recipe), done
 
-    def score_prompt(self, prompt: str, top_logprobs: int = 0) -> tuple[list[int], list[float | None],
-                                                                          list[list[tuple[int, float]] | None]]:
+    def score_prompt(
+        self, prompt: str, top_logprobs: int = 0
+    ) -> tuple[list[int], list[float | None], list[list[tuple[int, float]] | None]]:
         """The prompt's token ids and the model's log-probability of each given those before (``None`` for the
         first and for tokens before the context window), for OpenAI's ``echo`` with ``logprobs``."""
         ids = list(self.tokenizer.encode(prompt)) if prompt else []
@@ -175,12 +219,26 @@ class TextPipeline:
         lps, tops = score_prompt(self._lm(False), ids, top_logprobs)
         return ids, lps, tops
 
-    def __call__(self, prompt: str = "", n: int = 1, seed: int = 0, max_tokens: int = 200,
-                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
-                 stop: list[str] | str | None = None, num_beams: int = 1, length_penalty: float = 1.0,
-                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                 logit_bias: dict[int, float] | None = None,
-                 stream: bool = False, use_cache: bool = True, compile: bool = False) -> TextOutput | Iterator[str]:
+    def __call__(
+        self,
+        prompt: str = "",
+        n: int = 1,
+        seed: int = 0,
+        max_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        stop: list[str] | str | None = None,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: dict[int, float] | None = None,
+        stream: bool = False,
+        use_cache: bool = True,
+        compile: bool = False,
+    ) -> TextOutput | Iterator[str]:
         """``n`` completions of ``prompt`` (an empty prompt starts a new document).
 
         Same seed, same settings ⇒ same text. ``stream=True`` (with ``n=1``) returns an iterator of text
@@ -189,17 +247,39 @@ class TextPipeline:
         """
         if not 1 <= n <= 10_000:
             raise ConfigError(f"--n must be between 1 and 10000, got {n}")
-        params = self.params(max_tokens, temperature, top_k, top_p, repetition_penalty, stop, num_beams, length_penalty,
-                             presence_penalty, frequency_penalty, logit_bias)
+        params = self.params(
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            stop,
+            num_beams,
+            length_penalty,
+            presence_penalty,
+            frequency_penalty,
+            logit_bias,
+        )
         if stream and n != 1:
             raise ConfigError("streaming gives one completion at a time: use n=1 with stream=True")
         self.check_prompt(prompt)
         tok, lm = self.tokenizer, self._lm(compile)
         if stream:
-            pieces = generate_text(lm, tok.encode, tok.decode, prompt, params, seed=seed, n=1, eot_id=tok.eot_id,
-                                   use_cache=use_cache, stream=True)
+            pieces = generate_text(
+                lm,
+                tok.encode,
+                tok.decode,
+                prompt,
+                params,
+                seed=seed,
+                n=1,
+                eot_id=tok.eot_id,
+                use_cache=use_cache,
+                stream=True,
+            )
             return (piece for _, piece in pieces)
-        texts = generate_text(lm, tok.encode, tok.decode, prompt, params, seed=seed, n=n, eot_id=tok.eot_id,
-                              use_cache=use_cache)
+        texts = generate_text(
+            lm, tok.encode, tok.decode, prompt, params, seed=seed, n=n, eot_id=tok.eot_id, use_cache=use_cache
+        )
         settings = {k: v for k, v in vars(params).items()}
         return TextOutput(list(texts), prompt, self.recipe(prompt=prompt, seed=seed, n=n, **settings))

@@ -20,11 +20,11 @@ Guarantees the tests hold it to:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 
@@ -68,8 +68,11 @@ class SamplingParams:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and -2 <= value <= 2):  # OpenAI's range; also rejects NaN
                 problems.append(f"--{name.replace('_', '-')} must be between -2 and 2 (0 is off), got {value}")
-        bad_bias = {k: v for k, v in self.logit_bias.items()
-                    if not (isinstance(k, int) and k >= 0 and isinstance(v, (int, float)) and -100 <= v <= 100)}
+        bad_bias = {
+            k: v
+            for k, v in self.logit_bias.items()
+            if not (isinstance(k, int) and k >= 0 and isinstance(v, (int, float)) and -100 <= v <= 100)
+        }
         if bad_bias:
             problems.append(f"logit_bias maps token ids >= 0 to numbers in [-100, 100], got {bad_bias}")
         if not (isinstance(self.num_beams, int) and 1 <= self.num_beams <= MAX_BEAMS):
@@ -83,8 +86,9 @@ class SamplingParams:
 
 
 # --- one step: logits -> next token ---------------------------------------------------------------
-def process_logits(logits: torch.Tensor, seen: torch.Tensor | None, params: SamplingParams,
-                   generated: torch.Tensor | None = None) -> torch.Tensor:
+def process_logits(
+    logits: torch.Tensor, seen: torch.Tensor | None, params: SamplingParams, generated: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, V) logits -> float32 logits with every control applied; filtered-out tokens get -inf.
 
     ``seen`` (B, S) is every token so far (prompt + generated), for the repetition penalty; ``generated``
@@ -207,7 +211,7 @@ class _Context:
         self.start = start
         if not self.use_cache:
             return self.lm(ids[:, start:n])[:, -1]
-        out = self.lm(ids[:, self.fed:n], cache=self.cache)[:, -1]
+        out = self.lm(ids[:, self.fed : n], cache=self.cache)[:, -1]
         self.fed = n
         return out
 
@@ -218,9 +222,15 @@ def _check_prompt(prompt_ids: Sequence[int]) -> None:
 
 
 @torch.inference_mode()
-def generate_ids(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, seeds: Sequence[int],
-                 eot_id: int | None = None, use_cache: bool = True,
-                 on_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> Iterator[torch.Tensor]:
+def generate_ids(
+    lm: Any,
+    prompt_ids: Sequence[int],
+    params: SamplingParams,
+    seeds: Sequence[int],
+    eot_id: int | None = None,
+    use_cache: bool = True,
+    on_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> Iterator[torch.Tensor]:
     """Continue one prompt in ``len(seeds)`` rows at once; yield each step's next token of every row (B,).
 
     A row that has produced the end-of-text token (when ``params.stop_at_eot``) is finished: it yields
@@ -279,12 +289,13 @@ def beam_search(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, eot_
     start = 0
 
     def score(total: float, length: int) -> float:
-        return total / length ** params.length_penalty
+        return total / length**params.length_penalty
 
     for length in range(1, params.max_tokens + 1):
         start = window_start(beams.shape[1], start, int(lm.block_size))
-        logits = process_logits(lm(beams[:, start:])[:, -1], beams if penalize else None, plain,
-                                beams[:, p:] if count else None)
+        logits = process_logits(
+            lm(beams[:, start:])[:, -1], beams if penalize else None, plain, beams[:, p:] if count else None
+        )
         vocab = logits.shape[-1]
         totals = (sums[:, None] + logits.log_softmax(-1)).view(-1)
         best = totals.topk(min(2 * width, totals.numel()))
@@ -377,7 +388,7 @@ def _safe_end(text: str, stops: Sequence[str]) -> int:
     end = len(text.rstrip(REPLACEMENT_CHAR))
     longest = max((len(s) for s in stops), default=1)
     for k in range(min(longest - 1, end), 0, -1):  # the longest tail that begins some stop string
-        tail = text[end - k:end]
+        tail = text[end - k : end]
         if any(s.startswith(tail) for s in stops):
             return end - k
     return end
@@ -432,10 +443,19 @@ def _check_call(params: SamplingParams, n: int) -> None:
         raise ConfigError(f"beam search gives one completion: use n=1 with --beams {params.num_beams}, got n={n}")
 
 
-def generate_text(lm: Any, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], prompt: str,
-                  params: SamplingParams, seed: int = 0, n: int = 1, eot_id: int | None = None,
-                  use_cache: bool = True, stream: bool = False,
-                  batch_size: int = 64) -> list[str] | Iterator[tuple[int, str]]:
+def generate_text(
+    lm: Any,
+    encode: Callable[[str], list[int]],
+    decode: Callable[[list[int]], str],
+    prompt: str,
+    params: SamplingParams,
+    seed: int = 0,
+    n: int = 1,
+    eot_id: int | None = None,
+    use_cache: bool = True,
+    stream: bool = False,
+    batch_size: int = 64,
+) -> list[str] | Iterator[tuple[int, str]]:
     """``n`` completions of ``prompt`` (sample ``i`` uses seed ``seed + i``), without prompt, stop string or eot.
 
     An empty prompt starts a new document from the end-of-text token. With ``stream=True`` it returns an
@@ -454,10 +474,20 @@ def generate_text(lm: Any, encode: Callable[[str], list[int]], decode: Callable[
     return texts
 
 
-def complete(lm: Any, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], prompt: str,
-             params: SamplingParams, seed: int = 0, n: int = 1, eot_id: int | None = None, use_cache: bool = True,
-             top_logprobs: int = 0, on_piece: Callable[[int, str], None] | None = None,
-             batch_size: int = 64) -> list[Completion]:
+def complete(
+    lm: Any,
+    encode: Callable[[str], list[int]],
+    decode: Callable[[list[int]], str],
+    prompt: str,
+    params: SamplingParams,
+    seed: int = 0,
+    n: int = 1,
+    eot_id: int | None = None,
+    use_cache: bool = True,
+    top_logprobs: int = 0,
+    on_piece: Callable[[int, str], None] | None = None,
+    batch_size: int = 64,
+) -> list[Completion]:
     """Like :func:`generate_text` (same seeds, same texts), but each completion comes with its tokens, their
     log-probabilities (and the ``top_logprobs`` likeliest alternatives at each step) and why it ended.
 
@@ -474,8 +504,18 @@ def complete(lm: Any, encode: Callable[[str], list[int]], decode: Callable[[list
     for first in range(0, n, batch_size):
         seeds = [seed + r for r in range(first, min(first + batch_size, n))]
         record: list[Completion] = []
-        for i, piece in _stream_batch(lm, decode, prompt_ids, params, seeds, eot_id, use_cache,
-                                      live=on_piece is not None, record=record, top=top_logprobs):
+        for i, piece in _stream_batch(
+            lm,
+            decode,
+            prompt_ids,
+            params,
+            seeds,
+            eot_id,
+            use_cache,
+            live=on_piece is not None,
+            record=record,
+            top=top_logprobs,
+        ):
             if on_piece is not None:
                 on_piece(first + i, piece)
         out.extend(record)
@@ -483,8 +523,9 @@ def complete(lm: Any, encode: Callable[[str], list[int]], decode: Callable[[list
 
 
 @torch.inference_mode()
-def score_prompt(lm: Any, prompt_ids: Sequence[int],
-                 top: int = 0) -> tuple[list[float | None], list[list[tuple[int, float]] | None]]:
+def score_prompt(
+    lm: Any, prompt_ids: Sequence[int], top: int = 0
+) -> tuple[list[float | None], list[list[tuple[int, float]] | None]]:
     """The model's log-probability of each prompt token given the ones before it (and the ``top`` likeliest
     tokens there), in one forward pass over the last ``block_size`` tokens.
 
@@ -505,8 +546,18 @@ def score_prompt(lm: Any, prompt_ids: Sequence[int],
     return none + chosen, none + tops
 
 
-def _stream(lm: Any, decode: Callable[[list[int]], str], prompt_ids: list[int], params: SamplingParams, seed: int,
-            n: int, eot_id: int | None, use_cache: bool, batch_size: int, live: bool) -> Iterator[tuple[int, str]]:
+def _stream(
+    lm: Any,
+    decode: Callable[[list[int]], str],
+    prompt_ids: list[int],
+    params: SamplingParams,
+    seed: int,
+    n: int,
+    eot_id: int | None,
+    use_cache: bool,
+    batch_size: int,
+    live: bool,
+) -> Iterator[tuple[int, str]]:
     if params.num_beams > 1:
         ids = beam_search(lm, prompt_ids, params, eot_id)
         if params.stop_at_eot and eot_id is not None and ids and ids[-1] == eot_id:
@@ -521,9 +572,18 @@ def _stream(lm: Any, decode: Callable[[list[int]], str], prompt_ids: list[int], 
             yield first + i, piece
 
 
-def _stream_batch(lm: Any, decode: Callable[[list[int]], str], prompt_ids: list[int], params: SamplingParams,
-                  seeds: list[int], eot_id: int | None, use_cache: bool, live: bool,
-                  record: list[Completion] | None = None, top: int = 0) -> Iterator[tuple[int, str]]:
+def _stream_batch(
+    lm: Any,
+    decode: Callable[[list[int]], str],
+    prompt_ids: list[int],
+    params: SamplingParams,
+    seeds: list[int],
+    eot_id: int | None,
+    use_cache: bool,
+    live: bool,
+    record: list[Completion] | None = None,
+    top: int = 0,
+) -> Iterator[tuple[int, str]]:
     """One batch of rows: feed each row's tokens to its :class:`TextStream` until every row has ended.
 
     Text is decoded as it comes only when it is printed live or a stop string must be watched for. With
@@ -572,9 +632,23 @@ def _stream_batch(lm: Any, decode: Callable[[list[int]], str], prompt_ids: list[
         if piece:
             yield i, piece
     if record is not None:
-        record.extend(Completion(s.text, list(s.ids), logprobs[i], tops[i], "stop" if s.stopped else ended[i])
-                      for i, s in enumerate(streams))
+        record.extend(
+            Completion(s.text, list(s.ids), logprobs[i], tops[i], "stop" if s.stopped else ended[i])
+            for i, s in enumerate(streams)
+        )
 
 
-__all__ = ["SamplingParams", "process_logits", "sample_next", "window_start", "generate_ids", "beam_search",
-           "TextStream", "cut_at_stop", "generate_text", "Completion", "complete", "score_prompt"]
+__all__ = [
+    "SamplingParams",
+    "process_logits",
+    "sample_next",
+    "window_start",
+    "generate_ids",
+    "beam_search",
+    "TextStream",
+    "cut_at_stop",
+    "generate_text",
+    "Completion",
+    "complete",
+    "score_prompt",
+]

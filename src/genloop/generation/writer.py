@@ -23,10 +23,20 @@ from ..serialization import atomic_write
 from .pipelines import load_pipeline
 
 
-def generate_images(run_id: str, n: int = 64, seed: int = 0, out: str | Path | None = None,
-                    runs_dir: str | Path | None = None, device: str = "cpu", class_label: int | None = None,
-                    sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-                    eta: float | None = None, checkpoint: str = "last") -> list[Path]:
+def generate_images(
+    run_id: str,
+    n: int = 64,
+    seed: int = 0,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    class_label: int | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    eta: float | None = None,
+    checkpoint: str = "last",
+) -> list[Path]:
     """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
     encoder also get reconstructions of test images. A conditional model's grid has one class per column."""
     if n < 1 or n > 10_000:
@@ -53,14 +63,29 @@ def generate_images(run_id: str, n: int = 64, seed: int = 0, out: str | Path | N
         if len(real):
             recon = pipe.reconstruct(real, labels)
             pairs = torch.stack([real, recon], 1).flatten(0, 1)  # real, reconstruction, real, ...
-            paths.append(save_png(out_dir / "reconstructions.png", make_grid(pairs, nrow=16),
-                                  pipe.recipe(kind="reconstructions", split="test"), upscale=4))
+            paths.append(
+                save_png(
+                    out_dir / "reconstructions.png",
+                    make_grid(pairs, nrow=16),
+                    pipe.recipe(kind="reconstructions", split="test"),
+                    upscale=4,
+                )
+            )
     return paths
 
 
-def generate_texts(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out: str | Path | None = None,
-                   runs_dir: str | Path | None = None, device: str = "cpu", checkpoint: str = "last",
-                   on_piece: Any = None, **sampling: Any) -> tuple[Any, Path]:
+def generate_texts(
+    run_id: str,
+    prompt: str = "",
+    n: int = 1,
+    seed: int = 0,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str = "last",
+    on_piece: Any = None,
+    **sampling: Any,
+) -> tuple[Any, Path]:
     """Complete ``prompt`` ``n`` times with a language-model run; append each completion with its recipe to
     ``<out>/texts.jsonl`` (default ``<run>/generated``). ``sampling``: max_tokens, temperature, top_k, top_p,
     repetition_penalty, stop, num_beams. With ``on_piece`` (and ``n == 1``) each piece of text is passed to it
@@ -68,8 +93,10 @@ def generate_texts(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out
     run = RunStore(runs_dir).get(run_id)
     pipe = load_pipeline(run.dir, device, checkpoint)
     if getattr(pipe, "modality", "image") != "text":
-        raise ConfigError(f"run {run.id} is an image model ({pipe.info['model']}); "
-                          "--prompt and the text controls apply to text models")
+        raise ConfigError(
+            f"run {run.id} is an image model ({pipe.info['model']}); "
+            "--prompt and the text controls apply to text models"
+        )
     out_dir = Path(out) if out else run.files.generated
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
@@ -79,9 +106,10 @@ def generate_texts(run_id: str, prompt: str = "", n: int = 1, seed: int = 0, out
         output = pipe(prompt=prompt, n=n, seed=seed, **sampling)
     path = out_dir / RunLayout.GENERATED_TEXTS
     previous = path.read_text(encoding="utf-8") if path.is_file() else ""
-    lines = "".join(json.dumps({"text": t, "recipe": output.recipe_of(i)}, ensure_ascii=False) + "\n"
-                    for i, t in enumerate(output.texts))
+    lines = "".join(
+        json.dumps({"text": t, "recipe": output.recipe_of(i)}, ensure_ascii=False) + "\n"
+        for i, t in enumerate(output.texts)
+    )
     with atomic_write(path, "w") as f:  # appended by rewriting: a crash never leaves a half line
         f.write(previous + lines)
     return output, path
-

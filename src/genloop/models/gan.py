@@ -94,7 +94,9 @@ class Discriminator(nn.Module):
     and weight names minus the embedding.
     """
 
-    def __init__(self, channels: int, image_size: int, width: int = 32, norm: str = "batch", num_classes: int = 0) -> None:
+    def __init__(
+        self, channels: int, image_size: int, width: int = 32, norm: str = "batch", num_classes: int = 0
+    ) -> None:
         super().__init__()
         levels = num_levels(image_size)
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
@@ -134,8 +136,9 @@ def spectral_normalize(module: nn.Module) -> nn.Module:
     """Divide every weight of ``module`` by its largest singular value (Miyato et al., 2018).
 
     Each layer then is (about: for a convolution, the reshaped kernel's norm only approximates the
-    operator's) at most 1-Lipschitz, which bounds how sharply the discriminator can react to its input: a cheap, per-layer alternative to WGAN-GP's gradient penalty that keeps GAN training
-    steady without batch norm. Uses ``torch.nn.utils.parametrizations``: each weight becomes
+    operator's) at most 1-Lipschitz, which bounds how sharply the discriminator can react to its input: a
+    cheap, per-layer alternative to WGAN-GP's gradient penalty that keeps GAN training steady without
+    batch norm. Uses ``torch.nn.utils.parametrizations``: each weight becomes
     ``parametrizations.weight.original`` plus the power iteration's ``_u``/``_v`` buffers, all in the
     state dict, so checkpoints and exact resume need nothing special. Call it after initialising the
     weights (initialising a parametrized ``weight`` would write to a temporary).

@@ -65,8 +65,16 @@ class KVCache:
     and makes the memory cost visible up front. Only :class:`GPT` writes to it.
     """
 
-    def __init__(self, n_layer: int, batch_size: int, n_head: int, block_size: int, head_dim: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        block_size: int,
+        head_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         shape = (n_layer, batch_size, n_head, block_size, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
@@ -95,8 +103,13 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``kv``: this layer's cache tensors (B, n_head, block_size, head_dim), to be filled at positions
         ``start..start+T-1``; ``mask``: (T, start+T) booleans, True where attention is allowed (None: T == 1)."""
         b, t, c = x.shape
@@ -143,8 +156,13 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), kv, start, mask)
         return x + self.mlp(self.ln_2(x))
 
@@ -191,8 +209,10 @@ class GPT(nn.Module):
         start = 0 if cache is None else cache.length
         if start + t > self.block_size:
             where = f"{start} cached + {t} new tokens" if cache is not None else f"a sequence of {t} tokens"
-            raise ValueError(f"{where} exceed the model's context of {self.block_size} tokens; "
-                             "crop the input (or start a fresh cache from a shifted window)")
+            raise ValueError(
+                f"{where} exceed the model's context of {self.block_size} tokens; "
+                "crop the input (or start a fresh cache from a shifted window)"
+            )
         if cache is not None and cache.batch_size != b:
             raise ValueError(f"the cache was made for batch size {cache.batch_size}, got input of batch size {b}")
 
@@ -211,13 +231,21 @@ class GPT(nn.Module):
             cache.length = start + t
         return self.lm_head(self.ln_f(x))
 
-    def new_cache(self, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> KVCache:
+    def new_cache(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache:
         """An empty cache for ``batch_size`` sequences, on the parameters' device and dtype by default."""
         p = self.wte.weight
         cfg = self.cfg
-        return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head,
-                       device=device if device is not None else p.device, dtype=dtype if dtype is not None else p.dtype)
+        return KVCache(
+            cfg.n_layer,
+            batch_size,
+            cfg.n_head,
+            cfg.block_size,
+            cfg.n_embd // cfg.n_head,
+            device=device if device is not None else p.device,
+            dtype=dtype if dtype is not None else p.dtype,
+        )
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over the targets (B, T); positions whose target is -1 are ignored."""
@@ -266,22 +294,32 @@ class CompiledDecoder:
         if cache is None or idx.shape[1] != 1 or self._eager:
             return self.model(idx, cache)
         if cache.length + 1 > self.block_size:
-            raise ValueError(f"{cache.length} cached + 1 new token exceed the model's context of {self.block_size} tokens")
+            raise ValueError(
+                f"{cache.length} cached + 1 new token exceed the model's context of {self.block_size} tokens"
+            )
         pos = torch.full((1,), cache.length, dtype=torch.long, device=idx.device)
-        idx = idx.reshape(-1).clone().view(-1, 1)  # a fresh (b, 1) tensor: a column of the sampler's token buffer has strides that would force recompiles
+        idx = (
+            idx.reshape(-1).clone().view(-1, 1)
+        )  # a fresh (b, 1) tensor: a column of the sampler's token buffer has strides that would force recompiles
         try:
             logits = self._step(idx, pos, cache.k, cache.v)
         except Exception as e:  # noqa: BLE001 - any compiler failure: fall back, loudly, to the eager model
             import warnings
 
-            warnings.warn(f"torch.compile is not available here ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                          "decoding without it", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"torch.compile is not available here ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                "decoding without it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             self._eager = True
             return self.model(idx, cache)
         cache.length += 1
         return logits
 
-    def _static_step(self, idx: torch.Tensor, pos: torch.Tensor, k_all: torch.Tensor, v_all: torch.Tensor) -> torch.Tensor:
+    def _static_step(
+        self, idx: torch.Tensor, pos: torch.Tensor, k_all: torch.Tensor, v_all: torch.Tensor
+    ) -> torch.Tensor:
         m = self.model
         b = idx.shape[0]
         n_head, n_embd = m.cfg.n_head, m.cfg.n_embd

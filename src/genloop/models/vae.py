@@ -74,7 +74,9 @@ class ConvVAE(nn.Module):
         self.encoder = Encoder(channels, image_size, z_dim, width, num_classes)
         self.decoder = Decoder(channels, image_size, z_dim, width, num_classes)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (decoder logits for a reparameterised z ~ q(z|x), mu, logvar)."""
         mu, logvar = self.encoder(x, labels)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()

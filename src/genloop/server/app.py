@@ -32,15 +32,23 @@ STATIC = Path(__file__).parent / "static"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     engine = connect(settings.db_url, settings.runs)
-    app = FastAPI(title="GenLoop Studio", version=__version__,
-                  description="Train, generate, evaluate, rate: the GenLoop loop over HTTP. Jobs are durable; "
-                              "every generation keeps the recipe that reproduces it.")
-    app.state.ctx = Context(settings, JobStore(engine, settings.max_queued, settings.max_attempts),
-                            FeedbackStore(engine=engine, media_dir=settings.media), WorkerRegistry(engine))
+    app = FastAPI(
+        title="GenLoop Studio",
+        version=__version__,
+        description="Train, generate, evaluate, rate: the GenLoop loop over HTTP. Jobs are durable; "
+        "every generation keeps the recipe that reproduces it.",
+    )
+    app.state.ctx = Context(
+        settings,
+        JobStore(engine, settings.max_queued, settings.max_attempts),
+        FeedbackStore(engine=engine, media_dir=settings.media),
+        WorkerRegistry(engine),
+    )
 
     limits = settings.limits
-    app.add_middleware(BodyLimit, limit_for=lambda path: limits.max_upload_bytes if path == "/v1/uploads"
-                       else limits.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, limit_for=lambda path: limits.max_upload_bytes if path == "/v1/uploads" else limits.max_body_bytes
+    )
 
     @app.exception_handler(405)
     async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:

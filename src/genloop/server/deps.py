@@ -50,7 +50,10 @@ def require_token(request: Request) -> None:
         return
     given = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("token")
     if not given:
-        raise HTTPException(status_code=401, detail="an API token is required: send 'Authorization: Bearer <token>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status_code=401,
+            detail="an API token is required: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise HTTPException(status_code=403, detail="the API token is not valid")

@@ -72,10 +72,20 @@ class JobEventRow(Base):
 
 def job_dict(row: JobRow) -> dict[str, Any]:
     return {
-        "id": row.id, "kind": row.kind, "status": row.status, "params": row.params, "user": row.user,
-        "created": iso(row.created), "started": iso(row.started), "finished": iso(row.finished),
-        "attempts": row.attempts, "cancel_requested": row.cancel_requested, "run_id": row.run_id,
-        "progress": row.progress or {}, "result": row.result, "error": row.error,
+        "id": row.id,
+        "kind": row.kind,
+        "status": row.status,
+        "params": row.params,
+        "user": row.user,
+        "created": iso(row.created),
+        "started": iso(row.started),
+        "finished": iso(row.finished),
+        "attempts": row.attempts,
+        "cancel_requested": row.cancel_requested,
+        "run_id": row.run_id,
+        "progress": row.progress or {},
+        "result": row.result,
+        "error": row.error,
     }
 
 
@@ -113,8 +123,18 @@ class JobStore:
             waiting = s.scalar(select(func.count()).select_from(JobRow).where(JobRow.status == "queued")) or 0
             if waiting >= self.max_queued:
                 raise QueueFull(self.max_queued, retry_after=5)
-            row = JobRow(id=new_id(), kind=kind, status="queued", params=params, user=user, created=utcnow(),
-                         attempts=0, cancel_requested=False, progress={}, event_count=0)
+            row = JobRow(
+                id=new_id(),
+                kind=kind,
+                status="queued",
+                params=params,
+                user=user,
+                created=utcnow(),
+                attempts=0,
+                cancel_requested=False,
+                progress={},
+                event_count=0,
+            )
             s.add(row)
             s.flush()
             self._event(s, row, "status", {"status": "queued"})
@@ -127,7 +147,9 @@ class JobStore:
             raise NotFoundError(f"no job '{job_id}'")
         return row
 
-    def list(self, status: str | None = None, kind: str | None = None, limit: int = 50, offset: int = 0) -> list[JobRow]:
+    def list(
+        self, status: str | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[JobRow]:
         q = select(JobRow)
         if status:
             q = q.where(JobRow.status == status)
@@ -155,8 +177,12 @@ class JobStore:
         return self.get(job_id)
 
     def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[JobEventRow]:
-        q = (select(JobEventRow).where(JobEventRow.job_id == str(job_id), JobEventRow.seq > after)
-             .order_by(JobEventRow.seq).limit(limit))
+        q = (
+            select(JobEventRow)
+            .where(JobEventRow.job_id == str(job_id), JobEventRow.seq > after)
+            .order_by(JobEventRow.seq)
+            .limit(limit)
+        )
         with self.Session() as s:
             return list(s.scalars(q))
 
@@ -165,13 +191,16 @@ class JobStore:
         """Take the oldest queued job for ``worker``, or None. Safe with any number of workers."""
         while True:
             with self.Session() as s:
-                job_id = s.scalar(select(JobRow.id).where(JobRow.status == "queued").order_by(JobRow.created, JobRow.id).limit(1))
+                job_id = s.scalar(
+                    select(JobRow.id).where(JobRow.status == "queued").order_by(JobRow.created, JobRow.id).limit(1)
+                )
             if job_id is None:
                 return None
             now = utcnow()
             with self.Session.begin() as s:
                 taken = s.execute(
-                    update(JobRow).where(JobRow.id == job_id, JobRow.status == "queued")
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == "queued")
                     .values(status="running", worker=worker, started=now, heartbeat=now, attempts=JobRow.attempts + 1)
                 ).rowcount
                 if taken:
@@ -186,7 +215,11 @@ class JobStore:
         if progress is not None:
             values["progress"] = progress
         with self.Session.begin() as s:
-            s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker, JobRow.status == "running").values(**values))
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.worker == worker, JobRow.status == "running")
+                .values(**values)
+            )
             return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
     def set_run(self, job_id: str, run_id: str) -> None:
@@ -198,8 +231,9 @@ class JobStore:
             row = s.get(JobRow, job_id, with_for_update=True)
             return self._event(s, row, type, data)
 
-    def finish(self, job_id: str, worker: str, status: str, result: dict[str, Any] | None = None,
-               error: str | None = None) -> bool:
+    def finish(
+        self, job_id: str, worker: str, status: str, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> bool:
         """Record the outcome; False if this worker no longer owns the job (it was recovered elsewhere)."""
         assert status in FINAL
         with self.Session.begin() as s:
@@ -247,7 +281,11 @@ class JobStore:
 
     def _event(self, s: Any, row: JobRow, type: str, data: dict[str, Any]) -> int:
         # an atomic increment in the database (not row.event_count + 1 in Python): two writers never share a seq
-        seq = s.execute(update(JobRow).where(JobRow.id == row.id).values(event_count=JobRow.event_count + 1)
-                        .returning(JobRow.event_count)).scalar_one()
+        seq = s.execute(
+            update(JobRow)
+            .where(JobRow.id == row.id)
+            .values(event_count=JobRow.event_count + 1)
+            .returning(JobRow.event_count)
+        ).scalar_one()
         s.add(JobEventRow(job_id=row.id, seq=seq, created=utcnow(), type=type, data=data))
         return seq

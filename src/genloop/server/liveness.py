@@ -63,8 +63,17 @@ class WorkerRegistry:
         cutoff = utcnow() - dt.timedelta(seconds=stale_after)
         with self.Session() as s:
             rows = list(s.scalars(select(WorkerRow).order_by(WorkerRow.started)))
-        return [{"id": r.id, "host": r.host, "pid": r.pid, "alive": r.heartbeat >= cutoff and not pid_dead(r.id),
-                 "started": iso(r.started), "last_heartbeat": iso(r.heartbeat)} for r in rows]
+        return [
+            {
+                "id": r.id,
+                "host": r.host,
+                "pid": r.pid,
+                "alive": r.heartbeat >= cutoff and not pid_dead(r.id),
+                "started": iso(r.started),
+                "last_heartbeat": iso(r.heartbeat),
+            }
+            for r in rows
+        ]
 
 
 class Beating(threading.Thread):

@@ -42,10 +42,16 @@ class Problem(BaseModel):
     detail: str | list[ValidationIssue]
 
 
-_WHY = {400: "the body is not valid JSON", 401: "an API token is required", 403: "the API token is not valid",
-        404: "no such job, generation, run or upload", 409: "the request conflicts with the current state",
-        413: "the request body is over the size cap", 422: "the request breaks the schema or a limit",
-        429: "the job queue is full (see Retry-After)"}
+_WHY = {
+    400: "the body is not valid JSON",
+    401: "an API token is required",
+    403: "the API token is not valid",
+    404: "no such job, generation, run or upload",
+    409: "the request conflicts with the current state",
+    413: "the request body is over the size cap",
+    422: "the request breaks the schema or a limit",
+    429: "the job queue is full (see Retry-After)",
+}
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -193,11 +199,17 @@ def check_train(p: TrainParams, limits: Limits, datasets: list[str]) -> None:
     if p.time_budget is not None and p.time_budget > limits.max_train_seconds:
         raise unprocessable(f"time_budget must be at most {limits.max_train_seconds:g} s")
     if p.data is not None and p.data not in datasets and not re.match(r"^upload:[0-9a-f]{16}$", p.data):
-        raise unprocessable(f"data must be a built-in data set ({', '.join(datasets)}) or upload:<id> from POST /v1/uploads; "
-                            "paths on the server are not accepted")
+        raise unprocessable(
+            f"data must be a built-in data set ({', '.join(datasets)}) or upload:<id> from POST /v1/uploads; "
+            "paths on the server are not accepted"
+        )
     for o in p.overrides:
         key, _, value = o.partition("=")
         path_like = any(c in value for c in "/\\~") or ".." in value
-        if (not OVERRIDE.match(o) or key in ("data.name", "model.init") or path_like
-                or (key == "data.tokenizer" and value not in ("char", "bpe"))):
+        if (
+            not OVERRIDE.match(o)
+            or key in ("data.name", "model.init")
+            or path_like
+            or (key == "data.tokenizer" and value not in ("char", "bpe"))
+        ):
             raise unprocessable(f"override '{o}' is not allowed here (section.key=value; no paths, no data.name)")

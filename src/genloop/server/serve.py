@@ -75,8 +75,12 @@ class Supervisor(threading.Thread):
                 lived = now - self.started_at[i]
                 self.backoff[i] = self.FIRST_BACKOFF if lived >= self.STEADY_SECONDS else self.backoff[i]
                 self.restart_at[i] = now + self.backoff[i]
-                print(f"genloop serve: worker pid {p.pid} exited with {p.returncode} after {lived:.0f} s; "
-                      f"restarting in {self.backoff[i]:g} s", file=sys.stderr, flush=True)
+                print(
+                    f"genloop serve: worker pid {p.pid} exited with {p.returncode} after {lived:.0f} s; "
+                    f"restarting in {self.backoff[i]:g} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self.backoff[i] = min(self.backoff[i] * 2, self.MAX_BACKOFF)
                 self.procs[i] = None
             elif p is None and now >= self.restart_at[i]:

@@ -42,8 +42,9 @@ _ALIASES = {"token": "GENLOOP_API_TOKEN", "runs": "GENLOOP_RUNS_DIR"}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, populate_by_name=True,
-                                      extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, populate_by_name=True, extra="ignore"
+    )
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -71,8 +71,11 @@ class _Heartbeat(threading.Thread):
             self.jobs.add_event(self.job.id, "metrics", record)
             with self.lock:
                 total = self.job.params.get("steps")
-                self.progress = {"step": record.get("step"), "total": total,
-                                 **{k: v for k, v in record.items() if k in ("loss", "time") or k.startswith("loss")}}
+                self.progress = {
+                    "step": record.get("step"),
+                    "total": total,
+                    **{k: v for k, v in record.items() if k in ("loss", "time") or k.startswith("loss")},
+                }
 
     def stop(self) -> None:
         self.done.set()
@@ -217,25 +220,46 @@ class Worker:
                 store.remove(run.id)  # died before its first checkpoint: nothing to resume
                 run = None
             if run is not None:
-                self.jobs.add_event(job.id, "log", {"message": f"resuming run {run.id} from step {run.info.get('step', 0)}"})
+                self.jobs.add_event(
+                    job.id, "log", {"message": f"resuming run {run.id} from step {run.info.get('step', 0)}"}
+                )
                 watch(run)
                 steps = p.get("steps")
                 if steps is not None and int(run.info.get("step", 0)) >= int(steps):
                     pass  # it finished just before the crash
                 else:
-                    run = api.resume(str(run.dir), steps=steps, time_budget=p.get("time_budget"),
-                                     runs_dir=self.settings.runs, progress=False, should_stop=stop)
+                    run = api.resume(
+                        str(run.dir),
+                        steps=steps,
+                        time_budget=p.get("time_budget"),
+                        runs_dir=self.settings.runs,
+                        progress=False,
+                        should_stop=stop,
+                    )
         if run is None:
-            run = api.train(p["model"], self._data(p.get("data")), overrides=tuple(p.get("overrides") or ()),
-                            steps=p.get("steps"), time_budget=p.get("time_budget"), seed=p.get("seed"),
-                            runs_dir=self.settings.runs, progress=False, on_run=watch, should_stop=stop)
+            run = api.train(
+                p["model"],
+                self._data(p.get("data")),
+                overrides=tuple(p.get("overrides") or ()),
+                steps=p.get("steps"),
+                time_budget=p.get("time_budget"),
+                seed=p.get("seed"),
+                runs_dir=self.settings.runs,
+                progress=False,
+                on_run=watch,
+                should_stop=stop,
+            )
         run = store.get(run.id, paths=False)
         if run.info.get("status") == "interrupted" and not beat.cancel.is_set():
             self.jobs.requeue(job.id, self.name, "the worker was stopped; the run resumes from its checkpoint")
             self.shutdown.set()
             return _REQUEUED
-        return {"run_id": run.id, "step": run.info.get("step"), "status": run.info.get("status"),
-                "stopped_by": run.info.get("stopped_by")}
+        return {
+            "run_id": run.id,
+            "step": run.info.get("step"),
+            "status": run.info.get("status"),
+            "stopped_by": run.info.get("stopped_by"),
+        }
 
     def _data(self, data: str | None) -> str | None:
         """Built-in names pass through; ``upload:<id>`` becomes that upload's folder (ids were checked)."""
@@ -284,8 +308,14 @@ class Worker:
         prompt, n, seed = p.get("prompt", ""), int(p.get("n", 1)), int(p.get("seed", 0))
         events = _TextEvents(self.jobs, job.id) if n == 1 else None
         try:
-            output, done = pipe.complete(prompt, n=n, seed=seed, top_logprobs=int(p.get("logprobs") or 0),
-                                         on_piece=events.put if events else None, **sampling)
+            output, done = pipe.complete(
+                prompt,
+                n=n,
+                seed=seed,
+                top_logprobs=int(p.get("logprobs") or 0),
+                on_piece=events.put if events else None,
+                **sampling,
+            )
         finally:
             if events:
                 events.close()
@@ -316,8 +346,13 @@ class Worker:
 
         p = job.params
         run = RunStore(self.settings.runs).get(p["run_id"], paths=False)  # the store only, then by its own folder
-        r = api.evaluate(str(run.dir), n=int(p.get("n", 500)), seed=int(p.get("seed", 0)), runs_dir=self.settings.runs,
-                         progress=False)
+        r = api.evaluate(
+            str(run.dir),
+            n=int(p.get("n", 500)),
+            seed=int(p.get("seed", 0)),
+            runs_dir=self.settings.runs,
+            progress=False,
+        )
         return {"metrics": {k: v for k, v in r.items() if isinstance(v, (int, float, str, bool)) or v is None}}
 
 
@@ -330,8 +365,10 @@ def main(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, lambda *_: w.shutdown.set())
     recovered = w.jobs.recover(settings.stale_after, exclude=w.name)
     if recovered:
-        print(f"worker {w.name}: recovered {len(recovered)} job(s): " + ", ".join(f"{j} → {s}" for j, s in recovered),
-              flush=True)
+        print(
+            f"worker {w.name}: recovered {len(recovered)} job(s): " + ", ".join(f"{j} → {s}" for j, s in recovered),
+            flush=True,
+        )
     w.run_forever()
 
 

@@ -53,7 +53,9 @@ class DDPMSystem(System):
     def __init__(self, config: DDPMConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         if config.class_conditional and spec.num_classes < 1:
-            raise ConfigError("ddpm with model.class_conditional=true needs a labelled dataset; this one has no classes")
+            raise ConfigError(
+                "ddpm with model.class_conditional=true needs a labelled dataset; this one has no classes"
+            )
         if not 0 <= config.label_dropout < 1:
             raise ConfigError(f"model.label_dropout must be in [0, 1), got {config.label_dropout}")
         if config.sampling_steps < 1:
@@ -114,7 +116,9 @@ class DDPMSystem(System):
         """A fresh scheduler (samplers keep per-run state) for this model's noise schedule."""
         return make_scheduler(sampler or self.config.sampler, self.schedule, **options)
 
-    def predict(self, x: torch.Tensor, t: int, labels: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+    def predict(
+        self, x: torch.Tensor, t: int, labels: torch.Tensor | None = None, guidance: float = 1.0
+    ) -> torch.Tensor:
         """The network's output at timestep ``t``, with classifier-free guidance for a conditional model.
 
         ``guidance`` 1 is the plain conditional prediction, 0 the unconditional one; above 1 pushes samples
@@ -139,8 +143,9 @@ class DDPMSystem(System):
         x = self.sample_latents(n, generator).to(device)
         scheduler = self.make_scheduler()
         scheduler.set_timesteps(self.config.sampling_steps)
-        return denoise(self, scheduler, x, None if labels is None else labels.to(device),
-                       self.config.guidance, generator).clamp(-1, 1)
+        return denoise(
+            self, scheduler, x, None if labels is None else labels.to(device), self.config.guidance, generator
+        ).clamp(-1, 1)
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError("a diffusion model has no one-step decoder; sample with DiffusionPipeline")

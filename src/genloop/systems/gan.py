@@ -33,7 +33,9 @@ class GANConfig:
     g_width: int = 32  # generator channels at full resolution (doubling at each halving)
     d_width: int = 32  # discriminator channels at full resolution
     loss: Literal["bce", "hinge", "wgan-gp"] = "bce"
-    d_norm: Literal["auto", "batch", "layer", "none"] = "auto"  # auto: none with spectral norm, layer for wgan-gp, else batch
+    d_norm: Literal["auto", "batch", "layer", "none"] = (
+        "auto"  # auto: none with spectral norm, layer for wgan-gp, else batch
+    )
     spectral_norm: bool = False  # spectral normalisation of every discriminator weight
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp)
     n_critic: int = 1  # discriminator steps per generator step
@@ -65,10 +67,13 @@ class GANSystem(System):
         super().__init__(config, spec)
         classes = spec.num_classes if self.conditional else 0
         if self.conditional and classes == 0:
-            raise ConfigError(f"{config.name} needs a labelled dataset; this one has no classes "
-                              "(train dcgan for unlabelled images)")
+            raise ConfigError(
+                f"{config.name} needs a labelled dataset; this one has no classes (train dcgan for unlabelled images)"
+            )
         self.generator = Generator(config.z_dim, spec.channels, spec.image_size, config.g_width, classes)
-        self.discriminator = Discriminator(spec.channels, spec.image_size, config.d_width, discriminator_norm(config), classes)
+        self.discriminator = Discriminator(
+            spec.channels, spec.image_size, config.d_width, discriminator_norm(config), classes
+        )
         init_weights(self)
         if config.spectral_norm:
             spectral_normalize(self.discriminator)

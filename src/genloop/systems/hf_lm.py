@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +55,10 @@ class HFCausalLMConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.init, str) or not self.init.strip():
-            raise ConfigError("model.init: give the path to a local Hugging Face model directory "
-                              "(genloop train hf-causal-lm --init PATH)")
+            raise ConfigError(
+                "model.init: give the path to a local Hugging Face model directory "
+                "(genloop train hf-causal-lm --init PATH)"
+            )
         if self.lora_r < 1:
             raise ConfigError(f"model.lora_r must be >= 1, got {self.lora_r}")
         if self.lora_alpha <= 0:
@@ -65,16 +68,20 @@ class HFCausalLMConfig:
         if isinstance(self.lora_targets, str) or not all(isinstance(t, str) and t for t in self.lora_targets):
             raise ConfigError(f"model.lora_targets must be a list of module names, got {self.lora_targets!r}")
         if self.block_size < 0:
-            raise ConfigError(f"model.block_size must be >= 0 (0: the model's context, at most {DEFAULT_BLOCK}), "
-                              f"got {self.block_size}")
+            raise ConfigError(
+                f"model.block_size must be >= 0 (0: the model's context, at most {DEFAULT_BLOCK}), "
+                f"got {self.block_size}"
+            )
 
 
 def check_model_dir(init: str) -> Path:
     """The model directory of ``model.init``, or a one-line error if it is not one."""
     path = Path(init).expanduser()
     if not path.exists():
-        raise NotFoundError(f"model.init: {path} does not exist; give a local Hugging Face model directory "
-                            "(one written by save_pretrained, with config.json)")
+        raise NotFoundError(
+            f"model.init: {path} does not exist; give a local Hugging Face model directory "
+            "(one written by save_pretrained, with config.json)"
+        )
     if not path.is_dir():
         raise ConfigError(f"model.init: {path} is a file; give the Hugging Face model directory that holds it")
     if not (path / "config.json").is_file():
@@ -99,10 +106,13 @@ def _load_model(path: Path) -> torch.nn.Module:
     try:
         hf_config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     except (ValueError, KeyError, OSError) as e:
-        raise ConfigError(f"model.init: {path}/config.json is not a usable Hugging Face config "
-                          f"({_first_line(e)})") from None
-    not_causal = (f"model.init: {path} holds a '{getattr(hf_config, 'model_type', '?')}' model, which is not a causal "
-                  "language model (hf-causal-lm fine-tunes decoders such as GPT-2, Llama, Qwen)")
+        raise ConfigError(
+            f"model.init: {path}/config.json is not a usable Hugging Face config ({_first_line(e)})"
+        ) from None
+    not_causal = (
+        f"model.init: {path} holds a '{getattr(hf_config, 'model_type', '?')}' model, which is not a causal "
+        "language model (hf-causal-lm fine-tunes decoders such as GPT-2, Llama, Qwen)"
+    )
     mapping = getattr(AutoModelForCausalLM, "_model_mapping", None)  # config class -> causal LM class
     if mapping is not None and type(hf_config) not in mapping:
         raise ConfigError(not_causal)
@@ -161,16 +171,25 @@ def _wrap_lora(model: torch.nn.Module, config: HFCausalLMConfig) -> torch.nn.Mod
     if isinstance(targets, list):
         matched = [m for n, m in model.named_modules() if _matches(n, targets)]
         if not matched:
-            layers = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                             if isinstance(m, (torch.nn.Linear, Conv1D))})
-            raise ConfigError(f"model.lora_targets {targets} name no layer of this model; its linear layers: "
-                              f"{', '.join(layers)}")
+            layers = sorted(
+                {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
+            )
+            raise ConfigError(
+                f"model.lora_targets {targets} name no layer of this model; its linear layers: {', '.join(layers)}"
+            )
         # GPT-2-style Conv1D stores its weight transposed (in, out): peft must be told, per model
         fan_in_fan_out = all(isinstance(m, Conv1D) for m in matched)
     else:
         fan_in_fan_out = False  # all-linear: peft sets it per layer (Conv1D layers get True)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, fan_in_fan_out=fan_in_fan_out, bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     try:
         with warnings.catch_warnings():  # peft 0.21 calls a transformers 5 deprecated property while wrapping
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -221,11 +240,14 @@ class HFCausalLMSystem(LanguageModelSystem):
         self.hf_config = model.config
         vocab = model.get_input_embeddings().weight.shape[0]
         if spec.vocab_size < 2:
-            raise ConfigError("model 'hf-causal-lm' trains on text: use a text corpus (--data pydoc, a .txt, a folder "
-                              "or a .jsonl)")
+            raise ConfigError(
+                "model 'hf-causal-lm' trains on text: use a text corpus (--data pydoc, a .txt, a folder or a .jsonl)"
+            )
         if spec.vocab_size > vocab:
-            raise ConfigError(f"the tokenizer has {spec.vocab_size} tokens but the model in {path} embeds only {vocab}; "
-                              "encode the data with the model's own tokenizer (the one in its directory)")
+            raise ConfigError(
+                f"the tokenizer has {spec.vocab_size} tokens but the model in {path} embeds only {vocab}; "
+                "encode the data with the model's own tokenizer (the one in its directory)"
+            )
         limit = _max_positions(model.config)
         if config.block_size and limit is not None and config.block_size > limit:
             raise ConfigError(f"model.block_size={config.block_size} exceeds the model's context of {limit} positions")
@@ -256,8 +278,7 @@ class HFCausalLMSystem(LanguageModelSystem):
     def parameter_counts(self) -> dict[str, int]:
         """``{"trainable": n, "total": n}``, each shared (tied) tensor counted once."""
         unique = {id(p): p for p in self.parameters()}.values()
-        return {"trainable": sum(p.numel() for p in unique if p.requires_grad),
-                "total": sum(p.numel() for p in unique)}
+        return {"trainable": sum(p.numel() for p in unique if p.requires_grad), "total": sum(p.numel() for p in unique)}
 
     def parameter_summary(self) -> str:
         """One line for logs, e.g. ``LoRA r=8 on c_attn: 147,456 of 124,587,264 parameters train (0.12%)``."""

@@ -31,9 +31,17 @@ class LanguageModelSystem(System):
     # nanoGPT's proven recipe for small models: AdamW (0.9, 0.99), warm-up then cosine decay, clipping at 1,
     # weight decay on matrices only; no EMA (the last weights of a cosine schedule are already averaged out).
     train_defaults: ClassVar[dict[str, Any]] = {
-        "batch_size": 12, "lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.1, "schedule": "cosine",
-        "warmup_steps": 100, "grad_clip": 1.0, "ema_decay": None, "select_metric": "val_loss",
-        "sample_every": 0, "checkpoint_every": 1000,
+        "batch_size": 12,
+        "lr": 1e-3,
+        "betas": [0.9, 0.99],
+        "weight_decay": 0.1,
+        "schedule": "cosine",
+        "warmup_steps": 100,
+        "grad_clip": 1.0,
+        "ema_decay": None,
+        "select_metric": "val_loss",
+        "sample_every": 0,
+        "checkpoint_every": 1000,
     }
     tokenizer: Any = None
 
@@ -87,7 +95,9 @@ class GPTSystem(LanguageModelSystem):
         if spec.vocab_size < 2:
             from ..errors import ConfigError
 
-            raise ConfigError("model 'gpt' trains on text: use a text corpus (--data pydoc, a .txt, a folder or a .jsonl)")
+            raise ConfigError(
+                "model 'gpt' trains on text: use a text corpus (--data pydoc, a .txt, a folder or a .jsonl)"
+            )
         self.net = GPT(config, spec.vocab_size)
 
     def causal_lm(self) -> GPT:

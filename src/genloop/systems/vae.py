@@ -50,8 +50,9 @@ class VAESystem(System):
         super().__init__(config, spec)
         classes = spec.num_classes if self.conditional else 0
         if self.conditional and classes == 0:
-            raise ConfigError(f"{config.name} needs a labelled dataset; this one has no classes "
-                              "(train vae for unlabelled images)")
+            raise ConfigError(
+                f"{config.name} needs a labelled dataset; this one has no classes (train vae for unlabelled images)"
+            )
         if config.eval_k < 1:
             raise ConfigError(f"model.eval_k must be at least 1, got {config.eval_k}")
         self.vae = ConvVAE(spec.channels, spec.image_size, config.z_dim, config.width, classes)
@@ -128,15 +129,18 @@ class VAESystem(System):
         return torch.cat(chunks, dim=1)
 
     @torch.no_grad()
-    def iwae_bound(self, x: torch.Tensor, labels: torch.Tensor | None = None, k: int | None = None,
-                   max_batch: int = 512) -> torch.Tensor:
+    def iwae_bound(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, k: int | None = None, max_batch: int = 512
+    ) -> torch.Tensor:
         """Per-image importance-weighted lower bound on log p(x) in nats, float64 (B,)."""
         k = k or self.config.eval_k
         labels = self._check_labels(labels, "iwae_bound")
         return torch.logsumexp(self.log_weights(x, labels, k, max_batch), dim=1) - math.log(k)
 
     @torch.no_grad()
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256) -> dict[str, float]:
+    def evaluate(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256
+    ) -> dict[str, float]:
         """ELBO (one reparameterised sample) and IWAE bound (``eval_k`` samples) on real images.
 
         Random draws come from the global generator: seed it for repeatable numbers. Images are taken

@@ -8,6 +8,7 @@ Written through ``serialization.save_tensors``, so a crash mid-write leaves the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ def _optimizer_to_flat(name: str, opt: torch.optim.Optimizer, tensors: dict[str,
     return {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _optimizer_from_flat(name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def _optimizer_from_flat(
+    name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     prefix = f"optim/{name}/"
     for key, value in tensors.items():
@@ -44,7 +47,7 @@ def _optimizer_from_flat(name: str, opt: torch.optim.Optimizer, tensors: dict[st
 def save_checkpoint(
     path: Path,
     system: torch.nn.Module,
-    optimizers: dict[str, torch.optim.Optimizer],
+    optimizers: Mapping[str, torch.optim.Optimizer],
     ema: EMA | None,
     scaler: torch.amp.GradScaler | None,
     state: dict[str, Any],
@@ -67,7 +70,7 @@ def save_checkpoint(
 def load_checkpoint(
     path: Path,
     system: torch.nn.Module,
-    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
     ema: EMA | None = None,
     scaler: torch.amp.GradScaler | None = None,
     restore_rng: bool = True,

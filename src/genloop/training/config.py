@@ -70,8 +70,9 @@ class TrainConfig:
         if not 0 < self.eval_time_share <= 1:
             raise ConfigError(f"train.eval_time_share must be in (0, 1], got {self.eval_time_share}")
         if self.select_metric not in catalog.selectable():
-            raise ConfigError(f"unknown train.select_metric '{self.select_metric}'; "
-                              f"valid: {', '.join(catalog.selectable())}")
+            raise ConfigError(
+                f"unknown train.select_metric '{self.select_metric}'; valid: {', '.join(catalog.selectable())}"
+            )
         for name in ("log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -21,8 +21,8 @@ class EMA:
         decay = min(self.decay, (1 + step) / (10 + step))
         for s, p in zip(self.shadow.parameters(), module.parameters()):
             s.lerp_(p.detach().to(s.dtype), 1 - decay)
-        for s, b in zip(self.shadow.buffers(), module.buffers()):
-            s.copy_(b)
+        for sb, b in zip(self.shadow.buffers(), module.buffers()):
+            sb.copy_(b)
 
     @contextlib.contextmanager
     def swapped_in(self, owner: nn.Module, name: str) -> Iterator[None]:

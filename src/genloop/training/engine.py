@@ -15,9 +15,10 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +30,9 @@ from .checkpoint import inference_state, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ema import EMA
 from .logger import MetricsLogger
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 class _NonFinite(Exception):
@@ -86,7 +90,8 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
 
 
 def _flat(params: list[Any]) -> list[torch.nn.Parameter]:
-    """The parameters of a group given as tensors or as AdamW's per-subgroup dicts (``{"params": ..., "weight_decay": 0}``)."""
+    """The parameters of a group given as tensors or as AdamW's per-subgroup dicts
+    (``{"params": ..., "weight_decay": 0}``)."""
     out: list[torch.nn.Parameter] = []
     for p in params:
         out.extend(p["params"] if isinstance(p, dict) else [p])
@@ -109,8 +114,9 @@ class Optimizers:
         self.cfg, self.device_type = cfg, device.type
         groups = system.param_groups()
         self.groups = {name: _flat(params) for name, params in groups.items()}
+        beta1, beta2 = cfg.betas  # two, as TrainConfig checks
         self.optimizers = {
-            name: torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+            name: torch.optim.AdamW(params, lr=cfg.lr, betas=(beta1, beta2), weight_decay=cfg.weight_decay)
             for name, params in groups.items()
         }
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -183,7 +189,7 @@ def _stop_requests() -> Iterator[list[str]]:
     Ctrl-C stops at once.
     """
     requests: list[str] = []
-    handlers: dict[int, Any] = {}
+    handlers: dict[signal.Signals, Any] = {}
 
     def handle(signum: int, frame: Any) -> None:
         if requests:
@@ -280,6 +286,7 @@ class Trainer:
 
     def _write_checkpoint(self, last: Path, state: dict[str, Any]) -> None:
         """last.safetensors, the inference weights beside it, and the numbered checkpoints kept."""
+        assert self.run_dir is not None  # only save() calls this, and it returns first without a run directory
         save_checkpoint(last, self.system, self.opt.optimizers, self.ema, self.opt.scaler, state)
         weights = inference_state(self.system, self.ema, self.system.ema_target)
         RunLayout(self.run_dir).save_pretrained(weights, {"step": self.step})
@@ -319,7 +326,9 @@ class Trainer:
         self.system.train(was_training)
         name = cfg.select_metric
         if name not in metrics:
-            raise ConfigError(f"train.select_metric '{name}' is not measured for this model; measured: {', '.join(metrics)}")
+            raise ConfigError(
+                f"train.select_metric '{name}' is not measured for this model; measured: {', '.join(metrics)}"
+            )
         value = float(metrics[name])
         better = catalog.get(name).badness
         if self.best is None or better(value) < better(self.best["value"]):
@@ -379,7 +388,11 @@ class Trainer:
                     if stop or (self.should_stop is not None and self.should_stop()):
                         stopped_by = "interrupt"
                         break
-                    progress = self.step / cfg.steps if cfg.steps else elapsed / cfg.time_budget
+                    if cfg.steps:
+                        progress = self.step / cfg.steps
+                    else:
+                        assert cfg.time_budget is not None  # TrainConfig: without steps, a time budget is set
+                        progress = elapsed / cfg.time_budget
                     self.opt.set_lr(learning_rate(cfg, self.step, progress))
                     self.opt.micro_batches = [next(self.batches) for _ in range(cfg.grad_accum)]
                     units_seen += sum(self.system.batch_units(b) for b in self.opt.micro_batches)
@@ -403,8 +416,12 @@ class Trainer:
                     if self.step % cfg.log_every == 0:
                         units_per_s = (units_seen - last_log_units) / max(now - last_log_time, 1e-9)
                         means = {k: v / count for k, v in sums.items()}
-                        record = {**means, "lr": self.opt.optimizers[next(iter(self.opt.optimizers))].param_groups[0]["lr"],
-                                            "time": self.elapsed_total, f"{self.system.unit}_per_s": units_per_s}
+                        record = {
+                            **means,
+                            "lr": self.opt.optimizers[next(iter(self.opt.optimizers))].param_groups[0]["lr"],
+                            "time": self.elapsed_total,
+                            f"{self.system.unit}_per_s": units_per_s,
+                        }
                         record.update({f"grad_norm_{k}": v for k, v in self.opt.grad_norms.items()})
                         logger.log(self.step, record)
                         bar.update(self.step, now - t0, means)
@@ -420,7 +437,9 @@ class Trainer:
                         last_log_time += pause
                         now = time.perf_counter()
                         if quick is not None:  # with the training time it was reached at (curves over time)
-                            logger.log(self.step, {"time": self.elapsed_total, **{f"eval/{k}": v for k, v in quick.items()}})
+                            logger.log(
+                                self.step, {"time": self.elapsed_total, **{f"eval/{k}": v for k, v in quick.items()}}
+                            )
                         if quick is not None and cfg.early_stop and self.evals_since_best >= cfg.early_stop:
                             stopped_by = "early_stop"  # the final checkpoint below is written as usual
                             break
@@ -454,20 +473,34 @@ class _Progress:
         self.console = Console(stderr=True)
         self.live = enabled and self.console.is_terminal
         self.by_steps = cfg.steps is not None
-        self._bar = None
+        self._bar: Progress | None = None
         self._last_line = 0.0
         self.start_step = start_step
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn() if self.by_steps else TextColumn(""),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=self.console,
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn() if self.by_steps else TextColumn(""),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[losses]}"),
+                console=self.console,
             )
             total = self.cfg.steps if self.by_steps else self.cfg.time_budget
-            self._task = self._bar.add_task("train", total=total, completed=self.start_step if self.by_steps else 0, losses="")
+            self._task = self._bar.add_task(
+                "train", total=total, completed=self.start_step if self.by_steps else 0, losses=""
+            )
             self._bar.__enter__()
         return self
 

@@ -60,8 +60,8 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is a dependency, but a trimmed install still trains
-                SummaryWriter = None
-            if SummaryWriter is not None:
+                pass
+            else:
                 self._tb = SummaryWriter(log_dir=str(RunLayout(run_dir).tensorboard), purge_step=resume_step)
 
     def _truncate_after(self, path: Path, step: int) -> None:

@@ -29,7 +29,10 @@ async def completions(body: CompletionRequest, request: Request, c: Context = De
     rows = await run_in_threadpool(service.queue, c, plan, body.user)
     created = int(time.time())
     if plan.stream:
-        return StreamingResponse(service.stream(c, request, plan, rows, created), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            service.stream(c, request, plan, rows, created),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     jobs = await service.wait(c, request, rows)
     return JSONResponse(await run_in_threadpool(service.answer, c, plan, jobs, created))

@@ -10,8 +10,18 @@ from fastapi.responses import FileResponse, JSONResponse
 from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
 from ..deps import Context, ctx, require_token
-from ..schemas import (AUTHED, GEN_ID, INT_MAX, RUN_ID, WITH_BODY, GenerateParams, PreferenceRequest, RatingRequest,
-                       errors, unprocessable)
+from ..schemas import (
+    AUTHED,
+    GEN_ID,
+    INT_MAX,
+    RUN_ID,
+    WITH_BODY,
+    GenerateParams,
+    PreferenceRequest,
+    RatingRequest,
+    errors,
+    unprocessable,
+)
 from ..services.jobs import IMAGE_KEYS, TEXT_KEYS, submit, validate
 from .jobs import created
 
@@ -34,21 +44,28 @@ def _out(c: Context, row: Any, feedback: dict[str, Any] | None = None) -> dict[s
 
 
 @router.post("/v1/generations", status_code=202, responses={**WITH_BODY, **errors(429)})
-def create_generation(body: GenerateParams, user: str | None = Query(None, max_length=64),
-                      c: Context = Depends(ctx)) -> JSONResponse:
+def create_generation(
+    body: GenerateParams, user: str | None = Query(None, max_length=64), c: Context = Depends(ctx)
+) -> JSONResponse:
     """Queue a generation job (the same as ``POST /v1/jobs`` with ``kind: generate``)."""
     return created(submit(c, "generate", validate(c, "generate", body.model_dump(exclude_none=True)), user))
 
 
 @router.get("/v1/generations")
-def list_generations(run_id: str | None = Query(None, pattern=RUN_ID.pattern),
-                     job_id: str | None = Query(None, pattern=GEN_ID.pattern),
-                     modality: Literal["image", "text"] | None = None,
-                     limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=INT_MAX),
-                     c: Context = Depends(ctx)) -> dict[str, Any]:
+def list_generations(
+    run_id: str | None = Query(None, pattern=RUN_ID.pattern),
+    job_id: str | None = Query(None, pattern=GEN_ID.pattern),
+    modality: Literal["image", "text"] | None = None,
+    limit: int = Query(50, ge=1, le=200),
+    offset: int = Query(0, ge=0, le=INT_MAX),
+    c: Context = Depends(ctx),
+) -> dict[str, Any]:
     rows = c.feedback.list(run_id=run_id, job_id=job_id, modality=modality, limit=limit, offset=offset)
     feedback = c.feedback.summaries([r.id for r in rows])
-    return {"generations": [_out(c, r, feedback[r.id]) for r in rows], "total": c.feedback.count(run_id, job_id, modality)}
+    return {
+        "generations": [_out(c, r, feedback[r.id]) for r in rows],
+        "total": c.feedback.count(run_id, job_id, modality),
+    }
 
 
 @router.get("/v1/generations/{gid}")
@@ -79,8 +96,13 @@ def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Con
     row = _gen(c, gid)
     r = upgrade_recipe(row.recipe)  # a generation stored before the recipe keys were split reads the same
     keys = IMAGE_KEYS if row.modality == "image" else TEXT_KEYS
-    params = {"run_id": row.run_id, "checkpoint": row.checkpoint, "n": 1, "seed": int(r["seed"]),
-              **{k: r[_RECIPE_KEY.get(k, k)] for k in keys if r.get(_RECIPE_KEY.get(k, k)) is not None}}
+    params = {
+        "run_id": row.run_id,
+        "checkpoint": row.checkpoint,
+        "n": 1,
+        "seed": int(r["seed"]),
+        **{k: r[_RECIPE_KEY.get(k, k)] for k in keys if r.get(_RECIPE_KEY.get(k, k)) is not None},
+    }
     if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models record "latent-gaussian"
         params.pop("sampler")
     params = validate(c, "generate", params)
@@ -89,8 +111,11 @@ def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Con
 
     weights = RunStore(c.settings.runs).get(row.run_id, paths=False).files.weights_for(row.checkpoint)
     if not weights.is_file() or sha256_file(weights) != row.checkpoint_sha256:
-        raise HTTPException(409, f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
-                                 "was made (its sha256 differs), so it cannot be replayed exactly")
+        raise HTTPException(
+            409,
+            f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
+            "was made (its sha256 differs), so it cannot be replayed exactly",
+        )
     return created(submit(c, "generate", {**params, "replay_of": row.id}, user))
 
 
@@ -99,7 +124,10 @@ def rate(body: RatingRequest, gid: str = GID, c: Context = Depends(ctx)) -> dict
     _gen(c, gid)
     if body.thumbs is None and body.stars is None:
         raise unprocessable("a rating needs thumbs (1 or -1) or stars (1-5)")
-    return {**rating_dict(c.feedback.rate(gid, body.thumbs, body.stars, body.user)), "feedback": c.feedback.summary(gid)}
+    return {
+        **rating_dict(c.feedback.rate(gid, body.thumbs, body.stars, body.user)),
+        "feedback": c.feedback.summary(gid),
+    }
 
 
 @router.get("/v1/generations/{gid}/ratings")

@@ -30,8 +30,13 @@ def create_job(body: JobRequest, c: Context = Depends(ctx)) -> JSONResponse:
 
 
 @router.get("/v1/jobs")
-def list_jobs(status: JobStatus | None = None, kind: JobKind | None = None, limit: int = Query(50, ge=1, le=500),
-              offset: int = Query(0, ge=0, le=INT_MAX), c: Context = Depends(ctx)) -> dict[str, Any]:
+def list_jobs(
+    status: JobStatus | None = None,
+    kind: JobKind | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=INT_MAX),
+    c: Context = Depends(ctx),
+) -> dict[str, Any]:
     return {"jobs": [job_dict(r) for r in c.jobs.list(status, kind, limit, offset)]}
 
 
@@ -56,15 +61,23 @@ def cancel_job(job_id: str = JOB_ID, c: Context = Depends(ctx)) -> dict[str, Any
 async def event_stream(c: Context, request: Request, job_id: str, after: int) -> AsyncIterator[str]:
     """The events as SSE; a comment line every 15 quiet seconds keeps proxies from closing the stream."""
     async for e in follow(c, request, job_id, after, keepalive=15):
-        yield ": keep-alive\n\n" if e is None else f"id: {e.seq}\nevent: {e.type}\ndata: {json.dumps(e.data, default=str)}\n\n"
+        yield (
+            ": keep-alive\n\n"
+            if e is None
+            else f"id: {e.seq}\nevent: {e.type}\ndata: {json.dumps(e.data, default=str)}\n\n"
+        )
 
 
 @router.get("/v1/jobs/{job_id}/events")
-def job_events(request: Request, job_id: str = JOB_ID, after: int = Query(0, ge=0, le=INT_MAX),
-               c: Context = Depends(ctx)) -> StreamingResponse:
+def job_events(
+    request: Request, job_id: str = JOB_ID, after: int = Query(0, ge=0, le=INT_MAX), c: Context = Depends(ctx)
+) -> StreamingResponse:
     _get(c, job_id)
     last = request.headers.get("last-event-id")
     if last and last.isdigit():
         after = max(after, int(last))  # a reconnecting EventSource continues where it was
-    return StreamingResponse(event_stream(c, request, job_id, after), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        event_stream(c, request, job_id, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -22,8 +22,14 @@ def open_session(request: Request, c: Context = Depends(ctx)) -> Response:
     """Set the session cookie (send the token as ``Authorization: Bearer``); a server without a token sets none."""
     response = Response(status_code=204)
     if c.settings.token:
-        response.set_cookie(SESSION_COOKIE, session_value(c.settings.token), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+        response.set_cookie(
+            SESSION_COOKIE,
+            session_value(c.settings.token),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
     return response
 
 

@@ -25,10 +25,17 @@ def health(c: Context = Depends(ctx)) -> dict[str, Any]:
     would wait forever). Always 200: the HTTP server itself is up; monitors read ``status``."""
     counts = c.jobs.counts()
     workers = c.workers.workers(c.settings.stale_after)
-    return {"status": "ok" if any(w["alive"] for w in workers) else "degraded", "version": __version__,
-            "auth": bool(c.settings.token), "workers": workers,
-            "queue": {"queued": counts.get("queued", 0), "running": counts.get("running", 0),
-                      "limit": c.settings.max_queued}}
+    return {
+        "status": "ok" if any(w["alive"] for w in workers) else "degraded",
+        "version": __version__,
+        "auth": bool(c.settings.token),
+        "workers": workers,
+        "queue": {
+            "queued": counts.get("queued", 0),
+            "running": counts.get("running", 0),
+            "limit": c.settings.max_queued,
+        },
+    }
 
 
 @lru_cache(maxsize=1024)
@@ -40,8 +47,13 @@ def _describe(config_path: str, mtime: int) -> dict[str, Any]:
     cls = models[name]
     spec = config.get("data_spec") or {}
     conditional = bool(getattr(cls, "conditional", False) is True or config["model"].get("class_conditional"))
-    d = {"model": name, "modality": cls.modality, "conditional": conditional,
-         "num_classes": spec.get("num_classes") if conditional else None, "diffusion": bool(getattr(cls, "diffusion", False))}
+    d = {
+        "model": name,
+        "modality": cls.modality,
+        "conditional": conditional,
+        "num_classes": spec.get("num_classes") if conditional else None,
+        "diffusion": bool(getattr(cls, "diffusion", False)),
+    }
     if d["diffusion"]:
         d["samplers"] = ["ddpm", "ddim", "dpmpp-2m"]
         d["default_sampler"], d["default_steps"] = config["model"].get("sampler"), config["model"].get("sampling_steps")
@@ -67,9 +79,21 @@ def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
             d = _describe(str(config), config.stat().st_mtime_ns)
         except Exception:  # noqa: BLE001 - a run of a family this version does not know: not offered
             continue
-        out.append({"id": row.id, "object": "model", "created": _epoch(row.created), "owned_by": "genloop",
-                    "run_id": row.id, "dataset": row.dataset, "status": row.status, "step": row.step,
-                    "created_at": row.created, "has_best": files.best_weights.is_file(), **d})
+        out.append(
+            {
+                "id": row.id,
+                "object": "model",
+                "created": _epoch(row.created),
+                "owned_by": "genloop",
+                "run_id": row.id,
+                "dataset": row.dataset,
+                "status": row.status,
+                "step": row.step,
+                "created_at": row.created,
+                "has_best": files.best_weights.is_file(),
+                **d,
+            }
+        )
     return {"object": "list", "data": out, "families": models.names(), "datasets": datasets()}
 
 

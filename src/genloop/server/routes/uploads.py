@@ -132,5 +132,11 @@ async def upload(file: UploadFile, c: Context = Depends(ctx)) -> dict[str, Any]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {"upload_id": upload_id, "data": f"upload:{upload_id}", "filename": name, "kind": kind, "bytes": size,
-            "files": count}
+    return {
+        "upload_id": upload_id,
+        "data": f"upload:{upload_id}",
+        "filename": name,
+        "kind": kind,
+        "bytes": size,
+        "files": count,
+    }

@@ -19,8 +19,9 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -58,8 +59,12 @@ def _or(value: Any, default: Any) -> Any:
 def plan(c: Context, body: CompletionRequest) -> Plan:
     """Check everything OpenAI would refuse (400s naming the parameter) and lay out the jobs."""
     if body.suffix:
-        raise OpenAIError(400, "suffix is not supported: GenLoop's language models only continue text left to "
-                               "right (inserting before a suffix needs a fill-in-the-middle model)", "suffix")
+        raise OpenAIError(
+            400,
+            "suffix is not supported: GenLoop's language models only continue text left to "
+            "right (inserting before a suffix needs a fill-in-the-middle model)",
+            "suffix",
+        )
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     if not prompts:
         raise OpenAIError(400, "prompt must be a string or a non-empty list of strings", "prompt")
@@ -75,21 +80,31 @@ def plan(c: Context, body: CompletionRequest) -> Plan:
         raise OpenAIError(400, "stream_options is only allowed with stream=true", "stream_options")
     limit = c.settings.limits.max_completions
     if len(prompts) * best_of > limit:
-        raise OpenAIError(400, f"at most {limit} completions per request (prompts × best_of), "
-                               f"got {len(prompts)} × {best_of}", "n")
+        raise OpenAIError(
+            400, f"at most {limit} completions per request (prompts × best_of), got {len(prompts)} × {best_of}", "n"
+        )
     if run_modality(c, body.model) != "text":
-        raise OpenAIError(400, f"the model '{body.model}' is an image run; completions need a text run "
-                               "(GET /v1/models)", "model")
+        raise OpenAIError(
+            400, f"the model '{body.model}' is an image run; completions need a text run (GET /v1/models)", "model"
+        )
     if body.logit_bias:
         _check_logit_bias(c, body.model, body.logit_bias)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - limit)
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    sampling = {"run_id": body.model, "max_tokens": _or(body.max_tokens, 16),
-                "temperature": _or(body.temperature, 1.0), "top_p": _or(body.top_p, 1.0), "top_k": body.top_k,
-                "repetition_penalty": body.repetition_penalty, "presence_penalty": _or(body.presence_penalty, 0.0),
-                "frequency_penalty": _or(body.frequency_penalty, 0.0), "logit_bias": body.logit_bias or None,
-                "stop": stop or None, "logprobs": body.logprobs,
-                "echo": bool(body.echo) if body.logprobs is not None else None}  # echo's text needs no job
+    sampling = {
+        "run_id": body.model,
+        "max_tokens": _or(body.max_tokens, 16),
+        "temperature": _or(body.temperature, 1.0),
+        "top_p": _or(body.top_p, 1.0),
+        "top_k": body.top_k,
+        "repetition_penalty": body.repetition_penalty,
+        "presence_penalty": _or(body.presence_penalty, 0.0),
+        "frequency_penalty": _or(body.frequency_penalty, 0.0),
+        "logit_bias": body.logit_bias or None,
+        "stop": stop or None,
+        "logprobs": body.logprobs,
+        "echo": bool(body.echo) if body.logprobs is not None else None,
+    }  # echo's text needs no job
     if stream:
         jobs = [{**sampling, "prompt": p, "n": 1, "seed": seed + j} for p in prompts for j in range(n)]
     else:
@@ -108,8 +123,9 @@ def _check_logit_bias(c: Context, run_id: str, logit_bias: dict[str, float]) -> 
     bad = [k for k in logit_bias if not (k.isdigit() and (not vocab or int(k) < int(vocab)))]
     if bad:
         ids = f"0..{int(vocab) - 1}" if vocab else "integers >= 0"
-        raise OpenAIError(400, f"logit_bias keys must be token ids of this model ({ids}), got {', '.join(bad[:5])}",
-                          "logit_bias")
+        raise OpenAIError(
+            400, f"logit_bias keys must be token ids of this model ({ids}), got {', '.join(bad[:5])}", "logit_bias"
+        )
     if any(not -100 <= v <= 100 for v in logit_bias.values()):
         raise OpenAIError(400, "logit_bias values must be between -100 and 100", "logit_bias")
 
@@ -141,12 +157,15 @@ async def wait(c: Context, request: Request, rows: list[JobRow]) -> list[JobRow]
                     await run_in_threadpool(c.jobs.cancel, r.id)
                 raise OpenAIError(499, "the client closed the request")
             if time.monotonic() > deadline:
-                raise OpenAIError(504, f"the completion did not finish in {WAIT_SECONDS} s; "
-                                       f"follow job {row.id} at /v1/jobs/{row.id}")
+                raise OpenAIError(
+                    504, f"the completion did not finish in {WAIT_SECONDS} s; follow job {row.id} at /v1/jobs/{row.id}"
+                )
             await asyncio.sleep(c.settings.poll_interval)
         if job.status != "succeeded":
-            raise OpenAIError(500 if job.status == "failed" else 409,
-                              f"completion job {job.id} {job.status}: {job.error or ''}".strip())
+            raise OpenAIError(
+                500 if job.status == "failed" else 409,
+                f"completion job {job.id} {job.status}: {job.error or ''}".strip(),
+            )
         out.append(job)
     return out
 
@@ -161,18 +180,32 @@ def answer(c: Context, p: Plan, jobs: list[JobRow], created: int) -> dict[str, A
         means = r.get("mean_logprobs") or [None] * len(gids)
         # likeliest first; a completion with no tokens has no mean and ranks last
         order = sorted(range(len(gids)), key=lambda k: -means[k] if means[k] is not None else float("inf"))
-        chosen = order[:p.n] if p.best_of > p.n else list(range(p.n))
+        chosen = order[: p.n] if p.best_of > p.n else list(range(p.n))
         for j, k in enumerate(chosen):
             report = r.get("logprobs")
-            choices.append({"text": (prompt if p.echo else "") + texts[k], "index": i * p.n + j,
-                            "logprobs": report[k] if report else None,
-                            "finish_reason": (r.get("finish_reasons") or ["stop"] * len(gids))[k]})
+            choices.append(
+                {
+                    "text": (prompt if p.echo else "") + texts[k],
+                    "index": i * p.n + j,
+                    "logprobs": report[k] if report else None,
+                    "finish_reason": (r.get("finish_reasons") or ["stop"] * len(gids))[k],
+                }
+            )
         for key in usage:
             usage[key] += (r.get("usage") or {}).get(key, 0)
-    return {"id": f"cmpl-{jobs[0].id}", "object": "text_completion", "created": created, "model": p.model,
-            "choices": choices, "usage": usage,
-            "genloop": {"seed": p.seed, "job_ids": [j.id for j in jobs],
-                        "generation_ids": [g for j in jobs for g in (j.result or {}).get("generation_ids", [])]}}
+    return {
+        "id": f"cmpl-{jobs[0].id}",
+        "object": "text_completion",
+        "created": created,
+        "model": p.model,
+        "choices": choices,
+        "usage": usage,
+        "genloop": {
+            "seed": p.seed,
+            "job_ids": [j.id for j in jobs],
+            "generation_ids": [g for j in jobs for g in (j.result or {}).get("generation_ids", [])],
+        },
+    }
 
 
 def _sse(body: dict[str, Any]) -> str:
@@ -199,10 +232,14 @@ async def stream(c: Context, request: Request, p: Plan, rows: list[JobRow], crea
                     yield chunk(index, piece, None)
             elif e.type == "status" and e.data["status"] in FINAL:
                 if e.data["status"] != "succeeded":
-                    for r in rows[index + 1:]:
+                    for r in rows[index + 1 :]:
                         await run_in_threadpool(c.jobs.cancel, r.id)
-                    err = {"message": f"completion job {row.id} {e.data['status']}: {e.data.get('error') or ''}",
-                           "type": "server_error", "param": None, "code": None}
+                    err = {
+                        "message": f"completion job {row.id} {e.data['status']}: {e.data.get('error') or ''}",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
                     yield _sse({"error": err})
                     yield "data: [DONE]\n\n"
                     return
@@ -224,9 +261,14 @@ async def stream(c: Context, request: Request, p: Plan, rows: list[JobRow], crea
 
 
 # --- what the worker stores --------------------------------------------------------------------------
-def text_report(decode: Callable[[list[int]], str], encode: Callable[[str], list[int]], prompt: str,
-                done: list[Completion], params: dict[str, Any],
-                score_prompt: Callable[[str, int], tuple[list[int], list[Any], list[Any]]]) -> dict[str, Any]:
+def text_report(
+    decode: Callable[[list[int]], str],
+    encode: Callable[[str], list[int]],
+    prompt: str,
+    done: list[Completion],
+    params: dict[str, Any],
+    score_prompt: Callable[[str, int], tuple[list[int], list[Any], list[Any]]],
+) -> dict[str, Any]:
     """What a text generate job's result carries besides its generation ids: each row's ``finish_reason``,
     mean log-probability per token (for ``best_of``), token ``usage`` and, when ``logprobs`` was asked,
     OpenAI's legacy ``logprobs`` object per row (``echo``: the prompt's tokens first)."""
@@ -235,8 +277,12 @@ def text_report(decode: Callable[[list[int]], str], encode: Callable[[str], list
     report: dict[str, Any] = {
         "finish_reasons": [d.finish_reason for d in done],
         "mean_logprobs": [d.mean_logprob if d.logprobs else None for d in done],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens}}
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
     top = params.get("logprobs")
     if top is None:
         return report
@@ -253,10 +299,10 @@ def token_pieces(decode: Callable[[list[int]], str], ids: list[int]) -> list[str
     UTF-8 character gets '' and the next one the whole character (byte-level tokenizers split them)."""
     pieces, before = [], ""
     for k in range(len(ids)):
-        text = decode(ids[:k + 1])
+        text = decode(ids[: k + 1])
         if k < len(ids) - 1:
             text = text.rstrip(REPLACEMENT_CHAR)
-        pieces.append(text[len(before):] if len(text) > len(before) else "")
+        pieces.append(text[len(before) :] if len(text) > len(before) else "")
         before = text if len(text) > len(before) else before
     return pieces
 
@@ -265,8 +311,9 @@ def _named(decode: Callable[[list[int]], str], top: list[tuple[int, float]] | No
     return None if top is None else {decode([t]): lp for t, lp in top}
 
 
-def _logprobs(decode: Callable[[list[int]], str], d: Completion, head: tuple[list[str], list[Any], list[Any]],
-              top: int) -> dict[str, Any]:
+def _logprobs(
+    decode: Callable[[list[int]], str], d: Completion, head: tuple[list[str], list[Any], list[Any]], top: int
+) -> dict[str, Any]:
     """OpenAI's legacy completions ``logprobs``: ``tokens``, ``token_logprobs``, ``top_logprobs`` (the ``top``
     likeliest tokens at each position; ``null`` when ``top`` is 0) and ``text_offset`` (where each token
     starts in the choice's text). Tokens sampled past a stop string are not part of the text and not listed."""

@@ -8,7 +8,8 @@ not here.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -28,8 +29,18 @@ from ..schemas import (
 )
 
 # the text sampling settings a generate job carries and a replay copies from a recipe
-TEXT_KEYS = ("prompt", "max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "presence_penalty",
-             "frequency_penalty", "logit_bias", "stop")
+TEXT_KEYS = (
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "stop",
+)
 IMAGE_KEYS = ("class_label", "sampler", "steps", "guidance", "eta")
 # generate-job params that shape only what the worker reports about a text (not the text itself)
 REPORT_KEYS = ("logprobs", "echo")
@@ -70,8 +81,9 @@ def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
             p: Any = GenerateParams(**params)
             check_generate(p, c.settings.limits)
             modality = run_modality(c, p.run_id)
-            wrong = [k for k in (IMAGE_KEYS if modality == "text" else TEXT_KEYS + REPORT_KEYS)
-                     if getattr(p, k) is not None]
+            wrong = [
+                k for k in (IMAGE_KEYS if modality == "text" else TEXT_KEYS + REPORT_KEYS) if getattr(p, k) is not None
+            ]
             if wrong:
                 raise unprocessable(f"run {p.run_id} is a {modality} model; {', '.join(wrong)} do not apply to it")
             if modality == "text" and p.n > c.settings.limits.max_completions:
@@ -82,8 +94,9 @@ def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
             from ...systems import models
 
             if p.model not in models or p.model == "hf-causal-lm":
-                raise unprocessable(f"unknown model '{p.model}'; valid: "
-                                    f"{', '.join(m for m in models.names() if m != 'hf-causal-lm')}")
+                raise unprocessable(
+                    f"unknown model '{p.model}'; valid: {', '.join(m for m in models.names() if m != 'hf-causal-lm')}"
+                )
         elif kind == "evaluate":
             p = EvaluateParams(**params)
             run_modality(c, p.run_id)
@@ -106,8 +119,9 @@ def submit(c: Context, kind: str, params: dict[str, Any], user: str | None) -> J
         raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)}) from None
 
 
-async def follow(c: Context, request: Request, job_id: str, after: int = 0,
-                 keepalive: float | None = None) -> AsyncIterator[Any]:
+async def follow(
+    c: Context, request: Request, job_id: str, after: int = 0, keepalive: float | None = None
+) -> AsyncIterator[Any]:
     """A job's events after ``after``, as they are written, until its final status event or the client
     leaves. With ``keepalive``, yields ``None`` after that many quiet seconds (for a comment line)."""
     poll, idle = c.settings.poll_interval, 0.0

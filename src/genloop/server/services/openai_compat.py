@@ -9,7 +9,8 @@ keep ``{"detail": ...}``. :func:`install` wraps whatever handlers the app alread
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,9 +20,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ...errors import GenLoopError, NotFoundError
 
 OPENAI_PATHS = ("/v1/models", "/v1/completions")
-TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-         404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
-         429: "rate_limit_error"}
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 Handler = Callable[[Request, Any], Any]  # the app's handlers may be sync or async
 
@@ -29,8 +36,14 @@ Handler = Callable[[Request, Any], Any]  # the app's handlers may be sync or asy
 class OpenAIError(HTTPException):
     """An HTTP error that names the request field at fault (``param``) and OpenAI's machine-readable ``code``."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(status, message, headers=headers)
         self.param, self.code = param, code
 
@@ -82,7 +95,10 @@ def install(app: FastAPI) -> None:
     """Give the OpenAI paths OpenAI's envelope for HTTP errors, invalid requests and library errors, and hand
     every other path to the handler the app had before (call after the app's own handlers are added)."""
     ours: dict[type[Exception], Callable[[Any], JSONResponse]] = {
-        StarletteHTTPException: _from_http, RequestValidationError: _from_validation, GenLoopError: _from_library}
+        StarletteHTTPException: _from_http,
+        RequestValidationError: _from_validation,
+        GenLoopError: _from_library,
+    }
     for cls, convert in ours.items():
         app.add_exception_handler(cls, _scoped(convert, app.exception_handlers.get(cls)))
 
