@@ -196,7 +196,7 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 def piano_roll_png(piece: Piece, path: str | os.PathLike, title: str | None = None, max_beats: float | None = None
                    ) -> Path:
-    """A piano roll: one colour per track (legend), bar lines, C of each octave labelled; PNG at ``path``."""
+    """A piano roll: a colour per track (legend), bar lines, C lines labelled, gaps between repeated notes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,13 +215,16 @@ def piano_roll_png(piece: Piece, path: str | os.PathLike, title: str | None = No
         tn = notes[notes[:, TRACK] == t]
         ax.broken_barh([], (0, 0), color=colors(t % 10), label=name)
         for onset, dur, pitch in tn[:, [ONSET, DURATION, PITCH]]:
-            ax.add_patch(plt.Rectangle((onset / piece.tpq, pitch - 0.4), dur / piece.tpq, 0.8,
+            width = max(dur / piece.tpq - 0.06, dur / piece.tpq * 0.7)  # a gap shows repeated notes apart
+            ax.add_patch(plt.Rectangle((onset / piece.tpq, pitch - 0.4), width, 0.8,
                                        color=colors(t % 10), alpha=0.85, lw=0))
     lo = int(notes[:, PITCH].min()) - 2 if len(notes) else 58
     hi = int(notes[:, PITCH].max()) + 2 if len(notes) else 74
     for x in np.arange(0, beats_total + 1e-9, bar):
         ax.axvline(x, color="0.6", lw=0.6, zorder=0)
     cs = [p for p in range(lo, hi + 1) if p % 12 == 0]
+    for p in cs:
+        ax.axhline(p, color="0.85", lw=0.5, zorder=0)
     ax.set_yticks(cs, [f"C{p // 12 - 1}" for p in cs])
     ax.set_xlim(0, beats_total)
     ax.set_ylim(lo, hi)
