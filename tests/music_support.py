@@ -43,7 +43,7 @@ def scale_piece(seed: int, id: str = "p", tpq: int = 480) -> Piece:
     rng = np.random.default_rng(seed)
     scale = [0, 2, 4, 5, 7, 9, 11]
     tracks = []
-    for voice, base in (("upper", 72), ("lower", 55)):
+    for voice, base in (("upper", 72), ("lower", 48)):
         notes, t, degree = [], 0, rng.integers(0, 7)
         while t < 16 * tpq:
             dur = int(rng.choice([tpq // 2, tpq, tpq, 2 * tpq]))

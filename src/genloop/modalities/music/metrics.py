@@ -9,7 +9,7 @@ Descriptors (MusPy-style, from note lists; :func:`descriptors` lists them):
   histogram: note length (11 bins in beats), melodic interval within each track (-12..+12, clipped).
 Set distance (:func:`descriptor_distances`): for a scalar, the Wasserstein-1 distance between the two
 empirical distributions divided by the reference set's standard deviation (so 0.3 means "a third of the
-real spread", comparable across descriptors); for a histogram, the Jensen-Shannon divergence (base 2, in
+real spread", comparable across descriptors; a constant reference divides by its |mean|); for a histogram, the Jensen-Shannon divergence (base 2, in
 [0, 1]) between the sets' mean histograms. Lower is better; ``floor`` = the same on train vs held-out.
 
 Validation NLL baselines (:func:`ngram_baselines`): add-one unigram and interpolated Kneser-Ney 2/3/4-grams
@@ -195,12 +195,18 @@ def descriptor_distances(reference: list[Piece], candidate: list[Piece]) -> dict
     ref, cand = descriptor_table(reference), descriptor_table(candidate)
     out = {}
     for k in SCALAR_DESCRIPTORS:
-        scale = float(ref[k].std()) or float(np.abs(ref[k]).mean()) or 1.0
+        scale = _spread(ref[k])
         out[k] = wasserstein1(ref[k], cand[k]) / scale
     for k in HISTOGRAM_DESCRIPTORS:
         out[k] = js_divergence(ref[k].mean(axis=0), cand[k].mean(axis=0))
     out["mean"] = float(np.mean([out[k] for k in (*SCALAR_DESCRIPTORS, *HISTOGRAM_DESCRIPTORS)]))
     return out
+
+
+def _spread(values: np.ndarray) -> float:
+    """The reference's standard deviation; a constant reference (all chorales fully diatonic) uses |mean| or 1."""
+    std, mean = float(values.std()), float(np.abs(values).mean())
+    return std if std > 1e-9 + 1e-6 * mean else (mean or 1.0)
 
 
 def descriptor_report(train: list[Piece], heldout: list[Piece], samples: list[Piece]) -> dict[str, dict]:
