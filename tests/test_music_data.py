@@ -55,8 +55,11 @@ def test_musicxml_and_kern_files_are_read(tmp_path):
     [
         ("corrupt.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff", "corrupt MIDI"),
         ("notmidi.mid", b"hello, not a midi file", "not a MIDI file"),
-        ("type2.mid", b"MThd\x00\x00\x00\x06\x00\x02\x00\x01\x01\xe0MTrk\x00\x00\x00\x04\x00\xff\x2f\x00",
-         "type-2 MIDI"),
+        (
+            "type2.mid",
+            b"MThd\x00\x00\x00\x06\x00\x02\x00\x01\x01\xe0MTrk\x00\x00\x00\x04\x00\xff\x2f\x00",
+            "type-2 MIDI",
+        ),
         ("broken.abc", BROKEN_ABC.encode(), "ABC tune X:1 cannot be read"),
         ("none.abc", b"T:no tunes here\nK:C\nCDEF|\n", "no ABC tunes"),
     ],

@@ -68,8 +68,11 @@ SENSITIVE = {
 
 @pytest.mark.parametrize(
     "name, corrupt",
-    [("shuffled", metrics.shuffled_pitches), ("out-of-key", metrics.out_of_key),
-     ("random-timing", metrics.random_timing)],
+    [
+        ("shuffled", metrics.shuffled_pitches),
+        ("out-of-key", metrics.out_of_key),
+        ("random-timing", metrics.random_timing),
+    ],
 )
 def test_distances_rank_corrupted_held_out_pieces_as_worse(name, corrupt):
     train = [scale_piece(i, f"t{i}") for i in range(12)]

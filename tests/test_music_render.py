@@ -55,8 +55,10 @@ def test_numpy_tracks_have_different_timbres():
     assert second_harmonic_share(audio[17000:23000]) < 0.05  # track 1: clarinet-like, odd partials only
 
 
-@pytest.mark.skipif(shutil.which("fluidsynth") is None or render.find_soundfont() is None,
-                    reason="fluidsynth and a General MIDI SoundFont are not installed")
+@pytest.mark.skipif(
+    shutil.which("fluidsynth") is None or render.find_soundfont() is None,
+    reason="fluidsynth and a General MIDI SoundFont are not installed",
+)
 def test_fluidsynth_renders_when_available():
     audio, rate, engine = render.render_audio(two_track_score(), sample_rate=22050)
     assert engine == "fluidsynth" and rate == 22050 and audio.dtype == np.float32

@@ -27,8 +27,10 @@ def test_round_trip_keeps_every_note_and_track(kind):
 
 
 def test_voices_sharing_a_program_stay_separate_tracks():
-    voices = [(name, 0, [(i * 480, 480, base + i, 80) for i in range(4)]) for name, base in
-              (("S", 72), ("A", 67), ("T", 60), ("B", 48))]
+    voices = [
+        (name, 0, [(i * 480, 480, base + i, 80) for i in range(4)])
+        for name, base in (("S", 72), ("A", 67), ("T", 60), ("B", 48))
+    ]
     score = build_score(voices, 480, (3, 4), (0, True), 90.0)
     assert [t.program for t in distinct_programs(score).tracks] == [0, 1, 2, 3]
     tok = MusicTokenizer()

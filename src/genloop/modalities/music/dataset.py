@@ -105,8 +105,10 @@ def _write_pieces(path: Path, key: str, loaded: sources.Loaded) -> None:
         "pieces": [{"id": p.id, "source": p.source, "style": p.style, "meta": p.meta} for p in loaded.pieces],
         "skipped": loaded.skipped,
     }
-    tensors = {"midi": torch.frombuffer(bytearray(b"".join(blobs)) or bytearray(1), dtype=torch.uint8),
-               "offsets": torch.from_numpy(offsets)}
+    tensors = {
+        "midi": torch.frombuffer(bytearray(b"".join(blobs)) or bytearray(1), dtype=torch.uint8),
+        "offsets": torch.from_numpy(offsets),
+    }
     try:
         save_tensors(path, tensors, state)
     except OSError as e:
@@ -162,9 +164,7 @@ def tokenize_dataset(ds: MusicDataset, tokenizer, cache: bool = True) -> dict[st
         try:
             tensors, state = load_tensors(path)
             if state["key"] == key:
-                return {
-                    s: list(np.split(tensors[s].numpy(), tensors[f"{s}_offsets"].numpy()[1:-1])) for s in SPLITS
-                }
+                return {s: list(np.split(tensors[s].numpy(), tensors[f"{s}_offsets"].numpy()[1:-1])) for s in SPLITS}
         except (GenLoopError, KeyError, TypeError, ValueError, OSError):
             pass
     out = {}

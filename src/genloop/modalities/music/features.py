@@ -10,7 +10,7 @@ in the C-major scale; ``range:60-72``: share of notes in that MIDI pitch range).
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,8 +28,12 @@ def feature_vector(piece: Piece) -> np.ndarray:
     pos = np.rint(notes[:, ONSET] * 12 / piece.tpq).astype(np.int64) % 12 if len(notes) else np.zeros(0, np.int64)
     onset = np.bincount(pos, minlength=12).astype(np.float64)
     onset = onset / onset.sum() if onset.sum() else onset
-    parts = [pitch_class_histogram(notes[:, PITCH]), interval_histogram(piece), note_length_histogram(notes, piece.tpq),
-             onset]
+    parts = [
+        pitch_class_histogram(notes[:, PITCH]),
+        interval_histogram(piece),
+        note_length_histogram(notes, piece.tpq),
+        onset,
+    ]
     return np.concatenate(parts).astype(np.float32)
 
 

@@ -9,8 +9,9 @@ Descriptors (MusPy-style, from note lists; :func:`descriptors` lists them):
   histogram: note length (11 bins in beats), melodic interval within each track (-12..+12, clipped).
 Set distance (:func:`descriptor_distances`): for a scalar, the Wasserstein-1 distance between the two
 empirical distributions divided by the reference set's standard deviation (so 0.3 means "a third of the
-real spread", comparable across descriptors; a constant reference divides by its |mean|); for a histogram, the Jensen-Shannon divergence (base 2, in
-[0, 1]) between the sets' mean histograms. Lower is better; ``floor`` = the same on train vs held-out.
+real spread", comparable across descriptors; a constant reference divides by its |mean|); for a histogram,
+the Jensen-Shannon divergence (base 2, in [0, 1]) between the sets' mean histograms. Lower is better;
+``floor`` = the same on train vs held-out.
 
 Validation NLL baselines (:func:`ngram_baselines`): add-one unigram and interpolated Kneser-Ney 2/3/4-grams
 (discount 0.75) fitted on training ids, scored in nats/token on validation ids. A model that does not
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +36,12 @@ MINOR = (0, 2, 3, 5, 7, 8, 10)
 NOTE_LENGTH_BINS = (0.125, 0.25, 1 / 3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # beats; nearest bin (log)
 INTERVAL_MAX = 12
 SCALAR_DESCRIPTORS = (
-    "pitch_class_entropy", "scale_consistency", "pitch_range", "polyphony", "empty_beat_rate", "groove_consistency",
+    "pitch_class_entropy",
+    "scale_consistency",
+    "pitch_range",
+    "polyphony",
+    "empty_beat_rate",
+    "groove_consistency",
 )
 HISTOGRAM_DESCRIPTORS = ("note_length_hist", "interval_hist")
 SATB_RANGES = {"Soprano": (60, 81), "Alto": (55, 74), "Tenor": (48, 69), "Bass": (40, 62)}  # C4-A5 ... E2-D4
@@ -348,7 +353,7 @@ def voice_range_share(piece: Piece) -> dict[str, float]:
     """Per voice (tracks in S, A, T, B order, or named so), the share of its notes inside its SATB range."""
     out = {}
     lines = voice_lines(piece)
-    for name, line in zip(_satb_voices(piece), lines):
+    for name, line in zip(_satb_voices(piece), lines, strict=False):
         lo, hi = SATB_RANGES[name]
         out[name] = float(((line[:, 2] >= lo) & (line[:, 2] <= hi)).mean()) if len(line) else 0.0
     return out
@@ -414,9 +419,7 @@ class TrainingIndex:
 
     def contains_any(self, windows: np.ndarray, length: int) -> bool:
         if length not in self._sets:
-            self._sets[length] = {
-                int(h) for s in self.seqs if len(s) >= length for h in _window_hashes(s, length)
-            }
+            self._sets[length] = {int(h) for s in self.seqs if len(s) >= length for h in _window_hashes(s, length)}
         return any(int(h) in self._sets[length] for h in windows)
 
     def longest_span(self, piece: Piece) -> int:

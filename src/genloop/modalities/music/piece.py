@@ -24,9 +24,11 @@ _MAJOR_BY_FIFTHS.update({-7: "C-", -6: "G-", -5: "D-", -4: "A-", -3: "E-", -2: "
 
 def key_name(fifths: int, minor: bool) -> str:
     """``(-1, False)`` -> ``"F major"``; ``(0, True)`` -> ``"A minor"`` (music21 spelling: ``-`` is flat)."""
-    tonic = _MAJOR_BY_FIFTHS[max(-7, min(7, int(fifths)))] if not minor else _MAJOR_BY_FIFTHS[
-        max(-7, min(7, int(fifths) + 3))
-    ]
+    tonic = (
+        _MAJOR_BY_FIFTHS[max(-7, min(7, int(fifths)))]
+        if not minor
+        else _MAJOR_BY_FIFTHS[max(-7, min(7, int(fifths) + 3))]
+    )
     return f"{tonic} {'minor' if minor else 'major'}"
 
 
@@ -55,12 +57,7 @@ class Piece:
     @property
     def notes(self) -> np.ndarray:
         """All notes as an int64 ``(n, 5)`` array (:data:`NOTE_COLUMNS`), sorted by onset, then pitch."""
-        rows = [
-            arr
-            for i, t in enumerate(self.score.tracks)
-            if len(t.notes)
-            for arr in [_track_array(t, i)]
-        ]
+        rows = [arr for i, t in enumerate(self.score.tracks) if len(t.notes) for arr in [_track_array(t, i)]]
         if not rows:
             return np.zeros((0, 5), dtype=np.int64)
         out = np.concatenate(rows)
@@ -129,12 +126,14 @@ def _fifths_after(fifths: int, semitones: int) -> int:
 def _track_array(track: Track, index: int) -> np.ndarray:
     soa = track.notes.numpy()
     n = len(soa["time"])
-    return np.stack(
-        [soa["time"], soa["duration"], soa["pitch"], soa["velocity"], np.full(n, index)], axis=1
-    ).astype(np.int64)
+    return np.stack([soa["time"], soa["duration"], soa["pitch"], soa["velocity"], np.full(n, index)], axis=1).astype(
+        np.int64
+    )
 
 
-def piece_from_score(score: Score, id: str, source: str = "", style: str = "unknown", meta: dict | None = None) -> Piece:
+def piece_from_score(
+    score: Score, id: str, source: str = "", style: str = "unknown", meta: dict | None = None
+) -> Piece:
     """Wrap a score as a piece, normalised to tick time; empty tracks are dropped (they carry no notes)."""
     score = score.copy() if "tick" in str(score.ttype).lower() else score.to("tick")
     keep = [t for t in score.tracks if len(t.notes)]

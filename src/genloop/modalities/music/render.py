@@ -117,15 +117,18 @@ def render_numpy(score: Score, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     starts, ends = seconds(notes[:, ONSET]), seconds(notes[:, ONSET] + notes[:, DURATION])
     total = int((ends.max() + 0.5) * sample_rate) + 1
     out = np.zeros(total, dtype=np.float64)
-    for (pitch, vel, track), t0, t1 in zip(notes[:, [PITCH, VELOCITY, TRACK]], starts, ends):
+    for (pitch, vel, track), t0, t1 in zip(notes[:, [PITCH, VELOCITY, TRACK]], starts, ends, strict=True):
         partials, (a, d, s, r) = _TIMBRES[int(track) % len(_TIMBRES)]
         n = int((t1 - t0 + r) * sample_rate)
         if n <= 0:
             continue
         t = np.arange(n) / sample_rate
         f0 = 440.0 * 2 ** ((pitch - 69) / 12)
-        wave_ = sum(amp * np.sin(2 * np.pi * f0 * (k + 1) * t) for k, amp in enumerate(partials) if amp and
-                    f0 * (k + 1) < sample_rate / 2)
+        wave_ = sum(
+            amp * np.sin(2 * np.pi * f0 * (k + 1) * t)
+            for k, amp in enumerate(partials)
+            if amp and f0 * (k + 1) < sample_rate / 2
+        )
         hold = t1 - t0
         env = np.where(t < a, t / a, np.where(t < a + d, 1 - (1 - s) * (t - a) / d, s))
         env = np.where(t > hold, env * np.maximum(0, 1 - (t - hold) / r), env)
@@ -194,8 +197,9 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 # ----------------------------------------------------------------------------------------- piano roll
 
 
-def piano_roll_png(piece: Piece, path: str | os.PathLike, title: str | None = None, max_beats: float | None = None
-                   ) -> Path:
+def piano_roll_png(
+    piece: Piece, path: str | os.PathLike, title: str | None = None, max_beats: float | None = None
+) -> Path:
     """A piano roll: a colour per track (legend), bar lines, C lines labelled, gaps between repeated notes."""
     import matplotlib
 
@@ -216,8 +220,9 @@ def piano_roll_png(piece: Piece, path: str | os.PathLike, title: str | None = No
         ax.broken_barh([], (0, 0), color=colors(t % 10), label=name)
         for onset, dur, pitch in tn[:, [ONSET, DURATION, PITCH]]:
             width = max(dur / piece.tpq - 0.06, dur / piece.tpq * 0.7)  # a gap shows repeated notes apart
-            ax.add_patch(plt.Rectangle((onset / piece.tpq, pitch - 0.4), width, 0.8,
-                                       color=colors(t % 10), alpha=0.85, lw=0))
+            ax.add_patch(
+                plt.Rectangle((onset / piece.tpq, pitch - 0.4), width, 0.8, color=colors(t % 10), alpha=0.85, lw=0)
+            )
     lo = int(notes[:, PITCH].min()) - 2 if len(notes) else 58
     hi = int(notes[:, PITCH].max()) + 2 if len(notes) else 74
     for x in np.arange(0, beats_total + 1e-9, bar):

@@ -306,7 +306,7 @@ def _satb_only(piece: Piece) -> Piece | None:
             return None
         picks = [0, 1, 2, 3]
     tracks = [piece.score.tracks[i].copy() for i in picks]
-    for track, voice in zip(tracks, _SATB):
+    for track, voice in zip(tracks, _SATB, strict=True):
         track.name = voice.capitalize()
     piece.score.tracks.clear()
     piece.score.tracks.extend(tracks)
