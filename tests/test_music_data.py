@@ -97,6 +97,12 @@ def test_bach_corpus_smoke_three_chorales():
         assert p.key is not None and p.style == "bach"
 
 
+@pytest.mark.parametrize("name", ["essen", "ryans-mammoth"])
+def test_abc_corpora_smoke_one_tune(name):
+    loaded = sources.load_corpus(name, limit=1)
+    assert len(loaded.pieces) == 1 and loaded.pieces[0].num_notes > 10 and loaded.pieces[0].style == name
+
+
 def test_split_is_seeded_by_piece_and_augments_train_only(tmp_path):
     for i in range(10):
         score = two_track_score()

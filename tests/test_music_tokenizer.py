@@ -69,3 +69,19 @@ def test_bad_tokenizer_settings_raise_config_error():
         MusicTokenizerConfig(kind="Octuple")
     with pytest.raises(ConfigError, match="must exceed"):
         MusicTokenizer().train_bpe([piece_from_score(two_track_score(), "x")], 10)
+
+
+def test_dataset_tokens_are_cached_and_train_is_augmented(tmp_path):
+    from music_support import write_midi
+
+    from genloop.modalities.music.dataset import MusicDataConfig, load_music_dataset, tokenize_dataset
+
+    for i in range(5):
+        write_midi(tmp_path / f"p{i}.mid", two_track_score().shift_pitch(i))
+    ds = load_music_dataset(MusicDataConfig(str(tmp_path), split=(0.6, 0.2, 0.2), transpose=1))
+    tok = MusicTokenizer(MusicTokenizerConfig(styles=[tmp_path.name]))
+    ids = tokenize_dataset(ds, tok)
+    assert [len(ids[s]) for s in ("train", "val", "test")] == [3 * 3, 1, 1]
+    assert tok.conditions(ids["val"][0].tolist())["Style"] == tmp_path.name.replace("_", "-")
+    again = tokenize_dataset(ds, tok)
+    assert all(a.tolist() == b.tolist() for s in ids for a, b in zip(ids[s], again[s], strict=True))

@@ -229,7 +229,8 @@ def _with_notes(piece: Piece, notes: np.ndarray, tag: str) -> Piece:
     tracks = []
     for t, track in enumerate(piece.score.tracks):
         tn = notes[notes[:, TRACK] == t]
-        tracks.append((track.name, int(track.program), [tuple(int(v) for v in r[:4]) for r in tn]))
+        rows = [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in tn]
+        tracks.append((str(track.name), int(track.program), rows))
     score = build_score(tracks, piece.tpq, piece.time_signature, piece.key, piece.tempo)
     return Piece(f"{piece.id}~{tag}", score, piece.source, piece.style, dict(piece.meta))
 
@@ -279,8 +280,8 @@ class KneserNey:
     def fit(self, seqs: list[np.ndarray]) -> KneserNey:
         n = self.order
         top: Counter = Counter()
-        for s in seqs:
-            s = [-1] * (n - 1) + [int(x) for x in s]
+        for seq in seqs:
+            s = [-1] * (n - 1) + [int(x) for x in seq]
             top.update(tuple(s[i : i + n]) for i in range(len(s) - n + 1))
         for gram, c in top.items():
             self.counts[n][gram[:-1]][gram[-1]] += c
@@ -309,8 +310,8 @@ class KneserNey:
     def nll(self, seqs: list[np.ndarray]) -> float:
         """Mean negative log-likelihood in nats per token (every token after the padded context)."""
         total, n = 0.0, 0
-        for s in seqs:
-            s = [-1] * (self.order - 1) + [int(x) for x in s]
+        for seq in seqs:
+            s = [-1] * (self.order - 1) + [int(x) for x in seq]
             for i in range(self.order - 1, len(s)):
                 total -= math.log(self.prob(tuple(s[i - self.order + 1 : i]), s[i]))
                 n += 1

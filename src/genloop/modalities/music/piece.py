@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from symusic import KeySignature, Note, Score, Tempo, TimeSignature, Track
+from symusic.core import ScoreTick, TrackTick
 
 # ``notes`` columns: one row per note, sorted by onset then pitch.
 NOTE_COLUMNS = ("onset", "duration", "pitch", "velocity", "track")
@@ -37,7 +38,7 @@ class Piece:
     """One piece of music: a score in ticks plus the labels the loop needs. See the module docstring."""
 
     id: str  # stable across runs: relative path (+ ``#n`` for the n-th tune of a multi-tune file)
-    score: Score
+    score: ScoreTick
     source: str = ""  # the file (or corpus entry) it was read from
     style: str = "unknown"  # corpus / style label: becomes a conditioning token
     meta: dict = field(default_factory=dict)  # e.g. title; JSON-able
@@ -123,7 +124,7 @@ def _fifths_after(fifths: int, semitones: int) -> int:
     return f - 12 if f > 6 else f
 
 
-def _track_array(track: Track, index: int) -> np.ndarray:
+def _track_array(track: TrackTick, index: int) -> np.ndarray:
     soa = track.notes.numpy()
     n = len(soa["time"])
     return np.stack([soa["time"], soa["duration"], soa["pitch"], soa["velocity"], np.full(n, index)], axis=1).astype(
@@ -132,7 +133,7 @@ def _track_array(track: Track, index: int) -> np.ndarray:
 
 
 def piece_from_score(
-    score: Score, id: str, source: str = "", style: str = "unknown", meta: dict | None = None
+    score: ScoreTick, id: str, source: str = "", style: str = "unknown", meta: dict | None = None
 ) -> Piece:
     """Wrap a score as a piece, normalised to tick time; empty tracks are dropped (they carry no notes)."""
     score = score.copy() if "tick" in str(score.ttype).lower() else score.to("tick")
@@ -148,7 +149,7 @@ def build_score(
     time_signature: tuple[int, int] | None = (4, 4),
     key: tuple[int, bool] | None = None,
     tempo: float | None = 120.0,
-) -> Score:
+) -> ScoreTick:
     """A score from plain data: ``[(name, program, [(onset, duration, pitch, velocity), ...]), ...]`` in ticks."""
     score = Score(tpq)
     for name, program, notes in tracks:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from symusic import Score, TextMeta
+from symusic.core import ScoreTick
 
 from ...errors import DataError
 from ...serialization import atomic_write, write_json
@@ -39,7 +40,7 @@ SOUNDFONTS = (
 # --------------------------------------------------------------------------------------------- MIDI
 
 
-def midi_bytes(score: Score, recipe: dict | None = None) -> bytes:
+def midi_bytes(score: ScoreTick, recipe: dict | None = None) -> bytes:
     """The score as a type-1 MIDI file; ``recipe`` (JSON-able) rides in a tick-0 text meta event."""
     score = score.copy()
     if recipe is not None:
@@ -59,7 +60,7 @@ def read_recipe(data: bytes) -> dict | None:
     return None
 
 
-def write_midi(path: str | os.PathLike, score: Score, recipe: dict | None = None) -> Path:
+def write_midi(path: str | os.PathLike, score: ScoreTick, recipe: dict | None = None) -> Path:
     """Write ``path`` (.mid) atomically and, with a recipe, ``path.json`` beside it."""
     path = Path(path)
     with atomic_write(path) as f:
@@ -80,7 +81,7 @@ def find_soundfont() -> Path | None:
     return None
 
 
-def render_fluidsynth(score: Score, soundfont: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def render_fluidsynth(score: ScoreTick, soundfont: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Offline FluidSynth render (mono float32 in -1..1). Raises RuntimeError if fluidsynth fails."""
     exe = shutil.which("fluidsynth")
     if exe is None:
@@ -107,7 +108,7 @@ _TIMBRES = (
 )
 
 
-def render_numpy(score: Score, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def render_numpy(score: ScoreTick, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The fallback synthesiser: additive partials with an ADSR envelope per note, a timbre per track."""
     piece = piece_from_score(score, "render")
     notes = piece.notes
@@ -139,7 +140,7 @@ def render_numpy(score: Score, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return (out / peak * 0.8 if peak > 0 else out).astype(np.float32)
 
 
-def _tick_seconds(score: Score):  # noqa: ANN202
+def _tick_seconds(score: ScoreTick):  # noqa: ANN202
     """A vectorised ticks -> seconds map honouring every tempo change."""
     tempos = sorted(((int(t.time), float(t.qpm)) for t in score.tempos), key=lambda x: x[0]) or [(0, 120.0)]
     if tempos[0][0] != 0:
@@ -155,7 +156,7 @@ def _tick_seconds(score: Score):  # noqa: ANN202
     return seconds
 
 
-def render_audio(score: Score, sample_rate: int = SAMPLE_RATE, prefer: str = "auto") -> tuple[np.ndarray, int, str]:
+def render_audio(score: ScoreTick, sample_rate: int = SAMPLE_RATE, prefer: str = "auto") -> tuple[np.ndarray, int, str]:
     """``(mono float32 audio, sample rate, engine)``: FluidSynth when available (``prefer="auto"``), else NumPy."""
     if prefer not in ("auto", "fluidsynth", "numpy"):
         raise ValueError(f"prefer must be auto, fluidsynth or numpy, got {prefer!r}")

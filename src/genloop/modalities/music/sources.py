@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from symusic import Score
+from symusic.core import ScoreTick
 
 from ...errors import DataError, NotFoundError
 from .piece import Piece, build_score, piece_from_score
@@ -83,7 +84,7 @@ def read_midi_bytes(data: bytes, id: str, source: str = "", style: str = "unknow
 # -------------------------------------------------------------------------------- music21 formats
 
 
-def stream_to_score(stream) -> Score:  # noqa: ANN001 - a music21 Stream; imported lazily
+def stream_to_score(stream) -> ScoreTick:  # noqa: ANN001 - a music21 Stream; imported lazily
     """A music21 score/part as a symusic Score: one track per part, ties merged, chords split into notes."""
     from music21 import stream as m21stream
 
@@ -174,7 +175,8 @@ def split_abc_tunes(text: str) -> list[tuple[str, str]]:
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else len(text)
         body = text[start:end]
-        number = _X_HEADER.match(body).group(1) or str(i + 1)
+        header_match = _X_HEADER.match(body)
+        number = (header_match.group(1) if header_match else "") or str(i + 1)
         tunes.append((number, (header + "\n" + body) if header else body))
     return tunes
 

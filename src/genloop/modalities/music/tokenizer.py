@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from symusic import Score
+from symusic.core import ScoreTick
 
 from ...errors import ConfigError, DataError, NotFoundError
 from ...serialization import read_json, write_json
@@ -64,7 +64,8 @@ def _token_value(text: str) -> str:
 
 def key_token(piece: Piece) -> str:
     """``Key_Fmajor``, ``Key_Bbminor`` (``-`` as flat becomes ``b``), or ``Key_none``."""
-    return "Key_" + (piece.key_name.replace("-", "b").replace(" ", "") if piece.key is not None else "none")
+    name = piece.key_name
+    return "Key_" + (name.replace("-", "b").replace(" ", "") if name is not None else "none")
 
 
 def _all_key_tokens() -> list[str]:
@@ -167,7 +168,7 @@ class MusicTokenizer:
         self.tok.complete_sequence(seq)
         return list(seq.tokens)
 
-    def decode(self, ids: list[int], tpq: int = 480) -> Score:
+    def decode(self, ids: list[int], tpq: int = 480) -> ScoreTick:
         """Ids -> Score at ``tpq`` (prefix and EOS dropped; anything after the first EOS ignored)."""
         from miditok import TokSequence
 
@@ -233,7 +234,7 @@ class MusicTokenizer:
         return cls(config, tok)
 
 
-def distinct_programs(score: Score) -> Score:
+def distinct_programs(score: ScoreTick) -> ScoreTick:
     """A copy where no two pitched tracks share a program (a repeat moves to the next free one)."""
     score = score.copy()
     used: set[int] = set()
