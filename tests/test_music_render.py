@@ -27,7 +27,7 @@ def test_midi_carries_its_recipe_and_sidecar(tmp_path):
 def test_numpy_fallback_renders_audio_and_wav(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(render, "find_soundfont", lambda: None)
     with caplog.at_level(logging.WARNING):
-        audio, rate, engine = render.render_audio(two_track_score(), sample_rate=8000)
+        audio, rate, engine = render.render_audio_engine(two_track_score(), sample_rate=8000)
     assert engine == "numpy" and "NumPy synthesiser" in caplog.text
     assert audio.dtype == np.float32 and rate == 8000
     assert 0.1 < np.abs(audio).max() <= 1.0
@@ -37,6 +37,9 @@ def test_numpy_fallback_renders_audio_and_wav(tmp_path, monkeypatch, caplog):
         assert (w.getsampwidth(), w.getnchannels(), w.getframerate()) == (2, 1, 8000)
     back, _ = render.read_wav(path)
     assert np.abs(back - audio).max() < 1e-3
+    assert render.render_wav(two_track_score(), tmp_path / "b.wav", 8000, prefer="numpy") == "numpy"
+    assert render.read_wav(tmp_path / "b.wav")[0].shape == audio.shape
+    assert render.render_audio(two_track_score(), 8000, prefer="numpy")[1] == 8000
 
 
 def test_numpy_tracks_have_different_timbres():
@@ -60,7 +63,7 @@ def test_numpy_tracks_have_different_timbres():
     reason="fluidsynth and a General MIDI SoundFont are not installed",
 )
 def test_fluidsynth_renders_when_available():
-    audio, rate, engine = render.render_audio(two_track_score(), sample_rate=22050)
+    audio, rate, engine = render.render_audio_engine(two_track_score(), sample_rate=22050)
     assert engine == "fluidsynth" and rate == 22050 and audio.dtype == np.float32
     assert np.abs(audio).max() > 0.01 and len(audio) / rate > 4.5
 

@@ -156,8 +156,14 @@ def _tick_seconds(score: ScoreTick):  # noqa: ANN202
     return seconds
 
 
-def render_audio(score: ScoreTick, sample_rate: int = SAMPLE_RATE, prefer: str = "auto") -> tuple[np.ndarray, int, str]:
-    """``(mono float32 audio, sample rate, engine)``: FluidSynth when available (``prefer="auto"``), else NumPy."""
+def render_audio_engine(
+    score: ScoreTick, sample_rate: int = SAMPLE_RATE, prefer: str = "auto"
+) -> tuple[np.ndarray, int, str]:
+    """``(mono float32 audio, sample rate, engine)``; engine is ``"fluidsynth"`` or ``"numpy"``.
+
+    ``prefer="auto"`` uses FluidSynth when the program and a SoundFont exist, else (or if it fails) the NumPy
+    synthesiser, with a one-line warning saying so; ``"numpy"`` forces the fallback (deterministic, no deps).
+    """
     if prefer not in ("auto", "fluidsynth", "numpy"):
         raise ValueError(f"prefer must be auto, fluidsynth or numpy, got {prefer!r}")
     soundfont = find_soundfont()
@@ -169,6 +175,19 @@ def render_audio(score: ScoreTick, sample_rate: int = SAMPLE_RATE, prefer: str =
     elif prefer != "numpy":
         log.warning("no fluidsynth/General MIDI SoundFont found (set GENLOOP_SOUNDFONT); using the NumPy synthesiser")
     return render_numpy(score, sample_rate), sample_rate, "numpy"
+
+
+def render_audio(score: ScoreTick, sample_rate: int = SAMPLE_RATE, prefer: str = "auto") -> tuple[np.ndarray, int]:
+    """``(mono float32 audio in -1..1, sample rate)``; see :func:`render_audio_engine` for which engine."""
+    audio, rate, _ = render_audio_engine(score, sample_rate, prefer)
+    return audio, rate
+
+
+def render_wav(score: ScoreTick, path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, prefer: str = "auto") -> str:
+    """Render and write a 16-bit WAV at ``path``; returns the engine used."""
+    audio, rate, engine = render_audio_engine(score, sample_rate, prefer)
+    write_wav(path, audio, rate)
+    return engine
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> Path:
