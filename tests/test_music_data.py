@@ -34,6 +34,8 @@ def test_folder_is_read_recursively_with_relative_ids(tmp_path):
     write_midi(tmp_path / "sub" / "a.midi")
     (tmp_path / "t.abc").write_text(TWO_TUNES)
     (tmp_path / "notes.txt").write_text("not music")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "junk.mid").write_bytes(b"not read: hidden folders are skipped")
     loaded = sources.load_path(tmp_path)
     assert sorted(p.id for p in loaded.pieces) == ["sub/a.midi", "t.abc#1", "t.abc#2"]
 

@@ -233,7 +233,9 @@ def music_files(path: Path) -> list[Path]:
     return sorted(
         p
         for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in MUSIC_SUFFIXES and not any(s.startswith(".") for s in p.parts[-1:])
+        if p.is_file()
+        and p.suffix.lower() in MUSIC_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
 
 
