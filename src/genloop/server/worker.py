@@ -6,7 +6,8 @@ lines of a training run's ``metrics.jsonl`` into job events (the live loss curve
 request. Loaded pipelines are cached, so repeated generations from one model skip the load.
 
 Durability: a training job records its run id before the first step, so if this process dies the job is
-re-queued by :meth:`JobStore.recover` and the next attempt *resumes that run* from its last checkpoint.
+re-queued by :meth:`JobStore.recover` and the next attempt *resumes that run* from its last checkpoint
+(from step 0, with the same run id, seed and config, if it died before its first checkpoint).
 A generation job stores its outputs in one transaction; a retried job that finds outputs under its id
 reports those instead of generating twice. On SIGTERM a training job checkpoints and goes back to the
 queue; the worker then exits.
@@ -216,10 +217,7 @@ class Worker:
                 run = store.get(job.run_id, paths=False)
             except NotFoundError:
                 run = None
-            if run is not None and not run.last_checkpoint.is_file():
-                store.remove(run.id)  # died before its first checkpoint: nothing to resume
-                run = None
-            if run is not None:
+            if run is not None:  # one that died before its first checkpoint restarts from step 0, same id and seed
                 self.jobs.add_event(
                     job.id, "log", {"message": f"resuming run {run.id} from step {run.info.get('step', 0)}"}
                 )
