@@ -31,7 +31,7 @@ from ..deps import Context
 from ..jobs import FINAL, JobRow
 from ..schemas import CompletionRequest
 from .jobs import follow, run_modality, submit, validate
-from .openai_compat import OpenAIError
+from .openai_compat import OpenAIError, envelope
 
 WAIT_SECONDS = 600
 
@@ -162,12 +162,24 @@ async def wait(c: Context, request: Request, rows: list[JobRow]) -> list[JobRow]
                 )
             await asyncio.sleep(c.settings.poll_interval)
         if job.status != "succeeded":
-            raise OpenAIError(
-                500 if job.status == "failed" else 409,
-                f"completion job {job.id} {job.status}: {job.error or ''}".strip(),
-            )
+            raise job_error(job.id, job.status, job.error, job.result)
         out.append(job)
     return out
+
+
+def job_error(job_id: str, status: str, error: str | None, result: dict[str, Any] | None) -> OpenAIError:
+    """The answer to a completion job that ended without succeeding. None may be retried by an OpenAI client
+    (it would queue the same job again): a failure the request caused (the worker's ``failure: request``, a
+    library error about the run or its inputs) is a 400; a server fault (a bug, a storage error, a worker
+    that kept dying) a 500 with ``x-should-retry: false``; a job cancelled through ``/v1/jobs`` a 409, also
+    with ``x-should-retry: false``."""
+    message = f"completion job {job_id} {status}: {error or ''}".strip().rstrip(":")
+    no_retry = {"x-should-retry": "false"}
+    if status == "cancelled":
+        return OpenAIError(409, message, code="job_cancelled", headers=no_retry)
+    if (result or {}).get("failure") == "request":
+        return OpenAIError(400, message, code="job_failed")
+    return OpenAIError(500, message, code="job_failed", headers=no_retry)
 
 
 def answer(c: Context, p: Plan, jobs: list[JobRow], created: int) -> dict[str, Any]:
@@ -234,13 +246,9 @@ async def stream(c: Context, request: Request, p: Plan, rows: list[JobRow], crea
                 if e.data["status"] != "succeeded":
                     for r in rows[index + 1 :]:
                         await run_in_threadpool(c.jobs.cancel, r.id)
-                    err = {
-                        "message": f"completion job {row.id} {e.data['status']}: {e.data.get('error') or ''}",
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    }
-                    yield _sse({"error": err})
+                    job = await run_in_threadpool(c.jobs.get, row.id)
+                    failure = job_error(job.id, job.status, job.error, job.result)
+                    yield _sse(envelope(failure.status_code, str(failure.detail), code=failure.code))
                     yield "data: [DONE]\n\n"
                     return
                 job = await run_in_threadpool(c.jobs.get, row.id)
@@ -336,4 +344,4 @@ def _logprobs(
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
-__all__ = ["Plan", "plan", "queue", "wait", "answer", "stream", "text_report", "token_pieces"]
+__all__ = ["Plan", "plan", "queue", "wait", "job_error", "answer", "stream", "text_report", "token_pieces"]
