@@ -238,3 +238,16 @@ def test_a_failed_completion_job_is_not_retried(
         list(stream)
     assert s.value.body["type"] == kind
     assert len(jobs.list(kind="generate", limit=10_000)) == before + 2
+
+
+def test_answers_are_what_the_document_declares(live: Live) -> None:
+    """The 200 bodies of the OpenAI routes validate against the models the OpenAPI document declares."""
+    from genloop.server.schemas import CompletionResponse, ModelList
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    listed = ModelList.model_validate(httpx.get(f"{live.base}/v1/models", headers=auth).json())
+    assert live.run_id in [m.id for m in listed.data]
+    body = {"model": live.run_id, "prompt": ["a", "b"], "max_tokens": 3, "n": 2, "logprobs": 1, "echo": True}
+    r = httpx.post(f"{live.base}/v1/completions", headers=auth, json=body, timeout=60)
+    answer = CompletionResponse.model_validate(r.json())
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]

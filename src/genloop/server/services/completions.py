@@ -33,8 +33,6 @@ from ..schemas import CompletionRequest
 from .jobs import follow, run_modality, submit, validate
 from .openai_compat import OpenAIError, envelope
 
-WAIT_SECONDS = 600
-
 
 @dataclass
 class Plan:
@@ -144,9 +142,21 @@ def queue(c: Context, p: Plan, user: str | None) -> list[JobRow]:
 
 
 # --- answers -----------------------------------------------------------------------------------------
+def timed_out(c: Context, job_id: str) -> OpenAIError:
+    """The 504 of a completion that did not finish in ``completion_timeout``. Its job goes on (its result will be
+    at ``/v1/jobs/{id}``), so an OpenAI client must not retry: that would queue it a second time."""
+    seconds = c.settings.completion_timeout
+    return OpenAIError(
+        504,
+        f"the completion did not finish in {seconds:g} s; follow job {job_id} at /v1/jobs/{job_id}",
+        code="timeout",
+        headers={"x-should-retry": "false"},
+    )
+
+
 async def wait(c: Context, request: Request, rows: list[JobRow]) -> list[JobRow]:
     """Every job finished (or a 5xx/499 error); a client that leaves cancels them."""
-    deadline, out = time.monotonic() + WAIT_SECONDS, []
+    deadline, out = time.monotonic() + c.settings.completion_timeout, []
     for row in rows:
         while True:
             job = await run_in_threadpool(c.jobs.get, row.id)
@@ -157,9 +167,7 @@ async def wait(c: Context, request: Request, rows: list[JobRow]) -> list[JobRow]
                     await run_in_threadpool(c.jobs.cancel, r.id)
                 raise OpenAIError(499, "the client closed the request")
             if time.monotonic() > deadline:
-                raise OpenAIError(
-                    504, f"the completion did not finish in {WAIT_SECONDS} s; follow job {row.id} at /v1/jobs/{row.id}"
-                )
+                raise timed_out(c, row.id)
             await asyncio.sleep(c.settings.poll_interval)
         if job.status != "succeeded":
             raise job_error(job.id, job.status, job.error, job.result)
@@ -227,7 +235,8 @@ def _sse(body: dict[str, Any]) -> str:
 async def stream(c: Context, request: Request, p: Plan, rows: list[JobRow], created: int) -> AsyncIterator[str]:
     """The choices as OpenAI ``text_completion`` chunks, one per piece of text as the worker samples it, then
     each choice's ``finish_reason``, the usage chunk if asked, and ``data: [DONE]``. Choices are relayed one
-    after another (the jobs run in queue order); an error ends the stream with OpenAI's error object."""
+    after another (the jobs run in queue order); an error ends the stream with OpenAI's error object, as does
+    ``completion_timeout`` seconds without news of the job (still queued behind others, or stuck)."""
     base = {"id": f"cmpl-{rows[0].id}", "object": "text_completion", "created": created, "model": p.model}
 
     def chunk(index: int, text: str, finish: str | None) -> str:
@@ -235,10 +244,19 @@ async def stream(c: Context, request: Request, p: Plan, rows: list[JobRow], crea
         return _sse({**base, "choices": [choice], **({"usage": None} if p.include_usage else {})})
 
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    deadline = time.monotonic() + c.settings.completion_timeout
     for index, row in enumerate(rows):
         if p.echo and p.jobs[index].get("prompt"):
             yield chunk(index, p.jobs[index]["prompt"], None)
-        async for e in follow(c, request, row.id):
+        async for e in follow(c, request, row.id, keepalive=c.settings.poll_interval):
+            if e is None:  # quiet for a moment: has it been quiet for completion_timeout?
+                if time.monotonic() > deadline:
+                    late = timed_out(c, row.id)
+                    yield _sse(envelope(late.status_code, str(late.detail), code=late.code))
+                    yield "data: [DONE]\n\n"
+                    return
+                continue
+            deadline = time.monotonic() + c.settings.completion_timeout  # news: the job is moving
             if e.type == "text":
                 for piece in e.data.get("pieces") or [e.data["text"]]:
                     yield chunk(index, piece, None)
