@@ -64,7 +64,19 @@ def _describe(config_path: str, mtime: int) -> dict[str, Any]:
     "/v1/models",
     dependencies=[Depends(require_token)],
     response_model=None,
-    responses={200: {"model": ModelList, "description": "OpenAI's model list"}, **openai_errors(401, 413, 500)},
+    responses={
+        200: {
+            "model": ModelList,
+            "description": "OpenAI's model list",
+            "links": {  # a listed model is what a completion names (the fuzz's stateful phase follows this)
+                "Complete": {
+                    "operationId": "completions_v1_completions_post",
+                    "requestBody": {"model": "$response.body#/data/0/id", "prompt": "The", "max_tokens": 2},
+                }
+            },
+        },
+        **openai_errors(401, 413, 500),
+    },
 )
 def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
     """Runs with trained weights, newest first, in OpenAI's model list (so OpenAI clients can list them), each
