@@ -16,8 +16,10 @@ import pytest
 from studio_support import TEXT, TINY_GPT, WorkerThread
 
 import genloop
+from genloop.errors import ConfigError
 from genloop.server.app import create_app
 from genloop.server.settings import Settings
+from genloop.server.worker import Worker
 
 TOKEN = "openai-client-token-for-tests"
 
@@ -205,3 +207,47 @@ def test_auth_and_queue_errors(live: Live) -> None:
         jobs.max_queued = limit
     r = httpx.get(f"{live.base}/v1/jobs/0123456789abcdef", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 404 and "detail" in r.json()  # GenLoop's own routes keep their format
+
+
+@pytest.mark.parametrize(
+    "failure, error, status, kind",
+    [
+        (ConfigError("the run's weights do not load"), openai.BadRequestError, 400, "invalid_request_error"),
+        (RuntimeError("a bug in the sampler"), openai.InternalServerError, 500, "server_error"),
+    ],
+)
+def test_a_failed_completion_job_is_not_retried(
+    live: Live, monkeypatch: pytest.MonkeyPatch, failure: Exception, error: type, status: int, kind: str
+) -> None:
+    """The client's default retries (two, on 5xx, 408, 409 and 429) must not queue the failed job again: a
+    failure the request caused is a 400, a server fault a 500 that says ``x-should-retry: false``."""
+
+    def broken(*args: Any, **kw: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(Worker, "pipeline", broken)  # the worker thread's next job fails
+    jobs = live.app.state.ctx.jobs
+    before = len(jobs.list(kind="generate", limit=10_000))
+    client = openai.OpenAI(base_url=f"{live.base}/v1", api_key=TOKEN, max_retries=2, timeout=60)
+    with pytest.raises(error, match=str(failure)) as e:
+        client.completions.create(model=live.run_id, prompt="x", max_tokens=2, seed=1)
+    assert e.value.status_code == status and e.value.body["type"] == kind and e.value.body["code"] == "job_failed"
+    assert len(jobs.list(kind="generate", limit=10_000)) == before + 1  # asked once, queued once
+    stream = client.completions.create(model=live.run_id, prompt="x", max_tokens=2, seed=1, stream=True)
+    with pytest.raises(openai.APIError, match=str(failure)) as s:
+        list(stream)
+    assert s.value.body["type"] == kind
+    assert len(jobs.list(kind="generate", limit=10_000)) == before + 2
+
+
+def test_answers_are_what_the_document_declares(live: Live) -> None:
+    """The 200 bodies of the OpenAI routes validate against the models the OpenAPI document declares."""
+    from genloop.server.schemas import CompletionResponse, ModelList
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    listed = ModelList.model_validate(httpx.get(f"{live.base}/v1/models", headers=auth).json())
+    assert live.run_id in [m.id for m in listed.data]
+    body = {"model": live.run_id, "prompt": ["a", "b"], "max_tokens": 3, "n": 2, "logprobs": 1, "echo": True}
+    r = httpx.post(f"{live.base}/v1/completions", headers=auth, json=body, timeout=60)
+    answer = CompletionResponse.model_validate(r.json())
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]

@@ -374,3 +374,22 @@ def test_evaluate_job(client: TestClient, settings: Settings, runs) -> None:
         ).status_code
         == 422
     )
+
+
+def test_a_completion_waits_at_most_completion_timeout(settings: Settings, runs) -> None:
+    """No worker: the answer is the declared 504 (the job goes on, so no retry), not a hang; a stream ends with
+    that error object after ``completion_timeout`` seconds without news of its job."""
+    settings.completion_timeout = 0.3
+    client = TestClient(create_app(settings))
+    body = {"model": ids(runs)["gpt"], "prompt": "The", "max_tokens": 4}
+    started = time.monotonic()
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 504 and r.headers["x-should-retry"] == "false", r.text
+    assert r.json()["error"]["code"] == "timeout" and "/v1/jobs/" in r.json()["error"]["message"]
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as s:
+        lines = [line for line in s.iter_lines() if line.startswith("data: ")]
+    assert s.status_code == 200 and lines[-1] == "data: [DONE]"
+    assert json.loads(lines[-2][6:])["error"]["type"] == "server_error"
+    assert time.monotonic() - started < 30
+    with pytest.raises(ConfigError, match="completion_timeout"):
+        Settings(runs=settings.runs, completion_timeout=0).check()

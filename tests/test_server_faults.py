@@ -248,3 +248,40 @@ def test_the_supervisor_restarts_with_a_doubling_back_off(tmp_path: Path, monkey
     assert sup.restarts == 4
     sup.stop()
     assert spawned[-1].returncode == -15  # SIGTERM on the way out
+
+
+def test_the_openai_routes_answer_413_in_openais_envelope(client: TestClient, settings: Settings) -> None:
+    """The body cap speaks each path's error format: a declared oversize body and a chunked one alike."""
+    big = b'{"model": "' + b"x" * (settings.limits.max_body_bytes + 1) + b'"}'
+    chunked = client.post("/v1/completions", content=iter([big]), headers={"Content-Type": "application/json"})
+    declared = client.post("/v1/completions", content=big, headers={"Content-Type": "application/json"})
+    for r in (declared, chunked):
+        assert r.status_code == 413 and set(r.json()) == {"error"}, r.text
+        assert r.json()["error"]["type"] == "invalid_request_error" and "too large" in r.json()["error"]["message"]
+    assert "detail" in client.post("/v1/jobs", content=big, headers={"Content-Type": "application/json"}).json()
+
+
+def test_a_bug_on_an_openai_route_is_a_500_in_openais_envelope(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genloop.server.services import completions
+
+    def broken(*args: object) -> None:
+        raise RuntimeError(f"a bug near {settings.runs}")
+
+    monkeypatch.setattr(completions, "plan", broken)
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    r = client.post("/v1/completions", json={"model": "some-run", "prompt": "x"})
+    assert r.status_code == 500 and r.json()["error"]["type"] == "server_error", r.text
+    assert str(settings.runs) not in r.text  # the exception's text (which may name paths) stays in the log
+
+
+def test_the_document_declares_the_openai_routes_as_they_answer(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    completions, models = doc["paths"]["/v1/completions"]["post"], doc["paths"]["/v1/models"]["get"]
+    assert "422" not in completions["responses"]  # a request that breaks the schema is OpenAI's 400 there
+    assert set(completions["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    for op, codes in ((completions, ("400", "401", "404", "413", "429", "500", "504")), (models, ("401", "500"))):
+        for code in codes:
+            ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/OpenAIErrorBody"), (code, ref)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from conftest import cli_env, tiny
@@ -188,3 +189,38 @@ def test_a_killed_worker_is_reaped_restarted_and_reported(tmp_path: Path) -> Non
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_resumed_not_replaced(tmp_path: Path) -> None:
+    """The worker died after creating the job's run and before its first checkpoint: the retry trains that
+    same run from step 0 (same id, same seed), and no second run appears."""
+    runs = tmp_path / "runs"
+    settings = Settings(runs=runs, db_url=f"sqlite:///{tmp_path / 'studio.sqlite'}")
+    params = {"model": "vae", "data": "digits", "steps": 4, "seed": 7, "overrides": tiny("vae")}
+    jobs = JobStore(connect(settings.db_url))
+    job = jobs.enqueue("train", params)
+    dead = f"{socket.gethostname()}:999999999"
+    assert jobs.claim(dead).id == job.id
+
+    class Died(Exception):
+        pass
+
+    def die(run: Any) -> None:  # the run exists, its id is recorded, and then the worker is gone
+        jobs.set_run(job.id, run.id)
+        raise Died
+
+    try:
+        genloop.train(
+            "vae", "digits", overrides=tiny("vae"), steps=4, seed=7, runs_dir=runs, progress=False, on_run=die
+        )
+    except Died:
+        pass
+    run_id = jobs.get(job.id).run_id
+    assert run_id and not RunStore(runs).get(run_id).last_checkpoint.is_file()
+    assert jobs.requeue(job.id, dead, "the worker died")
+    assert drain(settings) == 1
+    done = jobs.get(job.id)
+    assert done.status == "succeeded", done.error
+    assert done.run_id == run_id and done.result["run_id"] == run_id and done.result["step"] == 4
+    assert [r.id for r in RunStore(runs).list()] == [run_id]
+    assert RunStore(runs).get(run_id).info["seed"] == 7

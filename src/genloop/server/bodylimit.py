@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .services.openai_compat import envelope, is_openai_path
+
 
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` inside the app: FastAPI passes HTTP exceptions through its body parsing."""
@@ -65,5 +67,7 @@ class BodyLimit:
 
 
 async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-    exc = BodyTooLarge(limit)
-    await JSONResponse({"detail": exc.detail}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
+    """The 413, in the error format of the path: OpenAI's envelope on the OpenAI routes, ``{"detail"}`` elsewhere."""
+    message = BodyTooLarge(limit).detail
+    body = envelope(413, message) if is_openai_path(scope["path"]) else {"detail": message}
+    await JSONResponse(body, status_code=413, headers={"Connection": "close"})(scope, receive, send)

@@ -63,6 +63,96 @@ AUTHED = errors(401, 403, 404, 422)  # every token-checked GenLoop route
 WITH_BODY = errors(400, 413)  # routes that read a body
 
 
+# --- the OpenAI-compatible routes: OpenAI's bodies, errors included ----------------------------------
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error or server_error")
+    param: str | None = Field(description="the request parameter at fault, if one is")
+    code: str | None = Field(description="e.g. invalid_api_key, model_not_found, rate_limit_exceeded, job_failed")
+
+
+class OpenAIErrorBody(BaseModel):
+    """Every error of ``/v1/models`` and ``/v1/completions``: OpenAI's envelope, which OpenAI clients read."""
+
+    error: OpenAIErrorDetail
+
+
+_OPENAI_WHY = {
+    400: "invalid parameters (OpenAI's status for them), or a completion job that failed by the request's fault",
+    401: "no API token, or a wrong one",
+    404: "no such model (code model_not_found)",
+    409: "the completion's job was cancelled (x-should-retry: false)",
+    413: "the request body is over the size cap",
+    429: "the job queue is full (see Retry-After)",
+    500: "a server fault; a failed completion job says x-should-retry: false",
+    504: "the completion did not finish within the server's completion_timeout (x-should-retry: false)",
+}
+
+
+def openai_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of an OpenAI-compatible route: each error status with :class:`OpenAIErrorBody`."""
+    return {code: {"model": OpenAIErrorBody, "description": _OPENAI_WHY[code]} for code in codes}
+
+
+class ModelEntry(BaseModel):
+    """One run in OpenAI's model list, with GenLoop's descriptor of it (``run_id``, ``model``, ``modality``...)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelEntry]
+    families: list[str] = Field(description="the model families a training job may name")
+    datasets: list[str] = Field(description="the built-in data sets a training job may name")
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int
+    logprobs: dict[str, Any] | None = Field(description="OpenAI's legacy logprobs object, when asked")
+    finish_reason: str | None = Field(description="stop or length; null in a stream's chunks before the last")
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionExtras(BaseModel):
+    seed: int = Field(description="the seed sample i used seed + i of (drawn when the request had none)")
+    job_ids: list[str]
+    generation_ids: list[str]
+
+
+class CompletionResponse(BaseModel):
+    """OpenAI's ``text_completion`` object, plus GenLoop's ``genloop`` key."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
+    genloop: CompletionExtras
+
+
+COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": CompletionResponse,
+        "description": "the completions; with stream=true, server-sent events: text_completion chunks, "
+        "then data: [DONE] (an error after the 200 comes as an OpenAIErrorBody event)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **openai_errors(400, 401, 404, 409, 413, 429, 500, 504),
+}
+
+
 class GenerateParams(Strict):
     run_id: str = Field(description="the run to sample from (GET /v1/models)", pattern=RUN_ID.pattern)
     checkpoint: Literal["last", "best"] = "last"

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     workers: int = 1  # worker processes started by `genloop serve`
     stale_after: float = 30.0  # seconds without a heartbeat before a running job counts as orphaned
     poll_interval: float = 0.05  # how often the event stream and idle workers look for news
+    completion_timeout: float = 600.0  # seconds /v1/completions waits for its jobs before a 504 (a stream: an error)
     limits: Limits = Field(default_factory=Limits)
 
     def __init__(self, **values: Any) -> None:
@@ -100,6 +101,8 @@ class Settings(BaseSettings):
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
         if self.max_queued < 1 or self.workers < 0:
             raise ConfigError("max_queued must be ≥ 1 and workers ≥ 0")
+        if not self.completion_timeout > 0:
+            raise ConfigError(f"completion_timeout must be a positive number of seconds, got {self.completion_timeout}")
 
 
 def _one_line(e: ValidationError) -> str:

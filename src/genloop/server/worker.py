@@ -6,10 +6,13 @@ lines of a training run's ``metrics.jsonl`` into job events (the live loss curve
 request. Loaded pipelines are cached, so repeated generations from one model skip the load.
 
 Durability: a training job records its run id before the first step, so if this process dies the job is
-re-queued by :meth:`JobStore.recover` and the next attempt *resumes that run* from its last checkpoint.
+re-queued by :meth:`JobStore.recover` and the next attempt *resumes that run* from its last checkpoint
+(from step 0, with the same run id, seed and config, if it died before its first checkpoint).
 A generation job stores its outputs in one transaction; a retried job that finds outputs under its id
-reports those instead of generating twice. On SIGTERM a training job checkpoints and goes back to the
-queue; the worker then exits.
+reports those instead of generating twice. A failed job's result says whose fault the failure was
+(``{"failure": "request"}`` for a library error about its inputs, ``"server"`` for a bug or a storage
+error), which is what the OpenAI routes answer it with (400 or 500). On SIGTERM a training job
+checkpoints and goes back to the queue; the worker then exits.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..database import connect
-from ..errors import ConfigError, GenLoopError, NotFoundError
+from ..errors import ConfigError, GenLoopError, NotFoundError, StorageError
 from ..feedback.store import FeedbackStore
 from .jobs import JobRow, JobStore, worker_id
 from .liveness import Beating, WorkerRegistry
@@ -188,10 +191,11 @@ class Worker:
                 return
             if beat.cancel.is_set() and job.kind == "train":
                 status = "cancelled"
-        except GenLoopError as e:
+        except GenLoopError as e:  # the job's inputs cannot be served (no such run, bad config or data)...
             status, error = "failed", str(e)
+            result = {"failure": "server" if isinstance(e, StorageError) else "request"}  # ...unless the disk failed
         except Exception as e:  # noqa: BLE001 - a bug in one job must not take the worker down
-            status, error = "failed", f"{type(e).__name__}: {e}"
+            status, error, result = "failed", f"{type(e).__name__}: {e}", {"failure": "server"}
             traceback.print_exc()
         finally:
             beat.stop()
@@ -216,10 +220,7 @@ class Worker:
                 run = store.get(job.run_id, paths=False)
             except NotFoundError:
                 run = None
-            if run is not None and not run.last_checkpoint.is_file():
-                store.remove(run.id)  # died before its first checkpoint: nothing to resume
-                run = None
-            if run is not None:
+            if run is not None:  # one that died before its first checkpoint restarts from step 0, same id and seed
                 self.jobs.add_event(
                     job.id, "log", {"message": f"resuming run {run.id} from step {run.info.get('step', 0)}"}
                 )

@@ -15,13 +15,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..deps import Context, ctx, require_token
-from ..schemas import CompletionRequest
+from ..schemas import COMPLETION_RESPONSES, CompletionRequest
 from ..services import completions as service
 
 router = APIRouter(tags=["completions"], dependencies=[Depends(require_token)])
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", response_model=None, responses=COMPLETION_RESPONSES)
 async def completions(body: CompletionRequest, request: Request, c: Context = Depends(ctx)) -> Any:
     """OpenAI's legacy completions: ``n``, ``best_of``, ``logprobs``, ``echo``, penalties, ``logit_bias``, a list
     of prompts, ``stream`` (one chunk per piece of text) with ``stream_options.include_usage``, and ``seed``."""

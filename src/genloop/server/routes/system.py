@@ -13,7 +13,7 @@ from fastapi import Path as PathParam
 
 from ... import __version__
 from ..deps import Context, ctx, require_token
-from ..schemas import AUTHED, RUN_ID
+from ..schemas import AUTHED, RUN_ID, ModelList, openai_errors
 from ..services.jobs import UnknownRun, datasets
 
 router = APIRouter(tags=["system"])
@@ -60,7 +60,24 @@ def _describe(config_path: str, mtime: int) -> dict[str, Any]:
     return d
 
 
-@router.get("/v1/models", dependencies=[Depends(require_token)])
+@router.get(
+    "/v1/models",
+    dependencies=[Depends(require_token)],
+    response_model=None,
+    responses={
+        200: {
+            "model": ModelList,
+            "description": "OpenAI's model list",
+            "links": {  # a listed model is what a completion names (the fuzz's stateful phase follows this)
+                "Complete": {
+                    "operationId": "completions_v1_completions_post",
+                    "requestBody": {"model": "$response.body#/data/0/id", "prompt": "The", "max_tokens": 2},
+                }
+            },
+        },
+        **openai_errors(401, 413, 500),
+    },
+)
 def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
     """Runs with trained weights, newest first, in OpenAI's model list (so OpenAI clients can list them), each
     with the controls its family takes; ``families`` and ``datasets`` are what a training job may name."""

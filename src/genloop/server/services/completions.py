@@ -31,9 +31,7 @@ from ..deps import Context
 from ..jobs import FINAL, JobRow
 from ..schemas import CompletionRequest
 from .jobs import follow, run_modality, submit, validate
-from .openai_compat import OpenAIError
-
-WAIT_SECONDS = 600
+from .openai_compat import OpenAIError, envelope
 
 
 @dataclass
@@ -144,9 +142,21 @@ def queue(c: Context, p: Plan, user: str | None) -> list[JobRow]:
 
 
 # --- answers -----------------------------------------------------------------------------------------
+def timed_out(c: Context, job_id: str) -> OpenAIError:
+    """The 504 of a completion that did not finish in ``completion_timeout``. Its job goes on (its result will be
+    at ``/v1/jobs/{id}``), so an OpenAI client must not retry: that would queue it a second time."""
+    seconds = c.settings.completion_timeout
+    return OpenAIError(
+        504,
+        f"the completion did not finish in {seconds:g} s; follow job {job_id} at /v1/jobs/{job_id}",
+        code="timeout",
+        headers={"x-should-retry": "false"},
+    )
+
+
 async def wait(c: Context, request: Request, rows: list[JobRow]) -> list[JobRow]:
     """Every job finished (or a 5xx/499 error); a client that leaves cancels them."""
-    deadline, out = time.monotonic() + WAIT_SECONDS, []
+    deadline, out = time.monotonic() + c.settings.completion_timeout, []
     for row in rows:
         while True:
             job = await run_in_threadpool(c.jobs.get, row.id)
@@ -157,17 +167,27 @@ async def wait(c: Context, request: Request, rows: list[JobRow]) -> list[JobRow]
                     await run_in_threadpool(c.jobs.cancel, r.id)
                 raise OpenAIError(499, "the client closed the request")
             if time.monotonic() > deadline:
-                raise OpenAIError(
-                    504, f"the completion did not finish in {WAIT_SECONDS} s; follow job {row.id} at /v1/jobs/{row.id}"
-                )
+                raise timed_out(c, row.id)
             await asyncio.sleep(c.settings.poll_interval)
         if job.status != "succeeded":
-            raise OpenAIError(
-                500 if job.status == "failed" else 409,
-                f"completion job {job.id} {job.status}: {job.error or ''}".strip(),
-            )
+            raise job_error(job.id, job.status, job.error, job.result)
         out.append(job)
     return out
+
+
+def job_error(job_id: str, status: str, error: str | None, result: dict[str, Any] | None) -> OpenAIError:
+    """The answer to a completion job that ended without succeeding. None may be retried by an OpenAI client
+    (it would queue the same job again): a failure the request caused (the worker's ``failure: request``, a
+    library error about the run or its inputs) is a 400; a server fault (a bug, a storage error, a worker
+    that kept dying) a 500 with ``x-should-retry: false``; a job cancelled through ``/v1/jobs`` a 409, also
+    with ``x-should-retry: false``."""
+    message = f"completion job {job_id} {status}: {error or ''}".strip().rstrip(":")
+    no_retry = {"x-should-retry": "false"}
+    if status == "cancelled":
+        return OpenAIError(409, message, code="job_cancelled", headers=no_retry)
+    if (result or {}).get("failure") == "request":
+        return OpenAIError(400, message, code="job_failed")
+    return OpenAIError(500, message, code="job_failed", headers=no_retry)
 
 
 def answer(c: Context, p: Plan, jobs: list[JobRow], created: int) -> dict[str, Any]:
@@ -215,7 +235,8 @@ def _sse(body: dict[str, Any]) -> str:
 async def stream(c: Context, request: Request, p: Plan, rows: list[JobRow], created: int) -> AsyncIterator[str]:
     """The choices as OpenAI ``text_completion`` chunks, one per piece of text as the worker samples it, then
     each choice's ``finish_reason``, the usage chunk if asked, and ``data: [DONE]``. Choices are relayed one
-    after another (the jobs run in queue order); an error ends the stream with OpenAI's error object."""
+    after another (the jobs run in queue order); an error ends the stream with OpenAI's error object, as does
+    ``completion_timeout`` seconds without news of the job (still queued behind others, or stuck)."""
     base = {"id": f"cmpl-{rows[0].id}", "object": "text_completion", "created": created, "model": p.model}
 
     def chunk(index: int, text: str, finish: str | None) -> str:
@@ -223,10 +244,19 @@ async def stream(c: Context, request: Request, p: Plan, rows: list[JobRow], crea
         return _sse({**base, "choices": [choice], **({"usage": None} if p.include_usage else {})})
 
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    deadline = time.monotonic() + c.settings.completion_timeout
     for index, row in enumerate(rows):
         if p.echo and p.jobs[index].get("prompt"):
             yield chunk(index, p.jobs[index]["prompt"], None)
-        async for e in follow(c, request, row.id):
+        async for e in follow(c, request, row.id, keepalive=c.settings.poll_interval):
+            if e is None:  # quiet for a moment: has it been quiet for completion_timeout?
+                if time.monotonic() > deadline:
+                    late = timed_out(c, row.id)
+                    yield _sse(envelope(late.status_code, str(late.detail), code=late.code))
+                    yield "data: [DONE]\n\n"
+                    return
+                continue
+            deadline = time.monotonic() + c.settings.completion_timeout  # news: the job is moving
             if e.type == "text":
                 for piece in e.data.get("pieces") or [e.data["text"]]:
                     yield chunk(index, piece, None)
@@ -234,13 +264,9 @@ async def stream(c: Context, request: Request, p: Plan, rows: list[JobRow], crea
                 if e.data["status"] != "succeeded":
                     for r in rows[index + 1 :]:
                         await run_in_threadpool(c.jobs.cancel, r.id)
-                    err = {
-                        "message": f"completion job {row.id} {e.data['status']}: {e.data.get('error') or ''}",
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    }
-                    yield _sse({"error": err})
+                    job = await run_in_threadpool(c.jobs.get, row.id)
+                    failure = job_error(job.id, job.status, job.error, job.result)
+                    yield _sse(envelope(failure.status_code, str(failure.detail), code=failure.code))
                     yield "data: [DONE]\n\n"
                     return
                 job = await run_in_threadpool(c.jobs.get, row.id)
@@ -336,4 +362,4 @@ def _logprobs(
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
-__all__ = ["Plan", "plan", "queue", "wait", "answer", "stream", "text_report", "token_pieces"]
+__all__ = ["Plan", "plan", "queue", "wait", "job_error", "answer", "stream", "text_report", "token_pieces"]

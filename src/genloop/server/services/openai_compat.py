@@ -3,7 +3,9 @@
 OpenAI answers errors as ``{"error": {"message", "type", "param", "code"}}`` and bad parameters with a 400;
 the ``openai`` client reads that envelope into ``openai.BadRequestError`` and friends. GenLoop's other routes
 keep ``{"detail": ...}``. :func:`install` wraps whatever handlers the app already has, and only the paths in
-:data:`OPENAI_PATHS` take the envelope: other routes are handled exactly as before.
+:data:`OPENAI_PATHS` take the envelope: other routes are handled exactly as before. An unhandled exception
+there is a ``500`` of type ``server_error`` in the envelope too, and the OpenAPI document drops FastAPI's
+``422`` from these paths (they answer ``400``); the body-limit middleware's ``413`` uses :func:`envelope`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import GenLoopError, NotFoundError
@@ -101,6 +103,32 @@ def install(app: FastAPI) -> None:
     }
     for cls, convert in ours.items():
         app.add_exception_handler(cls, _scoped(convert, app.exception_handlers.get(cls)))
+    app.add_exception_handler(Exception, _server_error)
+    _document(app)
+
+
+def _document(app: FastAPI) -> None:
+    """The OpenAPI document as the OpenAI paths answer: FastAPI declares a ``422`` on every route with a body,
+    but there a request that breaks the schema is a ``400`` (declared by the route, with the envelope)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI's, cached after the first call
+        for path in OPENAI_PATHS:
+            for operation in schema.get("paths", {}).get(path, {}).values():
+                operation.get("responses", {}).pop("422", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _server_error(request: Request, exc: Exception) -> Response:
+    """An unhandled exception (a bug): on the OpenAI paths a ``500`` in the envelope (type ``server_error``),
+    elsewhere Starlette's plain ``Internal Server Error`` as before. Never the exception's text, which may
+    name the server's paths; the server's log has the traceback (the exception is re-raised after this)."""
+    if is_openai_path(request.url.path):
+        return JSONResponse(envelope(500, "the server failed on this request (its log has the details)"), 500)
+    return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 def _scoped(convert: Callable[[Any], JSONResponse], before: Handler | None) -> Handler:
