@@ -535,6 +535,13 @@ def _evaluation(ev: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _modality_sections(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any]:
+    """Each modality's section of the page, by the name the template switches on (None: nothing to show)."""
+    from ..modalities import modalities
+
+    return dict(modalities[name].report_section(run_dir, ev) for name in modalities)
+
+
 def _config(config: dict[str, Any]) -> list[tuple[str, Rows]]:
     groups = []
     for section, body in config.items():
@@ -606,8 +613,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         "status_class": _status_class(status),
         "summary": _summary(run, records),
         "samples": _samples(run_dir, warnings),
-        "text": _text(run_dir, ev),
-        "evaluation": _evaluation(ev),
+        **_modality_sections(run_dir, ev),
         "losses": _losses(records),
         "config": _config(config),
         "warnings": warnings,  # last: the sections above add the images they could not read
