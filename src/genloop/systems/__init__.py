@@ -42,4 +42,4 @@ models.register("ddpm", DDPMSystem)
 models.register("gpt", GPTSystem)
 models.register("hf-causal-lm", HFCausalLMSystem)
 
-__all__ = ["DataSpec", "System", "models"]
+__all__ = ["DataSpec", "ModelRegistry", "System", "models"]
