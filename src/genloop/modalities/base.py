@@ -79,6 +79,11 @@ class Modality(ABC):
     def same_item(self, store: Any, a: Any, b: Any) -> bool:
         """Whether two stored generations hold the same output (a replay's check)."""
 
+    @abstractmethod
+    def preview(self, system: Any, files: Any, step: int, generator: Any, **sizes: Any) -> Path:
+        """Write the training preview at ``step`` into the run folder ``files`` (``sizes``: ema, images, texts,
+        max_tokens); return its path."""
+
     # --- evaluation -----------------------------------------------------------------------------
     @abstractmethod
     def quick_evaluator(self, dataset: Any, cfg: Any, progress: bool) -> Callable[[Any], dict[str, float]]:

@@ -90,6 +90,11 @@ class ImageModality(Modality):
         with Image.open(store.image_path(a)) as ia, Image.open(store.image_path(b)) as ib:
             return bool(np.array_equal(np.asarray(ia), np.asarray(ib)))
 
+    def preview(self, system: Any, files: Any, step: int, generator: Any, **sizes: Any) -> Path:
+        from ...generation.preview import image_preview
+
+        return image_preview(system, files, step, generator, ema=sizes["ema"], n=sizes["images"])
+
     # --- evaluation -----------------------------------------------------------------------------
     def quick_evaluator(self, dataset: Any, cfg: Any, progress: bool) -> Callable[[Any], dict[str, float]]:
         """A small-sample FID/KID/precision/recall (and class accuracy for conditional models) of the

@@ -92,6 +92,11 @@ class TextModality(Modality):
     def same_item(self, store: Any, a: Any, b: Any) -> bool:
         return bool(a.text == b.text)
 
+    def preview(self, system: Any, files: Any, step: int, generator: Any, **sizes: Any) -> Path:
+        from ...generation.preview import text_preview
+
+        return text_preview(system, files, step, generator, n=sizes["texts"], max_tokens=sizes["max_tokens"])
+
     # --- evaluation -----------------------------------------------------------------------------
     def quick_evaluator(self, dataset: Any, cfg: Any, progress: bool) -> Callable[[Any], dict[str, float]]:
         """Validation loss of the current weights on the first ``train.eval_tokens`` validation tokens, in
