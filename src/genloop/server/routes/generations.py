@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import FileResponse, JSONResponse
@@ -56,7 +56,7 @@ def create_generation(
 def list_generations(
     run_id: str | None = Query(None, pattern=RUN_ID.pattern),
     job_id: str | None = Query(None, pattern=GEN_ID.pattern),
-    modality: Literal["image", "text"] | None = None,
+    modality: str | None = Query(None, pattern=f"^({'|'.join(modalities.names())})$"),
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=INT_MAX),
     c: Context = Depends(ctx),
