@@ -123,7 +123,7 @@ class ImageModality(Modality):
     def report_section(self, run_dir: Path, ev: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
         from ...evaluation.report import _evaluation
 
-        return "evaluation", _evaluation(ev)
+        return "evaluation", _evaluation(ev, self.name)
 
     # --- feedback -------------------------------------------------------------------------------
     def reward_features(self, store: Any, rows: list[Any], runs_dir: str | Path | None) -> tuple[Any, dict]:

@@ -132,7 +132,7 @@ class TextModality(Modality):
     def report_section(self, run_dir: Path, ev: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
         from ...evaluation.report import _text
 
-        return "text", _text(run_dir, ev)
+        return "text", _text(run_dir, ev, self.name)
 
     # --- feedback -------------------------------------------------------------------------------
     def reward_features(self, store: Any, rows: list[Any], runs_dir: str | Path | None) -> tuple[Any, dict]:
