@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 import genloop
-from genloop.data.text import TextDataConfig, load_text_dataset
 from genloop.evaluation.text_metrics import sliding_window_loss
 from genloop.generation.text_sampling import SamplingParams, generate_text
+from genloop.modalities.text import TextDataConfig, load_text_dataset
 from genloop.models.transformer import GPT, CompiledDecoder, GPTConfig
 from genloop.training.engine import pick_precision
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from genloop.data.text import load_tokenizer
 from genloop.errors import ConfigError, NotFoundError
 from genloop.generation.text_sampling import SamplingParams, generate_text
+from genloop.modalities.text import load_tokenizer
 from genloop.serialization import load_tensors, save_tensors
 from genloop.systems.base import DataSpec
 from genloop.systems.hf_lm import HFCausalLMConfig, HFCausalLMSystem

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from genloop.data.text import (
+from genloop.errors import ConfigError, DataError, NotFoundError
+from genloop.modalities.text import (
     EOT,
     TextDataConfig,
     TokenBatches,
@@ -21,7 +22,6 @@ from genloop.data.text import (
     split_documents,
     train_tokenizer,
 )
-from genloop.errors import ConfigError, DataError, NotFoundError
 
 CHINESE = "机器学习很有趣。\n"
 EMOJI = "🎵🎶 ok 👍🏽"
@@ -362,7 +362,7 @@ def test_damaged_cache_is_rebuilt(txt: Path) -> None:
 
 
 def test_unwritable_cache_prepares_in_memory(txt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import genloop.data.text as text
+    import genloop.modalities.text.cache as text
 
     def no_cache(*parts: str) -> Path:
         raise PermissionError(13, "Permission denied")

@@ -122,7 +122,7 @@ def generate_text(
 
 
 def modality(run_id: str, runs_dir: str | Path | None = None) -> str:
-    """ "image" or "text": what a run's model generates."""
+    """The name of the registered modality a run's model generates (``genloop.modalities``)."""
     run = RunStore(runs_dir).get(run_id)
     return models[run.config["model"]["name"]].modality
 
@@ -207,7 +207,7 @@ def dataset_info(
     data = apply_overrides({"data": {"name": name}}, [o if o.startswith("data.") else f"data.{o}" for o in overrides])[
         "data"
     ]
-    from .data.text import TextDataConfig, builtin_corpora, load_text_dataset
+    from .modalities.text import TextDataConfig, builtin_corpora, load_text_dataset
 
     if text or name in builtin_corpora():
         if image_size is not None:

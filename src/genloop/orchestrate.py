@@ -16,34 +16,22 @@ from typing import Any
 import torch
 
 from .config import to_dict
-from .data import ImageBatches, ImageDataset, load_dataset
 from .errors import ConfigError, NotFoundError, TrainingDiverged
-from .evaluation import catalog
+from .modalities import modalities
 from .resolve import SECTIONS, ResolvedConfig, resolve_config
 from .runs import Run, RunStore
 from .serialization import write_json
 from .systems import DataSpec, System
-from .training.config import TrainConfig
-from .training.engine import Trainer, pick_device
+from .training.engine import Trainer
 
 
 def _load_data(rc: ResolvedConfig) -> Any:
-    """The prepared dataset: images, or a tokenised corpus (with the tokenizer a pretrained model brings)."""
-    if rc.system_cls.modality == "text":
-        from .data.text import load_text_dataset
-
-        return load_text_dataset(rc.data, tokenizer=rc.system_cls.tokenizer_source(rc.model))
-    return load_dataset(rc.data)
+    """The prepared dataset, as the family's modality loads it (images, a tokenised corpus, ...)."""
+    return modalities[rc.system_cls.modality].load_data(rc)
 
 
 def _spec_of(rc: ResolvedConfig, dataset: Any) -> DataSpec:
-    if rc.system_cls.modality == "text":
-        return DataSpec(vocab_size=dataset.tokenizer.vocab_size)
-    return _spec(dataset)
-
-
-def _spec(dataset: ImageDataset) -> DataSpec:
-    return DataSpec(dataset.channels, dataset.image_size, dataset.num_classes)
+    return modalities[rc.system_cls.modality].data_spec(dataset)  # type: ignore[no-any-return]
 
 
 def train_run(
@@ -71,9 +59,7 @@ def train_run(
     torch.manual_seed(rc.train.seed)  # the initial weights are part of what the seed decides
     system = rc.system_cls(rc.model, spec)
     run = store.create(model, rc.data.name, {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}, rc.train.seed)
-    if system.modality == "text":  # the tokenizer travels with the weights
-        system.tokenizer = dataset.tokenizer
-        dataset.tokenizer.save(run.files.tokenizer)
+    modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=True)
     if on_run is not None:
         on_run(run)
     return _fit(store, run, system, dataset, rc, resume=False, progress=progress, should_stop=should_stop)
@@ -117,12 +103,7 @@ def resume_run(
     dataset = _load_data(rc)
     torch.manual_seed(rc.train.seed)  # as train() does: a fresh restart draws the same initial weights
     system = rc.system_cls(rc.model, DataSpec(**cfg["data_spec"]))
-    if system.modality == "text":
-        from .data.text import load_tokenizer
-
-        if not run.files.tokenizer.is_dir():  # killed before train() saved it: the data's is the same one
-            dataset.tokenizer.save(run.files.tokenizer)
-        system.tokenizer = load_tokenizer(run.files.tokenizer)
+    modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=False)
     if fresh:
         run.discard_progress()
     write_json(run.files.config, {**cfg, "train": to_dict(rc.train)})
@@ -139,17 +120,9 @@ def _fit(
     progress: bool,
     should_stop: Callable[[], bool] | None = None,
 ) -> Run:
-    if system.modality == "text":
-        from .data.text import TokenBatches
-
-        batches: Any = TokenBatches(dataset.train, rc.train.batch_size, system.block_size, seed=rc.train.seed)
-        evaluator = _text_quick_evaluator(dataset, rc.train) if rc.train.eval_every else None
-    else:
-        images, labels = dataset.get("train")
-        batches = ImageBatches(
-            images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift
-        )
-        evaluator = _quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
+    modality = modalities[system.modality]
+    batches = modality.batches(dataset, rc, system)
+    evaluator = modality.quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
     from .generation.preview import preview_writer
 
     trainer = Trainer(
@@ -195,42 +168,3 @@ def _fit(
         **({"best": trainer.best} if trainer.best else {}),
     )
     return run
-
-
-def _quick_evaluator(dataset: ImageDataset, cfg: TrainConfig, progress: bool) -> Any:
-    """What the engine calls every ``train.eval_every`` steps: a small-sample FID/KID/precision/recall
-    (and class accuracy for conditional models) of the current EMA weights, on the reference net."""
-    from .evaluation import evaluate_images, get_feature_extractor
-    from .generation.pipelines import DiffusionPipeline, ImagePipeline
-
-    extractor = get_feature_extractor(dataset, device=pick_device(cfg.device), progress=progress)
-
-    def quick(system: System) -> dict[str, float]:
-        pipe_cls = DiffusionPipeline if system.diffusion else ImagePipeline
-        out = pipe_cls(system, {"run_id": None, "model": system.config.name})(n=cfg.eval_samples, seed=2_000_000)
-        r = evaluate_images(
-            out.tensors, dataset, extractor, seed=0, labels=out.labels, metrics=("fid", "kid", "prdc", "class")
-        )
-        return {k: float(r[k]) for k in catalog.selectable() if k in r}
-
-    return quick
-
-
-def _text_quick_evaluator(dataset: Any, cfg: TrainConfig) -> Any:
-    """Validation loss of the current weights on the first ``train.eval_tokens`` validation tokens, in
-    non-overlapping windows of the model's context (nanoGPT's protocol; cheap enough to run often)."""
-    from .evaluation.text_metrics import sliding_window_loss
-
-    def quick(system: System) -> dict[str, float]:
-        lm = system.causal_lm()
-        r = sliding_window_loss(
-            lambda idx: lm(idx),
-            dataset.val,
-            lm.block_size,
-            stride=lm.block_size,
-            max_tokens=cfg.eval_tokens or None,
-            device=next(system.parameters()).device,
-        )
-        return {"val_loss": float(r["loss"])}
-
-    return quick

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from .config import apply_overrides, from_dict, load_yaml, to_dict
-from .data import DataConfig
 from .errors import ConfigError
 from .systems import System, models
 from .training.config import TrainConfig
@@ -91,8 +90,6 @@ def resolve_config(
 
 def _data_config_cls(cls: type[System]) -> type:
     """A family's modality decides which data settings it accepts (a text model has no image_size)."""
-    if cls.modality == "text":
-        from .data.text import TextDataConfig
+    from .modalities import modalities
 
-        return TextDataConfig
-    return DataConfig
+    return modalities[cls.modality].data_config_cls

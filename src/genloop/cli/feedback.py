@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError
+from ..modalities import modalities
 
 feedback_app = typer.Typer(help="Ratings, preferences, reward models and the feedback loop.", no_args_is_help=True)
 
@@ -63,7 +64,7 @@ def generate(
     from .. import api
 
     pipe = api.load(run_id, runs_dir=runs_dir)
-    if getattr(pipe, "modality", "image") == "text":
+    if modalities[pipe.modality].prompted:
         output = pipe(prompt=prompt, n=n, seed=seed, max_tokens=max_tokens)
     else:
         if prompt:
@@ -99,7 +100,7 @@ def list_(
                 g.id,
                 g.run_id,
                 g.modality,
-                (g.text or "")[:40] if g.modality == "text" else g.prompt,
+                (g.text or "")[:40] if g.text is not None else g.prompt,
                 s["up"],
                 s["down"],
                 s["stars"],
@@ -172,8 +173,8 @@ def train_reward(
     from ..feedback.reward import RewardConfig, default_reward_dir
     from ..feedback.reward import train_reward as fit
 
-    if modality not in (None, "image", "text"):
-        raise ConfigError(f"--modality must be image or text, got {modality!r}")
+    if modality is not None and modality not in modalities:
+        raise ConfigError(f"--modality must be {' or '.join(modalities.names())}, got {modality!r}")
     target = out_dir or default_reward_dir(runs_dir)
     _, report = fit(
         _store(db, runs_dir),
@@ -216,7 +217,7 @@ def rerank(
     from ..feedback.optimize import best_of_n
 
     pipe = api.load(run_id, runs_dir=runs_dir)
-    text = getattr(pipe, "modality", "image") == "text"
+    text = modalities[pipe.modality].prompted
     opts = {"prompt": prompt, "max_tokens": max_tokens} if text else {"class_label": class_label}
     r = best_of_n(pipe, _reward(reward, runs_dir), n=n, k=k, seed=seed, **opts)
     ids = _store(db, runs_dir).add_outputs(r) if store_them else [None] * n
@@ -250,7 +251,7 @@ def finetune(
     from .. import api
     from ..feedback import optimize as o
 
-    if api.modality(run_id, runs_dir=runs_dir) == "text":
+    if modalities[api.modality(run_id, runs_dir=runs_dir)].prompted:  # a language model: DPO on preferences
         pairs = o.preference_pairs(_store(db, runs_dir), run_id=api.RunStore(runs_dir).get(run_id).id)
         r = o.dpo(run_id, pairs, o.DPOConfig(beta=beta, steps=steps, lr=lr or 1e-4, seed=seed), runs_dir=runs_dir)
     else:
@@ -322,7 +323,7 @@ def simulate(
     acc = r["reward"].get("heldout_pair_accuracy")
     _table(
         f"{r['preference']}; reward model held-out accuracy {acc if acc is None else round(acc, 3)}",
-        ["", "preferred", "FID" if r["modality"] == "image" else "chars", "reward", "seconds"],
+        ["", "preferred", modalities[r["modality"]].probe_label, "reward", "seconds"],
         rows,
     )
     if "finetune" in r["results"]:

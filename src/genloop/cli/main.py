@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import ConfigError, GenLoopError
+from ..modalities import modalities
 
 app = typer.Typer(
     help="GenLoop: data -> train -> generate -> evaluate -> feedback, in one loop.",
@@ -99,7 +100,7 @@ def data_info(
 def data_list() -> None:
     """The built-in datasets (images) and corpora (text)."""
     from ..data import dataset_names
-    from ..data.text import builtin_corpora
+    from ..modalities.text import builtin_corpora
 
     for name in dataset_names():
         say(name)
@@ -217,7 +218,7 @@ def generate(
     """Generate images (a PNG grid plus one PNG per image, recipes embedded) or text (streamed; saved with recipes)."""
     from .. import api
 
-    if api.modality(run_id, runs_dir) == "text":
+    if modalities[api.modality(run_id, runs_dir)].prompted:
         _generate_text(
             run_id,
             n or 1,
@@ -408,7 +409,7 @@ def eval_(
         say(f"written to {api.RunStore(runs_dir).get(run_id).files.sampler_sweep_json} (and .png)")
         return
     if n is None:
-        n = 100 if api.modality(run_id, runs_dir) == "text" else 2000
+        n = modalities[api.modality(run_id, runs_dir)].default_eval_n
     r = api.evaluate(
         run_id,
         n=n,

@@ -20,11 +20,11 @@ from ..data import DataConfig, ImageDataset, load_dataset
 from ..data.image_io import save_png
 from ..errors import ConfigError
 from ..generation.pipelines import load_pipeline
+from ..modalities import modalities
 from ..runs import RunStore
 from ..serialization import write_json
 from .memorization import closest_pairs_grid
 from .suite import evaluate_images
-from .text_eval import evaluate_text
 
 
 def feature_extractor(
@@ -64,9 +64,10 @@ def evaluate_run(
     features: str = "ref",
     weights: str | Path | None = None,
 ) -> dict[str, Any]:
-    """:func:`genloop.evaluate`: a text run goes to :func:`~genloop.evaluation.text_eval.evaluate_text`; an image
-    run's ``n`` samples are scored against held-out real images: FID, KID, IS, precision/recall, density/coverage,
-    conditional accuracy and per-class FID, memorisation — each beside its real-data floor.
+    """:func:`genloop.evaluate`, as the run's modality scores it: a text run goes to
+    :func:`~genloop.evaluation.text_eval.evaluate_text`; an image run's ``n`` samples are scored against
+    held-out real images: FID, KID, IS, precision/recall, density/coverage, conditional accuracy and per-class
+    FID, memorisation — each beside its real-data floor.
 
     Writes ``eval/metrics.json`` (``eval/metrics_inception.json`` for the Inception backend) and
     ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image).
@@ -77,13 +78,43 @@ def evaluate_run(
     run = store.get(run_id)
     t0 = time.perf_counter()
     pipe = load_pipeline(run.dir, device, checkpoint)
-    if getattr(pipe, "modality", "image") == "text":
-        if sampler is not None or steps is not None or guidance is not None or eta is not None or features != "ref":
-            raise ConfigError(
-                "--sampler/--steps/--guidance/--eta/--features apply to image models; a text model is "
-                "scored on validation loss and samples"
-            )
-        return evaluate_text(store, run, pipe, n, seed, t0)
+    return modalities[pipe.modality].evaluate(  # type: ignore[no-any-return]
+        store,
+        run,
+        pipe,
+        n,
+        seed,
+        t0,
+        device=device,
+        progress=progress,
+        sampler=sampler,
+        steps=steps,
+        guidance=guidance,
+        eta=eta,
+        checkpoint=checkpoint,
+        features=features,
+        weights=weights,
+    )
+
+
+def evaluate_image_run(
+    store: RunStore,
+    run: Any,
+    pipe: Any,
+    n: int,
+    seed: int,
+    t0: float,
+    device: str = "cpu",
+    progress: bool = False,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    eta: float | None = None,
+    checkpoint: str = "last",
+    features: str = "ref",
+    weights: str | Path | None = None,
+) -> dict[str, Any]:
+    """The image protocol of :func:`evaluate_run` (the image modality's ``evaluate``)."""
     dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
     extractor = feature_extractor(dataset, features, weights, device, progress)
     t_sample = time.perf_counter()

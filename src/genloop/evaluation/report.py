@@ -412,11 +412,11 @@ def _how(metric: catalog.Metric) -> str:
     return better + metric.help
 
 
-def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
+def _text(run_dir: Path, ev: dict[str, Any], modality: str) -> dict[str, Any] | None:
     """A language model's part: its metrics beside held-out real text, and its samples as text."""
     metrics: list[tuple[str, str, str]] = []
     if _is_number(ev.get("val_loss")):
-        for m in catalog.for_modality("text"):
+        for m in catalog.for_modality(modality):
             if m.key in ev:
                 floor = ev.get(m.floor) if m.floor else None
                 metrics.append((_label(m.label), _fmt(ev[m.key], 4), _fmt(floor, 4) if m.floor else ""))
@@ -456,14 +456,14 @@ def _text(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _evaluation(ev: dict[str, Any]) -> dict[str, Any] | None:
+def _evaluation(ev: dict[str, Any], modality: str) -> dict[str, Any] | None:
     """An image model's metrics table (catalogued metrics in catalogue order, then any others it recorded),
     how to read it, and what was scored with what."""
     if _is_number(ev.get("val_loss")) and "fid" not in ev:
         return None  # a language model's metrics are in the text section
     rows: list[dict[str, str]] = []
     notes: list[tuple[str, str]] = []
-    for m in catalog.for_modality("image"):
+    for m in catalog.for_modality(modality):
         value = ev.get(m.key)
         if not _is_number(value):
             continue
@@ -533,6 +533,13 @@ def _evaluation(ev: dict[str, Any]) -> dict[str, Any] | None:
         "distance_note": _is_number(ev.get("fid")) or _is_number(ev.get("kid")),
         "is_note": _is_number(ev.get("is")),
     }
+
+
+def _modality_sections(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any]:
+    """Each modality's section of the page, by the name the template switches on (None: nothing to show)."""
+    from ..modalities import modalities
+
+    return dict(modalities[name].report_section(run_dir, ev) for name in modalities)
 
 
 def _config(config: dict[str, Any]) -> list[tuple[str, Rows]]:
@@ -606,8 +613,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         "status_class": _status_class(status),
         "summary": _summary(run, records),
         "samples": _samples(run_dir, warnings),
-        "text": _text(run_dir, ev),
-        "evaluation": _evaluation(ev),
+        **_modality_sections(run_dir, ev),
         "losses": _losses(records),
         "config": _config(config),
         "warnings": warnings,  # last: the sections above add the images they could not read

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import from_dict
-from ..data.text import TextDataConfig, load_text_dataset
+from ..modalities.text import TextDataConfig, load_text_dataset
 from ..runs import Run, RunStore
 from ..serialization import write_json, write_text
 from ..systems import models

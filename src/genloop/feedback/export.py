@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
+from ..modalities import modalities
 from ..serialization import atomic_write
 from .store import FeedbackStore, GenerationRow
 
@@ -25,7 +26,7 @@ FORMATS = ("trl-pairs", "trl-unpaired")
 
 
 def _completion(store: FeedbackStore, row: GenerationRow) -> str:
-    return row.text or "" if row.modality == "text" else str(store.image_path(row))
+    return modalities[row.modality].item_ref(store, row)
 
 
 def label_of(thumbs: int | None, stars: int | None) -> bool | None:

@@ -27,20 +27,17 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import ConfigError, DataError
+from ..modalities import Modality, modalities
 from ..runs import RunStore
 from ..serialization import write_json
 from .reward import RewardModel
 
 
-def _modality(pipe: Any) -> str:
-    return getattr(pipe, "modality", "image")
-
-
-def _check_modality(pipe: Any, reward: RewardModel) -> str:
-    m = _modality(pipe)
+def _check_modality(pipe: Any, reward: RewardModel) -> Modality:
+    m = pipe.modality
     if m != reward.modality:
         raise ConfigError(f"the reward model scores {reward.modality}s but run {pipe.info.get('run_id')} makes {m}s")
-    return m
+    return modalities[m]
 
 
 # --- 1. best-of-n -----------------------------------------------------------------------------------
@@ -48,6 +45,7 @@ def _check_modality(pipe: Any, reward: RewardModel) -> str:
 class Reranked:
     """The best of each group of ``k`` candidates. Quacks like an ImageOutput/TextOutput for the store."""
 
+    modality: str  # the registered modality of the items
     tensors: torch.Tensor | None  # images (n, C, H, W), or None for text
     texts: list[str] | None
     prompt: str
@@ -71,7 +69,7 @@ def best_of_n(pipe: Any, reward: RewardModel, n: int = 16, k: int = 4, seed: int
         raise ConfigError(f"best-of-n needs n >= 1, k >= 1 and n*k <= 100000, got n={n}, k={k}")
     modality = _check_modality(pipe, reward)
     out = pipe(n=n * k, seed=seed, **generate)
-    items = out.tensors if modality == "image" else out.texts
+    items = modality.items(out)
     scores = reward.score(items).reshape(n, k)
     pick = scores.argmax(1) + torch.arange(n) * k
     recipes = [
@@ -79,9 +77,11 @@ def best_of_n(pipe: Any, reward: RewardModel, n: int = 16, k: int = 4, seed: int
         for i, s in zip(pick, scores.max(1).values)
     ]
     labels = getattr(out, "labels", None)
+    tensors, texts = modality.rerank(out, pick)
     return Reranked(
-        out.tensors[pick] if modality == "image" else None,
-        [out.texts[int(i)] for i in pick] if modality == "text" else None,
+        modality.name,
+        tensors,
+        texts,
         getattr(out, "prompt", ""),
         recipes,
         scores.max(1).values,
@@ -258,8 +258,10 @@ def dpo(
     store = RunStore(runs_dir)
     parent = store.get(run_id)
     policy, info = load_system(parent.dir)
-    if policy.modality != "text":
-        raise ConfigError(f"DPO fine-tunes text models; run {parent.id} is an image model (use finetune_images)")
+    if not modalities[policy.modality].prompted:
+        raise ConfigError(
+            f"DPO fine-tunes text models; run {parent.id} is an {policy.modality} model (use finetune_images)"
+        )
     reference, _ = load_system(parent.dir)
     reference.eval().requires_grad_(False)
     policy.eval()  # no dropout: the policy's log-probs must be comparable with the reference's
@@ -367,7 +369,7 @@ def select_checkpoint(
         pipe = load_pipeline(run.dir, checkpoint=ck)
         modality = _check_modality(pipe, reward)
         out = pipe(n=n, seed=seed, **generate)
-        s = reward.score(out.tensors if modality == "image" else out.texts)
+        s = reward.score(modality.items(out))
         table.append(
             {
                 "candidate": f"{run.id}@{ck}",

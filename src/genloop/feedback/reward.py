@@ -148,10 +148,12 @@ class RewardModel:
         return str(self.info.get("id", "reward"))
 
     def featurize(self, items: Any) -> torch.Tensor:
-        if self.modality == "text":
-            if isinstance(items, str) or not all(isinstance(t, str) for t in items):
-                raise ConfigError("a text reward model scores a list of strings")
-            return text_features(list(items), self.features)
+        from ..modalities import modalities
+
+        return modalities[self.modality].featurize(self, items)  # type: ignore[no-any-return]
+
+    def _image_features(self, items: Any) -> torch.Tensor:
+        """The image modality's features: the reference net the model was trained with (checked unchanged)."""
         if self._images is None:
             self._images = ImageFeatures(self.features["data"])
             if self._images.extractor.id != self.features.get("extractor_id"):
@@ -223,30 +225,9 @@ class FeedbackData:
 def _features_of(
     store: FeedbackStore, rows: list[GenerationRow], modality: str, runs_dir: str | Path | None
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    if modality == "text":
-        return text_features([r.text or "" for r in rows]), dict(TEXT_FEATURES)
-    from ..runs import RunStore
+    from ..modalities import modalities
 
-    runs = RunStore(runs_dir)
-    data_cfgs = {}
-    for rid in sorted({r.run_id for r in rows}):
-        data_cfgs[rid] = runs.get(rid).config["data"]
-    first = next(iter(data_cfgs.values()))
-    key = ("name", "image_size", "channels")
-    for rid, d in data_cfgs.items():
-        if any(d.get(k) != first.get(k) for k in key):
-            raise ConfigError(
-                f"the rated images come from runs on different data ({first.get('name')} and "
-                f"{d.get('name')} via run {rid}); train a reward model per dataset with --run"
-            )
-    feats = ImageFeatures(first)
-    x = feats([store.image_path(r) for r in rows])
-    return x, {
-        "kind": "refnet",
-        "data": feats.data,
-        "extractor_id": feats.extractor.id,
-        "extractor_sha256": feats.extractor.sha256,
-    }
+    return modalities[modality].reward_features(store, rows, runs_dir)  # type: ignore[no-any-return]
 
 
 def collect(

@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..modalities import modalities
 from .store import FeedbackStore
 
 
 @dataclass
 class Rater:
     spec: str  # e.g. "class:7"
-    modality: str  # "image" | "text"
+    modality: str  # a registered modality name (genloop.modalities)
     preference: str  # in words
     extractor: Any = None  # images: the reference net of the run's dataset
     params: dict[str, Any] = field(default_factory=dict)
@@ -178,14 +179,11 @@ def simulate(
     ``out``: the JSON file (default ``<run>/eval/feedback_<rater>.json``).
     """
     from .. import __version__
-    from ..config import from_dict
-    from ..data import DataConfig, load_dataset
     from ..database import new_id
     from ..generation.pipelines import load_pipeline
     from ..runs import RunStore
     from ..serialization import write_json
-    from .optimize import best_of_n, finetune_images, preference_pairs, select_checkpoint
-    from .optimize import dpo as run_dpo
+    from .optimize import best_of_n, select_checkpoint
     from .reward import train_reward
 
     unknown = set(uses) - {"best_of_n", "finetune", "select"}
@@ -201,30 +199,18 @@ def simulate(
     run = runs.get(run_id)
     store = store or FeedbackStore(runs=runs_dir)
     pipe = load_pipeline(run.dir)
-    modality = getattr(pipe, "modality", "image")
-    dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data.")) if modality == "image" else None
+    kind = modalities[pipe.modality]
+    modality = kind.name
+    dataset = kind.load_run_data(run)
     r = make_rater(rater, dataset)
     text_options = {"max_tokens": 64, "temperature": 1.0, **(text_options or {})}
-    gen_opts = text_options if modality == "text" else {}
+    gen_opts = kind.simulation_options(text_options)
     seconds: dict[str, float] = {}
-
-    def items_of(output: Any) -> Any:
-        return output.tensors if modality == "image" else output.texts
-
-    extractor = None
-    if modality == "image":
-        from ..evaluation import evaluate_images, get_feature_extractor
-
-        extractor = get_feature_extractor(dataset)
+    items_of = kind.items
+    probe = kind.quality_probe(dataset, seed)
 
     def measure(items: Any) -> dict[str, Any]:
-        m: dict[str, Any] = {"preferred_share": round(float(np.mean(r.preferred(items))), 4)}
-        if modality == "image":
-            fid = evaluate_images(items, dataset, extractor, seed=seed, metrics=("fid",))
-            m["fid"], m["fid_floor"] = round(float(fid["fid"]), 3), round(float(fid["fid_floor"]), 3)
-        else:
-            m["mean_chars"] = round(float(np.mean([len(t) for t in items])), 1)
-        return m
+        return {"preferred_share": round(float(np.mean(r.preferred(items))), 4), **probe(items)}
 
     # 1. generate, store and rate
     t = time.perf_counter()
@@ -255,7 +241,7 @@ def simulate(
     if "best_of_n" in uses:
         t = time.perf_counter()
         best = best_of_n(pipe, reward, n=n_eval, k=k, seed=eval_seed, **gen_opts)
-        chosen = best.tensors if modality == "image" else best.texts
+        chosen = kind.items(best)
         results["best_of_n"] = {
             **measure(chosen),
             "k": k,
@@ -266,10 +252,7 @@ def simulate(
     child = None
     if "finetune" in uses:
         t = time.perf_counter()
-        if modality == "image":
-            ft = finetune_images(run.id, reward, finetune, runs_dir=runs_dir)
-        else:
-            ft = run_dpo(run.id, preference_pairs(store, job_id=job), dpo, runs_dir=runs_dir)
+        ft = kind.finetune(run.id, reward, store, job, {"finetune": finetune, "dpo": dpo}, runs_dir)
         child = ft["run_id"]
         tuned = load_pipeline(runs.get(child).dir)(n=n_eval, seed=eval_seed, **gen_opts)
         results["finetune"] = {

@@ -29,7 +29,7 @@ class GenerationRow(Base):
     created: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
     run_id: Mapped[str] = mapped_column(String(128), index=True)
     model: Mapped[str] = mapped_column(String(64))
-    modality: Mapped[str] = mapped_column(String(16))  # "image" | "text"
+    modality: Mapped[str] = mapped_column(String(16))  # a registered modality name (genloop.modalities)
     checkpoint: Mapped[str] = mapped_column(String(16), default="last")
     checkpoint_sha256: Mapped[str] = mapped_column(String(64))
     recipe: Mapped[dict] = mapped_column(JSON)  # everything needed to make it again (n=1, its own seed)
@@ -141,12 +141,12 @@ class FeedbackStore:
     def add_outputs(
         self, output: Any, *, job_id: str | None = None, user: str | None = None, replay_of: str | None = None
     ) -> list[str]:
-        """Store every item of an ``ImageOutput`` or ``TextOutput`` (one row each, in one transaction)."""
-        from ..data.image_io import save_png
+        """Store every item of a pipeline output (one row each, in one transaction); its ``modality`` decides how."""
+        from ..modalities import modalities
 
+        modality = modalities[output.modality]
         recipe0 = output.recipe
-        texts = getattr(output, "texts", None)
-        count = len(texts) if texts is not None else len(output.tensors)
+        count = len(modality.items(output))
         rows, files = [], []
         try:
             for i in range(count):
@@ -157,7 +157,7 @@ class FeedbackStore:
                     created=utcnow(),
                     run_id=str(recipe0.get("run_id")),
                     model=str(recipe0.get("model")),
-                    modality="text" if texts is not None else "image",
+                    modality=modality.name,
                     checkpoint=str(recipe0.get("checkpoint", "last")),
                     checkpoint_sha256=str(recipe0.get("checkpoint_sha256", "")),
                     recipe=recipe,
@@ -165,12 +165,9 @@ class FeedbackStore:
                     replay_of=replay_of,
                     user=_user(user),
                 )
-                if texts is not None:
-                    row.text, row.prompt = texts[i], output.prompt
-                else:
-                    rel = f"{gid[:2]}/{gid}.png"
-                    files.append(save_png(self.media_dir / rel, output.tensors[i], recipe))
-                    row.media, row.prompt = rel, _condition(recipe)
+                written = modality.store_item(self, row, output, i)
+                if written is not None:
+                    files.append(written)
                 rows.append(row)
             with self.Session.begin() as s:
                 s.add_all(rows)

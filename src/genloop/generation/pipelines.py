@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -24,6 +24,7 @@ from .. import __version__
 from ..config import from_dict
 from ..data.image import to_uint8
 from ..errors import ConfigError, NotFoundError
+from ..modalities import modalities
 from ..run_layout import RunLayout
 from ..serialization import sha256_file
 from ..systems import DataSpec, System, models
@@ -31,6 +32,7 @@ from ..systems import DataSpec, System, models
 
 @dataclass
 class ImageOutput:
+    modality: ClassVar[str] = "image"  # which registered modality stores and scores it
     tensors: torch.Tensor  # (n, C, H, W) floats in [-1, 1]
     recipe: dict[str, Any] = field(default_factory=dict)  # shared by the batch; image i used seed + i
     labels: torch.Tensor | None = None  # the class each image was asked for (conditional models)
@@ -57,10 +59,7 @@ def load_system(run_dir: str | Path, checkpoint: str = "last") -> tuple[System, 
     cls_ = models[config["model"]["name"]]
     system = cls_(from_dict(cls_.Config, config["model"], "model."), DataSpec(**config["data_spec"]))
     system.load_state_dict(tensors)
-    if system.modality == "text":  # a language model decodes with the tokenizer it was trained with
-        from ..data.text import load_tokenizer
-
-        system.tokenizer = load_tokenizer(files.tokenizer)
+    modalities[system.modality].restore(system, files.tokenizer)  # e.g. a language model's tokenizer
     info = {
         "run_id": files.root.name,
         "model": config["model"]["name"],
@@ -75,6 +74,7 @@ class ImagePipeline:
     def __init__(self, system: System, info: dict[str, Any]) -> None:
         self.system = system.eval()
         self.info = info  # run_id, model, checkpoint, checkpoint_sha256, step
+        self.modality = system.modality
 
     @property
     def device(self) -> torch.device:
@@ -269,14 +269,9 @@ def _label_recipe(labels: torch.Tensor | None) -> dict[str, Any]:
 
 
 def load_pipeline(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "last") -> Any:
-    """The pipeline that fits the run's model family: image, diffusion or text."""
+    """The pipeline that fits the run's model family (image, diffusion, text), as its modality builds it."""
     system, info = load_system(run_dir, checkpoint)
-    if system.modality == "text":
-        from .text_pipeline import TextPipeline
-
-        return TextPipeline(system.to(device), info)
-    cls = DiffusionPipeline if system.diffusion else ImagePipeline
-    return cls(system.to(device), info)
+    return modalities[system.modality].pipeline(system.to(device), info)
 
 
 def as_uint8(output: ImageOutput) -> torch.Tensor:

@@ -16,6 +16,7 @@ from typing import cast
 import torch
 
 from ..data.image_io import make_grid, save_png
+from ..modalities import modalities
 from ..run_layout import RunLayout
 from ..serialization import write_text
 from ..systems.base import System
@@ -37,16 +38,28 @@ def preview_writer(run_dir: Path, ema: bool, images: int = 64, texts: int = 4, m
 
     def write(system: System, step: int) -> Path:
         generator = torch.Generator().manual_seed(PREVIEW_SEED)
-        if isinstance(system, LanguageModelSystem):
-            path = files.sample(step, "txt")
-            write_text(path, TEXT_RULE.join(_continuations(system, texts, generator, max_tokens)) + "\n")
-            return path
-        path = files.sample(step, "png")
-        grid = make_grid(system.sample(images, generator).cpu())
-        save_png(path, grid, {"train_step": step, "seed": PREVIEW_SEED, "ema": ema}, upscale=2)
-        return path
+        return modalities[system.modality].preview(  # type: ignore[no-any-return]
+            system, files, step, generator, ema=ema, images=images, texts=texts, max_tokens=max_tokens
+        )
 
     return write
+
+
+def image_preview(system: System, files: RunLayout, step: int, generator: torch.Generator, ema: bool, n: int) -> Path:
+    """``samples/step-N.png``: ``n`` samples as one grid, the recipe saying whether they are EMA samples."""
+    path = files.sample(step, "png")
+    grid = make_grid(system.sample(n, generator).cpu())
+    save_png(path, grid, {"train_step": step, "seed": PREVIEW_SEED, "ema": ema}, upscale=2)
+    return path
+
+
+def text_preview(
+    system: LanguageModelSystem, files: RunLayout, step: int, generator: torch.Generator, n: int, max_tokens: int
+) -> Path:
+    """``samples/step-N.txt``: ``n`` continuations of an empty prompt, between rules."""
+    path = files.sample(step, "txt")
+    write_text(path, TEXT_RULE.join(_continuations(system, n, generator, max_tokens)) + "\n")
+    return path
 
 
 def _continuations(system: LanguageModelSystem, n: int, generator: torch.Generator, max_tokens: int) -> list[str]:

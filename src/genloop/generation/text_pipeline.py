@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -30,6 +30,7 @@ MAX_TOKENS = 100_000  # one call's limit on new tokens (the server sets a tighte
 
 @dataclass
 class TextOutput:
+    modality: ClassVar[str] = "text"  # which registered modality stores and scores it
     texts: list[str]
     prompt: str
     recipe: dict[str, Any] = field(default_factory=dict)  # shared by the batch; text i used seed + i

@@ -17,6 +17,7 @@ from ..config import from_dict
 from ..data import DataConfig, load_dataset
 from ..data.image_io import make_grid, save_png
 from ..errors import ConfigError
+from ..modalities import modalities
 from ..run_layout import RunLayout
 from ..runs import RunStore
 from ..serialization import atomic_write
@@ -92,9 +93,9 @@ def generate_texts(
     as it is generated (the CLI streams to the terminal this way). Returns (TextOutput, path of texts.jsonl)."""
     run = RunStore(runs_dir).get(run_id)
     pipe = load_pipeline(run.dir, device, checkpoint)
-    if getattr(pipe, "modality", "image") != "text":
+    if not modalities[pipe.modality].prompted:
         raise ConfigError(
-            f"run {run.id} is an image model ({pipe.info['model']}); "
+            f"run {run.id} is an {pipe.modality} model ({pipe.info['model']}); "
             "--prompt and the text controls apply to text models"
         )
     out_dir = Path(out) if out else run.files.generated

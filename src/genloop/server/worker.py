@@ -29,10 +29,10 @@ from typing import Any
 from ..database import connect
 from ..errors import ConfigError, GenLoopError, NotFoundError, StorageError
 from ..feedback.store import FeedbackStore
+from ..modalities import modalities
 from .jobs import JobRow, JobStore, worker_id
 from .liveness import Beating, WorkerRegistry
 from .services.completions import text_report
-from .services.jobs import IMAGE_KEYS, TEXT_KEYS
 from .settings import Settings
 
 
@@ -296,16 +296,19 @@ class Worker:
             return self._generate_result(p, [g.id for g in sorted(already, key=lambda g: g.recipe.get("index", 0))])
         pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
         report: dict[str, Any] = {}  # text: finish reasons, usage, log-probabilities (what OpenAI clients read)
-        if getattr(pipe, "modality", "image") == "text":
+        modality = modalities[pipe.modality]
+        if modality.prompted:  # a language model: completions, streamed, with a report OpenAI clients read
             output, report = self._generate_text(job, pipe, p)
         else:
-            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **{k: p.get(k) for k in IMAGE_KEYS})
+            keys = modality.generate_keys
+            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **{k: p.get(k) for k in keys})
         ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
         return {**self._generate_result(p, ids), **report}
 
     def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """The completions and their report. A single completion is streamed through :class:`_TextEvents`."""
-        sampling = {k: p[k] for k in TEXT_KEYS if k != "prompt" and p.get(k) is not None}
+        keys = modalities[pipe.modality].generate_keys
+        sampling = {k: p[k] for k in keys if k != "prompt" and p.get(k) is not None}
         prompt, n, seed = p.get("prompt", ""), int(p.get("n", 1)), int(p.get("seed", 0))
         events = _TextEvents(self.jobs, job.id) if n == 1 else None
         try:
@@ -330,15 +333,9 @@ class Worker:
         return result
 
     def identical(self, a_id: str, b_id: str) -> bool:
-        """Same text, or the same pixels (the PNG files carry recipes that differ in their ids)."""
-        import numpy as np
-        from PIL import Image
-
+        """The same output, as the modality compares them (same text, the same pixels, ...)."""
         a, b = self.feedback.get(a_id), self.feedback.get(b_id)
-        if a.modality == "text":
-            return a.text == b.text
-        with Image.open(self.feedback.image_path(a)) as ia, Image.open(self.feedback.image_path(b)) as ib:
-            return bool(np.array_equal(np.asarray(ia), np.asarray(ib)))
+        return modalities[a.modality].same_item(self.feedback, a, b)
 
     # --- evaluate -----------------------------------------------------------------------------------
     def _evaluate(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:

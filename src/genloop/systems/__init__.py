@@ -1,10 +1,13 @@
 """Model families, by the name the CLI takes (``genloop train MODEL``).
 
-A new family is one model file, one system file, and one line here.
+A new family is one model file, one system file, and one line here; its ``modality`` must be registered
+in :mod:`genloop.modalities` (registering it here fails otherwise).
 """
 
 from __future__ import annotations
 
+from ..errors import ConfigError, NotFoundError
+from ..modalities import modalities
 from ..registry import Registry
 from .base import DataSpec, System
 from .ddpm import DDPMSystem
@@ -13,7 +16,22 @@ from .hf_lm import HFCausalLMSystem
 from .lm import GPTSystem
 from .vae import BetaVAESystem, CVAESystem, VAESystem
 
-models: Registry[type[System]] = Registry("model")
+
+class ModelRegistry(Registry[type[System]]):
+    """The model families; registering one checks that it declares a registered modality."""
+
+    def register(self, name: str, item: type[System]) -> type[System]:
+        declared = getattr(item, "modality", None)
+        if not isinstance(declared, str):
+            raise ConfigError(f"model family '{name}' ({item.__name__}) declares no modality; set `modality = ...`")
+        try:
+            modalities[declared]
+        except NotFoundError as e:
+            raise NotFoundError(f"model family '{name}' ({item.__name__}): {e}") from None
+        return super().register(name, item)
+
+
+models: ModelRegistry = ModelRegistry("model")
 models.register("dcgan", GANSystem)
 models.register("wgan-gp", WGANGPSystem)
 models.register("vae", VAESystem)
@@ -24,4 +42,4 @@ models.register("ddpm", DDPMSystem)
 models.register("gpt", GPTSystem)
 models.register("hf-causal-lm", HFCausalLMSystem)
 
-__all__ = ["DataSpec", "System", "models"]
+__all__ = ["DataSpec", "ModelRegistry", "System", "models"]

@@ -47,7 +47,7 @@ class System(nn.Module):
     Config: ClassVar[type]  # the family's typed settings (a dataclass whose first field is `name`)
     train_defaults: ClassVar[dict[str, Any]] = {}  # the family's preferred TrainConfig values
     ema_target: ClassVar[str]  # attribute name of the sub-module used for inference (averaged by EMA)
-    modality: ClassVar[str] = "image"
+    modality: ClassVar[str]  # a registered modality name (``genloop.modalities``); every family declares one
     conditional: ClassVar[bool] = False  # True: decode/sample take class labels (needs a labelled dataset)
     diffusion: ClassVar[bool] = False  # True: sampling runs a scheduler loop over noise levels, not one decode
     unit: ClassVar[str] = "images"  # what throughput counts: images (batch rows) or tokens

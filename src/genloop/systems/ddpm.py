@@ -48,6 +48,7 @@ class DDPMSystem(System):
     Config = DDPMConfig
     train_defaults = {"lr": 2e-4, "ema_decay": 0.999, "warmup_steps": 200}
     ema_target = "unet"
+    modality = "image"
     diffusion = True
 
     def __init__(self, config: DDPMConfig, spec: DataSpec) -> None:

@@ -62,6 +62,7 @@ class GANSystem(System):
     Config = GANConfig
     train_defaults = {"lr": 2e-4, "betas": [0.5, 0.999]}
     ema_target = "generator"
+    modality = "image"
 
     def __init__(self, config: GANConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)

@@ -45,6 +45,7 @@ class VAESystem(System):
     Config = VAEConfig
     train_defaults = {"lr": 1e-3}
     ema_target = "vae"
+    modality = "image"
 
     def __init__(self, config: VAEConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)

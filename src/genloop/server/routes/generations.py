@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import FileResponse, JSONResponse
 
 from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
+from ...modalities import modalities
 from ..deps import Context, ctx, require_token
 from ..schemas import (
     AUTHED,
@@ -22,7 +23,7 @@ from ..schemas import (
     errors,
     unprocessable,
 )
-from ..services.jobs import IMAGE_KEYS, TEXT_KEYS, submit, validate
+from ..services.jobs import submit, validate
 from .jobs import created
 
 router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)], responses=AUTHED)
@@ -55,7 +56,7 @@ def create_generation(
 def list_generations(
     run_id: str | None = Query(None, pattern=RUN_ID.pattern),
     job_id: str | None = Query(None, pattern=GEN_ID.pattern),
-    modality: Literal["image", "text"] | None = None,
+    modality: str | None = Query(None, pattern=f"^({'|'.join(modalities.names())})$"),
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=INT_MAX),
     c: Context = Depends(ctx),
@@ -95,7 +96,7 @@ def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Con
 
     row = _gen(c, gid)
     r = upgrade_recipe(row.recipe)  # a generation stored before the recipe keys were split reads the same
-    keys = IMAGE_KEYS if row.modality == "image" else TEXT_KEYS
+    keys = modalities[row.modality].generate_keys
     params = {
         "run_id": row.run_id,
         "checkpoint": row.checkpoint,

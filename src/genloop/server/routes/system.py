@@ -40,24 +40,13 @@ def health(c: Context = Depends(ctx)) -> dict[str, Any]:
 
 @lru_cache(maxsize=1024)
 def _describe(config_path: str, mtime: int) -> dict[str, Any]:
+    from ...modalities import modalities
     from ...systems import models
 
     config = json.loads(Path(config_path).read_text(encoding="utf-8"))
     name = config["model"]["name"]
     cls = models[name]
-    spec = config.get("data_spec") or {}
-    conditional = bool(getattr(cls, "conditional", False) is True or config["model"].get("class_conditional"))
-    d = {
-        "model": name,
-        "modality": cls.modality,
-        "conditional": conditional,
-        "num_classes": spec.get("num_classes") if conditional else None,
-        "diffusion": bool(getattr(cls, "diffusion", False)),
-    }
-    if d["diffusion"]:
-        d["samplers"] = ["ddpm", "ddim", "dpmpp-2m"]
-        d["default_sampler"], d["default_steps"] = config["model"].get("sampler"), config["model"].get("sampling_steps")
-    return d
+    return {"model": name, "modality": cls.modality, **modalities[cls.modality].describe(config, cls)}
 
 
 @router.get(

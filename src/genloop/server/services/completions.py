@@ -27,6 +27,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from ...generation.text_sampling import REPLACEMENT_CHAR, Completion
+from ...modalities import modalities
 from ..deps import Context
 from ..jobs import FINAL, JobRow
 from ..schemas import CompletionRequest
@@ -81,9 +82,10 @@ def plan(c: Context, body: CompletionRequest) -> Plan:
         raise OpenAIError(
             400, f"at most {limit} completions per request (prompts × best_of), got {len(prompts)} × {best_of}", "n"
         )
-    if run_modality(c, body.model) != "text":
+    kind = run_modality(c, body.model)
+    if not modalities[kind].prompted:
         raise OpenAIError(
-            400, f"the model '{body.model}' is an image run; completions need a text run (GET /v1/models)", "model"
+            400, f"the model '{body.model}' is an {kind} run; completions need a text run (GET /v1/models)", "model"
         )
     if body.logit_bias:
         _check_logit_bias(c, body.model, body.logit_bias)

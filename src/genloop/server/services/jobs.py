@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from ...errors import NotFoundError
+from ...modalities import modalities
 from ..deps import Context
 from ..jobs import FINAL, JobRow, QueueFull
 from ..schemas import (
@@ -28,23 +29,6 @@ from ..schemas import (
     unprocessable,
 )
 
-# the text sampling settings a generate job carries and a replay copies from a recipe
-TEXT_KEYS = (
-    "prompt",
-    "max_tokens",
-    "temperature",
-    "top_k",
-    "top_p",
-    "repetition_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "stop",
-)
-IMAGE_KEYS = ("class_label", "sampler", "steps", "guidance", "eta")
-# generate-job params that shape only what the worker reports about a text (not the text itself)
-REPORT_KEYS = ("logprobs", "echo")
-
 
 class UnknownRun(HTTPException):
     """A 404 for a run id that names no run. Its message never shows where runs live on the server."""
@@ -56,13 +40,14 @@ class UnknownRun(HTTPException):
 def datasets() -> list[str]:
     """The built-in data sets a training job may name (besides uploads)."""
     from ...data.builtin import datasets as image_sets
-    from ...data.text import builtin_corpora
+    from ...modalities.text import builtin_corpora
 
     return sorted({*image_sets.names(), *builtin_corpora()})
 
 
 def run_modality(c: Context, run_id: str) -> str:
-    """``"image"`` or ``"text"``: what the run generates (404 :class:`UnknownRun` if there is no such run)."""
+    """The name of the run's modality (``genloop.modalities``): what it generates (404 :class:`UnknownRun` if
+    there is no such run)."""
     from ...runs import RunStore
     from ...systems import models
 
@@ -74,20 +59,30 @@ def run_modality(c: Context, run_id: str) -> str:
     return str(models[run.config["model"]["name"]].modality)
 
 
+def foreign_keys(name: str) -> list[str]:
+    """The generate-job params of the other modalities: a job for a ``name`` run may not set them."""
+    own = {*modalities[name].generate_keys, *modalities[name].report_keys}
+    keys: list[str] = []
+    for other in modalities:
+        for k in (*modalities[other].generate_keys, *modalities[other].report_keys):
+            if k not in own and k not in keys:
+                keys.append(k)
+    return keys
+
+
 def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """Parse and check a job's params for ``kind``; returns them normalised (defaults dropped)."""
     try:
         if kind == "generate":
             p: Any = GenerateParams(**params)
             check_generate(p, c.settings.limits)
-            modality = run_modality(c, p.run_id)
-            wrong = [
-                k for k in (IMAGE_KEYS if modality == "text" else TEXT_KEYS + REPORT_KEYS) if getattr(p, k) is not None
-            ]
+            name = run_modality(c, p.run_id)
+            wrong = [k for k in foreign_keys(name) if getattr(p, k) is not None]
             if wrong:
-                raise unprocessable(f"run {p.run_id} is a {modality} model; {', '.join(wrong)} do not apply to it")
-            if modality == "text" and p.n > c.settings.limits.max_completions:
-                raise unprocessable(f"n must be at most {c.settings.limits.max_completions} for text, got {p.n}")
+                raise unprocessable(f"run {p.run_id} is a {name} model; {', '.join(wrong)} do not apply to it")
+            refused = modalities[name].generate_limit(p.n, c.settings.limits)
+            if refused:
+                raise unprocessable(refused)
         elif kind == "train":
             p = TrainParams(**params)
             check_train(p, c.settings.limits, datasets())

@@ -364,11 +364,14 @@ async function loadModels() {
     sel.append(el("option", { value: "", text: "No trained models yet — train one in Jobs" }));
   } else {
     sel.append(el("option", { value: "", text: "Choose a model…" }));
-    const groups = { image: el("optgroup", { label: "Image models" }), text: el("optgroup", { label: "Text models" }) };
+    // one group per modality the server reports ("Image models", "Text models", ...), never a default one
+    const groups = {};
     for (const m of state.models) {
-      (groups[m.modality] || groups.image).append(el("option", { value: m.run_id, text: modelLabel(m) }));
+      const kind = String(m.modality);
+      groups[kind] ??= el("optgroup", { label: `${kind.charAt(0).toUpperCase()}${kind.slice(1)} models` });
+      groups[kind].append(el("option", { value: m.run_id, text: modelLabel(m) }));
     }
-    for (const g of Object.values(groups)) if (g.children.length) sel.append(g);
+    for (const kind of Object.keys(groups).sort()) sel.append(groups[kind]);
     if (state.models.some((m) => m.run_id === prev)) sel.value = prev;
   }
   fillSelect($("#gallery-filter"), [["", "All models"], ...state.models.map((m) => [m.run_id, `${m.model} — ${m.run_id}`])]);

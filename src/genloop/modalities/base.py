@@ -1,0 +1,139 @@
+"""The one small interface every modality implements.
+
+A modality (image, text, ...) owns everything that differs between kinds of output: its data settings,
+loader and batches; the pipeline that generates and the output type it returns; how outputs are stored
+and read back; its evaluator and report section; the features a reward model scores it on; and what the
+studio shows and accepts for it. Code outside ``genloop.modalities`` never compares a modality name: it
+looks the modality up (``modalities[name]``) and calls it.
+
+A modality package (``genloop/modalities/<name>/``) holds at least :data:`REQUIRED_MODULES`; its
+``modality.py`` defines the :class:`Modality` subclass, and ``genloop/modalities/__init__.py`` registers
+one instance of it (``tests/test_modalities.py`` checks both).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+REQUIRED_MODULES = ("__init__.py", "modality.py")
+
+
+class Modality(ABC):
+    """What one kind of output (its data, generation, storage, evaluation, feedback, studio) needs."""
+
+    name: ClassVar[str]  # the registry key a model family declares as its ``modality``
+    noun: ClassVar[str]  # one output, in messages: "image", "text"
+    default_eval_n: ClassVar[int]  # samples ``genloop eval`` scores by default
+    probe_label: ClassVar[str]  # the column heading of :meth:`quality_probe`'s number in a simulation table
+    prompted: ClassVar[bool] = False  # True: generation continues a prompt (``genloop generate --prompt``)
+    generate_keys: ClassVar[tuple[str, ...]] = ()  # generate-job params that shape the output (a replay copies them)
+    report_keys: ClassVar[tuple[str, ...]] = ()  # generate-job params that shape only the job's report
+
+    # --- data -----------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def data_config_cls(self) -> type:
+        """The dataclass of the run's ``data`` section."""
+
+    @abstractmethod
+    def load_data(self, rc: Any) -> Any:
+        """The prepared dataset of a resolved recipe (``rc.data``, ``rc.system_cls``, ``rc.model``)."""
+
+    @abstractmethod
+    def data_spec(self, dataset: Any) -> Any:
+        """The :class:`~genloop.systems.DataSpec` a system sizes its networks from."""
+
+    @abstractmethod
+    def batches(self, dataset: Any, rc: Any, system: Any) -> Any:
+        """The resumable training batch stream."""
+
+    @abstractmethod
+    def bind(self, system: Any, dataset: Any, folder: Path, *, new: bool) -> None:
+        """Attach what the system needs besides weights (a tokenizer) and save it beside the run (``folder``)."""
+
+    @abstractmethod
+    def restore(self, system: Any, folder: Path) -> None:
+        """Attach what :meth:`bind` saved in ``folder`` to a system rebuilt from a checkpoint."""
+
+    # --- generation -----------------------------------------------------------------------------
+    @abstractmethod
+    def pipeline(self, system: Any, info: dict[str, Any]) -> Any:
+        """The inference pipeline of a trained system; it sets ``.modality`` to :attr:`name`."""
+
+    @abstractmethod
+    def items(self, output: Any) -> Any:
+        """The generated items of a pipeline output, in order (a tensor batch, a list of strings)."""
+
+    @abstractmethod
+    def store_item(self, store: Any, row: Any, output: Any, index: int) -> Path | None:
+        """Fill a feedback-store row with item ``index`` of ``output``; return the media file written, if any."""
+
+    @abstractmethod
+    def item_ref(self, store: Any, row: Any) -> str:
+        """How an exported row points at its item (the text itself, a media path)."""
+
+    @abstractmethod
+    def same_item(self, store: Any, a: Any, b: Any) -> bool:
+        """Whether two stored generations hold the same output (a replay's check)."""
+
+    @abstractmethod
+    def preview(self, system: Any, files: Any, step: int, generator: Any, **sizes: Any) -> Path:
+        """Write the training preview at ``step`` into the run folder ``files`` (``sizes``: ema, images, texts,
+        max_tokens); return its path."""
+
+    # --- evaluation -----------------------------------------------------------------------------
+    @abstractmethod
+    def quick_evaluator(self, dataset: Any, cfg: Any, progress: bool) -> Callable[[Any], dict[str, float]]:
+        """What the engine calls every ``train.eval_every`` steps."""
+
+    @abstractmethod
+    def evaluate(self, store: Any, run: Any, pipe: Any, n: int, seed: int, t0: float, **options: Any) -> dict:
+        """The full evaluation (metrics beside their real-data floors); ``options`` are the CLI's knobs."""
+
+    @abstractmethod
+    def report_section(self, run_dir: Path, ev: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """``(section name the report template switches on, its context)``; None: nothing to show."""
+
+    # --- feedback -------------------------------------------------------------------------------
+    @abstractmethod
+    def reward_features(self, store: Any, rows: list[Any], runs_dir: str | Path | None) -> tuple[Any, dict]:
+        """Features of stored generations for a reward model, and the spec to recompute them."""
+
+    @abstractmethod
+    def featurize(self, model: Any, items: Any) -> Any:
+        """Features of fresh items (from :meth:`items`) for a trained reward ``model``."""
+
+    @abstractmethod
+    def load_run_data(self, run: Any) -> Any:
+        """The data a run was trained on, as a rater or a quality probe needs it (None: not needed)."""
+
+    @abstractmethod
+    def rerank(self, output: Any, pick: Any) -> tuple[Any, Any]:
+        """``(tensors, texts)`` of the picked items of ``output`` (the other one None), for a reranked output."""
+
+    @abstractmethod
+    def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
+        """The generation options a simulated-feedback loop passes to the pipeline."""
+
+    @abstractmethod
+    def quality_probe(self, dataset: Any, seed: int) -> Callable[[Any], dict[str, Any]]:
+        """A cheap measure of a batch of items that a simulation reports beside the rater's verdict."""
+
+    @abstractmethod
+    def finetune(self, run_id: str, reward: Any, store: Any, job: str, cfgs: dict[str, Any], runs_dir: Any) -> dict:
+        """Fine-tune a run on a job's feedback (``cfgs``: ``finetune`` and ``dpo`` settings)."""
+
+    # --- studio ---------------------------------------------------------------------------------
+    @abstractmethod
+    def describe(self, config: dict[str, Any], system_cls: type) -> dict[str, Any]:
+        """The ``/v1/models`` descriptor fields of a run (beyond model and modality)."""
+
+    def generate_limit(self, n: int, limits: Any) -> str | None:
+        """Why a generate job of ``n`` outputs is refused, or None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<modality {self.name}>"

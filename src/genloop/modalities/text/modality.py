@@ -1,0 +1,175 @@
+"""The text modality: what a language model's data, outputs, evaluation, feedback and studio controls are."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..base import Modality
+
+
+class TextModality(Modality):
+    name = "text"
+    noun = "text"
+    prompted = True
+    default_eval_n = 100
+    probe_label = "chars"
+    generate_keys = (
+        "prompt",
+        "max_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "stop",
+    )
+    report_keys = ("logprobs", "echo")  # they shape only what the worker reports about a text
+
+    # --- data -----------------------------------------------------------------------------------
+    @property
+    def data_config_cls(self) -> type:
+        from .sources import TextDataConfig
+
+        return TextDataConfig
+
+    def load_data(self, rc: Any) -> Any:
+        """The tokenised corpus (with the tokenizer a pretrained model brings)."""
+        from .cache import load_text_dataset
+
+        return load_text_dataset(rc.data, tokenizer=rc.system_cls.tokenizer_source(rc.model))
+
+    def load_run_data(self, run: Any) -> Any:
+        return None  # a text simulation and its raters need no reference data
+
+    def data_spec(self, dataset: Any) -> Any:
+        from ...systems.base import DataSpec
+
+        return DataSpec(vocab_size=dataset.tokenizer.vocab_size)
+
+    def batches(self, dataset: Any, rc: Any, system: Any) -> Any:
+        from .batches import TokenBatches
+
+        return TokenBatches(dataset.train, rc.train.batch_size, system.block_size, seed=rc.train.seed)
+
+    def bind(self, system: Any, dataset: Any, folder: Path, *, new: bool) -> None:
+        """The tokenizer travels with the weights."""
+        from .tokenizers import load_tokenizer
+
+        if new:
+            system.tokenizer = dataset.tokenizer
+            dataset.tokenizer.save(folder)
+            return
+        if not folder.is_dir():  # killed before train() saved it: the data's is the same one
+            dataset.tokenizer.save(folder)
+        system.tokenizer = load_tokenizer(folder)
+
+    def restore(self, system: Any, folder: Path) -> None:
+        """A language model decodes with the tokenizer it was trained with."""
+        from .tokenizers import load_tokenizer
+
+        system.tokenizer = load_tokenizer(folder)
+
+    # --- generation -----------------------------------------------------------------------------
+    def pipeline(self, system: Any, info: dict[str, Any]) -> Any:
+        from ...generation.text_pipeline import TextPipeline
+
+        return TextPipeline(system, info)
+
+    def items(self, output: Any) -> Any:
+        return output.texts
+
+    def store_item(self, store: Any, row: Any, output: Any, index: int) -> Path | None:
+        row.text, row.prompt = output.texts[index], output.prompt
+        return None
+
+    def item_ref(self, store: Any, row: Any) -> str:
+        return row.text or ""
+
+    def same_item(self, store: Any, a: Any, b: Any) -> bool:
+        return bool(a.text == b.text)
+
+    def preview(self, system: Any, files: Any, step: int, generator: Any, **sizes: Any) -> Path:
+        from ...generation.preview import text_preview
+
+        return text_preview(system, files, step, generator, n=sizes["texts"], max_tokens=sizes["max_tokens"])
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def quick_evaluator(self, dataset: Any, cfg: Any, progress: bool) -> Callable[[Any], dict[str, float]]:
+        """Validation loss of the current weights on the first ``train.eval_tokens`` validation tokens, in
+        non-overlapping windows of the model's context (nanoGPT's protocol; cheap enough to run often)."""
+        from ...evaluation.text_metrics import sliding_window_loss
+
+        def quick(system: Any) -> dict[str, float]:
+            lm = system.causal_lm()
+            r = sliding_window_loss(
+                lambda idx: lm(idx),
+                dataset.val,
+                lm.block_size,
+                stride=lm.block_size,
+                max_tokens=cfg.eval_tokens or None,
+                device=next(system.parameters()).device,
+            )
+            return {"val_loss": float(r["loss"])}
+
+        return quick
+
+    def evaluate(self, store: Any, run: Any, pipe: Any, n: int, seed: int, t0: float, **options: Any) -> dict:
+        from ...errors import ConfigError
+        from ...evaluation.text_eval import evaluate_text
+
+        image_knobs = ("sampler", "steps", "guidance", "eta")
+        if any(options.get(k) is not None for k in image_knobs) or options.get("features", "ref") != "ref":
+            raise ConfigError(
+                "--sampler/--steps/--guidance/--eta/--features apply to image models; a text model is "
+                "scored on validation loss and samples"
+            )
+        return evaluate_text(store, run, pipe, n, seed, t0)
+
+    def report_section(self, run_dir: Path, ev: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        from ...evaluation.report import _text
+
+        return "text", _text(run_dir, ev, self.name)
+
+    # --- feedback -------------------------------------------------------------------------------
+    def reward_features(self, store: Any, rows: list[Any], runs_dir: str | Path | None) -> tuple[Any, dict]:
+        from ...feedback.reward import TEXT_FEATURES, text_features
+
+        return text_features([r.text or "" for r in rows]), dict(TEXT_FEATURES)
+
+    def featurize(self, model: Any, items: Any) -> Any:
+        from ...errors import ConfigError
+        from ...feedback.reward import text_features
+
+        if isinstance(items, str) or not all(isinstance(t, str) for t in items):
+            raise ConfigError("a text reward model scores a list of strings")
+        return text_features(list(items), model.features)
+
+    def rerank(self, output: Any, pick: Any) -> tuple[Any, Any]:
+        return None, [output.texts[int(i)] for i in pick]
+
+    def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
+        return text_options
+
+    def quality_probe(self, dataset: Any, seed: int) -> Callable[[Any], dict[str, Any]]:
+        import numpy as np
+
+        return lambda items: {"mean_chars": round(float(np.mean([len(t) for t in items])), 1)}
+
+    def finetune(self, run_id: str, reward: Any, store: Any, job: str, cfgs: dict[str, Any], runs_dir: Any) -> dict:
+        """DPO on the job's preference pairs."""
+        from ...feedback.optimize import dpo, preference_pairs
+
+        return dpo(run_id, preference_pairs(store, job_id=job), cfgs.get("dpo"), runs_dir=runs_dir)
+
+    # --- studio ---------------------------------------------------------------------------------
+    def describe(self, config: dict[str, Any], system_cls: type) -> dict[str, Any]:
+        return {"conditional": False, "num_classes": None, "diffusion": False}
+
+    def generate_limit(self, n: int, limits: Any) -> str | None:
+        if n > limits.max_completions:
+            return f"n must be at most {limits.max_completions} for text, got {n}"
+        return None
