@@ -41,7 +41,7 @@ class MusicGPTConfig(GPTConfig):
 
 
 class MusicGPTSystem(GPTSystem):
-    """The GPT family over music tokens (``genloop train music-gpt``); ``tokenizer`` is a ``MusicTokenizer``."""
+    """The GPT over music tokens (``genloop train music-gpt`` once registered); ``tokenizer``: a MusicTokenizer."""
 
     Config = MusicGPTConfig
     modality: ClassVar[str] = "music"
