@@ -12,6 +12,7 @@ _API = (
     "load",
     "generate",
     "generate_text",
+    "generate_music",
     "evaluate",
     "sweep",
     "compare",

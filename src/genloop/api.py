@@ -121,6 +121,24 @@ def generate_text(
     return generate_texts(run_id, prompt, n, seed, out, runs_dir, device, checkpoint, on_piece, **sampling)
 
 
+def generate_music(
+    run_id: str,
+    n: int = 4,
+    seed: int = 0,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str = "last",
+    **options: Any,
+) -> list[Path]:
+    """Write ``n`` pieces of a music run: ``sample_<seed>.mid`` (recipe inside), ``.mid.json``, ``.wav`` and a
+    piano-roll ``.png`` each, in ``out`` (default ``<run>/generated``). ``options``: bars, prompt_midi,
+    prompt_bars, temperature, top_p, top_k, key, time_signature, style, max_tokens."""
+    from .generation.writer import generate_music as write
+
+    return write(run_id, n, seed, out, runs_dir, device, checkpoint, **options)
+
+
 def modality(run_id: str, runs_dir: str | Path | None = None) -> str:
     """The name of the registered modality a run's model generates (``genloop.modalities``)."""
     run = RunStore(runs_dir).get(run_id)
@@ -225,6 +243,7 @@ __all__ = [
     "generate",
     "generate_text",
     "modality",
+    "generate_music",
     "evaluate",
     "sweep",
     "report",

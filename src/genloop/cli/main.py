@@ -98,26 +98,32 @@ def data_info(
 
 @data_app.command("list")
 def data_list() -> None:
-    """The built-in datasets (images) and corpora (text)."""
+    """The built-in datasets (images), corpora (text) and music corpora."""
     from ..data import dataset_names
+    from ..modalities.music.sources import CORPORA
     from ..modalities.text import builtin_corpora
 
     for name in dataset_names():
         say(name)
     for name in builtin_corpora():
         say(f"{name}  (text)")
+    for name in CORPORA:
+        say(f"{name}  (music)")
 
 
 # --- train ----------------------------------------------------------------------------------------
 @app.command()
 def train(
     model: str | None = typer.Argument(
-        None, help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm (text)."
+        None,
+        help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm (text); "
+        "music-gpt (music).",
     ),
     data: str | None = typer.Option(
         None,
         "--data",
-        help="Dataset name or path (default: digits for images, pydoc for text; a .txt, folder or .jsonl for text).",
+        help="Dataset name or path (default: digits for images, pydoc for text, bach for music; a .txt, folder or "
+        ".jsonl for text; bach, essen, ryans-mammoth or a MIDI/MusicXML/ABC file or folder for music).",
     ),
     init: str | None = typer.Option(
         None, "--init", help="hf-causal-lm: a local Hugging Face model directory to fine-tune."
@@ -171,15 +177,21 @@ def train(
 @app.command()
 def generate(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix, or the run's folder)."),
-    n: int | None = typer.Option(None, "--n", help="How many images (default 64) or texts (default 1)."),
-    seed: int = typer.Option(0, "--seed", help="Image or text i uses seed + i."),
+    n: int | None = typer.Option(
+        None, "--n", help="How many images (default 64), texts (default 1) or pieces of music (default 4)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Image, text or piece i uses seed + i."),
     prompt: str | None = typer.Option(
         None, "--prompt", help="Text models: the text to continue (default: a new document)."
     ),
     max_tokens: int = typer.Option(200, "--max-tokens", help="Text models: new tokens at most."),
-    temperature: float = typer.Option(1.0, "--temperature", help="Text models: 0 is greedy; higher is more random."),
+    temperature: float | None = typer.Option(
+        None, "--temperature", help="Text (default 1) and music (default 0.9) models: 0 is greedy; higher: more random."
+    ),
     top_k: int = typer.Option(0, "--top-k", help="Text models: sample from the k likeliest tokens (0: off)."),
-    top_p: float = typer.Option(1.0, "--top-p", help="Text models: nucleus sampling mass (1: off)."),
+    top_p: float | None = typer.Option(
+        None, "--top-p", help="Text (default 1: off) and music (default 0.95) models: nucleus sampling mass."
+    ),
     repetition_penalty: float = typer.Option(
         1.0, "--repetition-penalty", help="Text models: >1 discourages repeats (1: off)."
     ),
@@ -211,14 +223,76 @@ def generate(
         None, "--guidance", help="Classifier-free guidance scale (conditional diffusion)."
     ),
     eta: float | None = typer.Option(None, "--eta", help="DDIM noise: 0 deterministic, 1 like DDPM."),
+    bars: int | None = typer.Option(None, "--bars", help="Music models: bars per piece (default 16)."),
+    prompt_midi: Path | None = typer.Option(
+        None, "--prompt-midi", help="Music models: a MIDI file whose first --prompt-bars bars each piece continues."
+    ),
+    prompt_bars: int | None = typer.Option(
+        None, "--prompt-bars", help="Music models: bars of --prompt-midi (default 4)."
+    ),
+    key: str | None = typer.Option(
+        None, "--key", help="Music models: e.g. 'F major', 'A minor' (default: the model draws one)."
+    ),
+    time_signature: str | None = typer.Option(
+        None, "--time-signature", help="Music models: e.g. 3/4 (default: the model draws one)."
+    ),
+    style: str | None = typer.Option(None, "--style", help="Music models: a style the model was trained on."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last, or best (runs trained with train.eval_every)."),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Generate images (a PNG grid plus one PNG per image, recipes embedded) or text (streamed; saved with recipes)."""
+    """Generate images (a PNG grid plus one PNG per image, recipes embedded), text (streamed; saved with recipes)
+    or music (per piece: a MIDI with its recipe, .mid.json, .wav and a piano-roll .png)."""
     from .. import api
 
-    if modalities[api.modality(run_id, runs_dir)].prompted:
+    kind = modalities[api.modality(run_id, runs_dir)]
+    music_options = {
+        "--bars": bars,
+        "--prompt-midi": prompt_midi,
+        "--prompt-bars": prompt_bars,
+        "--key": key,
+        "--time-signature": time_signature,
+        "--style": style,
+    }
+    music_given = [k for k, v in music_options.items() if v is not None]
+    image_options = {
+        "--class": class_label,
+        "--sampler": sampler,
+        "--steps": steps,
+        "--guidance": guidance,
+        "--eta": eta,
+    }
+    if not kind.prompted:
+        text_given = [name for name, v in (("--prompt", prompt), ("--stop", stop or None)) if v is not None]
+        if text_given:
+            raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} makes {kind.noun}s")
+        paths = kind.generate_files(
+            run_id,
+            4 if n is None else n,
+            seed,
+            out_dir,
+            runs_dir,
+            device,
+            checkpoint,
+            bars=bars,
+            prompt_midi=prompt_midi,
+            prompt_bars=prompt_bars,
+            key=key,
+            time_signature=time_signature,
+            style=style,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k or None,
+            **{k.lstrip("-").replace("-", "_"): v for k, v in image_options.items() if v is not None},
+        )
+        if paths is not None:
+            say(f"wrote {len(paths)} files to {paths[0].parent} (a .mid with its recipe, .mid.json, .wav, .png each)")
+            return
+    if music_given:
+        raise ConfigError(f"{', '.join(music_given)}: only music models take this; run {run_id} makes {kind.noun}s")
+    temperature = 1.0 if temperature is None else temperature
+    top_p = 1.0 if top_p is None else top_p
+    if kind.prompted:
         _generate_text(
             run_id,
             n or 1,
@@ -466,7 +540,23 @@ def print_text_metrics(r: dict[str, Any]) -> None:
         note(f"warning: {w}")
 
 
+def print_music_metrics(r: dict[str, Any]) -> None:
+    settings = r.get("sample_settings") or {}
+    title = (
+        f"evaluation of {r['run_id']} ({r['n']} pieces of {settings.get('bars')} bars; likelihood floor: the best "
+        f"n-gram; sample floors: training pieces, both against held-out pieces)"
+    )
+    out.print(_metric_table(r, "music", title, "floor"))
+    say(
+        f"likelihood on {r.get('val_tokens', 0):.0f} held-out tokens ({r.get('val_notes', 0):.0f} notes); samples at "
+        f"temperature {settings.get('temperature')}, {r.get('generation_tokens_per_s') or 0:.0f} tokens/s"
+    )
+
+
 def print_metrics(r: dict[str, Any]) -> None:
+    if "val_nll_per_token" in r:
+        print_music_metrics(r)
+        return
     if "val_loss" in r and "fid" not in r:
         print_text_metrics(r)
         return

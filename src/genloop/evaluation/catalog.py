@@ -23,7 +23,8 @@ Direction = Literal["lower", "higher", "closer", "none"]
 """Which way is better: ``closer`` means closer to the real-data floor (diversity statistics, where
 both too little and too much are wrong); ``none`` is a diagnostic with no better side (the VAE's KL)."""
 
-Modality = Literal["image", "text", "any"]
+Modality = Literal["image", "text", "music", "any"] | tuple[str, ...]
+"""A registered modality's name, ``any``, or a tuple of the modalities whose evaluators write the key."""
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ CATALOG: dict[str, Metric] = dict(
             "val_loss",
             "validation loss (nats / token)",
             "lower",
-            "text",
+            ("text", "music"),
             "{:.4f}",
             short="val loss",
             unit="nats/token",
@@ -316,6 +317,137 @@ CATALOG: dict[str, Metric] = dict(
             unit="chars",
             help="longest stretch of a sample found in the training text",
         ),
+        # --- music: likelihood beside n-gram baselines (genloop.modalities.music.evaluate) ------------------
+        _m(
+            "val_nll_per_token",
+            "validation NLL (nats / token)",
+            "lower",
+            "music",
+            "{:.4f}",
+            short="NLL/tok",
+            floor="ngram_nll_per_token",
+            unit="nats/token",
+            help="the model's next-token cross-entropy on the held-out pieces; its floor column is the best n-gram's",
+        ),
+        _m(
+            "val_nll_per_note",
+            "validation NLL (nats / note)",
+            "lower",
+            "music",
+            "{:.3f}",
+            short="NLL/note",
+            floor="ngram_nll_per_note",
+            unit="nats/note",
+            help="total held-out nats over the number of held-out notes (comparable across tokenizers)",
+        ),
+        _m(
+            "nll_ratio_to_ngram",
+            "NLL ratio to the best n-gram",
+            "lower",
+            "music",
+            short="NLL/n-gram",
+            help="validation NLL per token over the best Kneser-Ney n-gram's on the same tokens (< 0.8 is the bar)",
+        ),
+        _m(
+            "unigram_nll_per_token",
+            "unigram baseline NLL (nats / token)",
+            "none",
+            "music",
+            "{:.4f}",
+            unit="nats/token",
+            help="add-one unigram fitted on the training tokens, scored on the held-out ones",
+        ),
+        _m(
+            "ngram_best_order",
+            "best n-gram order",
+            "none",
+            "music",
+            "{:.0f}",
+            help="which of the 2/3/4-gram baselines scored best (its NLL is the NLL floor column)",
+        ),
+        *[
+            _m(
+                f"ngram_{k}_nll_per_token",
+                f"{k}-gram baseline NLL (nats / token)",
+                "none",
+                "music",
+                "{:.4f}",
+                unit="nats/token",
+                help=f"interpolated Kneser-Ney {k}-gram fitted on the training tokens, scored on the held-out ones",
+            )
+            for k in (2, 3, 4)
+        ],
+        # --- music: sample descriptors beside training pieces (floor), both against held-out pieces ----------
+        *[
+            _m(
+                f"{name}_dist",
+                f"{label} distance",
+                "lower",
+                "music",
+                "{:.4f}",
+                floor=f"{name}_dist_floor",
+                help=f"distance between the samples' and the held-out pieces' {label} "
+                "(W1 over the held-out spread, or Jensen-Shannon bits for histograms)",
+            )
+            for name, label in (
+                ("pitch_class_entropy", "pitch-class entropy"),
+                ("scale_consistency", "scale consistency"),
+                ("pitch_range", "pitch range"),
+                ("polyphony", "polyphony"),
+                ("empty_beat_rate", "empty-beat rate"),
+                ("groove_consistency", "groove consistency"),
+                ("note_length_hist", "note-length histogram"),
+                ("interval_hist", "interval histogram"),
+                ("descriptor_mean", "mean descriptor"),
+            )
+        ],
+        # --- music: four-part chorale checks (when the held-out pieces are SATB) -----------------------------
+        _m(
+            "satb_range_share",
+            "notes in their SATB voice range",
+            "closer",
+            "music",
+            floor="satb_range_share_floor",
+            help="share of each voice's notes inside its soprano/alto/tenor/bass range, averaged",
+        ),
+        _m(
+            "parallel_fifths_per_100_beats",
+            "parallel fifths (per 100 beats)",
+            "closer",
+            "music",
+            "{:.2f}",
+            floor="parallel_fifths_per_100_beats_floor",
+            help="consecutive parallel fifths between any two voices",
+        ),
+        _m(
+            "parallel_octaves_per_100_beats",
+            "parallel octaves (per 100 beats)",
+            "closer",
+            "music",
+            "{:.2f}",
+            floor="parallel_octaves_per_100_beats_floor",
+            help="consecutive parallel octaves and unisons between any two voices",
+        ),
+        # --- music: memorisation and empties ---------------------------------------------------------------
+        _m(
+            "memorisation_longest_span",
+            "longest span copied from training (steps)",
+            "closer",
+            "music",
+            "{:.1f}",
+            short="copied span",
+            floor="memorisation_longest_span_floor",
+            help="median over samples of the longest transposition-invariant (interval, duration) run found "
+            "verbatim in a training voice; floor: the same for held-out pieces",
+        ),
+        _m(
+            "samples_empty_share",
+            "samples with no notes",
+            "lower",
+            "music",
+            short="empty",
+            help="share of samples that decode to no notes (left out of the descriptor panel)",
+        ),
         # --- both: memorisation and speed ------------------------------------------------------------------
         _m(
             "copy_rate",
@@ -340,7 +472,7 @@ CATALOG: dict[str, Metric] = dict(
             "generation_tokens_per_s",
             "generation speed (tokens / s)",
             "higher",
-            "text",
+            ("text", "music"),
             "{:.0f}",
             short="tok/s",
             unit="tokens/s",
@@ -368,6 +500,9 @@ BOOKKEEPING: frozenset[str] = frozenset(
         "kid_floor_std",
         "sample_seed",
         "mean_sample_chars",
+        "val_tokens",
+        "val_notes",
+        "n_samples",
     }
 )
 
@@ -385,9 +520,15 @@ def get(key: str) -> Metric:
         raise KeyError(f"unknown metric '{key}'; catalogued: {', '.join(CATALOG)}") from None
 
 
-def for_modality(modality: Literal["image", "text"]) -> Iterator[Metric]:
-    """Metrics that apply to runs of ``modality``, in table order (``any`` metrics go with both)."""
-    return (m for m in CATALOG.values() if m.modality in (modality, "any"))
+def applies(metric: Metric, modality: str) -> bool:
+    """Whether ``metric`` is one of ``modality``'s (its own, ``any``, or one of a tuple of modalities)."""
+    kinds = metric.modality if isinstance(metric.modality, tuple) else (metric.modality,)
+    return modality in kinds or "any" in kinds
+
+
+def for_modality(modality: str) -> Iterator[Metric]:
+    """Metrics that apply to runs of ``modality``, in table order (``any`` metrics go with every one)."""
+    return (m for m in CATALOG.values() if applies(m, modality))
 
 
 def selectable() -> tuple[str, ...]:
@@ -395,4 +536,14 @@ def selectable() -> tuple[str, ...]:
     return tuple(k for k, m in CATALOG.items() if m.selectable)
 
 
-__all__ = ["BOOKKEEPING", "CATALOG", "Direction", "Metric", "companions", "for_modality", "get", "selectable"]
+__all__ = [
+    "BOOKKEEPING",
+    "CATALOG",
+    "Direction",
+    "Metric",
+    "applies",
+    "companions",
+    "for_modality",
+    "get",
+    "selectable",
+]

@@ -11,6 +11,9 @@ stars from it (``1 + round(4·value)``), and in an A/B pair prefers the higher v
 - ``contains:STRING`` (text) — prefers completions containing STRING: value and preferred = it does.
 - ``short`` / ``short:N`` (text) — prefers completions of at most N characters (default 40): value falls
   linearly from 1 at 0 characters to 0 at 2N.
+- a modality's own raters (:meth:`~genloop.modalities.Modality.make_rater`), e.g. music's ``in-key:C``
+  (share of notes in the key's scale) and ``range:60-72`` (share of notes in that pitch range): value = the
+  share; preferred = a share of at least the rater's ``threshold``.
 
 :func:`simulate` runs the whole loop for one run: generate → store → rate → train the reward model →
 best-of-n, fine-tuning (images: reward-filtered; text: DPO) and checkpoint selection → the preferred
@@ -43,6 +46,8 @@ class Rater:
 
     def value(self, items: Any) -> np.ndarray:
         """How much the rater likes each item, in [0, 1]."""
+        if "score" in self.params:  # a modality's own rater: a function of one item
+            return np.array([float(self.params["score"](it)) for it in items])
         kind = self.spec.split(":")[0]
         if kind == "class":
             return self.extractor.probs(items)[:, self.params["k"]].numpy()
@@ -58,6 +63,8 @@ class Rater:
 
     def preferred(self, items: Any) -> np.ndarray:
         """Whether each item is what the rater wants (the share of these is what the loop should raise)."""
+        if "score" in self.params:
+            return self.value(items) >= self.params["threshold"]
         kind = self.spec.split(":")[0]
         if kind == "class":
             return (self.extractor.probs(items).argmax(1) == self.params["k"]).numpy()
@@ -76,7 +83,7 @@ def _ink(images: torch.Tensor) -> np.ndarray:
 
 
 SEED_STRIDE = 100_000  # sample seeds per simulation seed: stages and seeds never share a sample
-RATERS = "class:K, thick (images); contains:STRING, short[:N] (text)"
+RATERS = "class:K, thick (images); contains:STRING, short[:N] (text); in-key:KEY, range:LOW-HIGH (music)"
 
 
 def make_rater(spec: str, dataset: Any = None) -> Rater:
@@ -202,7 +209,12 @@ def simulate(
     kind = modalities[pipe.modality]
     modality = kind.name
     dataset = kind.load_run_data(run)
-    r = make_rater(rater, dataset)
+    r = kind.make_rater(rater, dataset) or make_rater(rater, dataset)
+    if r.modality != modality:
+        raise ConfigError(f"rater '{rater}' rates {r.modality}; run {run.id} makes {kind.noun}s (valid: {RATERS})")
+    if "finetune" in uses and not kind.can_finetune:
+        uses = tuple(u for u in uses if u != "finetune")
+        say(f"fine-tuning on feedback is not available for {kind.noun}s yet; measuring best-of-n and selection")
     text_options = {"max_tokens": 64, "temperature": 1.0, **(text_options or {})}
     gen_opts = kind.simulation_options(text_options)
     seconds: dict[str, float] = {}

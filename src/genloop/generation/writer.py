@@ -2,7 +2,8 @@
 
 :class:`~genloop.generation.pipelines.ImagePipeline` and friends return tensors and text; this module turns
 one call into the files ``genloop generate`` promises (PNGs with their recipe, grids, an interpolation, a
-``texts.jsonl`` that only ever grows by whole lines), so the CLI, the API and the studio write the same thing.
+``texts.jsonl`` that only ever grows by whole lines, music as ``sample_<seed>.mid`` with its recipe inside plus
+``.mid.json``, ``.wav`` and a piano-roll ``.png``), so the CLI, the API and the studio write the same thing.
 """
 
 from __future__ import annotations
@@ -114,3 +115,45 @@ def generate_texts(
     with atomic_write(path, "w") as f:  # appended by rewriting: a crash never leaves a half line
         f.write(previous + lines)
     return output, path
+
+
+MUSIC_OPTIONS = (
+    "bars",
+    "prompt_midi",
+    "prompt_bars",
+    "temperature",
+    "top_p",
+    "top_k",
+    "key",
+    "time_signature",
+    "style",
+    "max_tokens",
+)
+
+
+def generate_music(
+    run_id: str,
+    n: int = 4,
+    seed: int = 0,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str = "last",
+    **options: Any,
+) -> list[Path]:
+    """Write ``n`` pieces of a music run as ``sample_<seed>.mid`` (recipe inside), ``.mid.json``, ``.wav`` and a
+    piano-roll ``.png`` in ``out`` (default ``<run>/generated``). ``options``: the pipeline's own (bars,
+    prompt_midi, prompt_bars, temperature, top_p, top_k, key, time_signature, style, max_tokens). Nothing is
+    written unless every piece was made (a bad ``prompt_midi`` is a one-line DataError)."""
+    if n < 1 or n > 1000:
+        raise ConfigError(f"--n must be between 1 and 1000, got {n}")
+    other = sorted(k for k, v in options.items() if v is not None and k not in MUSIC_OPTIONS)
+    if other:
+        raise ConfigError(f"{', '.join(other)}: not a music generation option (valid: {', '.join(MUSIC_OPTIONS)})")
+    run = RunStore(runs_dir).get(run_id)
+    out_dir = Path(out) if out else run.files.generated
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    pipe = load_pipeline(run.dir, device, checkpoint)
+    output = pipe(n=n, seed=seed, **{k: v for k, v in options.items() if v is not None})
+    return list(output.save(out_dir))

@@ -11,10 +11,12 @@ from __future__ import annotations
 from ..registry import Registry
 from .base import REQUIRED_MODULES, Modality
 from .image import ImageModality
+from .music import MusicModality
 from .text import TextModality
 
 modalities: Registry[Modality] = Registry("modality")
 modalities.register("image", ImageModality())
 modalities.register("text", TextModality())
+modalities.register("music", MusicModality())
 
 __all__ = ["REQUIRED_MODULES", "Modality", "modalities"]

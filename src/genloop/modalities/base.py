@@ -31,6 +31,7 @@ class Modality(ABC):
     prompted: ClassVar[bool] = False  # True: generation continues a prompt (``genloop generate --prompt``)
     generate_keys: ClassVar[tuple[str, ...]] = ()  # generate-job params that shape the output (a replay copies them)
     report_keys: ClassVar[tuple[str, ...]] = ()  # generate-job params that shape only the job's report
+    can_finetune: ClassVar[bool] = True  # False: :meth:`finetune` refuses (a simulation skips that stage)
 
     # --- data -----------------------------------------------------------------------------------
     @property
@@ -130,6 +131,18 @@ class Modality(ABC):
     @abstractmethod
     def describe(self, config: dict[str, Any], system_cls: type) -> dict[str, Any]:
         """The ``/v1/models`` descriptor fields of a run (beyond model and modality)."""
+
+    def make_rater(self, spec: str, dataset: Any) -> Any:
+        """A scripted rater (:class:`~genloop.feedback.simulate.Rater`) of this modality's own kinds for
+        ``spec``, or None when ``spec`` is not one of them (the shared image/text raters are tried next)."""
+        return None
+
+    def generate_files(
+        self, run_id: str, n: int, seed: int, out: Any, runs_dir: Any, device: str, checkpoint: str, **options: Any
+    ) -> list[Path] | None:
+        """``genloop generate`` for a modality that writes its own files (``options``: its controls); None:
+        the image writer (a prompted modality goes to the text writer before this is asked)."""
+        return None
 
     def generate_limit(self, n: int, limits: Any) -> str | None:
         """Why a generate job of ``n`` outputs is refused, or None."""

@@ -164,6 +164,11 @@ class GenerateParams(Strict):
     steps: int | None = Field(None, ge=1, le=INT_MAX)
     guidance: float | None = Field(None, ge=0, le=50)
     eta: float | None = Field(None, ge=0, le=1)
+    # music (temperature and top_p below too)
+    bars: int | None = Field(None, ge=1, le=64, description="music: bars per piece")
+    key: str | None = Field(None, max_length=16, description="music: e.g. 'F major' (unset: the model draws one)")
+    time_signature: str | None = Field(None, max_length=8, pattern=r"^\d{1,2}/\d{1,2}$", description="music: e.g. 3/4")
+    style: str | None = Field(None, max_length=32, description="music: a style the model was trained on")
     # text
     prompt: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=INT_MAX)

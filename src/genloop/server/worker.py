@@ -301,7 +301,8 @@ class Worker:
             output, report = self._generate_text(job, pipe, p)
         else:
             keys = modality.generate_keys
-            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **{k: p.get(k) for k in keys})
+            options = {k: p[k] for k in keys if p.get(k) is not None}  # unset: the pipeline's own default
+            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **options)
         ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
         return {**self._generate_result(p, ids), **report}
 

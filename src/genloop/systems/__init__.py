@@ -14,6 +14,7 @@ from .ddpm import DDPMSystem
 from .gan import CGANSystem, GANSystem, WGANGPSystem
 from .hf_lm import HFCausalLMSystem
 from .lm import GPTSystem
+from .music_gpt import MusicGPTSystem
 from .vae import BetaVAESystem, CVAESystem, VAESystem
 
 
@@ -41,8 +42,6 @@ models.register("cvae", CVAESystem)
 models.register("ddpm", DDPMSystem)
 models.register("gpt", GPTSystem)
 models.register("hf-causal-lm", HFCausalLMSystem)
-# Not registered yet: tests/test_loop.py::test_train_help_names_every_registered_family fails because the CLI's
-# `train --help` lists image/text families only; the modality-registry wiring adds it (with the import):
-# models.register("music-gpt", MusicGPTSystem)  # from .music_gpt import MusicGPTSystem
+models.register("music-gpt", MusicGPTSystem)
 
 __all__ = ["DataSpec", "ModelRegistry", "System", "models"]

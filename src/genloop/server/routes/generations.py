@@ -40,6 +40,8 @@ def _gen(c: Context, gid: str) -> Any:
 def _out(c: Context, row: Any, feedback: dict[str, Any] | None = None) -> dict[str, Any]:
     d = generation_dict(row)
     d["image_url"] = f"/v1/generations/{row.id}/image" if row.media else None
+    for kind in _MEDIA:  # the other files of a generation (music: its audio and MIDI beside the piano roll)
+        d[f"{kind}_url"] = f"/v1/generations/{row.id}/{kind}" if row.media and _media(c, row, kind).is_file() else None
     d["feedback"] = feedback if feedback is not None else c.feedback.summary(row.id)
     return d
 
@@ -84,6 +86,47 @@ def generation_image(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
     if not path.is_file():
         raise HTTPException(404, f"the image of generation {gid} is missing from the media folder")
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+
+_MEDIA = {"audio": (".wav", "audio/wav"), "midi": (".mid", "audio/midi")}
+
+
+def _media(c: Context, row: Any, kind: str) -> Any:
+    """The ``kind`` file stored beside a generation's media (its piano roll), by the store's own name."""
+    return c.feedback.image_path(row).with_suffix(_MEDIA[kind][0])
+
+
+def _media_response(c: Context, gid: str, kind: str) -> FileResponse:
+    row = _gen(c, gid)
+    try:
+        path = _media(c, row, kind)
+    except GenLoopError:
+        path = None
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"generation {gid} has no {kind}")
+    return FileResponse(
+        path, media_type=_MEDIA[kind][1], headers={"Cache-Control": "private, max-age=31536000, immutable"}
+    )
+
+
+@router.get(
+    "/v1/generations/{gid}/audio",
+    responses={**errors(404), 200: {"content": {"audio/wav": {}}, "description": "the piece as WAV audio"}},
+    response_class=FileResponse,
+)
+def generation_audio(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
+    """A music generation's audio (WAV, rendered when it was made)."""
+    return _media_response(c, gid, "audio")
+
+
+@router.get(
+    "/v1/generations/{gid}/midi",
+    responses={**errors(404), 200: {"content": {"audio/midi": {}}, "description": "the piece as MIDI"}},
+    response_class=FileResponse,
+)
+def generation_midi(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
+    """A music generation's MIDI file (its recipe in a text meta event)."""
+    return _media_response(c, gid, "midi")
 
 
 _RECIPE_KEY = {"steps": "sampling_steps"}  # the job's `steps` is recorded as the recipe's `sampling_steps`

@@ -394,8 +394,12 @@ function onModelChange() {
   const m = currentModel();
   const info = $("#model-info");
   $("#generate-button").disabled = !m || state.genBusy;
-  $("#image-controls").hidden = !m || m.modality !== "image";
-  $("#text-controls").hidden = !m || m.modality !== "text";
+  // a model whose descriptor lists its controls gets exactly those; the others keep their own fieldsets
+  const controls = m && Array.isArray(m.controls) ? m.controls : null;
+  $("#image-controls").hidden = !m || !!controls || m.modality !== "image";
+  $("#text-controls").hidden = !m || !!controls || m.modality !== "text";
+  $("#descriptor-controls").hidden = !controls;
+  if (controls) buildControls(m);
   if (!m) {
     info.hidden = true;
     return;
@@ -411,7 +415,7 @@ function onModelChange() {
   if (m.conditional) facts.push(["Classes", m.num_classes ?? "?"]);
   info.replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v ?? "—"), dataset: { key: k.toLowerCase() } })]));
   info.hidden = false;
-  if (m.modality === "image") {
+  if (!controls && m.modality === "image") {
     const classField = $("#class-field");
     classField.hidden = !m.conditional;
     if (m.conditional) {
@@ -429,12 +433,62 @@ function onModelChange() {
   }
 }
 
+// Controls a model's descriptor declares ({name, label, type: int|number|select|text, min, max, default, options}).
+function buildControls(m) {
+  const box = $("#descriptor-fields");
+  if (box.dataset.model === m.run_id) return; // keep what the user typed for this model
+  box.dataset.model = m.run_id;
+  $("#descriptor-legend").textContent = `${m.modality.charAt(0).toUpperCase()}${m.modality.slice(1)} settings`;
+  box.replaceChildren(
+    ...m.controls.map((c) => {
+      const id = `ctl-${c.name}`;
+      let input;
+      if (c.type === "select") {
+        input = el("select", { id, "data-testid": id });
+        input.append(el("option", { value: "", text: "any (the model's choice)" }));
+        for (const o of c.options || []) input.append(el("option", { value: String(o), text: String(o) }));
+        if (c.default != null) input.value = String(c.default);
+      } else {
+        const numeric = c.type === "int" || c.type === "number";
+        input = el("input", {
+          id,
+          "data-testid": id,
+          type: numeric ? "number" : "text",
+          min: c.min ?? null,
+          max: c.max ?? null,
+          step: c.type === "int" ? "1" : c.type === "number" ? "0.01" : null,
+          value: c.default ?? "",
+          placeholder: c.default == null ? "any" : null,
+        });
+      }
+      return el("div", { class: "field" }, el("label", { for: id, text: c.label || c.name }), input);
+    }),
+  );
+}
+
+function descriptorParams(m) {
+  const p = {};
+  for (const c of m.controls) {
+    const input = $(`#ctl-${c.name}`);
+    if (!input) continue;
+    let v;
+    if (c.type === "int") v = intIn(input, c.min ?? 0, c.max);
+    else if (c.type === "number") v = numberOrUndefined(input);
+    else v = input.value.trim() || undefined;
+    if (v !== undefined) p[c.name] = v;
+  }
+  p.n ??= 1;
+  p.seed ??= 0;
+  return p;
+}
+
 // ───────────────────────── generate ─────────────────────────
 
 function generationParams() {
   const m = currentModel();
   if (!m) throw new InputError("Choose a model first");
   const p = { run_id: m.run_id };
+  if (Array.isArray(m.controls)) return { ...p, ...descriptorParams(m) };
   if (m.modality === "image") {
     p.n = intIn($("#img-n"), 1, 64) ?? 8;
     p.seed = intIn($("#img-seed"), 0) ?? 0;
@@ -573,7 +627,22 @@ async function openSession() {
   }
 }
 
-async function imageSrc(img, url) {
+function audioPlayer(g, label) {
+  // a generation with audio (music): its piano roll and a player; the WAV is fetched as the image is
+  const wrap = el("div", { class: "gen-audio" });
+  if (g.image_url) {
+    const img = el("img", { alt: `Piano roll of ${label}`, loading: "lazy", "data-testid": "gen-roll", decoding: "async" });
+    imageSrc(img, g.image_url).catch(showError);
+    wrap.append(img);
+  }
+  const audio = el("audio", { controls: true, preload: "none", "data-testid": "gen-audio", "aria-label": `Play ${label}` });
+  imageSrc(audio, g.audio_url, null).catch(showError);
+  wrap.append(audio);
+  if (g.midi_url) wrap.append(el("a", { href: g.midi_url, download: `${g.id}.mid`, class: "small", text: "MIDI" }));
+  return wrap;
+}
+
+async function imageSrc(img, url, revokeOn = "load") {
   // <img> cannot send Authorization: with a token, it relies on the session cookie, else fetches a blob.
   if (!token() || state.session === token()) {
     img.src = url;
@@ -582,7 +651,7 @@ async function imageSrc(img, url) {
   const res = await fetch(url, { headers: authHeaders() });
   if (!res.ok) throw new ApiError(res.status, `image ${url}: ${await errorDetail(res)}`);
   img.src = URL.createObjectURL(await res.blob());
-  img.addEventListener("load", () => URL.revokeObjectURL(img.src), { once: true });
+  if (revokeOn) img.addEventListener(revokeOn, () => URL.revokeObjectURL(img.src), { once: true });
 }
 
 function makeCard(g, { compact = false } = {}) {
@@ -591,7 +660,9 @@ function makeCard(g, { compact = false } = {}) {
   card.dataset.modality = g.modality;
   if (compact) card.classList.add("compact");
   const media = $(".card-media", card);
-  if (g.has_image && g.image_url) {
+  if (g.audio_url) {
+    media.append(audioPlayer(g, `${g.model} piece, seed ${g.recipe?.seed ?? "?"}`));
+  } else if (g.has_image && g.image_url) {
     const img = el("img", {
       alt: `Generated ${g.model} image, seed ${g.recipe?.seed ?? "?"}${g.recipe?.class_label != null ? `, class ${g.recipe.class_label}` : ""}`,
       loading: "lazy",
@@ -865,7 +936,9 @@ async function randomPair(runId = $("#ab-model").value) {
 
 function abContent(g) {
   const wrap = el("div", { class: "ab-item", "data-id": g.id });
-  if (g.has_image && g.image_url) {
+  if (g.audio_url) {
+    wrap.append(audioPlayer(g, `candidate ${g.model} piece, seed ${g.recipe?.seed ?? "?"}`));
+  } else if (g.has_image && g.image_url) {
     const img = el("img", { alt: `Candidate ${g.model} image, seed ${g.recipe?.seed ?? "?"}` });
     imageSrc(img, g.image_url).catch(showError);
     wrap.append(img);
