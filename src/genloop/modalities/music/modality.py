@@ -159,7 +159,15 @@ class MusicModality(Modality):
     def pipeline(self, system: Any, info: dict[str, Any]) -> Any:
         from .pipeline import MusicPipeline
 
-        return MusicPipeline(system, info)
+        class StoredMusicPipeline(MusicPipeline):
+            """MusicPipeline whose outputs say their modality (the feedback store files them by it)."""
+
+            def __call__(self, *args: Any, **kwargs: Any) -> Any:
+                out = super().__call__(*args, **kwargs)
+                out.modality = self.modality
+                return out
+
+        return StoredMusicPipeline(system, info)
 
     def items(self, output: Any) -> Any:
         return _pieces(_samples_of(output))
