@@ -255,3 +255,36 @@ def test_simulate_with_a_scripted_music_rater(music_run, tmp_path: Path) -> None
     assert 0 <= r["results"]["best_of_n"]["preferred_share"] <= 1
     with pytest.raises(genloop.GenLoopError, match="not available for music"):
         music.finetune(run_id, None, store, "job", {}, runs)
+
+
+def test_feedback_cli_on_music(music_run, capsys, tmp_path: Path) -> None:
+    runs, run_id = music_run
+    db = f"sqlite:///{tmp_path / 'fb.sqlite'}"
+    code, out, err = cli(
+        capsys,
+        "feedback",
+        "simulate",
+        run_id,
+        "--rater",
+        "range:60-72",
+        "--n-rate",
+        "10",
+        "--n-eval",
+        "10",
+        "--k",
+        "2",
+        "--uses",
+        "best_of_n",
+        "--db",
+        db,
+        "--runs-dir",
+        runs,
+        "--out",
+        tmp_path / "sim.json",
+    )
+    assert code == 0, err
+    assert "best_of_n" in out and "notes" in out
+    code, out, err = cli(capsys, "feedback", "finetune", run_id, "--db", db, "--runs-dir", runs)
+    assert code == 2 and "not available for music yet; use best-of-n" in err
+    code, out, err = cli(capsys, "feedback", "generate", run_id, "--n", "2", "--db", db, "--runs-dir", runs)
+    assert code == 0, err

@@ -69,7 +69,7 @@ def generate(
     else:
         if prompt:
             raise ConfigError("--prompt applies to text models; an image run takes --class")
-        output = pipe(n=n, seed=seed, class_label=class_label)
+        output = pipe(n=n, seed=seed, **({"class_label": class_label} if class_label is not None else {}))
     ids = _store(db, runs_dir).add_outputs(output, user=user)
     texts = getattr(output, "texts", None)
     _table(
@@ -218,7 +218,9 @@ def rerank(
 
     pipe = api.load(run_id, runs_dir=runs_dir)
     text = modalities[pipe.modality].prompted
-    opts = {"prompt": prompt, "max_tokens": max_tokens} if text else {"class_label": class_label}
+    opts = {"prompt": prompt, "max_tokens": max_tokens} if text else {}
+    if class_label is not None:
+        opts["class_label"] = class_label
     r = best_of_n(pipe, _reward(reward, runs_dir), n=n, k=k, seed=seed, **opts)
     ids = _store(db, runs_dir).add_outputs(r) if store_them else [None] * n
     _table(
@@ -251,7 +253,10 @@ def finetune(
     from .. import api
     from ..feedback import optimize as o
 
-    if modalities[api.modality(run_id, runs_dir=runs_dir)].prompted:  # a language model: DPO on preferences
+    kind = modalities[api.modality(run_id, runs_dir=runs_dir)]
+    if not kind.can_finetune:  # the modality says why not (music: use best-of-n)
+        kind.finetune(run_id, None, None, "", {}, runs_dir)
+    if kind.prompted:  # a language model: DPO on preferences
         pairs = o.preference_pairs(_store(db, runs_dir), run_id=api.RunStore(runs_dir).get(run_id).id)
         r = o.dpo(run_id, pairs, o.DPOConfig(beta=beta, steps=steps, lr=lr or 1e-4, seed=seed), runs_dir=runs_dir)
     else:
@@ -283,7 +288,11 @@ def select(
 @feedback_app.command("simulate")
 def simulate(
     run_id: str = typer.Argument(..., help="Run id."),
-    rater: str = typer.Option(..., "--rater", help="class:K, thick (images); contains:STRING, short[:N] (text)."),
+    rater: str = typer.Option(
+        ...,
+        "--rater",
+        help="class:K, thick (images); contains:STRING, short[:N] (text); in-key:KEY, range:LOW-HIGH (music).",
+    ),
     n_rate: int = typer.Option(200, "--n-rate", help="Outputs the rater rates."),
     n_eval: int = typer.Option(500, "--n-eval", help="Samples per measurement."),
     k: int = typer.Option(4, "--k", help="Best-of-k."),
@@ -318,7 +327,13 @@ def simulate(
     rows = []
     for name, m in r["results"].items():
         rows.append(
-            [name, m.get("preferred_share"), m.get("fid", m.get("mean_chars")), m.get("mean_reward"), m.get("seconds")]
+            [
+                name,
+                m.get("preferred_share"),
+                m.get("fid", m.get("mean_chars", m.get("mean_notes"))),
+                m.get("mean_reward"),
+                m.get("seconds"),
+            ]
         )
     acc = r["reward"].get("heldout_pair_accuracy")
     _table(
