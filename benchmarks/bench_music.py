@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--bars", type=int, default=12, help="bars per sample (8-16)")
     ap.add_argument("--temperature", type=float, default=0.9)
     ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--save", type=Path, default=None, help="also save the trained weights and tokenizer here")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "music.json")
     args = ap.parse_args()
     if args.threads:
@@ -105,6 +106,10 @@ def main() -> None:
     precision = str(trainer.dtype).replace("torch.", "") if trainer.dtype else "fp32"
     print(f"trained {fit.step} steps in {fit.seconds:.0f} s ({fit.units_per_s:.0f} tokens/s, {precision})")
 
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
+        torch.save(system.state_dict(), args.save / "model.pt")
+        tok.save(args.save / "tokenizer")
     t1 = time.perf_counter()
     system.eval()
     info = {"run_id": "bench-music", "model": "music-gpt", "step": fit.step}
