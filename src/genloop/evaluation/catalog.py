@@ -432,7 +432,7 @@ CATALOG: dict[str, Metric] = dict(
         _m(
             "memorisation_longest_span",
             "longest span copied from training (steps)",
-            "closer",
+            "lower",
             "music",
             "{:.1f}",
             short="copied span",

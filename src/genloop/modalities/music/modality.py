@@ -30,7 +30,7 @@ MUSIC_EVAL = {"bars": 8, "temperature": 1.0, "top_p": 1.0, "max_tokens": 1024}
 TONICS = ("C", "G", "D", "A", "E", "B", "F#", "F", "Bb", "Eb", "Ab", "Db")
 KEYS = [f"{t} {m}" for m in ("major", "minor") for t in TONICS]
 TIME_SIGNATURES = ["2/4", "3/4", "4/4", "6/8", "3/8", "9/8", "12/8", "2/2", "3/2"]
-REPORT_PLAYERS = 4
+REPORT_PLAYERS = 4  # audio players in a report: the newest generated pieces and evaluation samples, half each
 
 
 @dataclass
@@ -308,7 +308,7 @@ class MusicModality(Modality):
                     )
         players = []
         for caption, folder in (("generated", files.generated), ("evaluation sample", files.eval / "samples")):
-            wavs = sorted(folder.glob("*.wav"), key=lambda p: p.stat().st_mtime)[-REPORT_PLAYERS:]
+            wavs = sorted(folder.glob("*.wav"), key=lambda p: (p.stat().st_mtime, p.name))[-REPORT_PLAYERS // 2 :]
             for wav in wavs:
                 png = wav.with_suffix(".png")
                 players.append(
