@@ -235,6 +235,24 @@ def test_studio_lists_generates_and_plays_music(music_run, tmp_path: Path) -> No
     assert done["status"] == "succeeded" and done["result"]["identical"] is True
     bad = client.post("/v1/generations", json={"run_id": run_id, "class_label": 3})
     assert bad.status_code == 422
+
+    # A MIDI prompt: uploaded (checked like a MIDI file you name), continued, and replayed from its upload id.
+    refused = client.post("/v1/uploads", files={"file": ("theme.mid", b"MThd garbage", "audio/midi")})
+    assert refused.status_code == 422 and "MIDI" in refused.json()["detail"]
+    up = client.post("/v1/uploads", files={"file": ("theme.mid", bytes(two_track_score().dumps_midi()), "audio/midi")})
+    assert up.status_code == 201 and up.json()["kind"] == "midi"
+    r = client.post("/v1/generations", json={"run_id": run_id, "n": 1, "bars": 3, "prompt_midi": up.json()["data"]})
+    assert r.status_code == 202, r.text
+    drain(settings)
+    job = client.get(f"/v1/jobs/{r.json()['id']}").json()
+    assert job["status"] == "succeeded", job["error"]
+    g = client.get(f"/v1/generations/{job['result']['generation_ids'][0]}").json()
+    assert g["recipe"]["prompt_midi"] == up.json()["data"] and g["recipe"]["prompt_midi_sha256"]
+    assert g["recipe"]["prompt_bars"] == 2
+    replay = client.post(f"/v1/generations/{g['id']}/replay")
+    drain(settings)
+    done = client.get(f"/v1/jobs/{replay.json()['id']}").json()
+    assert done["status"] == "succeeded" and done["result"]["identical"] is True
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/generations/{gid}/audio", "/v1/generations/{gid}/midi"} <= set(paths)
 

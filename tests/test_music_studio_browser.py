@@ -6,9 +6,11 @@ Needs Playwright for Python and Debian's chromium (skipped otherwise, like tests
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+from music_support import two_track_score
 from test_music_loop import TINY_MUSIC, music_folder
 from test_studio_browser import banner, browser, call, open_page, serve  # noqa: F401 - browser is a fixture
 
@@ -59,5 +61,18 @@ def test_music_in_the_studio_page(tmp_path: Path, browser) -> None:  # noqa: F81
         page.wait_for_selector("#ab-result:not([hidden])")
         prefs = call(base, "/v1/preferences")["preferences"]
         assert [(p["chosen_id"], p["rejected_id"]) for p in prefs] == [(ids[0], ids[1])]
+
+        # Continue a MIDI file: the page uploads it, the job names the upload, the recipe says which.
+        theme = tmp_path / "theme.mid"
+        theme.write_bytes(bytes(two_track_score().dumps_midi()))
+        page.set_input_files("#ctl-prompt_midi", str(theme))
+        page.fill("#ctl-n", "1")
+        page.fill("#ctl-bars", "3")
+        page.click("#generate-button")
+        deadline = time.monotonic() + 60
+        while call(base, f"/v1/generations?run_id={run.id}")["total"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        newest = call(base, f"/v1/generations?run_id={run.id}&limit=1")["generations"][0]
+        assert newest["recipe"]["prompt_midi"].startswith("upload:") and newest["recipe"]["prompt_bars"] == 2
         page.screenshot(path="/tmp/studio_music.png", full_page=False)
         assert banner(page) == "" and not problems, (banner(page), problems)

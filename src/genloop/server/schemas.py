@@ -169,6 +169,12 @@ class GenerateParams(Strict):
     key: str | None = Field(None, max_length=16, description="music: e.g. 'F major' (unset: the model draws one)")
     time_signature: str | None = Field(None, max_length=8, pattern=r"^\d{1,2}/\d{1,2}$", description="music: e.g. 3/4")
     style: str | None = Field(None, max_length=32, description="music: a style the model was trained on")
+    prompt_midi: str | None = Field(
+        None,
+        pattern=r"^upload:[0-9a-f]{16}$",
+        description="music: an uploaded MIDI file (POST /v1/uploads) whose first prompt_bars bars each piece continues",
+    )
+    prompt_bars: int | None = Field(None, ge=1, le=63, description="music: bars of prompt_midi to continue")
     # text
     prompt: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=INT_MAX)

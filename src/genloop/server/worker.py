@@ -302,7 +302,15 @@ class Worker:
         else:
             keys = modality.generate_keys
             options = {k: p[k] for k in keys if p.get(k) is not None}  # unset: the pipeline's own default
-            output = pipe(n=int(p.get("n", 1)), seed=int(p.get("seed", 0)), **options)
+            uploads = {k: v for k, v in options.items() if isinstance(v, str) and v.startswith("upload:")}
+            output = pipe(
+                n=int(p.get("n", 1)),
+                seed=int(p.get("seed", 0)),
+                **{**options, **{k: self._data(v) for k, v in uploads.items()}},
+            )
+            if uploads:  # the recipe names the upload (a replay reads it again), never the server's path
+                recipe_of = output.recipe_of
+                output.recipe_of = lambda i: {**recipe_of(i), **uploads}
         ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
         return {**self._generate_result(p, ids), **report}
 

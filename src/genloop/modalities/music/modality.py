@@ -109,7 +109,7 @@ class MusicModality(Modality):
     default_eval_n = 32
     probe_label = "notes"
     can_finetune = False
-    generate_keys = ("bars", "temperature", "top_p", "key", "time_signature", "style")
+    generate_keys = ("bars", "temperature", "top_p", "key", "time_signature", "style", "prompt_midi", "prompt_bars")
 
     # --- data -----------------------------------------------------------------------------------
     @property
@@ -160,9 +160,12 @@ class MusicModality(Modality):
         from .pipeline import MusicPipeline
 
         class StoredMusicPipeline(MusicPipeline):
-            """MusicPipeline whose outputs say their modality (the feedback store files them by it)."""
+            """MusicPipeline whose outputs say their modality (the feedback store files them by it), and whose
+            prompt continues its first 4 bars (fewer when fewer are asked for) unless told otherwise."""
 
             def __call__(self, *args: Any, **kwargs: Any) -> Any:
+                if kwargs.get("prompt_midi") is not None and kwargs.get("prompt_bars") is None:
+                    kwargs["prompt_bars"] = max(1, min(4, int(kwargs.get("bars") or 16) - 1))  # leave bars to write
                 out = super().__call__(*args, **kwargs)
                 out.modality = self.modality
                 return out
@@ -401,6 +404,8 @@ class MusicModality(Modality):
                     "default": None,
                 },
                 {"name": "style", "label": "Style", "type": "text", "default": None},
+                {"name": "prompt_midi", "label": "Continue a MIDI file", "type": "upload", "accept": ".mid,.midi"},
+                {"name": "prompt_bars", "label": "Its first bars", "type": "int", "min": 1, "max": 63, "default": None},
             ],
         }
 

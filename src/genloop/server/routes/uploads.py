@@ -1,4 +1,5 @@
-"""Uploading a data set to train on: one text/JSONL file, one image, or a zip of images.
+"""Uploading a data set to train on: one text/JSONL file, one image, or a zip of images; or one MIDI file
+(a music data set of one piece, or the prompt a music generation continues: ``prompt_midi: "upload:<id>"``).
 
 The file is streamed to disk with a size cap (413 beyond it), its type is checked by content (UTF-8
 text, JSON lines, images Pillow can decode, zips whose members are plain relative names, regular files
@@ -25,7 +26,16 @@ from ..deps import Context, ctx, require_token
 from ..schemas import AUTHED, WITH_BODY
 
 router = APIRouter(tags=["uploads"], dependencies=[Depends(require_token)], responses={**AUTHED, **WITH_BODY})
-KINDS = {".txt": "text", ".jsonl": "jsonl", ".png": "image", ".jpg": "image", ".jpeg": "image", ".zip": "zip"}
+KINDS = {
+    ".txt": "text",
+    ".jsonl": "jsonl",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".zip": "zip",
+    ".mid": "midi",
+    ".midi": "midi",
+}
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_ZIP_MEMBERS = 100_000
 
@@ -43,6 +53,17 @@ def _check_image(path: Path, name: str = "the file") -> None:
             im.verify()
     except Exception:  # noqa: BLE001
         raise HTTPException(422, f"{name} is not an image Pillow can read") from None
+
+
+def _check_midi(path: Path) -> None:
+    """A MIDI file symusic reads, of type 0 or 1, with notes (the music reader's own one-line reasons)."""
+    from ...errors import GenLoopError
+    from ...modalities.music.sources import read_midi_bytes
+
+    try:
+        read_midi_bytes(path.read_bytes(), "the file")
+    except GenLoopError as e:
+        raise HTTPException(422, str(e)) from None
 
 
 def _is_link(member: zipfile.ZipInfo) -> bool:
@@ -104,7 +125,9 @@ async def upload(file: UploadFile, c: Context = Depends(ctx)) -> dict[str, Any]:
     name = _safe_name(file.filename or "")
     suffix = Path(name).suffix.lower()
     if suffix not in KINDS:
-        raise HTTPException(422, f"unsupported file type '{suffix or name}'; upload .txt, .jsonl, .png, .jpg or .zip")
+        raise HTTPException(
+            422, f"unsupported file type '{suffix or name}'; upload .txt, .jsonl, .png, .jpg, .zip or .mid"
+        )
     root = Path(c.settings.uploads)
     root.mkdir(parents=True, exist_ok=True)
     upload_id = new_id()
@@ -121,6 +144,8 @@ async def upload(file: UploadFile, c: Context = Depends(ctx)) -> dict[str, Any]:
         count = 1
         if kind in ("text", "jsonl"):
             _check_text(raw, kind == "jsonl")
+        elif kind == "midi":
+            _check_midi(raw)
         elif kind == "image":
             _check_image(raw)
             (staging / "images").mkdir()

@@ -443,7 +443,9 @@ function buildControls(m) {
     ...m.controls.map((c) => {
       const id = `ctl-${c.name}`;
       let input;
-      if (c.type === "select") {
+      if (c.type === "upload") {
+        input = el("input", { id, "data-testid": id, type: "file", accept: c.accept ?? null });
+      } else if (c.type === "select") {
         input = el("select", { id, "data-testid": id });
         input.append(el("option", { value: "", text: "any (the model's choice)" }));
         for (const o of c.options || []) input.append(el("option", { value: String(o), text: String(o) }));
@@ -470,7 +472,7 @@ function descriptorParams(m) {
   const p = {};
   for (const c of m.controls) {
     const input = $(`#ctl-${c.name}`);
-    if (!input) continue;
+    if (!input || c.type === "upload") continue; // sent by uploadControls before the job
     let v;
     if (c.type === "int") v = intIn(input, c.min ?? 0, c.max);
     else if (c.type === "number") v = numberOrUndefined(input);
@@ -480,6 +482,19 @@ function descriptorParams(m) {
   p.n ??= 1;
   p.seed ??= 0;
   return p;
+}
+
+// A file a control names (a MIDI prompt) is uploaded first; the job gets its "upload:<id>".
+async function uploadControls(m, params) {
+  for (const c of m?.controls || []) {
+    const file = c.type === "upload" ? $(`#ctl-${c.name}`)?.files?.[0] : null;
+    if (!file) continue;
+    const form = new FormData();
+    form.append("file", file);
+    const res = await fetch("/v1/uploads", { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
+    if (!res.ok) throw new ApiError(res.status, `upload ${file.name}: ${await errorDetail(res)}`);
+    params[c.name] = (await res.json()).data;
+  }
 }
 
 // ───────────────────────── generate ─────────────────────────
@@ -532,6 +547,7 @@ async function onGenerate(ev) {
     if (u) params.user = u;
     setGenBusy(true);
     try {
+      await uploadControls(currentModel(), params);
       const job = await api("/v1/generations", { method: "POST", body: params });
       await runGenerationJob(job, { label: `${params.n} × ${currentModel()?.model ?? ""}` });
     } finally {
