@@ -3,7 +3,7 @@
 Music here is a language: :class:`~genloop.modalities.music.tokenizer.MusicTokenizer` turns each piece
 into ``BOS Style_x Key_y Meter_a/b Bars_n <MidiTok tokens> EOS``, the pieces of the (augmented) training
 split are concatenated into one stream, and the model learns next-token prediction on random windows of
-it (:class:`~genloop.data.text.TokenBatches`, resumable). Everything else is shared with the text family:
+it (:class:`~genloop.modalities.text.batches.TokenBatches`, resumable). Everything else is shared with the text family:
 the engine (precision, schedules, clipping, checkpoints, exact resume), the loss, the KV-cached sampler.
 Only the defaults differ: a wider model with a longer context (a chorale is ~60 tokens a bar), dropout
 for small corpora, and music's tokenizer attached as ``system.tokenizer``.
@@ -68,12 +68,12 @@ def token_stream(pieces: list[np.ndarray]) -> np.ndarray:
 
 
 def music_batches(pieces: list[np.ndarray], batch_size: int, block_size: int, seed: int = 0) -> Any:
-    """Resumable random windows over the training stream (:class:`~genloop.data.text.TokenBatches`).
+    """Resumable random windows over the training stream (:class:`~genloop.modalities.text.batches.TokenBatches`).
 
     A stream shorter than one window (a handful of short pieces) is repeated until it fills one, so a tiny
     corpus still trains; windows then wrap across piece boundaries exactly as they do between pieces.
     """
-    from ..data.text import TokenBatches
+    from ..modalities.text.batches import TokenBatches
 
     stream = token_stream(pieces)
     if len(stream) < block_size + 1:
