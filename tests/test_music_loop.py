@@ -197,6 +197,15 @@ def test_data_list_shows_the_music_corpora(capsys) -> None:
     assert code == 0 and all(f"{name}  (music)" in out for name in ("bach", "essen", "ryans-mammoth"))
 
 
+def test_data_info_reads_music(capsys, tmp_path: Path) -> None:
+    folder = music_folder(tmp_path / "tunes")
+    code, out, err = cli(capsys, "data", "info", folder, "--music")
+    assert code == 0, err
+    info = genloop.dataset_info(str(folder), music=True)
+    assert info["pieces"] == 7 and info["train_pieces"] + info["val_pieces"] + info["test_pieces"] == 7
+    assert info["styles"] == ["tunes"] and "pieces" in out
+
+
 def test_studio_lists_generates_and_plays_music(music_run, tmp_path: Path) -> None:
     from genloop.server.app import create_app
     from genloop.server.settings import Settings

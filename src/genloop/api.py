@@ -218,14 +218,41 @@ def compare(run_ids: list[str], out: str | Path = "compare", runs_dir: str | Pat
 
 
 def dataset_info(
-    name: str, image_size: int | None = None, overrides: list[str] | tuple[str, ...] = (), text: bool = False
+    name: str,
+    image_size: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    text: bool = False,
+    music: bool = False,
 ) -> dict[str, Any]:
     """What a dataset holds. ``text=True`` (or a built-in text corpus name) prepares it as a text corpus
-    (documents, tokens per split, vocabulary) with the tokenizer the overrides choose."""
+    (documents, tokens per split, vocabulary) with the tokenizer the overrides choose; ``music=True`` (or a
+    built-in music corpus name) reads it as music (pieces per split, styles, meters, skipped pieces)."""
     data = apply_overrides({"data": {"name": name}}, [o if o.startswith("data.") else f"data.{o}" for o in overrides])[
         "data"
     ]
+    from .modalities.music.sources import CORPORA
     from .modalities.text import TextDataConfig, builtin_corpora, load_text_dataset
+
+    if music or name in CORPORA:
+        if image_size is not None:
+            raise ConfigError("--image-size applies to image datasets, not music")
+        from collections import Counter
+
+        from .modalities.music.dataset import MusicDataConfig, load_music_dataset
+
+        ds = load_music_dataset(from_dict(MusicDataConfig, data, "data."))
+        meters = Counter("{}/{}".format(*p.time_signature) for p in ds.pieces)
+        return {
+            "name": ds.name,
+            "pieces": len(ds.pieces),
+            "notes": sum(p.num_notes for p in ds.pieces),
+            **{f"{k}_pieces": len(v) for k, v in ds.splits.items()},
+            "styles": sorted({p.style for p in ds.pieces}),
+            "time_signatures": dict(meters.most_common(6)),
+            "transpose": ds.transpose,
+            "skipped": len(ds.skipped),
+            "source_hash": ds.source_hash[:16],
+        }
 
     if text or name in builtin_corpora():
         if image_size is not None:

@@ -80,15 +80,19 @@ def _fmt(v: Any) -> str:
 # --- data -----------------------------------------------------------------------------------------
 @data_app.command("info")
 def data_info(
-    dataset: str = typer.Argument(..., help="A built-in name (digits, mnist, fashion-mnist, pydoc) or a path."),
+    dataset: str = typer.Argument(
+        ..., help="A built-in name (digits, mnist, fashion-mnist, pydoc, bach, essen, ryans-mammoth) or a path."
+    ),
     image_size: int | None = typer.Option(None, "--image-size", help="Prepare at this size (default 32)."),
     set_: list[str] = typer.Option([], "--set", help="data.key=value, e.g. channels=3 or tokenizer=bpe."),
     text: bool = typer.Option(False, "--text", help="Read the path as a text corpus (a .txt, a folder, a .jsonl)."),
+    music: bool = typer.Option(False, "--music", help="Read the path as music (MIDI, MusicXML, ABC, kern)."),
 ) -> None:
-    """Images: size, shape, channels, classes, value range, splits. Text: documents, tokens, vocabulary, splits."""
+    """Images: size, shape, channels, classes, value range, splits. Text: documents, tokens, vocabulary, splits.
+    Music: pieces, notes, splits, styles, time signatures, skipped pieces."""
     from ..api import dataset_info
 
-    info = dataset_info(dataset, image_size, set_, text=text)
+    info = dataset_info(dataset, image_size, set_, text=text, music=music)
     table = Table(title=f"dataset {info['name']}", show_header=False)
     for k, v in info.items():
         if k != "class_names" or v:
