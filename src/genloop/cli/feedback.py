@@ -162,7 +162,7 @@ def export(
 @feedback_app.command("train-reward")
 def train_reward(
     run_id: str | None = typer.Option(None, "--run", help="Only feedback on this run's generations."),
-    modality: str | None = typer.Option(None, "--modality", help="image or text (when the store has both)."),
+    modality: str | None = typer.Option(None, "--modality", help="image, text or music (when the store has several)."),
     out_dir: Path | None = typer.Option(None, "--out", help="Folder to save to (default: <runs>/rewards/latest)."),
     epochs: int = typer.Option(300, "--epochs"),
     seed: int = typer.Option(0, "--seed"),

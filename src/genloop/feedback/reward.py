@@ -248,7 +248,11 @@ def collect(
         )
     kinds = {g.modality for g in gens.values()}
     if len(kinds) > 1:
-        raise ConfigError("the store holds feedback on both images and text; pick one with --modality image|text")
+        names = sorted(kinds)
+        raise ConfigError(
+            f"the store holds feedback on {', '.join(names[:-1])} and {names[-1]} outputs; "
+            f"pick one with --modality {'|'.join(names)}"
+        )
     modality = kinds.pop()
     # items in the order feedback arrived (row ids), not by their random ids: the held-out split is then
     # the same for the same feedback, in any store
