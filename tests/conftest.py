@@ -56,6 +56,20 @@ TINY_MODEL = {
 }
 
 
+# A one-layer GPT small enough to train in a second (text runs in the text, studio and catalogue tests).
+TINY_GPT = [
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "model.block_size=16",
+    "train.batch_size=4",
+    "train.precision=fp32",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "train.log_every=1",
+]
+
+
 def tiny(model: str, *extra: str) -> list[str]:
     return [*TINY, *TINY_MODEL[model], *extra]
 

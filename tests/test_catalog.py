@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import conftest
 import pytest
 from conftest import cli, tiny
 
@@ -47,15 +48,7 @@ def test_every_text_metric_is_catalogued(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("The quick brown fox jumps over the lazy dog. Pack my box with five dozen jugs.\n" * 30)
     overrides = [
-        "model.n_layer=1",
-        "model.n_head=2",
-        "model.n_embd=16",
-        "model.block_size=16",
-        "train.batch_size=4",
-        "train.precision=fp32",
-        "train.tensorboard=false",
-        "train.threads=1",
-        "train.log_every=1",
+        *conftest.TINY_GPT,
         "train.eval_every=2",
         "train.eval_tokens=64",
         "train.select_metric=val_loss",

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import conftest
 import pytest
 from conftest import cli_env, tiny
 
@@ -139,18 +140,7 @@ def banner(page) -> str:
     return page.inner_text("#error-text") if page.is_visible("#error-banner") else ""
 
 
-TINY_GPT = [
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=16",
-    "model.block_size=16",
-    "train.batch_size=4",
-    "train.precision=fp32",
-    "train.tensorboard=false",
-    "train.threads=1",
-    "train.warmup_steps=2",
-    "train.log_every=1",
-]
+TINY_GPT = [*conftest.TINY_GPT, "train.warmup_steps=2"]
 
 
 def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> None:

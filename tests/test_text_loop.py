@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import conftest
 import pytest
 import torch
 from conftest import cli
@@ -13,19 +14,7 @@ from conftest import cli
 import genloop
 from genloop.errors import ConfigError, DataError
 
-TINY_GPT = [
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=16",
-    "model.block_size=16",
-    "train.batch_size=4",
-    "train.precision=fp32",
-    "train.tensorboard=false",
-    "train.threads=1",
-    "train.warmup_steps=2",
-    "train.lr=3e-3",
-    "train.log_every=1",
-]
+TINY_GPT = [*conftest.TINY_GPT, "train.warmup_steps=2", "train.lr=3e-3"]
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. " * 6 + "\n"
