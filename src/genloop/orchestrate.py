@@ -9,12 +9,14 @@ whatever way training ends. :func:`genloop.train` and :func:`genloop.resume` are
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import distributed
 from .config import to_dict
 from .errors import ConfigError, NotFoundError, TrainingDiverged
 from .modalities import modalities
@@ -22,7 +24,7 @@ from .resolve import SECTIONS, ResolvedConfig, resolve_config
 from .runs import Run, RunStore
 from .serialization import write_json
 from .systems import DataSpec, System
-from .training.engine import Trainer
+from .training.engine import Trainer, pick_device
 
 
 def _load_data(rc: ResolvedConfig) -> Any:
@@ -32,6 +34,42 @@ def _load_data(rc: ResolvedConfig) -> Any:
 
 def _spec_of(rc: ResolvedConfig, dataset: Any) -> DataSpec:
     return modalities[rc.system_cls.modality].data_spec(dataset)  # type: ignore[no-any-return]
+
+
+def _load_data_once(rc: ResolvedConfig) -> Any:
+    """Under torchrun, rank 0 prepares the data (and its cache) first; the other ranks then read the cache."""
+    main = distributed.is_main()
+    if not main:
+        distributed.barrier()
+    dataset = _load_data(rc)
+    if main:
+        distributed.barrier()
+    return dataset
+
+
+# torchrun restarts every worker of a job after one fails (--max-restarts): the restarted workers must resume the
+# run the job created, not start another. Rank 0 notes the run id under the job's rendezvous id, which stays the
+# same across restarts (TORCHELASTIC_RUN_ID; ``--standalone`` draws a fresh one per torchrun command).
+def _elastic_marker(store: RunStore) -> Path | None:
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    return store.root / ".torchrun" / f"{job}.run" if job else None
+
+
+def _restarted_run(store: RunStore) -> str | None:
+    """The run this torchrun job created, when torchrun has restarted the job's workers after a failure."""
+    marker = _elastic_marker(store)
+    if marker is None or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) == 0:
+        return None
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+def _note_elastic_run(store: RunStore, run: Run) -> None:
+    marker = _elastic_marker(store)
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(run.id)
+        os.replace(tmp, marker)
 
 
 def train_run(
@@ -54,13 +92,24 @@ def train_run(
     """
     rc = resolve_config(model, data, config, overrides, steps, time_budget, seed)
     store = RunStore(runs_dir)  # checked before the (slower) data loading
-    dataset = _load_data(rc)
+    ctx = distributed.setup(pick_device(rc.train.device))  # under torchrun: join the job's process group
+    restarted = _restarted_run(store)
+    if restarted is not None:  # torchrun restarted this job after a worker failed: continue its run
+        return resume_run(restarted, runs_dir=runs_dir, progress=progress, should_stop=should_stop)
+    dataset = _load_data_once(rc)
     spec = _spec_of(rc, dataset)
     torch.manual_seed(rc.train.seed)  # the initial weights are part of what the seed decides
     system = rc.system_cls(rc.model, spec)
-    run = store.create(model, rc.data.name, {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}, rc.train.seed)
-    modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=True)
-    if on_run is not None:
+    if ctx.main:  # one run folder, made by rank 0 and announced to the others
+        cfg = {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}
+        run = store.create(model, rc.data.name, cfg, rc.train.seed)
+        modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=True)
+        _note_elastic_run(store, run)
+    run_id = distributed.broadcast_object(run.id if ctx.main else None)
+    if not ctx.main:
+        run = store.get(run_id, paths=False)
+        modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=False)
+    if on_run is not None and ctx.main:
         on_run(run)
     return _fit(store, run, system, dataset, rc, resume=False, progress=progress, should_stop=should_stop)
 
@@ -80,7 +129,9 @@ def resume_run(
     """
     store = RunStore(runs_dir)
     run = store.get(run_id)
-    store.ensure_free(run)
+    main = distributed.is_main()
+    if main:
+        store.ensure_free(run)
     fresh = not run.last_checkpoint.is_file()
     if fresh and int(run.info.get("step", 0)) > 0:
         raise NotFoundError(f"run {run.id} has no checkpoint to resume from ({run.last_checkpoint} is missing)")
@@ -100,13 +151,18 @@ def resume_run(
             f"run {run.id} already reached its {rc.train.steps} steps; "
             f"pass --steps N (N > {done}) or --time-budget to train further"
         )
-    dataset = _load_data(rc)
+    distributed.setup(pick_device(rc.train.device))
+    dataset = _load_data_once(rc)
     torch.manual_seed(rc.train.seed)  # as train() does: a fresh restart draws the same initial weights
     system = rc.system_cls(rc.model, DataSpec(**cfg["data_spec"]))
-    modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=False)
-    if fresh:
-        run.discard_progress()
-    write_json(run.files.config, {**cfg, "train": to_dict(rc.train)})
+    if main:
+        modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=False)
+        if fresh:
+            run.discard_progress()
+        write_json(run.files.config, {**cfg, "train": to_dict(rc.train)})
+    distributed.barrier()
+    if not main:
+        modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=False)
     return _fit(store, run, system, dataset, rc, resume=not fresh, progress=progress, should_stop=should_stop)
 
 
@@ -122,7 +178,8 @@ def _fit(
 ) -> Run:
     modality = modalities[system.modality]
     batches = modality.batches(dataset, rc, system)
-    evaluator = modality.quick_evaluator(dataset, rc.train, progress) if rc.train.eval_every else None
+    evaluate = rc.train.eval_every and distributed.is_main()  # rank 0 evaluates; the others wait at the next step
+    evaluator = modality.quick_evaluator(dataset, rc.train, progress) if evaluate else None
     from .generation.preview import preview_writer
 
     trainer = Trainer(
@@ -138,9 +195,12 @@ def _fit(
     )
     if resume:
         trainer.resume(run.last_checkpoint)
-    store.mark_running(
-        run, device=str(trainer.device), precision=str(trainer.dtype).replace("torch.", "") if trainer.dtype else "fp32"
-    )
+    if not trainer.main:  # ranks other than 0 train and leave the run's files to rank 0
+        trainer.fit()
+        return run
+    precision = str(trainer.dtype).replace("torch.", "") if trainer.dtype else "fp32"
+    world = distributed.world_size()
+    store.mark_running(run, device=str(trainer.device), precision=precision, processes=world)
     try:
         result = trainer.fit()
     except TrainingDiverged as e:

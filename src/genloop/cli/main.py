@@ -7,6 +7,7 @@ Ctrl-C exits with 130 after the engine has saved a checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -142,10 +143,30 @@ def train(
     ),
     runs_dir: Path | None = RunsDir,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    nproc: int | None = typer.Option(
+        None,
+        "--nproc",
+        help="Train data-parallel on N local processes (one per GPU, or CPU processes), through torchrun; "
+        "train.batch_size stays the global batch. For several machines run torchrun yourself (README).",
+    ),
+    max_restarts: int = typer.Option(
+        0, "--max-restarts", help="With --nproc: restart all processes up to K times after one fails (resumes)."
+    ),
 ) -> None:
     """Train a model. The last line of standard output is the run id."""
-    from .. import api
+    from .. import api, distributed
 
+    if nproc is not None and distributed.launched().world_size == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        from ..launch import launch
+
+        args = ["train", *([model] if model else []), *(["--data", data] if data else [])]
+        args += [*(["--init", init] if init else []), *(["--config", str(config)] if config else [])]
+        args += [a for s in set_ for a in ("--set", s)]
+        args += [*(["--steps", str(steps)] if steps is not None else [])]
+        args += [*(["--time-budget", time_budget] if time_budget else []), *(["--seed", str(seed)] if seed is not None else [])]
+        args += [*(["--resume", resume] if resume else []), *(["--runs-dir", str(runs_dir)] if runs_dir else [])]
+        launch(nproc, [*args, *(["--quiet"] if quiet else [])], max_restarts)
+        return
     budget = parse_duration(time_budget) if time_budget else None
     if init is not None:
         set_ = [*set_, f"model.init={init}"]
@@ -161,6 +182,10 @@ def train(
 
             raise ConfigError(f"name a model to train ({', '.join(models.names())}) or pass --resume RUN_ID")
         run = api.train(model, data, config, set_, steps, budget, seed, runs_dir, progress=not quiet)
+    if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
+        distributed.shutdown()
+        return
+    distributed.shutdown()
     info = run.info
     if info.get("status") == "interrupted":
         note(f"interrupted at step {info['step']}; checkpoint saved. Resume with: genloop train --resume {run.id}")

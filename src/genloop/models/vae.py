@@ -75,9 +75,13 @@ class ConvVAE(nn.Module):
         self.decoder = Decoder(channels, image_size, z_dim, width, num_classes)
 
     def forward(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, eps: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (decoder logits for a reparameterised z ~ q(z|x), mu, logvar)."""
+        """Returns (decoder logits for a reparameterised z ~ q(z|x), mu, logvar).
+
+        ``eps`` is the standard normal noise of the reparameterisation (drawn here when not given).
+        """
         mu, logvar = self.encoder(x, labels)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        eps = torch.randn_like(mu) if eps is None else eps.to(mu.dtype)
+        z = mu + eps * (0.5 * logvar).exp()
         return self.decoder(z, labels), mu, logvar

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..errors import ConfigError
 from ..models.unet import UNet
 from ..schedulers import NoiseScheduleConfig, Scheduler, make_scheduler
@@ -91,12 +92,12 @@ class DDPMSystem(System):
         """The denoising loss at one random timestep per image."""
         x0, labels = batch[0], batch[1] if len(batch) > 1 else None
         n = x0.shape[0]
-        t = torch.randint(0, self.config.num_train_timesteps, (n,), device=x0.device)
-        noise = torch.randn(x0.shape, device=x0.device, dtype=torch.float32)
+        t = distributed.randint(self.config.num_train_timesteps, n, device=x0.device)
+        noise = distributed.randn(n, *x0.shape[1:], device=x0.device, dtype=torch.float32)
         x0f = x0.float()
         x_t = self.noise.add_noise(x0f, noise, t)
         if self.conditional:
-            drop = torch.rand(n, device=x0.device) < self.config.label_dropout
+            drop = distributed.rand(n, device=x0.device) < self.config.label_dropout
             labels = torch.where(drop, torch.full_like(labels, self.spec.num_classes), labels)
         else:
             labels = None

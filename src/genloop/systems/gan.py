@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..errors import ConfigError
 from ..models.gan import Discriminator, Generator, init_weights, spectral_normalize
 from .base import DataSpec, StepFn, System, frozen
@@ -101,7 +102,7 @@ class GANSystem(System):
         return d_fake.mean() - d_real.mean() + self.config.gp_weight * self._gradient_penalty(real, fake, labels)
 
     def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+        eps = distributed.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
         mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
         (grad,) = torch.autograd.grad(self.discriminator(mix, labels).float().sum(), mix, create_graph=True)
         return ((grad.flatten(1).float().norm(dim=1) - 1) ** 2).mean()
@@ -123,7 +124,7 @@ class GANSystem(System):
     def _critic_loss(self, batch: Any) -> dict[str, torch.Tensor]:
         """The discriminator's loss on ``batch`` against fresh fakes for the batch's own labels."""
         real, labels = batch[0], self._labels(batch)
-        z = torch.randn(real.shape[0], self.config.z_dim, device=real.device)
+        z = distributed.randn(real.shape[0], self.config.z_dim, device=real.device)
         with torch.no_grad():
             fake = self.generator(z, labels)
         return {"loss": self._d_loss(real, fake.to(real.dtype), labels)}
@@ -131,7 +132,7 @@ class GANSystem(System):
     def _generator_loss(self, batch: Any) -> dict[str, torch.Tensor]:
         """The generator's loss on as many fakes as ``batch`` holds (for its labels, if conditional)."""
         real, labels = batch[0], self._labels(batch)
-        z = torch.randn(real.shape[0], self.config.z_dim, device=real.device)
+        z = distributed.randn(real.shape[0], self.config.z_dim, device=real.device)
         d_fake = self.discriminator(self.generator(z, labels), labels).float()
         return {"loss": F.softplus(-d_fake).mean() if self.config.loss == "bce" else -d_fake.mean()}
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..errors import ConfigError
 from ..models.vae import ConvVAE
 from .base import DataSpec, StepFn, System
@@ -81,7 +82,8 @@ class VAESystem(System):
 
     def _terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction NLL and KL, in nats."""
-        logits, mu, logvar = self.vae(x, labels)
+        eps = distributed.randn(x.shape[0], self.config.z_dim, device=x.device)  # same per sample on any world size
+        logits, mu, logvar = self.vae(x, labels, eps)
         target = (x.float() + 1) / 2
         recon = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").flatten(1).sum(1)
         mu, logvar = mu.float(), logvar.float()

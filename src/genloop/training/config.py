@@ -26,6 +26,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    compile: bool = False  # torch.compile each of the system's networks for training (in place: same checkpoints)
     seed: int = 0
     log_every: int = 10  # steps between metric lines (losses are averaged over them)
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)

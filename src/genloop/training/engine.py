@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .. import distributed
 from ..errors import ConfigError, StorageError, TrainingDiverged
 from ..evaluation import catalog
 from ..run_layout import RunLayout
@@ -30,6 +31,7 @@ from .checkpoint import inference_state, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ema import EMA
 from .logger import MetricsLogger
+from .parallel import GroupSync, sync_batch_norm
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -41,14 +43,18 @@ class _NonFinite(Exception):
 
 
 def pick_device(name: str) -> torch.device:
+    """The device to train on; under torchrun, ``auto`` and ``cuda`` mean this process's GPU (``LOCAL_RANK``)."""
+    local_rank = distributed.launched().local_rank
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"train.device: unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name} but no CUDA GPU is available; use train.device=cpu or auto")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
     return device
 
 
@@ -115,10 +121,13 @@ class Optimizers:
         groups = system.param_groups()
         self.groups = {name: _flat(params) for name, params in groups.items()}
         beta1, beta2 = cfg.betas  # two, as TrainConfig checks
+        fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per update on a GPU
         self.optimizers = {
-            name: torch.optim.AdamW(params, lr=cfg.lr, betas=(beta1, beta2), weight_decay=cfg.weight_decay)
+            name: torch.optim.AdamW(params, lr=cfg.lr, betas=(beta1, beta2), weight_decay=cfg.weight_decay, **fused)
             for name, params in groups.items()
         }
+        # under torchrun: gradients all-reduced through DistributedDataParallel, one wrapper per group
+        self.sync = GroupSync(self.groups, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.grad_norms: dict[str, float] = {}
         self.micro_batches: list[Any] = []  # this step's micro-batches (set by the engine before each step)
@@ -139,13 +148,17 @@ class Optimizers:
         opt, k = self.optimizers[group], len(self.micro_batches)
         opt.zero_grad(set_to_none=True)
         sums: dict[str, torch.Tensor] = {}
-        for batch in self.micro_batches:
-            terms = loss_fn(batch)
+        for i, batch in enumerate(self.micro_batches):
+            last = i == k - 1  # gradients are all-reduced across ranks once, after the last micro-batch
+            terms = self.sync.loss(group, loss_fn, batch, sync=last)
             loss = terms["loss"]
-            if not torch.isfinite(loss.detach()).all():
+            bad = not bool(torch.isfinite(loss.detach()).all())
+            if self.sync.ddp and distributed.any_true([bad])[0]:  # every rank stops together, or none does
+                raise _NonFinite(group, float(loss.detach().float().mean()) if bad else math.nan)
+            if bad:
                 raise _NonFinite(group, float(loss.detach().float().mean()))
-            with torch.autocast(self.device_type, enabled=False):  # backward runs in the forward's dtypes
-                self.scaler.scale(loss / k if k > 1 else loss).backward()
+            with torch.autocast(self.device_type, enabled=False), self.sync.backward_context(group, sync=last):
+                self.scaler.scale(loss / k if k > 1 else loss).backward()  # backward runs in the forward's dtypes
             for name, value in terms.items():
                 sums[name] = sums[name] + value.detach() if name in sums else value.detach()
         if self.cfg.grad_clip is not None:
@@ -233,8 +246,26 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         self.dtype = pick_precision(cfg.precision, self.device)
+        # under torchrun: join the process group; rank 0 alone writes checkpoints, logs, samples and evaluations
+        self.dist = distributed.setup(self.device)
+        self.main = self.dist.main
+        world = distributed.world_size()
+        if cfg.batch_size % world:
+            raise ConfigError(
+                f"train.batch_size={cfg.batch_size} is the global batch and must split evenly over {world} "
+                f"processes; use a multiple of {world}"
+            )
         torch.manual_seed(cfg.seed)
         self.system = system.to(self.device).train()
+        sync_batch_norm(self.system, self.device)  # batch statistics over the global batch, as in one process
+        if self.device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in self.system.modules()):
+            self.system.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
+        if cfg.compile:
+            for module in self.system.children():
+                module.compile()  # in place: the state dict keys (and so the checkpoints) are unchanged
+        if world > 1:
+            batches = distributed.ShardedBatches(batches)
+            self.batches = batches
         if hasattr(batches, "device"):
             batches.device = self.device
         self.opt = Optimizers(self.system, cfg, self.device, self.dtype)
@@ -258,7 +289,7 @@ class Trainer:
         return RunLayout(self.run_dir).checkpoints if self.run_dir else None
 
     def save(self) -> Path | None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.main:  # every rank holds the same state: rank 0 writes it
             return None
         state = {
             "step": self.step,
@@ -315,7 +346,9 @@ class Trainer:
         does next: a run with evaluations trains the same weights as one without.
         """
         cfg = self.cfg
-        if self.evaluator is None or self.eval_seconds > cfg.eval_time_share * max(self.elapsed_total, 1e-9):
+        if self.evaluator is None or not self.main:
+            return None
+        if self.eval_seconds > cfg.eval_time_share * max(self.elapsed_total, 1e-9):
             return None
         t0 = time.perf_counter()
         was_training = self.system.training
@@ -350,7 +383,7 @@ class Trainer:
         Under a forked RNG, like the quick evaluations: a run with previews trains exactly the same weights
         as one without.
         """
-        if self.preview is None:
+        if self.preview is None or not self.main:
             return None
         was_training = self.system.training
         self.system.eval()
@@ -367,26 +400,34 @@ class Trainer:
         start_step = self.step
         if cfg.steps is not None and self.step >= cfg.steps:
             return FitResult(self.step, 0.0, "steps", 0.0, None)
-        logger = MetricsLogger(self.run_dir, cfg.tensorboard, resume_step=self.step if self.step else None)
+        logger = MetricsLogger(
+            self.run_dir if self.main else None, cfg.tensorboard, resume_step=self.step if self.step else None
+        )
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
         sums: dict[str, float] = {}
         count, units_seen = 0, 0
         t0 = self._session_start = time.perf_counter()
         last_ckpt_time, last_log_time, last_log_units = t0, t0, 0
         stopped_by, checkpoint = "steps", None
-        bar = _Progress(self.progress, cfg, start_step)
+        early_stop = False  # decided by rank 0's quick evaluation, acted on by every rank at the next step
+        world = distributed.world_size()
+        bar = _Progress(self.progress and self.main, cfg, start_step)
         try:
             with _stop_requests() as stop, bar:
                 while True:
-                    elapsed = time.perf_counter() - t0
-                    if cfg.steps is not None and self.step >= cfg.steps:
-                        stopped_by = "steps"
-                        break
-                    if cfg.time_budget is not None and elapsed >= cfg.time_budget:
-                        stopped_by = "time"
-                        break
-                    if stop or (self.should_stop is not None and self.should_stop()):
-                        stopped_by = "interrupt"
+                    # Every rank must stop at the same step (or the others wait forever in an all-reduce), so
+                    # the reasons to stop, and the clock the schedule follows, are agreed on before each step.
+                    reasons, elapsed = distributed.agree(
+                        {
+                            "steps": cfg.steps is not None and self.step >= cfg.steps,
+                            "time": cfg.time_budget is not None and time.perf_counter() - t0 >= cfg.time_budget,
+                            "interrupt": bool(stop) or (self.should_stop is not None and self.should_stop()),
+                            "early_stop": early_stop,
+                        },
+                        time.perf_counter() - t0,
+                    )
+                    if any(reasons.values()):
+                        stopped_by = next(reason for reason, hit in reasons.items() if hit)
                         break
                     if cfg.steps:
                         progress = self.step / cfg.steps
@@ -395,7 +436,7 @@ class Trainer:
                         progress = elapsed / cfg.time_budget
                     self.opt.set_lr(learning_rate(cfg, self.step, progress))
                     self.opt.micro_batches = [next(self.batches) for _ in range(cfg.grad_accum)]
-                    units_seen += sum(self.system.batch_units(b) for b in self.opt.micro_batches)
+                    units_seen += world * sum(self.system.batch_units(b) for b in self.opt.micro_batches)
                     try:
                         with autocast:
                             logs = self.system.training_step(self.opt)
@@ -415,7 +456,7 @@ class Trainer:
                     now = time.perf_counter()
                     if self.step % cfg.log_every == 0:
                         units_per_s = (units_seen - last_log_units) / max(now - last_log_time, 1e-9)
-                        means = {k: v / count for k, v in sums.items()}
+                        means = distributed.mean_over_ranks({k: v / count for k, v in sums.items()})
                         record = {
                             **means,
                             "lr": self.opt.optimizers[next(iter(self.opt.optimizers))].param_groups[0]["lr"],
@@ -441,14 +482,15 @@ class Trainer:
                                 self.step, {"time": self.elapsed_total, **{f"eval/{k}": v for k, v in quick.items()}}
                             )
                         if quick is not None and cfg.early_stop and self.evals_since_best >= cfg.early_stop:
-                            stopped_by = "early_stop"  # the final checkpoint below is written as usual
-                            break
+                            early_stop = True  # every rank stops before the next step; the final checkpoint
+                            # below is written as usual
                     if self.step % cfg.checkpoint_every == 0 or now - last_ckpt_time >= cfg.checkpoint_seconds:
                         checkpoint = self.save()
                         last_ckpt_time = time.perf_counter()
             seconds = time.perf_counter() - t0
             self.write_samples()
             checkpoint = self.save() or checkpoint
+            distributed.barrier()  # the final checkpoint exists before any rank returns
         finally:
             logger.close()
             self.elapsed_before, self._session_start = self.elapsed_total, None
