@@ -79,10 +79,31 @@ def setup(device: torch.device, timeout_minutes: float = 30.0) -> Context:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+        timeout = datetime.timedelta(minutes=timeout_minutes)
+        store = _attempt_store(ctx, timeout)
         dist.init_process_group(
-            backend_for(device), timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs
+            backend_for(device), store=store, rank=ctx.rank, world_size=ctx.world_size, timeout=timeout, **kwargs
         )
     return ctx
+
+
+def _attempt_store(ctx: Context, timeout: datetime.timedelta) -> dist.Store:
+    """torchrun's key-value store, with keys of this attempt only.
+
+    After ``--max-restarts`` restarts a job, the store torchrun's agent hosts may still hold the previous
+    attempt's keys, among them the dead rank 0's gloo address: a restarted rank 1 reading it first would try
+    to connect to a process that no longer exists. Prefixing every key with the restart count keeps attempts
+    apart (what ``init_process_group``'s own ``env://`` does not do).
+    """
+    try:
+        addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    except (KeyError, ValueError):
+        raise ConfigError("WORLD_SIZE > 1 but MASTER_ADDR/MASTER_PORT are not set: start the job with torchrun") from None
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)  # torchrun's agent hosts the store
+    host = not agent and ctx.rank == 0  # else rank 0 hosts it (a plain launcher that set the variables)
+    store = dist.TCPStore(addr, port, ctx.world_size, is_master=host, timeout=timeout, multi_tenant=not agent)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"genloop/attempt-{attempt}", store)
 
 
 def shutdown() -> None:

@@ -233,6 +233,7 @@ class RunStore:
         self.ensure_free(run)
         for folder in (run.dir, run.files.checkpoints, run.files.samples):
             remove_strays(folder)
+        run.info.pop("error", None)  # the error of an earlier attempt no longer describes the run
         return self.update(run, status="running", pid=os.getpid(), host=socket.gethostname(), **fields)
 
     def update(self, run: Run, **fields: Any) -> Run:
