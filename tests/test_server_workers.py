@@ -166,3 +166,25 @@ def test_two_worker_machines_share_a_postgres_queue(tmp_path: Path) -> None:
             p.wait(timeout=60)
         urls.close()
     assert all(p.returncode == 0 for p in procs)
+
+
+def test_cancelling_a_torchrun_job_stops_every_process(tmp_path: Path) -> None:
+    """Cancel an nproc=2 job mid-training: torchrun's ranks checkpoint and exit, none is left behind."""
+    from studio_support import WorkerThread
+
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'studio.sqlite'}", runs=tmp_path / "runs")
+    client = TestClient(create_app(settings))
+    params = {**TRAIN, "steps": 20_000, "nproc": 2, "overrides": tiny("vae", "train.checkpoint_every=20")}
+    with WorkerThread(settings):
+        job = client.post("/v1/jobs", json={"kind": "train", "params": params}).json()
+        running = _wait(lambda: (j := client.get(f"/v1/jobs/{job['id']}").json())["progress"].get("step") and j)
+        assert running["run_id"]  # found through its rank 0's pid while it trains
+        run = RunStore(settings.runs).get(running["run_id"], paths=False)
+        ranks = [int(run.info["pid"])]
+        assert run.info["processes"] == 2
+        client.post(f"/v1/jobs/{job['id']}/cancel")
+        done = _wait(lambda: (j := client.get(f"/v1/jobs/{job['id']}").json())["status"] != "running" and j)
+    assert done["status"] == "cancelled" and done["result"]["run_id"] == run.id
+    info = RunStore(settings.runs).get(run.id, paths=False).info
+    assert info["status"] == "interrupted" and 0 < info["step"] < 20_000
+    assert not any(Path(f"/proc/{pid}").exists() for pid in ranks)
