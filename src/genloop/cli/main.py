@@ -789,8 +789,7 @@ def worker(
 ) -> None:
     """Run studio jobs from the database until stopped (SIGTERM: a training job checkpoints and is re-queued).
 
-    Any number of workers, on any machines, may share one database (PostgreSQL) and run store: each job runs
-    on exactly one of them."""
+    Workers on any number of machines may share one PostgreSQL database and run store; each job runs on one."""
     from ..paths import runs_dir as default_runs
     from ..server.settings import Settings
     from ..server.worker import main as worker_main
