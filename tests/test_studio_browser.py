@@ -278,6 +278,10 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         job = call(base, f"/v1/jobs/{job_id}")
         assert job["kind"] == "train" and job["status"] == "succeeded"
         assert page.locator(f"#jobs-body [data-testid=job-row][data-id='{job_id}']").count() == 1
+        # The serve's worker in the workers table: its machine, device and a fresh heartbeat.
+        worker = page.wait_for_selector(f"#workers-body [data-testid=worker-row][data-host='{socket.gethostname()}']")
+        assert worker.get_attribute("data-status") in ("idle", "busy") and " s ago" in worker.inner_text()
+        assert worker.query_selector("td:nth-child(2)").inner_text() not in ("", "—")  # the device
         # The new run shows up among the models.
         page.wait_for_selector(f"#model-select option[value='{job['result']['run_id']}']", state="attached")
         page.screenshot(path="/tmp/studio_jobs.png")

@@ -770,15 +770,31 @@ def serve(
 
 @app.command()
 def worker(
-    db: str | None = typer.Option(None, "--db", envvar="GENLOOP_DB_URL", help="SQLAlchemy URL of the studio database."),
-    runs_dir: Path | None = typer.Option(None, "--runs-dir", envvar="GENLOOP_RUNS_DIR", help="The run store."),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        "--database-url",
+        envvar="GENLOOP_DB_URL",
+        help="SQLAlchemy URL of the studio database; a shared PostgreSQL one for workers on several machines.",
+    ),
+    runs_dir: Path | None = typer.Option(
+        None, "--runs-dir", envvar="GENLOOP_RUNS_DIR", help="The run store (shared by every worker and the server)."
+    ),
+    worker_host: str | None = typer.Option(
+        None,
+        "--worker-host",
+        envvar="GENLOOP_WORKER_HOST",
+        help="The host name this worker reports in /v1/health (default: the hostname; a container's is random).",
+    ),
 ) -> None:
-    """Run studio jobs from the database until stopped (SIGTERM: a training job checkpoints and is re-queued)."""
+    """Run studio jobs from the database until stopped (SIGTERM: a training job checkpoints and is re-queued).
+
+    Workers on any number of machines may share one PostgreSQL database and run store; each job runs on one."""
     from ..paths import runs_dir as default_runs
     from ..server.settings import Settings
     from ..server.worker import main as worker_main
 
-    worker_main(Settings.from_env(db_url=db, runs=default_runs(runs_dir)))
+    worker_main(Settings.from_env(db_url=db, runs=default_runs(runs_dir), worker_host=worker_host))
 
 
 def main(argv: list[str] | None = None) -> int:

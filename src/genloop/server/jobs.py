@@ -89,12 +89,17 @@ def job_dict(row: JobRow) -> dict[str, Any]:
     }
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_id(host: str | None = None) -> str:
+    """``host:pid``. ``host`` overrides the machine's name (``GENLOOP_WORKER_HOST``): in a container the
+    hostname is a random id, so an operator names the machine the worker really runs on."""
+    return f"{host or socket.gethostname()}:{os.getpid()}"
 
 
 def pid_dead(worker: str | None) -> bool:
-    """True when ``worker`` ran on this host and its process no longer exists."""
+    """True when ``worker`` ran on this host and its process no longer exists.
+
+    Only a worker named after this machine's real hostname is checked: one with an overridden host name may
+    run in another container or machine whose pids mean nothing here, so only its heartbeat can tell."""
     if not worker or ":" not in worker:
         return False
     host, _, pid = worker.rpartition(":")
@@ -188,7 +193,10 @@ class JobStore:
 
     # --- workers ------------------------------------------------------------------------------------
     def claim(self, worker: str) -> JobRow | None:
-        """Take the oldest queued job for ``worker``, or None. Safe with any number of workers."""
+        """Take the oldest queued job for ``worker``, or None. Safe with any number of workers, in any number
+        of processes and machines: the UPDATE only matches while the row still says ``queued``. On
+        PostgreSQL a second worker's UPDATE of the same row waits for the first to commit and then re-checks
+        the condition against the committed row (READ COMMITTED), so it matches nothing and looks again."""
         while True:
             with self.Session() as s:
                 job_id = s.scalar(
@@ -208,6 +216,12 @@ class JobStore:
                     self._event(s, row, "status", {"status": "running", "attempt": row.attempts})
                     return row
             # another worker won the race for that job: look again
+
+    def running_jobs(self) -> dict[str, dict[str, Any]]:
+        """``{worker id: {"id", "kind"}}`` of the running jobs: what each worker is busy with (health)."""
+        with self.Session() as s:
+            rows = s.execute(select(JobRow.worker, JobRow.id, JobRow.kind).where(JobRow.status == "running")).all()
+        return {worker: {"id": job_id, "kind": kind} for worker, job_id, kind in rows if worker}
 
     def heartbeat(self, job_id: str, worker: str, progress: dict[str, Any] | None = None) -> bool:
         """Refresh the heartbeat (and progress); returns whether cancellation was requested."""

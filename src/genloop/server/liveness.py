@@ -5,15 +5,20 @@ worker registers when its loop starts, refreshes ``heartbeat`` from a thread eve
 (also while a long job runs), and removes its row when it stops cleanly. A SIGKILLed worker leaves its
 row behind: it counts as dead once its pid is gone (same host) or its heartbeat is older than
 ``stale_after``, and the next worker to register on that host prunes it.
+
+Workers may run on other machines against one PostgreSQL database (README, "Workers on several
+machines"), so each row also says what the worker computes on (``device``) and health reports how long ago
+each heartbeat was, measured on the server's clock (keep the machines' clocks in sync, e.g. with NTP).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, delete, select, update
+from sqlalchemy import DateTime, Integer, String, delete, inspect, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -31,6 +36,35 @@ class WorkerRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started: Mapped[dt.datetime] = mapped_column(DateTime)
     heartbeat: Mapped[dt.datetime] = mapped_column(DateTime)
+    device: Mapped[str | None] = mapped_column(String(128), nullable=True)  # added later: see _add_device_column
+
+
+def device_name() -> str:
+    """What this worker trains on, as an operator reads it: ``NVIDIA H200`` (``2 x NVIDIA H200``) or
+    ``cpu (16 cores)``. Never raises: a worker without a working torch still registers."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            name = torch.cuda.get_device_name(0)
+            return name if n == 1 else f"{n} x {name}"
+    except Exception:  # noqa: BLE001 - a broken driver: report the CPU
+        pass
+    return f"cpu ({os.cpu_count() or 1} cores)"
+
+
+def _add_device_column(engine: Engine) -> None:
+    """Databases made before workers reported their device have no ``device`` column: add it (nullable, so
+    old rows stay valid). Two workers may race to add it; the loser's error is the column already there."""
+    if "device" in {c["name"] for c in inspect(engine).get_columns(WorkerRow.__tablename__)}:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {WorkerRow.__tablename__} ADD COLUMN device VARCHAR(128)"))
+    except Exception:  # noqa: BLE001 - someone else added it meanwhile; anything else fails below
+        if "device" not in {c["name"] for c in inspect(engine).get_columns(WorkerRow.__tablename__)}:
+            raise
 
 
 class WorkerRegistry:
@@ -38,9 +72,10 @@ class WorkerRegistry:
 
     def __init__(self, engine: Engine) -> None:
         create_tables(engine, WorkerRow)
+        _add_device_column(engine)
         self.Session = sessions(engine)
 
-    def register(self, name: str) -> None:
+    def register(self, name: str, device: str | None = None) -> None:
         """Add ``name`` (``host:pid``); forget the dead: same-host pids that are gone, long-silent others."""
         host, _, pid = name.rpartition(":")
         now = utcnow()
@@ -48,7 +83,8 @@ class WorkerRegistry:
             for row in s.scalars(select(WorkerRow)):
                 if row.id != name and (pid_dead(row.id) or row.heartbeat < now - FORGET_AFTER):
                     s.delete(row)
-            s.merge(WorkerRow(id=name, host=host, pid=int(pid) if pid.isdigit() else 0, started=now, heartbeat=now))
+            pid_n = int(pid) if pid.isdigit() else 0
+            s.merge(WorkerRow(id=name, host=host, pid=pid_n, started=now, heartbeat=now, device=device))
 
     def beat(self, name: str) -> None:
         with self.Session.begin() as s:
@@ -58,9 +94,13 @@ class WorkerRegistry:
         with self.Session.begin() as s:
             s.execute(delete(WorkerRow).where(WorkerRow.id == name))
 
-    def workers(self, stale_after: float) -> list[dict[str, Any]]:
-        """Every registered worker with ``alive``: its heartbeat is fresh and, on this host, its pid exists."""
-        cutoff = utcnow() - dt.timedelta(seconds=stale_after)
+    def workers(self, stale_after: float, jobs: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Every registered worker with ``alive``: its heartbeat is fresh and, on this host, its pid exists.
+
+        ``heartbeat_age`` is seconds since the last beat on this (the server's) clock, so a page need not
+        trust its own; ``job`` is the running job it holds (from ``jobs``, :meth:`JobStore.running_jobs`)."""
+        now = utcnow()
+        cutoff = now - dt.timedelta(seconds=stale_after)
         with self.Session() as s:
             rows = list(s.scalars(select(WorkerRow).order_by(WorkerRow.started)))
         return [
@@ -68,9 +108,12 @@ class WorkerRegistry:
                 "id": r.id,
                 "host": r.host,
                 "pid": r.pid,
+                "device": r.device,
                 "alive": r.heartbeat >= cutoff and not pid_dead(r.id),
                 "started": iso(r.started),
                 "last_heartbeat": iso(r.heartbeat),
+                "heartbeat_age": round(max((now - r.heartbeat).total_seconds(), 0.0), 1),
+                "job": (jobs or {}).get(r.id),
             }
             for r in rows
         ]
@@ -79,13 +122,13 @@ class WorkerRegistry:
 class Beating(threading.Thread):
     """Registers ``name`` and beats its row every :data:`BEAT_SECONDS` until :meth:`stop` (which leaves)."""
 
-    def __init__(self, registry: WorkerRegistry, name: str) -> None:
+    def __init__(self, registry: WorkerRegistry, name: str, device: str | None = None) -> None:
         super().__init__(daemon=True, name=f"liveness-{name}")
-        self.registry, self.worker = registry, name
+        self.registry, self.worker, self.device = registry, name, device
         self.done = threading.Event()
 
     def start(self) -> None:
-        self.registry.register(self.worker)
+        self.registry.register(self.worker, self.device)
         super().start()
 
     def run(self) -> None:

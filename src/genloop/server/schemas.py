@@ -153,6 +153,9 @@ COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+MAX_NPROC = 64  # processes one training job may ask a worker for (one per GPU, or CPU processes)
+
+
 class GenerateParams(Strict):
     run_id: str = Field(description="the run to sample from (GET /v1/models)", pattern=RUN_ID.pattern)
     checkpoint: Literal["last", "best"] = "last"
@@ -198,6 +201,13 @@ class TrainParams(Strict):
     time_budget: float | None = Field(None, gt=0)
     seed: int | None = Field(None, ge=0, le=INT_MAX)
     overrides: list[str] = Field(default_factory=list, max_length=64)
+    nproc: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_NPROC,
+        description="train data-parallel on this many processes of the worker's machine, under torchrun (default "
+        "1: in the worker's own process); train.batch_size stays the global batch and must split evenly",
+    )
 
 
 class EvaluateParams(Strict):

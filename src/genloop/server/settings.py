@@ -2,7 +2,7 @@
 
 :class:`Settings` is a pydantic-settings ``BaseSettings`` (as in the FastAPI full-stack template): every
 field reads ``GENLOOP_<FIELD>`` (``GENLOOP_HOST``, ``GENLOOP_PORT``, ``GENLOOP_DB_URL``, ``GENLOOP_MAX_QUEUED``,
-``GENLOOP_WORKERS``, ...), except that the token is ``GENLOOP_API_TOKEN`` and the run store
+``GENLOOP_WORKERS``, ``GENLOOP_WORKER_HOST``, ...), except that the token is ``GENLOOP_API_TOKEN`` and the run store
 ``GENLOOP_RUNS_DIR``, the names the CLI has always used. An empty variable counts as unset. A value of the
 wrong type is a one-line :class:`~genloop.errors.ConfigError` naming the variable, never a traceback.
 """
@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     max_queued: int = 32  # queued jobs before 429
     max_attempts: int = 3  # a job whose worker died this many times is failed, not retried
     workers: int = 1  # worker processes started by `genloop serve`
+    worker_host: str | None = None  # the host name a worker reports (default: the hostname; set it in containers)
     stale_after: float = 30.0  # seconds without a heartbeat before a running job counts as orphaned
     poll_interval: float = 0.05  # how often the event stream and idle workers look for news
     completion_timeout: float = 600.0  # seconds /v1/completions waits for its jobs before a 504 (a stream: an error)

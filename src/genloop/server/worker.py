@@ -5,6 +5,11 @@ in this process's main thread while a heartbeat thread keeps the job's ``heartbe
 lines of a training run's ``metrics.jsonl`` into job events (the live loss curve), and notices a cancel
 request. Loaded pipelines are cached, so repeated generations from one model skip the load.
 
+A training job with ``nproc`` > 1 runs data-parallel under torchrun instead: a ``genloop train`` command from
+:func:`genloop.launch.torchrun_command` in a subprocess (a session of its own, so a cancel or shutdown
+signals it and not the worker's terminal), whose run this worker finds by the pid its rank 0 records in
+``run.json``, records on the job and follows for progress. ``nproc`` = 1 stays in this process.
+
 Durability: a training job records its run id before the first step, so if this process dies the job is
 re-queued by :meth:`JobStore.recover` and the next attempt *resumes that run* from its last checkpoint
 (from step 0, with the same run id, seed and config, if it died before its first checkpoint).
@@ -18,20 +23,27 @@ checkpoints and goes back to the queue; the worker then exits.
 from __future__ import annotations
 
 import collections
+import ctypes
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..database import connect
 from ..errors import ConfigError, GenLoopError, NotFoundError, StorageError
 from ..feedback.store import FeedbackStore
 from ..modalities import modalities
 from .jobs import JobRow, JobStore, worker_id
-from .liveness import Beating, WorkerRegistry
+from .liveness import Beating, WorkerRegistry, device_name
 from .services.completions import text_report
 from .settings import Settings
 
@@ -139,7 +151,7 @@ class Worker:
         self.engine = connect(settings.db_url, settings.runs)
         self.jobs = JobStore(self.engine, settings.max_queued, settings.max_attempts)
         self.feedback = FeedbackStore(engine=self.engine, media_dir=settings.media)
-        self.name = name or worker_id()
+        self.name = name or worker_id(settings.worker_host)
         self.shutdown = threading.Event()
         self._pipes: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
         parent = os.environ.get("GENLOOP_PARENT_PID", "")
@@ -152,7 +164,7 @@ class Worker:
     def run_forever(self, max_jobs: int | None = None, idle_exit: float | None = None) -> int:
         """Run jobs until SIGTERM/SIGINT (or ``max_jobs`` done, or ``idle_exit`` seconds without work),
         registered as a live worker (``/v1/health``) for as long as the loop runs."""
-        beating = Beating(WorkerRegistry(self.engine), self.name)
+        beating = Beating(WorkerRegistry(self.engine), self.name, device_name())
         beating.start()
         try:
             return self._loop(max_jobs, idle_exit)
@@ -207,6 +219,8 @@ class Worker:
         from ..runs import RunStore
 
         p = job.params
+        if int(p.get("nproc") or 1) > 1:
+            return self._train_processes(job, beat, int(p["nproc"]))
         store = RunStore(self.settings.runs)
         stop = lambda: beat.cancel.is_set() or self.shutdown.is_set() or self._orphaned()  # noqa: E731
 
@@ -260,6 +274,102 @@ class Worker:
             "step": run.info.get("step"),
             "status": run.info.get("status"),
             "stopped_by": run.info.get("stopped_by"),
+        }
+
+    def _train_processes(self, job: JobRow, beat: _Heartbeat, nproc: int) -> Any:
+        """Train on ``nproc`` local processes under torchrun, as ``genloop train --nproc`` would.
+
+        The run is the subprocess's; this worker only watches: it finds the run (rank 0's pid in ``run.json``),
+        records it on the job (so a retry resumes it, with ``--resume``), streams its metrics, and on a cancel
+        or shutdown sends torchrun SIGTERM, which torchrun passes to every rank: they stop at the same step
+        and checkpoint. Processes that outlive :data:`STOP_GRACE` seconds after that are killed.
+        """
+        from ..launch import torchrun_command
+        from ..runs import RunStore
+
+        p = job.params
+        store = RunStore(self.settings.runs)
+        steps, budget = p.get("steps"), p.get("time_budget")
+        limits = [*(["--steps", str(steps)] if steps is not None else [])]
+        limits += ["--time-budget", format(float(budget), "f")] if budget is not None else []
+        run = self._resumable(job, store)
+        if run is not None:
+            at = run.info.get("step", 0)
+            self.jobs.add_event(job.id, "log", {"message": f"resuming run {run.id} from step {at}"})
+            beat.metrics_path = run.files.metrics
+            if steps is not None and int(run.info.get("step", 0)) >= int(steps):  # it finished just before a crash
+                return self._train_result(store.get(run.id, paths=False), nproc)
+            args = ["train", "--resume", run.id, *limits]
+        else:
+            data = self._data(p.get("data"))
+            args = ["train", p["model"], *(["--data", data] if data else [])]
+            args += [a for o in p.get("overrides") or () for a in ("--set", o)]
+            args += [*limits, *(["--seed", str(p["seed"])] if p.get("seed") is not None else [])]
+        args += ["--runs-dir", str(self.settings.runs), "--quiet"]
+        self.jobs.add_event(job.id, "log", {"message": f"training on {nproc} processes under torchrun"})
+        since = time.time()
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = _start(torchrun_command(nproc, args), out, err)
+            stopping: float | None = None
+            try:
+                while proc.poll() is None:
+                    if run is None:
+                        run = _run_started_by(store, proc.pid, since)
+                        if run is not None:
+                            beat.metrics_path = run.files.metrics
+                            self.jobs.set_run(job.id, run.id)
+                    stop = beat.cancel.is_set() or self.shutdown.is_set() or self._orphaned()
+                    if stop and stopping is None:
+                        stopping = time.monotonic()
+                        _signal_group(proc, signal.SIGTERM)
+                    elif stopping is not None and time.monotonic() - stopping > STOP_GRACE:
+                        _kill_tree(proc)
+                    time.sleep(0.2)
+            finally:
+                if proc.poll() is None:  # this worker is going down (an exception, a second Ctrl-C): take it along
+                    _signal_group(proc, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=STOP_GRACE)
+                    except subprocess.TimeoutExpired:
+                        _kill_tree(proc)
+                        proc.wait()
+            if run is None:  # it ended before it was seen (a very short run): its last line of output names it
+                run = _run_named_by(store, _tail(out, 1))
+                if run is not None:
+                    self.jobs.set_run(job.id, run.id)
+            if run is not None:
+                beat.metrics_path = run.files.metrics
+                run = store.get(run.id, paths=False)
+            if beat.cancel.is_set():
+                return self._train_result(run, nproc)
+            if run is not None and run.info.get("status") == "interrupted":
+                self.jobs.requeue(job.id, self.name, "the worker was stopped; the run resumes from its checkpoint")
+                self.shutdown.set()
+                return _REQUEUED
+            if proc.returncode != 0 or run is None or run.info.get("status") != "finished":
+                tail = _tail(err, 8)
+                sys.stderr.write(tail + "\n")
+                code = proc.returncode
+                raise GenLoopError(f"training on {nproc} processes failed (torchrun exit code {code}): {tail}")
+        return self._train_result(run, nproc)
+
+    def _resumable(self, job: JobRow, store: Any) -> Any:
+        """The run an earlier attempt of ``job`` started, if it still exists."""
+        if not job.run_id:
+            return None
+        try:
+            return store.get(job.run_id, paths=False)
+        except NotFoundError:
+            return None
+
+    def _train_result(self, run: Any, nproc: int) -> dict[str, Any]:
+        info = run.info if run is not None else {}
+        return {
+            "run_id": run.id if run is not None else None,
+            "step": info.get("step"),
+            "status": info.get("status"),
+            "stopped_by": info.get("stopped_by"),
+            "processes": info.get("processes", nproc),
         }
 
     def _data(self, data: str | None) -> str | None:
@@ -364,6 +474,104 @@ class Worker:
 
 
 _REQUEUED = object()
+STOP_GRACE = 60.0  # seconds torchrun's processes get to checkpoint and exit after SIGTERM
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send the child SIGTERM when this worker dies (even by SIGKILL), so
+    torchrun never trains on unwatched while a retry of its job resumes the same run. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+    return lambda: prctl(pr_set_pdeathsig, sigterm)
+
+
+def _start(cmd: list[str], out: IO[bytes], err: IO[bytes]) -> subprocess.Popen:
+    """torchrun in a session of its own: a Ctrl-C in the worker's terminal reaches the worker, which stops it."""
+    return subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=_die_with_parent()
+    )
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (Linux ``/proc``): torchrun starts its ranks in sessions of their own."""
+    parents: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parents[int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])].append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun's process group and every rank it started (in their own sessions)."""
+    for pid in _children(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    _signal_group(proc, signal.SIGKILL)
+
+
+def _parent(pid: Any) -> int | None:
+    try:
+        return int(Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def _run_started_by(store: Any, agent: int, since: float) -> Any:
+    """The run whose rank 0 (a child of the torchrun process ``agent``, on this host) made it after ``since``.
+
+    Only folders newer than ``since`` are read, so a large shared run store costs a directory listing."""
+    root = Path(store.root)
+    if not root.is_dir():
+        return None
+    for folder in root.iterdir():
+        try:
+            if folder.name.startswith(".") or folder.stat().st_mtime < since - 1:
+                continue
+            info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if info.get("host") == socket.gethostname() and _parent(info.get("pid")) == agent:
+            try:
+                return store.get(folder.name, paths=False)
+            except GenLoopError:
+                return None
+    return None
+
+
+def _run_named_by(store: Any, line: str) -> Any:
+    """The run ``genloop train`` named on its last line of output, if that is one."""
+    try:
+        return store.get(line.strip(), paths=False) if line.strip() else None
+    except GenLoopError:
+        return None
+
+
+def _tail(f: IO[bytes], lines: int) -> str:
+    f.flush()
+    f.seek(0)
+    text = f.read()[-16384:].decode("utf-8", "replace")
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
 def main(settings: Settings) -> None:

@@ -22,9 +22,11 @@ router = APIRouter(tags=["system"])
 @router.get("/v1/health")
 def health(c: Context = Depends(ctx)) -> dict[str, Any]:
     """``status`` is ``ok`` while at least one worker is alive and ``degraded`` when none is (queued jobs
-    would wait forever). Always 200: the HTTP server itself is up; monitors read ``status``."""
+    would wait forever). Always 200: the HTTP server itself is up; monitors read ``status``. Each worker, on
+    this machine or another sharing the database, has its ``host``, ``pid``, ``device``, ``last_heartbeat``
+    (and ``heartbeat_age`` in seconds), ``alive`` and the ``job`` it is running (``{"id", "kind"}`` or null)."""
     counts = c.jobs.counts()
-    workers = c.workers.workers(c.settings.stale_after)
+    workers = c.workers.workers(c.settings.stale_after, c.jobs.running_jobs())
     return {
         "status": "ok" if any(w["alive"] for w in workers) else "degraded",
         "version": __version__,

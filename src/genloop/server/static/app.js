@@ -341,11 +341,33 @@ async function loadHealth() {
     badge.dataset.state = h.status === "ok" ? "ok" : "warn";
     badge.textContent = `${h.status === "ok" ? "online" : h.status} · v${h.version ?? "?"} · ${q.running ?? 0} running, ${q.queued ?? 0} queued${h.auth ? " · 🔒" : ""}`;
     badge.title = h.auth ? "This server requires a token" : "No token required";
+    renderWorkers(h.workers || []);
   } catch (e) {
     badge.dataset.state = "down";
     badge.textContent = "offline";
     throw e;
   }
+}
+
+// The workers that run jobs, on this machine or others sharing the database (README, "Workers on several
+// machines"): the heartbeat's age comes from the server's clock, so a skewed browser clock cannot mislead.
+function renderWorkers(workers) {
+  $("#workers-body").replaceChildren(
+    ...workers.map((w) => {
+      const status = !w.alive ? "lost" : w.job ? "busy" : "idle";
+      const age = w.heartbeat_age ?? null;
+      return el(
+        "tr",
+        { "data-testid": "worker-row", "data-host": w.host, "data-status": status },
+        el("td", {}, el("div", { text: w.host }), el("div", { class: "muted small" }, el("code", { text: `pid ${w.pid}` }))),
+        el("td", { text: w.device || "—" }),
+        el("td", {}, el("time", { datetime: w.last_heartbeat, title: w.last_heartbeat, text: age === null ? "—" : `${Math.round(age)} s ago` })),
+        el("td", {}, el("span", { class: "badge", "data-status": status === "busy" ? "running" : status === "lost" ? "failed" : "succeeded", text: status })),
+        el("td", {}, w.job ? el("code", { text: `${w.job.kind} · ${short(w.job.id)}` }) : el("span", { class: "muted", text: "—" })),
+      );
+    }),
+  );
+  $("#workers-empty").hidden = workers.some((w) => w.alive);
 }
 
 function modelLabel(m) {
