@@ -130,7 +130,11 @@ class Modality(ABC):
     # --- studio ---------------------------------------------------------------------------------
     @abstractmethod
     def describe(self, config: dict[str, Any], system_cls: type) -> dict[str, Any]:
-        """The ``/v1/models`` descriptor fields of a run (beyond model and modality)."""
+        """The ``/v1/models`` descriptor fields of a run (beyond model and modality).
+
+        Must include ``controls``: a list of control specs the studio builds a form from, or the id of one of
+        the studio's own fieldsets (``"image-controls"``, ``"text-controls"``); the page picks its form from
+        this alone, never from the modality's name."""
 
     def make_rater(self, spec: str, dataset: Any) -> Any:
         """A scripted rater (:class:`~genloop.feedback.simulate.Rater`) of this modality's own kinds for

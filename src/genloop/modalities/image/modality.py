@@ -188,6 +188,9 @@ class ImageModality(Modality):
             "conditional": conditional,
             "num_classes": spec.get("num_classes") if conditional else None,
             "diffusion": bool(getattr(system_cls, "diffusion", False)),
+            # the studio's own image fieldset (class grid, sampler, guidance): the page shows the form a
+            # descriptor names and never guesses one from the modality's name
+            "controls": "image-controls",
         }
         if d["diffusion"]:
             d["samplers"] = ["ddpm", "ddim", "dpmpp-2m"]

@@ -167,7 +167,9 @@ class TextModality(Modality):
 
     # --- studio ---------------------------------------------------------------------------------
     def describe(self, config: dict[str, Any], system_cls: type) -> dict[str, Any]:
-        return {"conditional": False, "num_classes": None, "diffusion": False}
+        # the studio's own text fieldset (prompt, streaming, sampler knobs), named so the page needs no
+        # comparison with the modality's name to pick it
+        return {"conditional": False, "num_classes": None, "diffusion": False, "controls": "text-controls"}
 
     def generate_limit(self, n: int, limits: Any) -> str | None:
         if n > limits.max_completions:
