@@ -155,8 +155,12 @@ class ImageModality(Modality):
     def featurize(self, model: Any, items: Any) -> Any:
         return model._image_features(items)
 
-    def rerank(self, output: Any, pick: Any) -> tuple[Any, Any]:
-        return output.tensors[pick], None
+    def rerank(self, output: Any, pick: Any) -> dict[str, Any]:
+        return {"tensors": output.tensors[pick]}
+
+    def item_summary(self, output: Any, index: int) -> str:
+        label = output.recipe_of(index).get("class_label")
+        return "" if label is None else f"class {label}"
 
     def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
         return {}

@@ -69,9 +69,8 @@ def load_music_run_data(data_cfg: Any, tokenizer: Any = None) -> MusicRunData:
 
 
 def _samples_of(output: Any) -> list[Any]:
-    """The MusicSamples of a pipeline output, or of a best-of-n rerank (which holds them in ``texts``)."""
-    samples = getattr(output, "samples", None)
-    return list(samples if samples is not None else output.texts)
+    """The MusicSamples of a pipeline output or of a best-of-n rerank (both hold them in ``samples``)."""
+    return list(output.samples)
 
 
 def _pieces(items: Any) -> list[Any]:
@@ -160,15 +159,13 @@ class MusicModality(Modality):
         from .pipeline import MusicPipeline
 
         class StoredMusicPipeline(MusicPipeline):
-            """MusicPipeline whose outputs say their modality (the feedback store files them by it), and whose
-            prompt continues its first 4 bars (fewer when fewer are asked for) unless told otherwise."""
+            """MusicPipeline whose prompt continues its first 4 bars (fewer when fewer are asked for) unless told
+            otherwise."""
 
             def __call__(self, *args: Any, **kwargs: Any) -> Any:
                 if kwargs.get("prompt_midi") is not None and kwargs.get("prompt_bars") is None:
                     kwargs["prompt_bars"] = max(1, min(4, int(kwargs.get("bars") or 16) - 1))  # leave bars to write
-                out = super().__call__(*args, **kwargs)
-                out.modality = self.modality
-                return out
+                return super().__call__(*args, **kwargs)
 
         return StoredMusicPipeline(system, info)
 
@@ -353,9 +350,13 @@ class MusicModality(Modality):
 
         return torch.from_numpy(np.stack([feature_vector(p) for p in _pieces(items)]))
 
-    def rerank(self, output: Any, pick: Any) -> tuple[Any, Any]:
+    def rerank(self, output: Any, pick: Any) -> dict[str, Any]:
         samples = _samples_of(output)
-        return None, [samples[int(i)] for i in pick]  # the samples ride in the `texts` slot of a rerank
+        return {"samples": [samples[int(i)] for i in pick]}
+
+    def item_summary(self, output: Any, index: int) -> str:
+        piece = _samples_of(output)[index].piece
+        return f"{piece.bars()} bars, {piece.num_notes} notes"
 
     def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
         return {"bars": 4, "max_tokens": 256, "temperature": text_options.get("temperature", 1.0)}

@@ -148,8 +148,11 @@ class TextModality(Modality):
             raise ConfigError("a text reward model scores a list of strings")
         return text_features(list(items), model.features)
 
-    def rerank(self, output: Any, pick: Any) -> tuple[Any, Any]:
-        return None, [output.texts[int(i)] for i in pick]
+    def rerank(self, output: Any, pick: Any) -> dict[str, Any]:
+        return {"texts": [output.texts[int(i)] for i in pick]}
+
+    def item_summary(self, output: Any, index: int) -> str:
+        return str(output.texts[index][:60])
 
     def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
         return text_options
