@@ -4,9 +4,14 @@ bad music input with one line and no half-made run."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import cli
@@ -163,6 +168,29 @@ def test_cli_generate_eval_report(music_run, capsys, tmp_path: Path) -> None:
     html = (runs / run_id / "report.html").read_text(encoding="utf-8")
     assert "<audio controls" in html and "data:audio/wav;base64," in html
     assert "piano roll" in html and "validation NLL" in html
+    embedded = re.findall(r'src="data:audio/wav;base64,([^"]+)"', html)
+    assert 1 <= len(embedded) <= 4  # the cap on players
+    for b64 in embedded:
+        with wave.open(io.BytesIO(base64.b64decode(b64))) as w:
+            assert w.getframerate() == 11025 and w.getnchannels() == 1  # the report's excerpt, not the render
+
+
+def test_report_audio_is_a_small_excerpt(tmp_path: Path) -> None:
+    """A 30 s render at 22.05 kHz was embedded whole (~1.3 MB as base64); the report gets 12 s at 11.025 kHz."""
+    from genloop.modalities.music.render import preview_wav, read_wav, write_wav
+
+    t = np.arange(30 * 22050) / 22050
+    path = write_wav(tmp_path / "long.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 22050)
+    data, cut = preview_wav(path)
+    assert cut and len(data) < 300_000 < path.stat().st_size
+    (tmp_path / "small.wav").write_bytes(data)
+    audio, rate = read_wav(tmp_path / "small.wav")
+    assert rate == 11025 and len(audio) == 12 * 11025
+    spectrum = np.abs(np.fft.rfft(audio[: 11025 * 4]))
+    assert abs(np.argmax(spectrum) / 4 - 440) < 1  # still an A: resampled, not sped up
+    assert abs(audio[-1]) < 0.01  # faded out, no click
+    short = write_wav(tmp_path / "short.wav", 0.5 * np.sin(2 * np.pi * 440 * t[:22050]), 22050)
+    assert preview_wav(short)[1] is False
 
 
 def _midi(score=None) -> bytes:

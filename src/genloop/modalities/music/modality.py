@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import math
 import time
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import DataError
 from ..base import Modality
 
 PREVIEW_BARS = 4
@@ -31,6 +33,9 @@ TONICS = ("C", "G", "D", "A", "E", "B", "F#", "F", "Bb", "Eb", "Ab", "Db")
 KEYS = [f"{t} {m}" for m in ("major", "minor") for t in TONICS]
 TIME_SIGNATURES = ["2/4", "3/4", "4/4", "6/8", "3/8", "9/8", "12/8", "2/2", "3/2"]
 REPORT_PLAYERS = 4  # audio players in a report: the newest generated pieces and evaluation samples, half each
+# each player embeds a small excerpt (render.preview_wav), not the full render: ~260 KB of WAV, not ~1 MB
+REPORT_AUDIO_RATE = 11025
+REPORT_AUDIO_SECONDS = 12.0
 
 
 @dataclass
@@ -306,15 +311,21 @@ class MusicModality(Modality):
                             "better": m.better_word,
                         }
                     )
+        from .render import preview_wav
+
         players = []
         for caption, folder in (("generated", files.generated), ("evaluation sample", files.eval / "samples")):
             wavs = sorted(folder.glob("*.wav"), key=lambda p: (p.stat().st_mtime, p.name))[-REPORT_PLAYERS // 2 :]
             for wav in wavs:
                 png = wav.with_suffix(".png")
+                try:
+                    audio, cut = preview_wav(wav, REPORT_AUDIO_RATE, REPORT_AUDIO_SECONDS)
+                except (OSError, EOFError, wave.Error, DataError):
+                    continue  # an unreadable render is left out of the report, never the reason it fails
                 players.append(
                     {
-                        "caption": f"{caption} {wav.stem}",
-                        "audio": _data_uri(wav, "audio/wav"),
+                        "caption": f"{caption} {wav.stem}" + (f" (first {REPORT_AUDIO_SECONDS:g} s)" if cut else ""),
+                        "audio": "data:audio/wav;base64," + base64.b64encode(audio).decode("ascii"),
                         "roll": _data_uri(png, "image/png") if png.is_file() else None,
                     }
                 )
