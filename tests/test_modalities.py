@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,35 @@ def test_a_family_with_an_unregistered_or_missing_modality_fails_at_registration
     assert "sculptor" not in registry and "silent" not in registry
     with pytest.raises(NotFoundError, match="unknown modality 'sculpture'"):
         _data_config_cls(Sculptor)  # and at use: its recipe cannot be resolved down the image path
+
+
+STATIC = SRC / "server" / "static"
+JS_MODALITY_COMPARISON = re.compile(
+    r"""modality\s*[!=]==?\s*["'`]|["'`]\s*[!=]==?\s*[\w.?\[\]"']*modality|\.includes\([^)]*modality""", re.I
+)
+
+
+def test_the_studio_page_compares_no_modality_string() -> None:
+    """The page picks a model's form from its descriptor's ``controls``; a ``modality === "image"`` fallback
+    once sent every descriptor without controls down the image path."""
+    assert JS_MODALITY_COMPARISON.search('if (m.modality === "image") {}')
+    assert JS_MODALITY_COMPARISON.search("x = 'text' !== m.modality")
+    js = (STATIC / "app.js").read_text(encoding="utf-8")
+    offenders = [
+        f"app.js:{i}: {line.strip()}"
+        for i, line in enumerate(js.splitlines(), 1)
+        if JS_MODALITY_COMPARISON.search(line)
+    ]
+    assert not offenders, "use the descriptor's controls:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize("name", modalities.names())
+def test_every_modality_descriptor_names_the_controls_the_page_shows(name: str) -> None:
+    family = next(f for f in models.names() if models[f].modality == name)
+    config = {"model": {"name": family}, "data_spec": {}}
+    controls = modalities[name].describe(config, models[family])["controls"]
+    if isinstance(controls, list):
+        assert controls and all({"name", "type"} <= set(c) for c in controls)
+    else:
+        html, js = ((STATIC / f).read_text(encoding="utf-8") for f in ("index.html", "app.js"))
+        assert f'id="{controls}"' in html and f'"{controls}"' in js.split("BUILT_IN_FORMS = [", 1)[1].split("]")[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from music_support import BROKEN_ABC, TWO_TUNES, two_track_score, write_midi
 
@@ -140,3 +141,36 @@ def test_parse_cache_is_reused_and_keyed_by_content(tmp_path):
     write_midi(folder / "a.mid", two_track_score().shift_pitch(1))
     changed = dataset.load_music_dataset(cfg)
     assert not changed.meta["from_cache"] and changed.source_hash != first.source_hash
+
+
+def _chorale(tune: list[int], shift: int, seed: int):
+    """A two-voice piece: ``tune`` (shifted) on top of a random bass, so copies differ below the melody."""
+    rng = np.random.default_rng(seed)
+    top = [(i * 480, 480, p + shift, 80) for i, p in enumerate(tune)]
+    bass = [(i * 960, 960, int(rng.integers(36, 52)), 70) for i in range(len(tune) // 2)]
+    return build_score([("Soprano", 0, top), ("Bass", 0, bass)])
+
+
+def test_split_keeps_reharmonised_melodies_together(tmp_path):
+    rng = np.random.default_rng(0)
+    tunes = [list(60 + np.cumsum(rng.integers(-3, 4, 40)) % 24) for _ in range(12)]
+    for i, tune in enumerate(tunes):
+        write_midi(tmp_path / f"p{i:02d}.mid", _chorale(tune, 0, i))
+    for k, shift in enumerate((0, 2, -5, 7)):  # one tune harmonised four more times, in other keys, with a new end
+        write_midi(tmp_path / f"dup{k}.mid", _chorale(tunes[3][:35] + [60 + k, 62, 64], shift, 100 + k))
+    for seed in range(5):
+        cfg = dataset.MusicDataConfig(str(tmp_path), seed=seed, cache=False)
+        ds = dataset.load_music_dataset(cfg)
+        assert ds.meta["groups"] == 12 and ds.splits == dataset.load_music_dataset(cfg).splits
+        assert sorted(sum(ds.splits.values(), [])) == list(range(16))
+        windows = [dataset.melody_windows(p) for p in ds.pieces]
+        train = set().union(*(windows[i] for i in ds.splits["train"]))
+        assert all(not windows[i] & train for s in ("val", "test") for i in ds.splits[s])
+        assert len(ds.splits["train"]) >= 11 and ds.splits["val"] and ds.splits["test"]
+
+
+def test_grouped_split_matches_the_plain_split_without_duplicates():
+    from genloop.data.prepare import split_indices
+
+    plain = {k: v.tolist() for k, v in split_indices(50, [0.8, 0.1, 0.1], 3).items()}
+    assert dataset.grouped_split([[i] for i in range(50)], [0.8, 0.1, 0.1], 3) == plain

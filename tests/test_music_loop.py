@@ -4,9 +4,14 @@ bad music input with one line and no half-made run."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import cli
@@ -163,6 +168,29 @@ def test_cli_generate_eval_report(music_run, capsys, tmp_path: Path) -> None:
     html = (runs / run_id / "report.html").read_text(encoding="utf-8")
     assert "<audio controls" in html and "data:audio/wav;base64," in html
     assert "piano roll" in html and "validation NLL" in html
+    embedded = re.findall(r'src="data:audio/wav;base64,([^"]+)"', html)
+    assert 1 <= len(embedded) <= 4  # the cap on players
+    for b64 in embedded:
+        with wave.open(io.BytesIO(base64.b64decode(b64))) as w:
+            assert w.getframerate() == 11025 and w.getnchannels() == 1  # the report's excerpt, not the render
+
+
+def test_report_audio_is_a_small_excerpt(tmp_path: Path) -> None:
+    """A 30 s render at 22.05 kHz was embedded whole (~1.3 MB as base64); the report gets 12 s at 11.025 kHz."""
+    from genloop.modalities.music.render import preview_wav, read_wav, write_wav
+
+    t = np.arange(30 * 22050) / 22050
+    path = write_wav(tmp_path / "long.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 22050)
+    data, cut = preview_wav(path)
+    assert cut and len(data) < 300_000 < path.stat().st_size
+    (tmp_path / "small.wav").write_bytes(data)
+    audio, rate = read_wav(tmp_path / "small.wav")
+    assert rate == 11025 and len(audio) == 12 * 11025
+    spectrum = np.abs(np.fft.rfft(audio[: 11025 * 4]))
+    assert abs(np.argmax(spectrum) / 4 - 440) < 1  # still an A: resampled, not sped up
+    assert abs(audio[-1]) < 0.01  # faded out, no click
+    short = write_wav(tmp_path / "short.wav", 0.5 * np.sin(2 * np.pi * 440 * t[:22050]), 22050)
+    assert preview_wav(short)[1] is False
 
 
 def _midi(score=None) -> bytes:
@@ -315,3 +343,69 @@ def test_feedback_cli_on_music(music_run, capsys, tmp_path: Path) -> None:
     assert code == 2 and "not available for music yet; use best-of-n" in err
     code, out, err = cli(capsys, "feedback", "generate", run_id, "--n", "2", "--db", db, "--runs-dir", runs)
     assert code == 0, err
+    # the music options reach the pipeline, through the modality's generate_keys
+    args = ("--n", "2", "--bars", "2", "--temperature", "0.5", "--key", "C major", "--db", db, "--runs-dir", runs)
+    code, out, err = cli(capsys, "feedback", "generate", run_id, *args)
+    assert code == 0, err
+    assert "2 bars" in out or "1 bars" in out
+    code, out, err = cli(capsys, "feedback", "generate", run_id, "--class", "1", "--db", db, "--runs-dir", runs)
+    assert code == 2 and "--class" in err and "pieces" in err
+    code, out, err = cli(
+        capsys, "feedback", "train-reward", "--out", tmp_path / "rw", "--epochs", "5", "--db", db, "--runs-dir", runs
+    )
+    assert code == 0, err
+    rerank = ("--reward", tmp_path / "rw", "--n", "2", "--k", "2", "--bars", "2", "--store", "--db", db)
+    code, out, err = cli(capsys, "feedback", "rerank", run_id, *rerank, "--runs-dir", runs)
+    assert code == 0, err
+    from genloop.feedback.store import FeedbackStore
+
+    rows = FeedbackStore(url=db, runs=runs).list(run_id=run_id, limit=100)
+    kept = [g for g in rows if "best_of" in g.recipe]
+    assert len(kept) == 2 and all(g.recipe["bars"] == 2 and g.media for g in kept)
+
+
+class _NotesReward:
+    """A reward that prefers more notes: enough for best-of-n, no training."""
+
+    modality, id = "music", "notes"
+
+    def score(self, items) -> torch.Tensor:
+        return torch.tensor([float(p.num_notes) for p in items])
+
+
+def test_best_of_n_keeps_music_samples_in_their_own_field(music_run, tmp_path: Path) -> None:
+    from genloop.feedback.optimize import best_of_n
+    from genloop.feedback.store import FeedbackStore
+
+    runs, run_id = music_run
+    pipe = genloop.load(run_id, runs_dir=runs)
+    out = pipe(n=2, bars=2, seed=0)
+    assert isinstance(out, MusicOutput) and out.modality == MusicOutput.modality == "music"
+    r = best_of_n(pipe, _NotesReward(), n=2, k=2, seed=0, bars=2)
+    assert r.texts is None and r.tensors is None and len(r.samples) == 2
+    assert [p.num_notes for p in modalities["music"].items(r)] == [s.piece.num_notes for s in r.samples]
+    store = FeedbackStore(url=f"sqlite:///{tmp_path / 'fb.sqlite'}", runs=runs, media_dir=tmp_path / "media")
+    ids = store.add_outputs(r)
+    assert len(ids) == 2 and all((tmp_path / "media" / i[:2] / f"{i}.mid").is_file() for i in ids)
+
+
+def test_clip_to_bars_cuts_late_notes_and_shortens_long_ones() -> None:
+    from genloop.modalities.music.piece import build_score, piece_from_score
+    from genloop.modalities.music.pipeline import clip_to_bars
+
+    bar = 3 * 480  # 3/4
+    notes = [(0, 480, 60, 80), (bar, 4 * bar, 62, 80), (2 * bar, 480, 64, 80), (5 * bar, 480, 65, 80)]
+    score = build_score([("x", 0, notes)], 480, (3, 4))
+    clipped = piece_from_score(clip_to_bars(score, 2), "c")
+    assert clipped.bars() == 2 and clipped.notes[:, 1].tolist() == [480, bar]  # the late ones gone, one shortened
+    assert piece_from_score(score, "s").bars() == 6  # the input is left as it was
+
+
+def test_an_untrained_model_stops_at_the_requested_bars(music_run) -> None:
+    """Six steps on seven pieces teach no Bar tokens: its far positions and bar-long notes once ran a
+    2-bar request to 5 bars."""
+    runs, run_id = music_run
+    pipe = genloop.load(run_id, runs_dir=runs)
+    for bars in (1, 2, 4):
+        out = pipe(n=6, bars=bars, seed=0)
+        assert max(s.piece.bars() for s in out) == bars, [s.piece.bars() for s in out]

@@ -247,6 +247,7 @@ def dataset_info(
             "pieces": len(ds.pieces),
             "notes": sum(p.num_notes for p in ds.pieces),
             **{f"{k}_pieces": len(v) for k, v in ds.splits.items()},
+            "melody_groups": ds.meta["groups"],  # pieces sharing a tune are split together
             "styles": sorted({p.style for p in ds.pieces}),
             "time_signatures": dict(meters.most_common(6)),
             "transpose": ds.transpose,

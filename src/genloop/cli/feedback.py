@@ -19,6 +19,17 @@ out = Console(highlight=False)
 Db = typer.Option(None, "--db", help="Studio database URL (default: sqlite:///<runs dir>/studio.sqlite).")
 RunsDir = typer.Option(None, "--runs-dir", help="Run store folder (default: $GENLOOP_RUNS_DIR or ./runs).")
 RewardDir = typer.Option(None, "--reward", help="Reward model folder (default: <runs>/rewards/latest).")
+Prompt = typer.Option("", "--prompt", help="Text models: the prompt.")
+MaxTokens = typer.Option(64, "--max-tokens", help="Text models: tokens per completion.")
+ClassLabel = typer.Option(None, "--class", help="Conditional image models: the class.")
+Temperature = typer.Option(None, "--temperature", help="Text and music models: sampling temperature.")
+TopP = typer.Option(None, "--top-p", help="Text and music models: nucleus sampling mass.")
+Bars = typer.Option(None, "--bars", help="Music models: bars per piece (default 16).")
+Key = typer.Option(None, "--key", help="Music models: e.g. 'F major' (default: the model draws one).")
+TimeSignature = typer.Option(None, "--time-signature", help="Music models: e.g. 3/4 (default: the model's draw).")
+Style = typer.Option(None, "--style", help="Music models: a style the model was trained on.")
+PromptMidi = typer.Option(None, "--prompt-midi", help="Music models: a MIDI file each piece continues.")
+PromptBars = typer.Option(None, "--prompt-bars", help="Music models: bars of --prompt-midi to continue.")
 
 
 def _store(db: str | None, runs_dir: Path | None):
@@ -31,6 +42,24 @@ def _reward(path: Path | None, runs_dir: Path | None):
     from ..feedback.reward import RewardModel, default_reward_dir
 
     return RewardModel.load(path or default_reward_dir(runs_dir))
+
+
+def _generate_options(pipe: object, prompt: str, max_tokens: int, **given: object) -> dict[str, object]:
+    """The pipeline options the user set, each checked against the run's modality's ``generate_keys``.
+
+    Why through the modality: one command serves images, text and music, and an option another modality
+    owns (``--bars`` on a text run, ``--class`` on a music run) must be refused, not silently dropped.
+    """
+    kind = modalities[pipe.modality]  # type: ignore[attr-defined]
+    options = {k: v for k, v in {"prompt": prompt or None, **given}.items() if v is not None}
+    foreign = [k for k in options if k not in kind.generate_keys]
+    if foreign:
+        flags = ", ".join("--class" if k == "class_label" else "--" + k.replace("_", "-") for k in foreign)
+        run = pipe.info.get("run_id")  # type: ignore[attr-defined]
+        raise ConfigError(f"{flags}: run {run} makes {kind.noun}s, which do not take this")
+    if kind.prompted:  # a completion always has a prompt (maybe empty) and a length
+        options = {**options, "prompt": prompt, "max_tokens": max_tokens}
+    return options
 
 
 def _note(text: str) -> None:
@@ -53,9 +82,17 @@ def generate(
     run_id: str = typer.Argument(..., help="Run id."),
     n: int = typer.Option(8, "--n"),
     seed: int = typer.Option(0, "--seed"),
-    prompt: str = typer.Option("", "--prompt", help="Text models: the prompt."),
-    max_tokens: int = typer.Option(64, "--max-tokens", help="Text models: tokens per completion."),
-    class_label: int | None = typer.Option(None, "--class", help="Conditional image models: the class."),
+    prompt: str = Prompt,
+    max_tokens: int = MaxTokens,
+    class_label: int | None = ClassLabel,
+    temperature: float | None = Temperature,
+    top_p: float | None = TopP,
+    bars: int | None = Bars,
+    key: str | None = Key,
+    time_signature: str | None = TimeSignature,
+    style: str | None = Style,
+    prompt_midi: Path | None = PromptMidi,
+    prompt_bars: int | None = PromptBars,
     user: str | None = typer.Option(None, "--user"),
     db: str | None = Db,
     runs_dir: Path | None = RunsDir,
@@ -64,21 +101,27 @@ def generate(
     from .. import api
 
     pipe = api.load(run_id, runs_dir=runs_dir)
-    if modalities[pipe.modality].prompted:
-        output = pipe(prompt=prompt, n=n, seed=seed, max_tokens=max_tokens)
-    else:
-        if prompt:
-            raise ConfigError("--prompt applies to text models; an image run takes --class")
-        output = pipe(n=n, seed=seed, **({"class_label": class_label} if class_label is not None else {}))
+    opts = _generate_options(
+        pipe,
+        prompt,
+        max_tokens,
+        class_label=class_label,
+        temperature=temperature,
+        top_p=top_p,
+        bars=bars,
+        key=key,
+        time_signature=time_signature,
+        style=style,
+        prompt_midi=prompt_midi,
+        prompt_bars=prompt_bars,
+    )
+    output = pipe(n=n, seed=seed, **opts)
     ids = _store(db, runs_dir).add_outputs(output, user=user)
-    texts = getattr(output, "texts", None)
+    kind = modalities[pipe.modality]
     _table(
         f"{len(ids)} generations of {pipe.info['run_id']}",
-        ["id", "seed", "text" if texts else "prompt"],
-        [
-            [gid, output.recipe_of(i)["seed"], (texts[i][:60] if texts else output.recipe_of(i).get("class_label", ""))]
-            for i, gid in enumerate(ids)
-        ],
+        ["id", "seed", kind.noun],
+        [[gid, output.recipe_of(i)["seed"], kind.item_summary(output, i)] for i, gid in enumerate(ids)],
     )
 
 
@@ -205,9 +248,17 @@ def rerank(
     n: int = typer.Option(8, "--n", help="Outputs to keep."),
     k: int = typer.Option(4, "--k", help="Candidates per output."),
     seed: int = typer.Option(0, "--seed"),
-    prompt: str = typer.Option("", "--prompt", help="Text models: the prompt."),
-    max_tokens: int = typer.Option(64, "--max-tokens"),
-    class_label: int | None = typer.Option(None, "--class"),
+    prompt: str = Prompt,
+    max_tokens: int = MaxTokens,
+    class_label: int | None = ClassLabel,
+    temperature: float | None = Temperature,
+    top_p: float | None = TopP,
+    bars: int | None = Bars,
+    key: str | None = Key,
+    time_signature: str | None = TimeSignature,
+    style: str | None = Style,
+    prompt_midi: Path | None = PromptMidi,
+    prompt_bars: int | None = PromptBars,
     store_them: bool = typer.Option(False, "--store", help="Store the kept outputs for rating."),
     db: str | None = Db,
     runs_dir: Path | None = RunsDir,
@@ -217,18 +268,29 @@ def rerank(
     from ..feedback.optimize import best_of_n
 
     pipe = api.load(run_id, runs_dir=runs_dir)
-    text = modalities[pipe.modality].prompted
-    opts = {"prompt": prompt, "max_tokens": max_tokens} if text else {}
-    if class_label is not None:
-        opts["class_label"] = class_label
+    opts = _generate_options(
+        pipe,
+        prompt,
+        max_tokens,
+        class_label=class_label,
+        temperature=temperature,
+        top_p=top_p,
+        bars=bars,
+        key=key,
+        time_signature=time_signature,
+        style=style,
+        prompt_midi=prompt_midi,
+        prompt_bars=prompt_bars,
+    )
     r = best_of_n(pipe, _reward(reward, runs_dir), n=n, k=k, seed=seed, **opts)
     ids = _store(db, runs_dir).add_outputs(r) if store_them else [None] * n
+    kind = modalities[pipe.modality]
     _table(
         f"best of {k}, {n} kept",
-        ["id", "seed", "reward", "mean of candidates"] + (["text"] if text else []),
+        ["id", "seed", "reward", "mean of candidates", kind.noun],
         [
             [ids[i], r.recipes[i]["seed"], float(r.scores[i]), float(r.candidate_scores[i].mean())]
-            + ([r.texts[i][:50]] if text else [])
+            + [kind.item_summary(r, i)]
             for i in range(n)
         ],
     )

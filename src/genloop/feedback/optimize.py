@@ -43,16 +43,19 @@ def _check_modality(pipe: Any, reward: RewardModel) -> Modality:
 # --- 1. best-of-n -----------------------------------------------------------------------------------
 @dataclass
 class Reranked:
-    """The best of each group of ``k`` candidates. Quacks like an ImageOutput/TextOutput for the store."""
+    """The best of each group of ``k`` candidates. Quacks like the modality's own pipeline output for the store:
+    the kept items sit in the field that output uses (the modality's :meth:`~genloop.modalities.Modality.rerank`
+    says which), the others stay None."""
 
     modality: str  # the registered modality of the items
-    tensors: torch.Tensor | None  # images (n, C, H, W), or None for text
-    texts: list[str] | None
     prompt: str
     recipes: list[dict[str, Any]]  # each kept item's own recipe (its seed regenerates it alone)
     scores: torch.Tensor  # (n,) reward of each kept item
     candidate_scores: torch.Tensor  # (n, k) reward of every candidate
     labels: torch.Tensor | None = None
+    tensors: torch.Tensor | None = None  # images (n, C, H, W)
+    texts: list[str] | None = None  # completions
+    samples: list[Any] | None = None  # music: MusicSamples (score, recipe, audio)
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -77,16 +80,14 @@ def best_of_n(pipe: Any, reward: RewardModel, n: int = 16, k: int = 4, seed: int
         for i, s in zip(pick, scores.max(1).values)
     ]
     labels = getattr(out, "labels", None)
-    tensors, texts = modality.rerank(out, pick)
     return Reranked(
         modality.name,
-        tensors,
-        texts,
         getattr(out, "prompt", ""),
         recipes,
         scores.max(1).values,
         scores,
         None if labels is None else labels[pick],
+        **modality.rerank(out, pick),
     )
 
 

@@ -112,8 +112,10 @@ class Modality(ABC):
         """The data a run was trained on, as a rater or a quality probe needs it (None: not needed)."""
 
     @abstractmethod
-    def rerank(self, output: Any, pick: Any) -> tuple[Any, Any]:
-        """``(tensors, texts)`` of the picked items of ``output`` (the other one None), for a reranked output."""
+    def rerank(self, output: Any, pick: Any) -> dict[str, Any]:
+        """The picked items of ``output`` as the field(s) a reranked output holds them in, the same field its
+        pipeline output uses (``tensors``, ``texts``, ``samples``), so :meth:`items` and :meth:`store_item`
+        read both alike."""
 
     @abstractmethod
     def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +132,11 @@ class Modality(ABC):
     # --- studio ---------------------------------------------------------------------------------
     @abstractmethod
     def describe(self, config: dict[str, Any], system_cls: type) -> dict[str, Any]:
-        """The ``/v1/models`` descriptor fields of a run (beyond model and modality)."""
+        """The ``/v1/models`` descriptor fields of a run (beyond model and modality).
+
+        Must include ``controls``: a list of control specs the studio builds a form from, or the id of one of
+        the studio's own fieldsets (``"image-controls"``, ``"text-controls"``); the page picks its form from
+        this alone, never from the modality's name."""
 
     def make_rater(self, spec: str, dataset: Any) -> Any:
         """A scripted rater (:class:`~genloop.feedback.simulate.Rater`) of this modality's own kinds for
@@ -143,6 +149,10 @@ class Modality(ABC):
         """``genloop generate`` for a modality that writes its own files (``options``: its controls); None:
         the image writer (a prompted modality goes to the text writer before this is asked)."""
         return None
+
+    def item_summary(self, output: Any, index: int) -> str:
+        """A short line about item ``index`` of ``output`` for a CLI table (its text, class, length); "" if none."""
+        return ""
 
     def generate_limit(self, n: int, limits: Any) -> str | None:
         """Why a generate job of ``n`` outputs is refused, or None."""

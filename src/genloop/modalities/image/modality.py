@@ -155,8 +155,12 @@ class ImageModality(Modality):
     def featurize(self, model: Any, items: Any) -> Any:
         return model._image_features(items)
 
-    def rerank(self, output: Any, pick: Any) -> tuple[Any, Any]:
-        return output.tensors[pick], None
+    def rerank(self, output: Any, pick: Any) -> dict[str, Any]:
+        return {"tensors": output.tensors[pick]}
+
+    def item_summary(self, output: Any, index: int) -> str:
+        label = output.recipe_of(index).get("class_label")
+        return "" if label is None else f"class {label}"
 
     def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
         return {}
@@ -188,6 +192,9 @@ class ImageModality(Modality):
             "conditional": conditional,
             "num_classes": spec.get("num_classes") if conditional else None,
             "diffusion": bool(getattr(system_cls, "diffusion", False)),
+            # the studio's own image fieldset (class grid, sampler, guidance): the page shows the form a
+            # descriptor names and never guesses one from the modality's name
+            "controls": "image-controls",
         }
         if d["diffusion"]:
             d["samplers"] = ["ddpm", "ddim", "dpmpp-2m"]

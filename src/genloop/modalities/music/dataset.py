@@ -1,11 +1,18 @@
-"""A music dataset: pieces read once, split by piece with a seed, optionally transposed, tokenised once.
+"""A music dataset: pieces read once, split by melody group with a seed, optionally transposed, tokenised once.
 
 Same conventions as the image and text data: parsing notation is the slow step, so the parsed pieces are
 cached (as MIDI bytes in one safetensors file, labels in its JSON metadata) under a key hashing the
 source's *content* (file sizes + sha256, or the corpus name + music21 version) and the settings; the split
-is a cheap seeded permutation (:func:`genloop.data.prepare.split_indices`, 0.8/0.1/0.1 by default)
-recomputed on every load. Token ids are cached separately, keyed by the pieces' key, the tokenizer's
-fingerprint and the transposition range, because one parse serves many tokenizers.
+is recomputed on every load (cheap): a seeded permutation of *groups* of pieces cut 0.8/0.1/0.1 by piece
+count. A group is every piece linked (transitively) by a shared melody: the Bach chorales hold several
+harmonisations of one tune, and a plain per-piece split put 9 of 41 validation chorales next to a training
+chorale with the same 30-note soprano run, so validation loss partly measured memorisation. Pieces share a
+melody when their top lines (the highest track's pitch per onset) share a :data:`MELODY_WINDOW`-note run of
+intervals (transposition-invariant: a harmonisation in another key is still the same tune). Without such
+duplicates every group is one piece and the split equals :func:`genloop.data.prepare.split_indices`. The
+parse cache holds no split, so it stays valid; token ids are cached separately, keyed by the pieces' key,
+the tokenizer's fingerprint, the transposition range and the split (with :data:`SPLIT_VERSION`), because one
+parse serves many tokenizers.
 
 Transposition augmentation applies to the *training* split only (val/test stay as written, so their
 numbers are comparable across settings); a shift that would push a note outside 0..127 is left out.
@@ -22,15 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data.prepare import split_indices
 from ...errors import ConfigError, GenLoopError
 from ...paths import cache_dir
 from ...serialization import load_tensors, save_tensors, sha256_file
 from . import sources
-from .piece import Piece
+from .piece import ONSET, PITCH, TRACK, Piece
 from .sources import read_midi_bytes
 
 PREP_VERSION = 1  # bump when reading notation or flattening to a Score changes
+SPLIT_VERSION = 2  # bump when the split rule changes (2: near-duplicate melodies grouped); keys the token cache
+MELODY_WINDOW = 30  # notes of top line two pieces must share (as intervals) to count as one tune
 SPLITS = ("train", "val", "test")
 
 
@@ -79,6 +87,77 @@ def augment(pieces: list[Piece], k: int) -> list[Piece]:
             if lo + s >= 0 and hi + s <= 127:
                 out.append(p.transposed(s))
     return out
+
+
+def top_line(piece: Piece) -> np.ndarray:
+    """The melody a listener follows: the highest-sounding track's highest pitch at each of its onsets.
+
+    The highest track (by mean pitch), not a skyline of all tracks, because a lower voice moving while the
+    soprano holds would otherwise splice its notes into the tune and hide a shared melody.
+    """
+    n = piece.notes
+    if not len(n):
+        return np.zeros(0, dtype=np.int64)
+    tracks = np.unique(n[:, TRACK])
+    top = max(tracks, key=lambda t: (float(n[n[:, TRACK] == t, PITCH].mean()), -int(t)))
+    m = n[n[:, TRACK] == top]
+    onsets, first = np.unique(m[:, ONSET], return_index=True)  # rows sorted by onset then pitch
+    last = np.append(first[1:], len(m)) - 1
+    return m[last, PITCH]
+
+
+def melody_windows(piece: Piece, window: int = MELODY_WINDOW) -> set[bytes]:
+    """Every ``window``-note run of the top line as its ``window - 1`` intervals (so any transposition matches)."""
+    steps = np.diff(top_line(piece)).astype(np.int8)  # within +-127: one byte each
+    if len(steps) < window - 1:
+        return set()
+    runs = np.lib.stride_tricks.sliding_window_view(steps, window - 1)
+    return {r.tobytes() for r in runs}
+
+
+def melody_groups(pieces: list[Piece], window: int = MELODY_WINDOW) -> list[list[int]]:
+    """Piece indices grouped by shared melody runs (union-find), each sorted, groups ordered by first index."""
+    parent = list(range(len(pieces)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[bytes, int] = {}
+    for i, p in enumerate(pieces):
+        for w in melody_windows(p, window):
+            j = owner.setdefault(w, i)
+            a, b = find(i), find(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pieces)):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def grouped_split(groups: list[list[int]], fractions: list[float], seed: int) -> dict[str, list[int]]:
+    """Whole groups into train / val / test: a seeded permutation of groups, cut by piece count.
+
+    A group lands in the split where its middle piece falls on the cumulative count, so a large group at a
+    boundary goes to whichever side holds most of it and the fractions stay close to the targets. With all
+    groups singletons this is exactly :func:`genloop.data.prepare.split_indices` (same permutation, same
+    cuts), so corpora without duplicates keep their split.
+    """
+    n = sum(len(g) for g in groups)
+    perm = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_train = min(round(n * fractions[0]), n)
+    n_val = min(round(n * fractions[1]), n - n_train)
+    out: dict[str, list[int]] = {s: [] for s in SPLITS}
+    seen = 0
+    for g in perm:
+        middle = seen + (len(groups[g]) - 1) / 2
+        name = "train" if middle < n_train else "val" if middle < n_train + n_val else "test"
+        out[name].extend(groups[g])
+        seen += len(groups[g])
+    return {s: sorted(v) for s, v in out.items()}
 
 
 def fingerprint(name: str, limit: int | None) -> dict:
@@ -143,21 +222,34 @@ def load_music_dataset(cfg: MusicDataConfig) -> MusicDataset:
         loaded = sources.load_music(cfg.name, cfg.limit)
         if cfg.cache:
             _write_pieces(path, key, loaded)
-    splits = split_indices(len(loaded.pieces), list(cfg.split), cfg.seed)
+    groups = melody_groups(loaded.pieces)
+    splits = grouped_split(groups, list(cfg.split), cfg.seed)
     return MusicDataset(
         name=cfg.name,
         pieces=loaded.pieces,
-        splits={k: v.tolist() for k, v in splits.items()},
+        splits=splits,
         source_hash=key,
         skipped=loaded.skipped,
         transpose=cfg.transpose,
-        meta={"from_cache": from_cache, "prep_version": PREP_VERSION, "skipped": len(loaded.skipped)},
+        meta={
+            "from_cache": from_cache,
+            "prep_version": PREP_VERSION,
+            "split_version": SPLIT_VERSION,
+            "groups": len(groups),
+            "skipped": len(loaded.skipped),
+        },
     )
 
 
 def tokenize_dataset(ds: MusicDataset, tokenizer, cache: bool = True) -> dict[str, list[np.ndarray]]:  # noqa: ANN001
     """Token ids per split (train augmented), one int32 array per piece; cached by data, tokenizer, transpose."""
-    blob = {"data": ds.source_hash, "tok": tokenizer.fingerprint(), "transpose": ds.transpose, "splits": ds.splits}
+    blob = {
+        "data": ds.source_hash,
+        "tok": tokenizer.fingerprint(),
+        "transpose": ds.transpose,
+        "split_version": SPLIT_VERSION,
+        "splits": ds.splits,
+    }
     key = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
     path = cache_dir("music", "tokens") / f"{key}.safetensors"
     if cache and path.is_file():

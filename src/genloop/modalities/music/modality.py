@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import math
 import time
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import DataError
 from ..base import Modality
 
 PREVIEW_BARS = 4
@@ -31,6 +33,9 @@ TONICS = ("C", "G", "D", "A", "E", "B", "F#", "F", "Bb", "Eb", "Ab", "Db")
 KEYS = [f"{t} {m}" for m in ("major", "minor") for t in TONICS]
 TIME_SIGNATURES = ["2/4", "3/4", "4/4", "6/8", "3/8", "9/8", "12/8", "2/2", "3/2"]
 REPORT_PLAYERS = 4  # audio players in a report: the newest generated pieces and evaluation samples, half each
+# each player embeds a small excerpt (render.preview_wav), not the full render: ~260 KB of WAV, not ~1 MB
+REPORT_AUDIO_RATE = 11025
+REPORT_AUDIO_SECONDS = 12.0
 
 
 @dataclass
@@ -69,9 +74,8 @@ def load_music_run_data(data_cfg: Any, tokenizer: Any = None) -> MusicRunData:
 
 
 def _samples_of(output: Any) -> list[Any]:
-    """The MusicSamples of a pipeline output, or of a best-of-n rerank (which holds them in ``texts``)."""
-    samples = getattr(output, "samples", None)
-    return list(samples if samples is not None else output.texts)
+    """The MusicSamples of a pipeline output or of a best-of-n rerank (both hold them in ``samples``)."""
+    return list(output.samples)
 
 
 def _pieces(items: Any) -> list[Any]:
@@ -160,15 +164,13 @@ class MusicModality(Modality):
         from .pipeline import MusicPipeline
 
         class StoredMusicPipeline(MusicPipeline):
-            """MusicPipeline whose outputs say their modality (the feedback store files them by it), and whose
-            prompt continues its first 4 bars (fewer when fewer are asked for) unless told otherwise."""
+            """MusicPipeline whose prompt continues its first 4 bars (fewer when fewer are asked for) unless told
+            otherwise."""
 
             def __call__(self, *args: Any, **kwargs: Any) -> Any:
                 if kwargs.get("prompt_midi") is not None and kwargs.get("prompt_bars") is None:
                     kwargs["prompt_bars"] = max(1, min(4, int(kwargs.get("bars") or 16) - 1))  # leave bars to write
-                out = super().__call__(*args, **kwargs)
-                out.modality = self.modality
-                return out
+                return super().__call__(*args, **kwargs)
 
         return StoredMusicPipeline(system, info)
 
@@ -309,15 +311,21 @@ class MusicModality(Modality):
                             "better": m.better_word,
                         }
                     )
+        from .render import preview_wav
+
         players = []
         for caption, folder in (("generated", files.generated), ("evaluation sample", files.eval / "samples")):
             wavs = sorted(folder.glob("*.wav"), key=lambda p: (p.stat().st_mtime, p.name))[-REPORT_PLAYERS // 2 :]
             for wav in wavs:
                 png = wav.with_suffix(".png")
+                try:
+                    audio, cut = preview_wav(wav, REPORT_AUDIO_RATE, REPORT_AUDIO_SECONDS)
+                except (OSError, EOFError, wave.Error, DataError):
+                    continue  # an unreadable render is left out of the report, never the reason it fails
                 players.append(
                     {
-                        "caption": f"{caption} {wav.stem}",
-                        "audio": _data_uri(wav, "audio/wav"),
+                        "caption": f"{caption} {wav.stem}" + (f" (first {REPORT_AUDIO_SECONDS:g} s)" if cut else ""),
+                        "audio": "data:audio/wav;base64," + base64.b64encode(audio).decode("ascii"),
                         "roll": _data_uri(png, "image/png") if png.is_file() else None,
                     }
                 )
@@ -353,9 +361,13 @@ class MusicModality(Modality):
 
         return torch.from_numpy(np.stack([feature_vector(p) for p in _pieces(items)]))
 
-    def rerank(self, output: Any, pick: Any) -> tuple[Any, Any]:
+    def rerank(self, output: Any, pick: Any) -> dict[str, Any]:
         samples = _samples_of(output)
-        return None, [samples[int(i)] for i in pick]  # the samples ride in the `texts` slot of a rerank
+        return {"samples": [samples[int(i)] for i in pick]}
+
+    def item_summary(self, output: Any, index: int) -> str:
+        piece = _samples_of(output)[index].piece
+        return f"{piece.bars()} bars, {piece.num_notes} notes"
 
     def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
         return {"bars": 4, "max_tokens": 256, "temperature": text_options.get("temperature", 1.0)}

@@ -14,8 +14,11 @@ and meters. Rows whose prefixes agree are sampled together by the shared sampler
 (:func:`genloop.generation.text_sampling.generate_ids`: temperature, top-k, top-p, KV cache, a generator
 per row), and the pipeline stops each row itself: at EOS, or just before the ``Bar`` token that would
 open bar ``bars + 1`` (bars are counted on the tokens as they arrive; a BPE token holding a ``Bar`` counts
-too), or after ``max_tokens``. Sample ``i`` depends only on ``seed + i`` (as for images and text): the same
-seed gives byte-identical MIDI, and any sample can be regenerated alone.
+too), or after ``max_tokens``. The decoded score is then cut at the end of bar ``bars`` (:func:`clip_to_bars`):
+an undertrained model may write no ``Bar`` token at all and still run on (a far ``Position``, a note lasting
+several bars), so counting tokens alone let a 4-bar request come back ~6.5 bars long. Sample ``i``
+depends only on ``seed + i`` (as for images and text): the same seed gives byte-identical MIDI, and any
+sample can be regenerated alone.
 
 Decoding never fails on what an undertrained model writes: ids outside the vocabulary and tokens that
 MidiTok cannot place are dropped (:func:`safe_decode`); an unreadable remainder is an empty score.
@@ -29,7 +32,7 @@ import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -75,6 +78,36 @@ def safe_decode(tokenizer: MusicTokenizer, ids: list[int], tpq: int = TPQ) -> Sc
         return score.resample(tpq, min_dur=1) if score.tpq != tpq else score
     except Exception:  # noqa: BLE001
         return Score(tpq)
+
+
+def clip_to_bars(score: ScoreTick, bars: int) -> ScoreTick:
+    """The score cut at the end of bar ``bars``: later notes dropped, notes sounding past it shortened.
+
+    Bars are measured under the first time signature (4/4 without one), as :meth:`Piece.bars` counts them, so
+    the piece a request for ``bars`` bars returns never measures more. Tempo, key and meter changes after
+    the end go too (they would only stretch a player's timeline).
+    """
+    from symusic import Note
+
+    ts = score.time_signatures
+    num, den = (int(ts[0].numerator), int(ts[0].denominator)) if len(ts) else (4, 4)
+    end = int(round(bars * num * 4 / den * int(score.tpq)))
+    out = score.copy()
+    for track in out.tracks:
+        kept = [
+            Note(int(n.time), max(1, min(int(n.duration), end - int(n.time))), int(n.pitch), int(n.velocity))
+            for n in track.notes
+            if int(n.time) < end
+        ]
+        track.notes.clear()
+        track.notes.extend(kept)
+    for events in (out.tempos, out.time_signatures, out.key_signatures):
+        later = [e for e in events if int(e.time) >= end and int(e.time) > 0]
+        if later:
+            keep = [e for e in events if not (int(e.time) >= end and int(e.time) > 0)]
+            events.clear()
+            events.extend(keep)
+    return out
 
 
 def encode_tokens(tokenizer: MusicTokenizer, tokens: list[str]) -> list[int]:
@@ -177,6 +210,7 @@ class MusicSample:
 
 @dataclass
 class MusicOutput:
+    modality: ClassVar[str] = "music"  # which registered modality stores and scores it (as Image/TextOutput say)
     samples: list[MusicSample]
     recipe: dict[str, Any] = field(default_factory=dict)  # shared by the batch; sample i used seed + i
 
@@ -363,7 +397,7 @@ class MusicPipeline:
                 "tokens": len(ids),
                 "finish_reason": reason,
             }
-            samples.append(MusicSample(safe_decode(tok, ids), ids, row_recipe))
+            samples.append(MusicSample(clip_to_bars(safe_decode(tok, ids), bars), ids, row_recipe))
         return MusicOutput(samples, recipe)
 
     def _sample(

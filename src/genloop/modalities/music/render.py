@@ -9,6 +9,7 @@ track) so audio never depends on system packages — a one-line note says which 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -212,6 +213,42 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768
         channels, rate = w.getnchannels(), w.getframerate()
     return (data.reshape(-1, channels) if channels > 1 else data), rate
+
+
+def preview_wav(
+    path: str | os.PathLike, sample_rate: int = 11025, seconds: float = 12.0, fade: float = 0.25
+) -> tuple[bytes, bool]:
+    """A small WAV of a rendered file for embedding (a report's players): ``(wav bytes, was it cut short)``.
+
+    Why: a report inlines its audio as base64 data URIs, and a full 22.05 kHz render came to ~1 MB a player.
+    A mono 16-bit excerpt of the first ``seconds`` at ``sample_rate`` (polyphase resampling, which filters
+    before it decimates) is ~4x smaller and still plays everywhere: every browser decodes 16-bit PCM WAV,
+    while a compressed format would need an encoder this package does not depend on. The last ``fade``
+    seconds of a cut excerpt fade out so it does not end in a click.
+    """
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    audio, rate = read_wav(path)
+    if audio.ndim > 1:
+        audio = audio.mean(axis=1)
+    cut = len(audio) > int(seconds * rate)
+    audio = audio[: int(seconds * rate)].astype(np.float64)
+    if rate != sample_rate and len(audio):
+        g = gcd(int(rate), int(sample_rate))
+        audio = resample_poly(audio, sample_rate // g, rate // g)
+    if cut:
+        n = min(len(audio), int(fade * sample_rate))
+        audio[len(audio) - n :] *= np.linspace(1.0, 0.0, n)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue(), cut
 
 
 # ----------------------------------------------------------------------------------------- piano roll

@@ -148,8 +148,11 @@ class TextModality(Modality):
             raise ConfigError("a text reward model scores a list of strings")
         return text_features(list(items), model.features)
 
-    def rerank(self, output: Any, pick: Any) -> tuple[Any, Any]:
-        return None, [output.texts[int(i)] for i in pick]
+    def rerank(self, output: Any, pick: Any) -> dict[str, Any]:
+        return {"texts": [output.texts[int(i)] for i in pick]}
+
+    def item_summary(self, output: Any, index: int) -> str:
+        return str(output.texts[index][:60])
 
     def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
         return text_options
@@ -167,7 +170,9 @@ class TextModality(Modality):
 
     # --- studio ---------------------------------------------------------------------------------
     def describe(self, config: dict[str, Any], system_cls: type) -> dict[str, Any]:
-        return {"conditional": False, "num_classes": None, "diffusion": False}
+        # the studio's own text fieldset (prompt, streaming, sampler knobs), named so the page needs no
+        # comparison with the modality's name to pick it
+        return {"conditional": False, "num_classes": None, "diffusion": False, "controls": "text-controls"}
 
     def generate_limit(self, n: int, limits: Any) -> str | None:
         if n > limits.max_completions:

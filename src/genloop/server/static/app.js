@@ -416,12 +416,12 @@ function onModelChange() {
   const m = currentModel();
   const info = $("#model-info");
   $("#generate-button").disabled = !m || state.genBusy;
-  // a model whose descriptor lists its controls gets exactly those; the others keep their own fieldsets
-  const controls = m && Array.isArray(m.controls) ? m.controls : null;
-  $("#image-controls").hidden = !m || !!controls || m.modality !== "image";
-  $("#text-controls").hidden = !m || !!controls || m.modality !== "text";
-  $("#descriptor-controls").hidden = !controls;
-  if (controls) buildControls(m);
+  // the descriptor picks the form: a list of controls is built into the generic fieldset, a string names one
+  // of the page's own fieldsets; nothing is guessed from the modality's name
+  const form = controlsForm(m);
+  for (const id of BUILT_IN_FORMS) $(`#${id}`).hidden = form !== id;
+  $("#descriptor-controls").hidden = form !== "descriptor-controls";
+  if (form === "descriptor-controls") buildControls(m);
   if (!m) {
     info.hidden = true;
     return;
@@ -437,7 +437,7 @@ function onModelChange() {
   if (m.conditional) facts.push(["Classes", m.num_classes ?? "?"]);
   info.replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v ?? "—"), dataset: { key: k.toLowerCase() } })]));
   info.hidden = false;
-  if (!controls && m.modality === "image") {
+  if (form === "image-controls") {
     const classField = $("#class-field");
     classField.hidden = !m.conditional;
     if (m.conditional) {
@@ -453,6 +453,16 @@ function onModelChange() {
     best.closest("label").title = m.has_best ? "" : "This run has no best checkpoint";
     if (!m.has_best) $('input[name="img-checkpoint"][value="last"]').checked = true;
   }
+}
+
+// The page's own fieldsets a descriptor may name as its `controls` (richer than the generic builder).
+const BUILT_IN_FORMS = ["image-controls", "text-controls"];
+
+// Which fieldset a model's descriptor asks for: "descriptor-controls" for a list, a built-in id, or null.
+function controlsForm(m) {
+  if (!m) return null;
+  if (Array.isArray(m.controls)) return "descriptor-controls";
+  return BUILT_IN_FORMS.includes(m.controls) ? m.controls : null;
 }
 
 // Controls a model's descriptor declares ({name, label, type: int|number|select|text, min, max, default, options}).
@@ -525,8 +535,10 @@ function generationParams() {
   const m = currentModel();
   if (!m) throw new InputError("Choose a model first");
   const p = { run_id: m.run_id };
-  if (Array.isArray(m.controls)) return { ...p, ...descriptorParams(m) };
-  if (m.modality === "image") {
+  const form = controlsForm(m);
+  if (form === null) throw new InputError(`${m.model} declares no generation controls this page knows`);
+  if (form === "descriptor-controls") return { ...p, ...descriptorParams(m) };
+  if (form === "image-controls") {
     p.n = intIn($("#img-n"), 1, 64) ?? 8;
     p.seed = intIn($("#img-seed"), 0) ?? 0;
     p.checkpoint = $('input[name="img-checkpoint"]:checked').value;
