@@ -163,7 +163,10 @@ def train(
         args += [*(["--init", init] if init else []), *(["--config", str(config)] if config else [])]
         args += [a for s in set_ for a in ("--set", s)]
         args += [*(["--steps", str(steps)] if steps is not None else [])]
-        args += [*(["--time-budget", time_budget] if time_budget else []), *(["--seed", str(seed)] if seed is not None else [])]
+        args += [
+            *(["--time-budget", time_budget] if time_budget else []),
+            *(["--seed", str(seed)] if seed is not None else []),
+        ]
         args += [*(["--resume", resume] if resume else []), *(["--runs-dir", str(runs_dir)] if runs_dir else [])]
         launch(nproc, [*args, *(["--quiet"] if quiet else [])], max_restarts)
         return
