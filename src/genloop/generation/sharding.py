@@ -51,7 +51,9 @@ def join(device: str) -> str:
     """Join torchrun's process group (a no-op without it) and return this rank's device name: under torchrun,
     ``cuda`` means the GPU of ``LOCAL_RANK``, as it does for training."""
     ctx = distributed.launched()
-    if ctx.world_size > 1 and device == "cuda":
+    if ctx.world_size == 1:
+        return device  # one process: the device goes to the pipeline as it always has
+    if device == "cuda":
         device = f"cuda:{ctx.local_rank % max(torch.cuda.device_count(), 1)}"
     try:
         dev = torch.device(device)
