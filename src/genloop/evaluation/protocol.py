@@ -123,8 +123,7 @@ def evaluate_image_run(
     Under torchrun the ranks share the sampling (:func:`~genloop.generation.sharding.sample_images`) and rank 0
     scores the gathered samples, which are the single-process samples tensor for tensor, so every metric equals
     the single-process one; only rank 0 writes, and the other ranks return an empty dict."""
-    main = distributed.is_main()
-    if main:  # the yardstick (trained and cached on first use) is needed where the scoring is
+    if distributed.is_main():  # the yardstick (trained and cached on first use) is needed where the scoring is
         dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
         extractor = feature_extractor(dataset, features, weights, device, progress)
     t_sample = time.perf_counter()

@@ -178,10 +178,9 @@ def shard_name(rank: int) -> str:
 
 def write_samples(
     pipe: Any, out_dir: Path, n: int, seed: int, class_label: Any, options: dict[str, Any]
-) -> tuple[list[Path], dict[str, Any], torch.Tensor | None]:
+) -> tuple[list[Path], dict[str, Any]]:
     """This rank's share of ``sample_<seed + i>.png``, skipping samples already complete, then (rank 0) the
-    merged ``index.jsonl``. Returns (every sample's path, the batch recipe, the labels) on rank 0; the paths
-    are empty on other ranks."""
+    merged ``index.jsonl``. Returns (every sample's path, the batch recipe) on rank 0, ([], {}) elsewhere."""
     labels = pipe.labels(n, class_label)
     r = distributed.rank()
     if distributed.is_main():
@@ -212,9 +211,9 @@ def write_samples(
             f.write("".join(json.dumps(_record(paths[i], i, seed, labels)) + "\n" for i in rows))
     distributed.barrier()
     if not distributed.is_main():
-        return [], {}, labels
+        return [], {}
     index = merge_shards(out_dir, n, distributed.world_size())
-    return [out_dir / rec["file"] for rec in index], whole_recipe(), labels
+    return [out_dir / rec["file"] for rec in index], whole_recipe()
 
 
 def merge_shards(out_dir: Path, n: int, world: int) -> list[dict[str, Any]]:

@@ -61,7 +61,7 @@ def generate_images(
     nrow = pipe.num_classes if pipe.num_classes and class_label is None else 8
     options = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
     if sharding.sharded():
-        samples, recipe, _ = sharding.write_samples(pipe, out_dir, n, seed, class_label, options)
+        samples, recipe = sharding.write_samples(pipe, out_dir, n, seed, class_label, options)
         if not distributed.is_main():
             return []
         # the grid from the files: PNG bytes decode to tensors that encode back to the same bytes
