@@ -40,14 +40,16 @@ def torchrun_command(nproc: int, genloop_args: list[str], max_restarts: int = 0)
 def launch(nproc: int, genloop_args: list[str], max_restarts: int = 0) -> None:
     """Run ``genloop <genloop_args>`` on ``nproc`` local processes under torchrun; returns when all have ended."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
+    from torch.distributed.run import get_args_parser, run
 
+    parser = get_args_parser()
+    parser.allow_abbrev = False  # else genloop's own --n reads as an ambiguous abbreviation of torchrun's --nnodes
     try:
-        run(parse_args(torchrun_args(nproc, genloop_args, max_restarts)))
+        run(parser.parse_args(torchrun_args(nproc, genloop_args, max_restarts)))
     except ChildFailedError as e:
         failures = e.failures
         first = failures[min(failures)] if failures else None
         code = first.exitcode if first is not None else 1
         raise GenLoopError(
-            f"{len(failures)} of {nproc} training processes failed (exit code {code}); their errors are above"
+            f"{len(failures)} of {nproc} processes failed (exit code {code}); their errors are above"
         ) from None

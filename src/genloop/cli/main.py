@@ -163,7 +163,10 @@ def train(
         args += [*(["--init", init] if init else []), *(["--config", str(config)] if config else [])]
         args += [a for s in set_ for a in ("--set", s)]
         args += [*(["--steps", str(steps)] if steps is not None else [])]
-        args += [*(["--time-budget", time_budget] if time_budget else []), *(["--seed", str(seed)] if seed is not None else [])]
+        args += [
+            *(["--time-budget", time_budget] if time_budget else []),
+            *(["--seed", str(seed)] if seed is not None else []),
+        ]
         args += [*(["--resume", resume] if resume else []), *(["--runs-dir", str(runs_dir)] if runs_dir else [])]
         launch(nproc, [*args, *(["--quiet"] if quiet else [])], max_restarts)
         return
@@ -203,11 +206,55 @@ def train(
 
 
 # --- generate / eval / report ---------------------------------------------------------------------
+NprocOption = typer.Option(
+    None,
+    "--nproc",
+    help="Image runs: share the samples out over N local processes (one per GPU, or CPU processes) through "
+    "torchrun; the files and metrics are those of one process. For several machines run torchrun yourself.",
+)
+_ARGV: list[str] = []  # the command line main() was given: --nproc re-runs it under torchrun
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """``args`` less ``--nproc N`` / ``--nproc=N``: what each torchrun worker runs."""
+    kept: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            kept.append(a)
+    return kept
+
+
+def _relaunched(nproc: int | None, run_id: str, runs_dir: Path | None) -> bool:
+    """With ``--nproc`` outside torchrun: run this same command on ``nproc`` processes under torchrun and
+    return True once they have all ended (rank 0 prints the usual output). False: do the work here."""
+    from .. import api, distributed
+
+    if nproc is None or distributed.launched().world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ:
+        return False
+    from ..launch import launch, torchrun_args
+
+    torchrun_args(nproc, [])  # --nproc 0 is a one-line error before anything is loaded
+    modality = api.modality(run_id, runs_dir)
+    if nproc > 1 and modality != "image":
+        raise ConfigError(f"--nproc shares out image runs; run {run_id} is a {modality} model (drop --nproc)")
+    launch(nproc, _without_nproc(_ARGV))
+    return True
+
+
 @app.command()
 def generate(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix, or the run's folder)."),
     n: int | None = typer.Option(
-        None, "--n", help="How many images (default 64), texts (default 1) or pieces of music (default 4)."
+        None,
+        "--n",
+        "-n",
+        help="How many images (default 64), texts (default 1) or pieces of music (default 4). Under torchrun "
+        "write -n: torchrun takes --n for its own --nnodes.",
     ),
     seed: int = typer.Option(0, "--seed", help="Image, text or piece i uses seed + i."),
     prompt: str | None = typer.Option(
@@ -269,10 +316,54 @@ def generate(
     checkpoint: str = typer.Option("last", "--checkpoint", help="last, or best (runs trained with train.eval_every)."),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
+    nproc: int | None = NprocOption,
 ) -> None:
     """Generate images (a PNG grid plus one PNG per image, recipes embedded), text (streamed; saved with recipes)
     or music (per piece: a MIDI with its recipe, .mid.json, .wav and a piano-roll .png)."""
-    from .. import api
+    from .. import distributed
+
+    if _relaunched(nproc, run_id, runs_dir):
+        return
+    try:
+        _generate(**{k: v for k, v in locals().items() if k not in ("distributed", "nproc")})
+    finally:
+        distributed.shutdown()
+
+
+def _generate(
+    run_id: str,
+    n: int | None,
+    seed: int,
+    prompt: str | None,
+    max_tokens: int,
+    temperature: float | None,
+    top_k: int,
+    top_p: float | None,
+    repetition_penalty: float,
+    presence_penalty: float,
+    frequency_penalty: float,
+    stop: list[str],
+    beams: int,
+    no_stream: bool,
+    compile_: bool,
+    out_dir: Path | None,
+    class_label: int | None,
+    sampler: str | None,
+    steps: int | None,
+    guidance: float | None,
+    eta: float | None,
+    bars: int | None,
+    prompt_midi: Path | None,
+    prompt_bars: int | None,
+    key: str | None,
+    time_signature: str | None,
+    style: str | None,
+    checkpoint: str,
+    runs_dir: Path | None,
+    device: str,
+) -> None:
+    """The body of ``genloop generate`` (in one process, or on each rank under torchrun)."""
+    from .. import api, distributed
 
     kind = modalities[api.modality(run_id, runs_dir)]
     music_options = {
@@ -369,6 +460,8 @@ def generate(
         eta=eta,
         checkpoint=checkpoint,
     )
+    if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
+        return
     say(f"wrote {len(paths)} PNGs to {paths[0].parent} (grid: {paths[0]})")
 
 
@@ -453,7 +546,11 @@ def _generate_text(
 def eval_(
     run_id: str = typer.Argument(..., help="Run id."),
     n: int | None = typer.Option(
-        None, "--n", help="How many generated samples to score (default: 2000 images, 100 texts)."
+        None,
+        "--n",
+        "-n",
+        help="How many generated samples to score (default: 2000 images, 100 texts). Under torchrun write -n: "
+        "torchrun takes --n for its own --nnodes.",
     ),
     seed: int = typer.Option(0, "--seed"),
     sampler: str | None = typer.Option(
@@ -474,9 +571,40 @@ def eval_(
     samplers: str = typer.Option("ddim,dpmpp-2m,ddpm", "--samplers", help="Samplers for --sweep."),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
+    nproc: int | None = NprocOption,
 ) -> None:
     """FID, KID, IS, precision/recall, density/coverage, class accuracy, copies: each beside its real-data floor."""
-    from .. import api
+    from .. import distributed
+
+    if sweep is not None and (nproc or distributed.launched().world_size) > 1:
+        raise ConfigError("--sweep runs in one process; drop --nproc (or torchrun)")
+    if _relaunched(nproc, run_id, runs_dir):
+        return
+    try:
+        _eval(
+            run_id, n, seed, sampler, steps, guidance, checkpoint, features, weights, sweep, samplers, runs_dir, device
+        )
+    finally:
+        distributed.shutdown()
+
+
+def _eval(
+    run_id: str,
+    n: int | None,
+    seed: int,
+    sampler: str | None,
+    steps: int | None,
+    guidance: float | None,
+    checkpoint: str,
+    features: str,
+    weights: Path | None,
+    sweep: str | None,
+    samplers: str,
+    runs_dir: Path | None,
+    device: str,
+) -> None:
+    """The body of ``genloop eval`` (in one process, or on each rank under torchrun)."""
+    from .. import api, distributed
 
     if sweep is not None:
         try:
@@ -527,6 +655,8 @@ def eval_(
         features=features,
         weights=weights,
     )
+    if not distributed.is_main():  # under torchrun, rank 0 scores and speaks for the job
+        return
     print_metrics(r)
     say(f"written to {api.RunStore(runs_dir).get(run_id).files.eval_metrics(features)}")
 
@@ -800,6 +930,8 @@ def worker(
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Typer handles usage errors (exit 2) and Ctrl-C (exit 130); a GenLoopError becomes
     one line on standard error and its exit code (2), never a traceback."""
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="genloop")
     except GenLoopError as e:

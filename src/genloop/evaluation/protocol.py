@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .. import __version__, distributed
 from ..config import from_dict
 from ..data import DataConfig, ImageDataset, load_dataset
 from ..data.image_io import save_png
 from ..errors import ConfigError
+from ..generation import sharding
 from ..generation.pipelines import load_pipeline
 from ..modalities import modalities
 from ..runs import RunStore
@@ -74,10 +75,13 @@ def evaluate_run(
     """
     if n < 2 or n > 100_000:
         raise ConfigError(f"--n must be between 2 and 100000, got {n}")
+    device = sharding.join(device)
     store = RunStore(runs_dir)
     run = store.get(run_id)
     t0 = time.perf_counter()
     pipe = load_pipeline(run.dir, device, checkpoint)
+    if pipe.modality != "image":
+        sharding.refuse(f"{pipe.modality} evaluation")
     return modalities[pipe.modality].evaluate(  # type: ignore[no-any-return]
         store,
         run,
@@ -114,13 +118,23 @@ def evaluate_image_run(
     features: str = "ref",
     weights: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The image protocol of :func:`evaluate_run` (the image modality's ``evaluate``)."""
-    dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
-    extractor = feature_extractor(dataset, features, weights, device, progress)
+    """The image protocol of :func:`evaluate_run` (the image modality's ``evaluate``).
+
+    Under torchrun the ranks share the sampling (:func:`~genloop.generation.sharding.sample_images`) and rank 0
+    scores the gathered samples, which are the single-process samples tensor for tensor, so every metric equals
+    the single-process one; only rank 0 writes, and the other ranks return an empty dict."""
+    if distributed.is_main():  # the yardstick (trained and cached on first use) is needed where the scoring is
+        dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
+        extractor = feature_extractor(dataset, features, weights, device, progress)
     t_sample = time.perf_counter()
     # seeds apart from `generate`'s
-    out = pipe(n=n, seed=1_000_000 + seed, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
+    sampled = sharding.sample_images(
+        pipe, n=n, seed=1_000_000 + seed, sampler=sampler, steps=steps, guidance=guidance, eta=eta
+    )
     sampling_seconds = time.perf_counter() - t_sample
+    if sampled is None:
+        return {}
+    out = sampled
     # the result names the sampler's step count "steps", as it has since the first results were written
     recipe = {
         ("steps" if k == "sampling_steps" else k): v

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..config import from_dict
 from ..data import DataConfig, load_dataset
 from ..data.image_io import make_grid, save_png
@@ -22,6 +23,7 @@ from ..modalities import modalities
 from ..run_layout import RunLayout
 from ..runs import RunStore
 from ..serialization import atomic_write
+from . import sharding
 from .pipelines import load_pipeline
 
 
@@ -40,9 +42,15 @@ def generate_images(
     checkpoint: str = "last",
 ) -> list[Path]:
     """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
-    encoder also get reconstructions of test images. A conditional model's grid has one class per column."""
-    if n < 1 or n > 10_000:
-        raise ConfigError(f"--n must be between 1 and 10000, got {n}")
+    encoder also get reconstructions of test images. A conditional model's grid has one class per column.
+
+    Under torchrun the samples are shared out across the ranks (:mod:`~genloop.generation.sharding`): the same
+    files, byte for byte, plus ``index.jsonl``; samples already written by an interrupted run of the same
+    command are kept. Rank 0 returns the paths; the other ranks return an empty list."""
+    device = sharding.join(device)
+    limit = sharding.MAX_SHARDED if sharding.sharded() else 10_000
+    if n < 1 or n > limit:
+        raise ConfigError(f"--n must be between 1 and {limit}, got {n}")
     if steps is not None and not 1 <= steps <= 10_000:
         raise ConfigError(f"--steps must be between 1 and 10000, got {steps}")
     run = RunStore(runs_dir).get(run_id)
@@ -50,12 +58,21 @@ def generate_images(
     out_dir = Path(out) if out else run.files.generated
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
-    output = pipe(n=n, seed=seed, class_label=class_label, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
     nrow = pipe.num_classes if pipe.num_classes and class_label is None else 8
-    grid = make_grid(output.tensors, nrow=nrow)
-    paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, output.recipe, upscale=4)]
-    for i, image in enumerate(output.tensors):
-        paths.append(save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i)))
+    options = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
+    if sharding.sharded():
+        samples, recipe = sharding.write_samples(pipe, out_dir, n, seed, class_label, options)
+        if not distributed.is_main():
+            return []
+        # the grid from the files: PNG bytes decode to tensors that encode back to the same bytes
+        grid = make_grid(sharding.load_samples(samples[: sharding.GRID_MAX]), nrow=nrow)
+        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, recipe, upscale=4), *samples]
+    else:
+        output = pipe(n=n, seed=seed, class_label=class_label, batch_size=sharding.chunk_size(), **options)
+        grid = make_grid(output.tensors, nrow=nrow)
+        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, output.recipe, upscale=4)]
+        for i, image in enumerate(output.tensors):
+            paths.append(save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i)))
     lerp = pipe.interpolate(rows=6, steps=10, seed=seed)
     paths.append(save_png(out_dir / "interpolation.png", make_grid(lerp.tensors, nrow=10), lerp.recipe, upscale=4))
     if hasattr(pipe.system, "reconstruct"):
@@ -92,6 +109,7 @@ def generate_texts(
     ``<out>/texts.jsonl`` (default ``<run>/generated``). ``sampling``: max_tokens, temperature, top_k, top_p,
     repetition_penalty, stop, num_beams. With ``on_piece`` (and ``n == 1``) each piece of text is passed to it
     as it is generated (the CLI streams to the terminal this way). Returns (TextOutput, path of texts.jsonl)."""
+    sharding.refuse("text generation")
     run = RunStore(runs_dir).get(run_id)
     pipe = load_pipeline(run.dir, device, checkpoint)
     if not modalities[pipe.modality].prompted:
@@ -150,6 +168,7 @@ def generate_music(
     other = sorted(k for k, v in options.items() if v is not None and k not in MUSIC_OPTIONS)
     if other:
         raise ConfigError(f"{', '.join(other)}: not a music generation option (valid: {', '.join(MUSIC_OPTIONS)})")
+    sharding.refuse("music generation")
     run = RunStore(runs_dir).get(run_id)
     out_dir = Path(out) if out else run.files.generated
     if out_dir.exists() and not out_dir.is_dir():
