@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-
 from conftest import TINY_GPT, cli_env, tiny
+
 from genloop import api, distributed
 from genloop.errors import ConfigError
 from genloop.runs import RunStore

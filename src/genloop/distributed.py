@@ -98,7 +98,9 @@ def _attempt_store(ctx: Context, timeout: datetime.timedelta) -> dist.Store:
     try:
         addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     except (KeyError, ValueError):
-        raise ConfigError("WORLD_SIZE > 1 but MASTER_ADDR/MASTER_PORT are not set: start the job with torchrun") from None
+        raise ConfigError(
+            "WORLD_SIZE > 1 but MASTER_ADDR/MASTER_PORT are not set: start the job with torchrun"
+        ) from None
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)  # torchrun's agent hosts the store
     host = not agent and ctx.rank == 0  # else rank 0 hosts it (a plain launcher that set the variables)
     store = dist.TCPStore(addr, port, ctx.world_size, is_master=host, timeout=timeout, multi_tenant=not agent)

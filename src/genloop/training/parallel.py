@@ -123,7 +123,9 @@ def sync_batch_norm(module: nn.Module, device: torch.device) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d) and not isinstance(child, CrossRankBatchNorm):
-            new = CrossRankBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new = CrossRankBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             new.load_state_dict(child.state_dict())
             if child.affine:  # keep the very Parameter objects (optimizer groups may already hold them)
                 new.weight, new.bias = child.weight, child.bias
