@@ -259,7 +259,8 @@ class Trainer:
         self.system = system.to(self.device).train()
         sync_batch_norm(self.system, self.device)  # batch statistics over the global batch, as in one process
         if self.device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in self.system.modules()):
-            self.system.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores  # type: ignore[call-overload]
+            # faster convolutions on tensor cores (Module.to takes memory_format; its stubs do not say so)
+            self.system.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if cfg.compile:
             for module in self.system.children():
                 module.compile()  # in place: the state dict keys (and so the checkpoints) are unchanged
