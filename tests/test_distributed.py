@@ -8,6 +8,7 @@ uninterrupted run, bit for bit; and two torchrun "nodes" on loopback train what 
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import socket
@@ -155,6 +156,39 @@ def test_two_nodes_on_loopback_train_what_one_machine_does(area: dict) -> None:
     assert outs[1][0].strip() == ""  # only global rank 0 speaks
     a, b = _weights(run), _weights(_two_process_run(area, "gpt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_every_family_trains_on_two_processes(area: dict, tmp_path: Path) -> None:
+    """The families the equality test above does not cover, a few steps each in one torchrun launch; those
+    without dropout train what one process trains (hf-causal-lm's GPT-2 has dropout: it must just train)."""
+    from test_hf_lm import _save_model
+    from test_music_loop import TINY_MUSIC, music_folder
+
+    hf = _save_model("gpt2", tmp_path / "hf-gpt2")
+    hf_sets = [f"model.init={hf}", "model.block_size=16", "train.batch_size=4", "train.tensorboard=false"]
+    plan = {
+        "wgan-gp": ["wgan-gp", None, tiny("wgan-gp"), 4],
+        "cgan": ["cgan", None, tiny("cgan"), 4],
+        "cvae": ["cvae", None, tiny("cvae", "model.width=16"), 4],
+        "ddpm": ["ddpm", None, tiny("ddpm"), 4],
+        "music-gpt": ["music-gpt", str(music_folder(tmp_path / "music")), TINY_MUSIC, 4],
+        "hf-causal-lm": ["hf-causal-lm", None, [*hf_sets, "model.lora=false"], 2],
+        "hf-causal-lm-lora": ["hf-causal-lm", None, [*hf_sets, "model.lora=true"], 2],
+    }
+    script = str(Path(__file__).with_name("dist_families.py"))
+    cmd = _torchrun("--standalone", "--nproc-per-node=2", script, str(area["runs"]), json.dumps(plan))
+    done = subprocess.run(cmd, env=area["env"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ids = json.loads(done.stdout.strip().splitlines()[-1])
+    store = RunStore(area["runs"])
+    for label, (family, data, overrides, steps) in plan.items():
+        info = store.get(ids[label]).info
+        assert info["status"] == "finished" and info["step"] == steps and info["processes"] == 2, label
+        if family == "hf-causal-lm":
+            continue
+        one = api.train(family, data, overrides=overrides, steps=steps, runs_dir=tmp_path / "one", progress=False)
+        diff = _relative_difference(_weights(one.dir), _weights(area["runs"] / ids[label]))
+        assert diff < 1e-5, f"{label}: 1 vs 2 processes differ by {diff:.2e}"
 
 
 def test_genloop_train_nproc_is_checked(tmp_path: Path) -> None:
