@@ -239,8 +239,10 @@ def _relaunched(nproc: int | None, run_id: str, runs_dir: Path | None) -> bool:
     from ..launch import launch, torchrun_args
 
     torchrun_args(nproc, [])  # --nproc 0 is a one-line error before anything is loaded
+    from ..modalities import modalities
+
     modality = api.modality(run_id, runs_dir)
-    if nproc > 1 and modality != "image":
+    if nproc > 1 and not modalities[modality].can_shard:
         raise ConfigError(f"--nproc shares out image runs; run {run_id} is a {modality} model (drop --nproc)")
     launch(nproc, _without_nproc(_ARGV))
     return True

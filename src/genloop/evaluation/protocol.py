@@ -80,7 +80,7 @@ def evaluate_run(
     run = store.get(run_id)
     t0 = time.perf_counter()
     pipe = load_pipeline(run.dir, device, checkpoint)
-    if pipe.modality != "image":
+    if not modalities[pipe.modality].can_shard:
         sharding.refuse(f"{pipe.modality} evaluation")
     return modalities[pipe.modality].evaluate(  # type: ignore[no-any-return]
         store,

@@ -32,6 +32,7 @@ class Modality(ABC):
     generate_keys: ClassVar[tuple[str, ...]] = ()  # generate-job params that shape the output (a replay copies them)
     report_keys: ClassVar[tuple[str, ...]] = ()  # generate-job params that shape only the job's report
     can_finetune: ClassVar[bool] = True  # False: :meth:`finetune` refuses (a simulation skips that stage)
+    can_shard: ClassVar[bool] = False  # True: `generate`/`eval` can share their sampling over torchrun processes
 
     # --- data -----------------------------------------------------------------------------------
     @property
