@@ -167,6 +167,8 @@ class ImageBatches:
             x = augment(x, self.flip, self.shift, g)
         y = self.labels[idx] if self.labels is not None else None
         self.position += self.batch_size
+        if self.device.type == "cuda":  # page-locked memory: the copy to the GPU overlaps the next step's work
+            x, y = x.pin_memory(), (y.pin_memory() if y is not None else None)
         x = x.to(self.device, non_blocking=True)
         return x, (y.to(self.device, non_blocking=True) if y is not None else None)
 
