@@ -9,11 +9,14 @@ uninterrupted run, bit for bit; and two torchrun "nodes" on loopback train what 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -192,6 +195,39 @@ def test_every_family_trains_on_two_processes(area: dict, tmp_path: Path) -> Non
         one = api.train(family, data, overrides=overrides, steps=steps, runs_dir=tmp_path / "one", progress=False)
         diff = _relative_difference(_weights(one.dir), _weights(area["runs"] / ids[label]))
         assert diff < 1e-5, f"{label}: 1 vs 2 processes differ by {diff:.2e}"
+
+
+def test_ctrl_c_stops_every_process_at_one_step_with_a_checkpoint(area: dict, tmp_path: Path) -> None:
+    """Ctrl-C in the terminal reaches the launcher and every worker: all stop at the same step boundary (agreed
+    before each step), rank 0 saves, the launcher exits 130, and the run resumes on two processes."""
+    runs = tmp_path / "runs"
+    args = ["train", "vae", "--steps", "100000", *_sets(FAMILIES["vae"]), "--runs-dir", str(runs), "--quiet"]
+    cmd = [sys.executable, "-m", "genloop", *args, "--nproc", "2"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(cmd, env=area["env"], start_new_session=True, **pipes)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/metrics.jsonl")):
+        time.sleep(0.5)
+    time.sleep(2)  # some steps in
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the signal goes to the terminal's whole process group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    run_id = out.decode().strip().splitlines()[-1]
+    info = RunStore(runs).get(run_id).info
+    assert info["status"] == "interrupted" and info["step"] > 0
+    assert f"--resume {run_id} --nproc 2" in err.decode()
+    tensors, meta = load_tensors(runs / run_id / "checkpoints" / "last.safetensors")
+    assert meta is not None and int(meta["step"]) == info["step"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "genloop", "train", "--resume", run_id, "--steps", str(info["step"] + 3)]
+        + ["--runs-dir", str(runs), "--quiet", "--nproc", "2"],
+        env=area["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert RunStore(runs).get(run_id).info["step"] == info["step"] + 3
 
 
 def test_genloop_train_nproc_is_checked(tmp_path: Path) -> None:

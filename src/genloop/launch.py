@@ -16,6 +16,12 @@ import sys
 from .errors import ConfigError, GenLoopError
 
 
+class Interrupted(GenLoopError):
+    """Ctrl-C or SIGTERM reached the launcher (and, through it or the terminal, every process)."""
+
+    exit_code = 130
+
+
 def torchrun_args(nproc: int, genloop_args: list[str], max_restarts: int = 0) -> list[str]:
     """torchrun's command line (without the program name) for ``genloop <genloop_args>`` on ``nproc`` processes."""
     if nproc < 1:
@@ -39,6 +45,7 @@ def torchrun_command(nproc: int, genloop_args: list[str], max_restarts: int = 0)
 
 def launch(nproc: int, genloop_args: list[str], max_restarts: int = 0) -> None:
     """Run ``genloop <genloop_args>`` on ``nproc`` local processes under torchrun; returns when all have ended."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -46,6 +53,8 @@ def launch(nproc: int, genloop_args: list[str], max_restarts: int = 0) -> None:
     parser.allow_abbrev = False  # else genloop's own --n reads as an ambiguous abbreviation of torchrun's --nnodes
     try:
         run(parser.parse_args(torchrun_args(nproc, genloop_args, max_restarts)))
+    except SignalException as e:  # the workers got the signal too: they stop at a step boundary and checkpoint
+        raise Interrupted(f"interrupted ({e.sigval.name}); the processes were told to stop and save") from None
     except ChildFailedError as e:
         failures = e.failures
         first = failures[min(failures)] if failures else None

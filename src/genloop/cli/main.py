@@ -188,10 +188,14 @@ def train(
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
         distributed.shutdown()
         return
+    world = distributed.world_size()
     distributed.shutdown()
     info = run.info
     if info.get("status") == "interrupted":
-        note(f"interrupted at step {info['step']}; checkpoint saved. Resume with: genloop train --resume {run.id}")
+        again = f" --nproc {world}" if world > 1 else ""
+        note(
+            f"interrupted at step {info['step']}; checkpoint saved. Resume with: genloop train --resume {run.id}{again}"
+        )
         say(run.id)
         raise typer.Exit(130)
     t = info.get("timings", {})
