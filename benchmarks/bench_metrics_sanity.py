@@ -60,7 +60,6 @@ def summarise(fe) -> dict:
             "modes": s["modes"],
             "failures": s["failures"],
             "passed": s["passed"],
-            "seconds": s["seconds"],
             "rho": {d: body["rho"] for d, body in s["degradations"].items()},
             "levels": {d: body["levels"] for d, body in s["degradations"].items()},
             "fid": {d: [round(v, 4) for v in body["values"]["fid"]] for d, body in s["degradations"].items()},
