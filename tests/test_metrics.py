@@ -217,7 +217,8 @@ def test_inception_score_bounds():
 def test_feature_extractor_trains_caches_and_extracts(digits, extractor, module_cache, monkeypatch):
     assert extractor.kind == "classifier" and extractor.num_classes == 10
     assert extractor.accuracy >= 0.9
-    assert extractor.id.startswith("refnet-v1-") and len(extractor.id) == len("refnet-v1-") + 12
+    assert extractor.id.startswith("refnet-v2-") and len(extractor.id) == len("refnet-v2-") + 12
+    assert extractor.quality["linear_probe_accuracy"] >= 0.9 and extractor.sanity["n_reference"] > 0
     path = module_cache / "features" / f"{features_mod.cache_key(digits)}.safetensors"
     assert extractor.sha256 == sha256_file(path)
 
@@ -239,25 +240,24 @@ def test_feature_extractor_trains_caches_and_extracts(digits, extractor, module_
         extractor.features(torch.zeros(2, 3, 16, 16))  # wrong channel count
 
 
-def test_unlabelled_dataset_trains_rotation_net_and_corrupt_cache_is_retrained(tmp_path, monkeypatch):
-    ds = _digits(16, labelled=False, limit=400)
-    fe = get_feature_extractor(ds)
-    assert fe.kind == "rotation" and fe.num_classes == 4
-    assert fe.accuracy > 0.6  # chance is 0.25
-    assert fe.probs(ds.float_images("val")).shape == (ds.splits["val"].numel(), 4)
+def test_unlabelled_dataset_trains_contrastive_net_and_corrupt_cache_is_retrained(tmp_path, monkeypatch):
+    ds = _digits(8, labelled=False, limit=300)
+    fe = get_feature_extractor(ds, sanity=False)
+    assert fe.kind == "contrastive" and fe.num_classes == 64 and fe.sanity is None
+    assert fe.accuracy == fe.quality["retrieval_top1"] > 5 / fe.quality["retrieval_n"]  # well above chance
 
     path = tmp_path / "cache" / "features" / f"{features_mod.cache_key(ds)}.safetensors"
     path.write_bytes(b"not a safetensors file")
     calls = []
     real_train = features_mod.train_reference_net
     monkeypatch.setattr(features_mod, "train_reference_net", lambda *a, **k: calls.append(1) or real_train(*a, **k))
-    again = get_feature_extractor(ds)
+    again = get_feature_extractor(ds, sanity=False)
     assert calls == [1]
     assert again.sha256 == fe.sha256  # seeded training is deterministic
 
     # no classes -> no Inception Score
     result = evaluate_images(ds.float_images("val"), ds, fe)
-    assert "is" not in result and "is_real" not in result and result["feature_net"]["kind"] == "rotation"
+    assert "is" not in result and "is_real" not in result and result["feature_net"]["kind"] == "contrastive"
 
 
 # ----------------------------------------------------------------------------------- evaluate_images
@@ -282,7 +282,9 @@ def test_evaluate_images_real_beats_noise_and_reports_floor(digits, extractor):
         "kind": "classifier",
         "accuracy": extractor.accuracy,
         "feature_dim": 128,
+        "quality": extractor.quality,
     }
+    assert real["sanity"] == extractor.sanity
     json.dumps(real)  # flat and JSON-able
     assert evaluate_images(held_out, digits, extractor, seed=0) == real  # seeded
 

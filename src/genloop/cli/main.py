@@ -575,12 +575,22 @@ def eval_(
         None, "--sweep", help="Diffusion: steps-vs-FID curve over these step counts, e.g. 5,10,20,50."
     ),
     samplers: str = typer.Option("ddim,dpmpp-2m,ddpm", "--samplers", help="Samplers for --sweep."),
+    sanity: bool = typer.Option(
+        False,
+        "--sanity",
+        help="Check the yardstick, not the model: do FID/KID/precision/recall rank 7 known degradations of held-out "
+        "images correctly in this feature net's space? (cached for the reference net; no samples are drawn)",
+    ),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
 ) -> None:
     """FID, KID, IS, precision/recall, density/coverage, class accuracy, copies: each beside its real-data floor."""
     from .. import distributed
+
+    if sanity:
+        print_sanity(run_id, features, weights, runs_dir, device)
+        return
 
     if sweep is not None and (nproc or distributed.launched().world_size) > 1:
         raise ConfigError("--sweep runs in one process; drop --nproc (or torchrun)")
@@ -731,12 +741,44 @@ def print_metrics(r: dict[str, Any]) -> None:
     fn = r.get("feature_net", {})
     acc = fn.get("accuracy")
     acc_text = f", held-out accuracy {acc:.3f}" if acc is not None else ""
+    q = fn.get("quality") or {}
+    if fn.get("kind") == "contrastive" and acc is not None:
+        acc_text = f", held-out view-retrieval top-1 {acc:.3f} of {q.get('retrieval_n')}"
+    if q.get("linear_probe_accuracy") is not None:
+        acc_text += f", linear probe {q['linear_probe_accuracy']:.3f}"
     sampling = f"; sampled with {r['sampler']} in {r['steps']} steps" if "steps" in r else ""
     say(
         f"features: {fn.get('id')} ({fn.get('kind')}{acc_text}); "
         f"floor = {r.get('n_floor')} real training images vs the same held-out set{sampling}; "
         f"{r.get('sampling_ms_per_image', 0):.2f} ms/image to sample"
     )
+    from ..evaluation.sanity import format_warning
+
+    warning = format_warning(r.get("sanity"))
+    if warning:
+        note(warning)
+
+
+def print_sanity(run_id: str, features: str, weights: Path | None, runs_dir: Path | None, device: str) -> None:
+    """``genloop eval RUN --sanity``: the metric sanity suite's table for the run's data and feature net."""
+    from ..evaluation import sanity as sanity_mod
+
+    r = sanity_mod.sanity_for_run(run_id, runs_dir=runs_dir, features=features, weights=weights, device=device)
+    fn = r.get("feature_net", {})
+    table = Table(title=f"metric sanity of {fn.get('id')} ({fn.get('kind')}) on {r['n_degraded']} held-out images")
+    table.add_column("degradation (levels)")
+    for m in sanity_mod.METRICS:
+        table.add_column(f"{m} ρ", justify="right")
+    for row in sanity_mod.rows(r):
+        cells = [
+            f"[bold red]{c['text']}[/]" if c["miss"] else (c["text"] if c["judged"] else f"[dim]{c['text']}[/]")
+            for c in row["cells"]
+        ]
+        table.add_row(f"{row['label']}: {row['levels']}", *cells)
+    out.print(table)
+    say(f"modes: {r.get('modes')}; dim: not expected to move; red: expected but ρ < 1; rule: {r['rule']}")
+    say(sanity_mod.format_warning(r) or "passed: FID grows steadily with every degradation")
+    say(f"written to {r['path']}")
 
 
 @app.command()

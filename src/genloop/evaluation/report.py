@@ -495,7 +495,10 @@ def _evaluation(ev: dict[str, Any], modality: str) -> dict[str, Any] | None:
                     "ratio": "",
                 }
             )
-    if not rows:
+    from . import sanity as sanity_mod
+
+    sanity = _dict(ev.get("sanity"))
+    if not rows and not sanity:
         return None
     counts = [
         (label, _fmt(ev[key]))
@@ -525,6 +528,14 @@ def _evaluation(ev: dict[str, Any], modality: str) -> dict[str, Any] | None:
             net_rows.append((label, str(v)[:16] + ("…" if len(str(v)) > 16 else "")))
         else:
             net_rows.append((label, _fmt(v)))
+    quality = _dict(net.get("quality"))
+    for key, label in (
+        ("linear_probe_accuracy", "Linear probe"),
+        ("knn_accuracy", "kNN accuracy"),
+        ("retrieval_top1", f"View retrieval top-1 (of {quality.get('retrieval_n')})"),
+    ):
+        if _finite(quality.get(key)):
+            net_rows.append((label, f"{100 * quality[key]:.1f}%"))
     return {
         "rows": rows,
         "notes": notes,
@@ -532,6 +543,16 @@ def _evaluation(ev: dict[str, Any], modality: str) -> dict[str, Any] | None:
         "net": net_rows,
         "distance_note": _is_number(ev.get("fid")) or _is_number(ev.get("kid")),
         "is_note": _is_number(ev.get("is")),
+        "sanity": {
+            "rows": sanity_mod.rows(sanity),
+            "metrics": [m.upper() if m in ("fid", "kid") else m for m in sanity_mod.METRICS],
+            "warning": sanity_mod.format_warning(sanity),
+            "rule": sanity_mod.RULE,
+            "modes": sanity.get("modes", ""),
+            "n": sanity.get("n_degraded"),
+        }
+        if sanity
+        else None,
     }
 
 
@@ -599,6 +620,10 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     run = _dict(_load(files.run_info, warnings, run_dir))
     config = _dict(_load(files.config, warnings, run_dir))
     ev = _dict(_load(files.eval_metrics(), warnings, run_dir))
+    if "sanity" not in ev:  # `genloop eval RUN --sanity` alone writes eval/sanity.json
+        sanity = _load(files.eval_metrics().parent / "sanity.json", warnings, run_dir)
+        if isinstance(sanity, dict):
+            ev["sanity"] = sanity
     records = read_metrics(files.metrics)
 
     model_cfg, data_cfg = _dict(config.get("model")), _dict(config.get("data"))

@@ -142,7 +142,7 @@ def evaluate_images(
     if "kid" in metrics:
         kid, kid_std = _kid(ref_feats, feats, seed)
         result.update({"kid": kid, "kid_std": kid_std, "kid_floor": _kid(ref_feats, floor_feats, seed)[0]})
-    if "is" in metrics and extractor.kind != "rotation":
+    if "is" in metrics and extractor.kind not in ("rotation", "contrastive"):  # no classes, no IS
         is_gen, is_real = InceptionScore(), InceptionScore()
         is_gen.update(probs)
         is_real.update(ref_probs)
@@ -200,6 +200,12 @@ def evaluate_images(
             },
         }
     )
+    # how good the net's features are, and whether the metrics see known degradations in them
+    # (measured when the net was trained; see .features.encoder_quality and .sanity)
+    if getattr(extractor, "quality", None):
+        result["feature_net"]["quality"] = extractor.quality
+    if getattr(extractor, "sanity", None):
+        result["sanity"] = extractor.sanity
     return result
 
 
