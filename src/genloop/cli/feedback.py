@@ -393,6 +393,7 @@ def simulate(
             [
                 name,
                 m.get("preferred_share"),
+                m.get("rater_value"),
                 m.get("fid", m.get("mean_chars", m.get("mean_notes"))),
                 m.get("mean_reward"),
                 m.get("seconds"),
@@ -401,7 +402,7 @@ def simulate(
     acc = r["reward"].get("heldout_pair_accuracy")
     _table(
         f"{r['preference']}; reward model held-out accuracy {acc if acc is None else round(acc, 3)}",
-        ["", "preferred", modalities[r["modality"]].probe_label, "reward", "seconds"],
+        ["", "preferred", "rater value", modalities[r["modality"]].probe_label, "reward", "seconds"],
         rows,
     )
     if "finetune" in r["results"]:
