@@ -360,6 +360,7 @@ def simulate(
     n_eval: int = typer.Option(500, "--n-eval", help="Samples per measurement."),
     k: int = typer.Option(4, "--k", help="Best-of-k."),
     steps: int = typer.Option(300, "--steps", help="Fine-tuning steps."),
+    lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate (images: the run's; DPO: 1e-4)."),
     uses: str = typer.Option(
         "best_of_n,finetune,select", "--uses", help="Comma-separated: best_of_n, finetune, select."
     ),
@@ -383,8 +384,8 @@ def simulate(
         runs_dir=runs_dir,
         out=out_file,
         uses=[u.strip() for u in uses.split(",") if u.strip()],
-        finetune=FinetuneConfig(steps=steps, seed=seed),
-        dpo=DPOConfig(steps=steps, seed=seed),
+        finetune=FinetuneConfig(steps=steps, lr=lr, seed=seed),
+        dpo=DPOConfig(steps=steps, lr=lr or 1e-4, seed=seed),
         progress=_note,
     )
     rows = []

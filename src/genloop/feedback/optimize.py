@@ -9,7 +9,10 @@
      checkpoint on that folder;
    - text, :func:`dpo` — Direct Preference Optimisation (Rafailov et al. 2023) on the A/B pairs: the
      policy (a copy of the GPT run) is trained on ``-log σ(β[(log π(c) - log π_ref(c)) - (log π(r) -
-     log π_ref(r))])`` against the frozen original as reference.
+     log π_ref(r))])`` against the frozen original as reference;
+   - music, :func:`~genloop.modalities.music.preference.dpo_music` — the same DPO (:func:`dpo_on_tokens`) on
+     the stored pieces re-tokenised from their MIDI with the run's tokenizer and the prefix their recipe
+     records.
 3. :func:`select_checkpoint` — among runs or checkpoints, the one whose samples have the highest mean
    predicted rating.
 """
