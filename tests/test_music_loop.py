@@ -295,6 +295,7 @@ def test_studio_lists_generates_and_plays_music(music_run, tmp_path: Path) -> No
 
 
 def test_simulate_with_a_scripted_music_rater(music_run, tmp_path: Path) -> None:
+    from genloop.feedback.optimize import DPOConfig
     from genloop.feedback.simulate import make_rater, simulate
     from genloop.feedback.store import FeedbackStore
 
@@ -304,12 +305,22 @@ def test_simulate_with_a_scripted_music_rater(music_run, tmp_path: Path) -> None
     with pytest.raises(genloop.GenLoopError, match="rater"):
         make_rater("in-key:C")  # no image/text rater of that name
     store = FeedbackStore(url=f"sqlite:///{tmp_path / 'fb.sqlite'}", runs=runs, media_dir=tmp_path / "media")
-    r = simulate(run_id, "in-key:C", n_rate=10, n_eval=10, k=2, store=store, runs_dir=runs, out=tmp_path / "sim.json")
+    r = simulate(
+        run_id,
+        "in-key:C",
+        n_rate=10,
+        n_eval=10,
+        k=2,
+        store=store,
+        runs_dir=runs,
+        out=tmp_path / "sim.json",
+        dpo=DPOConfig(steps=4, lr=1e-3),
+    )
     assert r["modality"] == "music" and r["feedback"]["ratings"] == 10
-    assert "best_of_n" in r["results"] and "finetune" not in r["results"]
-    assert 0 <= r["results"]["best_of_n"]["preferred_share"] <= 1
-    with pytest.raises(genloop.GenLoopError, match="not available for music"):
-        music.finetune(run_id, None, store, "job", {}, runs)
+    assert "best_of_n" in r["results"] and 0 <= r["results"]["best_of_n"]["preferred_share"] <= 1
+    ft = r["results"]["finetune"]  # DPO on the rater's pairs, re-tokenised from their MIDI
+    assert ft["method"] == "dpo" and ft["parent"] == run_id and 0 <= ft["preferred_share"] <= 1
+    assert r["results"]["select"]["chosen"].split("@")[0] in (run_id, ft["run_id"])
 
 
 def test_feedback_cli_on_music(music_run, capsys, tmp_path: Path) -> None:
@@ -339,8 +350,9 @@ def test_feedback_cli_on_music(music_run, capsys, tmp_path: Path) -> None:
     )
     assert code == 0, err
     assert "best_of_n" in out and "notes" in out
-    code, out, err = cli(capsys, "feedback", "finetune", run_id, "--db", db, "--runs-dir", runs)
-    assert code == 2 and "not available for music yet; use best-of-n" in err
+    code, out, err = cli(capsys, "feedback", "finetune", run_id, "--steps", "2", "--db", db, "--runs-dir", runs)
+    assert code == 0, err  # DPO on the pairs the simulation's rater recorded
+    assert "dpo" in out
     code, out, err = cli(capsys, "feedback", "generate", run_id, "--n", "2", "--db", db, "--runs-dir", runs)
     assert code == 0, err
     # the music options reach the pipeline, through the modality's generate_keys

@@ -304,23 +304,24 @@ def finetune(
     samples: int = typer.Option(2000, "--samples", help="Images: how many to score."),
     keep: float = typer.Option(0.2, "--keep", help="Images: top share kept."),
     real_fraction: float = typer.Option(0.3, "--real-fraction", help="Images: share of real images mixed in."),
-    beta: float = typer.Option(0.1, "--beta", help="Text: DPO beta."),
+    beta: float = typer.Option(0.1, "--beta", help="Text, music: DPO beta."),
     lr: float | None = typer.Option(None, "--lr"),
     seed: int = typer.Option(0, "--seed"),
     db: str | None = Db,
     runs_dir: Path | None = RunsDir,
 ) -> None:
     # The docstring is the command's --help line; Typer prints a wrapped docstring wrapped, so it stays one line.
-    """A new run tuned toward preferred outputs: reward-filtered fine-tuning (images) or DPO on the stored pairs (text)."""  # noqa: E501
+    """A new run tuned toward preferred outputs: reward-filtered fine-tuning (images) or DPO on the stored pairs (text, music)."""  # noqa: E501
     from .. import api
     from ..feedback import optimize as o
 
     kind = modalities[api.modality(run_id, runs_dir=runs_dir)]
-    if not kind.can_finetune:  # the modality says why not (music: use best-of-n)
+    if not kind.can_finetune:  # the modality says why not
         kind.finetune(run_id, None, None, "", {}, runs_dir)
-    if kind.prompted:  # a language model: DPO on preferences
-        pairs = o.preference_pairs(_store(db, runs_dir), run_id=api.RunStore(runs_dir).get(run_id).id)
-        r = o.dpo(run_id, pairs, o.DPOConfig(beta=beta, steps=steps, lr=lr or 1e-4, seed=seed), runs_dir=runs_dir)
+    if kind.finetune_method == "dpo":  # a language model (text, music): DPO on the run's stored A/B choices
+        cfg = o.DPOConfig(beta=beta, steps=steps, lr=lr or 1e-4, seed=seed)
+        run_filter = api.RunStore(runs_dir).get(run_id).id
+        r = kind.dpo(run_id, _store(db, runs_dir), cfg, runs_dir, run_filter=run_filter)
     else:
         cfg = o.FinetuneConfig(samples=samples, keep=keep, real_fraction=real_fraction, steps=steps, lr=lr, seed=seed)
         r = o.finetune_images(run_id, _reward(reward, runs_dir), cfg, runs_dir=runs_dir)
@@ -359,6 +360,7 @@ def simulate(
     n_eval: int = typer.Option(500, "--n-eval", help="Samples per measurement."),
     k: int = typer.Option(4, "--k", help="Best-of-k."),
     steps: int = typer.Option(300, "--steps", help="Fine-tuning steps."),
+    lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate (images: the run's; DPO: 1e-4)."),
     uses: str = typer.Option(
         "best_of_n,finetune,select", "--uses", help="Comma-separated: best_of_n, finetune, select."
     ),
@@ -382,8 +384,8 @@ def simulate(
         runs_dir=runs_dir,
         out=out_file,
         uses=[u.strip() for u in uses.split(",") if u.strip()],
-        finetune=FinetuneConfig(steps=steps, seed=seed),
-        dpo=DPOConfig(steps=steps, seed=seed),
+        finetune=FinetuneConfig(steps=steps, lr=lr, seed=seed),
+        dpo=DPOConfig(steps=steps, lr=lr or 1e-4, seed=seed),
         progress=_note,
     )
     rows = []
@@ -392,6 +394,7 @@ def simulate(
             [
                 name,
                 m.get("preferred_share"),
+                m.get("rater_value"),
                 m.get("fid", m.get("mean_chars", m.get("mean_notes"))),
                 m.get("mean_reward"),
                 m.get("seconds"),
@@ -400,7 +403,7 @@ def simulate(
     acc = r["reward"].get("heldout_pair_accuracy")
     _table(
         f"{r['preference']}; reward model held-out accuracy {acc if acc is None else round(acc, 3)}",
-        ["", "preferred", modalities[r["modality"]].probe_label, "reward", "seconds"],
+        ["", "preferred", "rater value", modalities[r["modality"]].probe_label, "reward", "seconds"],
         rows,
     )
     if "finetune" in r["results"]:

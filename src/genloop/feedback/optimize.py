@@ -9,7 +9,10 @@
      checkpoint on that folder;
    - text, :func:`dpo` — Direct Preference Optimisation (Rafailov et al. 2023) on the A/B pairs: the
      policy (a copy of the GPT run) is trained on ``-log σ(β[(log π(c) - log π_ref(c)) - (log π(r) -
-     log π_ref(r))])`` against the frozen original as reference.
+     log π_ref(r))])`` against the frozen original as reference;
+   - music, :func:`~genloop.modalities.music.preference.dpo_music` — the same DPO (:func:`dpo_on_tokens`) on
+     the stored pieces re-tokenised from their MIDI with the run's tokenizer and the prefix their recipe
+     records.
 3. :func:`select_checkpoint` — among runs or checkpoints, the one whose samples have the highest mean
    predicted rating.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,7 +207,7 @@ def finetune_images(
     return {"run_id": child.id, **feedback, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-# --- 2b. text: DPO ----------------------------------------------------------------------------------
+# --- 2b. text and music: DPO ------------------------------------------------------------------------
 @dataclass
 class DPOConfig:
     beta: float = 0.1  # how far from the reference the policy may move (smaller: further)
@@ -218,18 +221,27 @@ class DPOConfig:
             raise ConfigError("dpo: beta > 0, steps >= 1, lr > 0, batch_size >= 1")
 
 
-def _encode_pair(tok: Any, prompt: str, completion: str, block: int) -> tuple[list[int], int]:
-    """Prompt (or the end-of-text token that starts a document) + completion + end-of-text, cut to fit the
-    context: the prompt keeps its end, the completion its start. Returns (ids, where the completion starts)."""
-    ctx = tok.encode(prompt) if prompt else []
-    ctx = ctx or [tok.eot_id]
-    comp = tok.encode(completion) + [tok.eot_id]  # the end-of-text token is part of what was chosen: it stopped there
+Encoded = tuple[list[int], int]  # (token ids, where the scored part starts)
+
+
+def fit_context(ctx: list[int], comp: list[int], block: int) -> Encoded:
+    """Context + completion cut to fit ``block + 1`` tokens: the context keeps its end (at most half the
+    window), the completion its start. Returns (ids, where the completion starts)."""
     ctx = ctx[-max(1, (block + 1) // 2) :] if len(ctx) + len(comp) > block + 1 else ctx
     comp = comp[: block + 1 - len(ctx)]
     return ctx + comp, len(ctx)
 
 
-def sequence_logprobs(lm: Any, batch: list[tuple[list[int], int]]) -> torch.Tensor:
+def _encode_pair(tok: Any, prompt: str, completion: str, block: int) -> Encoded:
+    """Prompt (or the end-of-text token that starts a document) + completion + end-of-text, cut to fit the
+    context: the prompt keeps its end, the completion its start. Returns (ids, where the completion starts)."""
+    ctx = tok.encode(prompt) if prompt else []
+    ctx = ctx or [tok.eot_id]
+    comp = tok.encode(completion) + [tok.eot_id]  # the end-of-text token is part of what was chosen: it stopped there
+    return fit_context(ctx, comp, block)
+
+
+def sequence_logprobs(lm: Any, batch: list[Encoded]) -> torch.Tensor:
     """Sum of log-probabilities of each sequence's completion tokens, (B,)."""
     width = max(len(ids) for ids, _ in batch)
     idx = torch.zeros(len(batch), width, dtype=torch.long)
@@ -243,6 +255,15 @@ def sequence_logprobs(lm: Any, batch: list[tuple[list[int], int]]) -> torch.Tens
     return (logp * mask.to(device)).sum(-1)
 
 
+def dpo_loss(
+    lm: Any, chosen: list[Encoded], rejected: list[Encoded], ref_margin: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """``-log σ(β[(log π(c) - log π(r)) - (log π_ref(c) - log π_ref(r))])``, mean over the batch; ``ref_margin``
+    is the reference's margin of each pair (computed once: the reference never changes)."""
+    pi = sequence_logprobs(lm, chosen) - sequence_logprobs(lm, rejected)
+    return -F.logsigmoid(beta * (pi - ref_margin)).mean()
+
+
 def dpo(
     run_id: str, pairs: Sequence[tuple[str, str, str]], cfg: DPOConfig | None = None, runs_dir: str | Path | None = None
 ) -> dict[str, Any]:
@@ -250,25 +271,48 @@ def dpo(
 
     Reports the policy's mean log-prob margin ``log π(chosen) - log π(rejected)`` before and after, and
     the implicit reward's accuracy (how often ``β·log π/π_ref`` prefers the chosen one)."""
+    if not pairs:
+        raise DataError("DPO needs preference pairs; record some with `genloop feedback prefer CHOSEN REJECTED`")
+
+    def encode(policy: Any) -> list[tuple[Encoded, Encoded]]:
+        tok, block = policy.tokenizer, policy.causal_lm().block_size
+        return [(_encode_pair(tok, p, c, block), _encode_pair(tok, p, r, block)) for p, c, r in pairs]
+
+    return dpo_on_tokens(run_id, encode, cfg, runs_dir, "text")
+
+
+def dpo_on_tokens(
+    run_id: str,
+    encode: Callable[[Any], list[tuple[Encoded, Encoded]]],
+    cfg: DPOConfig | None = None,
+    runs_dir: str | Path | None = None,
+    modality: str = "text",
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """DPO of a language-model run (text or music) on pairs that ``encode(policy)`` turns into token ids.
+
+    Why one function for both: the loss, the frozen reference, the optimiser (AdamW, clipping at 1) and the
+    new run's layout are the same whatever the tokens stand for; only how an item becomes ids differs.
+    ``details`` go into the new run's ``feedback`` record beside the loss and margins."""
     from ..generation.pipelines import load_system
 
     cfg = cfg or DPOConfig()
-    if not pairs:
-        raise DataError("DPO needs preference pairs; record some with `genloop feedback prefer CHOSEN REJECTED`")
     t0 = time.perf_counter()
     store = RunStore(runs_dir)
     parent = store.get(run_id)
     policy, info = load_system(parent.dir)
-    if not modalities[policy.modality].prompted:
+    if policy.modality != modality or not hasattr(policy, "causal_lm"):
         raise ConfigError(
-            f"DPO fine-tunes text models; run {parent.id} is an {policy.modality} model (use finetune_images)"
+            f"DPO on {modality} pairs fine-tunes {modality} language models; run {parent.id} is an "
+            f"{policy.modality} model" + (" (use finetune_images)" if policy.modality == "image" else "")
         )
+    enc = encode(policy)
+    if not enc:
+        raise DataError(f"DPO needs preference pairs; none of run {parent.id}'s could be encoded")
     reference, _ = load_system(parent.dir)
-    reference.eval().requires_grad_(False)
+    reference.eval().requires_grad_(False)  # frozen: the anchor the policy's moves are measured from
     policy.eval()  # no dropout: the policy's log-probs must be comparable with the reference's
-    lm, ref_lm, tok = policy.causal_lm(), reference.causal_lm(), policy.tokenizer
-    block = lm.block_size
-    enc = [(_encode_pair(tok, p, c, block), _encode_pair(tok, p, r, block)) for p, c, r in pairs]
+    lm, ref_lm = policy.causal_lm(), reference.causal_lm()
 
     @torch.no_grad()
     def margins(model: Any) -> torch.Tensor:
@@ -288,8 +332,7 @@ def dpo(
     for _ in range(cfg.steps):
         pick = torch.randint(0, len(enc), (min(cfg.batch_size, len(enc)),), generator=g).tolist()
         chosen, rejected = [enc[i][0] for i in pick], [enc[i][1] for i in pick]
-        pi = sequence_logprobs(lm, chosen) - sequence_logprobs(lm, rejected)
-        loss = -F.logsigmoid(cfg.beta * (pi - ref_margin[pick])).mean()
+        loss = dpo_loss(lm, chosen, rejected, ref_margin[pick], cfg.beta)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
@@ -311,6 +354,7 @@ def dpo(
             "steps": cfg.steps,
             "lr": cfg.lr,
             "pairs": len(enc),
+            **(details or {}),
             "margin_before": round(float(ref_margin.mean()), 4),
             "margin_after": round(float(after.mean()), 4),
             "implicit_reward_accuracy": round(float((after - ref_margin > 0).float().mean()), 4),

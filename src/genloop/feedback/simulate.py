@@ -16,7 +16,7 @@ stars from it (``1 + round(4·value)``), and in an A/B pair prefers the higher v
   share; preferred = a share of at least the rater's ``threshold``.
 
 :func:`simulate` runs the whole loop for one run: generate → store → rate → train the reward model →
-best-of-n, fine-tuning (images: reward-filtered; text: DPO) and checkpoint selection → the preferred
+best-of-n, fine-tuning (images: reward-filtered; text and music: DPO) and checkpoint selection → the preferred
 share before and after each, with FID beside it (images) and the seconds each took.
 """
 
@@ -214,7 +214,7 @@ def simulate(
         raise ConfigError(f"rater '{rater}' rates {r.modality}; run {run.id} makes {kind.noun}s (valid: {RATERS})")
     if "finetune" in uses and not kind.can_finetune:
         uses = tuple(u for u in uses if u != "finetune")
-        say(f"fine-tuning on feedback is not available for {kind.noun}s yet; measuring best-of-n and selection")
+        say(f"fine-tuning on feedback is not available for {kind.noun}s; measuring best-of-n and selection")
     text_options = {"max_tokens": 64, "temperature": 1.0, **(text_options or {})}
     gen_opts = kind.simulation_options(text_options)
     seconds: dict[str, float] = {}
@@ -222,7 +222,13 @@ def simulate(
     probe = kind.quality_probe(dataset, seed)
 
     def measure(items: Any) -> dict[str, Any]:
-        return {"preferred_share": round(float(np.mean(r.preferred(items))), 4), **probe(items)}
+        # the rater's mean value beside the yes/no share: it moves before the stricter share does (music's
+        # in-key:C value is the share of notes in C major's scale)
+        return {
+            "preferred_share": round(float(np.mean(r.preferred(items))), 4),
+            "rater_value": round(float(np.mean(r.value(items))), 4),
+            **probe(items),
+        }
 
     # 1. generate, store and rate
     t = time.perf_counter()

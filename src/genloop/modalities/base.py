@@ -33,6 +33,9 @@ class Modality(ABC):
     report_keys: ClassVar[tuple[str, ...]] = ()  # generate-job params that shape only the job's report
     can_finetune: ClassVar[bool] = True  # False: :meth:`finetune` refuses (a simulation skips that stage)
     can_shard: ClassVar[bool] = False  # True: `generate`/`eval` can share their sampling over torchrun processes
+    # "dpo": fine-tuning learns from the stored A/B pairs themselves (:meth:`dpo`, a language model's tokens);
+    # "reward-filtered": from samples a reward model scored (images)
+    finetune_method: ClassVar[str] = "reward-filtered"
 
     # --- data -----------------------------------------------------------------------------------
     @property
@@ -129,6 +132,22 @@ class Modality(ABC):
     @abstractmethod
     def finetune(self, run_id: str, reward: Any, store: Any, job: str, cfgs: dict[str, Any], runs_dir: Any) -> dict:
         """Fine-tune a run on a job's feedback (``cfgs``: ``finetune`` and ``dpo`` settings)."""
+
+    def dpo(
+        self,
+        run_id: str,
+        store: Any,
+        cfg: Any,
+        runs_dir: Any,
+        *,
+        run_filter: str | None = None,
+        job_id: str | None = None,
+    ) -> dict[str, Any]:
+        """DPO of a run on the store's A/B pairs (those on one run's generations, or of one job), for a modality
+        whose :attr:`finetune_method` is ``"dpo"``; the others are fine-tuned from a reward model instead."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{self.noun}s are fine-tuned from a reward model's scores, not on preference pairs")
 
     # --- studio ---------------------------------------------------------------------------------
     @abstractmethod

@@ -112,7 +112,7 @@ class MusicModality(Modality):
     prompted = False
     default_eval_n = 32
     probe_label = "notes"
-    can_finetune = False
+    finetune_method = "dpo"  # a language model over tokens: DPO on the A/B choices, as text
     generate_keys = ("bars", "temperature", "top_p", "key", "time_signature", "style", "prompt_midi", "prompt_bars")
 
     # --- data -----------------------------------------------------------------------------------
@@ -390,9 +390,24 @@ class MusicModality(Modality):
         return Rater(spec, self.name, f"{words} ({spec})", params={"score": score, "threshold": threshold})
 
     def finetune(self, run_id: str, reward: Any, store: Any, job: str, cfgs: dict[str, Any], runs_dir: Any) -> dict:
-        from ...errors import ConfigError
+        """DPO on the job's preference pairs, re-tokenised from their MIDI (as text fine-tuning does on texts)."""
+        return self.dpo(run_id, store, cfgs.get("dpo"), runs_dir, job_id=job)
 
-        raise ConfigError("fine-tuning on feedback is not available for music yet; use best-of-n")
+    def dpo(
+        self,
+        run_id: str,
+        store: Any,
+        cfg: Any,
+        runs_dir: Any,
+        *,
+        run_filter: str | None = None,
+        job_id: str | None = None,
+    ) -> dict[str, Any]:
+        """DPO on the stored pairs' pieces, each re-tokenised with the run's tokenizer and the prefix its recipe
+        records (:mod:`.preference`)."""
+        from .preference import dpo_music, preference_midis
+
+        return dpo_music(run_id, preference_midis(store, run_id=run_filter, job_id=job_id), cfg, runs_dir)
 
     # --- studio ---------------------------------------------------------------------------------
     def describe(self, config: dict[str, Any], system_cls: type) -> dict[str, Any]:

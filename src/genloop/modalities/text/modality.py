@@ -28,6 +28,7 @@ class TextModality(Modality):
         "stop",
     )
     report_keys = ("logprobs", "echo")  # they shape only what the worker reports about a text
+    finetune_method = "dpo"
 
     # --- data -----------------------------------------------------------------------------------
     @property
@@ -164,9 +165,22 @@ class TextModality(Modality):
 
     def finetune(self, run_id: str, reward: Any, store: Any, job: str, cfgs: dict[str, Any], runs_dir: Any) -> dict:
         """DPO on the job's preference pairs."""
+        return self.dpo(run_id, store, cfgs.get("dpo"), runs_dir, job_id=job)
+
+    def dpo(
+        self,
+        run_id: str,
+        store: Any,
+        cfg: Any,
+        runs_dir: Any,
+        *,
+        run_filter: str | None = None,
+        job_id: str | None = None,
+    ) -> dict[str, Any]:
+        """DPO on the (prompt, chosen, rejected) texts of the store's pairs."""
         from ...feedback.optimize import dpo, preference_pairs
 
-        return dpo(run_id, preference_pairs(store, job_id=job), cfgs.get("dpo"), runs_dir=runs_dir)
+        return dpo(run_id, preference_pairs(store, run_id=run_filter, job_id=job_id), cfg, runs_dir=runs_dir)
 
     # --- studio ---------------------------------------------------------------------------------
     def describe(self, config: dict[str, Any], system_cls: type) -> dict[str, Any]:
