@@ -692,14 +692,16 @@ def _agreement(run_ids: list[str], db: str | None, seed: int, runs_dir: Path | N
     r = agreement(run_ids or None, runs_dir=runs_dir, db_url=db, seed=seed)
     kinds = [k for k in ("ratings", "preferences") if any(row[k]["tau"] is not None for row in r["rows"])]
     table = Table(title=f"agreement with people over {len(r['sources'])} rated sources (run@checkpoint)")
-    for col in ("metric", "better", "sources", *(f"tau vs {'ratings' if k == 'ratings' else 'A/B'}" for k in kinds)):
-        table.add_column(col, justify="left" if col in ("metric", "better") else "right")
+    table.add_column("metric (better)", overflow="fold")
+    table.add_column("n", justify="right")
+    for k in kinds:
+        table.add_column(f"tau {'ratings' if k == 'ratings' else 'A/B'} [95%]", justify="right", no_wrap=True)
     for row in r["rows"]:
         cells = []
         for k in kinds:
             t, ci = row[k]["tau"], row[k]["ci95"]
-            cells.append("-" if t is None else f"{t:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""))
-        table.add_row(row["metric"], row["better"], str(row["n_sources"]), *cells)
+            cells.append("-" if t is None else f"{t:+.2f}" + (f" [{ci[0]:+.2f},{ci[1]:+.2f}]" if ci else ""))
+        table.add_row(f"{row['metric']} ({row['better']})", str(row["n_sources"]), *cells)
     out.print(table)
     say(
         "tau +1: the metric ranks sources as people do, 0: unrelated, -1: reversed; [95% bootstrap interval over "

@@ -45,6 +45,7 @@ from . import catalog
 MIN_SOURCES = 3
 PRIOR = 0.5  # virtual wins (and losses) of each source against the reference strength 1
 KINDS = ("ratings", "preferences")
+SPEED = frozenset({"sampling_ms_per_image", "generation_tokens_per_s"})  # how fast, not how good: people rate outputs
 
 
 @dataclass
@@ -89,34 +90,39 @@ def rating_scores(sources: Sequence[Source], rng: np.random.Generator | None = N
     return out
 
 
-def bradley_terry(n_sources: int, pairs: np.ndarray, iters: int = 200) -> np.ndarray:
+def bradley_terry(n_sources: int, pairs: np.ndarray, iters: int = 500) -> np.ndarray:
     """Log Bradley–Terry strengths from (winner, loser) index pairs; NaN for sources in no pair.
 
-    Each source also plays PRIOR wins and PRIOR losses against a reference of strength 1, which anchors the
-    scale and keeps unbeaten sources finite.
+    ``pairs`` is (P, 2), or (B, P, 2) for B bootstrap replicates fitted at once (result (B, n)). Each source
+    also plays PRIOR wins and PRIOR losses against a reference of strength 1, which anchors the scale and
+    keeps unbeaten sources finite. Fitted by Hunter's (2004) MM iteration, all replicates together.
     """
-    played = np.zeros(n_sources, dtype=bool)
-    if len(pairs) == 0:
-        return np.full(n_sources, np.nan)
-    played[pairs[:, 0]] = played[pairs[:, 1]] = True
-    wins = np.bincount(pairs[:, 0], minlength=n_sources).astype(float)
-    games = np.zeros((n_sources, n_sources))
-    np.add.at(games, (pairs[:, 0], pairs[:, 1]), 1)
-    games = games + games.T
-    p = np.ones(n_sources)
+    batch = pairs.reshape(-1, pairs.shape[-2], 2) if pairs.ndim == 3 else pairs.reshape(1, -1, 2)
+    b, n = batch.shape[0], n_sources
+    if batch.shape[1] == 0:
+        out = np.full((b, n), np.nan)
+        return out if pairs.ndim == 3 else out[0]
+    rows = np.repeat(np.arange(b), batch.shape[1])
+    wins = np.zeros((b, n))
+    np.add.at(wins, (rows, batch[..., 0].ravel()), 1)
+    games = np.zeros((b, n, n))
+    np.add.at(games, (rows, batch[..., 0].ravel(), batch[..., 1].ravel()), 1)
+    games = games + games.transpose(0, 2, 1)
+    played = games.sum(2) > 0
+    p = np.ones((b, n))
     for _ in range(iters):
-        denom = (games / (p[:, None] + p[None, :])).sum(1) + 2 * PRIOR / (p + 1)
+        denom = (games / (p[:, :, None] + p[:, None, :])).sum(2) + 2 * PRIOR / (p + 1)
         new = (wins + PRIOR) / denom
-        if np.allclose(new, p, rtol=1e-9, atol=0):
-            p = new
-            break
+        done = np.abs(np.log(new) - np.log(p)).max() < 1e-10
         p = new
-    out = np.log(p)
-    out[~played] = np.nan
-    return out
+        if done:
+            break
+    out = np.where(played, np.log(p), np.nan)
+    return out if pairs.ndim == 3 else out[0]
 
 
 def _kendall(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Kendall's τ-b and its p-value (scipy) over the entries finite in both; NaN with < 3 or a constant side."""
     from scipy.stats import kendalltau
 
     ok = np.isfinite(x) & np.isfinite(y)
@@ -126,9 +132,33 @@ def _kendall(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(r.statistic), float(r.pvalue)
 
 
+def _signs(v: np.ndarray) -> np.ndarray:
+    """sign(v_i - v_j) over the pairs i < j, along the last axis (NaN where either is missing)."""
+    i, j = np.triu_indices(v.shape[-1], 1)
+    return np.sign(v[..., i] - v[..., j])
+
+
+def _tau_b_many(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """τ-b of ``x`` against each row of ``ys`` (B, n) at once: the bootstrap's thousands of τs in one step.
+
+    Same statistic as :func:`scipy.stats.kendalltau` (variant b), restricted to the pairs of sources that
+    are finite in both; scipy is kept for the reported τ and p-value, this is only for the replicates.
+    """
+    dx, dy = _signs(x)[None, :], _signs(ys)
+    both = np.isfinite(dx) & np.isfinite(dy)
+    dx, dy = np.where(both, dx, 0.0), np.where(both, dy, 0.0)
+    s = (dx * dy).sum(1)
+    nx, ny = (dx != 0).sum(1), (dy != 0).sum(1)  # pairs not tied in x (in y), among the usable ones
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = s / np.sqrt(nx.astype(float) * ny)
+    n_ok = (np.isfinite(x)[None, :] & np.isfinite(ys)).sum(1)
+    tau[(n_ok < MIN_SOURCES) | (nx == 0) | (ny == 0)] = np.nan
+    return tau
+
+
 def _oriented(key: str, value: Any, result: dict[str, Any]) -> float | None:
     """``value`` as "larger is better" by the catalogue (None for non-metrics, diagnostics and non-numbers)."""
-    if key not in catalog.CATALOG or key in catalog.companions():
+    if key not in catalog.CATALOG or key in catalog.companions() or key in SPEED:
         return None
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return None
@@ -264,17 +294,14 @@ def agreement(
     metric_values = {m: np.array([s.metrics.get(m, math.nan) for s in sel]) for m in names}
 
     rng = np.random.default_rng(seed)
-    boot: dict[str, dict[str, list[float]]] = {k: {m: [] for m in names} for k in KINDS}
     has = {k: bool(np.isfinite(people[k]).sum() >= MIN_SOURCES) for k in KINDS}
-    for _ in range(n_boot):
-        replicate = {}
-        if has["ratings"]:
-            replicate["ratings"] = rating_scores(sel, rng)
-        if has["preferences"]:
-            replicate["preferences"] = bradley_terry(len(sel), pairs[rng.integers(0, len(pairs), len(pairs))])
-        for k, scores in replicate.items():
-            for m in names:
-                boot[k][m].append(_kendall(metric_values[m], scores)[0])
+    replicates: dict[str, np.ndarray] = {}
+    if has["ratings"]:
+        replicates["ratings"] = np.array([rating_scores(sel, rng) for _ in range(n_boot)]).reshape(n_boot, len(sel))
+    if has["preferences"]:
+        resampled = pairs[rng.integers(0, len(pairs), (n_boot, len(pairs)))]  # (n_boot, P, 2)
+        replicates["preferences"] = bradley_terry(len(sel), resampled).reshape(n_boot, len(sel))
+    boot = {k: {m: _tau_b_many(metric_values[m], v).tolist() for m in names} for k, v in replicates.items()}
 
     rows = []
     for m in names:
