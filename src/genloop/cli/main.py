@@ -545,7 +545,7 @@ def _generate_text(
 @app.command("eval")
 def eval_(
     run_ids: list[str] | None = typer.Argument(
-        None, help="Run id (with --agreement: the rated runs to compare; default every rated run)."
+        None, metavar="RUN", help="Run id (with --agreement: the rated runs to compare; default every rated run)."
     ),
     n: int | None = typer.Option(
         None,
