@@ -150,13 +150,18 @@ def test_cli_generate_bad_options_are_one_line_errors(capsys, args, message) -> 
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_cli_eval_errors(capsys, tmp_path) -> None:
+def test_cli_eval_errors(capsys, tmp_path, monkeypatch) -> None:
+    from genloop.evaluation import inception
+
+    # without --weights the standard file is downloaded: here from nowhere, as on an offline machine
+    monkeypatch.setattr(inception, "FID_WEIGHTS_URLS", [(tmp_path / "offline" / "missing.pth").as_uri()])
     code, out, err = cli(capsys, "train", "dcgan", "--data", "digits", *_sets("dcgan"), "--steps", "2", "--quiet")
     rid = out.strip().splitlines()[-1]
     for args, message in (
-        (["--features", "inception"], "needs --weights"),
+        (["--features", "inception"], "or pass --weights PATH"),
         (["--features", "inception", "--weights", tmp_path / "nope.pth"], "nope.pth"),
         (["--features", "clip"], "unknown --features 'clip'"),
+        (["--features", f"hf:{tmp_path / 'no-model'}"], "no such model folder"),
         (["--sweep", "5,10"], "needs a diffusion run"),
         (["--sweep", "a,b"], "--sweep takes step counts"),
     ):

@@ -550,7 +550,9 @@ def _generate_text(
 
 @app.command("eval")
 def eval_(
-    run_id: str = typer.Argument(..., help="Run id."),
+    run_ids: list[str] | None = typer.Argument(
+        None, metavar="RUN", help="Run id (with --agreement: the rated runs to compare; default every rated run)."
+    ),
     n: int | None = typer.Option(
         None,
         "--n",
@@ -567,9 +569,23 @@ def eval_(
         None, "--guidance", help="Classifier-free guidance scale (conditional diffusion)."
     ),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last, or best (runs trained with train.eval_every)."),
-    features: str = typer.Option("ref", "--features", help="ref (GenLoop's reference net for the data) or inception."),
+    features: str = typer.Option(
+        "ref",
+        "--features",
+        help="ref (GenLoop's reference net for the data), inception (standard FID weights, downloaded once), "
+        "or hf:PATH (a local Hugging Face DINOv2/CLIP vision model folder).",
+    ),
     weights: Path | None = typer.Option(
-        None, "--weights", help="Inception-v3 FID weights file (with --features inception)."
+        None, "--weights", help="Inception-v3 FID weights file (with --features inception; default: download)."
+    ),
+    agreement: bool = typer.Option(
+        False,
+        "--agreement",
+        help="Kendall tau between each stored metric and people's ratings/A-B choices, over rated runs and "
+        "checkpoints (the studio database); writes <runs>/agreement.json.",
+    ),
+    db: str | None = typer.Option(
+        None, "--db", envvar="GENLOOP_DB_URL", help="With --agreement: studio database URL (default: beside the runs)."
     ),
     sweep: str | None = typer.Option(
         None, "--sweep", help="Diffusion: steps-vs-FID curve over these step counts, e.g. 5,10,20,50."
@@ -588,10 +604,15 @@ def eval_(
     """FID, KID, IS, precision/recall, density/coverage, class accuracy, copies: each beside its real-data floor."""
     from .. import distributed
 
+    if agreement:
+        _agreement(run_ids or [], db, seed, runs_dir)
+        return
+    if len(run_ids or []) != 1:
+        raise ConfigError("eval takes one run id (several only with --agreement)")
+    run_id = (run_ids or [""])[0]
     if sanity:
         print_sanity(run_id, features, weights, runs_dir, device)
         return
-
     if sweep is not None and (nproc or distributed.launched().world_size) > 1:
         raise ConfigError("--sweep runs in one process; drop --nproc (or torchrun)")
     if _relaunched(nproc, run_id, runs_dir):
@@ -674,7 +695,36 @@ def _eval(
     if not distributed.is_main():  # under torchrun, rank 0 scores and speaks for the job
         return
     print_metrics(r)
-    say(f"written to {api.RunStore(runs_dir).get(run_id).files.eval_metrics(features)}")
+    from ..evaluation.backbones import features_tag
+
+    say(f"written to {api.RunStore(runs_dir).get(run_id).files.eval_metrics(features_tag(features))}")
+
+
+def _agreement(run_ids: list[str], db: str | None, seed: int, runs_dir: Path | None) -> None:
+    """``genloop eval --agreement``: which metric orders the rated sources as people do (a table + JSON)."""
+    from ..evaluation.agreement import agreement
+
+    r = agreement(run_ids or None, runs_dir=runs_dir, db_url=db, seed=seed)
+    kinds = [k for k in ("ratings", "preferences") if any(row[k]["tau"] is not None for row in r["rows"])]
+    table = Table(title=f"agreement with people over {len(r['sources'])} rated sources (run@checkpoint)")
+    table.add_column("metric (better)", overflow="fold")
+    table.add_column("n", justify="right")
+    for k in kinds:
+        table.add_column(f"tau {'ratings' if k == 'ratings' else 'A/B'} [95%]", justify="right", no_wrap=True)
+    for row in r["rows"]:
+        cells = []
+        for k in kinds:
+            t, ci = row[k]["tau"], row[k]["ci95"]
+            cells.append("-" if t is None else f"{t:+.2f}" + (f" [{ci[0]:+.2f},{ci[1]:+.2f}]" if ci else ""))
+        table.add_row(f"{row['metric']} ({row['better']})", str(row["n_sources"]), *cells)
+    out.print(table)
+    say(
+        "tau +1: the metric ranks sources as people do, 0: unrelated, -1: reversed; [95% bootstrap interval over "
+        "rated items]. Watch the metric with the highest tau whose interval stays above 0."
+    )
+    if r["left_out"]:
+        note(f"left out (no metrics for that checkpoint, or no usable feedback): {', '.join(r['left_out'])}")
+    say(f"written to {r['path']}")
 
 
 def _metric_table(r: dict[str, Any], modality: str, title: str, floor_title: str) -> Table:

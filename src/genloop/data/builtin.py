@@ -36,9 +36,19 @@ def _digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
+def _sha256_ok(digest: str, expected: str) -> bool:
+    """``digest`` equals ``expected``, or starts with it when only a prefix is published (>= 8 hex digits).
+
+    Why a prefix: files named after torch hub's convention (``name-<first 8+ sha256 digits>.pth``, e.g. the
+    FID Inception weights) publish only that much of their checksum.
+    """
+    expected = expected.lower()
+    return digest == expected if len(expected) >= 64 else len(expected) >= 8 and digest.startswith(expected)
+
+
 def _matches(path: Path, md5: str | None, sha256: str | None) -> bool:
     return (md5 is None or _digest(path, "md5") == md5.lower()) and (
-        sha256 is None or _digest(path, "sha256") == sha256.lower()
+        sha256 is None or _sha256_ok(_digest(path, "sha256"), sha256)
     )
 
 
@@ -50,7 +60,8 @@ def download(
     A ``dest`` that already exists with the right checksum is kept (no network). The bytes stream into a
     temporary file that is renamed over ``dest`` only once the checksum is right, so an interrupted or
     corrupt download never leaves a file that a later run would trust. A wrong checksum moves on to the
-    next mirror; if none works, a one-line DataError lists why each failed.
+    next mirror; if none works, a one-line DataError lists why each failed. ``sha256`` may be a published
+    prefix of at least 8 hex digits (torch hub file names carry one).
     """
     dest = Path(dest)
     failures = []
@@ -69,7 +80,7 @@ def download(
                     h_sha.update(block)
                 if md5 and h_md5.hexdigest() != md5.lower():
                     raise _ChecksumMismatch(f"md5 {h_md5.hexdigest()}, expected {md5}")
-                if sha256 and h_sha.hexdigest() != sha256.lower():
+                if sha256 and not _sha256_ok(h_sha.hexdigest(), sha256):
                     raise _ChecksumMismatch(f"sha256 {h_sha.hexdigest()}, expected {sha256}")
             return dest
         except _ChecksumMismatch as e:

@@ -4,7 +4,11 @@ GenLoop's default yardstick is a small net trained on the dataset itself (:mod:`
 GenLoop works offline. Users who want numbers comparable with the literature can point GenLoop at the
 standard FID Inception weights, ``pt_inception-2015-12-05-6726825d.pth`` — the TensorFlow FID graph
 ported to PyTorch and distributed with pytorch-fid (tag ``fid_weights`` of its GitHub releases). The
-file is a plain state dict; GenLoop never downloads it.
+file is a plain state dict. Without ``--weights``, GenLoop downloads it once into its cache
+(``~/.cache/genloop/weights``, or ``$GENLOOP_CACHE_DIR/weights``) the way it downloads MNIST
+(:func:`genloop.data.builtin.download`): streamed into a temporary file that is kept only if its sha256
+starts with the published ``6726825d`` (the checksum prefix in the file name, torch hub's convention), and
+its 472 tensor names and shapes are then checked too. Offline, the error says where to put the file.
 
 The network is written out here in plain torch, because torchvision is not a dependency. It is
 Inception-v3 (Szegedy et al., 2016) with the module names of torchvision's ``Inception3``, which the
@@ -38,10 +42,14 @@ import torch.nn.functional as F
 
 from ..data.image import to_float
 from ..errors import DataError, NotFoundError
+from ..paths import cache_dir
 from ..serialization import sha256_file
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_SOURCE = "the pytorch-fid GitHub releases (tag fid_weights)"
+FID_WEIGHTS_URLS = [f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_NAME}"]
+# The published checksum: the sha256 prefix in the file name (torch hub's naming convention).
+FID_WEIGHTS_SHA256 = "6726825d"
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 NUM_CLASSES = 1008
@@ -368,16 +376,42 @@ class InceptionFeatureExtractor:
         return self.features_and_probs(x, batch_size)[1]
 
 
-def load_inception(path: str | os.PathLike, device: torch.device | str = "cpu") -> InceptionFeatureExtractor:
-    """Build FID Inception-v3 from a local weights file (.pth/.pt state dict or .safetensors). No download.
+def fid_weights_path(timeout: float = 60) -> Path:
+    """The cached FID weights file, downloaded on first use and checked against the published sha256 prefix.
 
-    A missing file raises NotFoundError saying where to get it; a file with other tensors, DataError.
+    Why download at all: numbers comparable with the literature need these exact weights, and asking every
+    user to fetch a 91 MB file by hand is where most stop. A cached copy with the right checksum is used
+    without touching the network. A download with the wrong checksum is never kept, and neither is a cached
+    copy that fails the check; offline, one NotFoundError line says what to download and where to put it.
     """
+    from ..data.builtin import download
+
+    dest = cache_dir("weights") / FID_WEIGHTS_NAME
+    try:
+        return download(FID_WEIGHTS_URLS, dest, sha256=FID_WEIGHTS_SHA256, timeout=timeout)
+    except DataError as e:
+        dest.unlink(missing_ok=True)  # a cached copy that failed the checksum must not be trusted later
+        raise NotFoundError(
+            f"no FID Inception weights: {e} (offline?); download {FID_WEIGHTS_NAME} from {FID_WEIGHTS_SOURCE} "
+            f"into {dest.parent}, or pass --weights PATH"
+        ) from None
+
+
+def load_inception(
+    path: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+) -> InceptionFeatureExtractor:
+    """Build FID Inception-v3 from a local weights file (.pth/.pt state dict or .safetensors).
+
+    ``path`` None: the cached standard file, downloaded on first use (:func:`fid_weights_path`). A missing
+    file raises NotFoundError saying where to get it; a file with other tensors, DataError.
+    """
+    if path is None:
+        path = fid_weights_path()
     path = Path(path).expanduser()
     if not path.is_file():
         raise NotFoundError(
             f"{path}: no such Inception weights file; download {FID_WEIGHTS_NAME} from {FID_WEIGHTS_SOURCE} "
-            "and pass its path (GenLoop never downloads it)"
+            "and pass its path (or leave out --weights to download it into the cache)"
         )
     state = _read_state_dict(path)
     net = FIDInceptionV3()
@@ -387,9 +421,12 @@ def load_inception(path: str | os.PathLike, device: torch.device | str = "cpu") 
 
 __all__ = [
     "FID_WEIGHTS_NAME",
+    "FID_WEIGHTS_SHA256",
+    "FID_WEIGHTS_URLS",
     "FIDInceptionV3",
     "InceptionFeatureExtractor",
     "expected_keys",
+    "fid_weights_path",
     "load_fid_inception_state",
     "load_inception",
 ]

@@ -24,6 +24,7 @@ from ..generation.pipelines import load_pipeline
 from ..modalities import modalities
 from ..runs import RunStore
 from ..serialization import write_json
+from .backbones import features_tag
 from .memorization import closest_pairs_grid
 from .suite import evaluate_images
 
@@ -31,7 +32,8 @@ from .suite import evaluate_images
 def feature_extractor(
     dataset: ImageDataset, features: str, weights: str | Path | None, device: str, progress: bool
 ) -> Any:
-    """The yardstick: GenLoop's reference net for the dataset, or Inception-v3 from a local weights file."""
+    """The yardstick: GenLoop's reference net for the dataset, Inception-v3 (a local weights file, or the
+    standard one downloaded once into the cache), or a local Hugging Face vision model (``hf:PATH``)."""
     from .features import get_feature_extractor
 
     if features == "ref":
@@ -39,15 +41,16 @@ def feature_extractor(
             raise ConfigError("--weights goes with --features inception; the reference net is trained by GenLoop")
         return get_feature_extractor(dataset, device=device, progress=progress)
     if features == "inception":
-        if weights is None:
-            raise ConfigError(
-                "--features inception needs --weights PATH (pt_inception-2015-12-05-6726825d.pth); "
-                "GenLoop never downloads at run time"
-            )
         from .inception import load_inception
 
         return load_inception(weights, device=device)
-    raise ConfigError(f"unknown --features '{features}'; valid: ref, inception")
+    if features.startswith("hf:") and len(features) > 3:
+        if weights is not None:
+            raise ConfigError("--weights goes with --features inception; hf:PATH names the model folder itself")
+        from .backbones import load_hf_backbone
+
+        return load_hf_backbone(features[3:], device=device)
+    raise ConfigError(f"unknown --features '{features}'; valid: ref, inception, hf:PATH (a local Hugging Face folder)")
 
 
 def evaluate_run(
@@ -70,7 +73,8 @@ def evaluate_run(
     held-out real images: FID, KID, IS, precision/recall, density/coverage, conditional accuracy and per-class
     FID, memorisation — each beside its real-data floor.
 
-    Writes ``eval/metrics.json`` (``eval/metrics_inception.json`` for the Inception backend) and
+    Writes ``eval/metrics.json`` (``eval/metrics_<tag>.json`` for Inception or ``hf:PATH``, see
+    :func:`~genloop.evaluation.backbones.features_tag`; a copy per checkpoint in ``eval/by_checkpoint/``) and
     ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image).
     """
     if n < 2 or n > 100_000:
@@ -172,7 +176,11 @@ def evaluate_image_run(
             result["family_metrics_split"] = "test" if len(real) <= keep else f"test[:{keep}]"
     result["seconds"] = round(time.perf_counter() - t0, 2)
     result["genloop_version"] = __version__
-    write_json(run.files.eval_metrics(features), result)
+    tag = features_tag(features)
+    write_json(run.files.eval_metrics(tag), result)
+    # one copy per checkpoint, so that `genloop eval --agreement` can pair people's ratings of an earlier
+    # checkpoint with that checkpoint's metrics after metrics.json has moved on
+    write_json(run.files.eval / "by_checkpoint" / f"{tag}-{str(result['checkpoint_sha256'])[:16]}.json", result)
     if features == "ref":
         headline = {
             k: result[k]

@@ -142,7 +142,7 @@ def evaluate_images(
     if "kid" in metrics:
         kid, kid_std = _kid(ref_feats, feats, seed)
         result.update({"kid": kid, "kid_std": kid_std, "kid_floor": _kid(ref_feats, floor_feats, seed)[0]})
-    if "is" in metrics and extractor.kind not in ("rotation", "contrastive"):  # no classes, no IS
+    if "is" in metrics and extractor.kind not in ("rotation", "contrastive", "hf"):  # no classes to score
         is_gen, is_real = InceptionScore(), InceptionScore()
         is_gen.update(probs)
         is_real.update(ref_probs)

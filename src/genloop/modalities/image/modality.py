@@ -14,7 +14,6 @@ from ..base import Modality
 
 
 class ImageModality(Modality):
-
     can_shard = True  # sample i is drawn in the same batch on any number of processes (generation/sharding.py)
     name = "image"
     noun = "image"
