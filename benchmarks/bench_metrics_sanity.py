@@ -7,8 +7,8 @@ the contrastive SimCLR net (the default for unlabelled data, here trained withou
 and reports for each the linear-probe and kNN accuracy on held-out digits (the usual yardstick of
 self-supervised features), the augmentation-retrieval top-1 and the sanity table (Spearman ρ per
 degradation per metric). For the unlabelled case it builds a folder of 1,000 random 32-px crops of
-scikit-image's sample photographs (astronaut, coffee, chelsea, rocket, ...), where only the contrastive net
-applies and only retrieval can measure it. Nets are trained in a fresh cache, one CPU thread, so the
+scikit-learn's two sample photographs (china.jpg, flower.jpg; scikit-image is not installed here), where only
+the contrastive net applies and only retrieval can measure it. Nets are trained in a fresh cache, one CPU thread, so the
 timings are what a user's first ``genloop eval`` on such data costs.
 """
 

@@ -304,7 +304,8 @@ def dpo_on_tokens(
     if policy.modality != modality or not hasattr(policy, "causal_lm"):
         raise ConfigError(
             f"DPO on {modality} pairs fine-tunes {modality} language models; run {parent.id} is an "
-            f"{policy.modality} model" + (" (use finetune_images)" if policy.modality == "image" else "")
+            f"{policy.modality} model"
+            + (" (use finetune_images)" if modalities[policy.modality].finetune_method != "dpo" else "")
         )
     enc = encode(policy)
     if not enc:
