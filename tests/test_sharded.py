@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import GENLOOP, TINY_GPT, cli, cli_env, tiny
+from conftest import GENLOOP, cli, cli_env, tiny
 
 import genloop
 
@@ -117,13 +117,6 @@ def test_nproc_errors_are_one_line(gan, capsys, tmp_path: Path) -> None:
         code, out, err = cli(capsys, *args, "--runs-dir", str(runs))
         assert code == 2 and out == "", (args, err)
         assert len(err.strip().splitlines()) == 1 and all(w in err for w in words), err
-    # text and music runs are not sharded yet: refused before any process starts
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("The quick brown fox jumps over the lazy dog.\n" * 30)
-    gpt = genloop.train("gpt", data=str(corpus), overrides=TINY_GPT, steps=1, progress=False)
-    for command in ("generate", "eval"):
-        code, out, err = cli(capsys, command, gpt.id, "--nproc", "2")
-        assert code == 2 and out == "" and "image runs" in err and "text model" in err, err
 
 
 def test_sample_batch_setting_and_nproc_stripping(monkeypatch: pytest.MonkeyPatch) -> None:

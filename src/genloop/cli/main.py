@@ -247,7 +247,7 @@ def _relaunched(nproc: int | None, run_id: str, runs_dir: Path | None) -> bool:
 
     modality = api.modality(run_id, runs_dir)
     if nproc > 1 and not modalities[modality].can_shard:
-        raise ConfigError(f"--nproc shares out image runs; run {run_id} is a {modality} model (drop --nproc)")
+        raise ConfigError(f"--nproc: run {run_id} is a {modality} model, whose work is not shared out (drop --nproc)")
     launch(nproc, _without_nproc(_ARGV))
     return True
 
@@ -412,6 +412,8 @@ def _generate(
             **{k.lstrip("-").replace("-", "_"): v for k, v in image_options.items() if v is not None},
         )
         if paths is not None:
+            if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
+                return
             say(f"wrote {len(paths)} files to {paths[0].parent} (a .mid with its recipe, .mid.json, .wav, .png each)")
             return
     if music_given:
@@ -495,7 +497,7 @@ def _generate_text(
 ) -> None:
     import warnings
 
-    from .. import api
+    from .. import api, distributed
 
     given = [k for k, v in image_options.items() if v is not None]
     if given:
@@ -513,7 +515,8 @@ def _generate_text(
     )
     if compile_:
         sampling["compile"] = True
-    stream = not no_stream and n == 1 and beams == 1
+    # under torchrun nothing streams: the ranks share the chunks and rank 0 prints the texts in item order
+    stream = not no_stream and n == 1 and beams == 1 and distributed.launched().world_size == 1
     prompt = prompt or ""
 
     def show(piece: str) -> None:
@@ -536,6 +539,8 @@ def _generate_text(
             on_piece=show if stream else None,
             **sampling,
         )
+    if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
+        return
     if stream:
         say("")
     else:

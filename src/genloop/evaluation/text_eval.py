@@ -12,8 +12,9 @@ import time
 import warnings
 from typing import Any
 
-from .. import __version__
+from .. import __version__, distributed
 from ..config import from_dict
+from ..generation import sharding
 from ..modalities.text import TextDataConfig, load_text_dataset
 from ..runs import Run, RunStore
 from ..serialization import write_json, write_text
@@ -43,10 +44,22 @@ def _val_documents(dataset: Any) -> list[str]:
 TEXT_EVAL = {"max_tokens": 256, "temperature": 1.0, "top_p": 1.0, "eval_tokens": 200_000}
 
 
+def _sample_settings() -> dict[str, Any]:
+    return {k: TEXT_EVAL[k] for k in ("max_tokens", "temperature", "top_p")}
+
+
 def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: float) -> dict[str, Any]:
     """Validation loss / perplexity / bits per character and byte, then ``n`` samples scored for diversity
     (distinct-1/2/3, self-BLEU) and memorisation (longest verbatim span in the training text), each beside
-    the same statistic of held-out real text (the floor)."""
+    the same statistic of held-out real text (the floor).
+
+    Under torchrun the ranks share the sampling (:func:`~genloop.generation.sharding.sample_texts`, the
+    single-process texts) while rank 0 alone scores the validation loss (one pass, no sampling: it overlaps
+    the other ranks' sampling), then scores the gathered texts with the same code, so every metric equals
+    the single-process one; only rank 0 writes, the other ranks return an empty dict."""
+    if not distributed.is_main():
+        sharding.sample_texts(pipe, "", n, 1_000_000 + seed, **_sample_settings())
+        return {}
     cfg = run.config
     cls = models[cfg["model"]["name"]]
     model_cfg = from_dict(cls.Config, cfg["model"], "model.")
@@ -82,14 +95,7 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
         },
     }
     t_sample = time.perf_counter()
-    out = pipe(
-        prompt="",
-        n=n,
-        seed=1_000_000 + seed,
-        max_tokens=TEXT_EVAL["max_tokens"],
-        temperature=TEXT_EVAL["temperature"],
-        top_p=TEXT_EVAL["top_p"],
-    )
+    out = sharding.sample_texts(pipe, "", n, 1_000_000 + seed, **_sample_settings())
     sample_seconds = time.perf_counter() - t_sample
     texts = out.texts
     n_tokens = sum(len(pipe.tokenizer.encode(t)) for t in texts)

@@ -108,8 +108,13 @@ def generate_texts(
     """Complete ``prompt`` ``n`` times with a language-model run; append each completion with its recipe to
     ``<out>/texts.jsonl`` (default ``<run>/generated``). ``sampling``: max_tokens, temperature, top_k, top_p,
     repetition_penalty, stop, num_beams. With ``on_piece`` (and ``n == 1``) each piece of text is passed to it
-    as it is generated (the CLI streams to the terminal this way). Returns (TextOutput, path of texts.jsonl)."""
-    sharding.refuse("text generation")
+    as it is generated (the CLI streams to the terminal this way). Returns (TextOutput, path of texts.jsonl).
+
+    More than :func:`~genloop.generation.sharding.chunk_size` completions are drawn chunk by chunk. Under
+    torchrun the chunks are shared out (:func:`~genloop.generation.sharding.write_texts`; nothing streams):
+    the same texts as one process, appended by rank 0 in item order; completions an interrupted run of the
+    same command recorded are reused. Rank 0 returns the output; the other ranks return (None, path)."""
+    device = sharding.join(device)
     run = RunStore(runs_dir).get(run_id)
     pipe = load_pipeline(run.dir, device, checkpoint)
     if not modalities[pipe.modality].prompted:
@@ -120,11 +125,15 @@ def generate_texts(
     out_dir = Path(out) if out else run.files.generated
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
-    if on_piece is not None and n == 1 and sampling.get("num_beams", 1) == 1:
+    path = out_dir / RunLayout.GENERATED_TEXTS
+    if sharding.sharded():
+        output = sharding.write_texts(pipe, out_dir, prompt, n, seed, sampling)
+        if output is None:
+            return None, path
+    elif on_piece is not None and n == 1 and sampling.get("num_beams", 1) == 1:
         output = pipe.stream_to(on_piece, prompt, seed, **sampling)
     else:
-        output = pipe(prompt=prompt, n=n, seed=seed, **sampling)
-    path = out_dir / RunLayout.GENERATED_TEXTS
+        output = sharding.sample_texts(pipe, prompt, n, seed, **sampling)
     previous = path.read_text(encoding="utf-8") if path.is_file() else ""
     lines = "".join(
         json.dumps({"text": t, "recipe": output.recipe_of(i)}, ensure_ascii=False) + "\n"
@@ -162,17 +171,25 @@ def generate_music(
     """Write ``n`` pieces of a music run as ``sample_<seed>.mid`` (recipe inside), ``.mid.json``, ``.wav`` and a
     piano-roll ``.png`` in ``out`` (default ``<run>/generated``). ``options``: the pipeline's own (bars,
     prompt_midi, prompt_bars, temperature, top_p, top_k, key, time_signature, style, max_tokens). Nothing is
-    written unless every piece was made (a bad ``prompt_midi`` is a one-line DataError)."""
+    written unless every piece was made (a bad ``prompt_midi`` is a one-line DataError).
+
+    More than :func:`~genloop.generation.sharding.chunk_size` pieces are drawn chunk by chunk. Under torchrun
+    the chunks are shared out (:func:`~genloop.generation.sharding.write_music`): the same files, byte for
+    byte, plus ``index.jsonl``; pieces an interrupted run of the same command finished are kept. Rank 0
+    returns the paths; the other ranks return an empty list."""
     if n < 1 or n > 1000:
         raise ConfigError(f"--n must be between 1 and 1000, got {n}")
     other = sorted(k for k, v in options.items() if v is not None and k not in MUSIC_OPTIONS)
     if other:
         raise ConfigError(f"{', '.join(other)}: not a music generation option (valid: {', '.join(MUSIC_OPTIONS)})")
-    sharding.refuse("music generation")
+    device = sharding.join(device)
     run = RunStore(runs_dir).get(run_id)
     out_dir = Path(out) if out else run.files.generated
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
     pipe = load_pipeline(run.dir, device, checkpoint)
-    output = pipe(n=n, seed=seed, **{k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    if sharding.sharded():
+        return sharding.write_music(pipe, out_dir, n, seed, given)
+    output = sharding.sample_music(pipe, n, seed, **given)
     return list(output.save(out_dir))

@@ -113,6 +113,7 @@ class MusicModality(Modality):
     default_eval_n = 32
     probe_label = "notes"
     finetune_method = "dpo"  # a language model over tokens: DPO on the A/B choices, as text
+    can_shard = True  # piece i is drawn in the same chunk on any number of processes (generation/sharding.py)
     generate_keys = ("bars", "temperature", "top_p", "key", "time_signature", "style", "prompt_midi", "prompt_bars")
 
     # --- data -----------------------------------------------------------------------------------
@@ -167,10 +168,17 @@ class MusicModality(Modality):
             """MusicPipeline whose prompt continues its first 4 bars (fewer when fewer are asked for) unless told
             otherwise."""
 
-            def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            @staticmethod
+            def _defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
                 if kwargs.get("prompt_midi") is not None and kwargs.get("prompt_bars") is None:
                     kwargs["prompt_bars"] = max(1, min(4, int(kwargs.get("bars") or 16) - 1))  # leave bars to write
-                return super().__call__(*args, **kwargs)
+                return kwargs
+
+            def __call__(self, *args: Any, **kwargs: Any) -> Any:
+                return super().__call__(*args, **self._defaults(kwargs))
+
+            def recipe_for(self, n: int = 1, seed: int = 0, **options: Any) -> dict[str, Any]:
+                return super().recipe_for(n, seed, **self._defaults(options))
 
         return StoredMusicPipeline(system, info)
 
@@ -248,10 +256,15 @@ class MusicModality(Modality):
     def evaluate(self, store: Any, run: Any, pipe: Any, n: int, seed: int, t0: float, **options: Any) -> dict:
         """:func:`~.evaluate.evaluate_music` on the run's data: likelihood beside n-gram baselines, ``n``
         samples (seeds apart from ``generate``'s) beside real-data floors; writes ``eval/metrics.json`` and
-        the first samples to ``eval/samples/``."""
+        the first samples to ``eval/samples/``.
+
+        Under torchrun the ranks share the sampling (:func:`~genloop.generation.sharding.sample_music`) and
+        rank 0 alone reads the data, scores the likelihood and the gathered pieces (the single-process ones)
+        and writes; the other ranks return an empty dict."""
         from ... import __version__
         from ...config import from_dict
         from ...errors import ConfigError
+        from ...generation import sharding
         from ...serialization import write_json
         from .dataset import MusicDataConfig
         from .evaluate import evaluate_music
@@ -262,10 +275,13 @@ class MusicModality(Modality):
                 "--sampler/--steps/--guidance/--eta/--features apply to image models; a music model is "
                 "scored on validation likelihood and samples"
             )
-        data = load_music_run_data(from_dict(MusicDataConfig, run.config["data"], "data."), pipe.tokenizer)
         t_sample = time.perf_counter()
-        made = pipe(n=n, seed=1_000_000 + seed, **MUSIC_EVAL)
+        # under torchrun the ranks share the sampling and rank 0 gets the single-process pieces
+        made = sharding.sample_music(pipe, n, 1_000_000 + seed, **MUSIC_EVAL)
         seconds = time.perf_counter() - t_sample
+        if made is None:
+            return {}
+        data = load_music_run_data(from_dict(MusicDataConfig, run.config["data"], "data."), pipe.tokenizer)
         r = evaluate_music(
             pipe.system, data.dataset, n_samples=n, seed=seed, tokens=data.ids, samples=made.pieces, info=pipe.info
         )

@@ -29,6 +29,7 @@ slot at a time).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,22 +301,23 @@ class MusicPipeline:
         (token,) = generate_ids(self.lm, ids, one, [seed])
         return int(token[0])
 
-    def __call__(
+    def _plan(
         self,
-        n: int = 1,
-        bars: int = 16,
-        seed: int = 0,
-        temperature: float = 0.9,
-        top_p: float = 0.95,
-        top_k: int = 0,
-        prompt_midi: str | Path | bytes | None = None,
-        prompt_bars: int = 4,
-        key: str | None = None,
-        time_signature: str | tuple[int, int] | None = None,
-        style: str | None = None,
-        max_tokens: int | None = None,
-        batch_size: int = 16,
-    ) -> MusicOutput:
+        n: int,
+        bars: int,
+        seed: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        prompt_midi: str | Path | bytes | None,
+        prompt_bars: int,
+        key: str | None,
+        time_signature: str | tuple[int, int] | None,
+        style: str | None,
+        max_tokens: int | None,
+    ) -> tuple[SamplingParams, list[tuple[str, str | None]], list[str], dict[str, Any]]:
+        """The checked request: (sampling settings, prefix slots, prompt tokens, batch recipe), nothing sampled.
+        Split from :meth:`__call__` so that :meth:`recipe_for` can say what a call would record."""
         tok = self.tokenizer
         if not (isinstance(n, int) and n >= 1):
             raise ConfigError(f"n must be at least 1, got {n}")
@@ -343,19 +345,6 @@ class MusicPipeline:
                 raise ConfigError(f"{t} is not in this model's music vocabulary")
         if tok.tok.is_trained and any(t is None for _, t in slots):
             raise ConfigError("a BPE music tokenizer needs key, time_signature and style given (no slot drawing)")
-
-        # Each row's prefix: the given tokens, the others drawn by the model with the row's seed.
-        rows: list[list[str]] = []
-        for i in range(n):
-            tokens = ["BOS_None"]
-            for kind, given in slots:
-                if given is None:
-                    ids = encode_tokens(tok, tokens)
-                    drawn = self._draw(ids, self._kind_ids(kind), _slot_seed(seed + i, kind), params)
-                    given = tok.tok[drawn]
-                tokens.append(given)
-            rows.append(tokens + [f"Bars_{bars}"] + prompt_body)
-
         recipe = self._recipe(
             n=n,
             bars=bars,
@@ -372,6 +361,47 @@ class MusicPipeline:
             prompt_midi_sha256=prompt_sha,
             prompt_bars=prompt_bars if prompt_midi is not None else None,
         )
+        return params, slots, prompt_body, recipe
+
+    def recipe_for(self, n: int = 1, seed: int = 0, **options: Any) -> dict[str, Any]:
+        """The batch recipe ``self(n=n, seed=seed, **options)`` returns, without sampling (the request is checked
+        as the call checks it): what a resumed generation compares finished pieces against."""
+        defaults = {k: p.default for k, p in inspect.signature(MusicPipeline.__call__).parameters.items()}
+        merged = {k: options.get(k, defaults[k]) for k in defaults if k not in ("self", "n", "seed", "batch_size")}
+        return self._plan(n=n, seed=seed, **merged)[3]
+
+    def __call__(
+        self,
+        n: int = 1,
+        bars: int = 16,
+        seed: int = 0,
+        temperature: float = 0.9,
+        top_p: float = 0.95,
+        top_k: int = 0,
+        prompt_midi: str | Path | bytes | None = None,
+        prompt_bars: int = 4,
+        key: str | None = None,
+        time_signature: str | tuple[int, int] | None = None,
+        style: str | None = None,
+        max_tokens: int | None = None,
+        batch_size: int = 16,
+    ) -> MusicOutput:
+        tok = self.tokenizer
+        params, slots, prompt_body, recipe = self._plan(
+            n, bars, seed, temperature, top_p, top_k, prompt_midi, prompt_bars, key, time_signature, style, max_tokens
+        )
+        # Each row's prefix: the given tokens, the others drawn by the model with the row's seed.
+        rows: list[list[str]] = []
+        for i in range(n):
+            tokens = ["BOS_None"]
+            for kind, given in slots:
+                if given is None:
+                    ids = encode_tokens(tok, tokens)
+                    drawn = self._draw(ids, self._kind_ids(kind), _slot_seed(seed + i, kind), params)
+                    given = tok.tok[drawn]
+                tokens.append(given)
+            rows.append(tokens + [f"Bars_{bars}"] + prompt_body)
+
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, tokens in enumerate(rows):
             groups.setdefault(tuple(tokens), []).append(i)

@@ -13,6 +13,7 @@ class TextModality(Modality):
     name = "text"
     noun = "text"
     prompted = True
+    can_shard = True  # text i is drawn in the same chunk on any number of processes (generation/sharding.py)
     default_eval_n = 100
     probe_label = "chars"
     generate_keys = (
