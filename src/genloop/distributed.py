@@ -243,10 +243,10 @@ def randint(high: int, n: int, device: Any = None) -> torch.Tensor:
     return out if w == 1 else out[rank() * n : (rank() + 1) * n]
 
 
-def gather_rows(t: torch.Tensor) -> torch.Tensor:
-    """Every rank's rows of ``t`` concatenated in rank order (all ranks must hold the same number of rows)."""
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` (any picklable object; sizes may differ) on rank 0, in rank order; None elsewhere."""
     if not active():
-        return t
-    parts = [torch.empty_like(t) for _ in range(world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
+        return [obj]
+    box: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, box, dst=0)
+    return box

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from PIL import Image
 
 from .. import distributed
@@ -106,16 +105,6 @@ def my_chunks(n: int) -> list[tuple[int, range]]:
     return [(k, rows) for k, rows in enumerate(chunks(n)) if k % w == r]
 
 
-def gather_to_main(obj: Any) -> list[Any] | None:
-    """Every rank's ``obj`` on rank 0, in rank order (None elsewhere); objects may differ in size, which
-    :func:`genloop.distributed.gather_rows` does not allow."""
-    if not distributed.active():
-        return [obj]
-    box: list[Any] | None = [None] * distributed.world_size() if distributed.is_main() else None
-    dist.gather_object(obj, box, dst=0)
-    return box
-
-
 def _chunk_call(pipe: Any, rows: range, seed: int, labels: torch.Tensor | None, options: dict[str, Any]) -> Any:
     """Sample the items ``rows`` exactly as a single-process call of ``n >= rows.stop`` samples them."""
     class_label = None if labels is None else [int(v) for v in labels[rows.start : rows.stop]]
@@ -141,7 +130,7 @@ def sample_images(pipe: Any, n: int, seed: int, class_label: Any = None, **optio
     for k, rows in my_chunks(n):
         out = _chunk_call(pipe, rows, seed, labels, options)
         mine.append((k, out.tensors, out.recipe))
-    parts = gather_to_main(mine)
+    parts = distributed.gather_to_main(mine)
     if parts is None:
         return None
     ordered = sorted((p for rank_parts in parts for p in rank_parts), key=lambda p: p[0])
@@ -304,7 +293,7 @@ def sample_texts(pipe: Any, prompt: str, n: int, seed: int, **sampling: Any) -> 
         texts = [t for k, rows in enumerate(chunks(n)) for t in _text_chunk(pipe, k, rows, prompt, seed, sampling)]
         return TextOutput(texts, prompt, recipe)
     mine = [(k, _text_chunk(pipe, k, rows, prompt, seed, sampling)) for k, rows in my_chunks(n)]
-    parts = gather_to_main(mine)
+    parts = distributed.gather_to_main(mine)
     if parts is None:
         return None
     ordered = sorted((p for rank_parts in parts for p in rank_parts), key=lambda p: p[0])
@@ -392,7 +381,7 @@ def sample_music(pipe: Any, n: int, seed: int, **options: Any) -> Any:
         return MusicOutput([s for rows in chunks(n) for s in _music_chunk(pipe, rows, seed, options)], recipe)
     # token ids and recipes travel (a score need not pickle); rank 0 decodes them as the pipeline does
     mine = [(k, [(s.ids, s.recipe) for s in _music_chunk(pipe, rows, seed, options)]) for k, rows in my_chunks(n)]
-    parts = gather_to_main(mine)
+    parts = distributed.gather_to_main(mine)
     if parts is None:
         return None
     ordered = sorted((p for rank_parts in parts for p in rank_parts), key=lambda p: p[0])
