@@ -35,7 +35,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data.image import to_float
 from ..errors import ConfigError, DataError, NotFoundError
 from ..serialization import sha256_file
 
@@ -207,17 +206,9 @@ class HFFeatureExtractor:
         return f"HFFeatureExtractor(id={self.id!r}, feature_dim={self.feature_dim})"
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
-        from .inception import _to_rgb
+        from .inception import checked_rgb
 
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise DataError(f"images must be a (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
-        if x.dtype == torch.uint8:
-            x = to_float(x)
-        if not x.is_floating_point():
-            raise DataError(f"images must be float in [-1, 1] or uint8, got {x.dtype}")
-        if not torch.isfinite(x).all():
-            raise DataError("images contain NaN or infinite values")
-        return _to_rgb(x)
+        return checked_rgb(x)
 
     def _pooled(self, pixels: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=pixels)

@@ -289,6 +289,22 @@ def load_fid_inception_state(model: FIDInceptionV3, state: dict[str, torch.Tenso
     model.load_state_dict(weights, strict=False)  # strict=False: the optional counters may be absent
 
 
+def checked_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Images given to a pretrained backbone, checked (one-line errors) and as float RGB in [-1, 1]: uint8 or
+    float, grey repeated to three channels. Every backbone (Inception, hf:PATH) takes its input through here."""
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"expected a tensor of images, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[-1] < 1 or x.shape[-2] < 1:
+        raise DataError(f"images must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        x = to_float(x)
+    if not x.is_floating_point():
+        raise DataError(f"images must be float in [-1, 1] or uint8, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise DataError("images contain NaN or infinite values")
+    return _to_rgb(x)
+
+
 def _to_rgb(x: torch.Tensor) -> torch.Tensor:
     """1 channel -> repeated to 3; 2 (grey + alpha) -> grey repeated; 3 -> as is; 4 (RGBA) -> alpha dropped."""
     c = x.shape[1]
@@ -334,17 +350,7 @@ class InceptionFeatureExtractor:
         )
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise DataError(f"expected a tensor of images, got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[-1] < 1 or x.shape[-2] < 1:
-            raise DataError(f"images must be (N, C, H, W), got shape {tuple(x.shape)}")
-        if x.dtype == torch.uint8:
-            x = to_float(x)
-        if not x.is_floating_point():
-            raise DataError(f"images must be float in [-1, 1] or uint8, got {x.dtype}")
-        if not torch.isfinite(x).all():
-            raise DataError("images contain NaN or infinite values")
-        return _to_rgb(x)
+        return checked_rgb(x)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, torch.float32)
