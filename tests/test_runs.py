@@ -75,3 +75,25 @@ def test_a_live_run_cannot_be_claimed_twice_and_a_dead_one_reads_killed(tmp_path
         other.wait()
     assert store.get(run.id).info["status"] == "killed"
     assert store.mark_running(store.get(run.id)).info["pid"] == os.getpid()
+
+
+def test_a_run_index_created_by_another_process_at_the_same_moment_is_used(tmp_path, monkeypatch) -> None:
+    """Two workers opening a fresh run store at once: the loser of the CREATE TABLE race uses the winner's table."""
+    from sqlalchemy.exc import OperationalError
+
+    from genloop import runs as runs_module
+
+    real = runs_module._Base.metadata.create_all
+    calls = []
+
+    def racing(engine, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the other process creates the table between our check and our CREATE
+            real(engine, *args, **kwargs)
+            raise OperationalError("CREATE TABLE runs", {}, Exception("table runs already exists"))
+        return real(engine, *args, **kwargs)
+
+    monkeypatch.setattr(runs_module._Base.metadata, "create_all", racing)
+    store = runs_module.RunStore(tmp_path / "runs")
+    run = store.create("vae", "digits", {"model": {"name": "vae"}}, 0)
+    assert [r.id for r in store.list()] == [run.id] and len(calls) == 2

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Float, Integer, String, create_engine, delete, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from . import __version__
@@ -117,7 +118,10 @@ class RunStore:
         if self._engine is None:
             self.root.mkdir(parents=True, exist_ok=True)
             self._engine = create_engine(f"sqlite:///{self.root / 'index.sqlite'}")
-            _Base.metadata.create_all(self._engine)
+            try:
+                _Base.metadata.create_all(self._engine)
+            except OperationalError:  # another process (a second worker, a rank) created it at the same moment
+                _Base.metadata.create_all(self._engine)  # checks first, so now it finds the table and creates nothing
         return self._engine
 
     def _index(self, info: dict[str, Any]) -> None:
