@@ -9,6 +9,10 @@ Losses (``loss``):
 ``spectral_norm`` divides each discriminator weight by its largest singular value (Miyato et al.,
 2018), which keeps the discriminator smooth without any normalisation layer.
 
+``augment`` (and ``ada``) put differentiable augmentation between every image and the discriminator,
+real and fake, in both players' steps — DiffAugment / ADA, for data sets of a few hundred images; see
+:mod:`genloop.models.diffaugment`.
+
 ``cgan`` is the class-conditional family: conditional batch norm in the generator, a projection
 discriminator (Miyato & Koyama, 2018), hinge loss and spectral norm, trained on labelled data.
 """
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 
 from .. import distributed
 from ..errors import ConfigError
+from ..models.diffaugment import DiffAugment
 from ..models.gan import Discriminator, Generator, init_weights, spectral_normalize
 from .base import DataSpec, StepFn, System, frozen
 
@@ -40,6 +45,13 @@ class GANConfig:
     spectral_norm: bool = False  # spectral normalisation of every discriminator weight
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp)
     n_critic: int = 1  # discriminator steps per generator step
+    # Differentiable augmentation (small data sets): what the discriminator sees, real and fake alike.
+    augment: str = ""  # comma-separated DiffAugment policies: color, translation, cutout ("" = none)
+    augment_p: float = 1.0  # chance each policy applies to an image (DiffAugment: 1); with ada, the start
+    ada: bool = False  # adapt augment_p to the discriminator's overfitting signal r_t (StyleGAN2-ADA)
+    ada_target: float = 0.6  # r_t = E[sign D(real)] kept near this: higher means D is overfitting
+    ada_interval: int = 4  # steps between adjustments of p
+    ada_kimg: float = 20.0  # thousands of real images over which p may move by 1 (the adjustment speed)
 
     def __post_init__(self) -> None:
         if self.n_critic < 1:
@@ -72,13 +84,23 @@ class GANSystem(System):
             raise ConfigError(
                 f"{config.name} needs a labelled dataset; this one has no classes (train dcgan for unlabelled images)"
             )
-        self.generator = Generator(config.z_dim, spec.channels, spec.image_size, config.g_width, classes)
-        self.discriminator = Discriminator(
+        self.generator, self.discriminator = self.build_networks(classes)
+        self.augment = DiffAugment(
+            config.augment, config.augment_p, config.ada, config.ada_target, config.ada_interval, config.ada_kimg
+        )
+
+    def build_networks(self, classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The generator and discriminator, initialised (a family with other networks overrides this)."""
+        config, spec = self.config, self.spec
+        generator = Generator(config.z_dim, spec.channels, spec.image_size, config.g_width, classes)
+        discriminator = Discriminator(
             spec.channels, spec.image_size, config.d_width, discriminator_norm(config), classes
         )
-        init_weights(self)
+        init_weights(generator)
+        init_weights(discriminator)
         if config.spectral_norm:
-            spectral_normalize(self.discriminator)
+            spectral_normalize(discriminator)
+        return generator, discriminator
 
     @property
     def latent_dim(self) -> int:
@@ -93,8 +115,13 @@ class GANSystem(System):
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"discriminator": list(self.discriminator.parameters()), "generator": list(self.generator.parameters())}
 
+    def _discriminate(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The discriminator's float scores on ``images`` as it sees them: through the augmentation, if any."""
+        return self.discriminator(self.augment(images), labels).float()
+
     def _d_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        d_real, d_fake = self.discriminator(real, labels).float(), self.discriminator(fake, labels).float()
+        d_real, d_fake = self._discriminate(real, labels), self._discriminate(fake, labels)
+        self.augment.observe(d_real)  # ADA's overfitting signal (a no-op unless model.ada)
         if self.config.loss == "bce":
             return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
         if self.config.loss == "hinge":
@@ -104,7 +131,7 @@ class GANSystem(System):
     def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         eps = distributed.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
         mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
-        (grad,) = torch.autograd.grad(self.discriminator(mix, labels).float().sum(), mix, create_graph=True)
+        (grad,) = torch.autograd.grad(self._discriminate(mix, labels).sum(), mix, create_graph=True)
         return ((grad.flatten(1).float().norm(dim=1) - 1) ** 2).mean()
 
     def _labels(self, batch: Any) -> torch.Tensor | None:
@@ -133,7 +160,7 @@ class GANSystem(System):
         """The generator's loss on as many fakes as ``batch`` holds (for its labels, if conditional)."""
         real, labels = batch[0], self._labels(batch)
         z = distributed.randn(real.shape[0], self.config.z_dim, device=real.device)
-        d_fake = self.discriminator(self.generator(z, labels), labels).float()
+        d_fake = self._discriminate(self.generator(z, labels), labels)
         return {"loss": F.softplus(-d_fake).mean() if self.config.loss == "bce" else -d_fake.mean()}
 
     def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
@@ -142,7 +169,9 @@ class GANSystem(System):
             d_loss = opt.step("discriminator", self._critic_loss)["loss"]
         with frozen(self.discriminator):
             g_loss = opt.step("generator", self._generator_loss)["loss"]
-        return {"d_loss": d_loss, "g_loss": g_loss}
+        logs = {"d_loss": d_loss, "g_loss": g_loss}
+        logs.update({k: torch.tensor(v) for k, v in self.augment.end_step().items()})  # ADA: p and r_t
+        return logs
 
 
 @dataclass
