@@ -44,6 +44,7 @@ FAMILIES = {
     "dcgan": tiny("dcgan", "train.threads=1", FP32),
     "gpt": [*TINY_GPT, "train.sample_every=0", FP32],
 }
+ADA = ("model.augment=color,translation,cutout", "model.ada=true", "model.ada_interval=1", "model.ada_kimg=0.1")
 CHECKPOINT_EVERY = ["train.checkpoint_every=10", "train.keep_checkpoints=0"]
 
 
@@ -175,6 +176,8 @@ def test_every_family_trains_on_two_processes(area: dict, tmp_path: Path) -> Non
     plan = {
         "wgan-gp": ["wgan-gp", None, tiny("wgan-gp", FP32), 4],
         "cgan": ["cgan", None, tiny("cgan", FP32), 4],
+        # DiffAugment + ADA: the augmentation draws and the r_t behind p must be those of one process
+        "dcgan-ada": ["dcgan", None, tiny("dcgan", *ADA, FP32), 4],
         "cvae": ["cvae", None, tiny("cvae", "model.width=16", FP32), 4],
         "ddpm": ["ddpm", None, tiny("ddpm", FP32), 4],
         "music-gpt": ["music-gpt", str(music_folder(tmp_path / "music")), TINY_MUSIC, 4],
