@@ -47,7 +47,7 @@ class GANConfig:
     n_critic: int = 1  # discriminator steps per generator step
     # Differentiable augmentation (small data sets): what the discriminator sees, real and fake alike.
     augment: str = ""  # comma-separated DiffAugment policies: color, translation, cutout ("" = none)
-    augment_p: float = 1.0  # chance each policy applies to an image (DiffAugment: 1); with ada, the start
+    augment_p: float | None = None  # chance each policy applies to an image; None: 1 (DiffAugment), 0 with ada
     ada: bool = False  # adapt augment_p to the discriminator's overfitting signal r_t (StyleGAN2-ADA)
     ada_target: float = 0.6  # r_t = E[sign D(real)] kept near this: higher means D is overfitting
     ada_interval: int = 4  # steps between adjustments of p
@@ -85,8 +85,9 @@ class GANSystem(System):
                 f"{config.name} needs a labelled dataset; this one has no classes (train dcgan for unlabelled images)"
             )
         self.generator, self.discriminator = self.build_networks(classes)
+        p = config.augment_p if config.augment_p is not None else (0.0 if config.ada else 1.0)  # ADA starts at 0
         self.augment = DiffAugment(
-            config.augment, config.augment_p, config.ada, config.ada_target, config.ada_interval, config.ada_kimg
+            config.augment, p, config.ada, config.ada_target, config.ada_interval, config.ada_kimg
         )
 
     def build_networks(self, classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
