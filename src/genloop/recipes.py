@@ -293,9 +293,10 @@ def pick(
         return Choice(DEFAULTS, family, {"model": {}, "data": {}, "train": {}}, [why])
 
     reasons = [summary.describe()]
+    chosen: Recipe | None = None
     if recipe != AUTO:
-        chosen: Recipe | None = RECIPES[recipe]
-        reasons.append(f"{chosen.name} as asked: {chosen.why}")
+        chosen = RECIPES[recipe]
+        reasons.append(f"{recipe} as asked: {RECIPES[recipe].why}")
     else:
         candidates = list(RECIPES.values())
         if model is not None:
@@ -318,7 +319,7 @@ def pick(
             extra = _for_model(chosen, model, summary)
             if extra is None:
                 raise ConfigError(f"recipe {chosen.name} trains {', '.join(chosen.families)}, not {model}")
-            family, notes = model, []
+            family, notes = model, list[str]()
         else:
             family, extra, notes = _family(chosen, summary, available)
         reasons += notes

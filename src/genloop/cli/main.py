@@ -136,7 +136,7 @@ def train(
     model: str | None = typer.Argument(
         None,
         help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm (text); "
-        "music-gpt (music).",
+        "music-gpt (music). Optional with --recipe: the recipe picks one from the data.",
     ),
     data: str | None = typer.Option(
         None,
