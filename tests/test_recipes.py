@@ -228,6 +228,7 @@ def test_cli_auto_trains_and_writes_the_choice(capsys, tmp_path: Path, grey: Pat
     assert code == 0, err
     assert "recipe digits-like: dcgan at 32 px — 40 grey images of 8 px, unlabelled" in err
     assert "settings: data.flip=false data.image_size=32 train.batch_size=8" in err
+    assert "yours win: data.image_size, train.batch_size, train.log_every, train.sample_every (from" in err
     cfg, info = _run_files(tmp_path, out.strip().splitlines()[-1])
     assert cfg["model"]["name"] == "dcgan" and cfg["data"]["flip"] is False
     assert cfg["data"]["image_size"] == 8  # the user's --set wins over the recipe's 32

@@ -147,7 +147,7 @@ RECIPES: dict[str, Recipe] = {
             "small-rgb-gan",
             "few images, so differentiable augmentation (color, translation, cutout) with ADA between every "
             "image and the discriminator keeps it from memorising them; flips",
-            f"up to {LARGE:,} images (and a budget under {DIFFUSION_BUDGET / 3600:.0f} h)",
+            f"up to {LARGE:,} images, a budget under {DIFFUSION_BUDGET / 3600:.0f} h",
             ("resgan", "dcgan"),
             (("resgan", {"class_conditional": True}), ("cgan", {})),
             {"model": dict(_AUGMENT), "data": {"flip": True}},
@@ -184,13 +184,18 @@ class Choice:
 
         return [f"{section}.{k}={text(v)}" for section, values in self.overrides.items() for k, v in values.items()]
 
-    def lines(self) -> list[str]:
-        """What the CLI prints: the headline, then one line per reason and the settings chosen."""
-        return [
+    def lines(self, config: Any = None, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """What the CLI prints: the headline, then one line per reason and the settings chosen, and which of
+        them the user's config file or ``--set`` overrides."""
+        out = [
             f"{self.headline()} — {self.reasons[0]}",
             *(f"  {r}" for r in self.reasons[1:]),
             f"  settings: {' '.join(self.settings_list())}",
         ]
+        mine = [k for k in _user_keys(config, overrides) if k[1] in self.overrides.get(k[0], {})]
+        if mine:
+            out.append(f"  yours win: {', '.join('.'.join(k) for k in mine)} (from --config/--set)")
+        return out
 
     def record(self) -> dict[str, Any]:
         """What ``run.json`` keeps under ``recipe``."""
@@ -332,7 +337,7 @@ def pick(
     size_of = chosen.image_size if chosen is not None and chosen.image_size else nearest_size
     sections["data"]["image_size"] = size_of(summary.native_size)
     if sections["data"]["image_size"] != summary.native_size:
-        reasons.append(f"image size {sections['data']['image_size']} px (the data's {summary.native_size} px, rounded)")
+        reasons.append(f"image size {sections['data']['image_size']} px (the data's are {summary.native_size} px)")
     if summary.count:
         sections["train"]["batch_size"] = batch_size(summary.count)
         reasons.append(f"batch {sections['train']['batch_size']}: min(64, images / 4) as a power of two, at least 8")
@@ -361,18 +366,25 @@ def budget_settings(choice: Choice, steps: int | None, time_budget: float | None
         )
 
 
-def sets_end(config: Any, overrides: list[str] | tuple[str, ...]) -> bool:
-    """Whether a config file or ``--set`` decides when training ends (then no default budget is chosen)."""
+def _user_keys(config: Any, overrides: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """The (section, key) settings a config file and ``--set`` give, in that order, each once."""
     from .config import load_yaml, parse_override
 
-    keys = {"steps", "time_budget"}
-    if any(parse_override(o)[0] in (["train", k] for k in keys) for o in overrides):
-        return True
-    if config is None:
-        return False
-    cfg = config if isinstance(config, dict) else load_yaml(config)
-    train = cfg.get("train") if isinstance(cfg, dict) else None
-    return isinstance(train, dict) and bool(keys & set(train))
+    keys: list[tuple[str, str]] = []
+    cfg = config if isinstance(config, dict) or config is None else load_yaml(config)
+    for section, values in (cfg or {}).items() if isinstance(cfg, dict) else ():
+        if isinstance(values, dict):
+            keys += [(section, k) for k in values]
+    for o in overrides:
+        path = parse_override(o)[0]
+        if len(path) == 2:
+            keys.append((path[0], path[1]))
+    return list(dict.fromkeys(keys))
+
+
+def sets_end(config: Any, overrides: list[str] | tuple[str, ...]) -> bool:
+    """Whether a config file or ``--set`` decides when training ends (then no default budget is chosen)."""
+    return any(k in (("train", "steps"), ("train", "time_budget")) for k in _user_keys(config, overrides))
 
 
 def choose(

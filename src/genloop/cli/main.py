@@ -204,7 +204,7 @@ def train(
 
             choice = choose(data, model, recipe, config, set_, steps, budget)
             if distributed.launched().rank == 0:
-                for line in choice.lines():
+                for line in choice.lines(config, set_):
                     note(line)
         elif not model:
             from ..systems import models
