@@ -80,7 +80,7 @@ def test_summary_errors(tmp_path: Path) -> None:
         summarize(str(tmp_path / "missing"))
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "x.bin").write_bytes(b"\x00\x01")
-    with pytest.raises(ConfigError, match="no images, text or music"):
+    with pytest.raises(ConfigError, match="no data any modality"):
         summarize(str(tmp_path / "odd"))
     with pytest.raises(ConfigError, match="pass --data"):
         summarize(None)

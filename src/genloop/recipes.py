@@ -234,7 +234,8 @@ def summarize(data: str | None, model: str | None = None) -> DataSummary:
             if not Path(data).expanduser().exists():
                 raise NotFoundError(f"--data {data}: not a built-in dataset and no such file or folder")
             raise ConfigError(
-                f"--data {data}: no images, text or music GenLoop can read there; name a model to read it as its data"
+                f"--data {data}: no data any modality ({', '.join(modalities.names())}) can read there; "
+                "name a model to read it as that model's data"
             )
         modality = claims[0][2]
     found = modality.data_summary(data)
