@@ -29,7 +29,7 @@ from .systems import models
 
 
 def train(
-    model: str,
+    model: str | None = None,
     data: str | None = None,
     config: str | Path | dict | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -40,15 +40,22 @@ def train(
     progress: bool = True,
     on_run: Callable[[Run], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    recipe: Any = None,
 ) -> Run:
     """Train a new run. Everything is validated (config, data, model) before the run directory exists.
 
     ``on_run`` is called with the new run before training starts (a job server records its id there, so
     a crash resumes this run instead of starting another); ``should_stop`` is polled between steps.
+
+    ``recipe="auto"`` looks at ``data`` and chooses the family (when ``model`` is None), image size,
+    augmentation and budget settings; a recipe name applies that recipe (:mod:`genloop.recipes`). The config
+    file and ``overrides`` still win over its settings; ``run.info["recipe"]`` says what it chose and why.
     """
     from .orchestrate import train_run
 
-    return train_run(model, data, config, overrides, steps, time_budget, seed, runs_dir, progress, on_run, should_stop)
+    return train_run(
+        model, data, config, overrides, steps, time_budget, seed, runs_dir, progress, on_run, should_stop, recipe
+    )
 
 
 def resume(

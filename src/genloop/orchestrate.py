@@ -73,7 +73,7 @@ def _note_elastic_run(store: RunStore, run: Run) -> None:
 
 
 def train_run(
-    model: str,
+    model: str | None,
     data: str | None = None,
     config: str | Path | dict | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -84,13 +84,31 @@ def train_run(
     progress: bool = True,
     on_run: Callable[[Run], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    recipe: str | Any = None,
 ) -> Run:
     """Train a new run. Everything is validated (config, data, model) before the run directory exists.
 
     ``on_run`` is called with the new run before training starts (a job server records its id there, so
     a crash resumes this run instead of starting another); ``should_stop`` is polled between steps.
+    ``recipe``: a :mod:`genloop.recipes` name ("auto" looks at the data), or a :class:`~genloop.recipes.Choice`
+    made already (the CLI prints it first); its family and settings go under the config file's and ``--set``'s.
     """
-    rc = resolve_config(model, data, config, overrides, steps, time_budget, seed)
+    from .recipes import Choice, choose
+
+    choice = recipe
+    if isinstance(recipe, str):
+        choice = choose(data, model, recipe, config, overrides, steps, time_budget)
+    if choice is not None and not isinstance(choice, Choice):
+        raise ConfigError(f"recipe must be a recipe name or a Choice, got {recipe!r}")
+    if choice is not None:
+        model = choice.model
+    if model is None:
+        from .systems import models
+
+        raise ConfigError(f"name a model to train ({', '.join(models.names())}) or pass a recipe (recipe='auto')")
+    rc = resolve_config(
+        model, data, config, overrides, steps, time_budget, seed, choice.overrides if choice is not None else None
+    )
     store = RunStore(runs_dir)  # checked before the (slower) data loading
     ctx = distributed.setup(pick_device(rc.train.device))  # under torchrun: join the job's process group
     restarted = _restarted_run(store)
@@ -102,7 +120,9 @@ def train_run(
     system = rc.system_cls(rc.model, spec)
     if ctx.main:  # one run folder, made by rank 0 and announced to the others
         cfg = {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}
-        run = store.create(model, rc.data.name, cfg, rc.train.seed)
+        run = store.create(
+            model, rc.data.name, cfg, rc.train.seed, {"recipe": choice.record()} if choice is not None else None
+        )
         modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=True)
         _note_elastic_run(store, run)
     run_id = distributed.broadcast_object(run.id if ctx.main else None)

@@ -1,6 +1,6 @@
 """Resolving a training recipe: which settings a run trains with, layered from four places.
 
-The layering (family defaults < config file < ``--set`` overrides < explicit arguments) lives here, beside
+The layering (family defaults < recipe < config file < ``--set`` overrides < explicit arguments) lives here, beside
 :mod:`genloop.config` (which turns one dict into typed dataclasses), because both ``train`` and ``resume``
 need the same answer and a run's ``config.json`` is only ever written from a :class:`ResolvedConfig`.
 It is a module of its own rather than part of ``config.py`` because it needs the model registry, and the
@@ -50,10 +50,14 @@ def resolve_config(
     steps: int | None = None,
     time_budget: float | None = None,
     seed: int | None = None,
+    recipe: dict[str, dict[str, Any]] | None = None,
 ) -> ResolvedConfig:
-    """Layer the settings: family defaults < config file < ``--set`` overrides < explicit arguments."""
+    """Layer the settings: family defaults < recipe (:mod:`genloop.recipes`) < config file < ``--set`` overrides
+    < explicit arguments."""
     cls = models[model]
     layered: dict[str, Any] = {"model": {"name": model}, "data": {}, "train": dict(cls.train_defaults)}
+    if recipe:
+        layered = _merge(layered, {k: v for k, v in recipe.items() if v})
     if config is not None:
         file_cfg = config if isinstance(config, dict) else load_yaml(config)
         named = file_cfg["model"].get("name") if isinstance(file_cfg.get("model"), dict) else None

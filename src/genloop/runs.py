@@ -167,8 +167,11 @@ class RunStore:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         return f"{stamp}-{model}-{secrets.token_hex(2)}"
 
-    def create(self, model: str, dataset: str, config: dict[str, Any], seed: int) -> Run:
-        """Make a new run directory holding its config; it appears in one rename."""
+    def create(
+        self, model: str, dataset: str, config: dict[str, Any], seed: int, extra: dict[str, Any] | None = None
+    ) -> Run:
+        """Make a new run directory holding its config; it appears in one rename. ``extra``: more ``run.json``
+        fields (the recipe that chose the settings)."""
         self.root.mkdir(parents=True, exist_ok=True)
         run_id = self.new_id(model)
         tmp = self.root / f".tmp-{run_id}"
@@ -187,6 +190,7 @@ class RunStore:
             # who is about to train it: a creator that dies before its first step leaves a run seen as killed
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            **(extra or {}),
         }
         try:
             tmp.mkdir()

@@ -117,12 +117,26 @@ def data_list() -> None:
 
 
 # --- train ----------------------------------------------------------------------------------------
+def _recipe_help() -> str:
+    from ..recipes import AUTO, RECIPES
+
+    named = "; ".join(f"{r.name} ({r.rule})" for r in RECIPES.values())
+    return (
+        f"Choose the settings from the data: '{AUTO}' picks the model family (if none is named), image size, "
+        f"augmentation, batch and budget, and prints why; or a named recipe: {named}. "
+        "--config and --set still win over its settings."
+    )
+
+
+_RECIPE_HELP = _recipe_help()
+
+
 @app.command()
 def train(
     model: str | None = typer.Argument(
         None,
         help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm (text); "
-        "music-gpt (music).",
+        "music-gpt (music). Optional with --recipe: the recipe picks one from the data.",
     ),
     data: str | None = typer.Option(
         None,
@@ -152,8 +166,11 @@ def train(
     max_restarts: int = typer.Option(
         0, "--max-restarts", help="With --nproc: restart all processes up to K times after one fails (resumes)."
     ),
+    recipe: str | None = typer.Option(None, "--recipe", help=_RECIPE_HELP),
 ) -> None:
-    """Train a model. The last line of standard output is the run id."""
+    """Train a model. The last line of standard output is the run id.
+
+    With --recipe auto --data FOLDER the model may be left out: GenLoop looks at the data and picks it."""
     from .. import api, distributed
 
     if nproc is not None and distributed.launched().world_size == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
@@ -168,23 +185,35 @@ def train(
             *(["--seed", str(seed)] if seed is not None else []),
         ]
         args += [*(["--resume", resume] if resume else []), *(["--runs-dir", str(runs_dir)] if runs_dir else [])]
+        args += ["--recipe", recipe] if recipe else []
         launch(nproc, [*args, *(["--quiet"] if quiet else [])], max_restarts)
         return
     budget = parse_duration(time_budget) if time_budget else None
     if init is not None:
         set_ = [*set_, f"model.init={init}"]
     if resume:
-        if model or data or config or set_ or seed is not None:
+        if model or data or config or set_ or seed is not None or recipe:
             raise ConfigError(
                 "--resume continues a run with its own settings; only --steps and --time-budget may change"
             )
         run = api.resume(resume, steps=steps, time_budget=budget, runs_dir=runs_dir, progress=not quiet)
     else:
-        if not model:
+        choice = None
+        if recipe:
+            from ..recipes import choose
+
+            choice = choose(data, model, recipe, config, set_, steps, budget)
+            if distributed.launched().rank == 0:
+                for line in choice.lines(config, set_):
+                    note(line)
+        elif not model:
             from ..systems import models
 
-            raise ConfigError(f"name a model to train ({', '.join(models.names())}) or pass --resume RUN_ID")
-        run = api.train(model, data, config, set_, steps, budget, seed, runs_dir, progress=not quiet)
+            raise ConfigError(
+                f"name a model to train ({', '.join(models.names())}), pass --recipe auto --data FOLDER, "
+                "or pass --resume RUN_ID"
+            )
+        run = api.train(model, data, config, set_, steps, budget, seed, runs_dir, progress=not quiet, recipe=choice)
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
         distributed.shutdown()
         return

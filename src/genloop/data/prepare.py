@@ -149,3 +149,37 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
         source_hash=key,
         meta=meta,
     )
+
+
+def survey(name: str, sample: int = 64) -> dict[str, Any]:
+    """What a dataset holds, cheaply, for choosing settings before anything is prepared: ``count`` images,
+    their ``native_size`` (the median shorter side), ``channels`` (as ``data.channels=null`` would keep them)
+    and ``class_names`` (None: unlabelled). A folder is read from the headers of up to ``sample`` files spread
+    over it; built-ins, IDX and .npz files from their arrays."""
+    source = resolve(name)
+    if source.kind == "folder":
+        files, classes = sources.folder_files(source.path)
+        step = max(1, len(files) // sample)
+        peeked = [sources.peek_image(f) for f in files[::step][:sample]]
+        sides = sorted(min(w, h) for w, h, _ in peeked)
+        channels = sources.auto_channels([c for _, _, c in peeked])
+        return {
+            "count": len(files),
+            "native_size": sides[len(sides) // 2],
+            "channels": channels,
+            "class_names": classes or None,
+        }
+    raw = (
+        source.builtin.load()
+        if source.builtin is not None
+        else (sources.read_idx(source.path) if source.kind == "idx" else sources.read_npz(source.path))
+    )
+    if raw.images.shape[0] == 0:
+        raise DataError(f"{name}: holds no images")
+    _, h, w, c = raw.images.shape
+    return {
+        "count": int(raw.images.shape[0]),
+        "native_size": int(min(h, w)),
+        "channels": sources.auto_channels([c]),
+        "class_names": raw.class_names or None,
+    }

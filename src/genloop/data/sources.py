@@ -222,8 +222,27 @@ def read_image(path: Path, size: int) -> np.ndarray:
     return a.reshape(size, size, -1)
 
 
-def load_folder(root: Path, image_size: int, channels: int | None) -> Decoded:
-    """A folder of images. Sub-folders are classes (sorted names); images directly in ``root`` are unlabelled.
+# the channels a file's header promises, by PIL mode (before :func:`_canonical`; "P" may still carry alpha)
+_MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "F": 1, "LA": 2, "La": 2, "RGBA": 4}
+
+
+def peek_image(path: Path) -> tuple[int, int, int]:
+    """(width, height, channels) of one image file from its header, without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            alpha = "transparency" in img.info and img.mode in ("L", "RGB", "P")
+            channels = 4 if alpha or "A" in img.getbands() else _MODE_CHANNELS.get(img.mode, 3)
+            w, h = img.size
+            if img.getexif().get(0x0112) in (5, 6, 7, 8):
+                w, h = h, w  # a phone photo's orientation tag turns it on its side
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: not a readable image ({msg}); fix or remove the file") from None
+    return w, h, channels
+
+
+def folder_files(root: Path) -> tuple[list[Path], list[str]]:
+    """A folder's image files and its class names (sorted sub-folder names; [] when the images sit in ``root``).
 
     Mixing the two is an error rather than a guess: there is no label to give the root images.
     """
@@ -237,6 +256,12 @@ def load_folder(root: Path, image_size: int, channels: int | None) -> Decoded:
             f"{root}: has images both in the folder itself ({top[0].name}, ...) and in class sub-folders "
             f"({', '.join(classes[:3])}, ...); put every image in a class sub-folder, or all of them in the folder"
         )
+    return files, classes
+
+
+def load_folder(root: Path, image_size: int, channels: int | None) -> Decoded:
+    """A folder of images. Sub-folders are classes (sorted names); images directly in ``root`` are unlabelled."""
+    files, classes = folder_files(root)
     images = [read_image(f, image_size) for f in files]
     c = channels or auto_channels([a.shape[-1] for a in images])
     stacked = np.stack([convert_channels(a, c) for a in images])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 REQUIRED_MODULES = ("__init__.py", "modality.py")
+BUILTIN_CLAIM = 1 << 30  # :meth:`Modality.data_claim` of a built-in dataset's name: it outranks any folder
 
 
 class Modality(ABC):
@@ -36,6 +37,7 @@ class Modality(ABC):
     # "dpo": fine-tuning learns from the stored A/B pairs themselves (:meth:`dpo`, a language model's tokens);
     # "reward-filtered": from samples a reward model scored (images)
     finetune_method: ClassVar[str] = "reward-filtered"
+    default_family: ClassVar[str] = ""  # the model family `genloop train --recipe auto` picks for this data
 
     # --- data -----------------------------------------------------------------------------------
     @property
@@ -168,6 +170,17 @@ class Modality(ABC):
     ) -> list[Path] | None:
         """``genloop generate`` for a modality that writes its own files (``options``: its controls); None:
         the image writer (a prompted modality goes to the text writer before this is asked)."""
+        return None
+
+    def data_claim(self, name: str) -> int:
+        """How strongly a ``--data`` name is this modality's data: 0 not at all, else how many of its files
+        this modality would read (a built-in name: :data:`BUILTIN_CLAIM`). ``--recipe auto`` with no model
+        trains the modality with the strongest claim."""
+        return 0
+
+    def data_summary(self, name: str) -> dict[str, Any] | None:
+        """What ``--recipe auto`` looks at: ``count``, ``native_size``, ``channels``, ``class_names`` of the
+        data (read cheaply), or None for a modality whose settings no recipe tunes (its family's defaults)."""
         return None
 
     def item_summary(self, output: Any, index: int) -> str:

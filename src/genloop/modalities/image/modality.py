@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..base import Modality
+from ..base import BUILTIN_CLAIM, Modality
 
 
 class ImageModality(Modality):
@@ -28,6 +28,26 @@ class ImageModality(Modality):
         from ...data import DataConfig
 
         return DataConfig
+
+    default_family = "dcgan"
+
+    def data_claim(self, name: str) -> int:
+        from ...data import datasets
+        from ...data.sources import source_files
+        from ...errors import GenLoopError
+
+        if name in datasets:
+            return BUILTIN_CLAIM
+        path = Path(name).expanduser()
+        try:
+            return len(source_files(path)) if path.exists() else 0
+        except GenLoopError:
+            return 0
+
+    def data_summary(self, name: str) -> dict[str, Any] | None:
+        from ...data.prepare import survey
+
+        return survey(name)
 
     def load_data(self, rc: Any) -> Any:
         from ...data import load_dataset

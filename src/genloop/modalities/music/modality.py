@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
-from ..base import Modality
+from ..base import BUILTIN_CLAIM, Modality
 
 PREVIEW_BARS = 4
 PREVIEW_SAMPLES = 2
@@ -115,6 +115,17 @@ class MusicModality(Modality):
     finetune_method = "dpo"  # a language model over tokens: DPO on the A/B choices, as text
     can_shard = True  # piece i is drawn in the same chunk on any number of processes (generation/sharding.py)
     generate_keys = ("bars", "temperature", "top_p", "key", "time_signature", "style", "prompt_midi", "prompt_bars")
+    default_family = "music-gpt"
+
+    def data_claim(self, name: str) -> int:
+        from .sources import CORPORA, MUSIC_SUFFIXES, music_files
+
+        if name in CORPORA:
+            return BUILTIN_CLAIM
+        path = Path(name).expanduser()
+        if path.is_dir():
+            return len(music_files(path))
+        return int(path.is_file() and path.suffix.lower() in MUSIC_SUFFIXES)
 
     # --- data -----------------------------------------------------------------------------------
     @property

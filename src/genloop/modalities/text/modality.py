@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..base import Modality
+from ..base import BUILTIN_CLAIM, Modality
 
 
 class TextModality(Modality):
@@ -30,6 +30,17 @@ class TextModality(Modality):
     )
     report_keys = ("logprobs", "echo")  # they shape only what the worker reports about a text
     finetune_method = "dpo"
+    default_family = "gpt"
+
+    def data_claim(self, name: str) -> int:
+        from .sources import TEXT_SUFFIXES, _folder_files, builtin_corpora
+
+        if name in builtin_corpora():
+            return BUILTIN_CLAIM
+        path = Path(name).expanduser()
+        if path.is_dir():
+            return len(_folder_files(path)[0])
+        return int(path.is_file() and (path.suffix.lower() in TEXT_SUFFIXES or path.suffix.lower() == ".jsonl"))
 
     # --- data -----------------------------------------------------------------------------------
     @property
