@@ -121,8 +121,8 @@ def data_list() -> None:
 def train(
     model: str | None = typer.Argument(
         None,
-        help="Model family: dcgan, wgan-gp, cgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm (text); "
-        "music-gpt (music).",
+        help="Model family: dcgan, wgan-gp, cgan, resgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm "
+        "(text); music-gpt (music).",
     ),
     data: str | None = typer.Option(
         None,
