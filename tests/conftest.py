@@ -46,6 +46,7 @@ TINY_MODEL = {
     "cgan": ["model.z_dim=8", "model.g_width=8", "model.d_width=8"],
     "beta-vae": ["model.z_dim=4", "model.width=8"],
     "cvae": ["model.z_dim=4", "model.width=8", "model.eval_k=4"],
+    "resgan": ["model.z_dim=8", "model.g_width=4", "model.d_width=4", "model.r1_interval=2"],
     "ddpm": [
         "model.width=8",
         "model.channel_mults=[1,2]",

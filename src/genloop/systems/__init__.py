@@ -15,6 +15,7 @@ from .gan import CGANSystem, GANSystem, WGANGPSystem
 from .hf_lm import HFCausalLMSystem
 from .lm import GPTSystem
 from .music_gpt import MusicGPTSystem
+from .resgan import ResGANSystem
 from .vae import BetaVAESystem, CVAESystem, VAESystem
 
 
@@ -40,6 +41,7 @@ models.register("cgan", CGANSystem)
 models.register("beta-vae", BetaVAESystem)
 models.register("cvae", CVAESystem)
 models.register("ddpm", DDPMSystem)
+models.register("resgan", ResGANSystem)
 models.register("gpt", GPTSystem)
 models.register("hf-causal-lm", HFCausalLMSystem)
 models.register("music-gpt", MusicGPTSystem)
