@@ -249,15 +249,14 @@ def test_cli_named_recipe_for_a_named_model(capsys, tmp_path: Path, rgb: Path) -
     assert info["recipe"]["settings"]["data"] == {"flip": True, "image_size": 32}  # what the recipe chose
 
 
-@pytest.mark.skipif("resgan" in models, reason="auto picks resgan here; its tiny sizes are not in conftest yet")
-def test_cli_auto_on_small_rgb_trains_the_augmented_gan(capsys, tmp_path: Path, rgb: Path) -> None:
+def test_cli_auto_on_small_rgb_trains_the_augmented_residual_gan(capsys, tmp_path: Path, rgb: Path) -> None:
     code, out, err = cli(
-        capsys, "train", "--recipe", "auto", "--data", rgb, "--steps", "2", "--quiet", *_sets(*tiny("dcgan"))
+        capsys, "train", "--recipe", "auto", "--data", rgb, "--steps", "2", "--quiet", *_sets(*tiny("resgan"))
     )
     assert code == 0, err
-    assert "resgan is not registered here: dcgan instead" in err
+    assert "recipe small-rgb-gan: resgan" in err
     cfg, _ = _run_files(tmp_path, out.strip().splitlines()[-1])
-    assert cfg["model"]["ada"] is True and cfg["data"]["flip"] is True
+    assert cfg["model"]["name"] == "resgan" and cfg["model"]["ada"] is True and cfg["data"]["flip"] is True
 
 
 def test_cli_auto_on_text_trains_gpt(capsys, tmp_path: Path) -> None:
