@@ -9,8 +9,10 @@ Generator
   space bend to the data before it steers anything.
 * A linear projection of w to a 4x4 map starts the image (BigGAN): the latent reaches the coarse layout
   directly, which matters at 8-16 px where there are only one or two blocks after it.
-* Residual *up-blocks*: nearest x2 upsampling and two 3x3 convolutions, plus a 1x1 skip from the
-  upsampled input. The skip path carries the image forward while the convolutions add detail, so deep
+* Residual *up-blocks*: a 3x3 convolution, nearest x2 upsampling and a second 3x3 convolution, plus a
+  1x1 skip from the upsampled input. The first convolution runs before the upsampling, at a quarter of
+  the pixels: on a CPU a block costs what its convolutions at the output size cost, and one is enough.
+  The skip path carries the image forward while the convolutions add detail, so deep
   stacks train from the first step (plain stacks of up-convolutions learn slowly and checkerboard).
 * *Modulated* normalisation before each convolution: a per-sample group norm whose per-channel scale
   and shift are linear functions of w (plus a class embedding added to w when conditional) — BigGAN's
@@ -21,8 +23,10 @@ Generator
 * A final norm - LeakyReLU - 3x3 convolution to the image channels, then tanh into [-1, 1].
 
 Discriminator
-* A 1x1 "from RGB" convolution, then residual *down-blocks*: conv - LReLU - conv - LReLU - 2x2 average
-  pooling, plus a skip of average pooling and a 1x1 convolution; the sum is scaled by 1/sqrt(2) so the
+* A strided 4x4 "from RGB" convolution to half the size (DCGAN's first layer: a residual block at full
+  resolution would cost as much as all the others together), then residual *down-blocks*: conv - LReLU -
+  2x2 average pooling - conv - LReLU (the second conv at the pooled size), plus a skip of average pooling
+  and a 1x1 convolution; the sum is scaled by 1/sqrt(2) so the
   signal's variance stays put from block to block without any normalisation layer (StyleGAN2's
   residual D). No normalisation keeps each score a function of its own image, which R1's per-image
   gradient penalty needs.
@@ -85,7 +89,11 @@ class ModulatedNorm(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """x2 upsampling: norm-act-up-conv-norm-act-conv, plus an up + 1x1 skip (BigGAN's G block)."""
+    """x2 upsampling: norm-act-conv-up, norm-act-conv, plus a 1x1 + up skip (BigGAN's G block, reordered).
+
+    The first conv runs *before* the upsampling, at a quarter of the pixels: on a CPU the block's cost is
+    its convolutions at the output size, and one of the two is enough there.
+    """
 
     def __init__(self, c_in: int, c_out: int, w_dim: int) -> None:
         super().__init__()
@@ -95,8 +103,8 @@ class UpBlock(nn.Module):
         self.skip = _init_conv(nn.Conv2d(c_in, c_out, 1, bias=False), act=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        h = F.interpolate(F.leaky_relu(self.norm1(x, w), SLOPE), scale_factor=2.0, mode="nearest")
-        h = self.conv2(F.leaky_relu(self.norm2(self.conv1(h), w), SLOPE))
+        h = F.interpolate(self.conv1(F.leaky_relu(self.norm1(x, w), SLOPE)), scale_factor=2.0, mode="nearest")
+        h = self.conv2(F.leaky_relu(self.norm2(h, w), SLOPE))
         return h + F.interpolate(self.skip(x), scale_factor=2.0, mode="nearest")  # 1x1 conv, then up: same, 4x cheaper
 
 
@@ -165,7 +173,10 @@ class MinibatchStd(nn.Module):
 
 
 class DownBlock(nn.Module):
-    """/2: conv-LReLU-conv-LReLU-avgpool, plus avgpool + 1x1 skip; the sum scaled by 1/sqrt(2)."""
+    """/2: conv-LReLU-avgpool-conv-LReLU, plus avgpool + 1x1 skip; the sum scaled by 1/sqrt(2).
+
+    The second conv runs after the pooling, at a quarter of the pixels (the cost that matters on a CPU).
+    """
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
@@ -174,7 +185,7 @@ class DownBlock(nn.Module):
         self.skip = _init_conv(nn.Conv2d(c_in, c_out, 1, bias=False), act=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.avg_pool2d(F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), SLOPE)), SLOPE), 2)
+        h = F.leaky_relu(self.conv2(F.avg_pool2d(F.leaky_relu(self.conv1(x), SLOPE), 2)), SLOPE)
         return (h + self.skip(F.avg_pool2d(x, 2))) * (1 / math.sqrt(2))
 
 
@@ -187,9 +198,11 @@ class ResDiscriminator(nn.Module):
         super().__init__()
         levels = num_levels(image_size)
         c = level_channels(width, image_size, image_size)
-        self.from_rgb = _init_conv(nn.Conv2d(channels, c, 1))
-        blocks, res = [], image_size
-        for _ in range(levels):
+        # A strided 4x4 conv from the pixels (DCGAN's first layer): the blocks start at half the size, where
+        # a full-resolution block would cost as much as all the others together.
+        self.from_rgb = _init_conv(nn.Conv2d(channels, c, 4, 2, 1))
+        blocks, res = [], image_size // 2
+        for _ in range(levels - 1):
             res //= 2
             c_out = level_channels(width, image_size, res)
             blocks.append(DownBlock(c, c_out))
