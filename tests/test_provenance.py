@@ -273,3 +273,28 @@ def test_signed_music(tmp_path: Path, capsys) -> None:
     edited.write_bytes(bytes(score.dumps_midi()))
     r = genloop.verify(edited)
     assert r.status == "tampered" and "content_sha256" in r.detail
+
+
+class _Payload:
+    def __reduce__(self):  # what a malicious checkpoint does: run code when unpickled
+        return (os.system, ("echo pwned",))
+
+
+def test_foreign_weights_load_tensors_only_and_warn_once(tmp_path: Path) -> None:
+    import warnings
+
+    from genloop.errors import DataError
+    from genloop.evaluation.inception import _read_state_dict
+
+    pth = tmp_path / "w.pth"
+    torch.save({"a": torch.ones(2)}, pth)
+    with pytest.warns(UserWarning, match="not a safetensors file"):
+        assert torch.equal(_read_state_dict(pth)["a"], torch.ones(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _read_state_dict(pth)  # once per file
+        _read_state_dict(pth, pinned=True)
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"a": _Payload()}, evil)
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="not a readable weights file"):
+        _read_state_dict(evil)  # weights_only=True refuses to run the pickle's code
