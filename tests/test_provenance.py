@@ -298,3 +298,19 @@ def test_foreign_weights_load_tensors_only_and_warn_once(tmp_path: Path) -> None
     torch.save({"a": _Payload()}, evil)
     with pytest.warns(UserWarning), pytest.raises(DataError, match="not a readable weights file"):
         _read_state_dict(evil)  # weights_only=True refuses to run the pickle's code
+
+
+def test_studio_stored_images_are_signed_under_their_generation_id(tmp_path: Path) -> None:
+    """The server's generate job stores outputs through the feedback store: each PNG is signed with the row's id."""
+    from genloop.feedback.store import FeedbackStore
+    from genloop.generation.pipelines import ImageOutput
+
+    store = FeedbackStore(url=f"sqlite:///{tmp_path / 'studio.sqlite'}", media_dir=tmp_path / "media")
+    out = ImageOutput(torch.linspace(-1, 1, 128).reshape(2, 1, 8, 8), {"run_id": "r-img", "model": "dcgan", "seed": 5})
+    ids = store.add_outputs(out)
+    for gid in ids:
+        r = genloop.verify(store.image_path(store.get(gid)))
+        assert r.status == "valid" and r.generation_id == gid
+    with provenance.signing(False):
+        (plain,) = store.add_outputs(ImageOutput(torch.zeros(1, 1, 8, 8), {"run_id": "r", "seed": 0}))
+    assert genloop.verify(store.image_path(store.get(plain))).status == "unsigned"
