@@ -314,3 +314,8 @@ def test_studio_stored_images_are_signed_under_their_generation_id(tmp_path: Pat
     with provenance.signing(False):
         (plain,) = store.add_outputs(ImageOutput(torch.zeros(1, 1, 8, 8), {"run_id": "r", "seed": 0}))
     assert genloop.verify(store.image_path(store.get(plain))).status == "unsigned"
+
+
+def test_verify_without_files_is_one_line(capsys) -> None:
+    code, out, err = cli(capsys, "verify")
+    assert code == 2 and out == "" and err.strip() == "error: give at least one FILE to verify"

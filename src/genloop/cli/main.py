@@ -1051,8 +1051,8 @@ def worker(
 
 @app.command()
 def verify(
-    files: list[Path] = typer.Argument(
-        ..., metavar="FILE...", help="PNGs, .mid files, texts.jsonl files or .manifest.json sidecars."
+    files: list[Path] | None = typer.Argument(
+        None, metavar="FILE...", help="PNGs, .mid files, texts.jsonl files or .manifest.json sidecars."
     ),
     runs_dir: Path | None = RunsDir,
 ) -> None:
@@ -1062,7 +1062,10 @@ def verify(
     installation's key) or `error` (not a file it can read). Exit code 0 only when every file is valid."""
     from ..safety.provenance import verify_file
 
-    # one result per checked item; further checks (e.g. a text watermark) add their own results here
+    if not files:
+        raise ConfigError("give at least one FILE to verify")
+    # one result per checked item, each with .line() and .ok; further checks (e.g. a text watermark's
+    # detection, an option of its own) append their results here
     results = [verify_file(path, runs_dir) for path in files]
     for r in results:
         say(r.line())
