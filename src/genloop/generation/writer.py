@@ -4,6 +4,10 @@
 one call into the files ``genloop generate`` promises (PNGs with their recipe, grids, an interpolation, a
 ``texts.jsonl`` that only ever grows by whole lines, music as ``sample_<seed>.mid`` with its recipe inside plus
 ``.mid.json``, ``.wav`` and a piano-roll ``.png``), so the CLI, the API and the studio write the same thing.
+
+Every output is signed unless :func:`genloop.safety.provenance.enabled` says no (``--no-sign``, ``sign=False``):
+a PNG and a MIDI file carry their manifest inside and as ``<file>.manifest.json``; each ``texts.jsonl`` record
+carries its own under ``"manifest"``.
 """
 
 from __future__ import annotations
