@@ -25,6 +25,7 @@ os.environ["GENLOOP_PRECISION"] = TEST_PRECISION
 def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GENLOOP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("GENLOOP_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("GENLOOP_CONFIG_DIR", str(tmp_path / "config"))  # the signing key: never the user's
     return tmp_path
 
 
@@ -80,6 +81,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["GENLOOP_CACHE_DIR"] = str(tmp_path / "cache")
     env["GENLOOP_RUNS_DIR"] = str(tmp_path / "runs")
+    env["GENLOOP_CONFIG_DIR"] = str(tmp_path / "config")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -97,14 +97,19 @@ def generate(
     guidance: float | None = None,
     eta: float | None = None,
     checkpoint: str = "last",
+    sign: bool = True,
 ) -> list[Path]:
     """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
-    encoder also get reconstructions of test images. A conditional model's grid has one class per column."""
+    encoder also get reconstructions of test images. A conditional model's grid has one class per column.
+    ``sign`` (default): each PNG also carries a signed provenance manifest, written beside it as
+    ``<file>.manifest.json`` too (:func:`verify` checks it); ``sign=False`` writes none."""
     from .generation.writer import generate_images
+    from .safety.provenance import signing
 
-    return generate_images(
-        run_id, n, seed, out, runs_dir, device, class_label, sampler, steps, guidance, eta, checkpoint
-    )
+    with signing(sign):
+        return generate_images(
+            run_id, n, seed, out, runs_dir, device, class_label, sampler, steps, guidance, eta, checkpoint
+        )
 
 
 def generate_text(
@@ -117,15 +122,19 @@ def generate_text(
     device: str = "cpu",
     checkpoint: str = "last",
     on_piece: Any = None,
+    sign: bool = True,
     **sampling: Any,
 ) -> tuple[Any, Path]:
     """Complete ``prompt`` ``n`` times with a language-model run; append each completion with its recipe to
     ``<out>/texts.jsonl`` (default ``<run>/generated``). ``sampling``: max_tokens, temperature, top_k, top_p,
     repetition_penalty, stop, num_beams. With ``on_piece`` (and ``n == 1``) each piece of text is passed to it
-    as it is generated (the CLI streams to the terminal this way). Returns (TextOutput, path of texts.jsonl)."""
+    as it is generated (the CLI streams to the terminal this way). Returns (TextOutput, path of texts.jsonl).
+    ``sign`` (default): each record also carries its signed provenance manifest; ``sign=False``: none."""
     from .generation.writer import generate_texts
+    from .safety.provenance import signing
 
-    return generate_texts(run_id, prompt, n, seed, out, runs_dir, device, checkpoint, on_piece, **sampling)
+    with signing(sign):
+        return generate_texts(run_id, prompt, n, seed, out, runs_dir, device, checkpoint, on_piece, **sampling)
 
 
 def generate_music(
@@ -136,14 +145,29 @@ def generate_music(
     runs_dir: str | Path | None = None,
     device: str = "cpu",
     checkpoint: str = "last",
+    sign: bool = True,
     **options: Any,
 ) -> list[Path]:
     """Write ``n`` pieces of a music run: ``sample_<seed>.mid`` (recipe inside), ``.mid.json``, ``.wav`` and a
     piano-roll ``.png`` each, in ``out`` (default ``<run>/generated``). ``options``: bars, prompt_midi,
-    prompt_bars, temperature, top_p, top_k, key, time_signature, style, max_tokens."""
+    prompt_bars, temperature, top_p, top_k, key, time_signature, style, max_tokens. ``sign`` (default): each
+    MIDI file also carries a signed provenance manifest, written as ``.mid.manifest.json`` too."""
     from .generation.writer import generate_music as write
+    from .safety.provenance import signing
 
-    return write(run_id, n, seed, out, runs_dir, device, checkpoint, **options)
+    with signing(sign):
+        return write(run_id, n, seed, out, runs_dir, device, checkpoint, **options)
+
+
+def verify(path: str | Path, runs_dir: str | Path | None = None) -> Any:
+    """Check a generated file's signed provenance: a PNG, a ``.mid``, a ``texts.jsonl`` or a ``.manifest.json``
+    sidecar. Returns a :class:`~genloop.safety.provenance.VerifyResult` whose ``status`` is ``valid`` (signature
+    good, content unchanged, key trusted), ``tampered`` (``detail`` names the field), ``unsigned``,
+    ``unknown key`` or ``error`` (not a file it can read); ``bool(result)`` is True only when valid. Never
+    raises for a bad file."""
+    from .safety.provenance import verify_file
+
+    return verify_file(path, runs_dir)
 
 
 def modality(run_id: str, runs_dir: str | Path | None = None) -> str:
@@ -279,6 +303,7 @@ __all__ = [
     "generate_text",
     "modality",
     "generate_music",
+    "verify",
     "evaluate",
     "sweep",
     "report",

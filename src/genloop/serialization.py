@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,34 @@ _STATE_KEY = "genloop_state"
 
 TMP_SUFFIX = ".tmp"  # atomic_write's temporaries are ``.<name>.<random>.tmp`` beside their target
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # what a write to a file can fail with
+_WARNED_FOREIGN: set[str] = set()
+
+
+def warn_foreign_weights(path: str | os.PathLike) -> None:
+    """Warn (once per file and process) that ``path`` is a pickle-based weights file (.pt/.pth/.bin/.ckpt), not
+    safetensors. GenLoop writes safetensors only; a foreign file is read with ``torch.load(weights_only=True)``
+    (tensors and plain containers only, never code), and converting it removes the warning."""
+    key = str(Path(path).expanduser().resolve())
+    if key in _WARNED_FOREIGN:
+        return
+    _WARNED_FOREIGN.add(key)
+    warnings.warn(
+        f"{path} is not a safetensors file: loaded with torch.load(weights_only=True), which reads tensors "
+        "only; convert it to .safetensors to avoid pickle files altogether",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def warn_if_pickle_folder(folder: str | os.PathLike) -> None:
+    """For a Hugging Face model folder: warn once when its weights are pickle files only (no ``*.safetensors``);
+    transformers then reads them with ``torch.load(weights_only=True)``."""
+    folder = Path(folder)
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickles:
+        warn_foreign_weights(pickles[0])
 
 
 @contextlib.contextmanager

@@ -29,8 +29,13 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 runs_app = typer.Typer(help="List, show and remove runs.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="This installation's provenance signing key (made on first use in the GenLoop config folder).",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
+app.add_typer(keys_app, name="keys")
 from .feedback import feedback_app  # noqa: E402 - the feedback sub-app lives in its own module
 
 app.add_typer(
@@ -349,18 +354,27 @@ def generate(
     ),
     style: str | None = typer.Option(None, "--style", help="Music models: a style the model was trained on."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last, or best (runs trained with train.eval_every)."),
+    no_sign: bool = typer.Option(
+        False,
+        "--no-sign",
+        help="Write no signed provenance manifest (by default every output carries one, embedded and as "
+        "<file>.manifest.json, signed with this installation's key; `genloop verify` checks it).",
+    ),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
 ) -> None:
     """Generate images (a PNG grid plus one PNG per image, recipes embedded), text (streamed; saved with recipes)
-    or music (per piece: a MIDI with its recipe, .mid.json, .wav and a piano-roll .png)."""
+    or music (per piece: a MIDI with its recipe, .mid.json, .wav and a piano-roll .png). Every output is signed
+    (a provenance manifest; see `genloop verify`) unless --no-sign."""
     from .. import distributed
+    from ..safety.provenance import signing
 
     if _relaunched(nproc, run_id, runs_dir):
         return
     try:
-        _generate(**{k: v for k, v in locals().items() if k not in ("distributed", "nproc")})
+        with signing(not no_sign):
+            _generate(**{k: v for k, v in locals().items() if k not in ("distributed", "nproc", "signing")})
     finally:
         distributed.shutdown()
 
@@ -394,6 +408,7 @@ def _generate(
     time_signature: str | None,
     style: str | None,
     checkpoint: str,
+    no_sign: bool,
     runs_dir: Path | None,
     device: str,
 ) -> None:
@@ -470,6 +485,7 @@ def _generate(
             runs_dir,
             device,
             compile_,
+            sign=not no_sign,
             image_options={
                 "--class": class_label,
                 "--sampler": sampler,
@@ -496,6 +512,7 @@ def _generate(
         guidance=guidance,
         eta=eta,
         checkpoint=checkpoint,
+        sign=not no_sign,
     )
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
         return
@@ -523,6 +540,7 @@ def _generate_text(
     device: str,
     compile_: bool,
     image_options: dict,
+    sign: bool = True,
 ) -> None:
     import warnings
 
@@ -566,6 +584,7 @@ def _generate_text(
             device=device,
             checkpoint=checkpoint,
             on_piece=show if stream else None,
+            sign=sign,
             **sampling,
         )
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
@@ -1057,6 +1076,49 @@ def worker(
     from ..server.worker import main as worker_main
 
     worker_main(Settings.from_env(db_url=db, runs=default_runs(runs_dir), worker_host=worker_host))
+
+
+@app.command()
+def verify(
+    files: list[Path] | None = typer.Argument(
+        None, metavar="FILE...", help="PNGs, .mid files, texts.jsonl files or .manifest.json sidecars."
+    ),
+    runs_dir: Path | None = RunsDir,
+) -> None:
+    """Check the signed provenance of generated files: one line per file, `valid` (signature good, content
+    unchanged, key trusted: with its generation id, model sha256 and time), `tampered` (which field),
+    `unsigned` (no manifest), `unknown key` (signed by a key not in the trusted/ folder beside this
+    installation's key) or `error` (not a file it can read). Exit code 0 only when every file is valid."""
+    from ..safety.provenance import verify_file
+
+    if not files:
+        raise ConfigError("give at least one FILE to verify")
+    # one result per checked item, each with .line() and .ok; further checks (e.g. a text watermark's
+    # detection, an option of its own) append their results here
+    results = [verify_file(path, runs_dir) for path in files]
+    for r in results:
+        say(r.line())
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@keys_app.command("export")
+def keys_export() -> None:
+    """Print the public key (PEM): put it in another installation's keys/trusted/ folder to trust its files."""
+    from ..safety import provenance
+
+    sys.stdout.write(provenance.public_pem().decode("ascii"))
+
+
+@keys_app.command("show")
+def keys_show() -> None:
+    """Print the key id (the first 16 hex digits of the sha256 of the raw public key), where the key lives,
+    and the trusted keys."""
+    from ..safety import provenance
+
+    say(f"key id {provenance.key_id()} ({provenance.key_dir() / provenance.PRIVATE_KEY})")
+    for kid, pem in provenance.trusted_keys().items():
+        say(f"trusted {kid} ({'this installation' if pem is None else pem})")
 
 
 def main(argv: list[str] | None = None) -> int:

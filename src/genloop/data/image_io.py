@@ -13,6 +13,10 @@ so an image found on disk months later can be regenerated exactly. The recipe is
   ``iTXt`` chunk instead of being mangled, as the PNG spec requires.
 
 Files are written through :func:`genloop.serialization.atomic_write`, so a crash never leaves half a PNG.
+
+Generated outputs are also *signed* (``save_png(..., sign=True)``): a ``genloop-manifest`` iTXt chunk holds
+the signed provenance manifest of :mod:`genloop.safety.provenance` (its content hash is that of the decoded
+pixels), and the same manifest is written beside the file as ``<file>.manifest.json``.
 """
 
 from __future__ import annotations
@@ -126,12 +130,16 @@ def save_png(
     image: Image.Image | torch.Tensor,
     recipe: dict[str, Any] | None = None,
     upscale: int = 1,
+    sign: bool = False,
+    generation_id: str | None = None,
 ) -> Path:
     """Write ``image`` (PIL, or a float (C, H, W) tensor in [-1, 1]) as a PNG, atomically.
 
     ``recipe`` is embedded as described in the module docstring. ``upscale`` > 1 enlarges by that
     integer factor with nearest neighbour — crisp pixels, no invented detail — because an 8-32 px
-    image is unreadable at native size; keep it at 1 where the pixels themselves are the data.
+    image is unreadable at native size; keep it at 1 where the pixels themselves are the data. ``sign``
+    embeds a signed provenance manifest of the recipe and the pixels (under ``generation_id``, default a new
+    one), and writes it as a sidecar too.
     """
     if upscale < 1 or int(upscale) != upscale:
         raise ValueError(f"upscale must be a positive integer, got {upscale}")
@@ -140,8 +148,17 @@ def save_png(
         pil = pil.resize((pil.width * int(upscale), pil.height * int(upscale)), Image.Resampling.NEAREST)
     path = Path(path)
     info = _png_info(recipe) if recipe is not None else None
+    envelope = None
+    if sign:
+        from ..safety import provenance
+
+        envelope = provenance.sign(recipe or {}, provenance.image_sha256(pil), generation_id)
+        info = info or PngImagePlugin.PngInfo()
+        info.add_itxt(provenance.MANIFEST_KEY, provenance.dumps(envelope), zip=False)
     with atomic_write(path) as f:
         pil.save(f, format="PNG", pnginfo=info)
+    if envelope is not None:
+        provenance.write_sidecar(path, envelope)
     return path
 
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError, NotFoundError
-from ..serialization import sha256_file
+from ..serialization import sha256_file, warn_if_pickle_folder
 
 HF_PREFIX = "hf:"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -248,6 +248,7 @@ def load_hf_backbone(path: str | os.PathLike, device: torch.device | str = "cpu"
         raise DataError(f"{folder}: not a Hugging Face model folder (no config.json)")
     import transformers
 
+    warn_if_pickle_folder(folder)  # transformers reads a .bin with torch.load(weights_only=True)
     verbosity, bars = transformers.logging.get_verbosity(), transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # a full CLIP folder's unused text tower is expected, not news
     transformers.utils.logging.disable_progress_bar()  # a bar per load is noise beside eval's own progress

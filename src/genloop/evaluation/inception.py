@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from ..data.image import to_float
 from ..errors import DataError, NotFoundError
 from ..paths import cache_dir
-from ..serialization import sha256_file
+from ..serialization import sha256_file, warn_foreign_weights
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_SOURCE = "the pytorch-fid GitHub releases (tag fid_weights)"
@@ -240,15 +240,19 @@ def expected_keys(model: nn.Module | None = None) -> set[str]:
     return {k for k in model.state_dict() if not k.endswith(_OPTIONAL_SUFFIX)}
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A plain {name: tensor} dict from .pth/.pt/.bin (torch.load, weights only) or .safetensors."""
+def _read_state_dict(path: Path, pinned: bool = False) -> dict[str, torch.Tensor]:
+    """A plain {name: tensor} dict from .pth/.pt/.bin/.ckpt (torch.load, weights only) or .safetensors. A pickle
+    file warns once (:func:`~genloop.serialization.warn_foreign_weights`) unless ``pinned``: the standard FID
+    file, whose bytes were checked against the published sha256."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state: Any = load_file(str(path))
-        elif suffix in (".pth", ".pt", ".bin"):
+        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            if not pinned:
+                warn_foreign_weights(path)
             state = torch.load(path, map_location="cpu", weights_only=True)
         else:
             raise DataError(f"{path}: unknown weights format {suffix!r}; use a .pth/.pt state dict or .safetensors")
@@ -411,6 +415,7 @@ def load_inception(
     ``path`` None: the cached standard file, downloaded on first use (:func:`fid_weights_path`). A missing
     file raises NotFoundError saying where to get it; a file with other tensors, DataError.
     """
+    pinned = path is None
     if path is None:
         path = fid_weights_path()
     path = Path(path).expanduser()
@@ -419,7 +424,7 @@ def load_inception(
             f"{path}: no such Inception weights file; download {FID_WEIGHTS_NAME} from {FID_WEIGHTS_SOURCE} "
             "and pass its path (or leave out --weights to download it into the cache)"
         )
-    state = _read_state_dict(path)
+    state = _read_state_dict(path, pinned=pinned)
     net = FIDInceptionV3()
     load_fid_inception_state(net, state, str(path))
     return InceptionFeatureExtractor(net, sha256=sha256_file(path), device=device)

@@ -4,6 +4,10 @@
 one call into the files ``genloop generate`` promises (PNGs with their recipe, grids, an interpolation, a
 ``texts.jsonl`` that only ever grows by whole lines, music as ``sample_<seed>.mid`` with its recipe inside plus
 ``.mid.json``, ``.wav`` and a piano-roll ``.png``), so the CLI, the API and the studio write the same thing.
+
+Every output is signed unless :func:`genloop.safety.provenance.enabled` says no (``--no-sign``, ``sign=False``):
+a PNG and a MIDI file carry their manifest inside and as ``<file>.manifest.json``; each ``texts.jsonl`` record
+carries its own under ``"manifest"``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..errors import ConfigError
 from ..modalities import modalities
 from ..run_layout import RunLayout
 from ..runs import RunStore
+from ..safety import provenance
 from ..serialization import atomic_write
 from . import sharding
 from .pipelines import load_pipeline
@@ -59,6 +64,7 @@ def generate_images(
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
     nrow = pipe.num_classes if pipe.num_classes and class_label is None else 8
+    signed = provenance.enabled()
     options = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
     if sharding.sharded():
         samples, recipe = sharding.write_samples(pipe, out_dir, n, seed, class_label, options)
@@ -66,15 +72,16 @@ def generate_images(
             return []
         # the grid from the files: PNG bytes decode to tensors that encode back to the same bytes
         grid = make_grid(sharding.load_samples(samples[: sharding.GRID_MAX]), nrow=nrow)
-        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, recipe, upscale=4), *samples]
+        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, recipe, upscale=4, sign=signed), *samples]
     else:
         output = pipe(n=n, seed=seed, class_label=class_label, batch_size=sharding.chunk_size(), **options)
         grid = make_grid(output.tensors, nrow=nrow)
-        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, output.recipe, upscale=4)]
+        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, output.recipe, upscale=4, sign=signed)]
         for i, image in enumerate(output.tensors):
-            paths.append(save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i)))
+            paths.append(save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i), sign=signed))
     lerp = pipe.interpolate(rows=6, steps=10, seed=seed)
-    paths.append(save_png(out_dir / "interpolation.png", make_grid(lerp.tensors, nrow=10), lerp.recipe, upscale=4))
+    lerp_grid = make_grid(lerp.tensors, nrow=10)
+    paths.append(save_png(out_dir / "interpolation.png", lerp_grid, lerp.recipe, upscale=4, sign=signed))
     if hasattr(pipe.system, "reconstruct"):
         dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
         real, labels = dataset.get("test")
@@ -88,6 +95,7 @@ def generate_images(
                     make_grid(pairs, nrow=16),
                     pipe.recipe(kind="reconstructions", split="test"),
                     upscale=4,
+                    sign=signed,
                 )
             )
     return paths
@@ -135,10 +143,11 @@ def generate_texts(
     else:
         output = sharding.sample_texts(pipe, prompt, n, seed, **sampling)
     previous = path.read_text(encoding="utf-8") if path.is_file() else ""
-    lines = "".join(
-        json.dumps({"text": t, "recipe": output.recipe_of(i)}, ensure_ascii=False) + "\n"
-        for i, t in enumerate(output.texts)
-    )
+    records = [{"text": t, "recipe": output.recipe_of(i)} for i, t in enumerate(output.texts)]
+    if provenance.enabled():  # each record carries its signed manifest: the JSONL is the texts' sidecar
+        for rec in records:
+            rec["manifest"] = provenance.sign(rec["recipe"], provenance.text_sha256(rec["text"]))
+    lines = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
     with atomic_write(path, "w") as f:  # appended by rewriting: a crash never leaves a half line
         f.write(previous + lines)
     return output, path

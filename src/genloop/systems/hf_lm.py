@@ -116,6 +116,9 @@ def _load_model(path: Path) -> torch.nn.Module:
     mapping = getattr(AutoModelForCausalLM, "_model_mapping", None)  # config class -> causal LM class
     if mapping is not None and type(hf_config) not in mapping:
         raise ConfigError(not_causal)
+    from ..serialization import warn_if_pickle_folder
+
+    warn_if_pickle_folder(path)  # transformers reads a .bin with torch.load(weights_only=True)
     major = int(transformers.__version__.split(".")[0])
     dtype_key = "dtype" if major >= 5 else "torch_dtype"  # transformers 5 renamed torch_dtype to dtype
     try:

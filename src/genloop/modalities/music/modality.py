@@ -198,6 +198,7 @@ class MusicModality(Modality):
 
     def store_item(self, store: Any, row: Any, output: Any, index: int) -> Path | None:
         """``<id>.mid`` (recipe inside), ``<id>.wav`` and ``<id>.png`` (the piano roll: the row's media)."""
+        from ...safety import provenance
         from .render import write_midi, write_wav
 
         sample = _samples_of(output)[index]
@@ -205,7 +206,10 @@ class MusicModality(Modality):
         base = store.media_dir / row.id[:2] / row.id
         written: list[Path] = []
         try:
-            written.append(write_midi(base.with_suffix(".mid"), sample.score, recipe))
+            signed = provenance.enabled()
+            written.append(write_midi(base.with_suffix(".mid"), sample.score, recipe, signed, generation_id=row.id))
+            if signed:
+                written.append(provenance.sidecar(written[0]))
             audio, rate = sample.wav
             written.append(write_wav(base.with_suffix(".wav"), audio, rate))
             png = base.with_suffix(".png")

@@ -193,15 +193,19 @@ class MusicSample:
         with tempfile.TemporaryDirectory() as tmp:
             return piano_roll_png(self.piece, Path(tmp) / "roll.png").read_bytes()
 
-    def save(self, path: str | Path) -> list[Path]:
-        """``path`` without suffix -> ``.mid`` (recipe inside), ``.mid.json``, ``.wav``, ``.png``."""
+    def save(self, path: str | Path, sign: bool | None = None) -> list[Path]:
+        """``path`` without suffix -> ``.mid`` (recipe inside), ``.mid.json``, ``.wav``, ``.png``. Signed (a manifest
+        inside the MIDI file and ``.mid.manifest.json`` beside it) unless ``sign`` is False or, with ``sign``
+        None, :func:`genloop.safety.provenance.enabled` says no."""
+        from ...safety import provenance
         from .render import write_midi, write_wav
 
+        sign = provenance.enabled() if sign is None else sign
         base = Path(path)
         if base.suffix in (".mid", ".midi"):
             base = base.with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
-        mid = write_midi(base.with_name(base.name + ".mid"), self.score, self.recipe)
+        mid = write_midi(base.with_name(base.name + ".mid"), self.score, self.recipe, sign=sign)
         audio, rate = self.wav
         wav = write_wav(base.with_name(base.name + ".wav"), audio, rate)
         png = base.with_name(base.name + ".png")

@@ -41,11 +41,16 @@ SOUNDFONTS = (
 # --------------------------------------------------------------------------------------------- MIDI
 
 
-def midi_bytes(score: ScoreTick, recipe: dict | None = None) -> bytes:
-    """The score as a type-1 MIDI file; ``recipe`` (JSON-able) rides in a tick-0 text meta event."""
+def midi_bytes(score: ScoreTick, recipe: dict | None = None, manifest: dict | None = None) -> bytes:
+    """The score as a type-1 MIDI file; ``recipe`` (JSON-able) rides in a tick-0 text meta event, and so does
+    ``manifest`` (a signed provenance envelope, :mod:`genloop.safety.provenance`), prefixed ``genloop-manifest:``."""
     score = score.copy()
     if recipe is not None:
         score.markers.append(TextMeta(0, RECIPE_PREFIX + json.dumps(recipe, sort_keys=True, default=str)))
+    if manifest is not None:
+        from ...safety.provenance import MANIFEST_KEY, dumps
+
+        score.markers.append(TextMeta(0, MANIFEST_KEY + ":" + dumps(manifest)))
     return bytes(score.dumps_midi())
 
 
@@ -61,13 +66,28 @@ def read_recipe(data: bytes) -> dict | None:
     return None
 
 
-def write_midi(path: str | os.PathLike, score: ScoreTick, recipe: dict | None = None) -> Path:
-    """Write ``path`` (.mid) atomically and, with a recipe, ``path.json`` beside it."""
+def write_midi(
+    path: str | os.PathLike,
+    score: ScoreTick,
+    recipe: dict | None = None,
+    sign: bool = False,
+    generation_id: str | None = None,
+) -> Path:
+    """Write ``path`` (.mid) atomically and, with a recipe, ``path.json`` beside it. ``sign``: a signed provenance
+    manifest of the recipe and the notes goes into the file (a text meta event) and beside it as
+    ``path.manifest.json``."""
     path = Path(path)
+    envelope = None
+    if sign:
+        from ...safety import provenance
+
+        envelope = provenance.sign(recipe or {}, provenance.midi_sha256(midi_bytes(score, recipe)), generation_id)
     with atomic_write(path) as f:
-        f.write(midi_bytes(score, recipe))
+        f.write(midi_bytes(score, recipe, envelope))
     if recipe is not None:
         write_json(path.with_suffix(path.suffix + ".json"), recipe)
+    if envelope is not None:
+        provenance.write_sidecar(path, envelope)
     return path
 
 
