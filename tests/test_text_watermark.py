@@ -144,3 +144,34 @@ def test_pipeline_recipe_cli_and_detect_text(tmp_path: Path, capsys: pytest.Capt
     recipe = json.loads(lines[-1])["recipe"]
     assert recipe["watermark"]["key_id"] == wm["key_id"]
     assert key.hex() not in lines[-1]
+
+
+def test_server_completions_take_watermark(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    from studio_support import WorkerThread
+
+    from genloop.server.app import create_app
+    from genloop.server.settings import Settings
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    runs = tmp_path / "store"
+    overrides = [*conftest.TINY_GPT, "train.warmup_steps=2", "train.lr=3e-3"]
+    run = genloop.train("gpt", data=str(corpus), overrides=overrides, steps=20, progress=False, runs_dir=runs)
+    settings = Settings(
+        runs=runs,
+        db_url=f"sqlite:///{tmp_path / 'studio.sqlite'}",
+        media_dir=tmp_path / "media",
+        uploads_dir=tmp_path / "uploads",
+        poll_interval=0.01,
+    )
+    client = TestClient(create_app(settings))
+    ask = {"model": run.id, "prompt": "The ", "max_tokens": 120, "seed": 0}
+    with WorkerThread(settings):
+        marked = client.post("/v1/completions", json={**ask, "watermark": True})
+        plain = client.post("/v1/completions", json=ask)
+    assert marked.status_code == 200 and plain.status_code == 200, marked.text
+    text = marked.json()["choices"][0]["text"]
+    assert text != plain.json()["choices"][0]["text"]
+    assert detect_text("The " + text, run.id, runs_dir=runs).watermarked
+    assert not detect_text("The " + plain.json()["choices"][0]["text"], run.id, runs_dir=runs).watermarked
