@@ -80,6 +80,18 @@ def test_delta_zero_gives_no_signal() -> None:
     assert all(abs(wm.detect_ids(encode(t), V).z) < 4 for t in marked)
 
 
+def test_padded_logits_get_the_tokenizers_lists() -> None:
+    """A model whose logits are wider than the tokenizer's vocabulary: the padding gets no bias, and the
+    lists are the ones the detector (which knows only the tokenizer) draws."""
+    wm = TextWatermark(KEY, vocab_size=V)
+    out = wm(torch.zeros(2, V + 16), torch.tensor([3, 9]))
+    assert torch.equal(out[:, V:], torch.zeros(2, 16))
+    assert torch.equal(out[0, :V].nonzero()[:, 0], wm.green_list(3, V)) and out.max() == 2.0
+    params = SamplingParams(max_tokens=200, watermark=wm, logit_bias={k: -100.0 for k in range(V, V + 16)})
+    text = generate_text(UniformLM(V + 16), encode, decode, "a", params, seed=1, n=1)[0]
+    assert wm.detect_ids(encode("a" + text), V).watermarked
+
+
 def test_repeated_pairs_are_scored_once() -> None:
     wm = TextWatermark(KEY)
     ids = [1, 2] * 50
@@ -117,24 +129,35 @@ def test_bad_settings_and_input_are_one_line_config_errors() -> None:
             wm.detect(text, encode, V)
 
 
+def varied_corpus(path: Path) -> Path:
+    """Words in random order: a tiny model trained briefly on it writes varied text (a repetitive corpus
+    would teach it to repeat, and repeated token pairs are scored once)."""
+    import random
+
+    rng = random.Random(0)
+    words = "the quick brown fox jumps over lazy dog and cat sat on mat with big red hat in sun".split()
+    path.write_text(" ".join(rng.choice(words) for _ in range(1500)) + ".", encoding="utf-8")
+    return path
+
+
 def test_pipeline_recipe_cli_and_detect_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("The quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    corpus = varied_corpus(tmp_path / "corpus.txt")
     overrides = [*conftest.TINY_GPT, "train.warmup_steps=2", "train.lr=3e-3"]
     run = genloop.train("gpt", data=str(corpus), overrides=overrides, steps=20, progress=False)
     pipe = genloop.load(run.id)
-    out = pipe(prompt="The ", max_tokens=120, seed=0, watermark=True)
-    plain = pipe(prompt="The ", max_tokens=120, seed=0)
+    full = {"max_tokens": 200, "seed": 0, "logit_bias": {pipe.tokenizer.eot_id: -100}}  # no early end of text
+    out = pipe(prompt="The ", watermark=True, **full)
+    plain = pipe(prompt="The ", **full)
     assert "watermark" not in plain.recipe  # off by default: recipes as before
     wm = out.recipe["watermark"]
     assert wm["scheme"] == "kirchenbauer" and wm["gamma"] == 0.25 and wm["delta"] == 2.0 and len(wm["key_id"]) == 12
     key = key_path(Path(os.environ["GENLOOP_RUNS_DIR"])).read_bytes()
     assert key.hex() not in json.dumps(out.recipe) and str(list(key)) not in json.dumps(out.recipe)
     found = detect_text("The " + out.text, run.id)
-    assert found.watermarked and found.z >= 4, found
+    assert found.watermarked and found.z >= 4 and found.tokens_scored > 100, found
     assert detect_text("The " + out.text, pipe).z == found.z
     assert not detect_text("The " + plain.text, run.id).watermarked
-    streamed = "".join(pipe(prompt="The ", max_tokens=120, seed=0, watermark=True, stream=True))
+    streamed = "".join(pipe(prompt="The ", watermark=True, stream=True, **full))
     assert streamed == out.text
     code, printed, _ = conftest.cli(
         capsys, "generate", run.id, "--prompt", "The ", "--max-tokens", "60", "--watermark", "--no-stream"
@@ -153,8 +176,7 @@ def test_server_completions_take_watermark(tmp_path: Path) -> None:
     from genloop.server.app import create_app
     from genloop.server.settings import Settings
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("The quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    corpus = varied_corpus(tmp_path / "corpus.txt")
     runs = tmp_path / "store"
     overrides = [*conftest.TINY_GPT, "train.warmup_steps=2", "train.lr=3e-3"]
     run = genloop.train("gpt", data=str(corpus), overrides=overrides, steps=20, progress=False, runs_dir=runs)
@@ -166,7 +188,8 @@ def test_server_completions_take_watermark(tmp_path: Path) -> None:
         poll_interval=0.01,
     )
     client = TestClient(create_app(settings))
-    ask = {"model": run.id, "prompt": "The ", "max_tokens": 120, "seed": 0}
+    eot = genloop.load(run.id, runs_dir=runs).tokenizer.eot_id
+    ask = {"model": run.id, "prompt": "The ", "max_tokens": 200, "seed": 0, "logit_bias": {str(eot): -100}}
     with WorkerThread(settings):
         marked = client.post("/v1/completions", json={**ask, "watermark": True})
         plain = client.post("/v1/completions", json=ask)

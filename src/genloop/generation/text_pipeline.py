@@ -119,14 +119,15 @@ class TextPipeline:
         if isinstance(watermark, TextWatermark):
             return watermark
         store = Path(self.run_dir).parent if self.run_dir is not None else None
+        vocab = self.tokenizer.vocab_size  # the lists the detector, which has only the tokenizer, draws
         if watermark is True:
-            return for_store(store)
+            return for_store(store, vocab_size=vocab)
         if isinstance(watermark, dict):
             known = {"gamma", "delta", "z_threshold", "ignore_repeated"}
             unknown = set(watermark) - known - {"scheme", "key_id"}
             if unknown or watermark.get("scheme", "kirchenbauer") != "kirchenbauer":
                 raise ConfigError(f"watermark takes {sorted(known)} (scheme kirchenbauer), got {watermark!r}")
-            return for_store(store, **{k: v for k, v in watermark.items() if k in known})
+            return for_store(store, vocab_size=vocab, **{k: v for k, v in watermark.items() if k in known})
         raise ConfigError(f"watermark must be true/false or a dict of settings, got {watermark!r}")
 
     def params(

@@ -112,12 +112,17 @@ class TextWatermark:
         delta: float = 2.0,
         z_threshold: float = 4.0,
         ignore_repeated: bool = True,
+        vocab_size: int | None = None,
     ) -> None:
+        """``vocab_size``: the tokenizer's; the green lists are drawn over it (a model whose logits are padded
+        past it, as many are, then gets no bias on the padding, and the detector, which knows only the
+        tokenizer, draws the same lists). None: the width of the logits."""
         check_settings(gamma, delta, z_threshold)
         if not isinstance(key, bytes) or len(key) < 16:
             raise ConfigError("the watermark key must be at least 16 bytes")
         self.key, self.gamma, self.delta = key, float(gamma), float(delta)
         self.z_threshold, self.ignore_repeated = float(z_threshold), bool(ignore_repeated)
+        self.vocab_size = vocab_size
         self.key_id = key_id(key)
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -153,9 +158,11 @@ class TextWatermark:
     def __call__(self, logits: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         if self.delta == 0:
             return logits
-        vocab = logits.shape[-1]
-        masks = torch.stack([self.green_mask(int(p), vocab) for p in prev.tolist()]).to(logits.device)
-        return logits + masks.to(logits.dtype) * self.delta
+        width = logits.shape[-1]
+        vocab = min(width, self.vocab_size or width)
+        masks = torch.zeros(len(prev), width, dtype=logits.dtype)
+        masks[:, :vocab] = torch.stack([self.green_mask(int(p), vocab) for p in prev.tolist()]).to(logits.dtype)
+        return logits + masks.to(logits.device) * self.delta
 
     def detect_ids(self, ids: Sequence[int], vocab_size: int) -> DetectionResult:
         """Score token ids: each token after the first, with the token before it; with ``ignore_repeated``
@@ -214,7 +221,8 @@ def check_settings(gamma: Any, delta: Any, z_threshold: Any = 4.0) -> None:
 
 
 def for_store(store_root: str | os.PathLike | None = None, **settings: Any) -> TextWatermark:
-    """The watermark of a run store (its key, created on first use) with ``settings`` (gamma, delta, ...)."""
+    """The watermark of a run store (its key, created on first use) with ``settings`` (gamma, delta,
+    z_threshold, ignore_repeated, vocab_size)."""
     check_settings(settings.get("gamma", 0.25), settings.get("delta", 2.0), settings.get("z_threshold", 4.0))
     return TextWatermark(store_key(store_root), **settings)
 
