@@ -16,7 +16,7 @@ import torch
 import genloop
 from genloop.errors import ConfigError
 from genloop.generation.text_sampling import SamplingParams, generate_text
-from genloop.safety.text_watermark import TextWatermark, detect_text, key_path, store_key
+from genloop.safety.text_watermark import TextWatermark, detect_in_store, detect_text, key_path, store_key
 
 KEY = bytes(range(32))
 V = 64
@@ -157,6 +157,7 @@ def test_pipeline_recipe_cli_and_detect_text(tmp_path: Path, capsys: pytest.Capt
     assert found.watermarked and found.z >= 4 and found.tokens_scored > 100, found
     assert detect_text("The " + out.text, pipe).z == found.z
     assert not detect_text("The " + plain.text, run.id).watermarked
+    assert detect_in_store("The " + out.text)[0] == run.id and detect_in_store("The " + out.text)[1].z == found.z
     streamed = "".join(pipe(prompt="The ", watermark=True, stream=True, **full))
     assert streamed == out.text
     code, printed, _ = conftest.cli(

@@ -241,6 +241,48 @@ def detect_text(text: str, run_or_pipeline: Any, runs_dir: str | os.PathLike | N
     return wm.detect(text, tokenizer.encode, tokenizer.vocab_size)
 
 
+def detect_in_store(
+    text: str, runs_dir: str | os.PathLike | None = None, **settings: Any
+) -> tuple[str | None, DetectionResult | None]:
+    """For a text of unknown origin (``genloop verify --text FILE``): score it with the tokenizer of every
+    text run in the store (each distinct tokenizer once) and return ``(run_id, result)`` of the highest z
+    — a run whose tokenizer reads it as watermarked if any does; ``(None, None)`` for a store without text
+    runs. The key is the store's, shared by all its runs, so which run made the text is known only as far
+    as tokenizers differ; a recipe's ``key_id`` names the key that marked it."""
+    from ..modalities.text.tokenizers import load_tokenizer
+    from ..paths import runs_dir as default_runs
+    from ..runs import RunStore
+    from ..serialization import sha256_file
+
+    store = RunStore(runs_dir)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("nothing to check: the text is empty")
+    settings.setdefault("delta", 2.0)
+    wm: TextWatermark | None = None
+    best: tuple[str | None, DetectionResult | None] = (None, None)
+    seen: set[tuple[str, ...]] = set()
+    for row in store.list():
+        folder = store.root / row.id / "tokenizer"
+        if not folder.is_dir():
+            continue
+        fingerprint = tuple(sorted(f"{p.name}:{sha256_file(p)}" for p in folder.iterdir() if p.is_file()))
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
+        try:
+            tok = load_tokenizer(folder)
+        except (ConfigError, OSError, ValueError):
+            continue
+        wm = wm or for_store(default_runs(runs_dir), **settings)
+        try:
+            result = wm.detect(text, tok.encode, tok.vocab_size)
+        except ConfigError:  # too short for this tokenizer
+            continue
+        if best[1] is None or result.z > best[1].z:
+            best = (row.id, result)
+    return best
+
+
 def _tokenizer_and_store(run_or_pipeline: Any, runs_dir: str | os.PathLike | None) -> tuple[Any, Path]:
     if hasattr(run_or_pipeline, "tokenizer"):
         run_dir = getattr(run_or_pipeline, "run_dir", None)
@@ -258,4 +300,13 @@ def _tokenizer_and_store(run_or_pipeline: Any, runs_dir: str | os.PathLike | Non
     return load_tokenizer(run.files.tokenizer), run.dir.parent
 
 
-__all__ = ["TextWatermark", "DetectionResult", "detect_text", "store_key", "for_store", "key_id", "check_settings"]
+__all__ = [
+    "TextWatermark",
+    "DetectionResult",
+    "detect_text",
+    "detect_in_store",
+    "store_key",
+    "for_store",
+    "key_id",
+    "check_settings",
+]
