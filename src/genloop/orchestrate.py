@@ -220,7 +220,9 @@ def _fit(
         return run
     precision = str(trainer.dtype).replace("torch.", "") if trainer.dtype else "fp32"
     world = distributed.world_size()
-    store.mark_running(run, device=str(trainer.device), precision=precision, processes=world)
+    scrubbed = (getattr(dataset, "info_", None) or {}).get("pii_scrubbed")  # text ingest with data.scrub_pii
+    extra = {"pii_scrubbed": scrubbed} if scrubbed is not None else {}
+    store.mark_running(run, device=str(trainer.device), precision=precision, processes=world, **extra)
     try:
         result = trainer.fit()
     except TrainingDiverged as e:

@@ -327,6 +327,11 @@ def generate(
     compile_: bool = typer.Option(
         False, "--compile", help="gpt models: compile the decoding step (faster after ~20 s)."
     ),
+    watermark: bool = typer.Option(
+        False,
+        "--watermark",
+        help="Text models: mark the text with the run store's green-list watermark (gamma 0.25, delta 2).",
+    ),
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: <run>/generated)."),
     class_label: int | None = typer.Option(
         None, "--class", help="Class to generate (conditional models; default: every class in turn)."
@@ -395,6 +400,7 @@ def _generate(
     beams: int,
     no_stream: bool,
     compile_: bool,
+    watermark: bool,
     out_dir: Path | None,
     class_label: int | None,
     sampler: str | None,
@@ -433,7 +439,11 @@ def _generate(
         "--eta": eta,
     }
     if not kind.prompted:
-        text_given = [name for name, v in (("--prompt", prompt), ("--stop", stop or None)) if v is not None]
+        text_given = [
+            name
+            for name, v in (("--prompt", prompt), ("--stop", stop or None), ("--watermark", watermark or None))
+            if v is not None
+        ]
         if text_given:
             raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} makes {kind.noun}s")
         paths = kind.generate_files(
@@ -486,6 +496,7 @@ def _generate(
             device,
             compile_,
             sign=not no_sign,
+            watermark=watermark,
             image_options={
                 "--class": class_label,
                 "--sampler": sampler,
@@ -541,6 +552,7 @@ def _generate_text(
     compile_: bool,
     image_options: dict,
     sign: bool = True,
+    watermark: bool = False,
 ) -> None:
     import warnings
 
@@ -562,6 +574,8 @@ def _generate_text(
     )
     if compile_:
         sampling["compile"] = True
+    if watermark:
+        sampling["watermark"] = True
     # under torchrun nothing streams: the ranks share the chunks and rank 0 prints the texts in item order
     stream = not no_stream and n == 1 and beams == 1 and distributed.launched().world_size == 1
     prompt = prompt or ""

@@ -271,7 +271,10 @@ def _label_recipe(labels: torch.Tensor | None) -> dict[str, Any]:
 def load_pipeline(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "last") -> Any:
     """The pipeline that fits the run's model family (image, diffusion, text), as its modality builds it."""
     system, info = load_system(run_dir, checkpoint)
-    return modalities[system.modality].pipeline(system.to(device), info)
+    pipe = modalities[system.modality].pipeline(system.to(device), info)
+    if hasattr(pipe, "run_dir"):  # a text pipeline finds its run store's watermark key from here
+        pipe.run_dir = Path(run_dir)
+    return pipe
 
 
 def as_uint8(output: ImageOutput) -> torch.Tensor:

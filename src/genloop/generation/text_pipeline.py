@@ -16,6 +16,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -75,6 +76,7 @@ class TextPipeline:
         self.system = system.eval()
         self.info = info  # run_id, model, checkpoint, checkpoint_sha256, step
         self.tokenizer = system.tokenizer
+        self.run_dir: Any = None  # the run's folder (set by load_pipeline): its store holds the watermark key
         if self.tokenizer is None:
             raise ConfigError(f"run {info.get('run_id')} has no tokenizer saved beside its weights")
 
@@ -101,7 +103,32 @@ class TextPipeline:
     def recipe(self, **settings: Any) -> dict[str, Any]:
         from .pipelines import recipe_info
 
+        wm = settings.pop("watermark", None)  # the processor is recorded by its settings and key id, never the key
+        if wm is not None:
+            settings["watermark"] = wm.recipe()
         return {**recipe_info(self.info), "tokenizer": self.tokenizer.kind, **settings, "genloop_version": __version__}
+
+    def watermark(self, watermark: Any = True) -> Any:
+        """The watermark processor a call's ``watermark=`` asks for: None for False/None; for True (or a dict of
+        gamma, delta, z_threshold, ignore_repeated) the green-list watermark keyed by this run store's key;
+        a :class:`~genloop.safety.text_watermark.TextWatermark` as given."""
+        from ..safety.text_watermark import TextWatermark, for_store
+
+        if watermark is None or watermark is False:
+            return None
+        if isinstance(watermark, TextWatermark):
+            return watermark
+        store = Path(self.run_dir).parent if self.run_dir is not None else None
+        vocab = self.tokenizer.vocab_size  # the lists the detector, which has only the tokenizer, draws
+        if watermark is True:
+            return for_store(store, vocab_size=vocab)
+        if isinstance(watermark, dict):
+            known = {"gamma", "delta", "z_threshold", "ignore_repeated"}
+            unknown = set(watermark) - known - {"scheme", "key_id"}
+            if unknown or watermark.get("scheme", "kirchenbauer") != "kirchenbauer":
+                raise ConfigError(f"watermark takes {sorted(known)} (scheme kirchenbauer), got {watermark!r}")
+            return for_store(store, vocab_size=vocab, **{k: v for k, v in watermark.items() if k in known})
+        raise ConfigError(f"watermark must be true/false or a dict of settings, got {watermark!r}")
 
     def params(
         self,
@@ -116,6 +143,7 @@ class TextPipeline:
         presence_penalty: float = 0.0,
         frequency_penalty: float = 0.0,
         logit_bias: dict[int, float] | dict[str, float] | None = None,
+        watermark: Any = None,
     ) -> SamplingParams:
         """Checked settings. ``logit_bias`` keys may be strings (JSON objects, recipes): they are token ids."""
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -138,6 +166,7 @@ class TextPipeline:
             presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty,
             logit_bias=bias,
+            watermark=self.watermark(watermark),
         )
         params.validate(MAX_TOKENS)
         return params
@@ -236,6 +265,7 @@ class TextPipeline:
         presence_penalty: float = 0.0,
         frequency_penalty: float = 0.0,
         logit_bias: dict[int, float] | None = None,
+        watermark: Any = None,
         stream: bool = False,
         use_cache: bool = True,
         compile: bool = False,
@@ -245,6 +275,8 @@ class TextPipeline:
         Same seed, same settings ⇒ same text. ``stream=True`` (with ``n=1``) returns an iterator of text
         pieces as they are generated instead of a :class:`TextOutput`. ``compile=True`` (``gpt`` models)
         decodes through a ``torch.compile``-d step: ~1.65× faster per token after a one-time compilation.
+        ``watermark=True`` marks the text with the run store's green-list watermark (see :meth:`watermark`);
+        :func:`genloop.safety.text_watermark.detect_text` finds it.
         """
         if not 1 <= n <= 10_000:
             raise ConfigError(f"--n must be between 1 and 10000, got {n}")
@@ -260,6 +292,7 @@ class TextPipeline:
             presence_penalty,
             frequency_penalty,
             logit_bias,
+            watermark,
         )
         if stream and n != 1:
             raise ConfigError("streaming gives one completion at a time: use n=1 with stream=True")

@@ -46,6 +46,9 @@ class SamplingParams:
     num_beams: int = 1  # > 1: beam search (deterministic; temperature, top-k and top-p are ignored)
     length_penalty: float = 1.0  # beam score = sum of log-probabilities / length ** length_penalty
     stop_at_eot: bool = True  # stop at the tokenizer's end-of-text token (excluded from the text)
+    # None: off. A logits processor ``wm(logits (B, V), prev (B,)) -> logits`` that sees each row's previous
+    # token, e.g. :class:`genloop.safety.text_watermark.TextWatermark` (the green-list watermark)
+    watermark: Any = None
 
     @property
     def greedy(self) -> bool:
@@ -81,22 +84,29 @@ class SamplingParams:
             problems.append(f"length_penalty must be a finite number, got {self.length_penalty}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             problems.append(f"--stop must be a list of non-empty strings, got {self.stop!r}")
+        if self.watermark is not None and not callable(self.watermark):
+            problems.append(f"watermark must be a logits processor (logits, prev) -> logits, got {self.watermark!r}")
         if problems:
             raise ConfigError("\n".join(problems))
 
 
 # --- one step: logits -> next token ---------------------------------------------------------------
 def process_logits(
-    logits: torch.Tensor, seen: torch.Tensor | None, params: SamplingParams, generated: torch.Tensor | None = None
+    logits: torch.Tensor,
+    seen: torch.Tensor | None,
+    params: SamplingParams,
+    generated: torch.Tensor | None = None,
+    prev: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, V) logits -> float32 logits with every control applied; filtered-out tokens get -inf.
 
     ``seen`` (B, S) is every token so far (prompt + generated), for the repetition penalty; ``generated``
     (B, G) only the generated ones, for the presence and frequency penalties, which OpenAI defines over the
-    completion only. Order: logit bias, repetition penalty, presence/frequency penalties, temperature,
-    top-k, top-p. Bias and penalties come first because they change the model's scores, not the sampling;
-    top-p last, so the nucleus is taken from the final distribution. Settings that are off do nothing at
-    all (the output equals the input).
+    completion only; ``prev`` (B,) each row's last token, for the watermark. Order: logit bias, repetition
+    penalty, presence/frequency penalties, watermark, temperature, top-k, top-p. Bias, penalties and the
+    watermark come first because they change the model's scores, not the sampling; top-p last, so the
+    nucleus is taken from the final distribution. Settings that are off do nothing at all (the output
+    equals the input).
     """
     x = logits.float()
     if params.logit_bias:
@@ -105,6 +115,10 @@ def process_logits(
         x = _penalize(x, seen, params.repetition_penalty)
     if generated is not None and generated.numel() and (params.presence_penalty or params.frequency_penalty):
         x = _penalize_counts(x, generated, params.presence_penalty, params.frequency_penalty)
+    if params.watermark is not None:
+        if prev is None:
+            raise ValueError("the watermark needs each row's previous token (prev)")
+        x = params.watermark(x, prev)
     if params.temperature > 0 and params.temperature != 1.0:
         x = x / params.temperature
     if 0 < params.top_k < x.shape[-1]:
@@ -252,7 +266,9 @@ def generate_ids(
     count = bool(params.presence_penalty or params.frequency_penalty)
     for n in range(p, p + params.max_tokens):
         raw = context.logits(ids, n)
-        logits = process_logits(raw, ids[:, :n] if penalize else None, params, ids[:, p:n] if count else None)
+        logits = process_logits(
+            raw, ids[:, :n] if penalize else None, params, ids[:, p:n] if count else None, ids[:, n - 1]
+        )
         tokens = sample_next(logits, generators, params).cpu()
         if eot is not None:
             tokens = tokens.masked_fill(done, eot)
@@ -294,7 +310,11 @@ def beam_search(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, eot_
     for length in range(1, params.max_tokens + 1):
         start = window_start(beams.shape[1], start, int(lm.block_size))
         logits = process_logits(
-            lm(beams[:, start:])[:, -1], beams if penalize else None, plain, beams[:, p:] if count else None
+            lm(beams[:, start:])[:, -1],
+            beams if penalize else None,
+            plain,
+            beams[:, p:] if count else None,
+            beams[:, -1],
         )
         vocab = logits.shape[-1]
         totals = (sums[:, None] + logits.log_softmax(-1)).view(-1)

@@ -189,6 +189,7 @@ class GenerateParams(Strict):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = Field(None, max_length=300, description="token id -> bias in [-100, 100]")
     stop: list[str] | None = Field(None, max_length=8)
+    watermark: bool | None = Field(None, description="text: mark with the run store's green-list watermark")
     # text, what the worker reports besides the texts (OpenAI's completions options)
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="score each token; report the top k")
     echo: bool | None = Field(None, description="with logprobs: score the prompt's tokens too")
@@ -277,6 +278,7 @@ class CompletionRequest(Strict):
     logit_bias: dict[str, float] | None = Field(None, max_length=300)
     seed: int | None = Field(None, ge=0, le=INT_MAX)
     repetition_penalty: float = Field(1.0, gt=0, le=10)  # an extension, as top_k
+    watermark: bool | None = False  # an extension: the run store's green-list text watermark (issue 15)
     user: str | None = Field(None, max_length=64)
 
 

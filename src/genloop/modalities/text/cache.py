@@ -37,7 +37,7 @@ import numpy as np
 from ...errors import DataError, GenLoopError
 from ...paths import cache_dir
 from ...serialization import atomic_write, write_json
-from .sources import TextDataConfig, _resolve, _Source, _source_documents, split_documents
+from .sources import TextDataConfig, _resolve, _Source, _source_documents, scrub_if_asked, split_documents
 from .tokenizers import Tokenizer, _tokenizer_for, load_tokenizer, train_tokenizer
 
 TEXT_PREP_VERSION = 1  # bump when reading, splitting or tokenising changes, so old caches are not reused
@@ -86,6 +86,10 @@ def cache_key(fingerprint: dict[str, Any], cfg: TextDataConfig, tokenizer_key: d
         "val_fraction": cfg.val_fraction,
         "seed": cfg.seed,
     }
+    if cfg.scrub_pii:  # only when on, so that the caches of every corpus prepared before stay valid
+        from ...safety.pii import PII_VERSION
+
+        blob["scrub_pii"] = PII_VERSION
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -114,7 +118,7 @@ def _prepare(
     source: _Source, cfg: TextDataConfig, spec: str, given: Tokenizer | None, key: str, root: Path | None
 ) -> TextDataset:
     """The slow path: read, split, train the tokenizer, tokenise, and write the cache folder atomically."""
-    docs = _source_documents(source, cfg)
+    docs, scrubbed = scrub_if_asked(_source_documents(source, cfg), cfg)
     train_docs, val_docs, how = split_documents(docs, cfg.val_fraction, cfg.seed)
     tok = given if given is not None else train_tokenizer(spec, train_docs, cfg.vocab_size)
     dtype = token_dtype(tok.vocab_size)
@@ -132,6 +136,8 @@ def _prepare(
         "tokenizer_saved": given is None,
         "dtype": dtype.name,
     }
+    if scrubbed is not None:
+        meta["pii_scrubbed"] = scrubbed
     if root is None:
         return _in_memory(cfg.name, tok, train_docs, val_docs, meta, dtype)
     folder, tmp = root / key, None
@@ -291,6 +297,7 @@ def _public_info(meta: dict[str, Any]) -> dict[str, Any]:
         "cached",
         "cache_dir",
         "prep_version",
+        "pii_scrubbed",
     )
     out = {k: meta[k] for k in keys if k in meta}
     out["cache_key"] = meta["key"]

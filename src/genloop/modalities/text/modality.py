@@ -27,6 +27,7 @@ class TextModality(Modality):
         "frequency_penalty",
         "logit_bias",
         "stop",
+        "watermark",
     )
     report_keys = ("logprobs", "echo")  # they shape only what the worker reports about a text
     finetune_method = "dpo"

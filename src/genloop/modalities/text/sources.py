@@ -42,6 +42,9 @@ class TextDataConfig:
     vocab_size: int = 2048  # BPE only: target vocabulary size, <|endoftext|> included
     val_fraction: float = 0.1  # share of documents (or, for one document, of characters) held out
     seed: int = 0  # decides which documents are held out
+    # replace e-mails, phone numbers, Chinese ID and bank-card numbers and IP addresses by placeholders as the
+    # corpus is read (genloop.safety.pii); what was removed is counted in the data info and the run's run.json
+    scrub_pii: bool = False
 
     def __post_init__(self) -> None:
         for key in ("name", "jsonl_field", "tokenizer"):
@@ -50,6 +53,8 @@ class TextDataConfig:
                 raise ConfigError(f"data.{key} must be a non-empty string, got {value!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        if not isinstance(self.scrub_pii, bool):
+            raise ConfigError(f"data.scrub_pii must be true or false, got {self.scrub_pii!r}")
         if self.tokenizer == "bpe" and not BPE_MIN_VOCAB <= self.vocab_size <= BPE_MAX_VOCAB:
             raise ConfigError(
                 f"data.vocab_size must be between {BPE_MIN_VOCAB} and {BPE_MAX_VOCAB} for the bpe tokenizer "
@@ -263,13 +268,25 @@ def read_documents(cfg: TextDataConfig) -> tuple[list[str], str]:
       files without a suffix, by content); a ``.jsonl`` file in it adds one document per record;
     - a ``.jsonl`` file: one document per non-blank line, from ``cfg.jsonl_field``.
 
+    With ``cfg.scrub_pii`` personal data in them is replaced by placeholders (:func:`scrub_if_asked`).
+
     Text must be UTF-8 (a BOM is stripped); ``\\r\\n`` becomes ``\\n``. Blank documents are dropped. A
     missing path raises NotFoundError; undecodable, binary or empty input raises a DataError naming the
     file (and the offset/line of the problem).
     """
     source = _resolve(cfg.name)
-    docs = _source_documents(source, cfg)
+    docs, _ = scrub_if_asked(_source_documents(source, cfg), cfg)
     return docs, source.describe(len(docs))
+
+
+def scrub_if_asked(docs: list[str], cfg: TextDataConfig) -> tuple[list[str], dict[str, int] | None]:
+    """With ``cfg.scrub_pii``: the documents with personal data replaced by placeholders, and how many of
+    each kind were replaced (:func:`genloop.safety.pii.scrub_documents`); else the documents and None."""
+    if not cfg.scrub_pii:
+        return docs, None
+    from ...safety.pii import scrub_documents
+
+    return scrub_documents(docs)
 
 
 # -------------------------------------------------------------------------------------------- split

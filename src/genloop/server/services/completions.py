@@ -102,6 +102,7 @@ def plan(c: Context, body: CompletionRequest) -> Plan:
         "frequency_penalty": _or(body.frequency_penalty, 0.0),
         "logit_bias": body.logit_bias or None,
         "stop": stop or None,
+        "watermark": True if body.watermark else None,
         "logprobs": body.logprobs,
         "echo": bool(body.echo) if body.logprobs is not None else None,
     }  # echo's text needs no job
