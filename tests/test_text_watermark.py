@@ -168,6 +168,18 @@ def test_pipeline_recipe_cli_and_detect_text(tmp_path: Path, capsys: pytest.Capt
     recipe = json.loads(lines[-1])["recipe"]
     assert recipe["watermark"]["key_id"] == wm["key_id"]
     assert key.hex() not in lines[-1]
+    # `genloop verify --text`: the text alone (no metadata) is recognised, with or without --run
+    marked, unmarked = tmp_path / "marked.txt", tmp_path / "plain.txt"
+    marked.write_text("The " + out.text, encoding="utf-8")
+    unmarked.write_text("The " + plain.text, encoding="utf-8")
+    code, printed, _ = conftest.cli(capsys, "verify", "--text", str(marked))
+    assert code == 0 and f"{marked}: watermarked (z " in printed and f"tokenizer of run {run.id}" in printed
+    code, printed, _ = conftest.cli(capsys, "verify", "--text", str(marked), "--text", str(unmarked), "--run", run.id)
+    assert code == 1 and "watermarked" in printed and f"{unmarked}: no watermark (z " in printed
+    code, printed, _ = conftest.cli(capsys, "verify", "--text", str(tmp_path / "missing.txt"))
+    assert code == 1 and "error (not a readable UTF-8 text file" in printed
+    code, _, err = conftest.cli(capsys, "verify", "--run", run.id)
+    assert code == 2 and "give at least one FILE" in err
 
 
 def test_server_completions_take_watermark(tmp_path: Path) -> None:

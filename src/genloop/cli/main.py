@@ -6,6 +6,7 @@ Ctrl-C exits with 130 after the engine has saved a checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -1097,23 +1098,70 @@ def verify(
     files: list[Path] | None = typer.Argument(
         None, metavar="FILE...", help="PNGs, .mid files, texts.jsonl files or .manifest.json sidecars."
     ),
+    text: list[Path] = typer.Option(
+        [],
+        "--text",
+        help="A plain-text file to test for the run store's text watermark (repeatable); stripped of any "
+        "metadata, the text itself carries the mark.",
+    ),
+    run: str | None = typer.Option(
+        None, "--run", help="With --text: the text run that may have made it (default: try every text run's tokenizer)."
+    ),
     runs_dir: Path | None = RunsDir,
 ) -> None:
     """Check the signed provenance of generated files: one line per file, `valid` (signature good, content
     unchanged, key trusted: with its generation id, model sha256 and time), `tampered` (which field),
     `unsigned` (no manifest), `unknown key` (signed by a key not in the trusted/ folder beside this
-    installation's key) or `error` (not a file it can read). Exit code 0 only when every file is valid."""
+    installation's key) or `error` (not a file it can read). With --text, one line per text file:
+    `watermarked` or `no watermark`, with the z-score and p-value. Exit code 0 only when every file is valid
+    (and every text watermarked)."""
     from ..safety.provenance import verify_file
 
-    if not files:
-        raise ConfigError("give at least one FILE to verify")
-    # one result per checked item, each with .line() and .ok; further checks (e.g. a text watermark's
-    # detection, an option of its own) append their results here
-    results = [verify_file(path, runs_dir) for path in files]
+    if not files and not text:
+        raise ConfigError("give at least one FILE to verify (or --text FILE to test for the text watermark)")
+    if run is not None and not text:
+        raise ConfigError("--run goes with --text: it names the text run whose tokenizer reads the text")
+    # one result per checked item, each with .line() and .ok
+    results: list[Any] = [verify_file(path, runs_dir) for path in files or []]
+    results += [_text_watermark_result(path, run, runs_dir) for path in text]
     for r in results:
         say(r.line())
     if not all(r.ok for r in results):
         raise typer.Exit(1)
+
+
+@dataclasses.dataclass
+class _TextCheck:
+    """``verify --text``: whether one text file carries the run store's green-list watermark."""
+
+    path: Path
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.path}: {self.detail}"
+
+
+def _text_watermark_result(path: Path, run: str | None, runs_dir: Path | None) -> _TextCheck:
+    from ..safety.text_watermark import detect_in_store, detect_text
+
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return _TextCheck(path, False, f"error (not a readable UTF-8 text file: {e.__class__.__name__})")
+    try:
+        if run is not None:
+            run_id, found = run, detect_text(content, run, runs_dir)
+        else:
+            run_id, found = detect_in_store(content, runs_dir)
+    except ConfigError as e:
+        return _TextCheck(path, False, f"error ({e})")
+    if found is None:
+        return _TextCheck(path, False, "error (no text run in this run store to read it with)")
+    stats = f"z {found.z:.2f}, p {found.p_value:.2g}, {found.tokens_scored} tokens scored, key {found.key_id}"
+    if found.watermarked:
+        return _TextCheck(path, True, f"watermarked ({stats}; tokenizer of run {run_id})")
+    return _TextCheck(path, False, f"no watermark ({stats}; needs z >= {found.z_threshold:g})")
 
 
 @keys_app.command("export")
