@@ -12,9 +12,14 @@ Writes the numbers to a JSON (merged by data set and configuration into an exist
 add up) and per data set a PNG with one row of 8 samples per configuration and a row of real training
 images; prints a summary table.
 
-    python benchmarks/bench_small_rgb.py --budget 900                       # the benchmark: ~2.5 h on 2 cores
-    python benchmarks/bench_small_rgb.py --budget 10 --n 100 --limit 200    # smoke test
+    python benchmarks/bench_small_rgb.py --budget 900                       # the benchmark: ~3 h on 2 free cores
+    python benchmarks/bench_small_rgb.py --budget 10 --n 100 --limit 200    # smoke test (~15 min, most of it ddpm)
     python benchmarks/bench_small_rgb.py --datasets pokemon --configs dcgan ddpm --budget 600
+
+Costs beyond the budgets: the reference net and its sanity suite, a few minutes per data set on one thread
+(once; cached after); scoring ddpm, whose default sampler (dpmpp-2m, 25 steps) runs the UNet 25 times per
+sample: tens of minutes for ``--n 1000`` at 64 px. ``--threads`` should not exceed the free cores: on a busy
+machine two threads ran DCGAN several times slower than one.
 """
 
 from __future__ import annotations
