@@ -109,7 +109,7 @@ def row_of(name: str, family: str, overrides: list[str], run, m: dict, train_wal
         "family": family,
         "overrides": overrides,
         "run_id": run.id,
-        "precision": run.info.get("precision"),
+        "precision_mode": run.info.get("precision"),  # what train.precision=auto chose ("precision" is the metric)
         "steps": run.info.get("step"),
         "train_seconds": timings.get("train_seconds"),
         "images_per_s": timings.get("images_per_s"),
@@ -193,7 +193,7 @@ def summary_table(merged: dict) -> None:
         from rich.table import Table
     except ImportError:  # plain text when rich is missing
         Console = Table = None  # noqa: N806
-    head = ["data set", "config", "precision", "steps", "img/s", "FID (floor)", "× floor", "KID (floor)"]
+    head = ["data set", "config", "dtype", "steps", "img/s", "FID (floor)", "× floor", "KID (floor)"]
     head += ["precision (floor)", "recall (floor)", "ref-net FID ρ min"]
     lines = []
     for ds, body in merged["datasets"].items():
@@ -203,7 +203,7 @@ def summary_table(merged: dict) -> None:
                 [
                     ds,
                     name,
-                    str(r.get("precision")),
+                    str(r.get("precision_mode")),
                     str(r.get("steps")),
                     f(r.get("images_per_s"), ".0f"),
                     f"{f(r['fid'], '.2f')} ({f(r['fid_floor'], '.2f')})",
@@ -221,10 +221,12 @@ def summary_table(merged: dict) -> None:
         return
     table = Table(title=f"small RGB data sets, {merged['meta']['budget_seconds']:g} s of training per configuration")
     for h in head:
-        table.add_column(h, justify="left" if h in ("data set", "config", "precision") else "right")
+        table.add_column(h, justify="left" if h in ("data set", "config", "dtype") else "right")
     for line in lines:
         table.add_row(*line)
-    Console().print(table)
+    console = Console()
+    console.width = max(console.width, 170)  # the whole table, also when the output is a file or a pipe
+    console.print(table)
 
 
 def main() -> None:
@@ -354,7 +356,7 @@ def main() -> None:
                 log(f"{ds}/{name}: no samples in the grid (run {row['run_id']} not found: {type(e).__name__})")
                 continue
             ratio = row.get("fid_ratio_to_floor")
-            label = f"{name}\nFID {ratio:.1f}× floor" if ratio is not None else name
+            label = f"{name}\nFID {ratio:.1f}x floor" if ratio is not None else name
             grid_rows.append((label, pipe(n=8, seed=0).tensors))
         if grid_rows:
             grid_rows.append(("real (train)", real_row(folder)))
