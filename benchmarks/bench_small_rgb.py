@@ -125,7 +125,8 @@ def row_of(name: str, family: str, overrides: list[str], run, m: dict, train_wal
     for k in METRICS:
         v, floor = m.get(k), m.get(f"{k}_floor")
         row[k], row[f"{k}_floor"] = v, floor
-        row[f"{k}_ratio_to_floor"] = round(v / floor, 4) if v is not None and floor else None
+        # KID's unbiased estimate can fall below 0 at the floor: no ratio then
+        row[f"{k}_ratio_to_floor"] = round(v / floor, 4) if v is not None and floor and floor > 0 else None
     row["kid_std"] = m.get("kid_std")
     return row
 
