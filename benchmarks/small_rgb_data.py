@@ -1,11 +1,13 @@
 """Two small RGB data sets for bench_small_rgb.py, built as folders of 64x64 PNGs under the GenLoop cache.
 
 - ``pokemon``: the 1,352 Pokémon box sprites of msikma/pokesprite (``pokemon-gen8/regular/*.png``, 68x56
-  RGBA), composited onto white, padded to a white square and resized to 64 px (LANCZOS). Read from a bare
+  RGBA), cropped to the sprite (its alpha's bounding box, so the creature fills the frame instead of a third
+  of it), composited onto white, padded to a white square and resized to 64 px (LANCZOS). Read from a bare
   git mirror (default ``/work/.mirror/msikma+pokesprite/repo``) or from a checkout/folder (``--pokesprite``).
 - ``photo-patches``: 1,500 random square crops (20-50 % of the short side, resized to 64 px, LANCZOS) of the
   colour photographs bundled with scikit-image (``skimage.data``, nothing downloaded) and scikit-learn
-  (``load_sample_images``: china, flower); the number of crops per photo is proportional to its area. Seeded.
+  (``load_sample_images``: china, flower); the same number of crops from each photo (proportional to area, one
+  large retina scan would make up 40 % of the set). Seeded.
 
 Each lands in ``$GENLOOP_CACHE_DIR/bench-data/<name>/`` (else ``~/.cache/genloop/bench-data/<name>/``), the
 images directly in the folder (so GenLoop reads them as unlabelled data) and a hidden ``.complete.json``
@@ -30,7 +32,7 @@ import numpy as np
 
 DATASETS = ("pokemon", "photo-patches")
 SIZE = 64
-BUILD_VERSION = 2
+BUILD_VERSION = 3  # 3: sprites cropped to their bounding box; equal crops per photo
 POKESPRITE_MIRROR = Path("/work/.mirror/msikma+pokesprite/repo")
 POKESPRITE_DIR = "pokemon-gen8/regular"
 N_POKEMON = 1352
@@ -74,10 +76,14 @@ def _finish(folder: Path, tmp: Path, expected: dict) -> Path:
 
 # ------------------------------------------------------------------------------------------------ pokemon
 def _sprite(data: bytes):
-    """68x56 RGBA sprite -> white background, padded to a white square, LANCZOS to 64 px, RGB."""
+    """68x56 RGBA sprite -> cropped to its opaque pixels, white background, padded to a white square, LANCZOS
+    to 64 px, RGB."""
     from PIL import Image
 
     img = Image.open(io.BytesIO(data)).convert("RGBA")
+    box = img.getchannel("A").getbbox()
+    if box is not None:
+        img = img.crop(box)
     white = Image.new("RGBA", img.size, (255, 255, 255, 255))
     rgb = Image.alpha_composite(white, img).convert("RGB")
     side = max(rgb.size)
@@ -162,10 +168,8 @@ def build_photo_patches(root: Path, n: int = N_PATCHES, seed: int = 0) -> Path:
         return folder
     imgs = photos()
     names = sorted(imgs)
-    areas = np.array([imgs[k].shape[0] * imgs[k].shape[1] for k in names], dtype=float)
-    counts = np.floor(n * areas / areas.sum()).astype(int)
-    for i in np.argsort(-(n * areas / areas.sum() - counts))[: n - counts.sum()]:  # largest remainders
-        counts[i] += 1
+    counts = np.full(len(names), n // len(names))
+    counts[: n - counts.sum()] += 1  # the remainder, one each to the first photos
     rng = np.random.default_rng(seed)
     tmp = root / ".photo-patches.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
