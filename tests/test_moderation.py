@@ -77,6 +77,8 @@ def test_decisions_name_the_rule_and_the_span() -> None:
     assert d.action == "block" and not d.allowed and d.rule_id == "en-violence-threat"
     assert [r["id"] for r in d.others] == ["en-violence-murder"]
     assert "rule en-violence-threat" in d.reason and "violence-threat" in d.reason
+    assert moderation.tail("x" * 300 + " skill", 8) == " skill"  # a stream's re-check never cuts a word shorter
+    assert m.check(moderation.tail("a" * 300 + "skill you", 12)).action == "allow"
     zh = m.check("这是一部谋杀小说")
     assert zh.action == "flag" and zh.match == "谋杀" and zh.span == (4, 6)
 

@@ -242,7 +242,7 @@ class TextPipeline:
             if row in cut:
                 return
             sofar[row] = sofar.get(row, "") + piece
-            if m.decide(sofar[row], "output").action == "block":
+            if m.decide(moderation.tail(sofar[row]), "output").action == "block":  # the whole text: at the end
                 cut.add(row)
                 return
             on_piece(row, piece)
@@ -407,7 +407,7 @@ class TextPipeline:
         m, text = moderator or moderation.get(), ""
         for piece in pieces:
             text += piece
-            if m.enabled and m.decide(text, "output").action == "block":
+            if m.enabled and m.decide(moderation.tail(text), "output").action == "block":
                 break
             yield piece
         m.check(text, "output", request_id, self._store())

@@ -136,6 +136,16 @@ def _despaced(norm: str) -> str | None:
     return _SPELT.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), norm)
 
 
+def tail(text: str, chars: int = 256) -> str:
+    """The end of a growing text worth re-checking as a stream adds to it: its last ``chars`` characters, from
+    the first whitespace in them on (so no word is cut into a shorter one: "skill" never becomes "kill")."""
+    if len(text) <= chars:
+        return text
+    end = text[-chars:]
+    cut = next((i for i, ch in enumerate(end) if ch.isspace()), None)
+    return end if cut is None else end[cut:]
+
+
 class ModerationBlocked(GenLoopError):
     """Moderation blocked a prompt (or every output); ``str(err)`` says which rule, ``.decision`` has it all."""
 
