@@ -5,6 +5,7 @@ the official openai client). A tiny GPT trained once per module serves the end-t
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -284,6 +285,7 @@ def test_cli_blocked_prompt(gpt: tuple[Path, str], capsys: pytest.CaptureFixture
         capsys, "generate", run_id, "--prompt", "The quick", "--max-tokens", "4", "--runs-dir", runs, "--rules", rules
     )
     assert code == 2 and "rule r-1" in err
+    assert "GENLOOP_MODERATION_RULES" not in os.environ  # --rules is for that command only
     code, out, err = cli(capsys, "generate", run_id, "--prompt", "The", "--max-tokens", "4", "--runs-dir", runs)
     assert code == 0 and out.startswith("The"), err
 
@@ -374,3 +376,17 @@ def test_server_moderation_off(gpt: tuple[Path, str], tmp_path: Path, monkeypatc
         bad = tmp_path / "bad.yaml"
         bad.write_text("rules: [{id: b, regex: '('}]", encoding="utf-8")
         Settings(runs=runs, moderation_rules=str(bad), moderation=True).check()
+
+
+def test_cli_names_withheld_texts_and_marks_their_recipes(
+    gpt: tuple[Path, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    runs, run_id = gpt
+    rules = _write(tmp_path / "out.yaml", "[{id: any-out, category: test, regex: '.', targets: [output]}]")
+    args = ["generate", run_id, "--prompt", "The", "-n", "2", "--max-tokens", "6", "--runs-dir", runs]
+    code, out, err = cli(capsys, *args, "--rules", rules, "--out", tmp_path / "gen")
+    assert code == 0, err
+    assert "moderation: text 0 withheld (rule any-out, category test)" in err
+    records = [json.loads(x) for x in (tmp_path / "gen" / "texts.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in records] == ["", ""]
+    assert all(r["recipe"]["moderation"]["rule"]["id"] == "any-out" for r in records)

@@ -385,15 +385,21 @@ def generate(
 
     if _relaunched(nproc, run_id, runs_dir):
         return
-    if rules:  # the pipeline's moderator reads its rule files from the environment (torchrun ranks inherit it)
-        os.environ["GENLOOP_MODERATION_RULES"] = os.pathsep.join(
-            p for p in (os.environ.get("GENLOOP_MODERATION_RULES"), rules) if p
-        )
+    before = os.environ.get("GENLOOP_MODERATION_RULES")
+    if rules:  # the pipeline's moderator reads its rule files from the environment, for this command only
+        os.environ["GENLOOP_MODERATION_RULES"] = os.pathsep.join(p for p in (before, rules) if p)
     try:
         with signing(not no_sign):
-            _generate(**{k: v for k, v in locals().items() if k not in ("distributed", "nproc", "signing", "rules")})
+            _generate(
+                **{k: v for k, v in locals().items() if k not in ("distributed", "nproc", "signing", "rules", "before")}
+            )
     finally:
         distributed.shutdown()
+        if rules:
+            if before is None:
+                os.environ.pop("GENLOOP_MODERATION_RULES", None)
+            else:
+                os.environ["GENLOOP_MODERATION_RULES"] = before
 
 
 def _generate(
