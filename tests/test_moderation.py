@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from studio_support import TEXT, TINY_GPT, WorkerThread
 
 import genloop
+from genloop import errors
 from genloop.errors import ConfigError, GenLoopError
 from genloop.safety import moderation
 from genloop.safety.moderation import ModerationBlocked, Moderator
@@ -240,6 +241,7 @@ def test_the_api_raises_on_a_blocked_prompt_and_logs_it(gpt: tuple[Path, str]) -
     with pytest.raises(ModerationBlocked) as e:
         pipe(prompt=BLOCKED, max_tokens=4, request_id="req-test-1")
     assert isinstance(e.value, GenLoopError) and "rule en-violence-threat" in str(e.value)
+    assert ModerationBlocked is errors.ModerationBlocked  # also importable from genloop.errors
     assert e.value.decision.category == "violence-threat"
     with pytest.raises(ModerationBlocked):
         pipe.complete(BLOCKED_ZH, max_tokens=4)

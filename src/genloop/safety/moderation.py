@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, GenLoopError
+from ..errors import ConfigError, ModerationBlocked
 
 ACTIONS = ("allow", "flag", "block")
 RULE_ACTIONS = ("flag", "block")
@@ -144,14 +144,6 @@ def tail(text: str, chars: int = 256) -> str:
     end = text[-chars:]
     cut = next((i for i, ch in enumerate(end) if ch.isspace()), None)
     return end if cut is None else end[cut:]
-
-
-class ModerationBlocked(GenLoopError):
-    """Moderation blocked a prompt (or every output); ``str(err)`` says which rule, ``.decision`` has it all."""
-
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(decision.reason)
-        self.decision = decision
 
 
 @dataclass(frozen=True)
