@@ -45,7 +45,8 @@ downloaded). A local Hugging Face classifier, for example::
 
 **Decisions** are ``allow``, ``flag`` (passes, logged, and the output's recipe gets
 ``moderation: {action: flag, rule: {...}}``) or ``block`` (a prompt: :class:`ModerationBlocked`, a 400 on the
-server with code ``content_filter``; an output: its text withheld, ``finish_reason`` ``content_filter``). Each
+server with code ``content_filter``; an output: its text withheld, ``finish_reason`` ``content_filter``; a
+stream is cut before the piece that completes a match, so the text before it, already sent, stays sent). Each
 decision is one JSON line in ``<runs>/moderation.jsonl`` (``time``, ``request_id`` — the job id on the server,
 ``target``, ``action``, ``rule``, ``sha256`` of the text and, by default, an ``excerpt``: its first 40
 characters, never more than half of it; ``GENLOOP_MODERATION_LOG_TEXT`` = ``hash`` stores no text, ``full`` the
