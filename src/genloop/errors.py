@@ -7,6 +7,8 @@ that line and exits with code 2, without a traceback. Bugs stay ordinary excepti
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GenLoopError(Exception):
     """An error the user can fix; ``str(err)`` is the one-line message shown to them."""
@@ -38,6 +40,15 @@ class StorageError(GenLoopError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ModerationBlocked(GenLoopError):
+    """Moderation (:mod:`genloop.safety.moderation`) blocked a prompt: ``str(err)`` names the rule, its category
+    and what matched; ``err.decision`` is the whole :class:`~genloop.safety.moderation.Decision`."""
+
+    def __init__(self, decision: Any) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
 
 
 class TrainingDiverged(GenLoopError):

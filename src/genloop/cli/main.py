@@ -366,6 +366,13 @@ def generate(
         help="Write no signed provenance manifest (by default every output carries one, embedded and as "
         "<file>.manifest.json, signed with this installation's key; `genloop verify` checks it).",
     ),
+    rules: str | None = typer.Option(
+        None,
+        "--rules",
+        help="Text models: moderation rule files (YAML/JSON/TXT, several joined by ':') added to the built-in "
+        "list (env GENLOOP_MODERATION_RULES). A blocked prompt is an error (exit 2); a blocked text is withheld. "
+        "GENLOOP_MODERATION=off turns moderation off.",
+    ),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
@@ -378,11 +385,21 @@ def generate(
 
     if _relaunched(nproc, run_id, runs_dir):
         return
+    before = os.environ.get("GENLOOP_MODERATION_RULES")
+    if rules:  # the pipeline's moderator reads its rule files from the environment, for this command only
+        os.environ["GENLOOP_MODERATION_RULES"] = os.pathsep.join(p for p in (before, rules) if p)
     try:
         with signing(not no_sign):
-            _generate(**{k: v for k, v in locals().items() if k not in ("distributed", "nproc", "signing")})
+            _generate(
+                **{k: v for k, v in locals().items() if k not in ("distributed", "nproc", "signing", "rules", "before")}
+            )
     finally:
         distributed.shutdown()
+        if rules:
+            if before is None:
+                os.environ.pop("GENLOOP_MODERATION_RULES", None)
+            else:
+                os.environ["GENLOOP_MODERATION_RULES"] = before
 
 
 def _generate(
@@ -581,14 +598,18 @@ def _generate_text(
     stream = not no_stream and n == 1 and beams == 1 and distributed.launched().world_size == 1
     prompt = prompt or ""
 
+    started = False
+
     def show(piece: str) -> None:
+        nonlocal started
+        if not started:  # the prompt is echoed once moderation has let it through and the text begins
+            started = True
+            sys.stdout.write(prompt)
         sys.stdout.write(piece)
         sys.stdout.flush()
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if stream and prompt:
-            show(prompt)
         output, path = api.generate_text(
             run_id,
             prompt=prompt,
@@ -605,6 +626,8 @@ def _generate_text(
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
         return
     if stream:
+        if not started:
+            show("")
         say("")
     else:
         for i, text in enumerate(output.texts):
@@ -613,6 +636,11 @@ def _generate_text(
             say(prompt + text)
     for w in caught:
         note(f"warning: {w.message}")
+    for i, mark in enumerate(output.moderation):
+        if mark is not None:
+            rule = mark.get("rule") or {}
+            what = "withheld" if mark["action"] == "block" else "flagged"
+            note(f"moderation: text {i} {what} (rule {rule.get('id')}, category {rule.get('category')})")
     note(f"saved with recipes to {path}")
 
 
@@ -1041,6 +1069,18 @@ def serve(
     workers: int = typer.Option(1, help="Worker processes that run jobs (0: run `genloop worker` yourself)."),
     max_queued: int = typer.Option(32, help="Queued jobs before new ones get 429."),
     runs_dir: Path | None = typer.Option(None, "--runs-dir", envvar="GENLOOP_RUNS_DIR", help="The run store."),
+    rules: str | None = typer.Option(
+        None,
+        "--rules",
+        help="Moderation rule files (YAML/JSON/TXT, several joined by ':') added to the built-in list "
+        "(env GENLOOP_MODERATION_RULES).",
+    ),
+    moderation: str | None = typer.Option(
+        None,
+        "--moderation",
+        help="on (default: prompts and outputs checked, blocked requests answered 400 content_filter, every "
+        "decision in <runs>/moderation.jsonl) or off for this deployment (env GENLOOP_MODERATION=off).",
+    ),
 ) -> None:
     """Serve the GenLoop Studio (web page at /, API at /v1, docs at /docs) with its job workers."""
     from ..paths import runs_dir as default_runs
@@ -1055,6 +1095,8 @@ def serve(
         workers=workers,
         max_queued=max_queued,
         runs=default_runs(runs_dir),
+        moderation_rules=rules,
+        moderation=moderation,
     )
     settings.check()
     note(

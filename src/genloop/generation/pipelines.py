@@ -36,6 +36,7 @@ class ImageOutput:
     tensors: torch.Tensor  # (n, C, H, W) floats in [-1, 1]
     recipe: dict[str, Any] = field(default_factory=dict)  # shared by the batch; image i used seed + i
     labels: torch.Tensor | None = None  # the class each image was asked for (conditional models)
+    moderation: dict[int, dict[str, Any]] = field(default_factory=dict)  # image i flagged or withheld: why
 
     @property
     def images(self) -> list:
@@ -49,7 +50,28 @@ class ImageOutput:
         r.pop("class_labels", None)
         if self.labels is not None:
             r["class_label"] = int(self.labels[i])
+        if i in self.moderation:
+            r["moderation"] = self.moderation[i]
         return r
+
+
+def moderate_images(output: ImageOutput, store: str | Path | None = None) -> ImageOutput:
+    """Run the registered image checks (:func:`genloop.safety.moderation.register_image_check`) on every image: a
+    blocked one is replaced by a black image, a flagged one kept; both are marked in their recipe and logged.
+    Nothing happens (no cost) when no check is registered or moderation is off."""
+    from ..safety import moderation
+
+    m = moderation.get()
+    if not moderation.has_image_checks() or not m.enabled:
+        return output
+    request_id = moderation.new_request_id()
+    for i in range(output.tensors.shape[0]):
+        d = m.check_image(output.tensors[i], request_id, store)
+        if d.action == "block":
+            output.tensors[i] = -1.0
+        if d.action != "allow":
+            output.moderation[i] = {**d.recipe(), "target": "image"}
+    return output
 
 
 def load_system(run_dir: str | Path, checkpoint: str = "last") -> tuple[System, dict[str, Any]]:
@@ -145,7 +167,7 @@ class ImagePipeline:
         self._no_sampler_options(steps=steps, sampler=sampler, guidance=guidance, eta=eta)
         labels = self.labels(n, class_label)
         images = self.decode(self.latents(n, seed), labels, batch_size)
-        return ImageOutput(images, self.recipe(seed=seed, n=n, **_label_recipe(labels)), labels)
+        return moderate_images(ImageOutput(images, self.recipe(seed=seed, n=n, **_label_recipe(labels)), labels))
 
     def interpolate(self, rows: int = 6, steps: int = 10, seed: int = 0) -> ImageOutput:
         """Each row walks in a straight line between two random latents (seeds seed+2r and seed+2r+1).
@@ -226,7 +248,9 @@ class DiffusionPipeline(ImagePipeline):
         settings = {"sampler": sampler, "sampling_steps": steps, **options, **_label_recipe(labels)}
         if labels is not None:
             settings["guidance"] = guidance
-        return ImageOutput(torch.cat(images).clamp_(-1, 1), self.recipe(seed=seed, n=n, **settings), labels)
+        return moderate_images(
+            ImageOutput(torch.cat(images).clamp_(-1, 1), self.recipe(seed=seed, n=n, **settings), labels)
+        )
 
     def interpolate(self, rows: int = 6, steps: int = 10, seed: int = 0) -> ImageOutput:
         """Spherical interpolation between starting noises, sampled with the deterministic DDIM (η = 0).

@@ -269,13 +269,17 @@ def text_recipe(pipe: Any, prompt: str, n: int, seed: int, sampling: dict[str, A
 
 
 def _text_chunk(pipe: Any, k: int, rows: range, prompt: str, seed: int, sampling: dict[str, Any]) -> list[str]:
-    """The texts of items ``rows`` (chunk ``k``): one pipeline call, as one process makes it. Only chunk 0
-    issues the prompt's warnings, so a long run warns once, as a single call did."""
+    """The texts of items ``rows`` (chunk ``k``): one pipeline call, as one process makes it."""
+    return list(_text_chunk_output(pipe, k, rows, prompt, seed, sampling).texts)
+
+
+def _text_chunk_output(pipe: Any, k: int, rows: range, prompt: str, seed: int, sampling: dict[str, Any]) -> Any:
+    """Chunk ``k``'s :class:`TextOutput` (texts and their moderation marks). Only chunk 0 issues the prompt's
+    warnings, so a long run warns once, as a single call did."""
     with warnings.catch_warnings():
         if k:
             warnings.simplefilter("ignore")
-        out = pipe(prompt=prompt, n=len(rows), seed=seed + rows.start, **sampling)
-    return list(out.texts)
+        return pipe(prompt=prompt, n=len(rows), seed=seed + rows.start, **sampling)
 
 
 def _check_texts(n: int) -> None:
@@ -293,8 +297,9 @@ def sample_texts(pipe: Any, prompt: str, n: int, seed: int, **sampling: Any) -> 
     _check_texts(n)
     recipe = text_recipe(pipe, prompt, n, seed, sampling)
     if not sharded():
-        texts = [t for k, rows in enumerate(chunks(n)) for t in _text_chunk(pipe, k, rows, prompt, seed, sampling)]
-        return TextOutput(texts, prompt, recipe)
+        outs = [_text_chunk_output(pipe, k, rows, prompt, seed, sampling) for k, rows in enumerate(chunks(n))]
+        marks = [m for o in outs for m in (o.moderation or [None] * len(o.texts))]  # flagged / withheld texts
+        return TextOutput([t for o in outs for t in o.texts], prompt, recipe, marks)
     mine = [(k, _text_chunk(pipe, k, rows, prompt, seed, sampling)) for k, rows in my_chunks(n)]
     parts = distributed.gather_to_main(mine)
     if parts is None:

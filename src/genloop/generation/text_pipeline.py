@@ -35,13 +35,17 @@ class TextOutput:
     texts: list[str]
     prompt: str
     recipe: dict[str, Any] = field(default_factory=dict)  # shared by the batch; text i used seed + i
+    moderation: list[dict[str, Any] | None] = field(default_factory=list)  # per text: a flag or block, else None
 
     @property
     def text(self) -> str:
         return self.texts[0]
 
     def recipe_of(self, i: int) -> dict[str, Any]:
-        return {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
+        r = {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
+        if i < len(self.moderation) and self.moderation[i] is not None:
+            r["moderation"] = self.moderation[i]
+        return r
 
 
 class SuppressTokens:
@@ -194,6 +198,57 @@ class TextPipeline:
             warnings.warn(note, UserWarning, stacklevel=3)
         return notes
 
+    # --- moderation (genloop.safety.moderation) -----------------------------------------------------------
+    def _store(self) -> Path | None:
+        return Path(self.run_dir).parent if self.run_dir is not None else None
+
+    def moderate_prompt(self, prompt: str, request_id: str, moderator: Any = None) -> Any:
+        """The prompt's moderation decision, logged to the run store; a block raises ``ModerationBlocked``."""
+        from ..safety import moderation
+
+        d = moderation.check(prompt, "prompt", request_id, self._store(), moderator)
+        if d.action == "block":
+            raise moderation.ModerationBlocked(d)
+        return d
+
+    def moderate_outputs(
+        self, texts: list[str], prompt_decision: Any, request_id: str, moderator: Any = None
+    ) -> tuple[list[str], list[dict[str, Any] | None]]:
+        """Each text checked (and logged): a blocked one is withheld (``""``); the recipe mark of each (the output's
+        own decision, else a flagged prompt's, else None)."""
+        from ..safety import moderation
+
+        out, marks = [], []
+        for t in texts:
+            d = moderation.check(t, "output", request_id, self._store(), moderator)
+            out.append("" if d.action == "block" else t)
+            chosen = d if d.action != "allow" else prompt_decision
+            marks.append({**chosen.recipe(), "target": chosen.target} if chosen.action != "allow" else None)
+        return out, marks
+
+    def _guarded(
+        self, on_piece: Callable[[int, str], None] | None, moderator: Any
+    ) -> Callable[[int, str], None] | None:
+        """``on_piece`` that stops relaying a row's text once what it has so far would be blocked."""
+        from ..safety import moderation
+
+        m = moderator or moderation.get()
+        if on_piece is None or not m.enabled:
+            return on_piece
+        sofar: dict[int, str] = {}
+        cut: set[int] = set()
+
+        def relay(row: int, piece: str) -> None:
+            if row in cut:
+                return
+            sofar[row] = sofar.get(row, "") + piece
+            if m.decide(moderation.tail(sofar[row]), "output").action == "block":  # the whole text: at the end
+                cut.add(row)
+                return
+            on_piece(row, piece)
+
+        return relay
+
     def stream_to(
         self, on_piece: Callable[[str], None], prompt: str = "", seed: int = 0, **sampling: Any
     ) -> TextOutput:
@@ -211,16 +266,27 @@ class TextPipeline:
         on_piece: Callable[[int, str], None] | None = None,
         use_cache: bool = True,
         compile: bool = False,
+        request_id: str | None = None,
+        moderator: Any = None,
         **sampling: Any,
     ) -> tuple[TextOutput, list[Completion]]:
         """``n`` completions as ``pipe(...)`` gives them (same seeds, same texts), each also with its tokens,
         the model's log-probability of each (and the ``top_logprobs`` likeliest alternatives) and why it
         ended — what an API needs for ``logprobs``, ``best_of`` and ``finish_reason``. ``on_piece(row, piece)``
-        receives text as it is sampled (the studio worker streams every row this way)."""
+        receives text as it is sampled (the studio worker streams every row this way).
+
+        Moderation (:mod:`genloop.safety.moderation`) checks the prompt first (a block raises ``ModerationBlocked``)
+        and every completion after: a blocked one is withheld (text ``""``, ``finish_reason`` ``content_filter``,
+        and ``on_piece`` stops relaying it). ``request_id`` names the call in the moderation log."""
+        from ..safety import moderation
+
         if not 1 <= n <= 10_000:
             raise ConfigError(f"--n must be between 1 and 10000, got {n}")
         params = self.params(**sampling)
         self.check_prompt(prompt)
+        request_id = request_id or moderation.new_request_id()
+        verdict = self.moderate_prompt(prompt, request_id, moderator)
+        on_piece = self._guarded(on_piece, moderator)
         tok = self.tokenizer
         done = complete(
             self._lm(compile),
@@ -236,7 +302,11 @@ class TextPipeline:
             on_piece=on_piece,
         )
         recipe = self.recipe(prompt=prompt, seed=seed, n=n, **vars(params))
-        return TextOutput([c.text for c in done], prompt, recipe), done
+        texts, marks = self.moderate_outputs([c.text for c in done], verdict, request_id, moderator)
+        for c, text, mark in zip(done, texts, marks):
+            if mark is not None and mark["action"] == "block":
+                c.text, c.finish_reason = text, "content_filter"
+        return TextOutput(texts, prompt, recipe, marks), done
 
     def score_prompt(
         self, prompt: str, top_logprobs: int = 0
@@ -269,6 +339,8 @@ class TextPipeline:
         stream: bool = False,
         use_cache: bool = True,
         compile: bool = False,
+        request_id: str | None = None,
+        moderator: Any = None,
     ) -> TextOutput | Iterator[str]:
         """``n`` completions of ``prompt`` (an empty prompt starts a new document).
 
@@ -277,7 +349,14 @@ class TextPipeline:
         decodes through a ``torch.compile``-d step: ~1.65× faster per token after a one-time compilation.
         ``watermark=True`` marks the text with the run store's green-list watermark (see :meth:`watermark`);
         :func:`genloop.safety.text_watermark.detect_text` finds it.
+
+        Moderated (:mod:`genloop.safety.moderation`): a blocked prompt raises ``ModerationBlocked``; a blocked text
+        is withheld (``""``, its recipe says ``moderation: {action: block, rule}``; a stream stops before the
+        piece that would complete it); a flagged one passes, marked in its recipe. Every decision is logged to
+        ``<runs>/moderation.jsonl`` under ``request_id`` (default: a fresh one).
         """
+        from ..safety import moderation
+
         if not 1 <= n <= 10_000:
             raise ConfigError(f"--n must be between 1 and 10000, got {n}")
         params = self.params(
@@ -297,6 +376,8 @@ class TextPipeline:
         if stream and n != 1:
             raise ConfigError("streaming gives one completion at a time: use n=1 with stream=True")
         self.check_prompt(prompt)
+        request_id = request_id or moderation.new_request_id()
+        verdict = self.moderate_prompt(prompt, request_id, moderator)
         tok, lm = self.tokenizer, self._lm(compile)
         if stream:
             pieces = generate_text(
@@ -311,9 +392,22 @@ class TextPipeline:
                 use_cache=use_cache,
                 stream=True,
             )
-            return (piece for _, piece in pieces)
+            return self._moderated_stream((piece for _, piece in pieces), request_id, moderator)
         texts = generate_text(
             lm, tok.encode, tok.decode, prompt, params, seed=seed, n=n, eot_id=tok.eot_id, use_cache=use_cache
         )
         settings = {k: v for k, v in vars(params).items()}
-        return TextOutput(list(texts), prompt, self.recipe(prompt=prompt, seed=seed, n=n, **settings))
+        kept, marks = self.moderate_outputs(list(texts), verdict, request_id, moderator)
+        return TextOutput(kept, prompt, self.recipe(prompt=prompt, seed=seed, n=n, **settings), marks)
+
+    def _moderated_stream(self, pieces: Iterator[str], request_id: str, moderator: Any) -> Iterator[str]:
+        """The pieces until the text so far would be blocked; the whole text is checked and logged at the end."""
+        from ..safety import moderation
+
+        m, text = moderator or moderation.get(), ""
+        for piece in pieces:
+            text += piece
+            if m.enabled and m.decide(moderation.tail(text), "output").action == "block":
+                break
+            yield piece
+        m.check(text, "output", request_id, self._store())

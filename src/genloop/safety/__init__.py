@@ -1,7 +1,8 @@
 """Responsible generation: what made a piece of content, proof of it, and what keeps private data private.
 
 One module per safeguard: provenance manifests signed with ed25519 (``provenance``), the text watermark
-(``text_watermark``) and PII scrubbing on text ingest (``pii``).
+(``text_watermark``), PII scrubbing on text ingest (``pii``) and moderation of prompts and outputs
+(``moderation``).
 
 - ``text_watermark``: the green-list watermark of Kirchenbauer et al. (2023) as a logits processor of the
   shared text sampler (``pipe(..., watermark=True)``, ``genloop generate --watermark``, the server's
@@ -9,4 +10,13 @@ One module per safeguard: provenance manifests signed with ed25519 (``provenance
   :func:`~.text_watermark.detect_in_store` give a text's z-score and p-value.
 - ``pii``: e-mails, phone numbers, Chinese ID and bank-card numbers and IP addresses replaced by
   placeholders (:func:`~.pii.scrub`); ``data.scrub_pii=true`` applies it as a text corpus is read.
+- ``moderation``: English (whole-word) and Chinese (substring) blocklists and regex rules on case- and
+  width-normalised text, each rule with an id, a category and an action (block or flag); a small built-in list
+  plus rule files (``GENLOOP_MODERATION_RULES``, ``genloop generate --rules``, the server's ``moderation_rules``);
+  optional classifier and image-check hooks (:func:`~.moderation.register_text_classifier`,
+  :func:`~.moderation.register_image_check`; none by default). Enforced in the pipelines (a blocked prompt
+  raises :class:`~.moderation.ModerationBlocked`, a blocked text is withheld with ``finish_reason``
+  ``content_filter``), the CLI (one error line, exit 2), the server (400 with code ``content_filter``) and
+  the studio (the reason in the error banner); every decision is a line of ``<runs>/moderation.jsonl``.
+  ``GENLOOP_MODERATION=off`` turns it off for a deployment.
 """

@@ -60,6 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(GenLoopError)
     async def library_error(request: Request, exc: GenLoopError) -> JSONResponse:
+        from ..safety.moderation import ModerationBlocked
+
+        if isinstance(exc, ModerationBlocked):  # a refused request, not a malformed one
+            return JSONResponse({"detail": str(exc), "code": "content_filter"}, status_code=400)
         return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NotFoundError) else 422)
 
     openai_compat.install(app)  # after the app's own handlers: OpenAI's error envelope on the OpenAI routes only

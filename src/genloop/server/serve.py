@@ -30,6 +30,9 @@ def _spawn(settings: Settings) -> subprocess.Popen:
     env = {**os.environ, "GENLOOP_RUNS_DIR": str(settings.runs), "GENLOOP_PARENT_PID": str(os.getpid())}
     if settings.db_url:
         env["GENLOOP_DB_URL"] = settings.db_url
+    env["GENLOOP_MODERATION"] = "on" if settings.moderation else "off"  # workers moderate as the server does
+    if settings.moderation_rules:
+        env["GENLOOP_MODERATION_RULES"] = settings.moderation_rules
     return subprocess.Popen(worker_command(settings), env=env)
 
 

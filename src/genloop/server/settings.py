@@ -3,8 +3,10 @@
 :class:`Settings` is a pydantic-settings ``BaseSettings`` (as in the FastAPI full-stack template): every
 field reads ``GENLOOP_<FIELD>`` (``GENLOOP_HOST``, ``GENLOOP_PORT``, ``GENLOOP_DB_URL``, ``GENLOOP_MAX_QUEUED``,
 ``GENLOOP_WORKERS``, ``GENLOOP_WORKER_HOST``, ...), except that the token is ``GENLOOP_API_TOKEN`` and the run store
-``GENLOOP_RUNS_DIR``, the names the CLI has always used. An empty variable counts as unset. A value of the
-wrong type is a one-line :class:`~genloop.errors.ConfigError` naming the variable, never a traceback.
+``GENLOOP_RUNS_DIR``, the names the CLI has always used. ``GENLOOP_MODERATION=off`` turns moderation off for the
+deployment (``GENLOOP_MODERATION_RULES``: extra rule files; see :mod:`genloop.safety.moderation`). An empty
+variable counts as unset. A value of the wrong type is a one-line :class:`~genloop.errors.ConfigError` naming the
+variable, never a traceback.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ class Settings(BaseSettings):
     poll_interval: float = 0.05  # how often the event stream and idle workers look for news
     completion_timeout: float = 600.0  # seconds /v1/completions waits for its jobs before a 504 (a stream: an error)
     limits: Limits = Field(default_factory=Limits)
+    # moderation (genloop.safety.moderation): GENLOOP_MODERATION=off lets every prompt and output through unchecked;
+    # GENLOOP_MODERATION_RULES: rule files (YAML/JSON/TXT, several joined by ':') added to the built-in list;
+    # GENLOOP_MODERATION_LOG_TEXT: what <runs>/moderation.jsonl keeps of a text (excerpt, hash or full)
+    moderation: bool = True
+    moderation_rules: str | None = None
+    moderation_log_text: str = "excerpt"
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -80,6 +88,12 @@ class Settings(BaseSettings):
     @property
     def uploads(self) -> Path:
         return Path(self.uploads_dir) if self.uploads_dir else self.runs / "uploads"
+
+    def moderator(self) -> Any:
+        """The :class:`~genloop.safety.moderation.Moderator` these settings ask for (built once, then cached)."""
+        from ..safety import moderation
+
+        return moderation.get(self.moderation, self.moderation_rules or "", self.moderation_log_text)
 
     def is_loopback(self) -> bool:
         if self.host in ("localhost", ""):
@@ -102,6 +116,7 @@ class Settings(BaseSettings):
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
         if self.max_queued < 1 or self.workers < 0:
             raise ConfigError("max_queued must be ≥ 1 and workers ≥ 0")
+        self.moderator()  # a bad rule file is a one-line error now, not a failed request later
         if not self.completion_timeout > 0:
             raise ConfigError(f"completion_timeout must be a positive number of seconds, got {self.completion_timeout}")
 

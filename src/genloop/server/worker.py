@@ -435,6 +435,8 @@ class Worker:
                 prompt,
                 n=n,
                 seed=seed,
+                request_id=job.id,  # the moderation log names the job
+                moderator=self.settings.moderator(),
                 top_logprobs=int(p.get("logprobs") or 0),
                 on_piece=events.put if events else None,
                 **sampling,

@@ -28,6 +28,7 @@ from ..schemas import (
     check_train,
     unprocessable,
 )
+from .openai_compat import OpenAIError
 
 
 class UnknownRun(HTTPException):
@@ -83,6 +84,8 @@ def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
             refused = modalities[name].generate_limit(p.n, c.settings.limits)
             if refused:
                 raise unprocessable(refused)
+            if getattr(p, "prompt", None):
+                moderate_prompt(c, p.prompt)
         elif kind == "train":
             p = TrainParams(**params)
             check_train(p, c.settings.limits, datasets())
@@ -104,6 +107,17 @@ def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise unprocessable(f"params.{where}: {first.get('msg')}") from None
     return p.model_dump(exclude_none=True)
+
+
+def moderate_prompt(c: Context, prompt: str) -> None:
+    """Refuse a prompt moderation blocks before any job is queued: a 400 whose message is the reason, with code
+    ``content_filter`` (OpenAI's envelope on the OpenAI routes, ``{"detail"}`` elsewhere). Only a block is logged
+    here; the worker logs the decision of every prompt it runs, under the job's id."""
+    from ...safety import moderation
+
+    d = c.settings.moderator().check(prompt, "prompt", moderation.new_request_id(), c.settings.runs, "unless-allowed")
+    if d.action == "block":
+        raise OpenAIError(400, d.reason, param="prompt", code="content_filter")
 
 
 def submit(c: Context, kind: str, params: dict[str, Any], user: str | None) -> JobRow:

@@ -89,8 +89,11 @@ def _from_validation(exc: RequestValidationError) -> JSONResponse:
 
 
 def _from_library(exc: GenLoopError) -> JSONResponse:
+    from ...safety.moderation import ModerationBlocked
+
     status = 404 if isinstance(exc, NotFoundError) else 400
-    return JSONResponse(envelope(status, str(exc)), status_code=status)
+    code = "content_filter" if isinstance(exc, ModerationBlocked) else None
+    return JSONResponse(envelope(status, str(exc), code=code), status_code=status)
 
 
 def install(app: FastAPI) -> None:

@@ -155,6 +155,7 @@ async function api(path, { method = "GET", body, signal, quiet404 = false } = {}
     const detail = await errorDetail(res);
     if (quiet404 && res.status === 404) return null;
     let msg = `${method} ${path} failed (${res.status}): ${detail}`;
+    if (/^moderation blocked/.test(detail)) msg = `Blocked by moderation — ${detail}`; // the reason, in the banner
     const retry = res.headers.get("Retry-After");
     if (res.status === 429 && retry) msg += ` — retry in ${retry} s`;
     throw new ApiError(res.status, msg);
@@ -729,6 +730,11 @@ function makeCard(g, { compact = false } = {}) {
     const completion = g.text ?? "";
     pre.append(g.prompt && completion.startsWith(g.prompt) ? completion.slice(g.prompt.length) : completion);
     media.append(pre);
+    const mod = g.recipe?.moderation; // a flagged or withheld text says so, with the rule that fired
+    if (mod) {
+      const why = `${mod.rule?.id ?? "?"} (${mod.rule?.category ?? "?"})`;
+      media.append(el("p", { class: "muted small", "data-testid": "moderation", text: mod.action === "block" ? `withheld by moderation: ${why}` : `flagged by moderation: ${why}` }));
+    }
   }
   const seed = g.recipe?.seed;
   $(".card-meta", card).append(
