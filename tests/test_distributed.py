@@ -178,6 +178,8 @@ def test_every_family_trains_on_two_processes(area: dict, tmp_path: Path) -> Non
         "cgan": ["cgan", None, tiny("cgan", FP32), 4],
         # DiffAugment + ADA: the augmentation draws and the r_t behind p must be those of one process
         "dcgan-ada": ["dcgan", None, tiny("dcgan", *ADA, FP32), 4],
+        # minibatch std over consecutive images: each rank's half of the batch holds whole groups
+        "resgan": ["resgan", None, tiny("resgan", *ADA, "model.mbstd_group=2", FP32), 4],
         "cvae": ["cvae", None, tiny("cvae", "model.width=16", FP32), 4],
         "ddpm": ["ddpm", None, tiny("ddpm", FP32), 4],
         "music-gpt": ["music-gpt", str(music_folder(tmp_path / "music")), TINY_MUSIC, 4],

@@ -99,8 +99,8 @@ def test_minibatch_std_adds_one_channel_from_groups_of_the_set_size() -> None:
     x = torch.randn(8, 5, 4, 4)
     out = MinibatchStd(group=4)(x)
     assert out.shape == (8, 6, 4, 4) and torch.equal(out[:, :5], x)
-    # groups of 4 taken with stride 8 / 4 = 2: images {0, 2, 4, 6} and {1, 3, 5, 7}
-    for members in ([0, 2, 4, 6], [1, 3, 5, 7]):
+    # groups of 4 consecutive images: {0, 1, 2, 3} and {4, 5, 6, 7} (a rank's half of a batch holds whole groups)
+    for members in ([0, 1, 2, 3], [4, 5, 6, 7]):
         std = (x[members].var(0, unbiased=False) + 1e-8).sqrt().mean()
         for i in members:
             assert torch.allclose(out[i, 5], std.expand(4, 4))

@@ -150,8 +150,10 @@ class ResGenerator(nn.Module):
 class MinibatchStd(nn.Module):
     """Appends one feature map: the features' standard deviation within a group of ``group`` images.
 
-    Images i, i + n/G, i + 2n/G, ... form a group (StyleGAN's layout); G is ``group`` or, when the batch
-    does not divide by it, its largest divisor below ``group`` (a last odd batch still works). The
+    Consecutive images form a group (0..G-1, G..2G-1, ...; StyleGAN strides instead, which is the same in
+    distribution for shuffled batches): a data-parallel rank's share of the batch then holds whole groups, so
+    N processes compute what one does. G is ``group`` or, when the batch does not divide by it, its largest
+    divisor below ``group`` (a last odd batch still works). The
     deviation of each feature over the group, averaged over features and positions, fills the map of
     each image in that group. Group 1 gives a constant map (no cross-image signal).
     """
@@ -166,9 +168,9 @@ class MinibatchStd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         g = self.group_size(n)
-        y = x.float().reshape(g, n // g, c, h, w)
-        y = (y.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
-        y = y.repeat(g)[:, None, None, None].expand(n, 1, h, w)  # image i gets group i % (n // g)
+        y = x.float().reshape(n // g, g, c, h, w)
+        y = (y.var(1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
+        y = y.repeat_interleave(g)[:, None, None, None].expand(n, 1, h, w)  # image i gets group i // g
         return torch.cat([x, y.to(x.dtype)], dim=1)
 
 
