@@ -1,0 +1,461 @@
+"""An invisible image watermark that carries a hash of the generation id: keyed spread-transform dither
+modulation (STDM) in the low/mid-frequency DCT of the luminance.
+
+Method. The luminance ``Y`` (BT.601; an "L" image is its own luminance) is taken to a full-frame orthonormal
+DCT, of which only a low-frequency block is used (``min(side, 64)`` per axis, so a large photo costs no more
+than a 64 px image and its mark lives in smooth, JPEG- and resize-proof frequencies). The coefficients in the
+band ``u/Kh + v/Kw <= BAND`` (DC excluded, so a brightness *offset* never touches the mark) are projected on
+``n`` keyed, orthonormal random directions; each projection carries one coded bit by dither modulation: it is
+moved to the nearest point of the lattice ``step * Z + dither_i + bit * step / 2``. The change is spread back
+over the band's coefficients along that direction and added to every colour channel equally (so chroma is
+unchanged), rounded to 8 bits and clipped; a few passes re-embed what rounding and clipping took away (a
+black-background image loses the negative half of its change to clipping otherwise). ``step`` is set from
+the image size so that the mark costs the same PSNR (:data:`TARGET_PSNR`) at every size.
+
+The code. The payload (the first ``k`` bits of the sha256 of the generation id, XORed with a keyed stream)
+is repeated ``r`` times (``n = k * r``) and decoded softly: each projection gives ``m = cos(2 pi (s - dither) /
+step)`` (+1 on the bit-0 lattice, -1 on the bit-1 lattice), copies are summed, the sign is the bit. A scaling
+of the pixel values (brightness x0.9 / x1.1, the attenuation of a resize) moves every projection in
+proportion, which dither modulation cannot undo by itself: the decoder tries the gains of :data:`GAINS` and
+keeps the best. ``confidence`` is the mean of ``m`` times the decoded codeword (+-1): ~1 on a clean marked
+image, ~0.3 (r = 4) on an unmarked one; :func:`detect` compares with an *expected* id's codeword instead
+(null mean 0, sd ``0.71 / sqrt(n)``).
+
+Capacity (measured in ``benchmarks/bench_image_watermark.py``). Per side (the shorter one):
+
+============  ==============  ==========  ==================================================
+side          payload bits    coded bits  what that means
+============  ==============  ==========  ==================================================
+< 8           none            -           too small: :class:`WatermarkError`
+8 - 15        16              32 (r 2)    a 16-bit hash: detection against a known id, and a
+                                          lookup that can be ambiguous in a big index
+16 - 31       32              64 (r 2)    the full 32-bit hash
+>= 32         32              128 (r 4)   the full 32-bit hash, with margin for JPEG q75
+============  ==============  ==========  ==================================================
+
+The key: one per installation, ``<config dir>/keys/watermark.key`` (32 random bytes, 0600, made on first
+use beside the provenance key; :func:`installation_key`), shared with the music watermark under another
+domain label. The switch: :func:`enabled` / :func:`watermarking` (``genloop generate --no-watermark``, the
+API's ``watermark=False``), the same style as :func:`genloop.safety.provenance.signing`.
+
+The index: every mark written is recorded as one JSON line ``{"hash", "generation_id", "run_id", "kind",
+"file"}`` in ``<run store>/.watermark/index.jsonl`` (:func:`record`), so a decoded 32-bit hash can be turned
+back into a generation and its run (:func:`lookup`) when the manifest has been stripped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GenLoopError
+
+KEY_FILE = "watermark.key"
+KEY_BYTES = 32
+INDEX_DIR = ".watermark"
+INDEX_FILE = "index.jsonl"
+SCHEME = "stdm-dct/1"
+
+MIN_SIDE = 8
+MAX_BLOCK = 64  # DCT coefficients used per axis, at most
+# (payload bits, repetitions, band) by the shorter side: 8-15, 16-31, 32-63, >= 64
+PROFILES = {8: (8, 2, 0.7), 16: (16, 2, 0.35), 32: (32, 2, 0.25), 64: (32, 4, 0.25)}
+TARGET_PSNR = 39.5  # dB, the step is set to cost this much (rounding/clipping keep it about there)
+PASSES = 4
+GAINS = tuple(np.round(np.arange(0.70, 1.1401, 0.01), 4))
+# decision thresholds (calibrated on unmarked images in the benchmark)
+# detect(): mean correlation with the expected codeword; decode(): 'watermarked' at this confidence; by coded bits
+DETECT_SCORE = {16: 0.85, 32: 0.68, 64: 0.45, 128: 0.35}
+BLIND_CONFIDENCE = {16: 0.9, 32: 0.8, 64: 0.7, 128: 0.55}
+
+
+class WatermarkError(GenLoopError):
+    """An image or piece that cannot carry (or be read for) a watermark; the message is one line."""
+
+
+_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("genloop_watermark", default=True)
+
+
+def enabled() -> bool:
+    """Whether outputs written now are watermarked (True unless inside ``watermarking(False)``)."""
+    return _enabled.get()
+
+
+@contextlib.contextmanager
+def watermarking(on: bool = True) -> Iterator[None]:
+    """Watermark (or not) every output written inside the block."""
+    token = _enabled.set(bool(on))
+    try:
+        yield
+    finally:
+        _enabled.reset(token)
+
+
+# ------------------------------------------------------------------------------------------------- key
+
+
+def key_path() -> Path:
+    from .provenance import key_dir
+
+    return key_dir() / KEY_FILE
+
+
+def installation_key() -> bytes:
+    """This installation's watermark key (32 random bytes), made with mode 0600 on first use."""
+    from .provenance import _write_new_private
+
+    path = key_path()
+    if not path.is_file():
+        _write_new_private(path, os.urandom(KEY_BYTES))
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise WatermarkError(f"the watermark key {path} is damaged ({len(key)} bytes, expected {KEY_BYTES})")
+    return key
+
+
+def _key(key: bytes | None) -> bytes:
+    return installation_key() if key is None else key
+
+
+# ------------------------------------------------------------------------------------------- payload
+
+
+def id_hash(generation_id: str) -> str:
+    """The 32-bit hash (8 hex digits) of a generation id that the marks carry."""
+    return hashlib.sha256(str(generation_id).encode("utf-8")).hexdigest()[:8]
+
+
+def payload_bits(generation_id: str, k: int = 32) -> np.ndarray:
+    """The first ``k`` bits of :func:`id_hash` (0/1, most significant first)."""
+    value = int(id_hash(generation_id), 16)
+    return np.array([(value >> (31 - i)) & 1 for i in range(k)], dtype=np.int64)
+
+
+def bits_hex(bits: Any) -> str:
+    """Payload bits as hex (a 16-bit payload gives 4 digits: the prefix of :func:`id_hash`)."""
+    bits = [int(b) for b in bits]
+    value = 0
+    for b in bits:
+        value = (value << 1) | b
+    return f"{value:0{max(1, len(bits) // 4)}x}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    payload: int  # bits of the id hash
+    repeat: int
+    band: float  # coefficients with max(u / Kh, v / Kw) <= band (DC excluded)
+
+    @property
+    def coded(self) -> int:
+        return self.payload * self.repeat
+
+
+def profile(height: int, width: int) -> Profile:
+    """What an image of this size carries (see the capacity table)."""
+    side = min(int(height), int(width))
+    if side < MIN_SIDE:
+        raise WatermarkError(f"a {width}x{height} image is too small to carry a watermark (needs at least 8x8)")
+    return Profile(*PROFILES[max(s for s in PROFILES if s <= side)])
+
+
+def capacity(height: int, width: int) -> int:
+    """Payload bits an image of this size carries (0 when it is too small)."""
+    try:
+        return profile(height, width).payload
+    except WatermarkError:
+        return 0
+
+
+# ------------------------------------------------------------------------------------------ transform
+
+
+def _dct_matrix(n: int, k: int) -> np.ndarray:
+    """The first ``k`` rows of the orthonormal DCT-II matrix of size ``n``."""
+    i = np.arange(n)
+    u = np.arange(k)[:, None]
+    m = np.cos(np.pi * (2 * i[None, :] + 1) * u / (2 * n)) * np.sqrt(2.0 / n)
+    m[0] /= np.sqrt(2.0)
+    return m
+
+
+@dataclass
+class _Plan:
+    ch: np.ndarray  # (Kh, H)
+    cw: np.ndarray  # (Kw, W)
+    mask: np.ndarray  # (Kh, Kw) bool
+    proj: np.ndarray  # (L, n) orthonormal columns
+    dither: np.ndarray  # (n,) in [0, 1)
+    whiten: np.ndarray  # (k,) 0/1
+    prof: Profile
+    step: float
+
+
+@lru_cache(maxsize=64)
+def _plan(key: bytes, height: int, width: int) -> _Plan:
+    prof = profile(height, width)
+    kh, kw = min(height, MAX_BLOCK), min(width, MAX_BLOCK)
+    u, v = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
+    mask = (np.maximum(u / kh, v / kw) <= prof.band + 1e-9) & ((u + v) > 0)
+    n_coef = int(mask.sum())
+    n = prof.coded
+    if n_coef < n:  # cannot happen for side >= 8 with the profiles above; guard anyway
+        raise WatermarkError(f"a {width}x{height} image has too few coefficients ({n_coef}) for {n} bits")
+    seed = hashlib.blake2b(f"image {SCHEME} {height}x{width}".encode(), key=key, digest_size=16).digest()
+    rng = np.random.default_rng(int.from_bytes(seed, "little"))
+    q, _ = np.linalg.qr(rng.standard_normal((n_coef, n)))
+    dither = rng.random(n)
+    whiten = rng.integers(0, 2, prof.payload)
+    mse = 255.0**2 / 10 ** (TARGET_PSNR / 10)
+    step = float(np.sqrt(12.0 * height * width * mse / n))
+    return _Plan(_dct_matrix(height, kh), _dct_matrix(width, kw), mask, q, dither, whiten, prof, step)
+
+
+def _as_array(image: Any) -> tuple[np.ndarray, str]:
+    """(float64 H x W x C pixels in 0..255, PIL mode) of a PIL image or a uint8 array."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        mode = image.mode
+        if mode not in ("L", "RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in mode else "RGB")
+            mode = image.mode
+        arr = np.asarray(image, dtype=np.float64)
+    else:
+        arr = np.asarray(image, dtype=np.float64)
+        mode = {2: "L", 3: "RGB"}.get(arr.ndim, "?")
+        if arr.ndim == 3 and arr.shape[2] == 4:
+            mode = "RGBA"
+        elif arr.ndim == 3 and arr.shape[2] == 1:
+            arr, mode = arr[:, :, 0], "L"
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise WatermarkError(f"not an image array (shape {arr.shape})")
+    return arr, mode
+
+
+def _luma(arr: np.ndarray) -> np.ndarray:
+    if arr.shape[2] == 1:
+        return arr[:, :, 0]
+    return 0.299 * arr[:, :, 0] + 0.587 * arr[:, :, 1] + 0.114 * arr[:, :, 2]
+
+
+def _projections(plan: _Plan, y: np.ndarray) -> np.ndarray:
+    coef = plan.ch @ y @ plan.cw.T
+    return coef[plan.mask] @ plan.proj
+
+
+def _codeword(plan: _Plan, bits: np.ndarray) -> np.ndarray:
+    """Coded bits (0/1) of payload ``bits``: whitened, repeated (copy j of bit i at i + j * k)."""
+    return np.tile((np.asarray(bits) ^ plan.whiten) & 1, plan.prof.repeat)
+
+
+def _to_image(arr: np.ndarray, mode: str) -> Any:
+    from PIL import Image
+
+    out = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return Image.fromarray(out[:, :, 0] if mode == "L" else out)
+
+
+# ------------------------------------------------------------------------------------------- embedding
+
+
+def embed_bits(image: Any, bits: Any, key: bytes | None = None) -> Any:
+    """``image`` (PIL) with payload ``bits`` (length :func:`capacity`) embedded; same size and mode."""
+    arr, mode = _as_array(image)
+    h, w = arr.shape[:2]
+    plan = _plan(_key(key), h, w)
+    bits = np.asarray(bits, dtype=np.int64)
+    if bits.shape != (plan.prof.payload,):
+        raise WatermarkError(f"a {w}x{h} image carries {plan.prof.payload} bits, got {bits.shape[0]}")
+    code = _codeword(plan, bits)
+    step = plan.step
+    s = _projections(plan, _luma(arr))
+    offset = (plan.dither + code / 2.0) * step
+    target = np.round((s - offset) / step) * step + offset
+    color = arr[:, :, :3] if arr.shape[2] >= 3 else arr
+    work = color.copy()
+    for _ in range(PASSES):
+        current = np.clip(np.rint(work), 0, 255)
+        y = _luma(current) if current.shape[2] == 3 else current[:, :, 0]
+        delta = target - _projections(plan, y)
+        if np.max(np.abs(delta)) < 0.02 * step:
+            break
+        d = np.zeros(plan.mask.shape)
+        d[plan.mask] = plan.proj @ delta
+        dy = plan.ch.T @ d @ plan.cw
+        work = work + dy[:, :, None]
+        # what clipping cannot show is taken back, so the next pass sees where the change really landed
+        work = np.clip(work, -0.49, 255.49)
+    out = arr.copy()
+    out[:, :, : color.shape[2]] = work
+    return _to_image(out, mode)
+
+
+def embed(image: Any, generation_id: str, key: bytes | None = None) -> Any:
+    """``image`` marked with the hash of ``generation_id``. Raises :class:`WatermarkError` when too small."""
+    arr, _ = _as_array(image)
+    prof = profile(*arr.shape[:2])
+    return embed_bits(image, payload_bits(generation_id, prof.payload), key)
+
+
+# -------------------------------------------------------------------------------------------- decoding
+
+
+def _soft(plan: _Plan, arr: np.ndarray) -> np.ndarray:
+    """(gains, n) soft values in [-1, 1]: +1 on the bit-0 lattice, -1 on the bit-1 lattice."""
+    s = _projections(plan, _luma(arr))
+    g = np.asarray(GAINS)[:, None]
+    return np.cos(2 * np.pi * (s[None, :] / g / plan.step - plan.dither[None, :]))
+
+
+@dataclass
+class Decoded:
+    bits: list[int]
+    confidence: float
+    gain: float
+    payload: int
+    repeat: int
+
+    @property
+    def hash(self) -> str:
+        return bits_hex(self.bits)
+
+    @property
+    def watermarked(self) -> bool:
+        return self.confidence >= BLIND_CONFIDENCE[self.payload * self.repeat]
+
+
+def _read(image: Any) -> np.ndarray:
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as im:
+                im.load()
+                image = im.copy()
+        except (OSError, SyntaxError, ValueError) as e:
+            raise WatermarkError(f"{image}: not a readable image ({' '.join(str(e).split())[:100]})") from None
+    arr, _ = _as_array(image)
+    return arr
+
+
+def decode_full(image: Any, key: bytes | None = None) -> Decoded:
+    """Blind decoding of a PIL image, array or path: the payload bits and how sure that is."""
+    arr = _read(image)
+    plan = _plan(_key(key), *arr.shape[:2])
+    soft = _soft(plan, arr)  # (G, n); bit 0 <-> +1
+    k, r = plan.prof.payload, plan.prof.repeat
+    votes = soft.reshape(len(GAINS), r, k).sum(1)  # (G, k)
+    coded = np.where(votes >= 0, 0, 1)  # whitened payload bit per gain
+    signs = 1 - 2 * np.tile(coded, (1, r))  # (G, n)
+    conf = (soft * signs).mean(1)
+    best = int(np.argmax(conf))
+    bits = (coded[best] ^ plan.whiten) & 1
+    return Decoded([int(b) for b in bits], float(conf[best]), float(GAINS[best]), k, r)
+
+
+def decode(image: Any, key: bytes | None = None) -> tuple[list[int], float]:
+    """(payload bits, confidence) of an image: see the module docstring for what confidence means."""
+    d = decode_full(image, key)
+    return d.bits, d.confidence
+
+
+def score(image: Any, expected_id: str, key: bytes | None = None) -> float:
+    """Mean correlation of the image's soft bits with the codeword of ``expected_id`` (best gain): ~1 marked,
+    ~0 (sd 0.71 / sqrt(coded bits)) otherwise."""
+    arr = _read(image)
+    plan = _plan(_key(key), *arr.shape[:2])
+    code = _codeword(plan, payload_bits(expected_id, plan.prof.payload))
+    return float((_soft(plan, arr) * (1 - 2 * code)[None, :]).mean(1).max())
+
+
+def detect(image: Any, expected_id: str, key: bytes | None = None, threshold: float | None = None) -> bool:
+    """Whether ``image`` carries the mark of ``expected_id`` (threshold: :data:`DETECT_SCORE` for its size)."""
+    arr = _read(image)
+    if threshold is None:
+        threshold = DETECT_SCORE[profile(*arr.shape[:2]).coded]
+    return score(arr, expected_id, key) >= threshold
+
+
+# ---------------------------------------------------------------------------------------------- index
+
+
+def index_path(runs_dir: str | os.PathLike | None = None) -> Path:
+    from ..paths import runs_dir as _runs_dir
+
+    return _runs_dir(runs_dir) / INDEX_DIR / INDEX_FILE
+
+
+def record(
+    generation_id: str,
+    run_id: str | None,
+    kind: str,
+    file: str | os.PathLike | None = None,
+    runs_dir: str | os.PathLike | None = None,
+) -> None:
+    """Append one line to the run store's watermark index (whole lines, one ``write`` call)."""
+    path = index_path(runs_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = {
+        "hash": id_hash(generation_id),
+        "generation_id": str(generation_id),
+        "run_id": run_id,
+        "kind": kind,
+        "file": None if file is None else str(file),
+    }
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def lookup(hex_prefix: str, runs_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Index records whose hash starts with ``hex_prefix`` (newest first; distinct generations)."""
+    path = index_path(runs_dir)
+    if not path.is_file():
+        return []
+    found: dict[str, dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line of a crashed writer
+        if isinstance(rec, dict) and str(rec.get("hash", "")).startswith(hex_prefix):
+            found[str(rec.get("generation_id"))] = rec
+    return list(reversed(found.values()))
+
+
+def describe_matches(hex_hash: str, runs_dir: str | os.PathLike | None = None) -> str:
+    """``watermark: generation <id> (run <run>)`` for a decoded hash, by the run store's index."""
+    found = lookup(hex_hash, runs_dir)
+    if not found:
+        return f"watermark: hash {hex_hash}, not in this run store's index"
+    first = found[0]
+    run = f" (run {first.get('run_id')})" if first.get("run_id") else ""
+    if len(found) == 1:
+        return f"watermark: generation {first.get('generation_id')}{run}"
+    return f"watermark: hash {hex_hash} matches {len(found)} generations, newest {first.get('generation_id')}{run}"
+
+
+def describe(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None, expected_id: str | None = None) -> str:
+    """One phrase for ``genloop verify``: the generation the image's watermark names, or ``no watermark``
+    (``expected_id``, the manifest's generation when there is one, is also tried on its own)."""
+    try:
+        d = decode_full(path)
+        if d.watermarked:
+            return describe_matches(d.hash, runs_dir)
+        if expected_id and detect(path, expected_id):
+            return f"watermark: generation {expected_id} (as the manifest says)"
+        return "no watermark"
+    except WatermarkError as e:
+        return f"no watermark ({str(e).split(': ', 1)[-1]})"
