@@ -199,7 +199,8 @@ def main() -> None:
         )
         for a, v in q.items():
             print(
-                f"      {a:<24} bits {v['bit_accuracy']:.4f}  TPR {v['detect_tpr']:.3f}  blind {v['blind_decode_rate']:.3f}",
+                f"      {a:<24} bits {v['bit_accuracy']:.4f}  TPR {v['detect_tpr']:.3f}  "
+                f"blind {v['blind_decode_rate']:.3f}",
                 flush=True,
             )
     result = {

@@ -98,15 +98,20 @@ def generate(
     eta: float | None = None,
     checkpoint: str = "last",
     sign: bool = True,
+    watermark: bool | None = None,
 ) -> list[Path]:
     """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
     encoder also get reconstructions of test images. A conditional model's grid has one class per column.
     ``sign`` (default): each PNG also carries a signed provenance manifest, written beside it as
-    ``<file>.manifest.json`` too (:func:`verify` checks it); ``sign=False`` writes none."""
+    ``<file>.manifest.json`` too (:func:`verify` checks it); ``sign=False`` writes none. ``watermark`` (default: on,
+    unless inside ``watermarking(False)``): each PNG carries the invisible mark of its generation id
+    (:mod:`genloop.safety.image_watermark`); ``watermark=False``: none."""
     from .generation.writer import generate_images
+    from .safety.image_watermark import enabled as watermark_enabled
+    from .safety.image_watermark import watermarking
     from .safety.provenance import signing
 
-    with signing(sign):
+    with signing(sign), watermarking(watermark_enabled() if watermark is None else watermark):
         return generate_images(
             run_id, n, seed, out, runs_dir, device, class_label, sampler, steps, guidance, eta, checkpoint
         )
@@ -146,16 +151,20 @@ def generate_music(
     device: str = "cpu",
     checkpoint: str = "last",
     sign: bool = True,
+    watermark: bool | None = None,
     **options: Any,
 ) -> list[Path]:
     """Write ``n`` pieces of a music run: ``sample_<seed>.mid`` (recipe inside), ``.mid.json``, ``.wav`` and a
     piano-roll ``.png`` each, in ``out`` (default ``<run>/generated``). ``options``: bars, prompt_midi,
     prompt_bars, temperature, top_p, top_k, key, time_signature, style, max_tokens. ``sign`` (default): each
-    MIDI file also carries a signed provenance manifest, written as ``.mid.manifest.json`` too."""
+    MIDI file also carries a signed provenance manifest, written as ``.mid.manifest.json`` too. ``watermark``
+    (default: on): the velocities carry the generation id's hash (:mod:`genloop.safety.music_watermark`)."""
     from .generation.writer import generate_music as write
+    from .safety.image_watermark import enabled as watermark_enabled
+    from .safety.image_watermark import watermarking
     from .safety.provenance import signing
 
-    with signing(sign):
+    with signing(sign), watermarking(watermark_enabled() if watermark is None else watermark):
         return write(run_id, n, seed, out, runs_dir, device, checkpoint, **options)
 
 

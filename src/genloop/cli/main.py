@@ -366,21 +366,35 @@ def generate(
         help="Write no signed provenance manifest (by default every output carries one, embedded and as "
         "<file>.manifest.json, signed with this installation's key; `genloop verify` checks it).",
     ),
+    no_watermark: bool = typer.Option(
+        False,
+        "--no-watermark",
+        help="Put no invisible watermark in images and MIDI (by default each carries the hash of its generation "
+        "id, which `genloop verify` reads back even from a stripped file).",
+    ),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
 ) -> None:
     """Generate images (a PNG grid plus one PNG per image, recipes embedded), text (streamed; saved with recipes)
     or music (per piece: a MIDI with its recipe, .mid.json, .wav and a piano-roll .png). Every output is signed
-    (a provenance manifest; see `genloop verify`) unless --no-sign."""
+    (a provenance manifest; see `genloop verify`) unless --no-sign, and images and MIDI watermarked unless
+    --no-watermark."""
     from .. import distributed
+    from ..safety.image_watermark import watermarking
     from ..safety.provenance import signing
 
     if _relaunched(nproc, run_id, runs_dir):
         return
     try:
-        with signing(not no_sign):
-            _generate(**{k: v for k, v in locals().items() if k not in ("distributed", "nproc", "signing")})
+        with signing(not no_sign), watermarking(not no_watermark):
+            _generate(
+                **{
+                    k: v
+                    for k, v in locals().items()
+                    if k not in ("distributed", "nproc", "signing", "watermarking", "no_watermark")
+                }
+            )
     finally:
         distributed.shutdown()
 

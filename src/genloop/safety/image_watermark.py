@@ -84,6 +84,8 @@ class WatermarkError(GenLoopError):
 
 
 _enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("genloop_watermark", default=True)
+# (runs_dir,) inside indexing_to(); None: marks written now are not indexed unless a store is named
+_index_root: contextvars.ContextVar[tuple[Any] | None] = contextvars.ContextVar("genloop_wm_index", default=None)
 
 
 def enabled() -> bool:
@@ -99,6 +101,22 @@ def watermarking(on: bool = True) -> Iterator[None]:
         yield
     finally:
         _enabled.reset(token)
+
+
+@contextlib.contextmanager
+def indexing_to(runs_dir: str | os.PathLike | None) -> Iterator[None]:
+    """Record marks written inside the block in the run store ``runs_dir``'s index (default: the store of
+    :func:`genloop.paths.runs_dir`)."""
+    token = _index_root.set((runs_dir,))
+    try:
+        yield
+    finally:
+        _index_root.reset(token)
+
+
+def indexing() -> bool:
+    """Whether marks written now go into a run store's index (inside :func:`indexing_to`)."""
+    return _index_root.get() is not None
 
 
 # ------------------------------------------------------------------------------------------------- key
@@ -395,6 +413,8 @@ def detect(image: Any, expected_id: str, key: bytes | None = None, threshold: fl
 def index_path(runs_dir: str | os.PathLike | None = None) -> Path:
     from ..paths import runs_dir as _runs_dir
 
+    if runs_dir is None and _index_root.get() is not None:
+        runs_dir = _index_root.get()[0]
     return _runs_dir(runs_dir) / INDEX_DIR / INDEX_FILE
 
 
@@ -435,6 +455,14 @@ def lookup(hex_prefix: str, runs_dir: str | os.PathLike | None = None) -> list[d
     return list(reversed(found.values()))
 
 
+def record_if_indexing(generation_id: str, recipe: dict[str, Any] | None, kind: str, file: Any) -> None:
+    """:func:`record` a mark written inside :func:`indexing_to` (generation); elsewhere (training samples,
+    a bare ``save_png``) nothing is recorded."""
+    if indexing():
+        run_id = (recipe or {}).get("run_id")
+        record(str(generation_id), None if run_id is None else str(run_id), kind, file)
+
+
 def describe_matches(hex_hash: str, runs_dir: str | os.PathLike | None = None) -> str:
     """``watermark: generation <id> (run <run>)`` for a decoded hash, by the run store's index."""
     found = lookup(hex_hash, runs_dir)
@@ -448,14 +476,22 @@ def describe_matches(hex_hash: str, runs_dir: str | os.PathLike | None = None) -
 
 
 def describe(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None, expected_id: str | None = None) -> str:
-    """One phrase for ``genloop verify``: the generation the image's watermark names, or ``no watermark``
-    (``expected_id``, the manifest's generation when there is one, is also tried on its own)."""
+    """One phrase for ``genloop verify``: the generation the image's watermark names, or ``no watermark``.
+
+    The decoded hash is looked up in the run store's index and each generation found there is confirmed with
+    :func:`detect` (so a tiny image whose blind confidence is low is still named when its bits are right);
+    ``expected_id`` (the manifest's generation, when there is one) is tried too."""
     try:
-        d = decode_full(path)
+        arr = _read(path)
+        d = decode_full(arr)
+        for rec in lookup(d.hash, runs_dir):
+            if detect(arr, str(rec.get("generation_id"))):
+                run = f" (run {rec.get('run_id')})" if rec.get("run_id") else ""
+                return f"watermark: generation {rec.get('generation_id')}{run}"
+        if expected_id and detect(arr, expected_id):
+            return f"watermark: generation {expected_id} (as the manifest says; not in this run store's index)"
         if d.watermarked:
-            return describe_matches(d.hash, runs_dir)
-        if expected_id and detect(path, expected_id):
-            return f"watermark: generation {expected_id} (as the manifest says)"
+            return f"watermark: hash {d.hash}, not in this run store's index"
         return "no watermark"
     except WatermarkError as e:
         return f"no watermark ({str(e).split(': ', 1)[-1]})"

@@ -264,6 +264,7 @@ class VerifyResult:
     run_id: str | None = None
     items: int = 1
     manifests: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    watermark: str | None = None  # images and MIDI: what the invisible watermark says (see watermark_note)
 
     @property
     def ok(self) -> bool:
@@ -287,6 +288,8 @@ class VerifyResult:
             parts.insert(0, f"key {self.key_id} is not trusted")
         if self.detail:
             parts.append(self.detail)
+        if self.watermark:
+            parts.append(self.watermark)
         return f"{self.path}: {self.status}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
@@ -421,6 +424,32 @@ def _lookup_run(manifest: dict[str, Any], runs_dir: str | os.PathLike | None) ->
 
 
 def verify_file(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> VerifyResult:
+    """:func:`check_file`, plus (for a PNG or a MIDI file, signed or not) what its invisible watermark says:
+    ``watermark: generation <id> (run <run>)`` by the run store's watermark index, or ``no watermark``."""
+    result = check_file(path, runs_dir)
+    if result.status != ERROR:
+        result.watermark = watermark_note(Path(path), runs_dir, result.generation_id)
+    return result
+
+
+def watermark_note(path: Path, runs_dir: Any, expected_id: str | None = None) -> str | None:
+    """The watermark phrase of a PNG (:mod:`.image_watermark`) or MIDI file (:mod:`.music_watermark`), else None."""
+    try:
+        head = path.read_bytes()[:8]
+    except OSError:
+        return None
+    if head.startswith(b"\x89PNG"):
+        from . import image_watermark
+
+        return image_watermark.describe(path, runs_dir, expected_id)
+    if head.startswith(b"MThd"):
+        from . import music_watermark
+
+        return music_watermark.describe(path, runs_dir, expected_id)
+    return None
+
+
+def check_file(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> VerifyResult:
     """Check the provenance of one file: a PNG or MIDI file (embedded manifest, else its sidecar), a texts JSONL
     (every record), a ``.manifest.json`` sidecar (checked against the file it sits beside) or any other file
     with a sidecar. Never raises for a bad file: its trouble is the result's ``error`` status."""
