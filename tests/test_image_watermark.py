@@ -144,11 +144,9 @@ def test_generated_pngs_are_marked_indexed_and_still_valid(env: SimpleNamespace,
     assert len(index) == len(env.pngs)  # every PNG: samples, grid, interpolation
     assert {r["run_id"] for r in index} == {env.run}
     for png in env.pngs:
-        gid = generation_id(png)
-        assert wm.detect(png, gid), png.name
-        assert {"hash": wm.id_hash(gid), "generation_id": gid}.items() <= next(
-            r for r in index if r["generation_id"] == gid
-        ).items()
+        rec = next(r for r in index if r["generation_id"] == generation_id(png))
+        assert rec["hash"] == wm.id_hash(rec["mark"]) and rec["mark"].startswith("px:") and rec["kind"] == "image"
+        assert wm.detect(png, rec["mark"]), png.name
     code, out, err = cli(capsys, "verify", *env.pngs)
     assert code == 0, out + err
     lines = out.strip().splitlines()
@@ -175,7 +173,8 @@ def test_no_watermark_writes_no_mark(env: SimpleNamespace, tmp_path: Path, capsy
     assert code == 0, err
     assert wm.index_path(env.runs).read_text() == before
     png = out / "sample_000000.png"
-    assert not wm.detect(png, generation_id(png))
+    with Image.open(png) as im:
+        assert not wm.detect(png, wm.content_id(im))
     code, text, _ = cli(capsys, "verify", png)
     assert code == 0 and "valid (generation" in text and text.strip().endswith("no watermark)")
     code, help_text, _ = cli(capsys, "generate", "--help")
@@ -183,7 +182,23 @@ def test_no_watermark_writes_no_mark(env: SimpleNamespace, tmp_path: Path, capsy
     # the API switch
     paths = genloop.generate(env.run, n=1, out=tmp_path / "api", runs_dir=env.runs, watermark=False)
     sample = next(p for p in paths if p.name.startswith("sample_"))
-    assert not wm.detect(sample, generation_id(sample))
+    with Image.open(sample) as im:
+        assert not wm.detect(sample, wm.content_id(im))
+
+
+def test_regenerating_from_the_recipe_gives_the_same_marked_pixels(env: SimpleNamespace, tmp_path: Path) -> None:
+    """The mark is that of the content, not of the (fresh) generation id: a replay is pixel for pixel the same,
+    and both generations are in the index under the one mark."""
+    first = genloop.generate(env.run, n=1, seed=7, out=tmp_path / "a", runs_dir=env.runs)
+    second = genloop.generate(env.run, n=1, seed=7, out=tmp_path / "b", runs_dir=env.runs)
+    a, b = (next(p for p in ps if p.name.startswith("sample_")) for ps in (first, second))
+    with Image.open(a) as ia, Image.open(b) as ib:
+        assert np.array_equal(np.asarray(ia), np.asarray(ib))
+    assert generation_id(a) != generation_id(b)
+    with Image.open(a) as im:
+        im.save(tmp_path / "stripped.png")
+    line = genloop.verify(tmp_path / "stripped.png").line()
+    assert f"watermark: generation {generation_id(b)} (run {env.run}), and 1 more generation" in line
 
 
 def test_verify_bad_input_is_one_line(env: SimpleNamespace, tmp_path: Path, capsys) -> None:

@@ -18,8 +18,10 @@ Generated outputs are also *signed* (``save_png(..., sign=True)``): a ``genloop-
 the signed provenance manifest of :mod:`genloop.safety.provenance` (its content hash is that of the decoded
 pixels), and the same manifest is written beside the file as ``<file>.manifest.json``. They are also
 *watermarked* (``save_png(..., watermark=True)``): the invisible mark of :mod:`genloop.safety.image_watermark`
-carries the hash of the generation id in the pixels themselves (so it outlives a stripped manifest), is put in
-*before* signing (the manifest hashes the marked pixels) and recorded in the run store's watermark index.
+carries, in the pixels themselves (so it outlives a stripped manifest), the hash of the image's content id —
+the same pixels always get the same mark, so an image regenerated from its recipe is still identical — and the
+run store's watermark index maps it to the generation id. It is put in *before* signing (the manifest hashes
+the marked pixels).
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def save_png(
     integer factor with nearest neighbour — crisp pixels, no invented detail — because an 8-32 px
     image is unreadable at native size; keep it at 1 where the pixels themselves are the data. ``sign``
     embeds a signed provenance manifest of the recipe and the pixels (under ``generation_id``, default a new
-    one), and writes it as a sidecar too. ``watermark`` embeds the invisible mark of that generation id first
+    one), and writes it as a sidecar too. ``watermark`` embeds the invisible mark (of the pixels' content id) first
     (images under 8x8 px stay unmarked), recorded in the run store's watermark index inside
     :func:`genloop.safety.image_watermark.indexing_to` (as generation does).
     """
@@ -163,7 +165,8 @@ def save_png(
 
         generation_id = generation_id or uuid.uuid4().hex
         if image_watermark.capacity(pil.height, pil.width):
-            pil = image_watermark.embed(pil, generation_id)
+            mark_id = image_watermark.content_id(pil)  # the same pixels get the same mark: replays stay exact
+            pil = image_watermark.embed(pil, mark_id)
             marked = True
     if sign:
         from ..safety import provenance
@@ -176,7 +179,7 @@ def save_png(
     if envelope is not None:
         provenance.write_sidecar(path, envelope)
     if marked:
-        image_watermark.record_if_indexing(str(generation_id), recipe, "image", path)
+        image_watermark.record_if_indexing(str(generation_id), mark_id, recipe, "image", path)
     return path
 
 

@@ -76,7 +76,7 @@ def write_midi(
 ) -> Path:
     """Write ``path`` (.mid) atomically and, with a recipe, ``path.json`` beside it. ``sign``: a signed provenance
     manifest of the recipe and the notes goes into the file (a text meta event) and beside it as
-    ``path.manifest.json``. ``watermark``: the velocities first carry the hash of the generation id
+    ``path.manifest.json``. ``watermark``: the velocities first carry the hash of the notes' content id
     (:mod:`genloop.safety.music_watermark`; the manifest is over the marked notes), recorded in the run store's
     watermark index."""
     path = Path(path)
@@ -87,7 +87,8 @@ def write_midi(
         from ...safety import music_watermark
 
         generation_id = generation_id or uuid.uuid4().hex
-        score = music_watermark.embed(score, generation_id)
+        mark_id = music_watermark.content_id(score)  # the same notes get the same mark: replays stay exact
+        score = music_watermark.embed(score, mark_id)
     if sign:
         from ...safety import provenance
 
@@ -101,7 +102,7 @@ def write_midi(
     if watermark:
         from ...safety import image_watermark
 
-        image_watermark.record_if_indexing(str(generation_id), recipe, "music", path)
+        image_watermark.record_if_indexing(str(generation_id), mark_id, recipe, "music", path)
     return path
 
 
