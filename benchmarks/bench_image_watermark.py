@@ -7,7 +7,7 @@ bicubically to the size (grey, "L", like GenLoop's digit models) and random squa
 Sizes 8, 16, 32 and 64 px; each carries what :func:`~genloop.safety.image_watermark.profile` gives it.
 
 Per size, ``--n`` marked images (each a different generation id), each attacked by: nothing; JPEG q90/75/50
-(PIL); resize x0.5 and back (bicubic); crop 10 % (5 % off every side... i.e. the central 90 %) and resize back;
+(PIL); resize x0.5 and back (bicubic); crop 10 % (the central 90 %, at least 1 px off every side) and resize back;
 Gaussian noise sigma 2/255 and 5/255; brightness x1.1 and x0.9 (PIL ImageEnhance). Reported: bit accuracy of
 the blind decode (the payload bits), the detection TPR of ``detect(image, expected_id)`` at the size's
 threshold, the blind-detection rate (confident *and* the right hash) and the PSNR of the mark (over all
@@ -73,7 +73,7 @@ def noise(im: Image.Image, sigma: float, rng: np.random.Generator) -> Image.Imag
 
 def crop_back(im: Image.Image, frac: float = 0.10) -> Image.Image:
     w, h = im.size
-    dx, dy = round(w * frac / 2), round(h * frac / 2)
+    dx, dy = max(1, round(w * frac / 2)), max(1, round(h * frac / 2))  # at 8 px: 1 px a side (25 %)
     return im.crop((dx, dy, w - dx, h - dy)).resize((w, h), Image.Resampling.BICUBIC)
 
 

@@ -68,7 +68,8 @@ def generate_images(
     encoder also get reconstructions of test images. A conditional model's grid has one class per column.
 
     Under torchrun the samples are shared out across the ranks (:mod:`~genloop.generation.sharding`): the same
-    files, byte for byte (unsigned and unmarked: a signature or a mark carries a fresh generation id), plus
+    files, byte for byte when unsigned and unmarked (a signature carries a fresh generation id; the sharded grid is
+    drawn from the marked sample files), plus
     ``index.jsonl``; samples already written by an interrupted run of the same
     command are kept. Rank 0 returns the paths; the other ranks return an empty list."""
     device = sharding.join(device)
