@@ -16,10 +16,19 @@ Detection against an expected id (:func:`score`): the share ``a`` of notes whose
 codeword; unmarked notes agree with probability 1/2, so ``z = (a - 1/2) * 2 sqrt(N)`` and the mark is present
 at ``z >= Z_THRESHOLD`` (5). Not 4: a piece whose velocities are all equal (a score written out by music21)
 has all its notes' parities tied, so its z over many ids is a sum of 32 per-bit terms, with a heavier tail
-than N independent notes give (3 of 10,000 random ids reached z >= 4 on 100 chorales; none reached 4.3). Blind decoding (:func:`decode`) takes each
-bit's majority; ``confidence`` is the share of notes agreeing with the decoded codeword (1 on a clean marked
-piece, ~0.6 on an unmarked one), and a piece needs :data:`MIN_NOTES` notes to be read at all. The key is the
-image watermark's installation key under another domain label; the switch is the same
+than N independent notes give (3 of 10,000 random ids reached z >= 4 on 100 chorales; none reached 4.3).
+
+Blind decoding (:func:`decode`) takes each bit's majority; ``confidence`` is the share of notes agreeing with
+the decoded codeword (1 on a clean marked piece, ~0.6 on an unmarked one), and a piece needs :data:`MIN_NOTES`
+notes to be read at all. A short piece can leave a payload bit with no note (its blind bit is then a guess);
+``genloop verify`` then still finds the mark by scoring the index's music marks.
+
+Measured (``benchmarks/bench_music_watermark.py``: 100 Bach chorales of music21's corpus, 143-1643 notes):
+about half the notes change velocity, by 1; detected against their mark 100 % as written, after a symusic
+round trip and after a music21 round trip (z >= 11.96); the exact 32-bit hash decoded blind 99 %; 0 false
+positives in 10,000 (piece, random id) trials at z >= 5, and 0 of 100 unmarked pieces blind-decoded as marked.
+
+The key is the image watermark's installation key under another domain label; the switch is the same
 (:func:`genloop.safety.image_watermark.watermarking`, ``--no-watermark``).
 """
 
