@@ -213,9 +213,21 @@ def test_verify_bad_input_is_one_line(env: SimpleNamespace, tmp_path: Path, caps
     assert code == 1 and out.count("\n") == 1 and "error (not a PNG image" in out and "watermark" not in out
 
 
-def test_evaluation_scores_unmarked_samples(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``genloop eval`` scores the pipeline's tensors and writes its PNGs unmarked: no mark is ever embedded."""
+def test_evaluation_scores_unmarked_samples_unless_asked(
+    env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """``genloop eval`` scores the pipeline's tensors, unmarked; ``--watermarked`` marks them (the mark's cost)
+    and writes its own file beside the run's metrics."""
     calls: list[object] = []
-    monkeypatch.setattr(wm, "embed", lambda image, *a, **k: calls.append(a) or image)
+    real_embed = wm.embed
+    monkeypatch.setattr(wm, "embed", lambda image, *a, **k: calls.append(a) or real_embed(image, *a, **k))
     report = genloop.evaluate(env.run, n=32, runs_dir=env.runs)
-    assert report is not None and calls == []
+    assert "fid" in report and "watermarked" not in report and calls == []
+    eval_dir = env.runs / env.run / "eval"
+    before = (eval_dir / "metrics.json").read_text()
+    code, out, err = cli(capsys, "eval", env.run, "-n", "32", "--watermarked", "--runs-dir", env.runs)
+    assert code == 0, err
+    assert len(calls) == 32 and "metrics_ref-watermarked.json" in out
+    marked = json.loads((eval_dir / "metrics_ref-watermarked.json").read_text())
+    assert marked["watermarked"] is True and "fid" in marked
+    assert (eval_dir / "metrics.json").read_text() == before  # the run's own metrics are untouched

@@ -199,17 +199,33 @@ def evaluate(
     checkpoint: str = "last",
     features: str = "ref",
     weights: str | Path | None = None,
+    watermarked: bool = False,
 ) -> dict[str, Any]:
     """Score ``n`` samples against held-out real images: FID, KID, IS, precision/recall, density/coverage,
     conditional accuracy and per-class FID, memorisation — each beside its real-data floor.
 
     Writes ``eval/metrics.json`` (``eval/metrics_inception.json`` for the Inception backend) and
-    ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image).
+    ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image). The samples are
+    scored unmarked; ``watermarked=True`` scores them with the image watermark generation puts in (the cost of
+    the mark), written to ``eval/metrics_<features>-watermarked.json`` only.
     """
     from .evaluation.protocol import evaluate_run
 
     return evaluate_run(
-        run_id, n, seed, runs_dir, device, progress, sampler, steps, guidance, eta, checkpoint, features, weights
+        run_id,
+        n,
+        seed,
+        runs_dir,
+        device,
+        progress,
+        sampler,
+        steps,
+        guidance,
+        eta,
+        checkpoint,
+        features,
+        weights,
+        watermarked,
     )
 
 

@@ -679,6 +679,12 @@ def eval_(
         help="Check the yardstick, not the model: do FID/KID/precision/recall rank 7 known degradations of held-out "
         "images correctly in this feature net's space? (cached for the reference net; no samples are drawn)",
     ),
+    watermarked: bool = typer.Option(
+        False,
+        "--watermarked",
+        help="Image runs: score the samples with the invisible watermark that `generate` puts in (what the mark "
+        "costs); written to eval/metrics_<features>-watermarked.json. By default samples are scored unmarked.",
+    ),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
@@ -701,7 +707,20 @@ def eval_(
         return
     try:
         _eval(
-            run_id, n, seed, sampler, steps, guidance, checkpoint, features, weights, sweep, samplers, runs_dir, device
+            run_id,
+            n,
+            seed,
+            sampler,
+            steps,
+            guidance,
+            checkpoint,
+            features,
+            weights,
+            sweep,
+            samplers,
+            runs_dir,
+            device,
+            watermarked,
         )
     finally:
         distributed.shutdown()
@@ -721,6 +740,7 @@ def _eval(
     samplers: str,
     runs_dir: Path | None,
     device: str,
+    watermarked: bool = False,
 ) -> None:
     """The body of ``genloop eval`` (in one process, or on each rank under torchrun)."""
     from .. import api, distributed
@@ -773,13 +793,16 @@ def _eval(
         checkpoint=checkpoint,
         features=features,
         weights=weights,
+        watermarked=watermarked,
     )
     if not distributed.is_main():  # under torchrun, rank 0 scores and speaks for the job
         return
     print_metrics(r)
     from ..evaluation.backbones import features_tag
 
-    say(f"written to {api.RunStore(runs_dir).get(run_id).files.eval_metrics(features_tag(features))}")
+    files = api.RunStore(runs_dir).get(run_id).files
+    tag = features_tag(features)
+    say(f"written to {files.eval / f'metrics_{tag}-watermarked.json' if watermarked else files.eval_metrics(tag)}")
 
 
 def _agreement(run_ids: list[str], db: str | None, seed: int, runs_dir: Path | None) -> None:
@@ -1126,7 +1149,9 @@ def verify(
     """Check the signed provenance of generated files: one line per file, `valid` (signature good, content
     unchanged, key trusted: with its generation id, model sha256 and time), `tampered` (which field),
     `unsigned` (no manifest), `unknown key` (signed by a key not in the trusted/ folder beside this
-    installation's key) or `error` (not a file it can read). With --text, one line per text file:
+    installation's key) or `error` (not a file it can read). A PNG's or MIDI file's line also says what its
+    invisible watermark names, signed or not (a stripped file too): `watermark: generation <id> (run <run>)`
+    from the run store's watermark index, or `no watermark`. With --text, one line per text file:
     `watermarked` or `no watermark`, with the z-score and p-value. Exit code 0 only when every file is valid
     (and every text watermarked)."""
     from ..safety.provenance import verify_file

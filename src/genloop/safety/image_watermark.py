@@ -353,6 +353,25 @@ def embed(image: Any, mark_id: str, key: bytes | None = None) -> Any:
     return embed_bits(image, payload_bits(mark_id, prof.payload), key)
 
 
+def mark_tensors(images: Any) -> Any:
+    """Float (N, C, H, W) images in [-1, 1] as generation would write them: each to 8 bits, marked with its
+    content id (images under 8 px: only quantised), and back to floats. What ``genloop eval --watermarked``
+    scores, to measure what the mark costs in FID."""
+    import torch
+
+    from ..data.image_io import tensor_to_pil
+
+    out = []
+    for image in images:
+        pil = tensor_to_pil(image)
+        if capacity(pil.height, pil.width):
+            pil = embed(pil, content_id(pil))
+        arr = torch.from_numpy(np.asarray(pil, dtype=np.float32).copy())
+        arr = arr[None] if arr.ndim == 2 else arr.permute(2, 0, 1)
+        out.append(arr / 127.5 - 1.0)
+    return torch.stack(out).to(images.device) if out else images
+
+
 # -------------------------------------------------------------------------------------------- decoding
 
 
