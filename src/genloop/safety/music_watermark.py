@@ -124,11 +124,15 @@ def _parities(score: Any, key: bytes | None) -> tuple[np.ndarray, np.ndarray]:
     return idx, par ^ mask
 
 
+def _z(idx: np.ndarray, bits: np.ndarray, mark_id: str) -> float:
+    agree = float(np.mean(bits == payload_bits(mark_id, PAYLOAD)[idx]))
+    return (agree - 0.5) * 2 * math.sqrt(len(bits))
+
+
 def score(source: Any, expected_id: str, key: bytes | None = None) -> float:
     """z-score of the notes' agreement with ``expected_id``'s codeword (~0 unmarked; ~2 sqrt(N) marked)."""
     idx, bits = _parities(_read(source), key)
-    agree = float(np.mean(bits == payload_bits(expected_id, PAYLOAD)[idx]))
-    return (agree - 0.5) * 2 * math.sqrt(len(bits))
+    return _z(idx, bits, expected_id)
 
 
 def detect(source: Any, expected_id: str, key: bytes | None = None) -> bool:
@@ -180,7 +184,8 @@ def describe(path: Any, runs_dir: Any = None, expected_id: str | None = None) ->
             found = [r for r in by_generation(expected_id, runs_dir) if detect(score_, str(r.get("mark")))]
         if not found:
             music = [r for r in lookup("", runs_dir)[:10_000] if r.get("kind") == "music" and r.get("mark")]
-            best = max(((score(score_, str(r["mark"])), r) for r in music), key=lambda t: t[0], default=None)
+            idx, bits = _parities(score_, None)  # once, not per mark
+            best = max(((_z(idx, bits, str(r["mark"])), r) for r in music), key=lambda t: t[0], default=None)
             found = [best[1]] if best is not None and best[0] >= Z_THRESHOLD + 1 else []
         if found:
             return _phrase(found[0], len(found) - 1)
