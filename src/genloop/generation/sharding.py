@@ -178,12 +178,7 @@ def shard_name(rank: int) -> str:
 
 
 def write_samples(
-    pipe: Any,
-    out_dir: Path,
-    n: int,
-    seed: int,
-    class_label: Any,
-    options: dict[str, Any],
+    pipe: Any, out_dir: Path, n: int, seed: int, class_label: Any, options: dict[str, Any]
 ) -> tuple[list[Path], dict[str, Any]]:
     """This rank's share of ``sample_<seed + i>.png``, skipping samples already complete, then (rank 0) the
     merged ``index.jsonl``. Returns (every sample's path, the batch recipe) on rank 0, ([], {}) elsewhere."""
