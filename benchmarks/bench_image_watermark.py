@@ -14,6 +14,11 @@ threshold, the blind-detection rate (confident *and* the right hash) and the PSN
 channels). The FPR: ``--n-null`` unmarked images per size (fresh patches/digits, not the marked ones) through
 ``detect`` against a random id and through the blind decoder.
 
+The quality cost in FID (``--fid-sizes``, default 8 and 32): 1,000 real digits training images (a seeded pick,
+8-bit quantised) scored by GenLoop's evaluation suite against the held-out reference on the reference net,
+unmarked and marked (:func:`~genloop.safety.image_watermark.mark_tensors`), beside the suite's real-data floor
+(another 1,000 training images): how far the mark moves real images, in the units ``genloop eval`` reports.
+
     python benchmarks/bench_image_watermark.py                       # the table (see the JSON for its time)
     python benchmarks/bench_image_watermark.py --n 40 --n-null 500   # a quick look
 """
@@ -178,12 +183,37 @@ def run_size(size: int, n: int, n_null: int, seed: int) -> dict:
     }
 
 
+def fid_cost(size: int) -> dict:
+    """FID of 1,000 real digits, unmarked vs marked, beside the floor (the reference net; trained once, cached)."""
+    import torch
+
+    from genloop.data import DataConfig, load_dataset
+    from genloop.data.image import to_uint8
+    from genloop.evaluation.protocol import feature_extractor
+    from genloop.evaluation.suite import evaluate_images
+
+    t0 = time.time()
+    ds = load_dataset(DataConfig(name="digits", image_size=size))
+    extractor = feature_extractor(ds, "ref", None, "cpu", False)
+    train = ds.float_images("train")
+    pick = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(123))[:1000]]
+    versions = {"unmarked": to_uint8(pick).float() / 127.5 - 1.0, "marked": wm.mark_tensors(pick)}
+    out: dict = {"size": size, "n": len(pick)}
+    for name, images in versions.items():
+        r = evaluate_images(images, ds, extractor, seed=0, metrics=("fid",))
+        out[f"fid_{name}"] = round(float(r["fid"]), 4)
+        out["fid_floor"] = round(float(r["fid_floor"]), 4)
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="8,16,32,64")
     ap.add_argument("--n", type=int, default=200, help="marked images per size")
     ap.add_argument("--n-null", type=int, default=10_000, help="unmarked images per size (the FPR)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fid-sizes", default="8,32", help="digits sizes for the FID cost ('' for none)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "image_watermark.json"))
     args = ap.parse_args()
     t0 = time.time()
@@ -203,6 +233,13 @@ def main() -> None:
                 f"blind {v['blind_decode_rate']:.3f}",
                 flush=True,
             )
+    fid = [fid_cost(int(s)) for s in args.fid_sizes.split(",") if s.strip()]
+    for row in fid:
+        print(
+            f"FID of real digits at {row['size']} px: unmarked {row['fid_unmarked']:.3f}, marked "
+            f"{row['fid_marked']:.3f} (floor {row['fid_floor']:.3f})",
+            flush=True,
+        )
     result = {
         "benchmark": "image_watermark",
         "method": wm.SCHEME,
@@ -213,6 +250,7 @@ def main() -> None:
         "cpu_flags": cpu_flags(),
         "seconds": round(time.time() - t0, 1),
         "sizes": rows,
+        "fid_cost_real_digits": fid,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
