@@ -166,6 +166,16 @@ def test_stripped_png_is_traced_by_its_watermark(env: SimpleNamespace, tmp_path:
         assert f"watermark: generation {generation_id(png)} (run {env.run})" in out, out
 
 
+def test_a_jpeg_copy_is_traced_by_its_watermark(env: SimpleNamespace, tmp_path: Path, capsys) -> None:
+    grid = env.pngs[0]  # 8 px samples carry too little to outlive JPEG; the (upscaled) grid does
+    copy = tmp_path / "grid.jpg"
+    with Image.open(grid) as im:
+        im.convert("RGB").save(copy, quality=90)
+    code, out, _ = cli(capsys, "verify", copy)
+    assert code == 1 and out.count("\n") == 1 and ": unsigned (no manifest; " in out
+    assert f"watermark: generation {generation_id(grid)} (run {env.run})" in out, out
+
+
 def test_no_watermark_writes_no_mark(env: SimpleNamespace, tmp_path: Path, capsys) -> None:
     before = wm.index_path(env.runs).read_text()
     out = tmp_path / "plain"
