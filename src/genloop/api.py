@@ -173,7 +173,9 @@ def verify(path: str | Path, runs_dir: str | Path | None = None) -> Any:
     sidecar. Returns a :class:`~genloop.safety.provenance.VerifyResult` whose ``status`` is ``valid`` (signature
     good, content unchanged, key trusted), ``tampered`` (``detail`` names the field), ``unsigned``,
     ``unknown key`` or ``error`` (not a file it can read); ``bool(result)`` is True only when valid. Never
-    raises for a bad file."""
+    raises for a bad file. For an image (a PNG, or a JPEG/WebP/... copy) or a MIDI file, ``result.watermark``
+    says what its invisible watermark names, signed or stripped: ``watermark: generation <id> (run <run>)`` by
+    the run store's watermark index, or ``no watermark``."""
     from .safety.provenance import verify_file
 
     return verify_file(path, runs_dir)
