@@ -48,10 +48,23 @@ def test_generate_on_two_processes_writes_the_single_process_files_and_resumes(
     one, two = tmp_path / "one", tmp_path / "two"
     monkeypatch.setenv("GENLOOP_SAMPLE_BATCH", "4")  # the single-process run in-process (one thread, see conftest)
     # unsigned: a signature holds a fresh generation id and time, so two runs never match byte for byte with one
-    code, single, err = cli(capsys, "generate", run_id, "--n", "12", "--out", one, "--runs-dir", runs, "--no-sign")
+    code, single, err = cli(
+        capsys, "generate", run_id, "--n", "12", "--out", one, "--runs-dir", runs, "--no-sign", "--no-watermark"
+    )
     assert code == 0, err
     sharded = genloop_cli(
-        tmp_path, runs, "generate", run_id, "--n", "12", "--out", str(two), "--nproc", "2", "--no-sign"
+        tmp_path,
+        runs,
+        "generate",
+        run_id,
+        "--n",
+        "12",
+        "--out",
+        str(two),
+        "--nproc",
+        "2",
+        "--no-sign",
+        "--no-watermark",
     )
     assert sharded.returncode == 0, sharded.stderr
     # rank 0 prints the usual line, rank 1 nothing
@@ -78,7 +91,20 @@ def test_generate_on_two_processes_writes_the_single_process_files_and_resumes(
     (two / "index-rank0.jsonl").write_text('{"index": 0, "file": "sample_0', encoding="utf-8")
     (two / ".sample_000005.png.x1y2.tmp").write_bytes(b"half a png")
     kept = {p.name: p.stat().st_mtime_ns for p in two.glob("sample_*.png")}
-    again = genloop_cli(tmp_path, runs, "generate", run_id, "--n", "12", "--out", str(two), "--nproc", "2", "--no-sign")
+    again = genloop_cli(
+        tmp_path,
+        runs,
+        "generate",
+        run_id,
+        "--n",
+        "12",
+        "--out",
+        str(two),
+        "--nproc",
+        "2",
+        "--no-sign",
+        "--no-watermark",
+    )
     assert again.returncode == 0, again.stderr
     got = files(two)
     assert got.pop("index.jsonl").decode().splitlines() == index

@@ -25,7 +25,7 @@ SCRIPT = """
 import sys
 from genloop import api, distributed
 text_run, music_run, runs, out = sys.argv[1:5]
-api.generate_music(music_run, n=4, seed=5, out=out, runs_dir=runs, bars=2, sign=False)
+api.generate_music(music_run, n=4, seed=5, out=out, runs_dir=runs, bars=2, sign=False, watermark=False)
 api.evaluate(text_run, n=6, seed=1, runs_dir=runs)
 api.evaluate(music_run, n=4, seed=1, runs_dir=runs)
 distributed.shutdown()
@@ -76,11 +76,23 @@ def test_text_and_music_on_two_processes_match_one_process_and_resume(
 
     # --- one process: the reference files and metrics
     one, two = tmp_path / "one", tmp_path / "two"
-    text_args = ("generate", gpt.id, "--n", "8", "--seed", "3", "--max-tokens", "8", "--no-stream", "--no-sign")
+    text_args = (
+        "generate",
+        gpt.id,
+        "--n",
+        "8",
+        "--seed",
+        "3",
+        "--max-tokens",
+        "8",
+        "--no-stream",
+        "--no-sign",
+        "--no-watermark",
+    )
     code, single_out, err = cli(capsys, *text_args, "--out", one / "text", "--runs-dir", runs)
     assert code == 0, err
     # unsigned: a signature holds a fresh generation id and time, so two runs never match byte for byte
-    api.generate_music(music.id, n=4, seed=5, out=one / "music", runs_dir=runs, bars=2, sign=False)
+    api.generate_music(music.id, n=4, seed=5, out=one / "music", runs_dir=runs, bars=2, sign=False, watermark=False)
     text_metrics = runs / gpt.id / "eval" / "metrics.json"
     music_metrics = runs / music.id / "eval" / "metrics.json"
     m_text = api.evaluate(gpt.id, n=6, seed=1, runs_dir=runs)
@@ -107,7 +119,7 @@ def test_text_and_music_on_two_processes_match_one_process_and_resume(
         (two / "music" / name).unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in (two / "music").glob("sample_00000[67].*")}
     again = genloop_cli(tmp_path, runs, "generate", music.id, "--n", "4", "--seed", "5", "--bars", "2",
-                        "--out", str(two / "music"), "--no-sign")  # fmt: skip
+                        "--out", str(two / "music"), "--no-sign", "--no-watermark")  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(again.stdout.splitlines()) == 1 and "wrote 16 files" in again.stdout  # rank 0 speaks
     got = files(two / "music")

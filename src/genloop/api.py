@@ -98,15 +98,20 @@ def generate(
     eta: float | None = None,
     checkpoint: str = "last",
     sign: bool = True,
+    watermark: bool | None = None,
 ) -> list[Path]:
     """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
     encoder also get reconstructions of test images. A conditional model's grid has one class per column.
     ``sign`` (default): each PNG also carries a signed provenance manifest, written beside it as
-    ``<file>.manifest.json`` too (:func:`verify` checks it); ``sign=False`` writes none."""
+    ``<file>.manifest.json`` too (:func:`verify` checks it); ``sign=False`` writes none. ``watermark`` (default: on,
+    unless inside ``watermarking(False)``): each PNG carries the invisible mark of its generation id
+    (:mod:`genloop.safety.image_watermark`); ``watermark=False``: none."""
     from .generation.writer import generate_images
+    from .safety.image_watermark import enabled as watermark_enabled
+    from .safety.image_watermark import watermarking
     from .safety.provenance import signing
 
-    with signing(sign):
+    with signing(sign), watermarking(watermark_enabled() if watermark is None else watermark):
         return generate_images(
             run_id, n, seed, out, runs_dir, device, class_label, sampler, steps, guidance, eta, checkpoint
         )
@@ -146,16 +151,20 @@ def generate_music(
     device: str = "cpu",
     checkpoint: str = "last",
     sign: bool = True,
+    watermark: bool | None = None,
     **options: Any,
 ) -> list[Path]:
     """Write ``n`` pieces of a music run: ``sample_<seed>.mid`` (recipe inside), ``.mid.json``, ``.wav`` and a
     piano-roll ``.png`` each, in ``out`` (default ``<run>/generated``). ``options``: bars, prompt_midi,
     prompt_bars, temperature, top_p, top_k, key, time_signature, style, max_tokens. ``sign`` (default): each
-    MIDI file also carries a signed provenance manifest, written as ``.mid.manifest.json`` too."""
+    MIDI file also carries a signed provenance manifest, written as ``.mid.manifest.json`` too. ``watermark``
+    (default: on): the velocities carry the generation id's hash (:mod:`genloop.safety.music_watermark`)."""
     from .generation.writer import generate_music as write
+    from .safety.image_watermark import enabled as watermark_enabled
+    from .safety.image_watermark import watermarking
     from .safety.provenance import signing
 
-    with signing(sign):
+    with signing(sign), watermarking(watermark_enabled() if watermark is None else watermark):
         return write(run_id, n, seed, out, runs_dir, device, checkpoint, **options)
 
 
@@ -164,7 +173,9 @@ def verify(path: str | Path, runs_dir: str | Path | None = None) -> Any:
     sidecar. Returns a :class:`~genloop.safety.provenance.VerifyResult` whose ``status`` is ``valid`` (signature
     good, content unchanged, key trusted), ``tampered`` (``detail`` names the field), ``unsigned``,
     ``unknown key`` or ``error`` (not a file it can read); ``bool(result)`` is True only when valid. Never
-    raises for a bad file."""
+    raises for a bad file. For an image (a PNG, or a JPEG/WebP/... copy) or a MIDI file, ``result.watermark``
+    says what its invisible watermark names, signed or stripped: ``watermark: generation <id> (run <run>)`` by
+    the run store's watermark index, or ``no watermark``."""
     from .safety.provenance import verify_file
 
     return verify_file(path, runs_dir)
@@ -190,17 +201,33 @@ def evaluate(
     checkpoint: str = "last",
     features: str = "ref",
     weights: str | Path | None = None,
+    watermarked: bool = False,
 ) -> dict[str, Any]:
     """Score ``n`` samples against held-out real images: FID, KID, IS, precision/recall, density/coverage,
     conditional accuracy and per-class FID, memorisation — each beside its real-data floor.
 
     Writes ``eval/metrics.json`` (``eval/metrics_inception.json`` for the Inception backend) and
-    ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image).
+    ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image). The samples are
+    scored unmarked; ``watermarked=True`` scores them with the image watermark generation puts in (the cost of
+    the mark), written to ``eval/metrics_<features>-watermarked.json`` only.
     """
     from .evaluation.protocol import evaluate_run
 
     return evaluate_run(
-        run_id, n, seed, runs_dir, device, progress, sampler, steps, guidance, eta, checkpoint, features, weights
+        run_id,
+        n,
+        seed,
+        runs_dir,
+        device,
+        progress,
+        sampler,
+        steps,
+        guidance,
+        eta,
+        checkpoint,
+        features,
+        weights,
+        watermarked,
     )
 
 

@@ -373,14 +373,22 @@ def generate(
         "list (env GENLOOP_MODERATION_RULES). A blocked prompt is an error (exit 2); a blocked text is withheld. "
         "GENLOOP_MODERATION=off turns moderation off.",
     ),
+    no_watermark: bool = typer.Option(
+        False,
+        "--no-watermark",
+        help="Put no invisible watermark in images and MIDI (by default each carries a hash of its content that "
+        "`genloop verify` reads back, even from a stripped file, and looks up in the run store's index).",
+    ),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
 ) -> None:
     """Generate images (a PNG grid plus one PNG per image, recipes embedded), text (streamed; saved with recipes)
     or music (per piece: a MIDI with its recipe, .mid.json, .wav and a piano-roll .png). Every output is signed
-    (a provenance manifest; see `genloop verify`) unless --no-sign."""
+    (a provenance manifest; see `genloop verify`) unless --no-sign, and images and MIDI watermarked unless
+    --no-watermark."""
     from .. import distributed
+    from ..safety.image_watermark import watermarking
     from ..safety.provenance import signing
 
     if _relaunched(nproc, run_id, runs_dir):
@@ -389,9 +397,13 @@ def generate(
     if rules:  # the pipeline's moderator reads its rule files from the environment, for this command only
         os.environ["GENLOOP_MODERATION_RULES"] = os.pathsep.join(p for p in (before, rules) if p)
     try:
-        with signing(not no_sign):
+        with signing(not no_sign), watermarking(not no_watermark):
             _generate(
-                **{k: v for k, v in locals().items() if k not in ("distributed", "nproc", "signing", "rules", "before")}
+                **{
+                    k: v
+                    for k, v in locals().items()
+                    if k not in ("distributed", "nproc", "signing", "watermarking", "no_watermark", "rules", "before")
+                }
             )
     finally:
         distributed.shutdown()
@@ -693,6 +705,12 @@ def eval_(
         help="Check the yardstick, not the model: do FID/KID/precision/recall rank 7 known degradations of held-out "
         "images correctly in this feature net's space? (cached for the reference net; no samples are drawn)",
     ),
+    watermarked: bool = typer.Option(
+        False,
+        "--watermarked",
+        help="Image runs: score the samples with the invisible watermark that `generate` puts in (what the mark "
+        "costs); written to eval/metrics_<features>-watermarked.json. By default samples are scored unmarked.",
+    ),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
@@ -715,7 +733,20 @@ def eval_(
         return
     try:
         _eval(
-            run_id, n, seed, sampler, steps, guidance, checkpoint, features, weights, sweep, samplers, runs_dir, device
+            run_id,
+            n,
+            seed,
+            sampler,
+            steps,
+            guidance,
+            checkpoint,
+            features,
+            weights,
+            sweep,
+            samplers,
+            runs_dir,
+            device,
+            watermarked,
         )
     finally:
         distributed.shutdown()
@@ -735,6 +766,7 @@ def _eval(
     samplers: str,
     runs_dir: Path | None,
     device: str,
+    watermarked: bool = False,
 ) -> None:
     """The body of ``genloop eval`` (in one process, or on each rank under torchrun)."""
     from .. import api, distributed
@@ -787,13 +819,16 @@ def _eval(
         checkpoint=checkpoint,
         features=features,
         weights=weights,
+        watermarked=watermarked,
     )
     if not distributed.is_main():  # under torchrun, rank 0 scores and speaks for the job
         return
     print_metrics(r)
     from ..evaluation.backbones import features_tag
 
-    say(f"written to {api.RunStore(runs_dir).get(run_id).files.eval_metrics(features_tag(features))}")
+    files = api.RunStore(runs_dir).get(run_id).files
+    tag = features_tag(features)
+    say(f"written to {files.eval / f'metrics_{tag}-watermarked.json' if watermarked else files.eval_metrics(tag)}")
 
 
 def _agreement(run_ids: list[str], db: str | None, seed: int, runs_dir: Path | None) -> None:
@@ -1154,7 +1189,9 @@ def verify(
     """Check the signed provenance of generated files: one line per file, `valid` (signature good, content
     unchanged, key trusted: with its generation id, model sha256 and time), `tampered` (which field),
     `unsigned` (no manifest), `unknown key` (signed by a key not in the trusted/ folder beside this
-    installation's key) or `error` (not a file it can read). With --text, one line per text file:
+    installation's key) or `error` (not a file it can read). A PNG's or MIDI file's line also says what its
+    invisible watermark names, signed or not (a stripped file too): `watermark: generation <id> (run <run>)`
+    from the run store's watermark index, or `no watermark`. With --text, one line per text file:
     `watermarked` or `no watermark`, with the z-score and p-value. Exit code 0 only when every file is valid
     (and every text watermarked)."""
     from ..safety.provenance import verify_file

@@ -16,7 +16,12 @@ Files are written through :func:`genloop.serialization.atomic_write`, so a crash
 
 Generated outputs are also *signed* (``save_png(..., sign=True)``): a ``genloop-manifest`` iTXt chunk holds
 the signed provenance manifest of :mod:`genloop.safety.provenance` (its content hash is that of the decoded
-pixels), and the same manifest is written beside the file as ``<file>.manifest.json``.
+pixels), and the same manifest is written beside the file as ``<file>.manifest.json``. They are also
+*watermarked* (``save_png(..., watermark=True)``): the invisible mark of :mod:`genloop.safety.image_watermark`
+carries, in the pixels themselves (so it outlives a stripped manifest), the hash of the image's content id —
+the same pixels always get the same mark, so an image regenerated from its recipe is still identical — and the
+run store's watermark index maps it to the generation id. It is put in *before* signing (the manifest hashes
+the marked pixels).
 """
 
 from __future__ import annotations
@@ -132,6 +137,7 @@ def save_png(
     upscale: int = 1,
     sign: bool = False,
     generation_id: str | None = None,
+    watermark: bool = False,
 ) -> Path:
     """Write ``image`` (PIL, or a float (C, H, W) tensor in [-1, 1]) as a PNG, atomically.
 
@@ -139,7 +145,9 @@ def save_png(
     integer factor with nearest neighbour — crisp pixels, no invented detail — because an 8-32 px
     image is unreadable at native size; keep it at 1 where the pixels themselves are the data. ``sign``
     embeds a signed provenance manifest of the recipe and the pixels (under ``generation_id``, default a new
-    one), and writes it as a sidecar too.
+    one), and writes it as a sidecar too. ``watermark`` embeds the invisible mark (of the pixels' content id) first
+    (images under 8x8 px stay unmarked), recorded in the run store's watermark index inside
+    :func:`genloop.safety.image_watermark.indexing_to` (as generation does).
     """
     if upscale < 1 or int(upscale) != upscale:
         raise ValueError(f"upscale must be a positive integer, got {upscale}")
@@ -149,6 +157,17 @@ def save_png(
     path = Path(path)
     info = _png_info(recipe) if recipe is not None else None
     envelope = None
+    marked = False
+    if watermark:
+        import uuid
+
+        from ..safety import image_watermark
+
+        generation_id = generation_id or uuid.uuid4().hex
+        if image_watermark.capacity(pil.height, pil.width):
+            mark_id = image_watermark.content_id(pil)  # the same pixels get the same mark: replays stay exact
+            pil = image_watermark.embed(pil, mark_id)
+            marked = True
     if sign:
         from ..safety import provenance
 
@@ -159,6 +178,8 @@ def save_png(
         pil.save(f, format="PNG", pnginfo=info)
     if envelope is not None:
         provenance.write_sidecar(path, envelope)
+    if marked:
+        image_watermark.record_if_indexing(str(generation_id), mark_id, recipe, "image", path)
     return path
 
 

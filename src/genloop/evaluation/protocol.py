@@ -67,6 +67,7 @@ def evaluate_run(
     checkpoint: str = "last",
     features: str = "ref",
     weights: str | Path | None = None,
+    watermarked: bool = False,
 ) -> dict[str, Any]:
     """:func:`genloop.evaluate`, as the run's modality scores it: a text run goes to
     :func:`~genloop.evaluation.text_eval.evaluate_text`; an image run's ``n`` samples are scored against
@@ -76,6 +77,10 @@ def evaluate_run(
     Writes ``eval/metrics.json`` (``eval/metrics_<tag>.json`` for Inception or ``hf:PATH``, see
     :func:`~genloop.evaluation.backbones.features_tag`; a copy per checkpoint in ``eval/by_checkpoint/``) and
     ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image).
+
+    The samples scored are the pipeline's tensors, never watermarked, unless ``watermarked`` (image runs): then
+    each is marked as generation marks its PNG (:func:`genloop.safety.image_watermark.mark_tensors`) and the
+    result goes to ``eval/metrics_<features>-watermarked.json``, leaving the run's own metrics alone.
     """
     if n < 2 or n > 100_000:
         raise ConfigError(f"--n must be between 2 and 100000, got {n}")
@@ -86,6 +91,11 @@ def evaluate_run(
     pipe = load_pipeline(run.dir, device, checkpoint)
     if not modalities[pipe.modality].can_shard:
         sharding.refuse(f"{pipe.modality} evaluation")
+    extra: dict[str, Any] = {}
+    if watermarked:
+        if pipe.modality != "image":
+            raise ConfigError(f"--watermarked applies to image runs; run {run.id} is a {pipe.modality} run")
+        extra["watermarked"] = True
     return modalities[pipe.modality].evaluate(  # type: ignore[no-any-return]
         store,
         run,
@@ -102,6 +112,7 @@ def evaluate_run(
         checkpoint=checkpoint,
         features=features,
         weights=weights,
+        **extra,
     )
 
 
@@ -121,6 +132,7 @@ def evaluate_image_run(
     checkpoint: str = "last",
     features: str = "ref",
     weights: str | Path | None = None,
+    watermarked: bool = False,
 ) -> dict[str, Any]:
     """The image protocol of :func:`evaluate_run` (the image modality's ``evaluate``).
 
@@ -139,6 +151,10 @@ def evaluate_image_run(
     if sampled is None:
         return {}
     out = sampled
+    if watermarked:  # as generation writes them: 8 bits, marked
+        from ..safety.image_watermark import mark_tensors
+
+        out.tensors = mark_tensors(out.tensors)
     # the result names the sampler's step count "steps", as it has since the first results were written
     recipe = {
         ("steps" if k == "sampling_steps" else k): v
@@ -154,6 +170,7 @@ def evaluate_image_run(
         **recipe,
         "sampling_ms_per_image": round(1000 * sampling_seconds / n, 3),
         "sampling_device": str(pipe.device),
+        **({"watermarked": True} if watermarked else {}),
     }
     result.update(evaluate_images(out.tensors, dataset, extractor, seed=seed, labels=out.labels))
     pairs = [(p["sample"], p["train"]) for p in result.get("memorization", {}).get("closest_pairs", [])]
@@ -177,6 +194,9 @@ def evaluate_image_run(
     result["seconds"] = round(time.perf_counter() - t0, 2)
     result["genloop_version"] = __version__
     tag = features_tag(features)
+    if watermarked:  # beside the run's own metrics, never in their place
+        write_json(run.files.eval / f"metrics_{tag}-watermarked.json", result)
+        return result
     write_json(run.files.eval_metrics(tag), result)
     # one copy per checkpoint, so that `genloop eval --agreement` can pair people's ratings of an earlier
     # checkpoint with that checkpoint's metrics after metrics.json has moved on

@@ -41,7 +41,7 @@ from PIL import Image
 from .. import distributed
 from ..data.image_io import read_recipe, save_png
 from ..errors import ConfigError, DataError, GenLoopError
-from ..safety import provenance
+from ..safety import image_watermark, provenance
 from ..serialization import remove_strays, write_text
 from .pipelines import ImageOutput
 
@@ -208,7 +208,11 @@ def write_samples(
             whole = whole or _whole_recipe(out.recipe, n, seed, labels)
             for i in todo:
                 save_png(
-                    paths[i], out.tensors[i - rows.start], item_recipe(whole, i, labels), sign=provenance.enabled()
+                    paths[i],
+                    out.tensors[i - rows.start],
+                    item_recipe(whole, i, labels),
+                    sign=provenance.enabled(),
+                    watermark=image_watermark.enabled(),
                 )
         with shard.open("a", encoding="utf-8") as f:  # whole lines per finished chunk
             f.write("".join(json.dumps(_record(paths[i], i, seed, labels)) + "\n" for i in rows))

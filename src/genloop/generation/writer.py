@@ -7,11 +7,15 @@ one call into the files ``genloop generate`` promises (PNGs with their recipe, g
 
 Every output is signed unless :func:`genloop.safety.provenance.enabled` says no (``--no-sign``, ``sign=False``):
 a PNG and a MIDI file carry their manifest inside and as ``<file>.manifest.json``; each ``texts.jsonl`` record
-carries its own under ``"manifest"``.
+carries its own under ``"manifest"``. Every PNG is also watermarked (:mod:`genloop.safety.image_watermark`,
+before signing) unless :func:`genloop.safety.image_watermark.enabled` says no (``--no-watermark``,
+``watermark=False``); the marks are indexed in the run store so ``genloop verify`` can name the generation.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -26,12 +30,26 @@ from ..errors import ConfigError
 from ..modalities import modalities
 from ..run_layout import RunLayout
 from ..runs import RunStore
-from ..safety import provenance
+from ..safety import image_watermark, provenance
 from ..serialization import atomic_write
 from . import sharding
 from .pipelines import load_pipeline
 
 
+def _indexed(fn: Any) -> Any:
+    """``fn`` with the watermarks it writes recorded in the index of its ``runs_dir``'s run store."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        runs_dir = sig.bind(*args, **kwargs).arguments.get("runs_dir")
+        with image_watermark.indexing_to(runs_dir):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_indexed
 def generate_images(
     run_id: str,
     n: int = 64,
@@ -50,7 +68,9 @@ def generate_images(
     encoder also get reconstructions of test images. A conditional model's grid has one class per column.
 
     Under torchrun the samples are shared out across the ranks (:mod:`~genloop.generation.sharding`): the same
-    files, byte for byte, plus ``index.jsonl``; samples already written by an interrupted run of the same
+    files, byte for byte when unsigned and unmarked (a signature carries a fresh generation id; the sharded grid is
+    drawn from the marked sample files), plus
+    ``index.jsonl``; samples already written by an interrupted run of the same
     command are kept. Rank 0 returns the paths; the other ranks return an empty list."""
     device = sharding.join(device)
     limit = sharding.MAX_SHARDED if sharding.sharded() else 10_000
@@ -65,6 +85,7 @@ def generate_images(
         raise ConfigError(f"--out {out_dir} is a file, not a folder")
     nrow = pipe.num_classes if pipe.num_classes and class_label is None else 8
     signed = provenance.enabled()
+    mark = {"watermark": image_watermark.enabled()}
     options = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
     if sharding.sharded():
         samples, recipe = sharding.write_samples(pipe, out_dir, n, seed, class_label, options)
@@ -72,16 +93,18 @@ def generate_images(
             return []
         # the grid from the files: PNG bytes decode to tensors that encode back to the same bytes
         grid = make_grid(sharding.load_samples(samples[: sharding.GRID_MAX]), nrow=nrow)
-        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, recipe, upscale=4, sign=signed), *samples]
+        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, recipe, upscale=4, sign=signed, **mark), *samples]
     else:
         output = pipe(n=n, seed=seed, class_label=class_label, batch_size=sharding.chunk_size(), **options)
         grid = make_grid(output.tensors, nrow=nrow)
-        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, output.recipe, upscale=4, sign=signed)]
+        paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, output.recipe, upscale=4, sign=signed, **mark)]
         for i, image in enumerate(output.tensors):
-            paths.append(save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i), sign=signed))
+            paths.append(
+                save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i), sign=signed, **mark)
+            )
     lerp = pipe.interpolate(rows=6, steps=10, seed=seed)
     lerp_grid = make_grid(lerp.tensors, nrow=10)
-    paths.append(save_png(out_dir / "interpolation.png", lerp_grid, lerp.recipe, upscale=4, sign=signed))
+    paths.append(save_png(out_dir / "interpolation.png", lerp_grid, lerp.recipe, upscale=4, sign=signed, **mark))
     if hasattr(pipe.system, "reconstruct"):
         dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
         real, labels = dataset.get("test")
@@ -96,6 +119,7 @@ def generate_images(
                     pipe.recipe(kind="reconstructions", split="test"),
                     upscale=4,
                     sign=signed,
+                    **mark,
                 )
             )
     return paths
@@ -167,6 +191,7 @@ MUSIC_OPTIONS = (
 )
 
 
+@_indexed
 def generate_music(
     run_id: str,
     n: int = 4,

@@ -264,6 +264,7 @@ class VerifyResult:
     run_id: str | None = None
     items: int = 1
     manifests: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    watermark: str | None = None  # images and MIDI: what the invisible watermark says (see watermark_note)
 
     @property
     def ok(self) -> bool:
@@ -287,6 +288,8 @@ class VerifyResult:
             parts.insert(0, f"key {self.key_id} is not trusted")
         if self.detail:
             parts.append(self.detail)
+        if self.watermark:
+            parts.append(self.watermark)
         return f"{self.path}: {self.status}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
@@ -343,8 +346,9 @@ class _Unreadable(Exception):
 
 
 def _content_of(path: Path) -> tuple[str, list[Any]]:
-    """(content sha256, embedded envelopes) of a PNG, a MIDI file, a texts JSONL or plain text."""
-    head = path.read_bytes()[:8]
+    """(content sha256, embedded envelopes) of a PNG, another raster image (none embedded: a JPEG re-encode of
+    a generated PNG), a MIDI file, a texts JSONL or plain text."""
+    head = path.read_bytes()[:12]
     if path.suffix.lower() == ".png" and not head.startswith(b"\x89PNG"):
         raise _Unreadable("not a PNG image (its first bytes are not a PNG signature)")
     if path.suffix.lower() in (".mid", ".midi") and not head.startswith(b"MThd"):
@@ -361,6 +365,16 @@ def _content_of(path: Path) -> tuple[str, list[Any]]:
             raise _Unreadable(f"not a readable PNG ({' '.join(str(e).split())[:120]})") from None
         blob = text.get(MANIFEST_KEY)
         return digest, [] if blob is None else [_load_json(str(blob), f"the '{MANIFEST_KEY}' chunk")]
+    if _raster(head):  # JPEG, WebP, GIF, BMP, TIFF: no manifest inside; the watermark may still be there
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                im.load()
+                digest = image_sha256(im)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise _Unreadable(f"not a readable image ({' '.join(str(e).split())[:120]})") from None
+        return digest, []
     if head.startswith(b"MThd"):
         data = path.read_bytes()
         try:
@@ -381,6 +395,13 @@ def _content_of(path: Path) -> tuple[str, list[Any]]:
     except UnicodeDecodeError:
         raise _Unreadable("not a PNG, a MIDI file or UTF-8 text") from None
     return text_sha256(text), []
+
+
+def _raster(head: bytes) -> bool:
+    """Whether a file's first bytes are those of a JPEG, WebP, GIF, BMP or TIFF image."""
+    return head.startswith((b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")) or (
+        head.startswith(b"RIFF") and head[8:12] == b"WEBP"
+    )
 
 
 def _verify_texts(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
@@ -421,6 +442,32 @@ def _lookup_run(manifest: dict[str, Any], runs_dir: str | os.PathLike | None) ->
 
 
 def verify_file(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> VerifyResult:
+    """:func:`check_file`, plus (for a PNG or a MIDI file, signed or not) what its invisible watermark says:
+    ``watermark: generation <id> (run <run>)`` by the run store's watermark index, or ``no watermark``."""
+    result = check_file(path, runs_dir)
+    if result.status != ERROR:
+        result.watermark = watermark_note(Path(path), runs_dir, result.generation_id)
+    return result
+
+
+def watermark_note(path: Path, runs_dir: Any, expected_id: str | None = None) -> str | None:
+    """The watermark phrase of a PNG (:mod:`.image_watermark`) or MIDI file (:mod:`.music_watermark`), else None."""
+    try:
+        head = path.read_bytes()[:12]
+    except OSError:
+        return None
+    if head.startswith(b"\x89PNG") or _raster(head):
+        from . import image_watermark
+
+        return image_watermark.describe(path, runs_dir, expected_id)
+    if head.startswith(b"MThd"):
+        from . import music_watermark
+
+        return music_watermark.describe(path, runs_dir, expected_id)
+    return None
+
+
+def check_file(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> VerifyResult:
     """Check the provenance of one file: a PNG or MIDI file (embedded manifest, else its sidecar), a texts JSONL
     (every record), a ``.manifest.json`` sidecar (checked against the file it sits beside) or any other file
     with a sidecar. Never raises for a bad file: its trouble is the result's ``error`` status."""

@@ -93,12 +93,17 @@ class ImageModality(Modality):
     def store_item(self, store: Any, row: Any, output: Any, index: int) -> Path | None:
         from ...data.image_io import save_png
         from ...feedback.store import _condition
-        from ...safety import provenance
+        from ...safety import image_watermark, provenance
 
         recipe = output.recipe_of(index)
         rel = f"{row.id[:2]}/{row.id}.png"
         path = save_png(
-            store.media_dir / rel, output.tensors[index], recipe, sign=provenance.enabled(), generation_id=row.id
+            store.media_dir / rel,
+            output.tensors[index],
+            recipe,
+            sign=provenance.enabled(),
+            generation_id=row.id,
+            watermark=image_watermark.enabled(),
         )
         row.media, row.prompt = rel, _condition(recipe)
         return Path(path)

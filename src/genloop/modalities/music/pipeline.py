@@ -193,19 +193,22 @@ class MusicSample:
         with tempfile.TemporaryDirectory() as tmp:
             return piano_roll_png(self.piece, Path(tmp) / "roll.png").read_bytes()
 
-    def save(self, path: str | Path, sign: bool | None = None) -> list[Path]:
+    def save(self, path: str | Path, sign: bool | None = None, watermark: bool | None = None) -> list[Path]:
         """``path`` without suffix -> ``.mid`` (recipe inside), ``.mid.json``, ``.wav``, ``.png``. Signed (a manifest
         inside the MIDI file and ``.mid.manifest.json`` beside it) unless ``sign`` is False or, with ``sign``
-        None, :func:`genloop.safety.provenance.enabled` says no."""
-        from ...safety import provenance
+        None, :func:`genloop.safety.provenance.enabled` says no; watermarked (the velocities' parity, see
+        :mod:`genloop.safety.music_watermark`) likewise by ``watermark`` /
+        :func:`genloop.safety.image_watermark.enabled`."""
+        from ...safety import image_watermark, provenance
         from .render import write_midi, write_wav
 
         sign = provenance.enabled() if sign is None else sign
+        watermark = image_watermark.enabled() if watermark is None else watermark
         base = Path(path)
         if base.suffix in (".mid", ".midi"):
             base = base.with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
-        mid = write_midi(base.with_name(base.name + ".mid"), self.score, self.recipe, sign=sign)
+        mid = write_midi(base.with_name(base.name + ".mid"), self.score, self.recipe, sign=sign, watermark=watermark)
         audio, rate = self.wav
         wav = write_wav(base.with_name(base.name + ".wav"), audio, rate)
         png = base.with_name(base.name + ".png")

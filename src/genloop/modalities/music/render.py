@@ -72,12 +72,23 @@ def write_midi(
     recipe: dict | None = None,
     sign: bool = False,
     generation_id: str | None = None,
+    watermark: bool = False,
 ) -> Path:
     """Write ``path`` (.mid) atomically and, with a recipe, ``path.json`` beside it. ``sign``: a signed provenance
     manifest of the recipe and the notes goes into the file (a text meta event) and beside it as
-    ``path.manifest.json``."""
+    ``path.manifest.json``. ``watermark``: the velocities first carry the hash of the notes' content id
+    (:mod:`genloop.safety.music_watermark`; the manifest is over the marked notes), recorded in the run store's
+    watermark index."""
     path = Path(path)
     envelope = None
+    if watermark:
+        import uuid
+
+        from ...safety import music_watermark
+
+        generation_id = generation_id or uuid.uuid4().hex
+        mark_id = music_watermark.content_id(score)  # the same notes get the same mark: replays stay exact
+        score = music_watermark.embed(score, mark_id)
     if sign:
         from ...safety import provenance
 
@@ -88,6 +99,10 @@ def write_midi(
         write_json(path.with_suffix(path.suffix + ".json"), recipe)
     if envelope is not None:
         provenance.write_sidecar(path, envelope)
+    if watermark:
+        from ...safety import image_watermark
+
+        image_watermark.record_if_indexing(str(generation_id), mark_id, recipe, "music", path)
     return path
 
 
