@@ -9,8 +9,8 @@ text ingest (``pii``) and moderation of prompts and outputs (``moderation``).
   ``watermark: true``), keyed by a secret kept in the run store; :func:`~.text_watermark.detect_text` and
   :func:`~.text_watermark.detect_in_store` give a text's z-score and p-value.
 - ``image_watermark``: an invisible mark (keyed dither modulation of low-frequency DCT projections of the
-  luminance) carrying a hash of the unmarked content (its content id) in every generated PNG, put in before signing, indexed in
-  the run store; ``genloop verify`` reads it back, also from a stripped PNG. ``--no-watermark`` /
+  luminance) carrying a hash of the unmarked content (its content id) in every generated PNG, put in before
+  signing, indexed in the run store; ``genloop verify`` reads it back, also from a stripped PNG. ``--no-watermark`` /
   ``watermark=False`` turn it off. ``music_watermark``: the same hash in the parity of the note velocities.
 - ``pii``: e-mails, phone numbers, Chinese ID and bank-card numbers and IP addresses replaced by
   placeholders (:func:`~.pii.scrub`); ``data.scrub_pii=true`` applies it as a text corpus is read.
