@@ -67,7 +67,30 @@ class TextModality(Modality):
     def batches(self, dataset: Any, rc: Any, system: Any) -> Any:
         from .batches import TokenBatches
 
+        if getattr(dataset, "chat", None) is not None:  # conversations: packed, loss on the assistant's tokens
+            return self.chat_batches(dataset, rc.train.batch_size, system.block_size, rc.train.seed)
         return TokenBatches(dataset.train, rc.train.batch_size, system.block_size, seed=rc.train.seed)
+
+    @staticmethod
+    def chat_batches(dataset: Any, batch_size: int, block_size: int, seed: int) -> Any:
+        """A chat data set's packed batches; what truncation did is added to the data info (and the run's
+        run.json) and, when it removed anything, said once as a warning."""
+        import warnings
+
+        from .chat import ChatBatches
+
+        batches = ChatBatches(dataset.chat, dataset.tokenizer.eot_id, batch_size, block_size, seed=seed)
+        s = batches.stats
+        dataset.info_.setdefault("chat", {})["train_fit"] = dict(s)
+        if s["truncated"] or s["dropped"]:
+            warnings.warn(
+                f"chat data: {s['truncated']} conversation(s) longer than the context of {block_size} tokens lost "
+                f"{s['turns_removed']} oldest turn(s); {s['dropped']} did not fit even as their last exchange "
+                "and were left out",
+                UserWarning,
+                stacklevel=2,
+            )
+        return batches
 
     def bind(self, system: Any, dataset: Any, folder: Path, *, new: bool) -> None:
         """The tokenizer travels with the weights."""
@@ -119,6 +142,12 @@ class TextModality(Modality):
 
         def quick(system: Any) -> dict[str, float]:
             lm = system.causal_lm()
+            if getattr(dataset, "chat", None) is not None:  # a chat set is scored on the assistant's tokens only
+                from .chat import assistant_loss
+
+                device = next(system.parameters()).device
+                r = assistant_loss(lm, dataset.chat, dataset.tokenizer.eot_id, lm.block_size, device=device)
+                return {"val_loss": float(r["loss"])}
             r = sliding_window_loss(
                 lambda idx: lm(idx),
                 dataset.val,
