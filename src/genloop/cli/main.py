@@ -1183,6 +1183,11 @@ def keys_show() -> None:
         say(f"trusted {kid} ({'this installation' if pem is None else pem})")
 
 
+from .chat import chat_command  # noqa: E402 - `genloop chat` lives in its own module
+
+app.command("chat")(chat_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Typer handles usage errors (exit 2) and Ctrl-C (exit 130); a GenLoopError becomes
     one line on standard error and its exit code (2), never a traceback."""
