@@ -829,6 +829,13 @@ def print_text_metrics(r: dict[str, Any]) -> None:
         f"({p['tokens_scored']} of {p['val_tokens']} tokens scored); samples at temperature "
         f"{r['sample_settings']['temperature']}, {r['generation_tokens_per_s']:.0f} tokens/s"
     )
+    if "assistant_loss" in r:  # a chat run
+        a = r["assistant_protocol"]
+        say(
+            f"assistant loss {r['assistant_loss']:.4f} (perplexity {r['assistant_perplexity']:.2f}) on the "
+            f"{a['tokens_scored']} assistant tokens of {a['conversations']} held-out conversations ({a['template']} "
+            f"template; {a['truncated']} truncated, {a['dropped']} too long)"
+        )
     for w in r.get("warnings", []):
         note(f"warning: {w}")
 

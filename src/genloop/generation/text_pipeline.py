@@ -253,17 +253,9 @@ class TextPipeline:
         """The prompt a reply to ``messages`` continues (the conversation in the chat template, then the
         assistant's header), the stop strings that end a reply, and how many of the oldest turns were left out
         so the prompt leaves room in the context (a quarter of it, or ``max_tokens`` if less) for the reply."""
-        from ..modalities.text.chat import check_messages
+        from ..modalities.text.chat import chat_prompt
 
-        template = self.chat_template
-        msgs = check_messages(messages, "messages", need_reply=False)
-        room = max(1, self.block_size - min(int(max_tokens), self.block_size // 4))
-        kept, removed = template.fit(msgs, room, lambda ms: len(self.tokenizer.encode(template.render(ms, True))))
-        if kept is None:  # the last user turn alone is too long: the sampler keeps its end
-            kept, removed = msgs[:1] if msgs[0]["role"] == "system" else [], 0
-            kept = kept + [msgs[-1]]
-            removed = len(msgs) - len(kept)
-        return template.render(kept, True), list(template.stops), removed
+        return chat_prompt(self.chat_template, messages, self.block_size, max_tokens)
 
     def chat_complete(
         self,

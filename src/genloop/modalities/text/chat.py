@@ -247,6 +247,26 @@ class ChatTemplate:
         return head + body, removed
 
 
+def chat_prompt(
+    template: ChatTemplate, messages: Any, block_size: int | None, max_tokens: int = 200
+) -> tuple[str, list[str], int]:
+    """The prompt a reply to ``messages`` continues (the conversation rendered, then the assistant's header), the
+    stop strings that end a reply, and how many of the oldest turns were left out so that the prompt leaves room
+    in a context of ``block_size`` tokens (None: no limit) for the reply (a quarter of it, or ``max_tokens`` if
+    less). The system message and the last user turn always stay (the sampler keeps the end of a prompt that is
+    still too long)."""
+    msgs = check_messages(messages, "messages", need_reply=False)
+    removed = 0
+    if block_size:
+        room = max(1, block_size - min(int(max_tokens), block_size // 4))
+        kept, removed = template.fit(msgs, room, lambda ms: len(template.tokenizer.encode(template.render(ms, True))))
+        if kept is None:
+            kept = (msgs[:1] if msgs[0]["role"] == "system" else []) + [msgs[-1]]
+            removed = len(msgs) - len(kept)
+        msgs = kept
+    return template.render(msgs, True), list(template.stops), removed
+
+
 # ------------------------------------------------------------------------------------------- dataset
 
 
@@ -423,6 +443,7 @@ __all__ = [
     "ChatData",
     "ChatTemplate",
     "assistant_loss",
+    "chat_prompt",
     "check_messages",
     "detect_format",
     "pack",

@@ -82,11 +82,14 @@ class TextModality(Modality):
         batches = ChatBatches(dataset.chat, dataset.tokenizer.eot_id, batch_size, block_size, seed=seed)
         s = batches.stats
         dataset.info_.setdefault("chat", {})["train_fit"] = dict(s)
-        if s["truncated"] or s["dropped"]:
+        said = []
+        if s["truncated"]:
+            said.append(f"{s['truncated']} conversation(s) lost {s['turns_removed']} oldest turn(s)")
+        if s["dropped"]:
+            said.append(f"{s['dropped']} did not fit even as their last exchange and were left out")
+        if said:
             warnings.warn(
-                f"chat data: {s['truncated']} conversation(s) longer than the context of {block_size} tokens lost "
-                f"{s['turns_removed']} oldest turn(s); {s['dropped']} did not fit even as their last exchange "
-                "and were left out",
+                f"chat data longer than the context of {block_size} tokens: {'; '.join(said)}",
                 UserWarning,
                 stacklevel=2,
             )
