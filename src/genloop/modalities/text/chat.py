@@ -165,9 +165,21 @@ class ChatTemplate:
         self.kind = "hf" if self.hf is not None else "genloop"
         if self.hf is not None:
             eos = getattr(self.hf, "eos_token", None)
-            self.stops = [s for s in {eos, getattr(tokenizer, "eot_token", None)} if isinstance(s, str) and s]
+            found = [eos, getattr(tokenizer, "eot_token", None), self._end_of_turn()]
+            self.stops = sorted({s for s in found if isinstance(s, str) and s})
         else:
             self.stops = [END]
+
+    def _end_of_turn(self) -> str | None:
+        """What the HF template writes after an assistant reply (ChatML's ``<|im_end|>``), which may not be the
+        tokenizer's eos token; None if the template will not render a probe conversation."""
+        probe = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "R"}]
+        try:
+            span = self.segments(probe)[1][0]
+        except (ConfigError, IndexError):
+            return None
+        tail = span[span.rfind("R") + 1 :].strip() if "R" in span else ""
+        return tail or None
 
     # --- text -------------------------------------------------------------------------------------
     def _hf_render(self, messages: Sequence[Message], generation_prompt: bool) -> str:
