@@ -173,7 +173,7 @@ def plan(c: Context, body: ChatCompletionRequest) -> ChatPlan:
         from .completions import _check_logit_bias
 
         _check_logit_bias(c, body.model, body.logit_bias)
-    max_tokens = _or(body.max_completion_tokens, _or(body.max_tokens, 256))
+    max_tokens = _or(body.max_completion_tokens, _or(body.max_tokens, min(256, c.settings.limits.max_tokens)))
     template, block = _run_template(c, body.model)
     try:
         prompt, stops, removed = chat_prompt(template, _messages(body), block, max_tokens)
