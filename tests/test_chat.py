@@ -317,6 +317,23 @@ def test_a_tiny_chat_run_trains_and_scores_assistant_tokens(chat_run: tuple[Path
     assert np.isfinite(run.info["best"]["value"])  # val_loss on the held-out assistant tokens
 
 
+def test_a_chat_run_resumes_exactly(tmp_path: Path) -> None:
+    """Stopped part-way and resumed, a chat run ends with the weights of an unbroken one (same packed rows, same
+    batches: the packing and the draws depend only on the seed)."""
+    from genloop.serialization import load_tensors
+
+    data = str(_write(tmp_path / "chat.jsonl", _conversations(12)))
+    kw: dict[str, Any] = {"overrides": CHAT_GPT, "progress": False}
+    full = genloop.train("gpt", data, steps=120, runs_dir=tmp_path / "a", **kw)
+    part = genloop.train("gpt", data, steps=120, time_budget=0.2, runs_dir=tmp_path / "b", **kw)
+    assert 0 < part.info["step"] < 120
+    resumed = genloop.resume(part.id, time_budget=1000, runs_dir=tmp_path / "b", progress=False)
+    assert resumed.info["step"] == 120
+    wa, _ = load_tensors(full.dir / "model.safetensors")
+    wb, _ = load_tensors(resumed.dir / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_pipeline_chat_streams_and_replays(chat_run: tuple[Path, Any]) -> None:
     root, run = chat_run
     pipe = genloop.load(run.id, runs_dir=root / "runs")

@@ -95,9 +95,10 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
         },
     }
     if getattr(dataset, "chat", None) is not None:  # a chat run: the loss on the held-out assistant replies
-        from ..modalities.text.chat import assistant_loss
+        from ..modalities.text.chat import ChatTemplate, assistant_loss
 
-        chat = assistant_loss(lm, dataset.chat, dataset.tokenizer.eot_id, block, device=pipe.device)
+        dataset.chat.template = ChatTemplate(pipe.tokenizer)  # the run's own tokenizer and template
+        chat = assistant_loss(lm, dataset.chat, pipe.tokenizer.eot_id, block, device=pipe.device)
         result["assistant_loss"] = chat["loss"]
         result["assistant_perplexity"] = chat["perplexity"]
         result["assistant_protocol"] = {

@@ -106,6 +106,10 @@ class TextModality(Modality):
         if not folder.is_dir():  # killed before train() saved it: the data's is the same one
             dataset.tokenizer.save(folder)
         system.tokenizer = load_tokenizer(folder)
+        if getattr(dataset, "chat", None) is not None:  # chat data is tokenised as batches are made: by the run's own
+            from .chat import ChatTemplate
+
+            dataset.chat.template = ChatTemplate(system.tokenizer)
 
     def restore(self, system: Any, folder: Path) -> None:
         """A language model decodes with the tokenizer it was trained with."""
