@@ -68,7 +68,8 @@ class KnowledgeBase:
         self.index.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, k: int = 3) -> KnowledgeBase:
+    def from_folder(cls, folder: str | Path, k: int = 3, size: int = PASSAGE_CHARS) -> KnowledgeBase:
+        """The passages of the text files under ``folder`` (paragraphs joined up to ``size`` characters)."""
         from .sources import _decode, _folder_files
 
         root = Path(folder).expanduser()
@@ -77,7 +78,7 @@ class KnowledgeBase:
         files, _ = _folder_files(root)
         passages = []
         for rel, path in files:
-            passages += passages_of(_decode(path.read_bytes(), str(path)), rel)
+            passages += passages_of(_decode(path.read_bytes(), str(path)), rel, size)
         return cls(passages, k, str(root))
 
     def describe(self) -> str:
