@@ -459,6 +459,8 @@ def test_hf_causal_lm_chat_run_full_and_lora(tmp_path: Path, lora: bool) -> None
     )
     assert run.info["chat"]["template"] == "hf"
     pipe = genloop.load(run.id, runs_dir=tmp_path / "runs")
+    assert pipe.chat_template.kind == "hf"  # the template travels with the run's saved tokenizer
+    assert pipe.chat_prompt([{"role": "user", "content": "1+1"}])[0].endswith("<|im_start|>assistant\n")
     assert isinstance(pipe.chat([{"role": "user", "content": "1+1"}], max_tokens=3, seed=0), str)
 
 
