@@ -222,6 +222,9 @@ def _fit(
     world = distributed.world_size()
     scrubbed = (getattr(dataset, "info_", None) or {}).get("pii_scrubbed")  # text ingest with data.scrub_pii
     extra = {"pii_scrubbed": scrubbed} if scrubbed is not None else {}
+    chat = (getattr(dataset, "info_", None) or {}).get("chat")  # a chat set: its template and truncation counts
+    if chat is not None:
+        extra["chat"] = chat
     store.mark_running(run, device=str(trainer.device), precision=precision, processes=world, **extra)
     try:
         result = trainer.fit()

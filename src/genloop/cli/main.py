@@ -892,6 +892,13 @@ def print_text_metrics(r: dict[str, Any]) -> None:
         f"({p['tokens_scored']} of {p['val_tokens']} tokens scored); samples at temperature "
         f"{r['sample_settings']['temperature']}, {r['generation_tokens_per_s']:.0f} tokens/s"
     )
+    if "assistant_loss" in r:  # a chat run
+        a = r["assistant_protocol"]
+        say(
+            f"assistant loss {r['assistant_loss']:.4f} (perplexity {r['assistant_perplexity']:.2f}) on the "
+            f"{a['tokens_scored']} assistant tokens of {a['conversations']} held-out conversations ({a['template']} "
+            f"template; {a['truncated']} truncated, {a['dropped']} too long)"
+        )
     for w in r.get("warnings", []):
         note(f"warning: {w}")
 
@@ -1260,6 +1267,11 @@ def keys_show() -> None:
     say(f"key id {provenance.key_id()} ({provenance.key_dir() / provenance.PRIVATE_KEY})")
     for kid, pem in provenance.trusted_keys().items():
         say(f"trusted {kid} ({'this installation' if pem is None else pem})")
+
+
+from .chat import chat_command  # noqa: E402 - `genloop chat` lives in its own module
+
+app.command("chat")(chat_command)
 
 
 def main(argv: list[str] | None = None) -> int:

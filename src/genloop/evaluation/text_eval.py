@@ -94,6 +94,21 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
             "max_tokens": TEXT_EVAL["eval_tokens"],
         },
     }
+    if getattr(dataset, "chat", None) is not None:  # a chat run: the loss on the held-out assistant replies
+        from ..modalities.text.chat import ChatTemplate, assistant_loss
+
+        dataset.chat.template = ChatTemplate(pipe.tokenizer)  # the run's own tokenizer and template
+        chat = assistant_loss(lm, dataset.chat, pipe.tokenizer.eot_id, block, device=pipe.device)
+        result["assistant_loss"] = chat["loss"]
+        result["assistant_perplexity"] = chat["perplexity"]
+        result["assistant_protocol"] = {
+            "split": "val",
+            "conversations": chat["conversations"],
+            "tokens_scored": chat["tokens_scored"],
+            "truncated": chat["truncated"],
+            "dropped": chat["dropped"],
+            "template": dataset.chat.template.kind,
+        }
     t_sample = time.perf_counter()
     out = sharding.sample_texts(pipe, "", n, 1_000_000 + seed, **_sample_settings())
     sample_seconds = time.perf_counter() - t_sample
@@ -131,10 +146,6 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
     )
     write_json(run.files.eval_metrics(), result)
     write_text(run.files.eval_samples, "\n\n-----\n\n".join(texts[:20]) + "\n")
-    store.update(
-        run,
-        summary={
-            k: result[k] for k in ("val_loss", "perplexity", "bits_per_char", "distinct_2", "self_bleu", "copy_rate")
-        },
-    )
+    keys = ("val_loss", "perplexity", "bits_per_char", "distinct_2", "self_bleu", "copy_rate", "assistant_loss")
+    store.update(run, summary={k: result[k] for k in keys if k in result})
     return result

@@ -308,6 +308,70 @@ class TextPipeline:
                 c.text, c.finish_reason = text, "content_filter"
         return TextOutput(texts, prompt, recipe, marks), done
 
+    # --- chat -------------------------------------------------------------------------------------
+    @property
+    def chat_template(self) -> Any:
+        """How this model's conversations become text (:class:`~genloop.modalities.text.chat.ChatTemplate`):
+        the HF tokenizer's chat template when it has one, else GenLoop's markers."""
+        if getattr(self, "_chat_template", None) is None:
+            from ..modalities.text.chat import ChatTemplate
+
+            self._chat_template = ChatTemplate(self.tokenizer)
+        return self._chat_template
+
+    def chat_prompt(self, messages: list[dict[str, Any]], max_tokens: int = 200) -> tuple[str, list[str], int]:
+        """The prompt a reply to ``messages`` continues (the conversation in the chat template, then the
+        assistant's header), the stop strings that end a reply, and how many of the oldest turns were left out
+        so the prompt leaves room in the context (a quarter of it, or ``max_tokens`` if less) for the reply."""
+        from ..modalities.text.chat import chat_prompt
+
+        return chat_prompt(self.chat_template, messages, self.block_size, max_tokens)
+
+    def chat_complete(
+        self,
+        messages: list[dict[str, Any]],
+        n: int = 1,
+        seed: int = 0,
+        on_piece: Callable[[int, str], None] | None = None,
+        **sampling: Any,
+    ) -> tuple[list[Completion], dict[str, Any]]:
+        """``n`` replies to ``messages`` with their tokens and finish reasons (:meth:`complete` on the chat
+        prompt), and ``{"prompt", "turns_removed"}``. Sampling settings are those of :meth:`__call__`; the
+        template's end-of-turn strings are added to ``stop``."""
+        prompt, stops, removed = self.chat_prompt(messages, sampling.get("max_tokens", 200))
+        given = sampling.pop("stop", None)
+        given = [given] if isinstance(given, str) else list(given or [])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a long prompt was already cut by whole turns
+            _, done = self.complete(prompt, n=n, seed=seed, on_piece=on_piece, stop=given + stops, **sampling)
+        return done, {"prompt": prompt, "turns_removed": removed}
+
+    def chat(
+        self, messages: list[dict[str, Any]], seed: int = 0, stream: bool = False, **sampling: Any
+    ) -> str | Iterator[str]:
+        """The assistant's reply to ``messages`` (``[{"role": "system"|"user"|"assistant", "content"}]``, ending
+        with a user turn), or with ``stream=True`` an iterator of its pieces as they are generated.
+
+            reply = pipe.chat([{"role": "user", "content": "Hi"}], temperature=0.7, max_tokens=100, seed=0)
+
+        Takes the sampling settings of :meth:`__call__` (``max_tokens``, ``temperature``, ``top_k``, ``top_p``,
+        ``stop``, penalties, ...). The oldest turns are left out when the conversation is longer than the
+        context (the system message stays)."""
+        if not stream:
+            done, _ = self.chat_complete(messages, seed=seed, **sampling)
+            return done[0].text
+        return self.chat_stream(messages, seed=seed, **sampling)
+
+    def chat_stream(self, messages: list[dict[str, Any]], seed: int = 0, **sampling: Any) -> Iterator[str]:
+        """The reply to ``messages`` as pieces of text while it is generated (see :meth:`chat`)."""
+        prompt, stops, _ = self.chat_prompt(messages, sampling.get("max_tokens", 200))
+        given = sampling.pop("stop", None)
+        given = [given] if isinstance(given, str) else list(given or [])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a long prompt was already cut by whole turns
+            pieces = self(prompt=prompt, seed=seed, stream=True, stop=given + stops, **sampling)
+        yield from pieces
+
     def score_prompt(
         self, prompt: str, top_logprobs: int = 0
     ) -> tuple[list[int], list[float | None], list[list[tuple[int, float]] | None]]:

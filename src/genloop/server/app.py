@@ -22,7 +22,7 @@ from .bodylimit import BodyLimit
 from .deps import Context
 from .jobs import JobStore
 from .liveness import WorkerRegistry
-from .routes import completions, generations, jobs, session, system, uploads
+from .routes import chat, completions, generations, jobs, session, system, uploads
 from .services import openai_compat
 from .settings import Settings
 
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     openai_compat.install(app)  # after the app's own handlers: OpenAI's error envelope on the OpenAI routes only
 
-    for module in (system, session, jobs, generations, completions, uploads):
+    for module in (system, session, jobs, generations, completions, chat, uploads):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

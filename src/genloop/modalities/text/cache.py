@@ -34,10 +34,19 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import DataError, GenLoopError
+from ...errors import ConfigError, DataError, GenLoopError
 from ...paths import cache_dir
 from ...serialization import atomic_write, write_json
-from .sources import TextDataConfig, _resolve, _Source, _source_documents, scrub_if_asked, split_documents
+from .sources import (
+    TextDataConfig,
+    _decode,
+    _read_bytes,
+    _resolve,
+    _Source,
+    _source_documents,
+    scrub_if_asked,
+    split_documents,
+)
 from .tokenizers import Tokenizer, _tokenizer_for, load_tokenizer, train_tokenizer
 
 TEXT_PREP_VERSION = 1  # bump when reading, splitting or tokenising changes, so old caches are not reused
@@ -58,6 +67,7 @@ class TextDataset:
     val_bytes: int  # UTF-8 bytes of the val documents, for bits per byte
     _train_text_path: Path | None = field(default=None, repr=False)
     _train_text: str | None = field(default=None, repr=False)
+    chat: Any = None  # a chat data set's conversations and template (.chat.ChatData); None for plain text
 
     @property
     def train_text(self) -> str:
@@ -102,6 +112,8 @@ def load_text_dataset(cfg: TextDataConfig, tokenizer: str | None = None) -> Text
     spec = tokenizer or cfg.tokenizer
     source = _resolve(cfg.name)
     tok_key, given = _tokenizer_for(spec, cfg.vocab_size)
+    if data_format(cfg, source) == "chat":
+        return _prepare_chat(source, cfg, spec, given)
     key = cache_key(source.fingerprint(), cfg, tok_key)
     try:
         root: Path | None = cache_dir("text")
@@ -112,6 +124,74 @@ def load_text_dataset(cfg: TextDataConfig, tokenizer: str | None = None) -> Text
     if cached is not None:
         return cached
     return _prepare(source, cfg, spec, given, key, root)
+
+
+def data_format(cfg: TextDataConfig, source: _Source) -> str:
+    """``"chat"`` or ``"text"``: ``data.format``, or for ``auto`` what the first record of a .jsonl file holds."""
+    from .chat import detect_format
+
+    if cfg.format == "chat" and source.kind != "jsonl":
+        raise ConfigError(f"data.format=chat needs a .jsonl file of conversations; {source.describe()} is not one")
+    if cfg.format == "auto":
+        return detect_format(source.path) if source.kind == "jsonl" else "text"
+    return cfg.format
+
+
+def _prepare_chat(source: _Source, cfg: TextDataConfig, spec: str, given: Tokenizer | None) -> TextDataset:
+    """A chat data set, prepared in memory (chat sets are small; the char/BPE tokenizer is retrained
+    deterministically on each load): conversations split by conversation, the tokenizer trained on the
+    rendered training conversations, and each split stored as a token stream like a corpus's."""
+    from .chat import ChatData, ChatTemplate, flat, read_conversations, split_conversations
+
+    where = str(source.path)
+    convs = read_conversations(_decode(_read_bytes(source.path, where), where), where)
+    scrubbed = None
+    if cfg.scrub_pii:
+        contents, scrubbed = scrub_if_asked([m["content"] for c in convs for m in c], cfg)
+        it = iter(contents)
+        convs = [[{**m, "content": next(it)} for m in c] for c in convs]
+    train_c, val_c = split_conversations(convs, cfg.val_fraction, cfg.seed)
+    plain = ChatTemplate(given)  # renders the text a char/BPE tokenizer is trained on
+    tok = given if given is not None else train_tokenizer(spec, [plain.render(c) for c in train_c], cfg.vocab_size)
+    chat = ChatData(ChatTemplate(tok), train_c, val_c)
+    enc = {s: [chat.template.encode(c) for c in getattr(chat, s)] for s in ("train", "val")}
+    dtype = token_dtype(tok.vocab_size)
+    (train, train_mask), (val, val_mask) = (flat(enc[s], tok.eot_id) for s in ("train", "val"))
+    val_texts = [chat.template.render(c) for c in val_c]
+    meta = {
+        "key": "chat",
+        "prep_version": TEXT_PREP_VERSION,
+        "name": cfg.name,
+        "source": f"{source.describe()} ({len(convs)} conversations)",
+        "format": "chat",
+        "split": "conversations",
+        "documents": {"train": len(train_c), "val": len(val_c)},
+        "tokens": {"train": len(train), "val": len(val)},
+        "chat": {
+            "template": chat.template.kind,
+            "assistant_tokens": {"train": int(train_mask.sum()), "val": int(val_mask.sum())},
+        },
+        "val_chars": sum(len(t) for t in val_texts),
+        "val_bytes": sum(len(t.encode("utf-8")) for t in val_texts),
+        "vocab_size": tok.vocab_size,
+        "tokenizer": tok.kind,
+        "dtype": dtype.name,
+        "cached": False,
+        "cache_dir": None,
+    }
+    if scrubbed is not None:
+        meta["pii_scrubbed"] = scrubbed
+    return TextDataset(
+        cfg.name,
+        tok,
+        train.astype(dtype),
+        val.astype(dtype),
+        _public_info(meta),
+        meta["val_chars"],
+        meta["val_bytes"],
+        _train_text="\n".join(chat.template.render(c) for c in train_c),
+        chat=chat,
+    )
 
 
 def _prepare(
@@ -298,6 +378,8 @@ def _public_info(meta: dict[str, Any]) -> dict[str, Any]:
         "cache_dir",
         "prep_version",
         "pii_scrubbed",
+        "format",
+        "chat",
     )
     out = {k: meta[k] for k in keys if k in meta}
     out["cache_key"] = meta["key"]

@@ -67,7 +67,33 @@ class TextModality(Modality):
     def batches(self, dataset: Any, rc: Any, system: Any) -> Any:
         from .batches import TokenBatches
 
+        if getattr(dataset, "chat", None) is not None:  # conversations: packed, loss on the assistant's tokens
+            return self.chat_batches(dataset, rc.train.batch_size, system.block_size, rc.train.seed)
         return TokenBatches(dataset.train, rc.train.batch_size, system.block_size, seed=rc.train.seed)
+
+    @staticmethod
+    def chat_batches(dataset: Any, batch_size: int, block_size: int, seed: int) -> Any:
+        """A chat data set's packed batches; what truncation did is added to the data info (and the run's
+        run.json) and, when it removed anything, said once as a warning."""
+        import warnings
+
+        from .chat import ChatBatches
+
+        batches = ChatBatches(dataset.chat, dataset.tokenizer.eot_id, batch_size, block_size, seed=seed)
+        s = batches.stats
+        dataset.info_.setdefault("chat", {})["train_fit"] = dict(s)
+        said = []
+        if s["truncated"]:
+            said.append(f"{s['truncated']} conversation(s) lost {s['turns_removed']} oldest turn(s)")
+        if s["dropped"]:
+            said.append(f"{s['dropped']} did not fit even as their last exchange and were left out")
+        if said:
+            warnings.warn(
+                f"chat data longer than the context of {block_size} tokens: {'; '.join(said)}",
+                UserWarning,
+                stacklevel=2,
+            )
+        return batches
 
     def bind(self, system: Any, dataset: Any, folder: Path, *, new: bool) -> None:
         """The tokenizer travels with the weights."""
@@ -80,6 +106,10 @@ class TextModality(Modality):
         if not folder.is_dir():  # killed before train() saved it: the data's is the same one
             dataset.tokenizer.save(folder)
         system.tokenizer = load_tokenizer(folder)
+        if getattr(dataset, "chat", None) is not None:  # chat data is tokenised as batches are made: by the run's own
+            from .chat import ChatTemplate
+
+            dataset.chat.template = ChatTemplate(system.tokenizer)
 
     def restore(self, system: Any, folder: Path) -> None:
         """A language model decodes with the tokenizer it was trained with."""
@@ -119,6 +149,12 @@ class TextModality(Modality):
 
         def quick(system: Any) -> dict[str, float]:
             lm = system.causal_lm()
+            if getattr(dataset, "chat", None) is not None:  # a chat set is scored on the assistant's tokens only
+                from .chat import assistant_loss
+
+                device = next(system.parameters()).device
+                r = assistant_loss(lm, dataset.chat, dataset.tokenizer.eot_id, lm.block_size, device=device)
+                return {"val_loss": float(r["loss"])}
             r = sliding_window_loss(
                 lambda idx: lm(idx),
                 dataset.val,

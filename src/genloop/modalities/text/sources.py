@@ -45,12 +45,18 @@ class TextDataConfig:
     # replace e-mails, phone numbers, Chinese ID and bank-card numbers and IP addresses by placeholders as the
     # corpus is read (genloop.safety.pii); what was removed is counted in the data info and the run's run.json
     scrub_pii: bool = False
+    # "text": documents to continue; "chat": conversations (.jsonl of {"messages": [...]} or {"prompt", "response"})
+    # trained with the loss on the assistant's tokens only (see .chat); "auto": chat when a .jsonl's first
+    # record is a conversation, else text
+    format: str = "auto"
 
     def __post_init__(self) -> None:
         for key in ("name", "jsonl_field", "tokenizer"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"data.{key} must be a non-empty string, got {value!r}")
+        if self.format not in ("auto", "text", "chat"):
+            raise ConfigError(f"data.format must be auto, text or chat, got {self.format!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
         if not isinstance(self.scrub_pii, bool):

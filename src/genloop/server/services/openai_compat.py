@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import GenLoopError, NotFoundError
 
-OPENAI_PATHS = ("/v1/models", "/v1/completions")
+OPENAI_PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions")
 TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
