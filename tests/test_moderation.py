@@ -392,3 +392,15 @@ def test_cli_names_withheld_texts_and_marks_their_recipes(
     records = [json.loads(x) for x in (tmp_path / "gen" / "texts.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in records] == ["", ""]
     assert all(r["recipe"]["moderation"]["rule"]["id"] == "any-out" for r in records)
+
+
+def test_chat_completions_are_moderated_too(server: tuple[TestClient, str, Path]) -> None:
+    """/v1/chat/completions: a blocked user message is the same 400; a blocked reply is withheld, as OpenAI does."""
+    openai = pytest.importorskip("openai")
+    client, run_id, _ = server
+    oa = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", max_retries=0, http_client=client)
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.chat.completions.create(model=run_id, messages=[{"role": "user", "content": BLOCKED}], max_tokens=4)
+    assert e.value.code == "content_filter" and "en-violence-threat" in str(e.value)
+    c = oa.chat.completions.create(model=run_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, seed=0)
+    assert c.choices[0].finish_reason == "content_filter" and not c.choices[0].message.content
