@@ -42,8 +42,10 @@ gradients of (gradient penalties: WGAN-GP, ResGAN's R1; pretrained Hugging Face 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -79,6 +81,26 @@ def _opacus() -> Any:
 
     GradSampleModule.GRAD_SAMPLERS[nn.LayerNorm] = _layer_norm_grad_sample
     return opacus
+
+
+def per_example_gradients(module: nn.Module) -> Any:
+    """Hook ``module`` (in place) so that backward also leaves each example's gradient in ``p.grad_sample``.
+
+    In-place activations (a GAN's ``LeakyReLU(inplace=True)``) would modify the views Opacus's backward hooks
+    return, which autograd forbids; they are switched to out-of-place, which computes the same values.
+    """
+    _opacus()
+    from opacus import GradSampleModule
+
+    # Opacus's backward hooks on a network's first layer (whose input needs no gradient) make torch warn at
+    # every step; the per-sample gradients are right (tests/test_dp.py checks them against autograd)
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+    for m in module.modules():
+        if getattr(m, "inplace", None) is True:
+            m.inplace = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Opacus's notes on secure RNG and full backward hooks
+        return GradSampleModule(module, batch_first=True, loss_reduction="mean")
 
 
 def make_accountant(name: str) -> Any:
@@ -134,14 +156,10 @@ class PrivateTraining:
 
     def __init__(self, system: Any, batches: Any, cfg: TrainConfig, optimizers: dict[str, Any], world: int) -> None:
         _opacus()
-        from opacus import GradSampleModule
         from opacus.optimizers import DPOptimizer
         from opacus.validators import ModuleValidator
 
         dp = cfg.dp
-        # Opacus's backward hooks on a network's first layer (whose input needs no gradient) make torch warn
-        # at every step; the per-sample gradients are right (tests/test_dp.py checks them against autograd)
-        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
         if world > 1:
             raise ConfigError("train.dp runs in one process for now; distributed DP training is not supported")
         private = system.dp_private()  # {group: (module, private updates per step)}
@@ -169,9 +187,7 @@ class PrivateTraining:
             if problems:
                 first = str(problems[0]).strip().splitlines()[0]
                 raise ConfigError(f"train.dp: the {group} network cannot take per-sample gradients: {first}")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Opacus's notes on secure RNG and full backward hooks
-                self.modules[group] = GradSampleModule(module, batch_first=True, loss_reduction="mean")
+            self.modules[group] = per_example_gradients(module)
             self.optimizers[group] = DPOptimizer(
                 optimizers[group],
                 noise_multiplier=self.noise_multiplier,
@@ -179,6 +195,19 @@ class PrivateTraining:
                 expected_batch_size=self.batch_size,
                 loss_reduction="mean",
             )
+
+    @contextlib.contextmanager
+    def hooks_for(self, group: str) -> Iterator[None]:
+        """Per-example gradients only for ``group``'s own update: a GAN's generator update back-propagates
+        through the (frozen) private discriminator, whose hooks must stay quiet then."""
+        for name, gsm in self.modules.items():
+            if name != group:
+                gsm.disable_hooks()
+        try:
+            yield
+        finally:
+            for gsm in self.modules.values():
+                gsm.enable_hooks()
 
     def before_update(self, group: str) -> None:
         """Seed the noise of the next private update from (seed, update count): reproducible and resumable."""

@@ -152,6 +152,24 @@ class Optimizers:
         k = len(self.micro_batches)
         opt.zero_grad(set_to_none=True)
         sums: dict[str, torch.Tensor] = {}
+        with self.dp.hooks_for(group) if self.dp is not None else contextlib.nullcontext():
+            self._backward(group, loss_fn, sums)
+        if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(opt)
+            norm = torch.nn.utils.clip_grad_norm_(self.groups[group], self.cfg.grad_clip)
+            self.grad_norms[group] = float(norm)
+        if dp is not None:
+            dp.before_update(group)
+        self.scaler.step(opt)  # a DP group: clip each example's gradient, sum, add noise, then AdamW
+        self.scaler.update()
+        if dp is not None:
+            dp.after_update(group)
+        opt.zero_grad(set_to_none=True)  # the next update of this group starts from nothing (and frees memory)
+        return {name: value / k if k > 1 else value for name, value in sums.items()}
+
+    def _backward(self, group: str, loss_fn: LossFn, sums: dict[str, torch.Tensor]) -> None:
+        """Forward and backward ``loss_fn`` on each micro-batch; its terms are added to ``sums``."""
+        k = len(self.micro_batches)
         for i, batch in enumerate(self.micro_batches):
             last = i == k - 1  # gradients are all-reduced across ranks once, after the last micro-batch
             terms = self.sync.loss(group, loss_fn, batch, sync=last)
@@ -165,18 +183,6 @@ class Optimizers:
                 self.scaler.scale(loss / k if k > 1 else loss).backward()  # backward runs in the forward's dtypes
             for name, value in terms.items():
                 sums[name] = sums[name] + value.detach() if name in sums else value.detach()
-        if self.cfg.grad_clip is not None:
-            self.scaler.unscale_(opt)
-            norm = torch.nn.utils.clip_grad_norm_(self.groups[group], self.cfg.grad_clip)
-            self.grad_norms[group] = float(norm)
-        if dp is not None:
-            dp.before_update(group)
-        self.scaler.step(opt)  # a DP group: clip each example's gradient, sum, add noise, then AdamW
-        self.scaler.update()
-        if dp is not None:
-            dp.after_update(group)
-        opt.zero_grad(set_to_none=True)  # the next update of this group starts from nothing (and frees memory)
-        return {name: value / k if k > 1 else value for name, value in sums.items()}
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
