@@ -50,6 +50,11 @@ def test_private_image_families_train_and_log_epsilon(name: str) -> None:
     run = genloop.train(name, overrides=tiny(name, "train.dp.epsilon=8"), steps=4, progress=False)
     _check_private_run(run, 8.0, 4)
     assert RunStore().get(run.id).info["precision"] == "fp32"
+    if name == "vae":  # `genloop report` states the privacy spent in its summary
+        from genloop.evaluation.report import write_report
+
+        text = write_report(run.dir).read_text(encoding="utf-8")
+        assert "Privacy (DP-SGD)" in text and "ε = " in text and "rdp" in text
 
 
 def test_private_gpt_trains_and_logs_epsilon(tmp_path: Path) -> None:
