@@ -285,10 +285,11 @@ class Trainer:
         if hasattr(batches, "device"):
             batches.device = self.device
         self.opt = Optimizers(self.system, cfg, self.device, self.dtype)
-        # train.dp: per-sample gradients on the family's private modules, DPOptimizers, the accountant
+        self.ema = EMA(getattr(system, system.ema_target), cfg.ema_decay) if cfg.ema_decay else None
+        # train.dp: per-sample gradients on the family's private modules, DPOptimizers, the accountant (after the
+        # EMA copy is made, so the copy carries none of Opacus's hooks)
         self.dp = PrivateTraining(self.system, batches, cfg, self.opt.optimizers, world) if cfg.dp.enabled else None
         self.opt.dp = self.dp
-        self.ema = EMA(getattr(system, system.ema_target), cfg.ema_decay) if cfg.ema_decay else None
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run (from the checkpoint)
         self._session_start: float | None = None
