@@ -250,6 +250,7 @@ def test_bad_dp_settings_get_one_line(extra: list[str], match: str) -> None:
         ("dcgan", ["model.d_norm=batch"], "d_norm=batch"),
         ("wgan-gp", [], "WGAN-GP"),
         ("dcgan", ["model.spectral_norm=true"], "spectral_norm"),
+        ("dcgan", ["model.augment=translation", "model.ada=true"], "model.ada"),
         ("resgan", [], "resgan"),
     ],
 )

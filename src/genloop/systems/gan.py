@@ -124,6 +124,11 @@ class GANSystem(System):
             )
         if config.spectral_norm:
             raise ConfigError("train.dp does not support model.spectral_norm (Opacus has no per-sample rule for it)")
+        if config.ada:
+            raise ConfigError(
+                "train.dp does not support model.ada: its augmentation strength follows the discriminator's "
+                "scores on real images without noise, which would leak; use a fixed model.augment_p"
+            )
         if config.d_norm == "batch":
             raise ConfigError(
                 "train.dp: model.d_norm=batch mixes a batch's examples, so per-example gradients are undefined; "
