@@ -10,6 +10,10 @@ Opacus's Poisson-subsampling epsilon at q = batch_size / n, the usual approximat
 
     nice -n 19 python benchmarks/bench_dp.py   # ~12 minutes on 2 busy cores (a DP step is ~2.5x slower)
     nice -n 19 python benchmarks/bench_dp.py --steps 40 --n 300   # a quick look
+    nice -n 19 python benchmarks/bench_dp.py --batch-size 256 --steps 50 --out benchmarks/results/dp_batch256.json
+
+DP-SGD's noise on the mean gradient is noise_multiplier * max_grad_norm / batch_size per coordinate, so larger
+batches help it more than they help the non-private run (results/dp_batch256.json beside results/dp.json).
 """
 
 from __future__ import annotations
