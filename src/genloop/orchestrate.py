@@ -251,5 +251,6 @@ def _fit(
         stopped_by=result.stopped_by,
         timings=timings,
         **({"best": trainer.best} if trainer.best else {}),
+        **({"dp": trainer.dp.summary()} if trainer.dp is not None else {}),
     )
     return run

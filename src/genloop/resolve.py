@@ -84,12 +84,18 @@ def resolve_config(
             layered["train"]["steps"] = None
     if seed is not None:
         layered["train"]["seed"] = seed
-    return ResolvedConfig(
-        cls,
-        from_dict(cls.Config, layered["model"], "model."),
-        from_dict(_data_config_cls(cls), layered["data"], "data."),
-        from_dict(TrainConfig, layered["train"], "train."),
-    )
+    train = layered["train"]
+    dp = train.get("dp") if isinstance(train.get("dp"), dict) else {}
+    dp_on = any(dp.get(k) not in (None, "null", "none", "None", "~") for k in ("epsilon", "noise_multiplier"))
+    if dp_on and train.get("grad_clip") == cls.train_defaults.get("grad_clip"):
+        # the family's whole-batch clipping gives way to DP's per-example clipping (train.dp.max_grad_norm)
+        train["grad_clip"] = None
+    model_cfg = from_dict(cls.Config, layered["model"], "model.")
+    data_cfg = from_dict(_data_config_cls(cls), layered["data"], "data.")
+    train_cfg = from_dict(TrainConfig, layered["train"], "train.")
+    if train_cfg.dp.enabled:  # the family refuses DP, or adapts its networks to it (a GAN: GroupNorm for BatchNorm)
+        model_cfg = cls.dp_config(model_cfg)
+    return ResolvedConfig(cls, model_cfg, data_cfg, train_cfg)
 
 
 def _data_config_cls(cls: type[System]) -> type:

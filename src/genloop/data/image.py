@@ -154,6 +154,11 @@ class ImageBatches:
             self._order = torch.randperm(self.images.shape[0], generator=g)
         return self._order
 
+    @property
+    def population(self) -> int:
+        """How many examples batches are drawn from (differential privacy's sample rate is batch_size / this)."""
+        return int(self.images.shape[0])
+
     def __iter__(self) -> ImageBatches:
         return self
 

@@ -295,6 +295,17 @@ def _summary(run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Ro
         rows.append(("Train time", _duration(train_s)))
     if ips is not None:
         rows.append((f"{unit.capitalize()} / s", _fmt(ips, 3)))
+    dp = _dict(run.get("dp"))  # train.dp: the privacy spent (the dp_epsilon curve comes from metrics.jsonl)
+    if _finite(dp.get("epsilon")) and _finite(dp.get("delta")):
+        how = ", ".join(
+            f"{label} {_fmt(dp[key], 3)}"
+            for key, label in (("noise_multiplier", "noise"), ("max_grad_norm", "clip"), ("updates", "updates"))
+            if dp.get(key) is not None
+        )
+        accountant = f", {dp['accountant']}" if isinstance(dp.get("accountant"), str) else ""
+        rows.append(
+            ("Privacy (DP-SGD)", f"ε = {_fmt(dp['epsilon'], 3)} at δ = {_fmt(dp['delta'], 2)} ({how}{accountant})")
+        )
     for key, label in (
         ("seed", "Seed"),
         ("genloop_version", "GenLoop version"),
@@ -303,7 +314,19 @@ def _summary(run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Ro
     ):
         if run.get(key) is not None:
             rows.append((label, _fmt(run[key])))
-    shown = {"id", "model", "dataset", "status", "step", "seed", "genloop_version", "created", "finished", "timings"}
+    shown = {
+        "id",
+        "model",
+        "dataset",
+        "status",
+        "step",
+        "seed",
+        "genloop_version",
+        "created",
+        "finished",
+        "timings",
+        "dp",
+    }
     # Anything else run.json records (device, parent run, resumed from...) is shown too, if it is simple.
     for key, value in run.items():
         if key not in shown and (value is None or isinstance(value, (str, int, float, bool))):

@@ -184,6 +184,9 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf, 2017)
+        # True under train.dp: the position lookup gets a batch dimension, so Opacus's per-example gradient of
+        # wpe has one row per example (the same values and the same summed gradient either way)
+        self.batched_positions = False
 
         self.apply(self._init_weights)
         residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
@@ -217,6 +220,8 @@ class GPT(nn.Module):
             raise ValueError(f"the cache was made for batch size {cache.batch_size}, got input of batch size {b}")
 
         pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)
+        if self.batched_positions:  # per-example gradients (train.dp): each row looks its positions up itself
+            pos = pos.expand(b, t)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         if cache is None:
             for block in self.blocks:

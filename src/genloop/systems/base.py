@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -64,6 +66,24 @@ class System(nn.Module):
     def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
         """One step: one ``opt.step(group, loss_fn)`` per update, in order; return scalars to log."""
         raise NotImplementedError
+
+    # --- differential privacy (train.dp) ----------------------------------------------------------
+    @classmethod
+    def dp_config(cls, config: Any) -> Any:
+        """The model settings for a DP run (a GAN swaps BatchNorm for GroupNorm); ConfigError where DP cannot apply.
+
+        Called when the config is resolved, so the run's config.json records the networks it really trains.
+        """
+        if cls.dp_private is System.dp_private:
+            raise ConfigError(f"train.dp: model '{config.name}' does not support differentially private training")
+        return config
+
+    def dp_private(self) -> dict[str, tuple[nn.Module, int]]:
+        """Optimizer groups trained privately: ``{group: (the module holding its parameters, updates per step)}``.
+
+        Only a module that reads the training data needs to be private (see :mod:`genloop.training.dp`).
+        """
+        raise ConfigError(f"train.dp: model '{self.config.name}' does not support differentially private training")
 
     def batch_units(self, batch: Any) -> int:
         """How many ``unit``s a batch holds (the engine's throughput counter): images by default."""

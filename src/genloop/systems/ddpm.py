@@ -88,6 +88,9 @@ class DDPMSystem(System):
     def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
         return opt.step("model", self._loss)
 
+    def dp_private(self) -> dict[str, tuple[torch.nn.Module, int]]:
+        return {"model": (self.unet, 1)}
+
     def _loss(self, batch: Any) -> dict[str, torch.Tensor]:
         """The denoising loss at one random timestep per image."""
         x0, labels = batch[0], batch[1] if len(batch) > 1 else None

@@ -19,6 +19,7 @@ discriminator (Miyato & Koyama, 2018), hinge loss and spectral norm, trained on 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -112,6 +113,35 @@ class GANSystem(System):
         if self.conditional and labels is None:
             labels = self.default_labels(z.shape[0]).to(z.device)
         return self.generator(z, labels if self.conditional else None).float()
+
+    @classmethod
+    def dp_config(cls, config: GANConfig) -> GANConfig:
+        """DP-GAN: the discriminator, the only network that reads the data, must take per-example gradients."""
+        if config.loss == "wgan-gp":
+            raise ConfigError(
+                "train.dp: WGAN-GP's gradient penalty differentiates through gradients, which Opacus's per-sample "
+                "gradients cannot; train dcgan (loss bce or hinge) with DP"
+            )
+        if config.spectral_norm:
+            raise ConfigError("train.dp does not support model.spectral_norm (Opacus has no per-sample rule for it)")
+        if config.ada:
+            raise ConfigError(
+                "train.dp does not support model.ada: its augmentation strength follows the discriminator's "
+                "scores on real images without noise, which would leak; use a fixed model.augment_p"
+            )
+        if config.d_norm == "batch":
+            raise ConfigError(
+                "train.dp: model.d_norm=batch mixes a batch's examples, so per-example gradients are undefined; "
+                "use model.d_norm=layer (GroupNorm, which d_norm=auto picks under train.dp)"
+            )
+        if discriminator_norm(config) == "batch":  # auto: GroupNorm in place of BatchNorm (Opacus's fix)
+            return dataclasses.replace(config, d_norm="layer")
+        return config
+
+    def dp_private(self) -> dict[str, tuple[torch.nn.Module, int]]:
+        # Only the discriminator reads real images; the generator learns from the private discriminator's
+        # scores on fakes, so it is private by post-processing (DP-GAN, Xie et al. 2018)
+        return {"discriminator": (self.discriminator, self.config.n_critic)}
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"discriminator": list(self.discriminator.parameters()), "generator": list(self.generator.parameters())}

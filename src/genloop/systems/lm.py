@@ -106,5 +106,9 @@ class GPTSystem(LanguageModelSystem):
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.net.loss(x, y)
 
+    def dp_private(self) -> dict[str, tuple[torch.nn.Module, int]]:
+        self.net.batched_positions = True  # the position embedding's lookup per example, for Opacus's hooks
+        return {"model": (self.net, 1)}  # the privacy unit is one training window (see genloop.training.dp)
+
 
 __all__ = ["LanguageModelSystem", "GPTSystem"]

@@ -44,6 +44,11 @@ class MusicGPTSystem(GPTSystem):
     """The GPT over music tokens (``genloop train music-gpt`` once registered); ``tokenizer``: a MusicTokenizer."""
 
     Config = MusicGPTConfig
+
+    @classmethod
+    def dp_config(cls, config: GPTConfig) -> GPTConfig:
+        raise ConfigError("train.dp is not supported for music-gpt yet (untested); train gpt on text with DP")
+
     modality: ClassVar[str] = "music"
     unit: ClassVar[str] = "tokens"
     train_defaults: ClassVar[dict[str, Any]] = {

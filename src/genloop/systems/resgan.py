@@ -84,6 +84,14 @@ class ResGANSystem(GANSystem):
     """Residual generator (mapping net, modulated norms) and discriminator (minibatch std), lazy R1."""
 
     Config = ResGANConfig
+
+    @classmethod
+    def dp_config(cls, config: GANConfig) -> GANConfig:
+        raise ConfigError(
+            "train.dp: resgan's R1 penalty differentiates through gradients and its minibatch-std layer mixes "
+            "examples, so Opacus cannot take per-example gradients; train dcgan with DP"
+        )
+
     train_defaults = {"lr": 2e-4, "betas": [0.0, 0.99]}
 
     def __init__(self, config: ResGANConfig, spec: DataSpec) -> None:

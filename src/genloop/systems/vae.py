@@ -93,6 +93,9 @@ class VAESystem(System):
     def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
         return opt.step("model", self._loss)
 
+    def dp_private(self) -> dict[str, tuple[torch.nn.Module, int]]:
+        return {"model": (self.vae, 1)}  # every parameter sees the data
+
     def _loss(self, batch: Any) -> dict[str, torch.Tensor]:
         """The negative beta-ELBO per image (the loss), with its two terms for the logs."""
         labels = self._check_labels(batch[1] if len(batch) > 1 else None, "training_step")

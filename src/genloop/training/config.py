@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import ConfigError
 from ..evaluation import catalog
+
+
+@dataclass
+class DPConfig:
+    """Differentially private training (DP-SGD through Opacus; see :mod:`genloop.training.dp`)."""
+
+    epsilon: float | None = None  # the privacy budget to spend by train.steps (None, and no noise_multiplier: DP off)
+    delta: float | None = None  # None: 1e-5, or 1/(10 n) where that is smaller; must be below 1/n
+    max_grad_norm: float = 1.0  # each example's gradient is clipped to this L2 norm
+    noise_multiplier: float | None = None  # set instead of epsilon: the noise, and epsilon follows from it
+    accountant: Literal["rdp", "prv"] = "rdp"  # Opacus's privacy accountant
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None or self.noise_multiplier is not None
+
+    def __post_init__(self) -> None:
+        if self.epsilon is not None and self.noise_multiplier is not None:
+            raise ConfigError("set train.dp.epsilon or train.dp.noise_multiplier, not both: one follows from the other")
+        if self.epsilon is not None and not (0 < self.epsilon < math.inf):
+            raise ConfigError(
+                f"train.dp.epsilon must be a finite number > 0, got {self.epsilon} (leave it unset to train without DP)"
+            )
+        if self.noise_multiplier is not None and not (0 <= self.noise_multiplier < math.inf):
+            raise ConfigError(f"train.dp.noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ConfigError(f"train.dp.delta must be in (0, 1), got {self.delta}")
+        if not 0 < self.max_grad_norm < math.inf:
+            raise ConfigError(f"train.dp.max_grad_norm must be > 0, got {self.max_grad_norm}")
 
 
 @dataclass
@@ -40,6 +70,7 @@ class TrainConfig:
     select_metric: str = "fid"  # quick-eval metric that picks best.safetensors (fid, kid, precision, val_loss, ...)
     eval_tokens: int = 65536  # text: validation tokens scored per quick evaluation (0: the whole split)
     early_stop: int = 0  # stop after this many quick evaluations in a row without a new best (0: never)
+    dp: DPConfig = field(default_factory=DPConfig)  # differential privacy (off unless epsilon or noise_multiplier)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -77,3 +108,21 @@ class TrainConfig:
         for name in ("log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dp.enabled:
+            self._check_dp()
+
+    def _check_dp(self) -> None:
+        """The combinations DP-SGD here does not support, each refused with one line."""
+        if self.dp.epsilon is not None and self.steps is None:
+            raise ConfigError(
+                "train.dp.epsilon needs train.steps: the noise is computed for a planned number of steps "
+                "(or set train.dp.noise_multiplier to train on a time budget alone)"
+            )
+        if self.precision not in ("auto", "fp32"):
+            raise ConfigError(f"train.dp trains in fp32: set train.precision=fp32 (or auto), not {self.precision}")
+        if self.grad_accum != 1:
+            raise ConfigError("train.dp does not support train.grad_accum > 1 yet: raise train.batch_size instead")
+        if self.grad_clip is not None:
+            raise ConfigError("train.dp clips each example's gradient: set train.dp.max_grad_norm, not train.grad_clip")
+        if self.compile:
+            raise ConfigError("train.dp does not support train.compile (Opacus's per-sample hooks)")

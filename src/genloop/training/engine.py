@@ -29,6 +29,7 @@ from ..run_layout import RunLayout
 from ..systems.base import LossFn, System
 from .checkpoint import inference_state, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .dp import PrivateTraining
 from .ema import EMA
 from .logger import MetricsLogger
 from .parallel import GroupSync, sync_batch_norm
@@ -131,6 +132,7 @@ class Optimizers:
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.grad_norms: dict[str, float] = {}
         self.micro_batches: list[Any] = []  # this step's micro-batches (set by the engine before each step)
+        self.dp: PrivateTraining | None = None  # train.dp: Opacus's noisy, per-sample-clipped optimizers
 
     def set_lr(self, lr: float) -> None:
         for opt in self.optimizers.values():
@@ -145,9 +147,29 @@ class Optimizers:
         """
         if not self.micro_batches:
             raise RuntimeError("Optimizers.step outside a training step: the engine sets micro_batches first")
-        opt, k = self.optimizers[group], len(self.micro_batches)
+        dp = self.dp if self.dp is not None and group in self.dp.optimizers else None
+        opt = dp.optimizers[group] if dp is not None else self.optimizers[group]  # DPOptimizer wraps the AdamW
+        k = len(self.micro_batches)
         opt.zero_grad(set_to_none=True)
         sums: dict[str, torch.Tensor] = {}
+        with self.dp.hooks_for(group) if self.dp is not None else contextlib.nullcontext():
+            self._backward(group, loss_fn, sums)
+        if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(opt)
+            norm = torch.nn.utils.clip_grad_norm_(self.groups[group], self.cfg.grad_clip)
+            self.grad_norms[group] = float(norm)
+        if dp is not None:
+            dp.before_update(group)
+        self.scaler.step(opt)  # a DP group: clip each example's gradient, sum, add noise, then AdamW
+        self.scaler.update()
+        if dp is not None:
+            dp.after_update(group)
+        opt.zero_grad(set_to_none=True)  # the next update of this group starts from nothing (and frees memory)
+        return {name: value / k if k > 1 else value for name, value in sums.items()}
+
+    def _backward(self, group: str, loss_fn: LossFn, sums: dict[str, torch.Tensor]) -> None:
+        """Forward and backward ``loss_fn`` on each micro-batch; its terms are added to ``sums``."""
+        k = len(self.micro_batches)
         for i, batch in enumerate(self.micro_batches):
             last = i == k - 1  # gradients are all-reduced across ranks once, after the last micro-batch
             terms = self.sync.loss(group, loss_fn, batch, sync=last)
@@ -161,14 +183,6 @@ class Optimizers:
                 self.scaler.scale(loss / k if k > 1 else loss).backward()  # backward runs in the forward's dtypes
             for name, value in terms.items():
                 sums[name] = sums[name] + value.detach() if name in sums else value.detach()
-        if self.cfg.grad_clip is not None:
-            self.scaler.unscale_(opt)
-            norm = torch.nn.utils.clip_grad_norm_(self.groups[group], self.cfg.grad_clip)
-            self.grad_norms[group] = float(norm)
-        self.scaler.step(opt)
-        self.scaler.update()
-        opt.zero_grad(set_to_none=True)  # the next update of this group starts from nothing (and frees memory)
-        return {name: value / k if k > 1 else value for name, value in sums.items()}
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -245,7 +259,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
-        self.dtype = pick_precision(cfg.precision, self.device)
+        # DP-SGD runs in fp32 (TrainConfig refuses bf16/fp16 with train.dp; `auto` means fp32 there)
+        self.dtype = None if cfg.dp.enabled else pick_precision(cfg.precision, self.device)
         # under torchrun: join the process group; rank 0 alone writes checkpoints, logs, samples and evaluations
         self.dist = distributed.setup(self.device)
         self.main = self.dist.main
@@ -271,6 +286,10 @@ class Trainer:
             batches.device = self.device
         self.opt = Optimizers(self.system, cfg, self.device, self.dtype)
         self.ema = EMA(getattr(system, system.ema_target), cfg.ema_decay) if cfg.ema_decay else None
+        # train.dp: per-sample gradients on the family's private modules, DPOptimizers, the accountant (after the
+        # EMA copy is made, so the copy carries none of Opacus's hooks)
+        self.dp = PrivateTraining(self.system, batches, cfg, self.opt.optimizers, world) if cfg.dp.enabled else None
+        self.opt.dp = self.dp
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run (from the checkpoint)
         self._session_start: float | None = None
@@ -301,6 +320,8 @@ class Trainer:
             "best": self.best,
             "evals_since_best": self.evals_since_best,
         }
+        if self.dp is not None:  # the accountant's history: the budget continues on resume, never restarts
+            state["dp"] = self.dp.state_dict()
         last = RunLayout(self.run_dir).last_checkpoint
         try:
             self._write_checkpoint(last, state)
@@ -337,6 +358,10 @@ class Trainer:
         self.best = meta.get("best")
         self.evals_since_best = int(meta.get("evals_since_best", 0))
         self.batches.load_state_dict(meta["data"])
+        if self.dp is not None:
+            if "dp" not in meta:
+                raise ConfigError(f"{path} was written without train.dp; it cannot be resumed as a private run")
+            self.dp.load_state_dict(meta["dp"])
 
     # --- quick evaluation and the best checkpoint -------------------------------------------------
     def quick_eval(self) -> dict[str, float] | None:
@@ -465,6 +490,8 @@ class Trainer:
                             f"{self.system.unit}_per_s": units_per_s,
                         }
                         record.update({f"grad_norm_{k}": v for k, v in self.opt.grad_norms.items()})
+                        if self.dp is not None:  # the privacy spent so far (curves, progress bar)
+                            record["dp_epsilon"] = means["dp_epsilon"] = self.dp.epsilon()
                         logger.log(self.step, record)
                         bar.update(self.step, now - t0, means)
                         sums, count, last_log_time, last_log_units = {}, 0, now, units_seen

@@ -48,6 +48,11 @@ class TokenBatches:
         rng = np.random.default_rng([self.seed & 0xFFFFFFFFFFFFFFFF, step])
         return rng.integers(0, len(self.data) - self.block_size, size=self.batch_size)
 
+    @property
+    def population(self) -> int:
+        """How many distinct windows batches are drawn from (differential privacy's sample rate: batch_size / this)."""
+        return len(self.data) - self.block_size
+
     def __iter__(self) -> TokenBatches:
         return self
 

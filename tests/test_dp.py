@@ -1,0 +1,290 @@
+"""Differentially private training (train.dp): Opacus's per-sample clipping and noise, the accountant, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from conftest import TINY_GPT, tiny
+from torch import nn
+
+import genloop
+from genloop.data.image import ImageBatches
+from genloop.errors import ConfigError
+from genloop.resolve import resolve_config
+from genloop.runs import RunStore
+from genloop.serialization import load_tensors
+from genloop.systems import models
+from genloop.systems.base import DataSpec, System
+from genloop.training.config import DPConfig, TrainConfig
+from genloop.training.dp import make_accountant, noise_for_target
+from genloop.training.engine import Optimizers, Trainer
+
+pytest.importorskip("opacus")
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _spent(run_dir: Path) -> list[float]:
+    return [m["dp_epsilon"] for m in _metrics(run_dir) if "dp_epsilon" in m]
+
+
+def _check_private_run(run: Any, target: float, steps: int) -> None:
+    eps = _spent(run.dir)
+    assert len(eps) == steps and all(b > a > 0 for a, b in zip(eps, eps[1:])), eps  # logged every step, growing
+    dp = RunStore().get(run.id).info["dp"]  # run.json
+    assert dp["epsilon"] == pytest.approx(eps[-1])
+    assert dp["updates"] == steps and dp["noise_multiplier"] > 0
+    assert target - 0.01 <= dp["epsilon"] <= target  # the planned steps spend the target (Opacus's tolerance)
+
+
+@pytest.mark.parametrize("name", ["vae", "ddpm"])
+def test_private_image_families_train_and_log_epsilon(name: str) -> None:
+    run = genloop.train(name, overrides=tiny(name, "train.dp.epsilon=8"), steps=4, progress=False)
+    _check_private_run(run, 8.0, 4)
+    assert RunStore().get(run.id).info["precision"] == "fp32"
+    if name == "vae":  # `genloop report` states the privacy spent in its summary
+        from genloop.evaluation.report import write_report
+
+        text = write_report(run.dir).read_text(encoding="utf-8")
+        assert "Privacy (DP-SGD)" in text and "ε = " in text and "rdp" in text
+
+
+def test_private_gpt_trains_and_logs_epsilon(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The quick brown fox jumps over the lazy dog. 机器学习很有趣。\n" * 60, encoding="utf-8")
+    overrides = [*TINY_GPT, "train.dp.epsilon=8", "train.dp.accountant=prv"]
+    run = genloop.train("gpt", data=str(corpus), overrides=overrides, steps=3, progress=False)
+    _check_private_run(run, 8.0, 3)
+    assert RunStore().get(run.id).info["dp"]["accountant"] == "prv"
+
+
+def _image_trainer(model: str, *extra: str, n: int = 160, size: int = 8) -> Trainer:
+    rc = resolve_config(model, overrides=tiny(model, *extra, f"data.image_size={size}"))
+    system = rc.system_cls(rc.model, DataSpec(channels=1, image_size=size))
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g)
+    return Trainer(system, ImageBatches(images, None, rc.train.batch_size), rc.train, progress=False)
+
+
+def test_private_dcgan_privatises_the_discriminator_only() -> None:
+    trainer = _image_trainer("dcgan", "train.dp.noise_multiplier=1.0", "train.steps=3", "train.ema_decay=null", size=16)
+    system = trainer.system
+    assert set(trainer.dp.optimizers) == {"discriminator"}
+    # BatchNorm mixes a batch's examples: under DP the discriminator gets GroupNorm (model.d_norm auto -> layer)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in system.discriminator.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in system.discriminator.modules())
+    before = {k: v.clone() for k, v in system.generator.state_dict().items()}
+    trainer.fit()
+    assert trainer.dp.updates_done == 3  # the accountant counts the discriminator's updates, not the generator's
+    assert all(getattr(p, "grad_sample", None) is None for p in system.generator.parameters())
+    assert any(not torch.equal(before[k], v) for k, v in system.generator.state_dict().items())  # G still learns
+
+
+@pytest.mark.parametrize("name", ["vae", "ddpm", "gpt", "dcgan"])
+def test_per_example_gradients_sum_to_the_batch_gradient(name: str) -> None:
+    """Opacus's per-example gradients (hooks, functorch, GenLoop's LayerNorm rule, GPT's tied and positional
+    embeddings) average to autograd's gradient of the batch loss, parameter by parameter."""
+    from genloop.training.dp import per_example_gradients
+
+    torch.manual_seed(0)
+    if name == "gpt":
+        rc = resolve_config("gpt", overrides=TINY_GPT)
+        system = rc.system_cls(rc.model, DataSpec(vocab_size=50))
+        batch: Any = (torch.randint(0, 50, (5, 16)), torch.randint(0, 50, (5, 16)))
+    else:
+        rc = resolve_config(name, overrides=tiny(name, "data.image_size=16", "train.dp.noise_multiplier=1"))
+        system = rc.system_cls(rc.model, DataSpec(channels=1, image_size=16))
+        batch = (torch.rand(5, 1, 16, 16) * 2 - 1, None)
+    module = next(iter(system.dp_private().values()))[0]
+    per_example_gradients(module)
+    system.train()
+    if name == "gpt":
+        loss = system.loss(*batch)
+    else:
+        loss = (system._critic_loss if name == "dcgan" else system._loss)(batch)["loss"]
+    loss.backward()
+    for pname, p in module.named_parameters():
+        assert p.grad_sample.shape[0] == 5, pname
+        torch.testing.assert_close(p.grad_sample.sum(0) / 5, p.grad, rtol=1e-4, atol=1e-6, msg=pname)
+
+
+def test_resolved_dcgan_config_records_groupnorm() -> None:
+    rc = resolve_config("dcgan", overrides=tiny("dcgan", "train.dp.epsilon=3"))
+    assert rc.model.d_norm == "layer"
+    assert resolve_config("dcgan", overrides=tiny("dcgan")).model.d_norm == "auto"  # unchanged without DP
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+@pytest.mark.parametrize("target", [1.0, 4.0])
+def test_noise_for_a_target_epsilon_spends_it_at_the_planned_steps(accountant: str, target: float) -> None:
+    q, steps, delta = 64 / 1438, 200, 1e-5
+    sigma = noise_for_target(target, delta, q, steps, accountant)
+    acc = make_accountant(accountant)
+    for _ in range(steps):
+        acc.step(noise_multiplier=sigma, sample_rate=q)
+    assert target - 0.01 <= acc.get_epsilon(delta=delta) <= target
+
+
+def test_resume_spends_the_same_epsilon_and_trains_the_same_weights() -> None:
+    """Interrupted after 3 of 6 steps and resumed: the accountant continues (it is in the checkpoint) and the
+    weights are bit-exact, since the noise of update k is seeded from (train.seed, k)."""
+    over = tiny("vae", "train.dp.epsilon=4")
+    full = genloop.train("vae", overrides=over, steps=6, progress=False)
+    calls = iter(range(100))
+    part = genloop.train("vae", overrides=over, steps=6, progress=False, should_stop=lambda: next(calls) >= 3)
+    assert RunStore().get(part.id).info["step"] == 3
+    resumed = genloop.resume(part.id, progress=False)
+    a = load_tensors(full.dir / "checkpoints" / "last.safetensors")[0]
+    b = load_tensors(resumed.dir / "checkpoints" / "last.safetensors")[0]
+    assert a.keys() == b.keys()
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+    assert _spent(resumed.dir) == _spent(full.dir)  # every logged epsilon, also the 3 after the resume
+    info_full, info_resumed = RunStore().get(full.id).info["dp"], RunStore().get(resumed.id).info["dp"]
+    assert info_resumed["epsilon"] == info_full["epsilon"] and info_resumed["updates"] == 6
+
+
+def test_resume_cannot_train_past_the_planned_budget() -> None:
+    run = genloop.train("vae", overrides=tiny("vae", "train.dp.epsilon=4"), steps=2, progress=False)
+    with pytest.raises(ConfigError, match="spend more than the target"):
+        genloop.resume(run.id, steps=4, progress=False)
+
+
+class _Linear(System):
+    """y = w.x + b with a squared error: per-example gradients have a closed form to check clipping against."""
+
+    Config = SimpleNamespace
+    ema_target = "lin"
+    modality = "image"
+
+    def __init__(self) -> None:
+        super().__init__(SimpleNamespace(name="linear"), DataSpec())
+        self.lin = nn.Linear(3, 1)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"model": list(self.lin.parameters())}
+
+    def dp_private(self) -> dict[str, tuple[nn.Module, int]]:
+        return {"model": (self.lin, 1)}
+
+    def loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        x, y = batch
+        return {"loss": ((self.lin(x).squeeze(1) - y) ** 2).mean()}
+
+
+def test_per_sample_clipping_bounds_each_examples_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One example with a 1e6-times larger gradient moves the model no more than max_grad_norm / batch."""
+    from genloop.training.dp import PrivateTraining
+
+    torch.manual_seed(0)
+    system = _Linear()
+    cfg = TrainConfig(steps=1, batch_size=4, ema_decay=None, dp=DPConfig(noise_multiplier=0.0, max_grad_norm=1.0))
+    x = torch.randn(4, 3)
+    x[0] *= 1e6  # the outlier
+    y = torch.randn(4)
+    per_example = []
+    for i in range(4):
+        system.zero_grad()
+        system.loss((x[i : i + 1], y[i : i + 1]))["loss"].backward()
+        per_example.append(torch.cat([p.grad.flatten() for p in system.lin.parameters()]))
+    norms = torch.stack([g.norm() for g in per_example])
+    assert norms[0] > 1e5
+    clipped = torch.stack([g * min(1.0, 1.0 / float(g.norm())) for g in per_example])
+    expected = clipped.sum(0) / 4  # Opacus: clipped sum + noise (0 here), divided by the expected batch size
+    system.zero_grad(set_to_none=True)
+    opt = Optimizers(system, cfg, torch.device("cpu"), None)
+    batches = SimpleNamespace(population=100, batch_size=4)
+    opt.dp = PrivateTraining(system, batches, cfg, opt.optimizers, world=1)
+    seen: list[torch.Tensor] = []
+    adam = opt.optimizers["model"]
+    real_step = adam.step
+    monkeypatch.setattr(adam, "step", lambda *a, **k: (seen.append(_flat_grad(system)), real_step(*a, **k))[1])
+    opt.micro_batches = [(x, y)]
+    opt.step("model", system.loss)
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], expected, rtol=1e-5, atol=1e-6)
+    assert float(seen[0].norm()) <= 1.0 + 1e-6  # the mean of four vectors of norm <= 1
+
+
+def _flat_grad(system: System) -> torch.Tensor:
+    return torch.cat([p.grad.detach().flatten().clone() for p in system.parameters()])
+
+
+def _one_line(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
+    text = str(excinfo.value)
+    assert "\n" not in text and text
+    return text
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["train.dp.epsilon=0"], "finite number > 0"),
+        (["train.dp.epsilon=-1"], "finite number > 0"),
+        (["train.dp.epsilon=inf"], "finite number > 0"),
+        (["train.dp.epsilon=2", "train.dp.noise_multiplier=1"], "not both"),
+        (["train.dp.epsilon=2", "train.steps=null", "train.time_budget=60"], "needs train.steps"),
+        (["train.dp.epsilon=2", "train.precision=bf16"], "fp32"),
+        (["train.dp.epsilon=2", "train.grad_accum=2"], "grad_accum"),
+        (["train.dp.epsilon=2", "train.grad_clip=1"], "max_grad_norm"),
+        (["train.dp.epsilon=2", "train.dp.max_grad_norm=0"], "max_grad_norm must be > 0"),
+        (["train.dp.epsilon=2", "train.dp.delta=1.5"], "delta must be in"),
+    ],
+)
+def test_bad_dp_settings_get_one_line(extra: list[str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as excinfo:
+        resolve_config("vae", overrides=tiny("vae", *extra))
+    _one_line(excinfo)
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "match"),
+    [
+        ("dcgan", ["model.d_norm=batch"], "d_norm=batch"),
+        ("wgan-gp", [], "WGAN-GP"),
+        ("dcgan", ["model.spectral_norm=true"], "spectral_norm"),
+        ("dcgan", ["model.augment=translation", "model.ada=true"], "model.ada"),
+        ("resgan", [], "resgan"),
+    ],
+)
+def test_families_dp_cannot_handle_are_refused(model: str, extra: list[str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as excinfo:
+        resolve_config(model, overrides=tiny(model, "train.dp.epsilon=2", *extra))
+    _one_line(excinfo)
+
+
+def test_language_families_without_dp_are_refused() -> None:
+    with pytest.raises(ConfigError, match="music-gpt") as excinfo:
+        models["music-gpt"].dp_config(SimpleNamespace(name="music-gpt"))
+    _one_line(excinfo)
+    with pytest.raises(ConfigError, match="'hf-causal-lm' does not support") as excinfo:
+        models["hf-causal-lm"].dp_config(SimpleNamespace(name="hf-causal-lm"))
+    _one_line(excinfo)
+
+
+def test_delta_must_be_below_one_over_n() -> None:
+    with pytest.raises(ConfigError, match=r"delta=0.01 must be below 1/n") as excinfo:
+        _image_trainer("vae", "train.dp.epsilon=2", "train.dp.delta=0.01", n=160)
+    _one_line(excinfo)
+    # the default delta shrinks below 1/n on a large data set: 1/(10 n)
+    trainer = _image_trainer("vae", "train.dp.noise_multiplier=1", n=160)
+    assert trainer.dp.delta == 1e-5
+    assert math.isclose(trainer.dp.summary()["sample_rate"], 16 / 160)
+
+
+def test_batchnorm_in_a_private_network_is_refused() -> None:
+    """A family whose private network has BatchNorm and no fix: Opacus's validator, as one ConfigError line."""
+    rc = resolve_config("vae", overrides=tiny("vae", "train.dp.noise_multiplier=1"))
+    system = rc.system_cls(rc.model, DataSpec(channels=1, image_size=8))
+    system.vae.encoder.extra = nn.BatchNorm2d(4)  # smuggled in: never used in forward, still refused
+    images = torch.zeros(64, 1, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ConfigError, match="BatchNorm") as excinfo:
+        Trainer(system, ImageBatches(images, None, 16), rc.train, progress=False)
+    _one_line(excinfo)
