@@ -288,3 +288,18 @@ def test_batchnorm_in_a_private_network_is_refused() -> None:
     with pytest.raises(ConfigError, match="BatchNorm") as excinfo:
         Trainer(system, ImageBatches(images, None, 16), rc.train, progress=False)
     _one_line(excinfo)
+
+
+def test_a_setting_only_the_engine_can_check_leaves_no_run(tmp_path) -> None:
+    """delta >= 1/n is known only once the data is loaded and the engine starts: the new run folder goes again."""
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match="must be below 1/n"):
+        genloop.train(
+            "vae",
+            overrides=tiny("vae", "train.dp.epsilon=2", "train.dp.delta=0.01"),
+            steps=2,
+            runs_dir=runs,
+            progress=False,
+        )
+    leftover = [p.name for p in runs.iterdir() if p.is_dir()] if runs.exists() else []
+    assert leftover == [] and RunStore(runs).list() == []

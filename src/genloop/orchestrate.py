@@ -129,9 +129,9 @@ def train_run(
     if not ctx.main:
         run = store.get(run_id, paths=False)
         modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=False)
-    if on_run is not None and ctx.main:
-        on_run(run)
-    return _fit(store, run, system, dataset, rc, resume=False, progress=progress, should_stop=should_stop)
+    return _fit(
+        store, run, system, dataset, rc, resume=False, progress=progress, should_stop=should_stop, on_run=on_run
+    )
 
 
 def resume_run(
@@ -195,24 +195,34 @@ def _fit(
     resume: bool,
     progress: bool,
     should_stop: Callable[[], bool] | None = None,
+    on_run: Callable[[Run], None] | None = None,
 ) -> Run:
     modality = modalities[system.modality]
-    batches = modality.batches(dataset, rc, system)
-    evaluate = rc.train.eval_every and distributed.is_main()  # rank 0 evaluates; the others wait at the next step
-    evaluator = modality.quick_evaluator(dataset, rc.train, progress) if evaluate else None
     from .generation.preview import preview_writer
 
-    trainer = Trainer(
-        system,
-        batches,
-        rc.train,
-        run.dir,
-        progress=progress,
-        on_checkpoint=lambda step: store.update(run, step=step),
-        evaluator=evaluator,
-        should_stop=should_stop,
-        preview=preview_writer(run.dir, ema=rc.train.ema_decay is not None),
-    )
+    try:
+        batches = modality.batches(dataset, rc, system)
+        evaluate = rc.train.eval_every and distributed.is_main()  # rank 0 evaluates; the others wait at the next step
+        evaluator = modality.quick_evaluator(dataset, rc.train, progress) if evaluate else None
+        trainer = Trainer(
+            system,
+            batches,
+            rc.train,
+            run.dir,
+            progress=progress,
+            on_checkpoint=lambda step: store.update(run, step=step),
+            evaluator=evaluator,
+            should_stop=should_stop,
+            preview=preview_writer(run.dir, ema=rc.train.ema_decay is not None),
+        )
+    except ConfigError:
+        # settings only the engine can check (DP's delta against the data's size, a network Opacus cannot
+        # take): a new run that never trained leaves nothing behind, like any other bad setting
+        if not resume and distributed.is_main():
+            store.remove(run.id)
+        raise
+    if on_run is not None and distributed.is_main():
+        on_run(run)
     if resume:
         trainer.resume(run.last_checkpoint)
     if not trainer.main:  # ranks other than 0 train and leave the run's files to rank 0
