@@ -97,7 +97,7 @@ def per_example_gradients(module: nn.Module) -> Any:
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     for m in module.modules():
         if getattr(m, "inplace", None) is True:
-            m.inplace = False
+            setattr(m, "inplace", False)  # noqa: B010 (an attribute of some activation modules only)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus's notes on secure RNG and full backward hooks
         return GradSampleModule(module, batch_first=True, loss_reduction="mean")
