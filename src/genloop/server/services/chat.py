@@ -31,8 +31,8 @@ from ...modalities import modalities
 from ..deps import Context
 from ..jobs import FINAL, JobRow
 from ..schemas import INT_MAX, StreamOptions
-from .completions import job_error, timed_out, wait
-from .jobs import UnknownRun, follow, run_modality, submit, validate
+from .completions import job_error, queue, timed_out, wait  # queue: all or nothing, as for completions
+from .jobs import UnknownRun, follow, run_modality, validate
 from .openai_compat import OpenAIError, envelope
 
 MAX_MESSAGES = 1000
@@ -206,19 +206,6 @@ def plan(c: Context, body: ChatCompletionRequest) -> ChatPlan:
     checked = [validate(c, "generate", {k: v for k, v in job.items() if v is not None}) for job in jobs]
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ChatPlan(body.model, prompt, n, seed, stream, include_usage, removed, checked)
-
-
-def queue(c: Context, p: ChatPlan, user: str | None) -> list[JobRow]:
-    """Queue the plan's jobs, all or nothing."""
-    rows: list[JobRow] = []
-    try:
-        for params in p.jobs:
-            rows.append(submit(c, "generate", params, user))
-    except Exception:
-        for row in rows:
-            c.jobs.cancel(row.id)
-        raise
-    return rows
 
 
 def _genloop(p: ChatPlan, jobs: list[Any]) -> dict[str, Any]:

@@ -131,8 +131,9 @@ def _check_logit_bias(c: Context, run_id: str, logit_bias: dict[str, float]) -> 
         raise OpenAIError(400, "logit_bias values must be between -100 and 100", "logit_bias")
 
 
-def queue(c: Context, p: Plan, user: str | None) -> list[JobRow]:
-    """Queue the plan's jobs; if the queue fills part way, the ones queued are cancelled (all or nothing)."""
+def queue(c: Context, p: Any, user: str | None) -> list[JobRow]:
+    """Queue the plan's jobs (``p.jobs``: a completion's or a chat completion's plan); if the queue fills part
+    way, the ones queued are cancelled (all or nothing)."""
     rows: list[JobRow] = []
     try:
         for params in p.jobs:
