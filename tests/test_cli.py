@@ -59,9 +59,11 @@ def proc(tmp_path: Path, *args: str, timeout: float = 120, **env: str) -> subpro
 
 
 def store_entries(tmp_path: Path) -> list[str]:
-    """Folders in the run store (runs, .tmp-*, .trash-*): none may appear after a rejected command."""
+    """Folders in the run store (runs, .tmp-*, .trash-*): none may appear after a rejected command. The store's
+    own folders (the watermark index, the text-watermark key) are not runs."""
     root = tmp_path / "runs"
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    own = {".watermark", ".keys"}
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in own) if root.is_dir() else []
 
 
 def assert_user_error(code: int, err: str, *words: str) -> None:

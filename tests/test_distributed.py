@@ -45,6 +45,11 @@ FAMILIES = {
     "gpt": [*TINY_GPT, "train.sample_every=0", FP32],
 }
 ADA = ("model.augment=color,translation,cutout", "model.ada=true", "model.ada_interval=1", "model.ada_kimg=0.1")
+# resgan at test widths: every GroupNorm has one channel per group (an instance norm), so the conv biases just
+# before one (and the last block's) have a true gradient of zero; what they get is rounding noise, which Adam
+# turns into full-size steps (the VAE note above, again). Measured 2.1e-5 and 2.6e-5 (with and without ADA and
+# R1, beta1 0 or 0.5), the largest differences always in those biases; the bound is 1e-4 for that reason.
+TOLERANCE = {"resgan": 1e-4}
 CHECKPOINT_EVERY = ["train.checkpoint_every=10", "train.keep_checkpoints=0"]
 
 
@@ -199,7 +204,7 @@ def test_every_family_trains_on_two_processes(area: dict, tmp_path: Path) -> Non
             continue
         one = api.train(family, data, overrides=overrides, steps=steps, runs_dir=tmp_path / "one", progress=False)
         diff = _relative_difference(_weights(one.dir), _weights(area["runs"] / ids[label]))
-        assert diff < 1e-5, f"{label}: 1 vs 2 processes differ by {diff:.2e}"
+        assert diff < TOLERANCE.get(label, 1e-5), f"{label}: 1 vs 2 processes differ by {diff:.2e}"
 
 
 def test_ctrl_c_stops_every_process_at_one_step_with_a_checkpoint(area: dict, tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def evaluate_run(
         sharding.refuse(f"{pipe.modality} evaluation")
     extra: dict[str, Any] = {}
     if watermarked:
-        if pipe.modality != "image":
+        if not modalities[pipe.modality].can_score_watermarked:
             raise ConfigError(f"--watermarked applies to image runs; run {run.id} is a {pipe.modality} run")
         extra["watermarked"] = True
     return modalities[pipe.modality].evaluate(  # type: ignore[no-any-return]

@@ -34,6 +34,7 @@ class Modality(ABC):
     report_keys: ClassVar[tuple[str, ...]] = ()  # generate-job params that shape only the job's report
     can_finetune: ClassVar[bool] = True  # False: :meth:`finetune` refuses (a simulation skips that stage)
     can_shard: ClassVar[bool] = False  # True: `generate`/`eval` can share their sampling over torchrun processes
+    can_score_watermarked: ClassVar[bool] = False  # True: `eval --watermarked` marks samples as generate does
     # "dpo": fine-tuning learns from the stored A/B pairs themselves (:meth:`dpo`, a language model's tokens);
     # "reward-filtered": from samples a reward model scored (images)
     finetune_method: ClassVar[str] = "reward-filtered"

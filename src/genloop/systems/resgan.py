@@ -102,7 +102,8 @@ class ResGANSystem(GANSystem):
         self.conditional = config.class_conditional  # per instance, as ddpm (GANSystem reads it to build)
         super().__init__(config, spec)
         self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))  # discriminator updates so far
-        self.register_buffer("r1_last", torch.zeros(()))  # the last penalty measured (for the logs)
+        # the last penalty measured, for the logs only: not persistent (each rank measures its own share)
+        self.register_buffer("r1_last", torch.zeros(()), persistent=False)
         self.r1_due = False
 
     def build_networks(self, classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -15,6 +15,7 @@ from ..base import BUILTIN_CLAIM, Modality
 
 class ImageModality(Modality):
     can_shard = True  # sample i is drawn in the same batch on any number of processes (generation/sharding.py)
+    can_score_watermarked = True  # eval --watermarked: the samples marked first (safety/image_watermark.py)
     name = "image"
     noun = "image"
     prompted = False
