@@ -27,12 +27,11 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import ConfigError, GenLoopError, NotFoundError
-from ...modalities import modalities
 from ..deps import Context
 from ..jobs import FINAL, JobRow
 from ..schemas import INT_MAX, StreamOptions
-from .completions import job_error, queue, timed_out, wait  # queue: all or nothing, as for completions
-from .jobs import UnknownRun, follow, run_modality, validate
+from .completions import check_text_run, job_error, queue, timed_out, wait  # queue: all or nothing, as for completions
+from .jobs import UnknownRun, follow, validate
 from .openai_compat import OpenAIError, envelope
 
 MAX_MESSAGES = 1000
@@ -164,15 +163,7 @@ def plan(c: Context, body: ChatCompletionRequest) -> ChatPlan:
     limit = c.settings.limits.max_completions
     if n > limit:
         raise OpenAIError(400, f"n must be at most {limit}, got {n}", "n")
-    kind = run_modality(c, body.model)
-    if not modalities[kind].prompted:
-        raise OpenAIError(
-            400, f"the model '{body.model}' is an {kind} run; chat needs a text run (GET /v1/models)", "model"
-        )
-    if body.logit_bias:
-        from .completions import _check_logit_bias
-
-        _check_logit_bias(c, body.model, body.logit_bias)
+    check_text_run(c, body.model, body.logit_bias, "chat needs")
     max_tokens = _or(body.max_completion_tokens, _or(body.max_tokens, min(256, c.settings.limits.max_tokens)))
     template, block = _run_template(c, body.model)
     try:

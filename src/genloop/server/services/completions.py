@@ -82,13 +82,7 @@ def plan(c: Context, body: CompletionRequest) -> Plan:
         raise OpenAIError(
             400, f"at most {limit} completions per request (prompts × best_of), got {len(prompts)} × {best_of}", "n"
         )
-    kind = run_modality(c, body.model)
-    if not modalities[kind].prompted:
-        raise OpenAIError(
-            400, f"the model '{body.model}' is an {kind} run; completions need a text run (GET /v1/models)", "model"
-        )
-    if body.logit_bias:
-        _check_logit_bias(c, body.model, body.logit_bias)
+    check_text_run(c, body.model, body.logit_bias, "completions need")
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - limit)
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     sampling = {
@@ -129,6 +123,15 @@ def _check_logit_bias(c: Context, run_id: str, logit_bias: dict[str, float]) -> 
         )
     if any(not -100 <= v <= 100 for v in logit_bias.values()):
         raise OpenAIError(400, "logit_bias values must be between -100 and 100", "logit_bias")
+
+
+def check_text_run(c: Context, model: str, logit_bias: dict[str, float] | None, needs: str) -> None:
+    """The checks every OpenAI text route makes of its ``model``: a text run, and token ids in its vocabulary."""
+    kind = run_modality(c, model)
+    if not modalities[kind].prompted:
+        raise OpenAIError(400, f"the model '{model}' is an {kind} run; {needs} a text run (GET /v1/models)", "model")
+    if logit_bias:
+        _check_logit_bias(c, model, logit_bias)
 
 
 def queue(c: Context, p: Any, user: str | None) -> list[JobRow]:
