@@ -1273,6 +1273,11 @@ from .chat import chat_command  # noqa: E402 - `genloop chat` lives in its own m
 
 app.command("chat")(chat_command)
 
+from .text_tasks import data_to_text_command, summarize_command  # noqa: E402 - the text tasks' own module
+
+app.command("summarize")(summarize_command)
+app.command("data-to-text")(data_to_text_command)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Typer handles usage errors (exit 2) and Ctrl-C (exit 130); a GenLoopError becomes
