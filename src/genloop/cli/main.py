@@ -1272,6 +1272,9 @@ def keys_show() -> None:
 from .chat import chat_command  # noqa: E402 - `genloop chat` lives in its own module
 
 app.command("chat")(chat_command)
+from .edit import edit_command  # noqa: E402 - `genloop edit` lives in its own module
+
+app.command("edit")(edit_command)
 
 
 def main(argv: list[str] | None = None) -> int:
