@@ -339,3 +339,56 @@ def test_cli_gan_run_refuses(store, tmp_path, capsys) -> None:
     Image.new("L", (8, 8), 9).save(photo)
     code, _, err = cli(capsys, "edit", store["gan"], "--runs-dir", store["runs"], "--input", photo, "--task", "img2img")
     assert code == 2 and f"task img2img needs a diffusion run (family ddpm); run {store['gan']} is dcgan" in err
+
+
+# --- the server's edit job ------------------------------------------------------------------------------------
+def test_server_edit_job(store, tmp_path) -> None:
+    import io
+
+    from fastapi.testclient import TestClient
+    from studio_support import drain
+
+    from genloop.server.app import create_app
+    from genloop.server.settings import Settings
+
+    settings = Settings(
+        runs=store["runs"],
+        db_url=f"sqlite:///{tmp_path / 'studio.sqlite'}",
+        media_dir=tmp_path / "media",
+        uploads_dir=tmp_path / "uploads",
+        poll_interval=0.01,
+    )
+    client = TestClient(create_app(settings))
+
+    def upload(im: Image.Image) -> str:
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        r = client.post("/v1/uploads", files={"file": ("p.png", buf.getvalue())})
+        assert r.status_code == 201, r.text
+        return r.json()["data"]
+
+    photo = Image.new("L", (16, 12), 40)
+    mask = Image.new("L", (16, 12), 0)
+    mask.paste(255, (4, 4, 12, 8))
+    params = {"run_id": store["ddpm"], "task": "inpaint", "input": upload(photo), "mask": upload(mask), "steps": 2}
+    r = client.post("/v1/jobs", json={"kind": "edit", "params": {**params, "options": {"jump_n_sample": 2}}})
+    assert r.status_code == 202, r.text
+    drain(settings)
+    job = client.get(f"/v1/jobs/{r.json()['id']}").json()
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["model_calls"] == repaint_calls(2, 2, 2)
+    recipe = client.get(f"/v1/generations/{job['result']['generation_ids'][0]}").json()["recipe"]
+    assert recipe["task"] == "inpaint" and recipe["input"] == params["input"] and recipe["mask"] == params["mask"]
+    assert recipe["input_sha256"] == image_sha256(photo)
+
+    def refused(**change: object) -> str:
+        r = client.post("/v1/jobs", json={"kind": "edit", "params": {**params, **change}})
+        assert r.status_code == 422, r.text
+        return r.json()["detail"]
+
+    assert refused(task="paint").startswith("unknown edit task 'paint'")
+    gan = store["gan"]
+    assert refused(run_id=gan) == f"task inpaint needs a diffusion run (family ddpm); run {gan} is dcgan"
+    assert refused(options={"strength": 0.5}).startswith("task inpaint takes no option strength")
+    assert refused(mask=None) == "task inpaint needs a mask (white = fill, black = keep)"
+    assert "upload:" in str(refused(input="/etc/passwd"))  # a path is never an input
