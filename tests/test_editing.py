@@ -380,6 +380,11 @@ def test_server_edit_job(store, tmp_path) -> None:
     recipe = client.get(f"/v1/generations/{job['result']['generation_ids'][0]}").json()["recipe"]
     assert recipe["task"] == "inpaint" and recipe["input"] == params["input"] and recipe["mask"] == params["mask"]
     assert recipe["input_sha256"] == image_sha256(photo)
+    replay = client.post(f"/v1/generations/{job['result']['generation_ids'][0]}/replay")
+    assert replay.status_code == 202 and replay.json()["kind"] == "edit", replay.text
+    drain(settings)
+    again = client.get(f"/v1/jobs/{replay.json()['id']}").json()
+    assert again["status"] == "succeeded" and again["result"]["identical"] is True, again
 
     def refused(**change: object) -> str:
         r = client.post("/v1/jobs", json={"kind": "edit", "params": {**params, **change}})

@@ -6,7 +6,8 @@ the recipe that made it: run, checkpoint sha256, model, seed, sampler settings, 
 
 - :class:`ImagePipeline` serves one-step generators (GANs, VAEs): latents -> decoder -> images.
 - :class:`DiffusionPipeline` serves diffusion models: noise -> a scheduler's loop -> images, with the
-  sampler and its number of steps chosen per call, not at training time.
+  sampler and its number of steps chosen per call, not at training time. Its ``edit`` turns the same model
+  into an editing tool (inpainting, image-to-image, ...: :mod:`genloop.generation.editing`).
 
 ``load_pipeline`` picks the right one for a run.
 """

@@ -470,7 +470,7 @@ class Worker:
         p = dict(job.params)
         already = self.feedback.list(job_id=job.id, limit=10_000)
         if already:  # an earlier attempt stored its output and died before saying so
-            return {"generation_ids": [g.id for g in already]}
+            return self._generate_result(p, [g.id for g in already])
         pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
         mask = self._images(p["mask"]) if p.get("mask") else None
         output = pipe.edit(
@@ -487,8 +487,8 @@ class Worker:
         uploads = {k: p[k] for k in ("input", "mask") if p.get(k)}
         recipe_of = output.recipe_of
         output.recipe_of = lambda i: {**recipe_of(i), **uploads}
-        ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user)
-        return {"generation_ids": ids, "model_calls": output.recipe["model_calls"]}
+        ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
+        return {**self._generate_result(p, ids), "model_calls": output.recipe["model_calls"]}
 
     def _images(self, upload: str) -> list[str]:
         """The image files of an uploaded image (one) or zip (each, in name order), or one line naming the upload."""
