@@ -103,12 +103,12 @@ def test_repaint_walk_counts_and_shape() -> None:
         ("inpaint", "dpmpp-2m", {"jump_length": 2, "jump_n_sample": 2}),
         ("inpaint", "ddim", {"jump_n_sample": 1}),
         ("inpaint-fast", None, {}),
-        ("inpaint-fast", "ddpm", {}),
     ],
 )
 def test_inpaint_keeps_known_pixels_exactly(pipe, task, sampler, options) -> None:
     x, m = images(3), centre_mask()
     out = pipe.edit(x, task=task, mask=m, seed=4, steps=4, sampler=sampler, **options)
+    options = {**EDIT_TASKS[task].defaults, **options}
     assert out.tensors.shape == (3, 1, 8, 8) and out.tensors.abs().max() <= 1
     keep = m == 0
     assert torch.equal(out.tensors[:, :, keep], x[:, :, keep])  # bit for bit
@@ -117,21 +117,21 @@ def test_inpaint_keeps_known_pixels_exactly(pipe, task, sampler, options) -> Non
         assert torch.equal(out.full_size[i], out.tensors[i])  # the input was at the model's size already
     r = out.recipe
     assert r["task"] == task and r["sampler"] == (sampler or EDIT_TASKS[task].sampler) and r["sampling_steps"] == 4
-    if task == "inpaint":
-        j = options.get("jump_length", 4)
-        assert r["method"] == "repaint" and r["jump_length"] == j
-        assert r["model_calls"] == repaint_calls(4, j, options["jump_n_sample"])
-    else:
-        assert r["method"] == "x0-replacement" and r["model_calls"] == 4
+    j = options["jump_length"] or 2  # default: half the steps, at most 10
+    assert r["method"] == "repaint" and r["jump_length"] == j and r["jump_n_sample"] == options["jump_n_sample"]
+    assert r["model_calls"] == repaint_calls(4, j, options["jump_n_sample"])
     assert r["kind"] == "edit" and len(r["input_sha256"][0]) == 64 and len(r["mask_sha256"]) == 3
 
 
 def test_fast_inpainting_needs_fewer_model_calls(pipe) -> None:
     x, m = images(1), centre_mask()
-    slow = pipe.edit(x, task="inpaint", mask=m, steps=10)  # RePaint's defaults: jumps of 10, 10 samples
-    fast = pipe.edit(x, task="inpaint-fast", mask=m, steps=10)
-    assert slow.recipe["model_calls"] == repaint_calls(10, 10, 10) == 100
-    assert fast.recipe["model_calls"] == 10
+    slow = pipe.edit(x, task="inpaint", mask=m, steps=25)  # RePaint's own settings: jumps of 10, 10 samples
+    fast = pipe.edit(x, task="inpaint-fast", mask=m)  # 10 steps, jumps of 5, 3 samples
+    assert slow.recipe["model_calls"] == repaint_calls(25, 10, 10) == 205
+    assert fast.recipe["sampling_steps"] == 10 and fast.recipe["jump_length"] == 5
+    assert fast.recipe["model_calls"] == repaint_calls(10, 5, 3) == 30
+    model_default = pipe.edit(x, task="inpaint", mask=m)  # the tiny model samples in 4 steps: jumps of 2
+    assert model_default.recipe["model_calls"] == repaint_calls(4, 2, 10) == 40
 
 
 def test_all_white_mask_is_fine(pipe) -> None:
@@ -376,7 +376,7 @@ def test_server_edit_job(store, tmp_path) -> None:
     drain(settings)
     job = client.get(f"/v1/jobs/{r.json()['id']}").json()
     assert job["status"] == "succeeded", job["error"]
-    assert job["result"]["model_calls"] == repaint_calls(2, 2, 2)
+    assert job["result"]["model_calls"] == repaint_calls(2, 1, 2)  # jumps of half the steps
     recipe = client.get(f"/v1/generations/{job['result']['generation_ids'][0]}").json()["recipe"]
     assert recipe["task"] == "inpaint" and recipe["input"] == params["input"] and recipe["mask"] == params["mask"]
     assert recipe["input_sha256"] == image_sha256(photo)

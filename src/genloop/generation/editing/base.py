@@ -7,13 +7,12 @@ images as a tensor shaped like ``ctx.x``. What it wants in the output's recipe (
 defaults filled in, model calls) it puts in ``ctx.info``; ``ctx.predict`` counts the model calls by itself.
 
 The helpers here (:meth:`EditContext.predict`, :meth:`~EditContext.scheduler`, :meth:`~EditContext.noise`,
-:func:`output_for_x0`, :func:`noised`, :func:`check_int`) are what every diffusion-prior task needs; they live
-in one place so that a new task is one short module.
+:func:`noised`, :func:`check_int`) are what every diffusion-prior task needs; they live in one place so that a
+new task is one short module.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,9 +64,9 @@ class EditTask:
     """One editing task: ``run(ctx) -> images`` plus what the front door must know before calling it.
 
     ``options`` names the task's own keyword options (anything else is refused with one line);
-    ``defaults`` gives each option's default, whose type also says how a CLI string is read (int, float,
-    bool, str); ``mask``: whether the task needs a mask (white = fill); ``sampler``: the sampler it uses
-    when none is asked for (None: the model's default).
+    ``defaults`` gives their defaults (None where the task works its default out itself); ``mask``: whether
+    the task needs a mask (white = fill); ``sampler`` and ``steps``: what it uses when none is asked for
+    (None: the model's defaults).
     """
 
     name: str
@@ -77,16 +76,7 @@ class EditTask:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     mask: bool = False
     sampler: str | None = None
-
-
-def output_for_x0(scheduler: Scheduler, x0: torch.Tensor, t: int, sample: torch.Tensor) -> torch.Tensor:
-    """The model output (ε or v, as the model was trained) that says "the clean image is ``x0``" at
-    ``x_t = sample``: feeding it to ``scheduler.step`` steps towards ``x0`` exactly (any sampler)."""
-    eps = scheduler.predict_epsilon(x0, t, sample)
-    if scheduler.config.prediction_type == "epsilon":
-        return eps.to(sample.dtype)
-    a, s = math.sqrt(scheduler.alpha_bar(t)), math.sqrt(1 - scheduler.alpha_bar(t))
-    return (a * eps - s * x0).to(sample.dtype)
+    steps: int | None = None
 
 
 def noised(scheduler: Scheduler, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:

@@ -93,7 +93,7 @@ def edit(
         raise ConfigError("guidance needs class_label: the class to steer the edit towards")
     guidance = cfg.guidance if guidance is None else float(guidance)
     sampler = sampler or spec.sampler or cfg.sampler
-    steps = cfg.sampling_steps if steps is None else steps
+    steps = (spec.steps or cfg.sampling_steps) if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= system.schedule.num_train_timesteps:
         raise ConfigError(f"steps must be between 1 and {system.schedule.num_train_timesteps}, got {steps!r}")
     system.make_scheduler(sampler)  # an unknown sampler is one line before any work

@@ -2,9 +2,10 @@
 
 The contract (:mod:`genloop.generation.editing.base`):
 
-- ``EditTask(name, run, options, description, defaults, mask, sampler)``: ``run(ctx) -> images``; ``options``
-  the names of the task's own keyword options (``pipe.edit(..., strength=0.6)``, ``--option strength=0.6``),
-  ``defaults`` their defaults; ``mask=True`` if it needs a mask; ``sampler`` its default sampler.
+- ``EditTask(name, run, options, description, defaults, mask, sampler, steps)``: ``run(ctx) -> images``;
+  ``options`` the names of the task's own keyword options (``pipe.edit(..., strength=0.6)``,
+  ``--option strength=0.6``), ``defaults`` their defaults; ``mask=True`` if it needs a mask; ``sampler`` and
+  ``steps`` its defaults for those (None: the model's).
 - ``run`` gets an :class:`EditContext` whose ``x`` is the input at the model's size and channels, (N, C, S, S)
   floats in [-1, 1] on the model's device, with ``mask`` (N, 1, S, S) (1 = fill), ``labels``, one generator per
   image (seed + i), ``steps``, ``sampler``, ``guidance`` and ``options`` (defaults filled in). It calls the model
