@@ -72,14 +72,16 @@ def edit_command(
     task: str = typer.Option(
         "inpaint",
         "--task",
-        help="inpaint (RePaint), inpaint-fast (one model call per step), img2img (SDEdit), or any registered "
+        help="inpaint (RePaint), inpaint-fast (RePaint in 30 model calls), img2img (SDEdit), or any registered "
         "task (an unknown name lists them).",
     ),
     mask: list[Path] = typer.Option(
         [], "--mask", "-m", help="Masked tasks: white = fill, black = keep; its input's size. One, or one per --input."
     ),
     seed: int = typer.Option(0, "--seed", help="Image i uses seed + i."),
-    steps: int | None = typer.Option(None, "--steps", help="Sampler timesteps (default: the model's)."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Sampler timesteps (default: the task's, else the model's; inpaint-fast: 10)."
+    ),
     sampler: str | None = typer.Option(
         None, "--sampler", help="ddpm, ddim or dpmpp-2m (default: the task's, else the model's)."
     ),
@@ -93,10 +95,12 @@ def edit_command(
         None, "--strength", help="img2img: how far to noise the input, in (0, 1] (default 0.6)."
     ),
     jump_length: int | None = typer.Option(
-        None, "--jump-length", help="inpaint: steps between RePaint's jumps back (default min(10, steps))."
+        None, "--jump-length", help="inpaint: steps between RePaint's jumps back (default: half the steps, at most 10)."
     ),
     jump_n_sample: int | None = typer.Option(
-        None, "--jump-n-sample", help="inpaint: times each stretch is resampled (default 10; 1: no resampling)."
+        None,
+        "--jump-n-sample",
+        help="inpaint: times each stretch is resampled (default 10, inpaint-fast 3; 1: no resampling).",
     ),
     scale: int | None = typer.Option(None, "--scale", help="upscale: the factor (a task option)."),
     sigma: float | None = typer.Option(None, "--sigma", help="denoise: the noise's sigma (a task option)."),

@@ -279,7 +279,7 @@ class DiffusionPipeline(ImagePipeline):
         image, each of its image's size. Inputs of any size are stretched to the model's square with PIL's bicubic
         filter (masks: a pixel is white when any white pixel falls in it); a grey input for an RGB model is
         repeated to RGB, an RGB input for a grey model becomes its luminance. Image ``i`` uses seed ``seed + i``.
-        ``steps``/``sampler``: the sampler's (defaults: the task's sampler, else the model's; the model's steps).
+        ``steps``/``sampler``: the sampler's (defaults: the task's, else the model's).
         ``class_label``/``guidance``: steer a class-conditional model (without a class it edits unconditionally).
         ``task_options``: the task's own (``inpaint``: ``jump_length``, ``jump_n_sample``; ``img2img``:
         ``strength``); an option the task does not take is an error.
