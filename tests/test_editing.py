@@ -117,7 +117,7 @@ def test_inpaint_keeps_known_pixels_exactly(pipe, task, sampler, options) -> Non
         assert torch.equal(out.full_size[i], out.tensors[i])  # the input was at the model's size already
     r = out.recipe
     assert r["task"] == task and r["sampler"] == (sampler or EDIT_TASKS[task].sampler) and r["sampling_steps"] == 4
-    j = options["jump_length"] or 2  # default: half the steps, at most 10
+    j = options["jump_length"] or 2  # default: 2
     assert r["method"] == "repaint" and r["jump_length"] == j and r["jump_n_sample"] == options["jump_n_sample"]
     assert r["model_calls"] == repaint_calls(4, j, options["jump_n_sample"])
     assert r["kind"] == "edit" and len(r["input_sha256"][0]) == 64 and len(r["mask_sha256"]) == 3
@@ -125,13 +125,15 @@ def test_inpaint_keeps_known_pixels_exactly(pipe, task, sampler, options) -> Non
 
 def test_fast_inpainting_needs_fewer_model_calls(pipe) -> None:
     x, m = images(1), centre_mask()
-    slow = pipe.edit(x, task="inpaint", mask=m, steps=25)  # RePaint's own settings: jumps of 10, 10 samples
-    fast = pipe.edit(x, task="inpaint-fast", mask=m)  # 10 steps, jumps of 5, 3 samples
-    assert slow.recipe["model_calls"] == repaint_calls(25, 10, 10) == 205
-    assert fast.recipe["sampling_steps"] == 10 and fast.recipe["jump_length"] == 5
-    assert fast.recipe["model_calls"] == repaint_calls(10, 5, 3) == 30
-    model_default = pipe.edit(x, task="inpaint", mask=m)  # the tiny model samples in 4 steps: jumps of 2
-    assert model_default.recipe["model_calls"] == repaint_calls(4, 2, 10) == 40
+    slow = pipe.edit(x, task="inpaint", mask=m, steps=25)  # jumps of 2, 5 samples
+    fast = pipe.edit(x, task="inpaint-fast", mask=m)  # 10 steps, jumps of 2, 3 samples
+    assert slow.recipe["model_calls"] == repaint_calls(25, 2, 5) == 121
+    assert fast.recipe["sampling_steps"] == 10 and fast.recipe["jump_length"] == 2
+    assert fast.recipe["model_calls"] == repaint_calls(10, 2, 3) == 30
+    model_default = pipe.edit(x, task="inpaint", mask=m)  # the tiny model samples in 4 steps
+    assert model_default.recipe["model_calls"] == repaint_calls(4, 2, 5) == 20
+    one_step = pipe.edit(x, task="inpaint", mask=m, steps=1)  # the default jump never exceeds the steps
+    assert one_step.recipe["jump_length"] == 1
 
 
 def test_all_white_mask_is_fine(pipe) -> None:
@@ -376,7 +378,7 @@ def test_server_edit_job(store, tmp_path) -> None:
     drain(settings)
     job = client.get(f"/v1/jobs/{r.json()['id']}").json()
     assert job["status"] == "succeeded", job["error"]
-    assert job["result"]["model_calls"] == repaint_calls(2, 1, 2)  # jumps of half the steps
+    assert job["result"]["model_calls"] == repaint_calls(2, 2, 2)
     recipe = client.get(f"/v1/generations/{job['result']['generation_ids'][0]}").json()["recipe"]
     assert recipe["task"] == "inpaint" and recipe["input"] == params["input"] and recipe["mask"] == params["mask"]
     assert recipe["input_sha256"] == image_sha256(photo)

@@ -95,12 +95,12 @@ def edit_command(
         None, "--strength", help="img2img: how far to noise the input, in (0, 1] (default 0.6)."
     ),
     jump_length: int | None = typer.Option(
-        None, "--jump-length", help="inpaint: steps between RePaint's jumps back (default: half the steps, at most 10)."
+        None, "--jump-length", help="inpaint: steps between RePaint's jumps back (default 2)."
     ),
     jump_n_sample: int | None = typer.Option(
         None,
         "--jump-n-sample",
-        help="inpaint: times each stretch is resampled (default 10, inpaint-fast 3; 1: no resampling).",
+        help="inpaint: times each stretch is resampled (default 5, inpaint-fast 3; 1: no resampling).",
     ),
     scale: int | None = typer.Option(None, "--scale", help="upscale: the factor (a task option)."),
     sigma: float | None = typer.Option(None, "--sigma", help="denoise: the noise's sigma (a task option)."),
