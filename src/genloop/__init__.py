@@ -13,6 +13,7 @@ _API = (
     "generate",
     "generate_text",
     "generate_music",
+    "edit",
     "verify",
     "evaluate",
     "sweep",

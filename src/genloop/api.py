@@ -168,6 +168,53 @@ def generate_music(
         return write(run_id, n, seed, out, runs_dir, device, checkpoint, **options)
 
 
+def edit(
+    run_id: str,
+    images: Any,
+    task: str = "inpaint",
+    mask: Any = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    steps: int | None = None,
+    sampler: str | None = None,
+    class_label: int | None = None,
+    guidance: float | None = None,
+    checkpoint: str = "last",
+    sign: bool = True,
+    watermark: bool | None = None,
+    **options: Any,
+) -> list[Path]:
+    """Edit images with a diffusion run as the prior (``task``: inpaint, inpaint-fast, img2img, ...; ``options``:
+    the task's own, e.g. ``strength=0.6``) and write, per image, the result at the input's size, at the model's
+    size and a before/after PNG into ``out`` (default ``<run>/generated/edits``), each carrying its recipe (task,
+    settings, seed, model calls, the input's and mask's sha256), watermarked and signed as :func:`generate`'s.
+    In memory instead: ``load(run).edit(images, task=...)``."""
+    from .generation.writer import edit_images
+    from .safety.image_watermark import enabled as watermark_enabled
+    from .safety.image_watermark import watermarking
+    from .safety.provenance import signing
+
+    with signing(sign), watermarking(watermark_enabled() if watermark is None else watermark):
+        return edit_images(
+            run_id,
+            images,
+            task,
+            mask,
+            seed,
+            out,
+            runs_dir,
+            device,
+            steps,
+            sampler,
+            class_label,
+            guidance,
+            checkpoint,
+            **options,
+        )
+
+
 def verify(path: str | Path, runs_dir: str | Path | None = None) -> Any:
     """Check a generated file's signed provenance: a PNG, a ``.mid``, a ``texts.jsonl`` or a ``.manifest.json``
     sidecar. Returns a :class:`~genloop.safety.provenance.VerifyResult` whose ``status`` is ``valid`` (signature
@@ -330,6 +377,7 @@ __all__ = [
     "generate_text",
     "modality",
     "generate_music",
+    "edit",
     "verify",
     "evaluate",
     "sweep",

@@ -1272,6 +1272,9 @@ def keys_show() -> None:
 from .chat import chat_command  # noqa: E402 - `genloop chat` lives in its own module
 
 app.command("chat")(chat_command)
+from .edit import edit_command  # noqa: E402 - `genloop edit` lives in its own module
+
+app.command("edit")(edit_command)
 
 from .text_tasks import data_to_text_command, summarize_command  # noqa: E402 - the text tasks' own module
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from ..database import Base, create_tables, iso, new_id, sessions, utcnow
 from ..errors import GenLoopError, NotFoundError
 
-KINDS = ("train", "generate", "evaluate")
+KINDS = ("train", "generate", "evaluate", "edit")
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
 

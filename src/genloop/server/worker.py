@@ -197,7 +197,12 @@ class Worker:
         beat.start()
         status, result, error = "succeeded", None, None
         try:
-            handler = {"train": self._train, "generate": self._generate, "evaluate": self._evaluate}[job.kind]
+            handler = {
+                "train": self._train,
+                "generate": self._generate,
+                "evaluate": self._evaluate,
+                "edit": self._edit,
+            }[job.kind]
             result = handler(job, beat)
             if result is _REQUEUED:
                 return
@@ -457,6 +462,41 @@ class Worker:
         """The same output, as the modality compares them (same text, the same pixels, ...)."""
         a, b = self.feedback.get(a_id), self.feedback.get(b_id)
         return modalities[a.modality].same_item(self.feedback, a, b)
+
+    # --- edit ---------------------------------------------------------------------------------------
+    def _edit(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:
+        """Edit the uploaded image; the result (at the model's size) is stored as a generation, whose recipe names
+        the uploads (never the server's paths) beside the input's and mask's sha256."""
+        p = dict(job.params)
+        already = self.feedback.list(job_id=job.id, limit=10_000)
+        if already:  # an earlier attempt stored its output and died before saying so
+            return self._generate_result(p, [g.id for g in already])
+        pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
+        mask = self._images(p["mask"]) if p.get("mask") else None
+        output = pipe.edit(
+            self._images(p["input"]),
+            task=p.get("task", "inpaint"),
+            mask=mask[0] if mask and len(mask) == 1 else mask,
+            seed=int(p.get("seed", 0)),
+            steps=p.get("steps"),
+            sampler=p.get("sampler"),
+            class_label=p.get("class_label"),
+            guidance=p.get("guidance"),
+            **p.get("options", {}),
+        )
+        uploads = {k: p[k] for k in ("input", "mask") if p.get(k)}
+        recipe_of = output.recipe_of
+        output.recipe_of = lambda i: {**recipe_of(i), **uploads}
+        ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
+        return {**self._generate_result(p, ids), "model_calls": output.recipe["model_calls"]}
+
+    def _images(self, upload: str) -> list[str]:
+        """The image files of an uploaded image (one) or zip (each, in name order), or one line naming the upload."""
+        folder = self.settings.uploads / upload.split(":", 1)[1] / "images"
+        files = sorted(str(f) for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else []
+        if not files:
+            raise NotFoundError(f"upload {upload} is gone, or holds no image")
+        return files
 
     # --- evaluate -----------------------------------------------------------------------------------
     def _evaluate(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:

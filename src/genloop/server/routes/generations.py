@@ -139,17 +139,21 @@ def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Con
 
     row = _gen(c, gid)
     r = upgrade_recipe(row.recipe)  # a generation stored before the recipe keys were split reads the same
-    keys = modalities[row.modality].generate_keys
-    params = {
-        "run_id": row.run_id,
-        "checkpoint": row.checkpoint,
-        "n": 1,
-        "seed": int(r["seed"]),
-        **{k: r[_RECIPE_KEY.get(k, k)] for k in keys if r.get(_RECIPE_KEY.get(k, k)) is not None},
-    }
-    if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models record "latent-gaussian"
-        params.pop("sampler")
-    params = validate(c, "generate", params)
+    if r.get("kind") == "edit":  # an edit replays as the same edit of the same uploads
+        kind, params = "edit", _edit_params(r, row)
+    else:
+        kind = "generate"
+        keys = modalities[row.modality].generate_keys
+        params = {
+            "run_id": row.run_id,
+            "checkpoint": row.checkpoint,
+            "n": 1,
+            "seed": int(r["seed"]),
+            **{k: r[_RECIPE_KEY.get(k, k)] for k in keys if r.get(_RECIPE_KEY.get(k, k)) is not None},
+        }
+        if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models: "latent-gaussian"
+            params.pop("sampler")
+    params = validate(c, kind, params)
     from ...runs import RunStore
     from ...serialization import sha256_file
 
@@ -160,7 +164,34 @@ def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Con
             f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
             "was made (its sha256 differs), so it cannot be replayed exactly",
         )
-    return created(submit(c, "generate", {**params, "replay_of": row.id}, user))
+    return created(submit(c, kind, {**params, "replay_of": row.id}, user))
+
+
+def _edit_params(r: dict[str, Any], row: Any) -> dict[str, Any]:
+    """The edit job that made an edit's generation (its recipe names the uploads, the task and its options)."""
+    from ...generation.editing.tasks import EDIT_TASKS
+
+    task = EDIT_TASKS.get(r.get("task", ""))
+    if task is None or "input" not in r or r.get("index", 0) != 0:
+        raise HTTPException(
+            409,
+            f"generation {row.id} is an edit that cannot be replayed here (an unknown task, no uploaded input, "
+            "or not the first image of its upload)",
+        )
+    params = {
+        "run_id": row.run_id,
+        "checkpoint": row.checkpoint,
+        "task": task.name,
+        "input": r["input"],
+        "mask": r.get("mask"),
+        "seed": int(r["seed"]),
+        "steps": r.get("sampling_steps"),
+        "sampler": r.get("sampler"),
+        "class_label": r.get("class_label"),
+        "guidance": r.get("guidance"),
+        "options": {k: r[k] for k in task.options if r.get(k) is not None},
+    }
+    return {k: v for k, v in params.items() if v is not None}
 
 
 @router.post("/v1/generations/{gid}/ratings", status_code=201, responses=WITH_BODY)
