@@ -12,7 +12,7 @@ from conftest import tiny
 import genloop
 from genloop.errors import ConfigError
 from genloop.generation.editing.degradations import Downsample, GaussianBlur, Grey, Identity, Mask
-from genloop.generation.editing.inverse import colorize, ddrm, deblur, denoise, upscale
+from genloop.generation.editing.inverse import colorize, ddrm, deblur, denoise, dps, upscale
 from genloop.generation.pipelines import denoise as sample_loop
 from genloop.systems import DataSpec
 from genloop.systems.ddpm import DDPMConfig, DDPMSystem
@@ -271,3 +271,19 @@ def test_bad_inputs(digits_system) -> None:
     gan = GANSystem(GANConfig(z_dim=4, g_width=4, d_width=4), DataSpec(1, 8, 0))
     with pytest.raises(ConfigError, match="needs a diffusion model as its prior .* 'dcgan' is not one"):
         denoise(gan, x, sigma=0.1)
+
+
+def test_dps_pulls_samples_towards_y(digits_system) -> None:
+    system = digits_system
+    x = _images(3, 1, 8, seed=8) * 0.8
+    op = Downsample(2)
+    y = op.H(x)
+    out = dps(system, _gens(0, 3), y, op, steps=8)
+    assert out.shape == (3, 1, 8, 8) and out.abs().max() <= 1
+    assert torch.equal(out, dps(system, _gens(0, 3), y, op, steps=8))
+    assert torch.allclose(out[2:], dps(system, _gens(2, 1), y[2:], op, steps=8), atol=1e-5)
+    free = dps(system, _gens(0, 3), y, op, steps=8, zeta=0.0)  # zeta 0: plain DDPM sampling, y ignored
+    misfit = lambda im: float((op.H(im) - y).norm())  # noqa: E731
+    assert misfit(out) < 0.9 * misfit(free), (misfit(out), misfit(free))
+    with pytest.raises(ConfigError, match="zeta .* must be a finite number >= 0"):
+        dps(system, None, y, op, zeta=-1.0)

@@ -62,6 +62,23 @@ def _check_diffusion(system: Any, task: str) -> None:
         raise ConfigError(f"{task} needs a diffusion model as its prior (train ddpm); model '{name}' is not one")
 
 
+def _check_y(system: Any, y: torch.Tensor, operator: LinearOperator, generators: GeneratorArg) -> tuple[int, int, int]:
+    """The model's image shape (C, S, S), after checking ``y`` is what ``operator`` makes of such images (one
+    generator per image, when a list is given)."""
+    spec = system.spec
+    x_shape = (spec.channels, spec.image_size, spec.image_size)
+    operator.check(x_shape)
+    want = operator.output_shape(x_shape)
+    if y.ndim != 4 or tuple(y.shape[1:]) != want:
+        raise ConfigError(
+            f"{operator!r} on this {'x'.join(map(str, x_shape))} model expects inputs of shape (N, "
+            f"{', '.join(map(str, want))}); got {tuple(y.shape)}"
+        )
+    if not isinstance(generators, torch.Generator | None) and len(list(generators)) != y.shape[0]:
+        raise ConfigError(f"got {len(list(generators))} generators for {y.shape[0]} images")
+    return x_shape
+
+
 @torch.no_grad()
 def ddrm(
     system: Any,
@@ -88,17 +105,7 @@ def ddrm(
     eta, eta_b = _check_unit("eta", eta), _check_unit("eta_b", eta_b)
     if not 0 <= min_singular < 1:
         raise ConfigError(f"min_singular must be in [0, 1), got {min_singular}")
-    spec = system.spec
-    x_shape = (spec.channels, spec.image_size, spec.image_size)
-    operator.check(x_shape)
-    want = operator.output_shape(x_shape)
-    if y.ndim != 4 or tuple(y.shape[1:]) != want:
-        raise ConfigError(
-            f"{operator!r} on this {'x'.join(map(str, x_shape))} model expects inputs of shape (N, "
-            f"{', '.join(map(str, want))}); got {tuple(y.shape)}"
-        )
-    if not isinstance(generators, torch.Generator | None) and len(list(generators)) != y.shape[0]:
-        raise ConfigError(f"got {len(list(generators))} generators for {y.shape[0]} images")
+    x_shape = _check_y(system, y, operator, generators)
     device = next(system.parameters()).device
     y = y.to(device, torch.float32)
     scheduler = system.make_scheduler("ddim")  # any sampler: only its timesteps and x0 estimate are used
@@ -141,6 +148,49 @@ def ddrm(
         x = math.sqrt(scheduler.alpha_bar(prev)) * operator.v(xbar)
     clip = scheduler.config.clip_sample  # pixel models: 1.0, GenLoop's [-1, 1]; None for unbounded data
     return x if clip is None else x.clamp(-clip, clip)
+
+
+DEFAULT_DPS_STEPS = 100
+DEFAULT_ZETA = 1.0
+
+
+def dps(
+    system: Any,
+    generators: GeneratorArg,
+    y: torch.Tensor,
+    operator: LinearOperator,
+    steps: int = DEFAULT_DPS_STEPS,
+    zeta: float = DEFAULT_ZETA,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
+) -> torch.Tensor:
+    """Diffusion posterior sampling (Chung et al., 2023): the alternative to :func:`ddrm` that needs only ``H``.
+
+    Each step is the DDPM ancestral step, followed by a gradient step on the data misfit of the model's
+    clean estimate, ``x ← x − ζ/‖y − H x̂0(x_t)‖ · ∇_{x_t} ‖y − H x̂0(x_t)‖`` per image. The gradient goes
+    through the network (about 3x the cost of a DDRM step), it does not know ``σ_y``, and it wants many
+    steps (the paper uses 1000), so DDRM is the default; DPS is here for operators without a usable SVD
+    and as a reference. ``y`` and the generators are as in :func:`ddrm`.
+    """
+    _check_diffusion(system, "restoration")
+    if isinstance(zeta, bool) or not isinstance(zeta, int | float) or not 0 <= zeta < math.inf:
+        raise ConfigError(f"zeta (the DPS step size) must be a finite number >= 0, got {zeta!r}")
+    x_shape = _check_y(system, y, operator, generators)
+    device = next(system.parameters()).device
+    y = y.to(device, torch.float32)
+    scheduler = system.make_scheduler("ddpm")
+    scheduler.set_timesteps(steps)
+    x = randn((y.shape[0], *x_shape), generators, device, torch.float32)
+    for t in scheduler.timesteps.tolist():
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            out = system.predict(x_in, t, None if labels is None else labels.to(device), guidance)
+            misfit = (y - operator.H(scheduler.predict_x0(out, t, x_in))).flatten(1).norm(dim=1)
+            (grad,) = torch.autograd.grad(misfit.sum(), x_in)  # images do not interact: per-image gradients
+        step = zeta / misfit.detach().clamp_min(1e-12)
+        x = scheduler.step(out.detach(), t, x, generator=generators) - step.view(-1, 1, 1, 1) * grad
+    clip = scheduler.config.clip_sample
+    return x.detach() if clip is None else x.detach().clamp(-clip, clip)
 
 
 # --- tasks: plain functions over tensors, for the editing front door's registry ------------------------------
