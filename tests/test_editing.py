@@ -221,7 +221,11 @@ def test_paths_lists_and_masks_per_image(pipe, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"task": "paint"}, ConfigError, r"^unknown edit task 'paint'; known: img2img, inpaint, inpaint-fast"),
+        (
+            {"task": "paint"},
+            ConfigError,
+            r"^unknown edit task 'paint'; known: colorize, deblur, denoise, img2img, inpaint, inpaint-fast, upscale$",
+        ),
         ({"task": "inpaint", "mask": torch.zeros(8, 8)}, ConfigError, r"^the mask has no white pixel"),
         ({"task": "inpaint", "mask": torch.ones(6, 8)}, ConfigError, r"^the mask is 8x6 but input 0 is 8x8"),
         ({"task": "inpaint"}, ConfigError, r"^task inpaint needs a mask \(white = fill, black = keep\)$"),

@@ -283,6 +283,8 @@ def edit_images(
             save_png(f"{stem}_{size}px.png", output.tensors[i], {**recipe, "output": "model size"}, sign=signed, **mark)
         )
         original = output.originals[i]
+        if original.shape != result.shape:  # super-resolution: the input shown enlarged (nearest) beside it
+            original = torch.nn.functional.interpolate(original[None], size=result.shape[1:], mode="nearest")[0]
         panels = [original]
         if output.original_masks is not None:
             panels.append(_masked_view(original, output.original_masks[i]))

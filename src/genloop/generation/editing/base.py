@@ -77,6 +77,8 @@ class EditTask:
     mask: bool = False
     sampler: str | None = None
     steps: int | None = None
+    own_sampler: str | None = None
+    input_scale: str | None = None
 
 
 def noised(scheduler: Scheduler, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:

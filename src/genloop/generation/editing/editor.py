@@ -92,14 +92,24 @@ def edit(
             raise ConfigError(f"guidance needs a class-conditional model; run {pipe.info['run_id']} is unconditional")
         raise ConfigError("guidance needs class_label: the class to steer the edit towards")
     guidance = cfg.guidance if guidance is None else float(guidance)
-    sampler = sampler or spec.sampler or cfg.sampler
+    if spec.own_sampler is not None:
+        if sampler is not None:
+            raise ConfigError(f"task {task} uses its own update ({spec.own_sampler}), not a sampler; leave out sampler")
+        sampler = spec.own_sampler
+    else:
+        sampler = sampler or spec.sampler or cfg.sampler
+        system.make_scheduler(sampler)  # an unknown sampler is one line before any work
     steps = (spec.steps or cfg.sampling_steps) if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= system.schedule.num_train_timesteps:
         raise ConfigError(f"steps must be between 1 and {system.schedule.num_train_timesteps}, got {steps!r}")
-    system.make_scheduler(sampler)  # an unknown sampler is one line before any work
+    factor = 1 if spec.input_scale is None else options[spec.input_scale]
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or size % factor:
+        raise ConfigError(
+            f"{spec.input_scale} must be a whole number dividing the model's image size ({size}), got {factor!r}"
+        )
 
     originals = [io.to_channels(s.pixels, channels) for s in sources]
-    x = torch.stack([io.resize(o, size, size) for o in originals])
+    x = torch.stack([io.resize(o, size // factor, size // factor) for o in originals])
     m = None if masks is None else torch.stack([io.resize_mask(mk, size) for mk in masks]).float()
     out, info, calls = [], {}, 0
     device = pipe.device
@@ -118,7 +128,7 @@ def edit(
                 options=dict(options),
             )
             result = spec.run(ctx)
-            if result.shape != ctx.x.shape:
+            if result.shape != (ctx.batch_size, channels, size, size):
                 raise RuntimeError(f"task {task} returned {tuple(result.shape)} for input {tuple(ctx.x.shape)}")
             out.append(result.float().cpu().clamp(-1, 1))
             info, calls = ctx.info, ctx.model_calls
@@ -134,6 +144,7 @@ def edit(
         "input_sha256": [s.sha256 for s in sources],
         "input_size": [list(s.size) for s in sources],
         "model_size": size,
+        **({"input_model_size": size // factor} if factor != 1 else {}),
         "resize": "PIL bicubic (masks: box, any white)",
     }
     if mask_hashes is not None:
@@ -153,7 +164,7 @@ def edit(
     )
     moderate_images(output)
     for i, (o, s) in enumerate(zip(originals, sources, strict=True)):
-        back = io.resize(output.tensors[i], *s.size)
+        back = io.resize(output.tensors[i], *(factor * d for d in s.size))
         if masks is not None and output.moderation.get(i, {}).get("action") != "block":
             back = torch.where(masks[i], back, o)  # the known pixels, exactly, at the input's own size
         output.full_size.append(back)

@@ -22,11 +22,11 @@ A new task is one module holding ``TASKS = (EditTask(...),)`` plus its line belo
 from __future__ import annotations
 
 from ...errors import ConfigError
-from . import img2img, inpaint
+from . import img2img, inpaint, restore
 from .base import EditContext, EditTask
 
 EDIT_TASKS: dict[str, EditTask] = {}
-for _module in (inpaint, img2img):  # one line per task module
+for _module in (inpaint, img2img, restore):  # one line per task module
     for _task in _module.TASKS:
         if _task.name in EDIT_TASKS:
             raise ValueError(f"edit task '{_task.name}' is registered twice")
