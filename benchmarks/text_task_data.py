@@ -117,7 +117,7 @@ def summary(m: dict[str, Any], rng: random.Random) -> str:
 
 def report(m: dict[str, Any], rng: random.Random) -> str:
     r = _result(m)
-    crowd, goal = f"{m['attendance']:,}", f"{m['scorer']} scored in the {ordinal(m['minute'])} minute"
+    crowd, minute = f"{m['attendance']:,}", f"in the {ordinal(m['minute'])} minute"
     if r is None:
         head = f"{m['home']} drew {m['home_goals']}-{m['away_goals']} with {m['away']} at {m['ground']} on {m['day']}."
     else:
@@ -128,7 +128,12 @@ def report(m: dict[str, Any], rng: random.Random) -> str:
                 f"On {m['day']}, {w} defeated {lo} {wg}-{lg} at {m['ground']}.",
             )
         )
-    tail = rng.choice((f"{goal} in front of {crowd} fans.", f"A crowd of {crowd} saw {goal}."))
+    tail = rng.choice(
+        (
+            f"{m['scorer']} scored {minute} in front of {crowd} fans.",
+            f"A crowd of {crowd} saw {m['scorer']} score {minute}.",
+        )
+    )
     return f"{head} {tail}"
 
 
