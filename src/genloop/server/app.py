@@ -24,6 +24,7 @@ from .jobs import JobStore
 from .liveness import WorkerRegistry
 from .routes import chat, completions, generations, jobs, session, system, uploads
 from .services import openai_compat
+from .services.models import ModelIndex
 from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         JobStore(engine, settings.max_queued, settings.max_attempts),
         FeedbackStore(engine=engine, media_dir=settings.media),
         WorkerRegistry(engine),
+        ModelIndex(settings.runs),
     )
 
     limits = settings.limits
