@@ -37,6 +37,7 @@ class Limits:
     max_prompt_chars: int = 20_000
     max_body_bytes: int = 1 << 20  # JSON bodies
     max_upload_bytes: int = 64 << 20  # uploaded data sets
+    max_verify_bytes: int = 32 << 20  # a file sent to /v1/verify (and its sidecar, as much again)
 
 
 ENV_PREFIX = "GENLOOP_"

@@ -463,7 +463,10 @@ class Worker:
                 recipe_of = output.recipe_of
                 output.recipe_of = lambda i: {**recipe_of(i), **uploads}
         beat.report(now=True, phase=phases[2], step=2, total=len(phases), unit="phases")
-        ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
+        from ..safety import image_watermark
+
+        with image_watermark.indexing_to(self.settings.runs):  # a stripped copy is still traced to its generation
+            ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
         beat.report(now=True, phase="done", step=len(phases), total=len(phases), unit="phases")
         return {**self._generate_result(p, ids), **report}
 
