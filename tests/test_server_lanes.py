@@ -200,3 +200,10 @@ def test_a_worker_of_one_lane_claims_only_its_kinds(settings: Settings) -> None:
     assert jobs.claim("w:1", "interactive").kind == "generate"
     assert jobs.claim("w:2", "interactive") is None
     assert jobs.claim("w:3", "batch").kind == "train"
+
+
+def test_genloop_worker_refuses_an_unknown_lane(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from conftest import cli
+
+    code, out, err = cli(capsys, "worker", "--lane", "fast", "--runs-dir", tmp_path / "runs")
+    assert code != 0 and "lane" in err and "fast" in err and len(err.strip().splitlines()) == 1, (code, out, err)
