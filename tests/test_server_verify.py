@@ -116,6 +116,12 @@ def test_a_generated_image_verifies_and_every_change_is_caught(client: TestClien
     assert v["watermark"]["detected"] and v["watermark"]["generation_id"] == g["id"]
     assert v["recipe"] == g["recipe"] and v["generation"]["id"] == g["id"]
 
+    # A JPEG copy: no manifest inside (unsigned), read as an image all the same.
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=90)
+    v = post_verify(client, "copy.jpg", buf.getvalue()).json()
+    assert v["status"] == "unsigned" and v["watermark"]["kind"] == "image" and "score" in v["watermark"]
+
     # ...and with its sidecar as the second part: valid again, the content checked against the manifest.
     v = post_verify(client, "stripped.png", png_bytes(image), manifest=chunk.encode()).json()
     assert v["status"] == "valid" and v["content_checked"] and v["generation_id"] == g["id"]

@@ -162,6 +162,7 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         page.select_option("#model-select", run.id)
         assert page.is_visible("[data-testid=image-controls]") and not page.is_visible("[data-testid=text-controls]")
         assert page.inner_text("#model-info dd[data-key=family]") == "vae"
+        assert page.inner_text("#model-info dd[data-key=run]") == run.id  # the full id, never cut off
         assert not page.is_visible("#class-field") and not page.is_visible("#diffusion-fields")
 
         # A bad value is refused in the page, visibly, and the message can be dismissed.

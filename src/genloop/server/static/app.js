@@ -406,8 +406,10 @@ function renderLanes(lanes) {
   );
 }
 
+// The option shows what tells runs apart at a glance; the full run id is in its tooltip and in the facts below
+// the select (a long id no longer truncates the family and data set out of sight).
 function modelLabel(m) {
-  return `${m.model} · ${m.dataset} · step ${m.step} — ${m.run_id}`;
+  return `${m.model} · ${m.dataset} · step ${m.step} · ${m.run_id.split("-").at(-1)}`;
 }
 
 async function loadModels() {
@@ -427,7 +429,7 @@ async function loadModels() {
     for (const m of state.models) {
       const kind = String(m.modality);
       groups[kind] ??= el("optgroup", { label: `${kind.charAt(0).toUpperCase()}${kind.slice(1)} models` });
-      groups[kind].append(el("option", { value: m.run_id, text: modelLabel(m) }));
+      groups[kind].append(el("option", { value: m.run_id, text: modelLabel(m), title: m.run_id }));
     }
     for (const kind of Object.keys(groups).sort()) sel.append(groups[kind]);
     if (state.models.some((m) => m.run_id === prev)) sel.value = prev;
@@ -464,6 +466,7 @@ function onModelChange() {
   }
   localStorage.setItem("genloop.model", m.run_id);
   const facts = [
+    ["Run", m.run_id],
     ["Family", m.model],
     ["Modality", m.modality],
     ["Dataset", m.dataset],
