@@ -207,3 +207,13 @@ def test_genloop_worker_refuses_an_unknown_lane(capsys: pytest.CaptureFixture[st
 
     code, out, err = cli(capsys, "worker", "--lane", "fast", "--runs-dir", tmp_path / "runs")
     assert code != 0 and "lane" in err and "fast" in err and len(err.strip().splitlines()) == 1, (code, out, err)
+
+
+def test_each_lane_has_its_own_queue_limit(settings: Settings, runs) -> None:
+    client = TestClient(create_app(settings.model_copy(update={"max_queued": 2})))
+    train = {"kind": "train", "params": {"model": "vae", "data": "digits", "steps": 2, "overrides": tiny("vae")}}
+    assert [client.post("/v1/jobs", json=train).status_code for _ in range(2)] == [202, 202]
+    r = client.post("/v1/jobs", json=train)
+    assert r.status_code == 429 and "the batch lane's queue is full (2 jobs waiting)" in r.json()["detail"]
+    # a full batch lane never turns a generation away
+    assert client.post("/v1/generations", json={"run_id": runs[1], "n": 1}).status_code == 202

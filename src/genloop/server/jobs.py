@@ -54,8 +54,9 @@ FINAL = ("succeeded", "failed", "cancelled")
 class QueueFull(GenLoopError):
     """The queue holds its maximum of waiting jobs (HTTP 429)."""
 
-    def __init__(self, limit: int, retry_after: int) -> None:
-        super().__init__(f"the job queue is full ({limit} jobs waiting); retry in {retry_after} s")
+    def __init__(self, limit: int, retry_after: int, lane: str = "") -> None:
+        where = f"the {lane} lane's queue" if lane else "the job queue"
+        super().__init__(f"{where} is full ({limit} jobs waiting); retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -147,10 +148,12 @@ class JobStore:
     def enqueue(self, kind: str, params: dict[str, Any], user: str = "anonymous") -> JobRow:
         if kind not in KINDS:
             raise GenLoopError(f"unknown job kind '{kind}'; valid: {', '.join(KINDS)}")
+        lane = lane_of(kind)  # each lane has its own limit: queued training never turns a generation away
         with self.Session.begin() as s:
-            waiting = s.scalar(select(func.count()).select_from(JobRow).where(JobRow.status == "queued")) or 0
+            q = select(func.count()).select_from(JobRow)
+            waiting = s.scalar(q.where(JobRow.status == "queued", JobRow.kind.in_(lane_kinds(lane)))) or 0
             if waiting >= self.max_queued:
-                raise QueueFull(self.max_queued, retry_after=5)
+                raise QueueFull(self.max_queued, retry_after=5, lane=lane)
             row = JobRow(
                 id=new_id(),
                 kind=kind,

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     runs: Path = Field(default_factory=runs_dir, validation_alias=AliasChoices("runs", _ALIASES["runs"]))
     media_dir: Path | None = None  # default: <runs>/media
     uploads_dir: Path | None = None  # default: <runs>/uploads
-    max_queued: int = 32  # queued jobs before 429
+    max_queued: int = 32  # queued jobs in a lane before 429 (each lane has its own)
     max_attempts: int = 3  # a job whose worker died this many times is failed, not retried
     workers: int = 1  # worker processes `genloop serve` starts for each lane (interactive and batch)
     lane: str = "all"  # the jobs a worker takes: interactive (generations), batch (training, evaluation) or all
