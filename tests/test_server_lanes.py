@@ -217,3 +217,17 @@ def test_each_lane_has_its_own_queue_limit(settings: Settings, runs) -> None:
     assert r.status_code == 429 and "the batch lane's queue is full (2 jobs waiting)" in r.json()["detail"]
     # a full batch lane never turns a generation away
     assert client.post("/v1/generations", json={"run_id": runs[1], "n": 1}).status_code == 202
+
+
+def test_the_index_reports_a_run_whose_trainer_died_as_killed(runs, tmp_path: Path) -> None:
+    store = tmp_path / "runs"
+    store.mkdir()
+    _copy_run(runs[0] / runs[1], store, "20260101-000000-vae-dead")
+    client = TestClient(create_app(Settings(runs=store, db_url=f"sqlite:///{tmp_path / 's.sqlite'}")))
+    assert client.get("/v1/models").json()["data"][0]["status"] == "finished"
+    info_path = store / "20260101-000000-vae-dead" / "run.json"
+    info = json.loads(info_path.read_text())
+    import socket
+
+    info_path.write_text(json.dumps({**info, "status": "running", "pid": 999_999_999, "host": socket.gethostname()}))
+    assert client.get("/v1/models").json()["data"][0]["status"] == "killed"

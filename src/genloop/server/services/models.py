@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...run_layout import RunLayout
+from ...runs import ACTIVE
 
 Stamp = tuple[tuple[int, int] | None, ...]
 
@@ -77,7 +78,12 @@ class ModelIndex:
                 cached = self._entries.get(name)
                 if cached is None or cached[0] != stamp:
                     cached = (stamp, self._build(name, files))
-                    self._entries[name] = cached
+                if cached[1] is not None and cached[1]["status"] in ACTIVE:
+                    self._check_alive(name)  # a run whose trainer died is recorded as killed: its run.json changes
+                    stamp = tuple(_stat(f) for f in watched)
+                    if stamp != cached[0]:
+                        cached = (stamp, self._build(name, files))
+                self._entries[name] = cached
                 if cached[1] is not None:
                     out.append(cached[1])
             for gone in set(self._entries) - set(names):
@@ -93,6 +99,17 @@ class ModelIndex:
             self._names = sorted(d.name for d in self.root.iterdir() if not d.name.startswith(".") and d.is_dir())
             self._root_stamp = stamp
         return self._names
+
+    def _check_alive(self, name: str) -> None:
+        """The run store's own check of a run marked created or running: if its process is gone, the store
+        records it as killed. Only runs in those states pay for it (a read of their ``run.json``)."""
+        from ...errors import GenLoopError
+        from ...runs import RunStore
+
+        try:
+            RunStore(self.root).get(name, paths=False)
+        except GenLoopError:
+            pass
 
     def _build(self, name: str, files: RunLayout) -> dict[str, Any] | None:
         """The entry of one run, or None for a run without weights or of a family this version does not know."""
