@@ -193,6 +193,11 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         assert card.locator("[data-testid=verified-badge]").get_attribute("data-status") == "valid"
         assert "Verified" in card.locator("[data-testid=verified-badge]").inner_text()
         assert card.locator("[data-testid=download-link]").get_attribute("href") == f"/v1/generations/{gen_id}/download"
+        kind = page.evaluate(
+            "a => fetch(a.href).then(r => r.ok && r.headers.get('content-type'))",
+            card.locator("[data-testid=download-link]").element_handle(),
+        )
+        assert kind == "image/png"
 
         # Verify a file: the downloaded PNG (valid), its pixels without metadata (unsigned, but the watermark
         # names the generation and its recipe comes back), a tampered copy, a non-image, a dropped text.
