@@ -155,7 +155,7 @@ def verify_upload(c: Context, path: Path, name: str) -> dict[str, Any]:
         }
         kind = _kind(path)
     out["fields"] = _fields(out["status"], out["detail"])
-    out["ok"] = out["status"] == provenance.VALID
+    out["ok"] = out["status"] == provenance.VALID and out["content_checked"]  # a manifest alone proves no file
     out["filename"] = name
     out["watermark"] = watermark(path, kind, runs, out.get("generation_id"), (out.get("manifest") or {}).get("recipe"))
     gid = out["generation_id"] or (out["watermark"] or {}).get("generation_id")
