@@ -1166,6 +1166,12 @@ def worker(
         envvar="GENLOOP_WORKER_HOST",
         help="The host name this worker reports in /v1/health (default: the hostname; a container's is random).",
     ),
+    lane: str | None = typer.Option(
+        None,
+        "--lane",
+        envvar="GENLOOP_LANE",
+        help="The jobs it takes: interactive (generations), batch (training, evaluation) or all (the default).",
+    ),
 ) -> None:
     """Run studio jobs from the database until stopped (SIGTERM: a training job checkpoints and is re-queued).
 
@@ -1174,7 +1180,9 @@ def worker(
     from ..server.settings import Settings
     from ..server.worker import main as worker_main
 
-    worker_main(Settings.from_env(db_url=db, runs=default_runs(runs_dir), worker_host=worker_host))
+    settings = Settings.from_env(db_url=db, runs=default_runs(runs_dir), worker_host=worker_host, lane=lane)
+    settings.check_lane()
+    worker_main(settings)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from ..schemas import (
     unprocessable,
 )
 from ..services.jobs import submit, validate
+from ..services.verify import badge, signed_file
 from .jobs import created
 
 router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)], responses=AUTHED)
@@ -43,6 +44,8 @@ def _out(c: Context, row: Any, feedback: dict[str, Any] | None = None) -> dict[s
     for kind in _MEDIA:  # the other files of a generation (music: its audio and MIDI beside the piano roll)
         d[f"{kind}_url"] = f"/v1/generations/{row.id}/{kind}" if row.media and _media(c, row, kind).is_file() else None
     d["feedback"] = feedback if feedback is not None else c.feedback.summary(row.id)
+    d["verified"] = badge(c, row)  # the stored signed file, verified (cached by its size and mtime)
+    d["download_url"] = f"/v1/generations/{row.id}/download" if signed_file(c, row) is not None else None
     return d
 
 
@@ -127,6 +130,24 @@ def generation_audio(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
 def generation_midi(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
     """A music generation's MIDI file (its recipe in a text meta event)."""
     return _media_response(c, gid, "midi")
+
+
+@router.get(
+    "/v1/generations/{gid}/download",
+    responses={**errors(404), 200: {"content": {"application/octet-stream": {}}, "description": "the signed file"}},
+    response_class=FileResponse,
+)
+def generation_download(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
+    """The generation's signed file, as an attachment: the PNG (manifest and recipe inside), the MIDI file, or
+    the text as a one-record texts JSONL with its manifest; what ``genloop verify`` and ``POST /v1/verify`` read."""
+    row = _gen(c, gid)
+    path = signed_file(c, row)
+    if path is None:
+        raise HTTPException(404, f"generation {gid} has no stored file to download")
+    types = {".png": "image/png", ".mid": "audio/midi", ".jsonl": "application/jsonl"}
+    return FileResponse(
+        path, media_type=types.get(path.suffix, "application/octet-stream"), filename=f"genloop-{gid}{path.suffix}"
+    )
 
 
 _RECIPE_KEY = {"steps": "sampling_steps"}  # the job's `steps` is recorded as the recipe's `sampling_steps`
