@@ -472,40 +472,28 @@ def held_out(dataset: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return to_float(images[pick]), (labels[pick] if labels is not None else None)
 
 
-def evaluate_restoration_run(
-    run_id: str,
+def evaluate_restoration_on(
+    dataset: Any,
+    pipe: Any,
     task: str,
     n: int = 200,
     options: dict[str, Any] | None = None,
     seed: int = 0,
-    runs_dir: str | Path | None = None,
     device: str = "cpu",
-    checkpoint: str = "last",
     progress: bool = False,
+    keep_outputs: bool = False,
 ) -> dict[str, Any]:
-    """``genloop eval RUN --task T``: :func:`evaluate_restoration` on ``n`` held-out images of the run's data, with
-    the run's reference net (class kept, FID against ``n`` training images), written to
-    ``eval/restoration_<task>.json`` with a before/after picture ``eval/restoration_<task>.png``."""
-    from ..config import from_dict
-    from ..data import DataConfig, load_dataset
-    from ..generation.pipelines import load_pipeline
-    from ..runs import RunStore
-    from ..serialization import write_json
+    """:func:`evaluate_restoration` on ``n`` held-out images of a prepared ``dataset`` with its reference net (class
+    kept for labelled data; FID against ``n`` training images), the mean-chroma baseline's colour from the training
+    images. ``pipe`` None scores the baselines alone."""
     from .features import get_feature_extractor
     from .restoration_baselines import chroma_offset
 
     if n < 2:
-        raise ConfigError(f"--n must be at least 2 for restoration, got {n}")
-    degradation_params(task, options)  # a bad task or option fails before anything loads
-    run = RunStore(runs_dir).get(run_id)
-    pipe = load_pipeline(run.dir, device=device, checkpoint=checkpoint)
-    if not callable(getattr(pipe, "edit", None)):
-        raise ConfigError(
-            f"run {run.id} ({run.config['model']['name']}) cannot edit images: restoration needs a diffusion run (ddpm)"
-        )
-    dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
+        raise ConfigError(f"restoration is scored on at least 2 images, got n={n}")
+    degradation_params(task, options)  # a bad task or option fails before the reference net is loaded
     if task == "colorize" and dataset.channels != 3:
-        raise ConfigError(f"colorize needs an RGB run; run {run.id} has {dataset.channels}-channel images")
+        raise ConfigError(f"colorize needs RGB images; {dataset.name} has {dataset.channels} channel(s)")
     images, labels = held_out(dataset, n, seed)
     extractor = get_feature_extractor(dataset, device=device, progress=progress)
     train_x, _ = dataset.get("train")
@@ -522,20 +510,44 @@ def evaluate_restoration_run(
         classifier=extractor,
         chroma=chroma,
         reference=reference,
-        keep_outputs=True,
+        keep_outputs=keep_outputs,
     )
+    r.update({"dataset": dataset.name, "held_out_split": "val+test", "reference_split": "train"})
+    r["classifier"]["accuracy"] = float(extractor.accuracy)
+    return r
+
+
+def evaluate_restoration_run(
+    run_id: str,
+    task: str,
+    n: int = 200,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str = "last",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``genloop eval RUN --task T``: :func:`evaluate_restoration_on` the run's data with its pipeline, written to
+    ``eval/restoration_<task>.json`` with a before/after picture ``eval/restoration_<task>.png``."""
+    from ..config import from_dict
+    from ..data import DataConfig, load_dataset
+    from ..generation.pipelines import load_pipeline
+    from ..runs import RunStore
+    from ..serialization import write_json
+
+    degradation_params(task, options)  # a bad task or option fails before anything loads
+    run = RunStore(runs_dir).get(run_id)
+    pipe = load_pipeline(run.dir, device=device, checkpoint=checkpoint)
+    if not callable(getattr(pipe, "edit", None)):
+        raise ConfigError(
+            f"run {run.id} ({run.config['model']['name']}) cannot edit images: restoration needs a diffusion run (ddpm)"
+        )
+    dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
+    r = evaluate_restoration_on(dataset, pipe, task, n, options, seed, device, progress, keep_outputs=True)
     picture = before_after_grid(r, run.files.eval / f"restoration_{task}.png")
     r.pop("outputs")
-    r.update(
-        {
-            "run_id": run.id,
-            "dataset": dataset.name,
-            "checkpoint": checkpoint,
-            "held_out_split": "val+test",
-            "reference_split": "train",
-            "picture": str(picture),
-        }
-    )
+    r.update({"run_id": run.id, "checkpoint": checkpoint, "picture": str(picture)})
     path = run.files.eval / f"restoration_{task}.json"
     write_json(path, r)
     return {**r, "path": str(path)}
@@ -543,6 +555,7 @@ def evaluate_restoration_run(
 
 __all__ = [
     "before_after_grid",
+    "evaluate_restoration_on",
     "evaluate_restoration_run",
     "held_out",
     "GENLOOP",
