@@ -719,7 +719,7 @@ def eval_(
     ),
     scale: int | None = typer.Option(None, "--scale", help="With --task upscale: 2 or 4 (default 2)."),
     sigma: float | None = typer.Option(
-        None, "--sigma", help="With --task denoise: noise std on the [0, 1] pixel scale (default 0.1)."
+        None, "--sigma", help="With --task denoise: noise std in [-1, 1] pixel units (default 0.1)."
     ),
     blur_sigma: float | None = typer.Option(
         None, "--blur-sigma", help="With --task deblur: Gaussian blur std in pixels (default 1.0)."

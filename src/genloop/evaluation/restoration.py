@@ -14,9 +14,10 @@ Conventions (one home for them, so every method is scored the same way):
   rather than infinity, so averages stay finite.
 - SSIM is scikit-image's ``structural_similarity`` with the paper's settings: Gaussian window (σ 1.5), population
   covariance, K1 0.01, K2 0.03, data range 1; the window shrinks to the image for images under 11 px.
-- Noise sigma and blur sigma are on the [0, 1] pixel scale and in pixels: ``sigma=0.1`` adds noise of standard
-  deviation 0.1 of the full range (25.5 grey levels). The noisy observation is not clipped: the noise model is
-  the known one (additive Gaussian), which is what a known-sigma restorer assumes.
+- The noise ``sigma`` is in [-1, 1] pixel units, the range GenLoop's tensors (and the editing core's operators) live
+  in: ``sigma=0.1`` is 0.05 of the full range, 12.75 grey levels of 0..255. ``blur_sigma`` is in pixels. The noisy
+  observation is not clipped: the noise model is the known one (additive Gaussian), which a known-sigma restorer
+  assumes.
 
 The degradations below are the forward operators the restorers invert. They are this module's own small versions,
 kept beside the metrics until the editing core's ``genloop/generation/editing/degradations.py`` is merged; then
@@ -164,10 +165,10 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """Additive Gaussian noise of standard deviation ``sigma`` on the [0, 1] scale (2 sigma on [-1, 1]); unclipped."""
+    """Additive Gaussian noise of standard deviation ``sigma`` in [-1, 1] pixel units; unclipped."""
     if not sigma > 0:
-        raise ConfigError(f"sigma must be > 0 (on the [0, 1] pixel scale), got {sigma}")
-    return x + 2 * sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        raise ConfigError(f"sigma must be > 0 (noise std in [-1, 1] pixel units), got {sigma}")
+    return x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
 
 
 def to_grey(x: torch.Tensor) -> torch.Tensor:
@@ -265,13 +266,16 @@ def headline(task: str) -> str:
     return "hole_psnr" if task == "inpaint" else "psnr"
 
 
-def restore_with_pipe(pipe: Any, degraded: Degraded, seed: int, edit_options: dict[str, Any]) -> torch.Tensor:
+def restore_with_pipe(
+    pipe: Any, degraded: Degraded, seed: int, edit_options: dict[str, Any], edit_task: str | None = None
+) -> torch.Tensor:
     """``pipe.edit`` on the observation: the one place that knows its calling convention.
 
     Assumed contract (the editing core's): ``pipe.edit(images, task=..., mask=..., seed=..., **options)`` takes the
     observation in [-1, 1] as :class:`Degraded` holds it (the small image for upscale, the 1-channel grey image for
-    colorize), the mask with 1 = fill, and the operator's parameters (``scale``, ``blur_sigma``, ``sigma`` on the
-    [0, 1] scale), and returns an ImageOutput (or a tensor) of restored images at the model's size.
+    colorize), the mask with 1 = fill, and the operator's parameters (``scale``, ``blur_sigma``, ``sigma`` in [-1, 1]
+    units), and returns an ImageOutput (or a tensor) of restored images at the model's size. ``edit_task`` names
+    the ``pipe.edit`` task when it is not the degradation's own (``inpaint-fast`` on the inpainting observation).
     """
     edit = getattr(pipe, "edit", None)
     if not callable(edit):
@@ -281,7 +285,7 @@ def restore_with_pipe(pipe: Any, degraded: Degraded, seed: int, edit_options: di
     kwargs = {**degraded.operator, **edit_options}
     if degraded.mask is not None:
         kwargs["mask"] = degraded.mask
-    out = edit(degraded.observation, task=degraded.task, seed=seed, **kwargs)
+    out = edit(degraded.observation, task=edit_task or degraded.task, seed=seed, **kwargs)
     x = getattr(out, "tensors", out)
     if not isinstance(x, torch.Tensor):
         raise DataError(f"pipe.edit returned {type(out).__name__}, not images")
@@ -343,6 +347,7 @@ def evaluate_restoration(
     chroma: torch.Tensor | None = None,
     reference: torch.Tensor | None = None,
     keep_outputs: bool = False,
+    edit_tasks: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Degrade held-out ``images`` for ``task``, restore them with ``pipe.edit`` and every classical baseline, and
     score each method against the originals.
@@ -358,6 +363,8 @@ def evaluate_restoration(
     Returns ``methods`` (name -> psnr, ssim, hole_psnr for inpaint, seconds_per_image, class_kept, fid), the
     ``headline`` metric, the best baseline by it and GenLoop's margin over that baseline in dB. ``keep_outputs``
     adds ``outputs`` (name -> restored tensor, plus ``degraded``) for pictures; that key is not JSON.
+    ``edit_tasks``: the ``pipe.edit`` tasks to score on the same observation (default: ``task`` itself, the row
+    ``genloop``); another, e.g. ``inpaint-fast``, is the row ``genloop inpaint-fast``, each with its ``margin_db``.
     """
     from . import restoration_baselines as baselines
 
@@ -387,11 +394,12 @@ def evaluate_restoration(
         x = fn(degraded)
         methods[name] = {"kind": "baseline", **score(x, time.perf_counter() - t0)}
         outputs[name] = x
-    if pipe is not None:
+    for edit_task in (edit_tasks or (task,)) if pipe is not None else ():
+        name = GENLOOP if edit_task == task else f"{GENLOOP} {edit_task}"
         t0 = time.perf_counter()
-        x = restore_with_pipe(pipe, degraded, seed, edit_options)
-        methods[GENLOOP] = {"kind": "genloop", **score(x, time.perf_counter() - t0)}
-        outputs[GENLOOP] = x
+        x = restore_with_pipe(pipe, degraded, seed, edit_options, edit_task)
+        methods[name] = {"kind": "genloop", "edit_task": edit_task, **score(x, time.perf_counter() - t0)}
+        outputs[name] = x
 
     key = headline(task)
     base = {k: v for k, v in methods.items() if v["kind"] == "baseline"}
@@ -408,8 +416,11 @@ def evaluate_restoration(
         "methods": methods,
         "best_baseline": best,
     }
+    for row in methods.values():
+        if row["kind"] == "genloop":
+            row["margin_db"] = row[key] - base[best][key]
     if GENLOOP in methods:
-        result["genloop_margin_db"] = methods[GENLOOP][key] - base[best][key]
+        result["genloop_margin_db"] = methods[GENLOOP]["margin_db"]
     if classifier is not None:
         feats, probs = classifier.features_and_probs(originals)
         if labels is not None and getattr(classifier, "kind", None) == "classifier":
@@ -436,9 +447,10 @@ def before_after_grid(result: dict[str, Any], path: str | Path, k: int = 8, upsc
     if shown is None:  # colorize: the grey observation, in every channel
         shown = outputs["degraded"].expand(-1, original.shape[1], -1, -1)
     columns = [("degraded", shown[:k])]
-    columns += [(name, outputs[name][:k]) for name in result["methods"] if name not in (INPUT, GENLOOP)]
-    if GENLOOP in outputs:
-        columns.append(("GenLoop", outputs[GENLOOP][:k]))
+    kinds = {name: row["kind"] for name, row in result["methods"].items()}
+    columns += [(name, outputs[name][:k]) for name, kind in kinds.items() if kind == "baseline"]
+    ours = [name for name, kind in kinds.items() if kind == "genloop"]
+    columns += [(name.replace(GENLOOP, "GenLoop"), outputs[name][:k]) for name in ours]
     columns.append(("original", original))
     cell, pad, head = original.shape[-1] * upscale, 4, 22
     canvas = Image.new("RGB", (len(columns) * (cell + pad) + pad, head + original.shape[0] * (cell + pad)), "white")
@@ -482,6 +494,7 @@ def evaluate_restoration_on(
     device: str = "cpu",
     progress: bool = False,
     keep_outputs: bool = False,
+    edit_tasks: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """:func:`evaluate_restoration` on ``n`` held-out images of a prepared ``dataset`` with its reference net (class
     kept for labelled data; FID against ``n`` training images), the mean-chroma baseline's colour from the training
@@ -511,6 +524,7 @@ def evaluate_restoration_on(
         chroma=chroma,
         reference=reference,
         keep_outputs=keep_outputs,
+        edit_tasks=edit_tasks,
     )
     r.update({"dataset": dataset.name, "held_out_split": "val+test", "reference_split": "train"})
     r["classifier"]["accuracy"] = float(extractor.accuracy)

@@ -10,7 +10,8 @@ shape, with no learning and no tuning on the evaluated images: every setting bel
 - deblur: ``wiener`` — ``skimage.restoration.wiener`` with the known Gaussian PSF, balance 0.01, on the image
   reflect-padded by the kernel radius (its FFT is circular; padding keeps the borders from wrapping).
 - denoise: ``gaussian_smoothing`` (a 1 px Gaussian) and ``nl_means`` (``skimage.restoration.denoise_nl_means``,
-  5 px patches within 6 px, h = 0.8 sigma with the known sigma, fast mode, as scikit-image's guide suggests).
+  5 px patches within 6 px, h = 0.8 sigma with the known sigma (halved: scikit-image sees [0, 1] data), fast mode,
+  as scikit-image's guide suggests).
 - colorize: ``luminance`` (the grey image in every channel) and ``mean_chroma`` (the grey image plus the average
   colour offset R-Y, G-Y, B-Y of the training images, which leaves the luma unchanged).
 
@@ -92,12 +93,13 @@ def gaussian_smoothing(noisy: torch.Tensor, sigma_px: float = GAUSSIAN_DENOISE_S
 
 
 def nl_means(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Non-local means with the known noise ``sigma`` ([0, 1] scale), scikit-image's fast mode."""
+    """Non-local means with the known noise ``sigma`` ([-1, 1] units: sigma / 2 on scikit-image's [0, 1]), fast mode."""
     from skimage.restoration import denoise_nl_means
 
     if not sigma > 0:
-        raise ConfigError(f"sigma must be > 0 (on the [0, 1] pixel scale), got {sigma}")
+        raise ConfigError(f"sigma must be > 0 (noise std in [-1, 1] pixel units), got {sigma}")
     x = as_numpy_unit(noisy, clip=False)
+    sigma = sigma / 2
     out = np.stack(
         [
             denoise_nl_means(
