@@ -435,22 +435,24 @@ def evaluate_restoration(
 
 
 def before_after_grid(result: dict[str, Any], path: str | Path, k: int = 8, upscale: int = 3) -> Path:
-    """A PNG of ``k`` images (rows) of a :func:`evaluate_restoration` result made with ``keep_outputs=True``:
-    degraded input | each baseline | GenLoop | original, a header naming each column."""
+    """A PNG of ``k`` images (rows, evenly spread) of an :func:`evaluate_restoration` result made with
+    ``keep_outputs=True``: degraded input | each baseline | GenLoop | original, a header naming each column."""
     from PIL import Image, ImageDraw, ImageFont
 
     outputs = result.get("outputs")
     if not outputs:
         raise DataError("the result holds no images: call evaluate_restoration(..., keep_outputs=True)")
-    original = outputs["original"][:k]
+    n = outputs["original"].shape[0]
+    rows = torch.linspace(0, n - 1, min(k, n)).round().long()  # spread over the set, not its first images
+    original = outputs["original"][rows]
     shown = outputs.get(INPUT)
     if shown is None:  # colorize: the grey observation, in every channel
         shown = outputs["degraded"].expand(-1, original.shape[1], -1, -1)
-    columns = [("degraded", shown[:k])]
+    columns = [("degraded", shown[rows])]
     kinds = {name: row["kind"] for name, row in result["methods"].items()}
-    columns += [(name, outputs[name][:k]) for name, kind in kinds.items() if kind == "baseline"]
+    columns += [(name, outputs[name][rows]) for name, kind in kinds.items() if kind == "baseline"]
     ours = [name for name, kind in kinds.items() if kind == "genloop"]
-    columns += [(name.replace(GENLOOP, "GenLoop"), outputs[name][:k]) for name in ours]
+    columns += [(name.replace(GENLOOP, "GenLoop"), outputs[name][rows]) for name in ours]
     columns.append(("original", original))
     cell, pad, head = original.shape[-1] * upscale, 4, 22
     canvas = Image.new("RGB", (len(columns) * (cell + pad) + pad, head + original.shape[0] * (cell + pad)), "white")
