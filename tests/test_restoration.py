@@ -318,7 +318,7 @@ def test_cli_eval_task_with_a_fake_edit(capsys, tmp_path: Path, monkeypatch: pyt
 
     def edit(self, images, task, seed=0, **options):
         seen.update(options, task=task, seed=seed)
-        return B.bicubic(images, options["scale"])
+        return B.bicubic(images, options["scale"]) if task == "upscale" else images
 
     monkeypatch.setattr(DiffusionPipeline, "edit", edit, raising=False)
     code, out, err = cli(capsys, "eval", run, "--task", "upscale", "--scale", "2", "--n", "12", "--steps", "3")
@@ -338,3 +338,8 @@ def test_cli_eval_task_with_a_fake_edit(capsys, tmp_path: Path, monkeypatch: pyt
     ):
         code, out, err = cli(capsys, "eval", run, *args, "--n", "12")
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (args, err)
+    import genloop  # the Python API is the same function
+
+    r = genloop.evaluate_restoration(run, "denoise", n=6, options={"sigma": 0.2}, seed=1)
+    assert seen["sigma"] == 0.2 and r["n"] == 6 and Path(r["path"]).name == "restoration_denoise.json"
+    assert r["methods"]["genloop"]["psnr"] == pytest.approx(r["methods"]["input"]["psnr"])  # it returned its input

@@ -15,6 +15,7 @@ _API = (
     "generate_music",
     "verify",
     "evaluate",
+    "evaluate_restoration",
     "sweep",
     "compare",
     "report",

@@ -871,11 +871,11 @@ def _eval_restoration(
     checkpoint: str,
 ) -> None:
     """``genloop eval RUN --task T``: a method x metric table, written to eval/restoration_<task>.json."""
-    from ..evaluation.restoration import evaluate_restoration_run
+    from .. import api
 
     if len(run_ids) != 1:
         raise ConfigError("eval --task takes one run id")
-    r = evaluate_restoration_run(
+    r = api.evaluate_restoration(
         run_ids[0], task, n or 200, options, seed, runs_dir, device=device, checkpoint=checkpoint, progress=True
     )
     out.print(restoration_table(r))
