@@ -464,7 +464,7 @@ def before_after_grid(result: dict[str, Any], path: str | Path, k: int = 8, upsc
         arr = to_unit(imgs).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
         for r, a in enumerate(arr):
             img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).convert("RGB")
-            canvas.paste(img.resize((cell, cell), Image.NEAREST), (x, head + r * (cell + pad)))
+            canvas.paste(img.resize((cell, cell), Image.Resampling.NEAREST), (x, head + r * (cell + pad)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
