@@ -279,10 +279,12 @@ def test_before_after_grid(photos: torch.Tensor, tmp_path: Path) -> None:
     pipe = FakePipe(lambda x, o: B.luminance(x))
     r = R.evaluate_restoration(pipe, photos, None, "colorize", chroma=B.chroma_offset(photos), keep_outputs=True)
     assert list(r["methods"]) == ["luminance", "mean chroma", "genloop"]
-    path = R.before_after_grid(r, tmp_path / "grid.png", k=4, upscale=2)
+    path = R.before_after_grid(r, tmp_path / "grid.png", k=4, upscale=3)
     img = Image.open(path)
-    assert img.size == (5 * (64 + 4) + 4, 22 + 4 * (64 + 4))  # degraded, 2 baselines, GenLoop, original
-    assert img.getpixel((4 + 32, 22 + 32)) == img.getpixel((4 + 68 + 32, 22 + 32))  # degraded == luminance column
+    assert img.size == (5 * (96 + 4) + 4, 30 + 4 * (96 + 4))  # degraded, 2 baselines, GenLoop, original
+    assert img.getpixel((4 + 48, 30 + 48)) == img.getpixel((4 + 100 + 48, 30 + 48))  # degraded == luminance column
+    small = R.before_after_grid(r | {"outputs": {k: v[:, :, :16, :16] for k, v in r["outputs"].items()}}, path, k=2)
+    assert Image.open(small).size == (5 * (80 + 4) + 4, 30 + 2 * (80 + 4))  # 16 px: cells of 80 px
     with pytest.raises(DataError, match="keep_outputs"):
         R.before_after_grid({"methods": {}}, tmp_path / "x.png")
 

@@ -436,7 +436,8 @@ def evaluate_restoration(
 
 def before_after_grid(result: dict[str, Any], path: str | Path, k: int = 8, upscale: int = 3) -> Path:
     """A PNG of ``k`` images (rows, evenly spread) of an :func:`evaluate_restoration` result made with
-    ``keep_outputs=True``: degraded input | each baseline | GenLoop | original, a header naming each column."""
+    ``keep_outputs=True``: degraded input | each baseline | GenLoop | original, a header naming each column.
+    Pixels are repeated ``upscale`` times, or more for images under 27 px, so that a cell is >= 80 px wide."""
     from PIL import Image, ImageDraw, ImageFont
 
     outputs = result.get("outputs")
@@ -454,13 +455,15 @@ def before_after_grid(result: dict[str, Any], path: str | Path, k: int = 8, upsc
     ours = [name for name, kind in kinds.items() if kind == "genloop"]
     columns += [(name.replace(GENLOOP, "GenLoop"), outputs[name][rows]) for name in ours]
     columns.append(("original", original))
-    cell, pad, head = original.shape[-1] * upscale, 4, 22
+    side = original.shape[-1]
+    cell, pad, head = side * max(upscale, math.ceil(80 / side)), 4, 30  # >= 80 px: room for two header lines
     canvas = Image.new("RGB", (len(columns) * (cell + pad) + pad, head + original.shape[0] * (cell + pad)), "white")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     for c, (label, imgs) in enumerate(columns):
         x = pad + c * (cell + pad)
-        draw.text((x, 4), label[: max(4, cell // 6)], fill=(0, 0, 0), font=font)
+        first, _, second = label.partition(" ")  # "GenLoop inpaint-fast" on two lines
+        draw.multiline_text((x, 2), f"{first[: cell // 6]}\n{second[: cell // 6]}", fill=(0, 0, 0), font=font)
         arr = to_unit(imgs).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
         for r, a in enumerate(arr):
             img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).convert("RGB")
