@@ -337,6 +337,7 @@ def test_cli_eval_task_with_a_fake_edit(capsys, tmp_path: Path, monkeypatch: pyt
         (["--task", "upscale", "--sigma", "0.1"], "does not apply"),
         (["--scale", "2"], "--task"),
         (["--task", "blur"], "unknown restoration task"),
+        (["--task", "deblur", "--sweep", "5,10"], "does not combine with --sweep"),
     ):
         code, out, err = cli(capsys, "eval", run, *args, "--n", "12")
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (args, err)

@@ -733,6 +733,11 @@ def eval_(
     from .. import distributed
 
     if task is not None:
+        clash = {"--agreement": agreement, "--sweep": sweep, "--sanity": sanity, "--watermarked": watermarked}
+        clash.update({"--features": features != "ref", "--weights": weights, "--guidance": guidance, "--nproc": nproc})
+        if any(v is not None and v is not False for v in clash.values()):
+            names = ", ".join(k for k, v in clash.items() if v is not None and v is not False)
+            raise ConfigError(f"--task scores restoration with the reference net; it does not combine with {names}")
         given = {"scale": scale, "sigma": sigma, "blur_sigma": blur_sigma, "steps": steps, "sampler": sampler}
         _eval_restoration(
             run_ids or [],
