@@ -16,6 +16,10 @@ baseline | GenLoop | original). The bars (issue 17):
   hole by >= 2 dB;
 - x2 upscaling beats bicubic by >= 1 dB.
 
+Read the x2 bar on ``photos``: scikit-learn's digits are 8x8 scans, so at 16 px every digit is a smooth enlargement
+of 64 numbers and halving it loses little; a prior that learnt that can undo x2 almost exactly (a 285-step DDPM with
+DDRM reached 39 dB against bicubic's 29 in a trial), which says more about the data than about the method.
+
     python benchmarks/bench_restoration.py --budget 900 --runs-dir /work/benchruns/restoration   # the benchmark
     python benchmarks/bench_restoration.py --baselines-only --n 100          # no model: the baselines' numbers
     python benchmarks/bench_restoration.py --budget 20 --n 16 --tasks inpaint upscale --datasets digits  # smoke
@@ -41,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_flags, cpu_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CAVEATS = {"digits": "16 px digits are enlargements of 8x8 scans: x2 upscaling there is nearly determined"}
 # data set -> (image size, DDPM overrides beyond the shared train settings)
 DATASETS: dict[str, tuple[int, list[str]]] = {
     "digits": (16, ["train.lr=4e-4"]),  # as bench_families' ddpm, unconditional: restoration gets no label
@@ -229,6 +234,7 @@ def main() -> None:
             "run": run_info,
             "tasks": results,
             "bars": bars(results, class_bar=name == "digits"),
+            "caveat": CAVEATS.get(name),
         }
         out = args.out_dir / f"restoration_{name}{suffix}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
