@@ -140,7 +140,7 @@ def summary(name: str, results: dict[str, Any]) -> None:
         for method, m in r["methods"].items():
             table.add_row(
                 task,
-                method + (" *" if method == r["best_baseline"] else ""),
+                method + (" *" if method == r["best_baseline"] else " (ref.)" if m["kind"] == "reference" else ""),
                 f(m.get("psnr"), ".2f"),
                 f(m.get("hole_psnr"), ".2f"),
                 f(m.get("ssim"), ".3f"),

@@ -160,6 +160,20 @@ def test_inpainting_baselines_keep_known_pixels_and_biharmonic_beats_mean(photos
         B.mean_fill(photos[:2], torch.ones(2, 1, 32, 32))
 
 
+def test_nearest_exemplar_is_a_reference_row_not_a_baseline(photos: torch.Tensor) -> None:
+    d = R.degrade(photos, "inpaint", {"fraction": 0.5})
+    exact = B.nearest_exemplar(d.observation, d.mask, photos.flip(0))  # every original is among the exemplars
+    assert torch.equal(exact, photos)
+    others = B.nearest_exemplar(d.observation, d.mask, (photos[:12] * 127.5 + 127.5).round().to(torch.uint8))
+    keep = ~d.mask.bool().expand_as(photos)
+    assert torch.equal(others[keep], photos[keep]) and torch.allclose(others[:12], photos[:12], atol=1 / 127)
+    with pytest.raises(DataError, match="exemplars"):
+        B.nearest_exemplar(d.observation, d.mask, photos[:, :1])
+    r = R.evaluate_restoration(None, photos[12:], None, "inpaint", exemplars=photos[:12])
+    assert r["methods"]["nearest exemplar"]["kind"] == "reference" and r["best_baseline"] == "biharmonic"
+    assert B.references("upscale", photos) == {} and B.references("inpaint", None) == {}
+
+
 def test_baselines_improve_on_the_degraded_input(photos: torch.Tensor) -> None:
     for task, options in (("upscale", {"scale": 2}), ("deblur", {"blur_sigma": 1.0}), ("denoise", {"sigma": 0.1})):
         d = R.degrade(photos, task, options, seed=0)

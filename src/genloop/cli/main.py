@@ -923,7 +923,8 @@ def restoration_table(r: dict[str, Any]) -> Table:
                 if k in ("ssim", "class_kept")
                 else f"{v:.2f}"
             )
-        table.add_row(name + (" (best baseline)" if name == r["best_baseline"] else ""), *cells)
+        tag = " (best baseline)" if name == r["best_baseline"] else " (reference)" if m["kind"] == "reference" else ""
+        table.add_row(name + tag, *cells)
     if "fid_floor" in r:
         table.add_row("originals", *["" if k != "fid" else f"{r['fid_floor']:.2f}" for k, _ in cols])
     return table

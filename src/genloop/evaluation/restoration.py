@@ -348,6 +348,7 @@ def evaluate_restoration(
     reference: torch.Tensor | None = None,
     keep_outputs: bool = False,
     edit_tasks: tuple[str, ...] | None = None,
+    exemplars: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Degrade held-out ``images`` for ``task``, restore them with ``pipe.edit`` and every classical baseline, and
     score each method against the originals.
@@ -365,6 +366,8 @@ def evaluate_restoration(
     adds ``outputs`` (name -> restored tensor, plus ``degraded``) for pictures; that key is not JSON.
     ``edit_tasks``: the ``pipe.edit`` tasks to score on the same observation (default: ``task`` itself, the row
     ``genloop``); another, e.g. ``inpaint-fast``, is the row ``genloop inpaint-fast``, each with its ``margin_db``.
+    ``exemplars`` (training images): the ``nearest exemplar`` inpainting row, kind ``reference``: how far the known
+    pixels pin the hole down, not a baseline of the bars (:func:`~.restoration_baselines.references`).
     """
     from . import restoration_baselines as baselines
 
@@ -393,6 +396,11 @@ def evaluate_restoration(
         t0 = time.perf_counter()
         x = fn(degraded)
         methods[name] = {"kind": "baseline", **score(x, time.perf_counter() - t0)}
+        outputs[name] = x
+    for name, fn in baselines.references(task, exemplars).items():
+        t0 = time.perf_counter()
+        x = fn(degraded)
+        methods[name] = {"kind": "reference", **score(x, time.perf_counter() - t0)}
         outputs[name] = x
     for edit_task in (edit_tasks or (task,)) if pipe is not None else ():
         name = GENLOOP if edit_task == task else f"{GENLOOP} {edit_task}"
@@ -451,7 +459,7 @@ def before_after_grid(result: dict[str, Any], path: str | Path, k: int = 8, upsc
         shown = outputs["degraded"].expand(-1, original.shape[1], -1, -1)
     columns = [("degraded", shown[rows])]
     kinds = {name: row["kind"] for name, row in result["methods"].items()}
-    columns += [(name, outputs[name][rows]) for name, kind in kinds.items() if kind == "baseline"]
+    columns += [(name, outputs[name][rows]) for name, kind in kinds.items() if kind in ("baseline", "reference")]
     ours = [name for name, kind in kinds.items() if kind == "genloop"]
     columns += [(name.replace(GENLOOP, "GenLoop"), outputs[name][rows]) for name in ours]
     columns.append(("original", original))
@@ -502,8 +510,8 @@ def evaluate_restoration_on(
     edit_tasks: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """:func:`evaluate_restoration` on ``n`` held-out images of a prepared ``dataset`` with its reference net (class
-    kept for labelled data; FID against ``n`` training images), the mean-chroma baseline's colour from the training
-    images. ``pipe`` None scores the baselines alone."""
+    kept for labelled data; FID against ``n`` training images); the mean-chroma baseline's colour and the ``nearest
+    exemplar`` row's candidates come from the training images. ``pipe`` None scores the baselines alone."""
     from .features import get_feature_extractor
     from .restoration_baselines import chroma_offset
 
@@ -530,6 +538,7 @@ def evaluate_restoration_on(
         reference=reference,
         keep_outputs=keep_outputs,
         edit_tasks=edit_tasks,
+        exemplars=train_x,
     )
     r.update({"dataset": dataset.name, "held_out_split": "val+test", "reference_split": "train"})
     r["classifier"]["accuracy"] = float(extractor.accuracy)
