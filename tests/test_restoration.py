@@ -326,10 +326,14 @@ def _fast_refnet(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_eval_task_with_a_fake_edit(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from genloop.generation.pipelines import DiffusionPipeline
 
+    sets = [a for item in tiny("dcgan") for a in ("--set", item)]
+    code, out, err = cli(capsys, "train", "dcgan", "--data", "digits", *sets, "--steps", "1", "--quiet")
+    assert code == 0, err
+    gan = out.strip().splitlines()[-1]
+    code, out, err = cli(capsys, "eval", gan, "--task", "inpaint", "--n", "12")
+    assert code == 2 and "needs a diffusion run" in err and len(err.strip().splitlines()) == 1
     run = _tiny_ddpm(capsys)
     _fast_refnet(monkeypatch)
-    code, out, err = cli(capsys, "eval", run, "--task", "inpaint", "--n", "12")
-    assert code == 2 and "cannot edit images" in err and len(err.strip().splitlines()) == 1
     seen = {}
 
     def edit(self, images, task, seed=0, **options):

@@ -567,7 +567,8 @@ def evaluate_restoration_run(
     degradation_params(task, options)  # a bad task or option fails before anything loads
     run = RunStore(runs_dir).get(run_id)
     pipe = load_pipeline(run.dir, device=device, checkpoint=checkpoint)
-    if not callable(getattr(pipe, "edit", None)):
+    # asked before the data and the reference net load: a GAN's pipeline may have an edit that only refuses
+    if not getattr(getattr(pipe, "system", None), "diffusion", False) or not callable(getattr(pipe, "edit", None)):
         raise ConfigError(
             f"run {run.id} ({run.config['model']['name']}) cannot edit images: restoration needs a diffusion run (ddpm)"
         )
