@@ -885,10 +885,7 @@ def _eval_restoration(
     )
     out.print(restoration_table(r))
     if "class_kept_original" in r:
-        say(
-            f"class kept: the reference classifier's label of each restored image vs the original's "
-            f"(on the originals themselves: {r['class_kept_original']:.3f})"
-        )
+        say("class kept: the share of restored images the reference classifier puts in the original's class")
     if "genloop_margin_db" in r:
         say(f"GenLoop vs the best baseline ({r['best_baseline']}) on {r['headline']}: {r['genloop_margin_db']:+.2f} dB")
     say(f"written to {r['path']} (pictures: {r['picture']})")
@@ -925,8 +922,9 @@ def restoration_table(r: dict[str, Any]) -> Table:
             )
         tag = " (best baseline)" if name == r["best_baseline"] else " (reference)" if m["kind"] == "reference" else ""
         table.add_row(name + tag, *cells)
-    if "fid_floor" in r:
-        table.add_row("originals", *["" if k != "fid" else f"{r['fid_floor']:.2f}" for k, _ in cols])
+    own = {"fid": r.get("fid_floor"), "class_kept": r.get("class_kept_original")}  # the originals' own scores
+    if any(v is not None for v in own.values()):
+        table.add_row("originals", *["" if own.get(k) is None else f"{own[k]:.3f}" for k, _ in cols])
     return table
 
 
