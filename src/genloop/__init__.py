@@ -16,6 +16,7 @@ _API = (
     "edit",
     "verify",
     "evaluate",
+    "evaluate_restoration",
     "sweep",
     "compare",
     "report",

@@ -278,6 +278,29 @@ def evaluate(
     )
 
 
+def evaluate_restoration(
+    run_id: str,
+    task: str,
+    n: int = 200,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str = "last",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Restoration on ``n`` held-out images: degrade them (``task``: inpaint, upscale, deblur, denoise, colorize;
+    ``options``: ``fraction``, ``scale``, ``blur_sigma``, ``sigma`` and ``pipe.edit``'s own settings), restore them
+    with the run's ``pipe.edit`` and with classical baselines, and score every method: PSNR, SSIM, PSNR in the hole
+    (inpaint), class kept by the reference classifier (labelled data), FID, time per image.
+
+    Writes ``eval/restoration_<task>.json`` and a before/after picture ``eval/restoration_<task>.png``.
+    """
+    from .evaluation.restoration import evaluate_restoration_run
+
+    return evaluate_restoration_run(run_id, task, n, options, seed, runs_dir, device, checkpoint, progress)
+
+
 def sweep(
     run_id: str,
     samplers: list[str] | tuple[str, ...] = ("ddim", "dpmpp-2m", "ddpm"),
@@ -380,6 +403,7 @@ __all__ = [
     "edit",
     "verify",
     "evaluate",
+    "evaluate_restoration",
     "sweep",
     "report",
     "compare",
