@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from ..generation.editing import degradations as ops
 
 TASKS = ("inpaint", "upscale", "deblur", "denoise", "colorize")
 PSNR_CAP = 100.0  # dB for an exact reconstruction (MSE 0)
@@ -133,17 +134,15 @@ def centre_mask(n: int, size: int, fraction: float = 0.5) -> torch.Tensor:
 
 
 def downsample(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """Block average: each ``scale`` x ``scale`` block becomes one pixel."""
-    if int(scale) != scale or scale < 2:
-        raise ConfigError(f"scale must be a whole number >= 2, got {scale}")
-    scale = int(scale)
-    if x.shape[-1] % scale or x.shape[-2] % scale:
-        raise ConfigError(f"scale {scale} must divide the image size {x.shape[-1]}")
-    return F.avg_pool2d(x, scale)
+    """Block average: each ``scale`` x ``scale`` block becomes one pixel (the editing package's operator)."""
+    if isinstance(scale, float) and scale.is_integer():
+        scale = int(scale)
+    return ops.Downsample(scale).H(x)
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """The normalised 1-D Gaussian of standard deviation ``sigma`` px, radius ``ceil(3 sigma)``."""
+    """The normalised 1-D Gaussian of standard deviation ``sigma`` px, radius ``ceil(3 sigma)`` (what the blur
+    operator applies along each axis; the Wiener baseline needs it as a kernel)."""
     if not sigma > 0:
         raise ConfigError(f"blur_sigma must be > 0 (pixels), got {sigma}")
     r = max(1, math.ceil(3 * sigma))
@@ -153,15 +152,8 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur, reflected at the borders (a photo continues past its edge; zeros would darken it)."""
-    k = gaussian_kernel(sigma).to(x)
-    r = k.numel() // 2
-    if r >= min(x.shape[-2:]):
-        raise ConfigError(f"blur_sigma {sigma} is too wide for {x.shape[-1]} px images (kernel radius {r})")
-    c = x.shape[1]
-    y = F.pad(x, (r, r, r, r), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """Separable Gaussian blur with reflected borders (the editing package's operator, which DDRM inverts)."""
+    return ops.GaussianBlur(sigma).H(x)
 
 
 def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
@@ -172,11 +164,10 @@ def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torc
 
 
 def to_grey(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) -> (N, 1, H, W) luma (ITU-R 601)."""
+    """(N, 3, H, W) -> (N, 1, H, W) luma (ITU-R 601; the editing package's operator)."""
     if x.shape[1] != 3:
         raise ConfigError(f"colorize needs RGB images; these have {x.shape[1]} channel(s)")
-    w = torch.tensor(LUMA, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return ops.Grey().H(x)
 
 
 @dataclass
@@ -236,7 +227,8 @@ def degrade(images: torch.Tensor, task: str, params: dict[str, Any], seed: int =
     if task == "deblur":
         return Degraded(task, gaussian_blur(x, float(params["blur_sigma"])), None, operator)
     if task == "denoise":
-        return Degraded(task, add_noise(x, float(params["sigma"]), torch.Generator().manual_seed(seed)), None, operator)
+        noisy = add_noise(x, float(params["sigma"]), torch.Generator().manual_seed(seed))
+        return Degraded(task, noisy.clamp(-1, 1), None, operator)  # clipped, as a saved noisy photo is
     if task == "colorize":
         return Degraded(task, to_grey(x), None, operator)
     raise ConfigError(f"unknown restoration task {task!r}; valid: {', '.join(TASKS)}")
