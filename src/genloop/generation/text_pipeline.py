@@ -71,6 +71,18 @@ class SuppressTokens:
         return logits
 
 
+def unknown_chars_note(unknown: list[str], prompt: str) -> str:
+    """One line naming the characters a tokenizer never saw (the first 8, with code points) and how many
+    places in the prompt were replaced by the unknown token."""
+    shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+    replaced = set(unknown)
+    count = sum(c in replaced for c in prompt)
+    return (
+        f"the prompt has {len(unknown)} character(s) this model's tokenizer never saw in training: {shown}; "
+        f"{count} place(s) in the prompt were replaced by the unknown token, which the model cannot read"
+    )
+
+
 class TextPipeline:
     """Inference for a language-model run: ``pipe(prompt=..., max_tokens=..., temperature=..., ...)``."""
 
@@ -183,11 +195,15 @@ class TextPipeline:
         return lm
 
     def check_prompt(self, prompt: str) -> list[str]:
-        """Warnings about a prompt (returned, and issued as ``UserWarning``): too long for the context."""
+        """Warnings about a prompt (returned, and issued as ``UserWarning``): characters the tokenizer never saw
+        (each becomes an unknown token the model cannot read), and too long for the context."""
         if not isinstance(prompt, str):
             raise ConfigError(f"prompt must be text, got {type(prompt).__name__}")
         n = len(self.tokenizer.encode(prompt))
         notes = []
+        unknown = self.tokenizer.unknown_chars(prompt)
+        if unknown:
+            notes.append(unknown_chars_note(unknown, prompt))
         if n >= self.block_size:
             keep = max(1, self.block_size - self.block_size // 4)
             notes.append(

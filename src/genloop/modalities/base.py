@@ -179,6 +179,11 @@ class Modality(ABC):
         trains the modality with the strongest claim."""
         return 0
 
+    def builtin_data(self) -> dict[str, str]:
+        """This modality's built-in data sets: name -> one line saying what it is and how big (``genloop data
+        list``). None built in: an empty dict."""
+        return {}
+
     def data_summary(self, name: str) -> dict[str, Any] | None:
         """What ``--recipe auto`` looks at: ``count``, ``native_size``, ``channels``, ``class_names`` of the
         data (read cheaply), or None for a modality whose settings no recipe tunes (its family's defaults)."""

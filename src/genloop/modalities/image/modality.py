@@ -45,6 +45,11 @@ class ImageModality(Modality):
         except GenLoopError:
             return 0
 
+    def builtin_data(self) -> dict[str, str]:
+        from ...data import datasets
+
+        return {name: datasets[name].description for name in datasets}
+
     def data_summary(self, name: str) -> dict[str, Any] | None:
         from ...data.prepare import survey
 

@@ -1,0 +1,140 @@
+"""The command line's rough edges a new user hits (issue 16): version, data list, generate's extras and
+progress, text options on image runs, long prompts, unknown characters, `runs rm` confirmation, compare across
+reference nets, too-small folders, and honest training progress. Tiny runs, in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TINY_GPT, cli, tiny
+
+import genloop
+from genloop.cli import text_options
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
+
+
+def sets(model: str, *extra: str) -> list[str]:
+    return [a for item in tiny(model, *extra) for a in ("--set", item)]
+
+
+def train_image(capsys, model: str = "dcgan", steps: int = 2) -> str:
+    code, out, err = cli(capsys, "train", model, "--data", "digits", *sets(model), "--steps", str(steps), "--quiet")
+    assert code == 0, err
+    return out.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def text_run(tmp_path: Path) -> str:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    return genloop.train("gpt", data=str(corpus), overrides=TINY_GPT, steps=2, progress=False).id
+
+
+def one_error_line(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for w in words:
+        assert w in lines[0], (w, err)
+
+
+# --- 1. version, data list -----------------------------------------------------------------------
+def test_version(capsys) -> None:
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0
+    assert out.strip() == f"genloop {genloop.__version__}"
+
+
+def test_data_list_has_descriptions_and_sizes(capsys) -> None:
+    code, out, _ = cli(capsys, "data", "list")
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.strip().splitlines()}
+    assert {"digits", "mnist", "fashion-mnist", "pydoc", "bach", "essen", "ryans-mammoth"} <= set(rows)
+    assert "image" in rows["digits"] and "1,797" in rows["digits"] and "8x8" in rows["digits"]
+    assert "text" in rows["pydoc"] and "documents" in rows["pydoc"] and "M characters" in rows["pydoc"]
+    assert "music" in rows["bach"] and "chorales" in rows["bach"]
+
+
+# --- 2. generate: extras only when asked, sampling progress ---------------------------------------
+def test_generate_writes_extras_only_when_asked(capsys, tmp_path: Path) -> None:
+    run_id = train_image(capsys, "vae")
+    code, _, err = cli(capsys, "generate", run_id, "--n", "3", "--out", str(tmp_path / "plain"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "plain").glob("*.png")) == [
+        "grid.png",
+        *[f"sample_{i:06d}.png" for i in range(3)],
+    ]
+    code, _, err = cli(capsys, "generate", run_id, "--n", "3", "--extras", "--out", str(tmp_path / "more"))
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "more").glob("*.png")}
+    assert {"interpolation.png", "reconstructions.png", "grid.png"} <= names
+
+
+def test_diffusion_sampling_reports_progress(capsys, tmp_path: Path) -> None:
+    run_id = train_image(capsys, "ddpm", steps=1)
+    seen: list[tuple[int, int]] = []
+    paths = genloop.generate(run_id, n=3, steps=4, progress=lambda d, t: seen.append((d, t)), sign=False)
+    assert [p.name for p in paths][0] == "grid.png" and not any(p.name == "interpolation.png" for p in paths)
+    assert seen == [(i, 4) for i in range(1, 5)]  # one batch of 4 denoising steps
+    code, _, err = cli(capsys, "generate", run_id, "--n", "2", "--steps", "3", "--out", str(tmp_path / "g"))
+    assert code == 0, err
+    assert "sampling: 1/3" in err and "sampling: 3/3" in err  # piped: plain lines on stderr
+
+
+# --- 3. text options, --n 0, long prompts, errors on a fresh line ----------------------------------
+def test_text_n_zero_is_refused(capsys, text_run: str) -> None:
+    code, out, err = cli(capsys, "generate", text_run, "--n", "0", "--max-tokens", "3")
+    one_error_line(code, err, "--n must be between 1 and 1000, got 0")
+
+
+def test_image_run_refuses_text_options(capsys) -> None:
+    run_id = train_image(capsys)
+    for args, word in (
+        (["--max-tokens", "5"], "--max-tokens"),
+        (["--beams", "2"], "--beams"),
+        (["--repetition-penalty", "1.3"], "--repetition-penalty"),
+    ):
+        code, _, err = cli(capsys, "generate", run_id, "--n", "2", *args)
+        one_error_line(code, err, word, "only text models")
+
+
+def test_long_prompt_echo_is_truncated_with_a_note(capsys, text_run: str) -> None:
+    prompt = "the lazy dog " * 800  # 10,400 characters
+    code, out, err = cli(capsys, "generate", text_run, "--prompt", prompt, "--max-tokens", "3")
+    assert code == 0, err
+    assert len(out) < 1000
+    assert f"[prompt of {len(prompt):,} characters" in out and "not echoed]" in out
+    assert prompt[-text_options.ECHO_TAIL :] in out
+    assert text_options.echo("short") == "short"
+
+
+def test_error_after_the_echo_starts_a_fresh_line(capsys, text_run: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genloop import api
+    from genloop.errors import ConfigError
+
+    def fails_midway(run_id, prompt="", on_piece=None, **kw):
+        on_piece("abc")
+        raise ConfigError("broke while streaming")
+
+    monkeypatch.setattr(api, "generate_text", fails_midway)
+    code, out, err = cli(capsys, "generate", text_run, "--prompt", "the", "--max-tokens", "3")
+    assert code == 2
+    assert out.endswith("theabc\n")  # the partial line is closed before the error is printed
+    assert err.startswith("error: broke while streaming")
+
+
+# --- 4. characters the tokenizer never saw ---------------------------------------------------------
+def test_unknown_characters_are_named_in_a_warning(capsys, text_run: str) -> None:
+    code, out, err = cli(capsys, "generate", text_run, "--prompt", "the 你好 fox 🦊", "--max-tokens", "3")
+    assert code == 0, err
+    line = next(x for x in err.splitlines() if "never saw" in x)
+    assert line.startswith("warning:")
+    assert "'你' (U+4F60)" in line and "'好' (U+597D)" in line and "U+1F98A" in line
+    assert "3 place(s)" in line
+    code, out, err = cli(capsys, "generate", text_run, "--prompt", "the fox", "--max-tokens", "3")
+    assert code == 0 and "never saw" not in err
