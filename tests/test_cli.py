@@ -340,7 +340,7 @@ def test_eval_vae_runs_list_show_report_rm(capsys, tmp_path: Path) -> None:
     assert 'src="http' not in html and "<script" not in html.lower()
 
     # runs rm
-    code, out, _ = cli(capsys, "runs", "rm", gan)
+    code, out, _ = cli(capsys, "runs", "rm", gan, "--yes")
     assert code == 0 and gan in out
     assert store_entries(tmp_path) == [vae]
     code, out, _ = cli(capsys, "runs", "list")

@@ -4,6 +4,9 @@ reference nets, too-small folders, and honest training progress. Tiny runs, in-p
 
 from __future__ import annotations
 
+import io
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,65 @@ def test_unknown_characters_are_named_in_a_warning(capsys, text_run: str) -> Non
     assert "3 place(s)" in line
     code, out, err = cli(capsys, "generate", text_run, "--prompt", "the fox", "--max-tokens", "3")
     assert code == 0 and "never saw" not in err
+
+
+# --- 5. runs rm asks first -------------------------------------------------------------------------
+class _Terminal(io.StringIO):
+    """Standard input that says it is a terminal, with the user's answer typed in."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_runs_rm_asks_on_a_terminal_and_needs_yes_in_scripts(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = train_image(capsys)
+    run_dir = tmp_path / "runs" / run_id
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # a pipe: nobody to ask
+    code, out, err = cli(capsys, "runs", "rm", run_id)
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "--yes" in lines[0], err
+    assert run_dir.is_dir() and "removed" not in out
+
+    monkeypatch.setattr(sys, "stdin", _Terminal("n\n"))
+    code, out, err = cli(capsys, "runs", "rm", run_id)
+    assert code == 1 and run_dir.is_dir() and "nothing deleted" in err
+    assert "[y/N]" in out and run_id in err  # it said what it would delete
+
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
+    code, out, err = cli(capsys, "runs", "rm", run_id)
+    assert code == 0 and not run_dir.exists() and f"removed {run_id}" in out
+
+    other = train_image(capsys)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, out, _ = cli(capsys, "runs", "rm", other, "--yes")
+    assert code == 0 and not (tmp_path / "runs" / other).exists()
+
+
+# --- 6. compare refuses to rank runs scored by different reference nets ----------------------------
+def _fake_eval(run, values: dict) -> None:
+    (run.dir / "eval").mkdir(exist_ok=True)
+    (run.dir / "eval" / "metrics.json").write_text(json.dumps({"step": 1, **values}))
+
+
+def test_compare_says_when_reference_nets_differ_and_ranks_nothing(capsys, tmp_path: Path) -> None:
+    runs = [genloop.train("dcgan", data="digits", overrides=tiny("dcgan"), steps=1, progress=False) for _ in range(3)]
+    same = {"fid_floor": 3.0, "recall_floor": 0.9}
+    _fake_eval(runs[0], {"fid": 9.0, "recall": 0.8, **same, "feature_net": {"id": "ref-digits-16px"}})
+    _fake_eval(runs[1], {"fid": 6.0, "recall": 0.4, **same, "feature_net": {"id": "ref-digits-32px"}})
+    _fake_eval(runs[2], {"fid": 5.0, "recall": 0.5, **same, "feature_net": {"id": "ref-digits-16px"}})
+    code, out, err = cli(capsys, "compare", runs[0].id, runs[1].id, "--out", tmp_path / "mixed")
+    assert code == 0, err
+    written = json.loads((tmp_path / "mixed" / "compare.json").read_text())
+    assert written["best"] == {} and written["feature_nets"] == ["ref-digits-16px", "ref-digits-32px"]
+    assert "different reference networks" in written["unranked"]
+    header = out.splitlines()[0].split("\t")
+    assert "feature_net" in header  # each run's net is shown
+    assert "ref-digits-32px" in out and "warning:" in err and "no run is ranked" in err
+    # the same net: ranked as before, no features column
+    code, out, err = cli(capsys, "compare", runs[0].id, runs[2].id, "--out", tmp_path / "same")
+    assert code == 0, err
+    written = json.loads((tmp_path / "same" / "compare.json").read_text())
+    assert written["best"] == {"fid": runs[2].id, "recall": runs[0].id} and "unranked" not in written
+    assert "feature_net" not in out.splitlines()[0].split("\t") and "warning" not in err

@@ -1019,14 +1019,18 @@ def compare(
 ) -> None:
     """One table and one plot across runs: FID (and its multiple of the floor), KID, precision/recall, ..."""
     from .. import api
-    from ..evaluation.compare import best_runs, columns, format_cell
+    from ..evaluation.compare import best_runs, columns, format_cell, mixed_features_note
 
     result = api.compare(run_ids, out=out_dir, runs_dir=runs_dir)
     rows = result["rows"]
     cols = columns(rows)
+    mixed = mixed_features_note(rows)  # different reference nets: shown per run, nothing ranked across them
     if out.is_terminal:
         best = best_runs(rows)  # the catalogue's direction: lowest FID, highest precision, ...
-        table = Table(title="comparison (best per metric in bold; floors and std in compare.json)")
+        title = "comparison (best per metric in bold; floors and std in compare.json)"
+        if mixed:
+            title = "comparison: NOT RANKED, the runs were scored by different reference networks (see features)"
+        table = Table(title=title)
         for c in cols:
             table.add_column(
                 c.title,
@@ -1042,6 +1046,8 @@ def compare(
         say("\t".join(c.key for c in cols))
         for r in rows:
             say("\t".join(format_cell(r, c) for c in cols))
+    if mixed:
+        note(f"warning: {mixed}")
     say(f"written to {result['json']} and {result['png']}")
 
 
@@ -1090,13 +1096,24 @@ def runs_show(run_id: str = typer.Argument(...), runs_dir: Path | None = RunsDir
 
 
 @runs_app.command("rm")
-def runs_rm(run_ids: list[str] = typer.Argument(...), runs_dir: Path | None = RunsDir) -> None:
-    """Delete runs (their whole folders)."""
+def runs_rm(
+    run_ids: list[str] = typer.Argument(...),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (scripts; needed without a terminal)."),
+    runs_dir: Path | None = RunsDir,
+) -> None:
+    """Delete runs (their whole folders), after asking on a terminal."""
     from ..runs import RunStore
+    from .confirm import confirm
 
     store = RunStore(runs_dir)
-    for rid in run_ids:
-        say(f"removed {store.remove(rid)}")
+    runs = [store.get(rid) for rid in dict.fromkeys(run_ids)]  # every id resolves before anything is asked
+    for run in runs:
+        note(f"{run.id}  {run.info.get('model')} on {run.info.get('dataset')}, step {run.info.get('step')}  {run.dir}")
+    if not confirm(f"delete {len(runs)} run(s) and their folders?", yes):
+        note("nothing deleted")
+        raise typer.Exit(1)
+    for run in runs:
+        say(f"removed {store.remove(run.id)}")
 
 
 # --- demo -----------------------------------------------------------------------------------------
