@@ -9,8 +9,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import TINY_GPT, cli, tiny
+from PIL import Image
 
 import genloop
 from genloop.cli import text_options
@@ -203,3 +205,48 @@ def test_compare_says_when_reference_nets_differ_and_ranks_nothing(capsys, tmp_p
     written = json.loads((tmp_path / "same" / "compare.json").read_text())
     assert written["best"] == {"fid": runs[2].id, "recall": runs[0].id} and "unranked" not in written
     assert "feature_net" not in out.splitlines()[0].split("\t") and "warning" not in err
+
+
+# --- 7. too few held-out images: said before training ----------------------------------------------
+def _folder(root: Path, n: int) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def test_a_folder_too_small_for_eval_is_flagged_before_training(capsys, tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "three", 3)
+    code, out, err = cli(capsys, "train", "dcgan", "--data", folder, *sets("dcgan"), "--steps", "1", "--quiet")
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    warning = next(i for i, x in enumerate(lines) if x.startswith("warning:"))
+    assert warning < next(i for i, x in enumerate(lines) if x.startswith("trained"))  # before, not after
+    assert "has 3 images" in lines[warning] and "needs at least 10 held-out images" in lines[warning]
+    assert "add images (at least 48 in all with this split)" in lines[warning]
+    code, _, err = cli(capsys, "train", "dcgan", "--data", "digits", *sets("dcgan"), "--steps", "1", "--quiet")
+    assert code == 0 and "warning" not in err
+
+
+def test_the_suggested_split_holds_out_enough() -> None:
+    from types import SimpleNamespace
+
+    from genloop.data import split_indices
+    from genloop.evaluation.heldout import heldout_warning, images_needed
+    from genloop.evaluation.sanity import MIN_HELDOUT
+
+    for n in (13, 20, 33, 40):
+        splits = split_indices(n, [0.8, 0.1, 0.1], 0)
+        ds = SimpleNamespace(name="x", images=np.zeros((n, 1, 8, 8)), splits=splits)
+        line = heldout_warning(ds, [0.8, 0.1, 0.1])
+        suggested = json.loads(line.split("data.split=")[1].split()[0].rstrip(","))
+        assert abs(sum(suggested) - 1) < 1e-6
+        held = split_indices(n, suggested, 0)
+        assert held["val"].numel() + held["test"].numel() >= MIN_HELDOUT, (n, suggested)
+        assert held["train"].numel() >= 3
+    need = images_needed([0.8, 0.1, 0.1])
+    for n, ok in ((need - 1, False), (need, True)):
+        splits = split_indices(n, [0.8, 0.1, 0.1], 0)
+        ds = SimpleNamespace(name="x", images=np.zeros((n, 1, 8, 8)), splits=splits)
+        assert (heldout_warning(ds, [0.8, 0.1, 0.1]) is None) == ok

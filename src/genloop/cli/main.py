@@ -230,7 +230,10 @@ def train(
                 f"name a model to train ({', '.join(models.names())}), pass --recipe auto --data FOLDER, "
                 "or pass --resume RUN_ID"
             )
-        run = api.train(model, data, config, set_, steps, budget, seed, runs_dir, progress=not quiet, recipe=choice)
+        from .warn import warnings_as_lines
+
+        with warnings_as_lines():  # e.g. too few held-out images for `genloop eval`: said before training
+            run = api.train(model, data, config, set_, steps, budget, seed, runs_dir, progress=not quiet, recipe=choice)
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
         distributed.shutdown()
         return

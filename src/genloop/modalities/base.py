@@ -179,6 +179,11 @@ class Modality(ABC):
         trains the modality with the strongest claim."""
         return 0
 
+    def data_warnings(self, dataset: Any, data_config: Any) -> list[str]:
+        """What is wrong with ``dataset`` for the whole loop though training can run (checked before a run starts,
+        e.g. too few held-out items for evaluation), each with what the user can do. None: an empty list."""
+        return []
+
     def builtin_data(self) -> dict[str, str]:
         """This modality's built-in data sets: name -> one line saying what it is and how big (``genloop data
         list``). None built in: an empty dict."""

@@ -45,6 +45,12 @@ class ImageModality(Modality):
         except GenLoopError:
             return 0
 
+    def data_warnings(self, dataset: Any, data_config: Any) -> list[str]:
+        from ...evaluation.heldout import heldout_warning
+
+        note = heldout_warning(dataset, data_config.split)
+        return [note] if note else []
+
     def builtin_data(self) -> dict[str, str]:
         from ...data import datasets
 
