@@ -250,3 +250,46 @@ def test_the_suggested_split_holds_out_enough() -> None:
         splits = split_indices(n, [0.8, 0.1, 0.1], 0)
         ds = SimpleNamespace(name="x", images=np.zeros((n, 1, 8, 8)), splits=splits)
         assert (heldout_warning(ds, [0.8, 0.1, 0.1]) is None) == ok
+
+
+# --- 8. training progress: every step, time budgets reach 100 % ------------------------------------
+def test_plain_progress_shows_the_first_step_and_its_losses(capsys) -> None:
+    genloop.train("dcgan", data="digits", overrides=tiny("dcgan", "train.log_every=100"), steps=2, progress=True)
+    err = capsys.readouterr().err
+    first = next(line for line in err.splitlines() if line.startswith("step "))
+    assert first.startswith("step 1/2 (50%)"), err  # before any logging step
+    assert "g_loss" in first and "d_loss" in first
+
+
+def test_time_budget_bar_tracks_time_and_ends_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genloop.training import progress as progress_mod
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(progress_mod, "Console", lambda **kw: Console(file=screen, force_terminal=True, width=160))
+    bars: list = []
+    real = progress_mod.TrainProgress
+
+    class Spy(real):
+        def __enter__(self):
+            bars.append(self)
+            return super().__enter__()
+
+    monkeypatch.setattr("genloop.training.engine.TrainProgress", Spy)
+    genloop.train("dcgan", data="digits", overrides=tiny("dcgan", "train.log_every=1000"), time_budget=1.0)
+    [bar] = bars
+    task = bar._bar.tasks[0]
+    assert task.total == 1.0 and task.completed == task.total  # full at the end, not where the last log left it
+    assert task.fields["step"] >= 1 and "g_loss" in task.fields["losses"]
+    out = screen.getvalue()
+    assert "100%" in out and "left" in out and f"step {task.fields['step']}" in out
+
+
+def test_plain_line_for_a_time_budget_says_how_far() -> None:
+    from genloop.training.config import TrainConfig
+    from genloop.training.progress import TrainProgress
+
+    cfg = TrainConfig(steps=None, time_budget=60.0)
+    line = TrainProgress(True, cfg, 0).plain_line(7, 30.0, "loss 1")
+    assert line == "step 7 (50% of 60s)  30s  loss 1"
