@@ -262,9 +262,9 @@ def test_plain_progress_shows_the_first_step_and_its_losses(capsys) -> None:
 
 
 def test_time_budget_bar_tracks_time_and_ends_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    from genloop.training import progress as progress_mod
-
     from rich.console import Console
+
+    from genloop.training import progress as progress_mod
 
     screen = io.StringIO()
     monkeypatch.setattr(progress_mod, "Console", lambda **kw: Console(file=screen, force_terminal=True, width=160))
@@ -293,3 +293,16 @@ def test_plain_line_for_a_time_budget_says_how_far() -> None:
     cfg = TrainConfig(steps=None, time_budget=60.0)
     line = TrainProgress(True, cfg, 0).plain_line(7, 30.0, "loss 1")
     assert line == "step 7 (50% of 60s)  30s  loss 1"
+
+
+@pytest.mark.slow
+def test_eval_says_each_phase_as_it_starts(capsys) -> None:
+    run = genloop.train("dcgan", data="digits", overrides=tiny("dcgan"), steps=1, progress=False)
+    capsys.readouterr()
+    genloop.evaluate(run.id, n=20, progress=True)
+    err = capsys.readouterr().err
+    starts = [line for line in err.splitlines() if line.startswith("eval: ") and line.endswith("...")]
+    assert [s.split()[1] for s in starts] == ["reading", "feature", "sampling", "scoring", "the"], err
+    assert "eval: sampling: 1/1" in err  # the sampling bar's plain line (one batch of a one-step model)
+    genloop.evaluate(run.id, n=20, progress=False)
+    assert "eval:" not in capsys.readouterr().err

@@ -565,7 +565,7 @@ def _generate(
     if text_given:
         raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} generates images")
     n = 64 if n is None else n
-    from .progress import StepProgress
+    from ..progress import StepProgress
 
     with StepProgress("sampling") as bar:
         paths = api.generate(
