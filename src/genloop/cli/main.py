@@ -1327,6 +1327,10 @@ from .chat import chat_command  # noqa: E402 - `genloop chat` lives in its own m
 
 app.command("chat")(chat_command)
 
+from .export import export_command  # noqa: E402 - `genloop export` lives in its own module
+
+app.command("export")(export_command)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Typer handles usage errors (exit 2) and Ctrl-C (exit 130); a GenLoopError becomes
