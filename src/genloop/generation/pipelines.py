@@ -45,6 +45,12 @@ class ImageOutput:
 
         return [tensor_to_pil(t) for t in self.tensors]
 
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows the batch as one grid (:mod:`genloop.generation.display`)."""
+        from .display import image_grid_png
+
+        return image_grid_png(self.tensors)
+
     def recipe_of(self, i: int) -> dict[str, Any]:
         r = {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
         r.pop("class_labels", None)

@@ -41,6 +41,17 @@ class TextOutput:
     def text(self) -> str:
         return self.texts[0]
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows each completion after its prompt, with the recipe (:mod:`genloop.generation.display`)."""
+        from .display import text_html
+
+        return text_html(self.texts, self.prompt, self.recipe)
+
+    def _repr_markdown_(self) -> str:
+        from .display import text_markdown
+
+        return text_markdown(self.texts, self.prompt, self.recipe)
+
     def recipe_of(self, i: int) -> dict[str, Any]:
         r = {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
         if i < len(self.moderation) and self.moderation[i] is not None:
