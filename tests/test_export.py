@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_GPT, cli, tiny
@@ -84,4 +85,52 @@ def test_export_refuses_what_it_cannot_represent(capsys, corpus: Path) -> None:
     assert code == 2 and err.startswith("error: --format transformers exports gpt runs") and len(err.splitlines()) == 1
     run = _gpt(corpus)
     code, _, err = cli(capsys, "export", run.id, "--format", "tflite")
-    assert code == 2 and "unknown export format 'tflite'; valid: transformers" in err
+    assert code == 2 and "unknown export format 'tflite'; valid: transformers, onnx" in err
+
+
+# --- onnx -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["dcgan", "cvae", "ddpm"])
+def test_onnx_export_runs_in_onnxruntime_like_pytorch(capsys, tmp_path: Path, model: str) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    extra = ("model.class_conditional=true",) if model == "ddpm" else ()
+    run = genloop.train(model, data="digits", overrides=tiny(model, *extra), steps=1, progress=False)
+    code, out, err = cli(capsys, "export", run.id, "--format", "onnx", "--out", tmp_path / "onnx")
+    assert code == 0, err
+    folder = Path(out.strip().splitlines()[-1])
+    meta = json.loads((folder / "genloop_export.json").read_text())
+    assert meta["checked_with_onnxruntime"]["max_abs_diff"] <= 1e-4
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    system = genloop.load(run.id).system
+    g = torch.Generator().manual_seed(7)
+    first = system.sample_latents(3, g)
+    labels = torch.tensor([0, 4, 9])
+    with torch.no_grad():
+        if meta["graph"] == "unet-step":  # the noise predictor at given timesteps, conditional here
+            t = torch.tensor([0, 50, 99])
+            feeds = {"x": first, "t": t, "labels": labels}
+            want = system.unet(first, t, labels).float()
+        else:  # a one-step generator: latents (and classes) -> images in [-1, 1]
+            feeds = {"latents": first, **({"labels": labels} if system.conditional else {})}
+            want = system.decode(first, labels if system.conditional else None)
+    assert sorted(i.name for i in session.get_inputs()) == sorted(feeds)
+    got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
+    assert got.shape == tuple(want.shape)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    if meta["graph"] == "decoder":
+        assert got.min() >= -1.0 - 1e-6 and got.max() <= 1.0 + 1e-6
+
+
+def test_onnx_refuses_text_runs(capsys, corpus: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    run = _gpt(corpus)
+    code, _, err = cli(capsys, "export", run.id, "--format", "onnx")
+    assert code == 2 and "--format onnx exports image generators" in err and len(err.splitlines()) == 1
+
+
+def test_onnx_without_the_packages_is_one_line(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    run = genloop.train("dcgan", data="digits", overrides=tiny("dcgan"), steps=1, progress=False)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # an import of it fails, as when not installed
+    code, _, err = cli(capsys, "export", run.id, "--format", "onnx")
+    assert code == 2 and "pip install onnx onnxruntime" in err and len(err.splitlines()) == 1

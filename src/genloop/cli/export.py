@@ -13,7 +13,8 @@ def export_command(
         ...,
         "--format",
         help="transformers: a gpt run as a GPT-2 folder that transformers' AutoModelForCausalLM and AutoTokenizer "
-        "load (logits equal GenLoop's).",
+        "load (logits equal GenLoop's); onnx: an image run's generator, VAE decoder or DDPM UNet step as "
+        "model.onnx, checked with onnxruntime (needs: pip install onnx onnxruntime).",
     ),
     out: Path | None = typer.Option(None, "--out", help="Folder to write (default: <run>/export/<format>)."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last, or best (runs trained with train.eval_every)."),

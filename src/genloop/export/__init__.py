@@ -6,6 +6,8 @@ loads but computes something else).
 
 - ``transformers`` (:mod:`.huggingface`): a ``gpt`` run as a GPT-2 folder that
   ``transformers.AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load.
+- ``onnx`` (:mod:`.onnx_export`): an image run's generator, VAE decoder or DDPM UNet step as ``model.onnx``,
+  checked with onnxruntime against PyTorch before it is kept (needs ``onnx`` and ``onnxruntime``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ def _transformers(run: Any, out: Path, checkpoint: str) -> Path:
     return export_transformers(run, out, checkpoint)
 
 
-FORMATS: dict[str, Callable[[Any, Path, str], Path]] = {"transformers": _transformers}
+def _onnx(run: Any, out: Path, checkpoint: str) -> Path:
+    from .onnx_export import export_onnx
+
+    return export_onnx(run, out, checkpoint)
+
+
+FORMATS: dict[str, Callable[[Any, Path, str], Path]] = {"transformers": _transformers, "onnx": _onnx}
 
 
 def export_run(
