@@ -302,7 +302,8 @@ def test_eval_says_each_phase_as_it_starts(capsys) -> None:
     genloop.evaluate(run.id, n=20, progress=True)
     err = capsys.readouterr().err
     starts = [line for line in err.splitlines() if line.startswith("eval: ") and line.endswith("...")]
-    assert [s.split()[1] for s in starts] == ["reading", "feature", "sampling", "scoring", "the"], err
+    assert [s.split()[1] for s in starts] == ["training", "checking", "sampling", "scoring", "the"], err
+    assert "(once per dataset, then cached)" in starts[0]
     assert "eval: sampling: 1/1" in err  # the sampling bar's plain line (one batch of a one-step model)
     genloop.evaluate(run.id, n=20, progress=False)
     assert "eval:" not in capsys.readouterr().err

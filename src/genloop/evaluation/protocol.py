@@ -142,11 +142,11 @@ def evaluate_image_run(
     the single-process one; only rank 0 writes, and the other ranks return an empty dict."""
     from ..progress import Phases
 
-    phase = Phases(progress and distributed.is_main())  # each phase said as it starts: eval is minutes long
+    # each phase is said as it starts (eval takes minutes); the feature net says itself when it trains, so a
+    # bad --features or missing weights stays a one-line error with nothing printed before it
+    phase = Phases(progress and distributed.is_main())
     if distributed.is_main():  # the yardstick (trained and cached on first use) is needed where the scoring is
-        phase("reading the data")
         dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
-        phase(f"feature net '{features}' (trained once per dataset, then cached)")
         extractor = feature_extractor(dataset, features, weights, device, progress)
     phase(f"sampling {n} images")
     bar = phase.steps("sampling") if not sharding.sharded() else None
