@@ -241,7 +241,7 @@ def test_train_on_npz(capsys, tmp_path: Path) -> None:
 def test_generate_pngs_recipes_and_seeds(capsys, tmp_path: Path) -> None:
     run_id = train(capsys, "dcgan", steps=3)
     run_dir = tmp_path / "runs" / run_id
-    code, out, err = cli(capsys, "generate", run_id, "--n", "6", "--seed", "3")
+    code, out, err = cli(capsys, "generate", run_id, "--n", "6", "--seed", "3", "--extras")
     assert code == 0, err
     gen = run_dir / "generated"
     names = sorted(p.name for p in gen.glob("*.png"))
@@ -266,7 +266,9 @@ def test_generate_pngs_recipes_and_seeds(capsys, tmp_path: Path) -> None:
     assert np.array_equal(pixels(tmp_path / "one" / "sample_000005.png"), pixels(gen / "sample_000005.png"))
 
     # same seed: identical pixels; another seed: different pixels
-    code, _, err = cli(capsys, "generate", run_id, "--n", "6", "--seed", "3", "--out", str(tmp_path / "again"))
+    code, _, err = cli(
+        capsys, "generate", run_id, "--n", "6", "--seed", "3", "--extras", "--out", str(tmp_path / "again")
+    )
     assert code == 0, err
     code, _, err = cli(capsys, "generate", run_id, "--n", "6", "--seed", "4", "--out", str(tmp_path / "other"))
     assert code == 0, err
@@ -277,7 +279,7 @@ def test_generate_pngs_recipes_and_seeds(capsys, tmp_path: Path) -> None:
 
 def test_generate_vae_writes_reconstructions(capsys, tmp_path: Path) -> None:
     run_id = train(capsys, "vae", steps=3)
-    code, out, err = cli(capsys, "generate", run_id, "--n", "4", "--seed", "0")
+    code, out, err = cli(capsys, "generate", run_id, "--n", "4", "--seed", "0", "--extras")
     assert code == 0, err
     gen = tmp_path / "runs" / run_id / "generated"
     for name in ("grid.png", "interpolation.png", "reconstructions.png", "sample_000000.png", "sample_000003.png"):
@@ -338,7 +340,7 @@ def test_eval_vae_runs_list_show_report_rm(capsys, tmp_path: Path) -> None:
     assert 'src="http' not in html and "<script" not in html.lower()
 
     # runs rm
-    code, out, _ = cli(capsys, "runs", "rm", gan)
+    code, out, _ = cli(capsys, "runs", "rm", gan, "--yes")
     assert code == 0 and gan in out
     assert store_entries(tmp_path) == [vae]
     code, out, _ = cli(capsys, "runs", "list")

@@ -141,7 +141,7 @@ def generation_id(png: Path) -> str:
 
 def test_generated_pngs_are_marked_indexed_and_still_valid(env: SimpleNamespace, capsys) -> None:
     index = [json.loads(line) for line in wm.index_path(env.runs).read_text().splitlines()]
-    assert len(index) == len(env.pngs)  # every PNG: samples, grid, interpolation
+    assert len(index) == len(env.pngs)  # every PNG: samples and grid
     assert {r["run_id"] for r in index} == {env.run}
     for png in env.pngs:
         rec = next(r for r in index if r["generation_id"] == generation_id(png))

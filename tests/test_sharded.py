@@ -69,8 +69,8 @@ def test_generate_on_two_processes_writes_the_single_process_files_and_resumes(
     assert sharded.returncode == 0, sharded.stderr
     # rank 0 prints the usual line, rank 1 nothing
     assert sharded.stdout.splitlines() == [single.strip().replace(str(one), str(two))]
-    expected = files(one)  # grid, interpolation and 12 samples: byte for byte
-    assert len(expected) == 14
+    expected = files(one)  # grid and 12 samples (no --extras): byte for byte
+    assert len(expected) == 13
     got = files(two)
     index = got.pop("index.jsonl").decode().splitlines()
     assert got == expected

@@ -99,9 +99,13 @@ def generate(
     checkpoint: str = "last",
     sign: bool = True,
     watermark: bool | None = None,
+    extras: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
-    """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
-    encoder also get reconstructions of test images. A conditional model's grid has one class per column.
+    """Write ``n`` images (each PNG carrying its recipe) and their grid; a conditional model's grid has one class
+    per column. ``extras``: also an interpolation grid and, for models with an encoder, reconstructions of test
+    images (for a diffusion model the interpolation is 60 more sampling runs, so it is off by default).
+    ``progress(done, total)`` is called as sampling advances (diffusion: after each denoising step).
     ``sign`` (default): each PNG also carries a signed provenance manifest, written beside it as
     ``<file>.manifest.json`` too (:func:`verify` checks it); ``sign=False`` writes none. ``watermark`` (default: on,
     unless inside ``watermarking(False)``): each PNG carries the invisible mark of its generation id
@@ -113,7 +117,20 @@ def generate(
 
     with signing(sign), watermarking(watermark_enabled() if watermark is None else watermark):
         return generate_images(
-            run_id, n, seed, out, runs_dir, device, class_label, sampler, steps, guidance, eta, checkpoint
+            run_id,
+            n,
+            seed,
+            out,
+            runs_dir,
+            device,
+            class_label,
+            sampler,
+            steps,
+            guidance,
+            eta,
+            checkpoint,
+            extras,
+            progress,
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,9 @@ def train_run(
     if restarted is not None:  # torchrun restarted this job after a worker failed: continue its run
         return resume_run(restarted, runs_dir=runs_dir, progress=progress, should_stop=should_stop)
     dataset = _load_data_once(rc)
+    if ctx.main:  # said before training, not only when `genloop eval` fails afterwards
+        for note in modalities[rc.system_cls.modality].data_warnings(dataset, rc.data):
+            warnings.warn(note, UserWarning, stacklevel=2)
     spec = _spec_of(rc, dataset)
     torch.manual_seed(rc.train.seed)  # the initial weights are part of what the seed decides
     system = rc.system_cls(rc.model, spec)

@@ -47,6 +47,23 @@ out = Console(highlight=False)  # tables only; lines go through say()/note() so 
 err = Console(stderr=True, highlight=False)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        say(f"genloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print GenLoop's version and exit."
+    ),
+) -> None:
+    """GenLoop: data -> train -> generate -> evaluate -> feedback, in one loop."""
+
+
 def say(text: str) -> None:
     """A plain line on standard output: no markup parsing, no wrapping (paths and ids stay copyable)."""
     print(text, flush=True)
@@ -109,17 +126,11 @@ def data_info(
 
 @data_app.command("list")
 def data_list() -> None:
-    """The built-in datasets (images), corpora (text) and music corpora."""
-    from ..data import dataset_names
-    from ..modalities.music.sources import CORPORA
-    from ..modalities.text import builtin_corpora
-
-    for name in dataset_names():
-        say(name)
-    for name in builtin_corpora():
-        say(f"{name}  (text)")
-    for name in CORPORA:
-        say(f"{name}  (music)")
+    """The built-in data sets of every modality, one line each: name, modality, what it is and how big."""
+    rows = [(name, m, about) for m in modalities for name, about in modalities[m].builtin_data().items()]
+    width = max(len(name) for name, _, _ in rows)
+    for name, m, about in rows:
+        say(f"{name:<{width}}  {m:<6} {about}")
 
 
 # --- train ----------------------------------------------------------------------------------------
@@ -219,7 +230,10 @@ def train(
                 f"name a model to train ({', '.join(models.names())}), pass --recipe auto --data FOLDER, "
                 "or pass --resume RUN_ID"
             )
-        run = api.train(model, data, config, set_, steps, budget, seed, runs_dir, progress=not quiet, recipe=choice)
+        from .warn import warnings_as_lines
+
+        with warnings_as_lines():  # e.g. too few held-out images for `genloop eval`: said before training
+            run = api.train(model, data, config, set_, steps, budget, seed, runs_dir, progress=not quiet, recipe=choice)
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
         distributed.shutdown()
         return
@@ -301,7 +315,7 @@ def generate(
     prompt: str | None = typer.Option(
         None, "--prompt", help="Text models: the text to continue (default: a new document)."
     ),
-    max_tokens: int = typer.Option(200, "--max-tokens", help="Text models: new tokens at most."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Text models: new tokens at most (default 200)."),
     temperature: float | None = typer.Option(
         None, "--temperature", help="Text (default 1) and music (default 0.9) models: 0 is greedy; higher: more random."
     ),
@@ -345,6 +359,12 @@ def generate(
         None, "--guidance", help="Classifier-free guidance scale (conditional diffusion)."
     ),
     eta: float | None = typer.Option(None, "--eta", help="DDIM noise: 0 deterministic, 1 like DDPM."),
+    extras: bool = typer.Option(
+        False,
+        "--extras",
+        help="Image models: also write interpolation.png (60 more images: slow for diffusion) and, for models "
+        "with an encoder, reconstructions.png.",
+    ),
     bars: int | None = typer.Option(None, "--bars", help="Music models: bars per piece (default 16)."),
     prompt_midi: Path | None = typer.Option(
         None, "--prompt-midi", help="Music models: a MIDI file whose first --prompt-bars bars each piece continues."
@@ -437,6 +457,7 @@ def _generate(
     steps: int | None,
     guidance: float | None,
     eta: float | None,
+    extras: bool,
     bars: int | None,
     prompt_midi: Path | None,
     prompt_bars: int | None,
@@ -467,13 +488,23 @@ def _generate(
         "--steps": steps,
         "--guidance": guidance,
         "--eta": eta,
+        "--extras": extras or None,
     }
     if not kind.prompted:
-        text_given = [
-            name
-            for name, v in (("--prompt", prompt), ("--stop", stop or None), ("--watermark", watermark or None))
-            if v is not None
-        ]
+        from .text_options import text_only_given
+
+        text_given = text_only_given(
+            prompt=prompt,
+            stop=stop,
+            watermark=watermark,
+            max_tokens=max_tokens,
+            repetition_penalty=repetition_penalty,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            beams=beams,
+            no_stream=no_stream,
+            compile_=compile_,
+        )
         if text_given:
             raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} makes {kind.noun}s")
         paths = kind.generate_files(
@@ -507,11 +538,11 @@ def _generate(
     if kind.prompted:
         _generate_text(
             run_id,
-            n or 1,
+            1 if n is None else n,
             seed,
             out_dir,
             prompt,
-            max_tokens,
+            200 if max_tokens is None else max_tokens,
             temperature,
             top_k,
             top_p,
@@ -527,34 +558,33 @@ def _generate(
             compile_,
             sign=not no_sign,
             watermark=watermark,
-            image_options={
-                "--class": class_label,
-                "--sampler": sampler,
-                "--steps": steps,
-                "--guidance": guidance,
-                "--eta": eta,
-            },
+            image_options=image_options,
         )
         return
     text_given = [name for name, v in (("--prompt", prompt), ("--stop", stop or None)) if v is not None]
     if text_given:
         raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} generates images")
     n = 64 if n is None else n
-    paths = api.generate(
-        run_id,
-        n=n,
-        seed=seed,
-        out=out_dir,
-        runs_dir=runs_dir,
-        device=device,
-        class_label=class_label,
-        sampler=sampler,
-        steps=steps,
-        guidance=guidance,
-        eta=eta,
-        checkpoint=checkpoint,
-        sign=not no_sign,
-    )
+    from ..progress import StepProgress
+
+    with StepProgress("sampling") as bar:
+        paths = api.generate(
+            run_id,
+            n=n,
+            seed=seed,
+            out=out_dir,
+            runs_dir=runs_dir,
+            device=device,
+            class_label=class_label,
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            eta=eta,
+            checkpoint=checkpoint,
+            sign=not no_sign,
+            extras=extras,
+            progress=bar if distributed.is_main() else None,
+        )
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
         return
     say(f"wrote {len(paths)} PNGs to {paths[0].parent} (grid: {paths[0]})")
@@ -609,32 +639,39 @@ def _generate_text(
     # under torchrun nothing streams: the ranks share the chunks and rank 0 prints the texts in item order
     stream = not no_stream and n == 1 and beams == 1 and distributed.launched().world_size == 1
     prompt = prompt or ""
+    from .text_options import echo
 
+    shown = echo(prompt)  # a long prompt is echoed by its end, with a note
     started = False
 
     def show(piece: str) -> None:
         nonlocal started
         if not started:  # the prompt is echoed once moderation has let it through and the text begins
             started = True
-            sys.stdout.write(prompt)
+            sys.stdout.write(shown)
         sys.stdout.write(piece)
         sys.stdout.flush()
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        output, path = api.generate_text(
-            run_id,
-            prompt=prompt,
-            n=n,
-            seed=seed,
-            out=out_dir,
-            runs_dir=runs_dir,
-            device=device,
-            checkpoint=checkpoint,
-            on_piece=show if stream else None,
-            sign=sign,
-            **sampling,
-        )
+        try:
+            output, path = api.generate_text(
+                run_id,
+                prompt=prompt,
+                n=n,
+                seed=seed,
+                out=out_dir,
+                runs_dir=runs_dir,
+                device=device,
+                checkpoint=checkpoint,
+                on_piece=show if stream else None,
+                sign=sign,
+                **sampling,
+            )
+        except BaseException:
+            if started:  # an error (or Ctrl-C) after the echo starts its own line, not `...xerror: ...`
+                say("")
+            raise
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
         return
     if stream:
@@ -645,7 +682,7 @@ def _generate_text(
         for i, text in enumerate(output.texts):
             if n > 1:
                 say(f"--- sample {i} (seed {seed + i}) ---")
-            say(prompt + text)
+            say(shown + text)
     for w in caught:
         note(f"warning: {w.message}")
     for i, mark in enumerate(output.moderation):
@@ -1082,14 +1119,18 @@ def compare(
 ) -> None:
     """One table and one plot across runs: FID (and its multiple of the floor), KID, precision/recall, ..."""
     from .. import api
-    from ..evaluation.compare import best_runs, columns, format_cell
+    from ..evaluation.compare import best_runs, columns, format_cell, mixed_features_note
 
     result = api.compare(run_ids, out=out_dir, runs_dir=runs_dir)
     rows = result["rows"]
     cols = columns(rows)
+    mixed = mixed_features_note(rows)  # different reference nets: shown per run, nothing ranked across them
     if out.is_terminal:
         best = best_runs(rows)  # the catalogue's direction: lowest FID, highest precision, ...
-        table = Table(title="comparison (best per metric in bold; floors and std in compare.json)")
+        title = "comparison (best per metric in bold; floors and std in compare.json)"
+        if mixed:
+            title = "comparison: NOT RANKED, the runs were scored by different reference networks (see features)"
+        table = Table(title=title)
         for c in cols:
             table.add_column(
                 c.title,
@@ -1105,6 +1146,8 @@ def compare(
         say("\t".join(c.key for c in cols))
         for r in rows:
             say("\t".join(format_cell(r, c) for c in cols))
+    if mixed:
+        note(f"warning: {mixed}")
     say(f"written to {result['json']} and {result['png']}")
 
 
@@ -1153,13 +1196,24 @@ def runs_show(run_id: str = typer.Argument(...), runs_dir: Path | None = RunsDir
 
 
 @runs_app.command("rm")
-def runs_rm(run_ids: list[str] = typer.Argument(...), runs_dir: Path | None = RunsDir) -> None:
-    """Delete runs (their whole folders)."""
+def runs_rm(
+    run_ids: list[str] = typer.Argument(...),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (scripts; needed without a terminal)."),
+    runs_dir: Path | None = RunsDir,
+) -> None:
+    """Delete runs (their whole folders), after asking on a terminal."""
     from ..runs import RunStore
+    from .confirm import confirm
 
     store = RunStore(runs_dir)
-    for rid in run_ids:
-        say(f"removed {store.remove(rid)}")
+    runs = [store.get(rid) for rid in dict.fromkeys(run_ids)]  # every id resolves before anything is asked
+    for run in runs:
+        note(f"{run.id}  {run.info.get('model')} on {run.info.get('dataset')}, step {run.info.get('step')}  {run.dir}")
+    if not confirm(f"delete {len(runs)} run(s) and their folders?", yes):
+        note("nothing deleted")
+        raise typer.Exit(1)
+    for run in runs:
+        say(f"removed {store.remove(run.id)}")
 
 
 # --- demo -----------------------------------------------------------------------------------------
@@ -1385,6 +1439,10 @@ from .text_tasks import data_to_text_command, summarize_command  # noqa: E402 - 
 
 app.command("summarize")(summarize_command)
 app.command("data-to-text")(data_to_text_command)
+
+from .export import export_command  # noqa: E402 - `genloop export` lives in its own module
+
+app.command("export")(export_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,10 @@
 
 Distances are shown as multiples of their real-data floor as well as raw, because runs evaluated with
 different sample counts or datasets have different floors and only the ratio compares fairly.
+
+Runs scored by different reference networks (a 16 px and a 32 px reference net, GenLoop's net and Inception)
+live in different feature spaces: their FIDs are not on one scale, not even as multiples of the floor. The
+table then shows each run's feature net, and :func:`best_runs` ranks no metric across them.
 """
 
 from __future__ import annotations
@@ -41,10 +45,30 @@ _RUN_COLUMNS = (
 _CONTEXT = ("n_generated", "n", "sampler", "steps")
 
 
+def feature_nets(rows: list[dict[str, Any]]) -> list[str]:
+    """The distinct reference networks that scored ``rows``, in row order (rows without one, e.g. text, add none)."""
+    return list(dict.fromkeys(r["feature_net"] for r in rows if r.get("feature_net")))
+
+
+def mixed_features_note(rows: list[dict[str, Any]]) -> str | None:
+    """One line when ``rows`` were scored by more than one reference network, else None."""
+    nets = feature_nets(rows)
+    if len(nets) < 2:
+        return None
+    return (
+        f"these runs were scored by {len(nets)} different reference networks ({', '.join(nets)}): their metrics are "
+        "on different scales, so no run is ranked above another; evaluate them with the same --features (and "
+        "the same data and image size) to compare"
+    )
+
+
 def columns(rows: list[dict[str, Any]]) -> list[Column]:
-    """The columns worth showing for ``rows``: run facts, then every catalogued metric some row has (FID
-    followed by its multiple of the floor, the number that compares fairly across sample sizes)."""
+    """The columns worth showing for ``rows``: run facts (and each run's feature net when they differ), then every
+    catalogued metric some row has (FID followed by its multiple of the floor, the number that compares fairly
+    across sample sizes)."""
     cols = list(_RUN_COLUMNS)
+    if len(feature_nets(rows)) > 1:
+        cols.append(Column("feature_net", "features", "{}"))
     for m in catalog.CATALOG.values():
         cols.append(Column(m.key, m.title, m.fmt))
         if m.key == "fid":
@@ -82,10 +106,13 @@ def best_runs(rows: list[dict[str, Any]]) -> dict[str, str]:
 
     "Best" is the catalogue's direction (:meth:`catalog.Metric.badness`): lowest FID, highest precision,
     diversity statistics closest to their own real-data floor. Metrics without a better side (the VAE's
-    KL), or a ``closer`` metric whose floor a row lacks, are not ranked: a wrong winner is worse than none.
+    KL), or a ``closer`` metric whose floor a row lacks, are not ranked: a wrong winner is worse than none. Nor
+    is a metric whose rows were scored by different reference networks (:func:`mixed_features_note`).
     """
     best: dict[str, str] = {}
     for m in catalog.CATALOG.values():
+        if len(feature_nets([r for r in rows if r.get(m.key) is not None])) > 1:
+            continue
         scored = []
         for r in rows:
             value = r.get(m.key)
@@ -159,7 +186,11 @@ def compare_runs(runs: list[Run], out_dir: Path) -> tuple[list[dict[str, Any]], 
     in ``out_dir``. Rows keep the order the runs were named in."""
     rows = [comparison_row(r) for r in runs]
     json_path, png_path = out_dir / "compare.json", out_dir / "compare.png"
-    write_json(json_path, {"runs": rows, "best": best_runs(rows)})
+    mixed = mixed_features_note(rows)
+    written: dict[str, Any] = {"runs": rows, "best": best_runs(rows), "feature_nets": feature_nets(rows)}
+    if mixed:
+        written["unranked"] = mixed
+    write_json(json_path, written)
     with atomic_write(png_path) as f:
         f.write(render_plot(rows))
     return rows, json_path, png_path

@@ -436,6 +436,13 @@ def train_reference_net(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.15)
 
     t0 = time.perf_counter()
+    if progress:  # the first eval of a dataset spends minutes here: say so before the first logged step
+        print(
+            f"eval: training the reference feature net ({kind}) for {dataset.name!r}, {steps} steps "
+            "(once per dataset, then cached)...",
+            file=sys.stderr,
+            flush=True,
+        )
     net.train()
     with _one_cpu_thread(device):
         temperature = recipe.temperature if isinstance(recipe, ContrastiveRecipe) else None
@@ -558,6 +565,8 @@ def get_feature_extractor(
         if sanity:
             from .sanity import run_sanity
 
+            if progress:
+                print("eval: checking the feature net with the metric sanity suite...", file=sys.stderr, flush=True)
             with _one_cpu_thread(device):
                 state["sanity"] = run_sanity(_extractor(net, state, key, "", device), dataset, seed=seed)
             state["sanity"].pop("seconds", None)  # a timing would make the file's sha256 differ run to run

@@ -8,6 +8,7 @@ headline numbers to the run's summary, so ``genloop runs list`` and ``genloop co
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -139,14 +140,29 @@ def evaluate_image_run(
     Under torchrun the ranks share the sampling (:func:`~genloop.generation.sharding.sample_images`) and rank 0
     scores the gathered samples, which are the single-process samples tensor for tensor, so every metric equals
     the single-process one; only rank 0 writes, and the other ranks return an empty dict."""
+    from ..progress import Phases
+
+    # each phase is said as it starts (eval takes minutes); the feature net says itself when it trains, so a
+    # bad --features or missing weights stays a one-line error with nothing printed before it
+    phase = Phases(progress and distributed.is_main())
     if distributed.is_main():  # the yardstick (trained and cached on first use) is needed where the scoring is
         dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
         extractor = feature_extractor(dataset, features, weights, device, progress)
+    phase(f"sampling {n} images")
+    bar = phase.steps("sampling") if not sharding.sharded() else None
     t_sample = time.perf_counter()
-    # seeds apart from `generate`'s
-    sampled = sharding.sample_images(
-        pipe, n=n, seed=1_000_000 + seed, sampler=sampler, steps=steps, guidance=guidance, eta=eta
-    )
+    with bar or contextlib.nullcontext():
+        # seeds apart from `generate`'s
+        sampled = sharding.sample_images(
+            pipe,
+            n=n,
+            seed=1_000_000 + seed,
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            eta=eta,
+            **({"progress": bar} if bar is not None else {}),
+        )
     sampling_seconds = time.perf_counter() - t_sample
     if sampled is None:
         return {}
@@ -172,6 +188,7 @@ def evaluate_image_run(
         "sampling_device": str(pipe.device),
         **({"watermarked": True} if watermarked else {}),
     }
+    phase(f"scoring {n} samples against the held-out images")
     result.update(evaluate_images(out.tensors, dataset, extractor, seed=seed, labels=out.labels))
     pairs = [(p["sample"], p["train"]) for p in result.get("memorization", {}).get("closest_pairs", [])]
     if pairs:
@@ -184,6 +201,7 @@ def evaluate_image_run(
         )
     real, labels = dataset.get("test")
     if len(real):
+        phase("the model's own metrics on the test split")
         torch.manual_seed(seed)
         keep = 1000  # bounds like IWAE cost k decoder passes per image: a fixed subset keeps eval time flat
         test = dataset.float_images("test")[:keep].to(pipe.device)
@@ -191,6 +209,7 @@ def evaluate_image_run(
         result.update({k: round(v, 4) for k, v in family.items()})
         if family:
             result["family_metrics_split"] = "test" if len(real) <= keep else f"test[:{keep}]"
+    phase.end()
     result["seconds"] = round(time.perf_counter() - t0, 2)
     result["genloop_version"] = __version__
     tag = features_tag(features)

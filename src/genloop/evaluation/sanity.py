@@ -74,6 +74,7 @@ EXPECTED = {
 RULE = "a net fails on a degradation when FID's Spearman ρ over levels 0-5 is below 1"
 N_LEVELS = 5
 PR_K = 3
+MIN_HELDOUT = 2 * (PR_K + 2)  # held-out images the suite needs (half reference, half degraded, each > k + 1)
 
 
 # ---------------------------------------------------------------------------------------------- degradations
@@ -241,7 +242,7 @@ def run_sanity(
     perm = torch.randperm(held.shape[0], generator=g)[:max_images]
     half = perm.numel() // 2
     if half < PR_K + 2:
-        raise DataError(f"the sanity suite needs at least {2 * (PR_K + 2)} held-out images, got {held.shape[0]}")
+        raise DataError(f"the sanity suite needs at least {MIN_HELDOUT} held-out images, got {held.shape[0]}")
     ref, test = to_float(held[perm[:half]]), to_float(held[perm[half : 2 * half]])
     test_y = held_y[perm[half : 2 * half]] if held_y is not None else None
     train_x, train_y = dataset.get("train")

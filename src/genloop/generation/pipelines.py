@@ -14,7 +14,7 @@ the recipe that made it: run, checkpoint sha256, model, seed, sampler settings, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +45,12 @@ class ImageOutput:
         from ..data.image_io import tensor_to_pil
 
         return [tensor_to_pil(t) for t in self.tensors]
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows the batch as one grid (:mod:`genloop.generation.display`)."""
+        from .display import image_grid_png
+
+        return image_grid_png(self.tensors)
 
     def recipe_of(self, i: int) -> dict[str, Any]:
         r = {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
@@ -164,10 +170,13 @@ class ImagePipeline:
         sampler: str | None = None,
         guidance: float | None = None,
         eta: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ImageOutput:
         self._no_sampler_options(steps=steps, sampler=sampler, guidance=guidance, eta=eta)
         labels = self.labels(n, class_label)
         images = self.decode(self.latents(n, seed), labels, batch_size)
+        if progress is not None:  # one step: decoding is done
+            progress(1, 1)
         return moderate_images(ImageOutput(images, self.recipe(seed=seed, n=n, **_label_recipe(labels)), labels))
 
     def interpolate(self, rows: int = 6, steps: int = 10, seed: int = 0) -> ImageOutput:
@@ -209,11 +218,15 @@ def denoise(
     labels: torch.Tensor | None,
     guidance: float,
     generator: torch.Generator | list[torch.Generator] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """The reverse diffusion loop: from noise ``x`` at the scheduler's first timestep to a clean image."""
+    """The reverse diffusion loop: from noise ``x`` at the scheduler's first timestep to a clean image.
+    ``on_step`` is called after each step (a progress bar)."""
     for t in scheduler.timesteps:
         model_output = system.predict(x, int(t), labels, guidance)
         x = scheduler.step(model_output, int(t), x, generator=generator)
+        if on_step is not None:
+            on_step()
     return x
 
 
@@ -233,7 +246,10 @@ class DiffusionPipeline(ImagePipeline):
         sampler: str | None = None,
         guidance: float | None = None,
         eta: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ImageOutput:
+        """``progress(done, total)`` is called after each denoising step of each batch (``total``: steps times
+        batches), so a caller can show how far sampling is."""
         cfg = self.system.config
         sampler = sampler or cfg.sampler
         steps = steps or cfg.sampling_steps
@@ -243,6 +259,13 @@ class DiffusionPipeline(ImagePipeline):
         guidance = cfg.guidance if guidance is None else float(guidance)
         options = {} if eta is None else {"eta": eta}
         images = []
+        total, done = steps * -(-n // batch_size), 0
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            progress(done, total)  # type: ignore[misc] - only passed to denoise when given
+
         for i in range(0, n, batch_size):
             rows = range(i, min(i + batch_size, n))
             # one generator per image: it draws that image's starting noise, then its sampler noise
@@ -251,7 +274,8 @@ class DiffusionPipeline(ImagePipeline):
             y = None if labels is None else labels[rows.start : rows.stop].to(self.device)
             scheduler = self.system.make_scheduler(sampler, **options)
             scheduler.set_timesteps(steps)
-            images.append(denoise(self.system, scheduler, x, y, guidance, gens).float().cpu())
+            on_step = tick if progress is not None else None
+            images.append(denoise(self.system, scheduler, x, y, guidance, gens, on_step).float().cpu())
         settings = {"sampler": sampler, "sampling_steps": steps, **options, **_label_recipe(labels)}
         if labels is not None:
             settings["guidance"] = guidance

@@ -41,6 +41,17 @@ class TextOutput:
     def text(self) -> str:
         return self.texts[0]
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows each completion after its prompt, with the recipe (:mod:`genloop.generation.display`)."""
+        from .display import text_html
+
+        return text_html(self.texts, self.prompt, self.recipe)
+
+    def _repr_markdown_(self) -> str:
+        from .display import text_markdown
+
+        return text_markdown(self.texts, self.prompt, self.recipe)
+
     def recipe_of(self, i: int) -> dict[str, Any]:
         r = {**self.recipe, "seed": self.recipe["seed"] + i, "n": 1, "index": i, "batch_seed": self.recipe["seed"]}
         if i < len(self.moderation) and self.moderation[i] is not None:
@@ -69,6 +80,18 @@ class SuppressTokens:
         logits = self.lm(idx) if cache is None else self.lm(idx, cache=cache)
         logits[..., self.ids] = float("-inf")
         return logits
+
+
+def unknown_chars_note(unknown: list[str], prompt: str) -> str:
+    """One line naming the characters a tokenizer never saw (the first 8, with code points) and how many
+    places in the prompt were replaced by the unknown token."""
+    shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+    replaced = set(unknown)
+    count = sum(c in replaced for c in prompt)
+    return (
+        f"the prompt has {len(unknown)} character(s) this model's tokenizer never saw in training: {shown}; "
+        f"{count} place(s) in the prompt were replaced by the unknown token, which the model cannot read"
+    )
 
 
 class TextPipeline:
@@ -183,11 +206,15 @@ class TextPipeline:
         return lm
 
     def check_prompt(self, prompt: str) -> list[str]:
-        """Warnings about a prompt (returned, and issued as ``UserWarning``): too long for the context."""
+        """Warnings about a prompt (returned, and issued as ``UserWarning``): characters the tokenizer never saw
+        (each becomes an unknown token the model cannot read), and too long for the context."""
         if not isinstance(prompt, str):
             raise ConfigError(f"prompt must be text, got {type(prompt).__name__}")
         n = len(self.tokenizer.encode(prompt))
         notes = []
+        unknown = self.tokenizer.unknown_chars(prompt)
+        if unknown:
+            notes.append(unknown_chars_note(unknown, prompt))
         if n >= self.block_size:
             keep = max(1, self.block_size - self.block_size // 4)
             notes.append(

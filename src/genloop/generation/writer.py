@@ -1,7 +1,7 @@
 """Generating to files: a run's samples written where people look for them, each carrying its recipe.
 
 :class:`~genloop.generation.pipelines.ImagePipeline` and friends return tensors and text; this module turns
-one call into the files ``genloop generate`` promises (PNGs with their recipe, grids, an interpolation, a
+one call into the files ``genloop generate`` promises (PNGs with their recipe, grids, on request an interpolation, a
 ``texts.jsonl`` that only ever grows by whole lines, music as ``sample_<seed>.mid`` with its recipe inside plus
 ``.mid.json``, ``.wav`` and a piano-roll ``.png``), so the CLI, the API and the studio write the same thing.
 
@@ -63,9 +63,13 @@ def generate_images(
     guidance: float | None = None,
     eta: float | None = None,
     checkpoint: str = "last",
+    extras: bool = False,
+    progress: Any = None,
 ) -> list[Path]:
-    """Write ``n`` images (each PNG carrying its recipe), a grid and an interpolation grid; models with an
-    encoder also get reconstructions of test images. A conditional model's grid has one class per column.
+    """Write ``n`` images (each PNG carrying its recipe) and their grid. A conditional model's grid has one class
+    per column. With ``extras`` also an interpolation grid (60 more images: for a diffusion model that is 60
+    more full sampling runs) and, for models with an encoder, reconstructions of test images. ``progress(done,
+    total)`` is called as sampling advances (diffusion: after each denoising step).
 
     Under torchrun the samples are shared out across the ranks (:mod:`~genloop.generation.sharding`): the same
     files, byte for byte when unsigned and unmarked (a signature carries a fresh generation id; the sharded grid is
@@ -95,16 +99,25 @@ def generate_images(
         grid = make_grid(sharding.load_samples(samples[: sharding.GRID_MAX]), nrow=nrow)
         paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, recipe, upscale=4, sign=signed, **mark), *samples]
     else:
-        output = pipe(n=n, seed=seed, class_label=class_label, batch_size=sharding.chunk_size(), **options)
+        output = pipe(
+            n=n, seed=seed, class_label=class_label, batch_size=sharding.chunk_size(), progress=progress, **options
+        )
         grid = make_grid(output.tensors, nrow=nrow)
         paths = [save_png(out_dir / RunLayout.GENERATED_GRID, grid, output.recipe, upscale=4, sign=signed, **mark)]
         for i, image in enumerate(output.tensors):
             paths.append(
                 save_png(out_dir / f"sample_{seed + i:06d}.png", image, output.recipe_of(i), sign=signed, **mark)
             )
+    if extras:
+        paths += _write_extras(pipe, run, out_dir, seed, signed, mark)
+    return paths
+
+
+def _write_extras(pipe: Any, run: Any, out_dir: Path, seed: int, signed: bool, mark: dict[str, Any]) -> list[Path]:
+    """``generate --extras``: an interpolation grid, and reconstructions of test images (models with an encoder)."""
     lerp = pipe.interpolate(rows=6, steps=10, seed=seed)
     lerp_grid = make_grid(lerp.tensors, nrow=10)
-    paths.append(save_png(out_dir / "interpolation.png", lerp_grid, lerp.recipe, upscale=4, sign=signed, **mark))
+    paths = [save_png(out_dir / "interpolation.png", lerp_grid, lerp.recipe, upscale=4, sign=signed, **mark)]
     if hasattr(pipe.system, "reconstruct"):
         dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
         real, labels = dataset.get("test")
@@ -146,6 +159,8 @@ def generate_texts(
     torchrun the chunks are shared out (:func:`~genloop.generation.sharding.write_texts`; nothing streams):
     the same texts as one process, appended by rank 0 in item order; completions an interrupted run of the
     same command recorded are reused. Rank 0 returns the output; the other ranks return (None, path)."""
+    if n < 1 or n > 1000:
+        raise ConfigError(f"--n must be between 1 and 1000, got {n}")
     device = sharding.join(device)
     run = RunStore(runs_dir).get(run_id)
     pipe = load_pipeline(run.dir, device, checkpoint)

@@ -184,6 +184,16 @@ class Modality(ABC):
         trains the modality with the strongest claim."""
         return 0
 
+    def data_warnings(self, dataset: Any, data_config: Any) -> list[str]:
+        """What is wrong with ``dataset`` for the whole loop though training can run (checked before a run starts,
+        e.g. too few held-out items for evaluation), each with what the user can do. None: an empty list."""
+        return []
+
+    def builtin_data(self) -> dict[str, str]:
+        """This modality's built-in data sets: name -> one line saying what it is and how big (``genloop data
+        list``). None built in: an empty dict."""
+        return {}
+
     def data_summary(self, name: str) -> dict[str, Any] | None:
         """What ``--recipe auto`` looks at: ``count``, ``native_size``, ``channels``, ``class_names`` of the
         data (read cheaply), or None for a modality whose settings no recipe tunes (its family's defaults)."""

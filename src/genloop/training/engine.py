@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -33,9 +33,7 @@ from .dp import PrivateTraining
 from .ema import EMA
 from .logger import MetricsLogger
 from .parallel import GroupSync, sync_batch_norm
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
+from .progress import TrainProgress
 
 
 class _NonFinite(Exception):
@@ -437,7 +435,8 @@ class Trainer:
         stopped_by, checkpoint = "steps", None
         early_stop = False  # decided by rank 0's quick evaluation, acted on by every rank at the next step
         world = distributed.world_size()
-        bar = _Progress(self.progress and self.main, cfg, start_step)
+        bar = TrainProgress(self.progress and self.main, cfg, start_step)
+        bar_extra: dict[str, float] = {}  # logged numbers the bar keeps showing between logs (DP's epsilon)
         try:
             with _stop_requests() as stop, bar:
                 while True:
@@ -454,6 +453,7 @@ class Trainer:
                     )
                     if any(reasons.values()):
                         stopped_by = next(reason for reason, hit in reasons.items() if hit)
+                        bar.finish(stopped_by)
                         break
                     if cfg.steps:
                         progress = self.step / cfg.steps
@@ -480,6 +480,8 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
                     now = time.perf_counter()
+                    # every step, from the first: the step counter, the time, this rank's losses since the last log
+                    bar.update(self.step, now - t0, {**{k: v / count for k, v in sums.items()}, **bar_extra})
                     if self.step % cfg.log_every == 0:
                         units_per_s = (units_seen - last_log_units) / max(now - last_log_time, 1e-9)
                         means = distributed.mean_over_ranks({k: v / count for k, v in sums.items()})
@@ -491,9 +493,8 @@ class Trainer:
                         }
                         record.update({f"grad_norm_{k}": v for k, v in self.opt.grad_norms.items()})
                         if self.dp is not None:  # the privacy spent so far (curves, progress bar)
-                            record["dp_epsilon"] = means["dp_epsilon"] = self.dp.epsilon()
+                            record["dp_epsilon"] = bar_extra["dp_epsilon"] = self.dp.epsilon()
                         logger.log(self.step, record)
-                        bar.update(self.step, now - t0, means)
                         sums, count, last_log_time, last_log_units = {}, 0, now, units_seen
                     if cfg.sample_every and self.step % cfg.sample_every == 0:
                         self.write_samples()
@@ -531,58 +532,3 @@ class Trainer:
         if last is None or not last.exists():
             return 0
         return int((load_tensors(last)[1] or {}).get("step", 0))
-
-
-class _Progress:
-    """A rich progress bar with live losses on a terminal; a periodic plain line otherwise (logs, CI)."""
-
-    def __init__(self, enabled: bool, cfg: TrainConfig, start_step: int) -> None:
-        from rich.console import Console
-
-        self.enabled, self.cfg = enabled, cfg
-        self.console = Console(stderr=True)
-        self.live = enabled and self.console.is_terminal
-        self.by_steps = cfg.steps is not None
-        self._bar: Progress | None = None
-        self._last_line = 0.0
-        self.start_step = start_step
-
-    def __enter__(self) -> _Progress:
-        if self.live:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn() if self.by_steps else TextColumn(""),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[losses]}"),
-                console=self.console,
-            )
-            total = self.cfg.steps if self.by_steps else self.cfg.time_budget
-            self._task = self._bar.add_task(
-                "train", total=total, completed=self.start_step if self.by_steps else 0, losses=""
-            )
-            self._bar.__enter__()
-        return self
-
-    def update(self, step: int, elapsed: float, losses: dict[str, float]) -> None:
-        text = "  ".join(f"{k} {v:.4g}" for k, v in losses.items())
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step if self.by_steps else elapsed, losses=text)
-        elif self.enabled and time.perf_counter() - self._last_line >= 15:
-            self._last_line = time.perf_counter()
-            total = f"/{self.cfg.steps}" if self.by_steps else ""
-            self.console.print(f"step {step}{total}  {elapsed:.0f}s  {text}", highlight=False)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

@@ -45,6 +45,17 @@ class ImageModality(Modality):
         except GenLoopError:
             return 0
 
+    def data_warnings(self, dataset: Any, data_config: Any) -> list[str]:
+        from ...evaluation.heldout import heldout_warning
+
+        note = heldout_warning(dataset, data_config.split)
+        return [note] if note else []
+
+    def builtin_data(self) -> dict[str, str]:
+        from ...data import datasets
+
+        return {name: datasets[name].description for name in datasets}
+
     def data_summary(self, name: str) -> dict[str, Any] | None:
         from ...data.prepare import survey
 

@@ -127,6 +127,11 @@ class MusicModality(Modality):
             return len(music_files(path))
         return int(path.is_file() and path.suffix.lower() in MUSIC_SUFFIXES)
 
+    def builtin_data(self) -> dict[str, str]:
+        from .sources import CORPUS_DESCRIPTIONS
+
+        return dict(CORPUS_DESCRIPTIONS)
+
     # --- data -----------------------------------------------------------------------------------
     @property
     def data_config_cls(self) -> type:

@@ -41,6 +41,12 @@ CORPORA: dict[str, tuple[str, tuple[str, ...]]] = {
     "essen": ("essenFolksong", (".abc",)),  # Essen folk song collection: many tunes per file
     "ryans-mammoth": ("ryansMammoth", (".abc",)),  # Ryan's Mammoth Collection: Irish/Scottish fiddle tunes
 }
+# One line each for `genloop data list` (counted from the music21 corpus files: chorale files, ABC tunes).
+CORPUS_DESCRIPTIONS: dict[str, str] = {
+    "bach": "~410 Bach four-part chorales (SATB), MusicXML, ~2.3 MB (ships with music21)",
+    "essen": "~8,500 Essen folk songs, monophonic ABC, ~2.6 MB (ships with music21)",
+    "ryans-mammoth": "~1,060 Irish and Scottish fiddle tunes (Ryan's Mammoth Collection), ABC (ships with music21)",
+}
 _SATB = ("soprano", "alto", "tenor", "bass")
 _X_HEADER = re.compile(r"^X:\s*(\S*)", re.MULTILINE)
 

@@ -43,6 +43,11 @@ class TextModality(Modality):
             return len(_folder_files(path)[0])
         return int(path.is_file() and (path.suffix.lower() in TEXT_SUFFIXES or path.suffix.lower() == ".jsonl"))
 
+    def builtin_data(self) -> dict[str, str]:
+        from .sources import builtin_corpora, builtin_description
+
+        return {name: builtin_description(name) for name in builtin_corpora()}
+
     # --- data -----------------------------------------------------------------------------------
     @property
     def data_config_cls(self) -> type:

@@ -84,6 +84,14 @@ def _pydoc_documents() -> list[str]:
 
 
 _BUILTINS = {"pydoc": _pydoc_documents}
+_BUILTIN_ABOUT = {"pydoc": "CPython's own help text, English (ships with Python)"}
+
+
+def builtin_description(name: str) -> str:
+    """One line about a built-in corpus: what it is and its size, counted from the documents themselves."""
+    docs = _BUILTINS[name]()
+    chars = sum(len(d) for d in docs)
+    return f"{len(docs):,} documents, {chars / 1e6:.1f} M characters: {_BUILTIN_ABOUT[name]}"
 
 
 @dataclass

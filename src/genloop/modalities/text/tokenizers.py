@@ -54,6 +54,11 @@ class Tokenizer:
         """A hash of everything that decides the ids (part of a dataset's cache key)."""
         raise NotImplementedError
 
+    def unknown_chars(self, text: str) -> list[str]:
+        """The distinct characters of ``text`` this tokenizer cannot represent (each would become an unknown
+        token), in order of first appearance. Byte-level tokenizers represent everything: an empty list."""
+        return []
+
     def encode_array(self, text: str) -> np.ndarray:
         """``encode`` as an int64 array (overridden where a vectorised path is faster)."""
         return np.asarray(self.encode(text), dtype=np.int64)
@@ -114,6 +119,10 @@ class CharTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
+
+    def unknown_chars(self, text: str) -> list[str]:
+        known = set(self.chars)
+        return list(dict.fromkeys(c for c in text if c not in known))
 
     def decode(self, ids: list[int]) -> str:
         pieces = self._pieces
