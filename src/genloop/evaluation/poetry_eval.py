@@ -33,10 +33,21 @@ def held_out_poems(documents: list[str], form: str) -> list[tuple[str, str]]:
     return [(t, p) for t, p in map(split_document, documents) if is_form(p, form)]
 
 
-def sample_poems(pipe: Any, titles: list[str], n: int, seed: int, form: str, acrostic: str | None = None) -> list[str]:
-    """``n`` constrained poems, sample ``i`` continuing ``titles[i % len(titles)]`` with seed ``seed + i``."""
+def sample_poems(
+    pipe: Any,
+    titles: list[str],
+    n: int,
+    seed: int,
+    form: str,
+    acrostic: str | None = None,
+    constrained: bool = True,
+    **sampling: Any,
+) -> list[str]:
+    """``n`` poems, sample ``i`` continuing ``titles[i % len(titles)]`` with seed ``seed + i``, under the form's
+    constraint (``constrained=False``: the model alone, with room for one poem of the form and end-of-text).
+    ``sampling`` overrides :data:`POETRY_EVAL` (temperature, top_p, ...)."""
     f = get_form(form)
-    constraint = poem_constraint(f, acrostic)
+    constraint = poem_constraint(f, acrostic) if constrained else None
     texts = []
     for i in range(n):
         out = pipe(
@@ -44,14 +55,25 @@ def sample_poems(pipe: Any, titles: list[str], n: int, seed: int, form: str, acr
             seed=seed + i,
             max_tokens=f.length + 1,
             constraint=constraint,
-            **POETRY_EVAL,
+            **{**POETRY_EVAL, **sampling},
         )
         texts.append(out.texts[0])
     return texts
 
 
-def evaluate_poetry(run: Run, pipe: Any, form: str, n: int, seed: int = 0) -> dict[str, Any]:
-    """Sample and score ``n`` poems of ``form``; written to ``eval/poetry_<form>.json`` in the run."""
+def evaluate_poetry(
+    run: Run,
+    pipe: Any,
+    form: str,
+    n: int,
+    seed: int = 0,
+    constrained: bool = True,
+    write: bool = True,
+    **sampling: Any,
+) -> dict[str, Any]:
+    """Sample and score ``n`` poems of ``form``; written to ``eval/poetry_<form>.json`` in the run (``write``).
+    ``constrained=False`` scores the model without the constraint (what the constraint adds); ``sampling``
+    overrides the protocol's settings (recorded)."""
     f = get_form(form)
     cfg = from_dict(TextDataConfig, run.config["data"], "data.")
     docs, _ = read_documents(cfg)  # the raw text: a char tokenizer's <unk> would spoil held-out poems
@@ -62,16 +84,23 @@ def evaluate_poetry(run: Run, pipe: Any, form: str, n: int, seed: int = 0) -> di
             f"run {run.id}'s held-out documents hold no {f.chinese} ({f.name}) poem in the layout "
             "'title\\nline，line。\\nline，line。'; nothing to compare with"
         )
-    samples = sample_poems(pipe, [t for t, _ in real], n, 1_000_000 + seed, f.name)
+    titles = [t for t, _ in real]
+    samples = sample_poems(pipe, titles, n, 1_000_000 + seed, f.name, constrained=constrained, **sampling)
     result = poetry_report(samples, [p for _, p in real], "\n".join(train_docs), f)
     result.update(
         {
             "run_id": run.id,
             "step": pipe.info.get("step"),
-            "sample_settings": {**POETRY_EVAL, "constraint": f.name, "prompt": "held-out titles"},
+            "sample_settings": {
+                **POETRY_EVAL,
+                **sampling,
+                "constraint": f.name if constrained else None,
+                "prompt": "held-out titles",
+            },
             "sample_seed": 1_000_000 + seed,
             "samples": samples[:20],
         }
     )
-    write_json(run.files.eval / f"poetry_{f.name}.json", result)
+    if write:
+        write_json(run.files.eval / f"poetry_{f.name}.json", result)
     return result
