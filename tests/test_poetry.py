@@ -16,6 +16,7 @@ from conftest import TINY_GPT, cli
 import genloop
 from genloop.errors import ConfigError, DataError
 from genloop.evaluation.poetry_metrics import (
+    chance_rhyme_rate,
     form_templates,
     poem_scores,
     poetry_report,
@@ -135,6 +136,8 @@ def test_scores_and_report_against_real_poems() -> None:
     scores = poem_scores(WUJUE + ["not a poem"], "wujue")
     assert scores["form_rate"] == pytest.approx(12 / 13) and scores["n_in_form"] == 12
     assert 0.5 <= scores["rhyme_rate"] <= 1.0 and 0.5 <= scores["tone_agreement"] <= 1.0
+    assert chance_rhyme_rate(WUJUE) < 0.3 < scores["rhyme_rate"]  # unrelated line endings rarely rhyme
+    assert chance_rhyme_rate(WUJUE[:1]) is None
     train = "\n".join(WUJUE[:6])
     r = poetry_report(WUJUE[:6], WUJUE[6:], train, "wujue")
     assert r["form_rate"] == r["form_rate_floor"] == 1.0

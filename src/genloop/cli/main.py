@@ -1007,7 +1007,7 @@ def print_poetry(
     ):
         table.add_row(k, _fmt(r[k]), _fmt(r[f"{k}_floor"]))
     out.print(table)
-    note(f"readings: {r['readings']}")
+    note(f"readings: {r['readings']}; rhyme rate of unrelated line endings (chance): {_fmt(r['rhyme_rate_chance'])}")
     name = f"poetry_{r['form']}.json"
     say(f"written to {run.files.eval / name}")
 

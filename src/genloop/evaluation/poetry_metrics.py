@@ -150,6 +150,20 @@ def poem_scores(texts: list[str], form: str | PoemForm, acrostic: str | None = N
     }
 
 
+def chance_rhyme_rate(poems: list[str]) -> float | None:
+    """The rhyme rate of poems whose even lines come from different poems (poem ``i``'s line 2 with poem
+    ``i + 1``'s line 4, ...): what ending lines on unrelated characters scores, the floor below which a model has
+    learned no rhyme at all."""
+    if len(poems) < 2:
+        return None
+    lines = [poem_lines(p) for p in poems]
+    n, hits = len(lines), []
+    for i, own in enumerate(lines):
+        ends = [lines[(i + k) % n][j] for k, j in enumerate(range(1, len(own), 2)) if j < len(lines[(i + k) % n])]
+        hits.append(len(ends) >= 2 and bool(frozenset.intersection(*(rhyme_classes(x) for x in ends))))
+    return sum(hits) / len(hits)
+
+
 def poetry_report(
     samples: list[str], real: list[str], train_text: str, form: str | PoemForm, acrostic: str | None = None
 ) -> dict[str, Any]:
@@ -164,6 +178,7 @@ def poetry_report(
     for k in ("form_rate", "rhyme_rate", "tone_agreement"):
         out[k], out[f"{k}_floor"] = mine[k], floor[k]
     out["n_in_form"] = mine["n_in_form"]
+    out["rhyme_rate_chance"] = chance_rhyme_rate(real)
     for n in (1, 2):
         out[f"distinct_{n}"] = tm.distinct_n(samples, n, unit="char")
         out[f"distinct_{n}_floor"] = tm.distinct_n(real, n, unit="char")
@@ -185,6 +200,7 @@ __all__ = [
     "rhyme_class",
     "rhyme_classes",
     "rhymes",
+    "chance_rhyme_rate",
     "tone_agreement",
     "poem_scores",
     "poetry_report",
