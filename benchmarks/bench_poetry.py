@@ -145,7 +145,7 @@ def main() -> None:
             "quatrains": counts,
             "documents": len(docs),
             "vocab_filter": args.vocab,
-            "train_documents": run.info.get("data", {}).get("documents", {}).get("train"),
+            "held_out_documents": sum(r["n_real"] for k, r in results.items() if k.endswith("_unconstrained")),
         },
         "model": MODEL,
         "train_seconds": round(train_seconds, 1),
