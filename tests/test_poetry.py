@@ -191,6 +191,11 @@ def test_cli_generate_form_and_eval_form(poem_run, capsys: pytest.CaptureFixture
     assert len(poems) == 3 and all(is_form(p, "wujue", "春江花月") for p in poems), out
     records = [json.loads(x) for x in (poem_run.dir / "generated" / "texts.jsonl").read_text().splitlines()]
     assert records[0]["recipe"]["constraint"]["acrostic"] == "春江花月"
+    code, out, err = cli(
+        capsys, "generate", poem_run.id, "--form", "qijue", "--prompt", "春夜", "--seed", "7"
+    )  # streamed
+    assert code == 0, err
+    assert out.startswith("春夜\n") and is_form(out[len("春夜\n") :].rstrip("\n"), "qijue"), out
     code, out, err = cli(capsys, "generate", poem_run.id, "--acrostic", "春江花月")
     assert code != 0 and "--acrostic needs --form" in err
     code, out, err = cli(capsys, "generate", poem_run.id, "--form", "sonnet")
