@@ -132,6 +132,17 @@ def test_constraint_composes_with_every_control(char_tok) -> None:
     assert greedy[0].text == greedy[1].text and re.fullmatch(pattern, greedy[0].text)
 
 
+def test_constraint_composes_with_the_watermark(char_tok) -> None:
+    from genloop.safety.text_watermark import TextWatermark
+
+    pattern = r"[0-9a-c]{6}"
+    wm = TextWatermark(b"k" * 16, delta=4.0, vocab_size=char_tok.vocab_size)
+    outs = _samples(char_tok, pattern, n=20, watermark=wm)
+    plain = _samples(char_tok, pattern, n=20)
+    assert all(re.fullmatch(pattern, o.text) for o in outs)
+    assert [o.text for o in outs] != [o.text for o in plain]  # the watermark still moves the choice
+
+
 def test_streamed_constrained_text_is_the_text(char_tok) -> None:
     pattern = r"(黄河|白日)+，[0-9]{3}。"
     c = RegexConstraint(pattern).bind(char_tok)
