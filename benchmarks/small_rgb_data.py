@@ -30,6 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+# The colour photographs that ship inside the scikit-image wheel: one list, kept with the `photos` built-in,
+# which tiles the same photos without overlap for restoration.
+from genloop.data.builtin import SKIMAGE_PHOTOS
+
 DATASETS = ("pokemon", "photo-patches")
 SIZE = 64
 BUILD_VERSION = 3  # 3: sprites cropped to their bounding box; equal crops per photo
@@ -37,18 +41,6 @@ POKESPRITE_MIRROR = Path("/work/.mirror/msikma+pokesprite/repo")
 POKESPRITE_DIR = "pokemon-gen8/regular"
 N_POKEMON = 1352
 N_PATCHES = 1500
-# The colour photographs that ship inside the scikit-image wheel (loaded offline; lily etc. need a download).
-# colorwheel and chessboard are synthetic, and stereo_motorcycle's right view near-duplicates the left one.
-SKIMAGE_PHOTOS = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "rocket",
-    "stereo_motorcycle",
-)
 
 
 def data_root(cache_dir: str | Path | None = None) -> Path:

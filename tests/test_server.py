@@ -58,7 +58,8 @@ def finished(client: TestClient, settings: Settings, job: dict) -> dict:
 # --- reading -------------------------------------------------------------------------------------------
 def test_health_models_docs(client: TestClient, runs) -> None:
     h = client.get("/v1/health").json()
-    assert h["queue"] == {"queued": 0, "running": 0, "limit": 4} and h["auth"] is False
+    lanes = {lane: {"queued": 0, "running": 0, "workers": 0} for lane in ("interactive", "batch")}
+    assert h["queue"] == {"queued": 0, "running": 0, "limit": 4, "lanes": lanes} and h["auth"] is False
     assert h["status"] == "degraded" and h["workers"] == []  # no worker runs in this test
     body = client.get("/v1/models").json()
     assert body["object"] == "list" and all(m["object"] == "model" and m["id"] == m["run_id"] for m in body["data"])

@@ -176,7 +176,8 @@ def test_a_killed_worker_is_reaped_restarted_and_reported(tmp_path: Path) -> Non
         assert httpx.get(f"{base}/v1/health").json()["status"] == "ok"
         os.kill(first["pid"], signal.SIGKILL)
         job = httpx.post(f"{base}/v1/jobs", json={"kind": "train", "params": {**TRAIN, "steps": 2}}).json()
-        second = _wait(lambda: [w for w in alive() if w["pid"] != first["pid"]], timeout=60)[0]
+        # its replacement: a new worker of the same lane (serve runs one per lane)
+        second = _wait(lambda: [w for w in alive() if w["pid"] != first["pid"] and w["lane"] == first["lane"]], 60)[0]
         assert not Path(f"/proc/{first['pid']}").exists()  # reaped, not a zombie
         health = httpx.get(f"{base}/v1/health").json()
         assert health["status"] == "ok" and first["pid"] not in [w["pid"] for w in health["workers"]]

@@ -1,9 +1,12 @@
 """GenLoop Studio in a real headless Chromium: the page against a real `genloop serve` (with its worker).
 
 Train a tiny VAE through the Python API, serve the runs dir, then drive the page like a person: pick the
-model, generate, rate (thumbs up + 4 stars), reload and see the rating kept (and in the API), look at the
-recipe, replay (identical), A/B-compare two generations, train a model from the Jobs tab and watch its loss
-curve; then restart the server with a token and check the page asks for it and works once given.
+model, generate, see each card's verified badge, rate (thumbs up + 4 stars), reload and see the rating kept
+(and in the API), look at the recipe, replay (identical), A/B-compare two generations, verify files (a
+download, a stripped copy traced by its watermark, a tampered one, a non-image, a dropped text), train a model
+from the Jobs tab and watch its progress bar move and its loss curve, see each lane's queue; check the page for
+emoji (icons are inline SVG) and horizontal overflow at two widths; then restart the server with a token and
+check the page asks for it and works once given.
 
 Needs Playwright for Python and Debian's chromium (`apt-get install chromium`); no browser download.
 A screenshot of the gallery lands in /tmp/studio.png (and of the Jobs tab in /tmp/studio_jobs.png).
@@ -11,6 +14,7 @@ A screenshot of the gallery lands in /tmp/studio.png (and of the Jobs tab in /tm
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -158,6 +162,7 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         page.select_option("#model-select", run.id)
         assert page.is_visible("[data-testid=image-controls]") and not page.is_visible("[data-testid=text-controls]")
         assert page.inner_text("#model-info dd[data-key=family]") == "vae"
+        assert page.inner_text("#model-info dd[data-key=run]") == run.id  # the full id, never cut off
         assert not page.is_visible("#class-field") and not page.is_visible("#diffusion-fields")
 
         # A bad value is refused in the page, visibly, and the message can be dismissed.
@@ -184,6 +189,65 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
         assert call(base, f"/v1/jobs/{call(base, f'/v1/generations/{gen_id}')['job_id']}")["params"]["seed"] == 7
         assert banner(page) == "", banner(page)
+        # Each card says whether its stored file verifies (the server checked the signed PNG) and offers it.
+        assert card.locator("[data-testid=verified-badge]").get_attribute("data-status") == "valid"
+        assert "Verified" in card.locator("[data-testid=verified-badge]").inner_text()
+        assert card.locator("[data-testid=download-link]").get_attribute("href") == f"/v1/generations/{gen_id}/download"
+        kind = page.evaluate(
+            "a => fetch(a.href).then(r => r.ok && r.headers.get('content-type'))",
+            card.locator("[data-testid=download-link]").element_handle(),
+        )
+        assert kind == "image/png"
+
+        # Verify a file: the downloaded PNG (valid), its pixels without metadata (unsigned, but the watermark
+        # names the generation and its recipe comes back), a tampered copy, a non-image, a dropped text.
+        from PIL import Image, PngImagePlugin
+
+        with urllib.request.urlopen(base + f"/v1/generations/{gen_id}/download", timeout=10) as r:
+            signed = r.read()
+        (tmp_path / "signed.png").write_bytes(signed)
+        with Image.open(io.BytesIO(signed)) as im:
+            im.load()
+            chunk, pixels = im.text["genloop-manifest"], im.copy()
+        pixels.save(tmp_path / "stripped.png")
+        forged = json.loads(chunk)
+        forged["manifest"]["recipe"]["seed"] = 1234
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("genloop-manifest", json.dumps(forged))
+        pixels.save(tmp_path / "forged.png", pnginfo=info)
+        (tmp_path / "photo.png").write_bytes(b"not a picture at all")
+
+        page.click("#tab-verify")
+        page.set_input_files("#verify-file", str(tmp_path / "signed.png"))
+        page.wait_for_selector("#verify-result[data-status=valid]")
+        assert page.inner_text("#verify-facts dd[data-key=generation]") == gen_id
+        assert "found: generation " + gen_id in page.inner_text("#verify-facts dd[data-key=watermark]")
+        assert json.loads(page.inner_text("#verify-recipe"))["seed"] == 7
+        page.set_input_files("#verify-file", str(tmp_path / "stripped.png"))
+        page.wait_for_selector("#verify-result[data-status=unsigned]")
+        assert "found: generation " + gen_id in page.inner_text("#verify-facts dd[data-key=watermark]")
+        assert "studio database" in page.inner_text("#verify-recipe-title")
+        page.set_input_files("#verify-file", str(tmp_path / "forged.png"))
+        page.wait_for_selector("#verify-result[data-status=tampered]")
+        assert "recipe" in page.inner_text("#verify-detail")
+        page.set_input_files("#verify-file", str(tmp_path / "photo.png"))
+        page.wait_for_selector("#verify-result[data-status=error]")
+        assert "not a PNG" in page.inner_text("#verify-detail") and banner(page) == ""
+        expected = [x for x in problems if "status of 422" in x]  # Chromium logs the 422 answer to photo.png
+        assert len(expected) == 1, problems
+        problems.remove(expected[0])
+        page.evaluate(
+            """() => {
+                const dt = new DataTransfer();
+                dt.items.add(new File(["an ordinary note nobody signed"], "note.txt", {type: "text/plain"}));
+                const drop = new DragEvent("drop", {dataTransfer: dt, bubbles: true});
+                document.querySelector("#verify-drop").dispatchEvent(drop);
+            }"""
+        )
+        page.wait_for_selector("#verify-result[data-status=unsigned]")
+        assert page.inner_text("#verify-filename") == "note.txt"
+        page.screenshot(path="/tmp/studio_verify.png")
+        page.click("#tab-gallery")
 
         # Rate it: thumbs up, then 4 stars; the saved summary comes back from the server.
         summary = card.locator("[data-testid=feedback-summary]")
@@ -200,7 +264,7 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         card = page.locator(f"#gallery [data-testid=gen-card][data-id='{gen_id}']")
         summary = card.locator("[data-testid=feedback-summary]")
         assert summary.get_attribute("data-up") == "1" and summary.get_attribute("data-stars") in ("4", "4.0")
-        assert "👍 1" in summary.inner_text() and "★ 4.0" in summary.inner_text()
+        assert "★ 4.0" in summary.inner_text() and summary.locator("svg use").count() == 2  # icons, not emoji
         g = call(base, f"/v1/generations/{gen_id}")
         assert g["feedback"]["up"] == 1 and g["feedback"]["down"] == 0 and g["feedback"]["stars"] == 4
         ratings = call(base, f"/v1/generations/{gen_id}/ratings")["ratings"]
@@ -260,18 +324,39 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         assert text_gen["modality"] == "text" and text_gen["prompt"] == "def "
         assert page.inner_text("#stream-output") == text_gen["text"]  # the streamed pieces add up to the result
         assert page.inner_text("#latest-grid [data-testid=gen-text]") == "def " + text_gen["text"]
+        text_card = page.locator(f"#gallery [data-testid=gen-card][data-id='{text_id}']")
+        assert text_card.locator("[data-testid=verified-badge]").get_attribute("data-status") == "valid"  # signed
         assert call(base, f"/v1/jobs/{text_gen['job_id']}")["params"]["max_tokens"] == 24
         page.select_option("#model-select", run.id)
 
-        # Jobs: train a tiny model from the form, watch it run, see its loss curve.
+        # Jobs: each lane's queue; train a tiny model from the form (a 6 s budget), watch its progress bar move
+        # while it runs (progress events, not only the final status), see its loss curve.
         page.click("#tab-jobs")
+        page.wait_for_selector("#lanes [data-testid=lane-interactive]")
+        assert page.get_attribute("#lanes [data-testid=lane-batch]", "data-workers") == "1"
         page.select_option("#train-family", "vae")
         page.select_option("#train-data", "digits")
-        page.fill("#train-steps", "4")
+        page.fill("#train-steps", "")
+        page.fill("#train-budget", "6")
         page.click("#train-form details summary")
         page.fill("#train-overrides", "\n".join(tiny("vae")))
+        page.evaluate(
+            """() => {
+                window.__bar = [];
+                const bar = document.querySelector("#job-detail-progress");
+                new MutationObserver(() => window.__bar.push({
+                    value: bar.hasAttribute("value") ? bar.value / bar.max : null,
+                    status: document.querySelector("#job-detail-status").dataset.status,
+                    text: document.querySelector("#job-detail-progress-text").textContent,
+                })).observe(bar, {attributes: true});
+            }"""
+        )
         page.click("#train-submit")
         page.wait_for_selector("#job-detail-status[data-status=succeeded]", timeout=120_000)
+        seen = page.evaluate("window.__bar")
+        moving = [s for s in seen if s["status"] == "running" and s["value"] is not None and 0 < s["value"] < 1]
+        assert len({round(s["value"], 3) for s in moving}) >= 2, seen  # it moved while running, not only at the end
+        assert any("training" in s["text"] and " s of 6 s" in s["text"] for s in moving), seen
         page.wait_for_function("Number(document.querySelector('#loss-chart').dataset.points) > 0")
         assert "loss" in page.inner_text("#loss-legend")
         job_id = page.get_attribute("#job-detail", "data-job-id")
@@ -289,6 +374,18 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         page.click("#tab-gallery")
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(SCREENSHOT))
+        # No emoji anywhere in the page (they render as empty boxes without an emoji font), and no horizontal
+        # overflow at a wide and a narrow width, on every tab.
+        pattern = r"/[\u{1F000}-\u{1FAFF}\u{26A0}\u{2705}\u{274C}\u{1F512}]/gu"  # emoji; not text symbols (★)
+        emoji = page.evaluate(f"() => (document.body.innerText.match({pattern}) || [])")
+        assert emoji == [], emoji
+        for width in (1400, 800):
+            page.set_viewport_size({"width": width, "height": 1000})
+            for tab in ("gallery", "ab", "jobs", "verify"):
+                page.click(f"#tab-{tab}")
+                over = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                assert over <= 0, (width, tab, over)
+            page.screenshot(path=f"/tmp/studio_{width}.png")
         assert banner(page) == "", banner(page)
         assert not problems, problems
         page.close()

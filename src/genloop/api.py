@@ -168,6 +168,53 @@ def generate_music(
         return write(run_id, n, seed, out, runs_dir, device, checkpoint, **options)
 
 
+def edit(
+    run_id: str,
+    images: Any,
+    task: str = "inpaint",
+    mask: Any = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    steps: int | None = None,
+    sampler: str | None = None,
+    class_label: int | None = None,
+    guidance: float | None = None,
+    checkpoint: str = "last",
+    sign: bool = True,
+    watermark: bool | None = None,
+    **options: Any,
+) -> list[Path]:
+    """Edit images with a diffusion run as the prior (``task``: inpaint, inpaint-fast, img2img, ...; ``options``:
+    the task's own, e.g. ``strength=0.6``) and write, per image, the result at the input's size, at the model's
+    size and a before/after PNG into ``out`` (default ``<run>/generated/edits``), each carrying its recipe (task,
+    settings, seed, model calls, the input's and mask's sha256), watermarked and signed as :func:`generate`'s.
+    In memory instead: ``load(run).edit(images, task=...)``."""
+    from .generation.writer import edit_images
+    from .safety.image_watermark import enabled as watermark_enabled
+    from .safety.image_watermark import watermarking
+    from .safety.provenance import signing
+
+    with signing(sign), watermarking(watermark_enabled() if watermark is None else watermark):
+        return edit_images(
+            run_id,
+            images,
+            task,
+            mask,
+            seed,
+            out,
+            runs_dir,
+            device,
+            steps,
+            sampler,
+            class_label,
+            guidance,
+            checkpoint,
+            **options,
+        )
+
+
 def verify(path: str | Path, runs_dir: str | Path | None = None) -> Any:
     """Check a generated file's signed provenance: a PNG, a ``.mid``, a ``texts.jsonl`` or a ``.manifest.json``
     sidecar. Returns a :class:`~genloop.safety.provenance.VerifyResult` whose ``status`` is ``valid`` (signature
@@ -229,6 +276,29 @@ def evaluate(
         weights,
         watermarked,
     )
+
+
+def evaluate_restoration(
+    run_id: str,
+    task: str,
+    n: int = 200,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str = "last",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Restoration on ``n`` held-out images: degrade them (``task``: inpaint, upscale, deblur, denoise, colorize;
+    ``options``: ``fraction``, ``scale``, ``blur_sigma``, ``sigma`` and ``pipe.edit``'s own settings), restore them
+    with the run's ``pipe.edit`` and with classical baselines, and score every method: PSNR, SSIM, PSNR in the hole
+    (inpaint), class kept by the reference classifier (labelled data), FID, time per image.
+
+    Writes ``eval/restoration_<task>.json`` and a before/after picture ``eval/restoration_<task>.png``.
+    """
+    from .evaluation.restoration import evaluate_restoration_run
+
+    return evaluate_restoration_run(run_id, task, n, options, seed, runs_dir, device, checkpoint, progress)
 
 
 def sweep(
@@ -330,8 +400,10 @@ __all__ = [
     "generate_text",
     "modality",
     "generate_music",
+    "edit",
     "verify",
     "evaluate",
+    "evaluate_restoration",
     "sweep",
     "report",
     "compare",

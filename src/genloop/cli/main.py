@@ -88,7 +88,7 @@ def _fmt(v: Any) -> str:
 @data_app.command("info")
 def data_info(
     dataset: str = typer.Argument(
-        ..., help="A built-in name (digits, mnist, fashion-mnist, pydoc, bach, essen, ryans-mammoth) or a path."
+        ..., help="A built-in name (digits, photos, mnist, fashion-mnist, pydoc, bach, essen, ryans-mammoth) or a path."
     ),
     image_size: int | None = typer.Option(None, "--image-size", help="Prepare at this size (default 32)."),
     set_: list[str] = typer.Option([], "--set", help="data.key=value, e.g. channels=3 or tokenizer=bpe."),
@@ -739,6 +739,19 @@ def eval_(
         help="Image runs: score the samples with the invisible watermark that `generate` puts in (what the mark "
         "costs); written to eval/metrics_<features>-watermarked.json. By default samples are scored unmarked.",
     ),
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help="Restoration instead of sampling: inpaint, upscale, deblur, denoise or colorize held-out images with the "
+        "run (pipe.edit) and with classical baselines; PSNR/SSIM (hole PSNR), class kept, FID, time per image.",
+    ),
+    scale: int | None = typer.Option(None, "--scale", help="With --task upscale: 2 or 4 (default 2)."),
+    sigma: float | None = typer.Option(
+        None, "--sigma", help="With --task denoise: noise std in [-1, 1] pixel units (default 0.1)."
+    ),
+    blur_sigma: float | None = typer.Option(
+        None, "--blur-sigma", help="With --task deblur: Gaussian blur std in pixels (default 1.0)."
+    ),
     form: str | None = typer.Option(
         None,
         "--form",
@@ -749,9 +762,31 @@ def eval_(
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
 ) -> None:
-    """FID, KID, IS, precision/recall, density/coverage, class accuracy, copies: each beside its real-data floor."""
+    """FID, KID, IS, precision/recall, density/coverage, class accuracy, copies: each beside its real-data floor.
+    With --task: restoration of held-out images against classical baselines."""
     from .. import distributed
 
+    if task is not None:
+        clash = {"--agreement": agreement, "--sweep": sweep, "--sanity": sanity, "--watermarked": watermarked}
+        clash.update({"--features": features != "ref", "--weights": weights, "--guidance": guidance, "--nproc": nproc})
+        clash["--form"] = form
+        if any(v is not None and v is not False for v in clash.values()):
+            names = ", ".join(k for k, v in clash.items() if v is not None and v is not False)
+            raise ConfigError(f"--task scores restoration with the reference net; it does not combine with {names}")
+        given = {"scale": scale, "sigma": sigma, "blur_sigma": blur_sigma, "steps": steps, "sampler": sampler}
+        _eval_restoration(
+            run_ids or [],
+            task,
+            n,
+            {k: v for k, v in given.items() if v is not None},
+            seed,
+            runs_dir,
+            device,
+            checkpoint,
+        )
+        return
+    if (scale, sigma, blur_sigma) != (None, None, None):
+        raise ConfigError("--scale, --sigma and --blur-sigma go with --task")
     if agreement:
         _agreement(run_ids or [], db, seed, runs_dir)
         return
@@ -866,6 +901,69 @@ def _eval(
     files = api.RunStore(runs_dir).get(run_id).files
     tag = features_tag(features)
     say(f"written to {files.eval / f'metrics_{tag}-watermarked.json' if watermarked else files.eval_metrics(tag)}")
+
+
+def _eval_restoration(
+    run_ids: list[str],
+    task: str,
+    n: int | None,
+    options: dict[str, Any],
+    seed: int,
+    runs_dir: Path | None,
+    device: str,
+    checkpoint: str,
+) -> None:
+    """``genloop eval RUN --task T``: a method x metric table, written to eval/restoration_<task>.json."""
+    from .. import api
+
+    if len(run_ids) != 1:
+        raise ConfigError("eval --task takes one run id")
+    r = api.evaluate_restoration(
+        run_ids[0], task, n or 200, options, seed, runs_dir, device=device, checkpoint=checkpoint, progress=True
+    )
+    out.print(restoration_table(r))
+    if "class_kept_original" in r:
+        say("class kept: the share of restored images the reference classifier puts in the original's class")
+    if "genloop_margin_db" in r:
+        say(f"GenLoop vs the best baseline ({r['best_baseline']}) on {r['headline']}: {r['genloop_margin_db']:+.2f} dB")
+    say(f"written to {r['path']} (pictures: {r['picture']})")
+
+
+def restoration_table(r: dict[str, Any]) -> Table:
+    """One row per method (degraded input, baselines, GenLoop), one column per restoration metric."""
+    params = ", ".join(f"{k} {v}" for k, v in r["degradation"].items())
+    table = Table(title=f"{r['task']} ({params or 'grey input'}) on {r['n']} held-out images of {r.get('dataset')}")
+    cols = [
+        ("psnr", "PSNR dB"),
+        ("hole_psnr", "hole PSNR dB"),
+        ("ssim", "SSIM"),
+        ("class_kept", "class kept"),
+        ("fid", "FID"),
+        ("seconds_per_image", "ms/image"),
+    ]
+    cols = [(k, label) for k, label in cols if any(k in m for m in r["methods"].values())]
+    table.add_column("method")
+    for _, label in cols:
+        table.add_column(label, justify="right")
+    for name, m in r["methods"].items():
+        cells = []
+        for k, _ in cols:
+            v = m.get(k)
+            cells.append(
+                ""
+                if v is None
+                else f"{v * 1000:.1f}"
+                if k == "seconds_per_image"
+                else f"{v:.3f}"
+                if k in ("ssim", "class_kept")
+                else f"{v:.2f}"
+            )
+        tag = " (best baseline)" if name == r["best_baseline"] else " (reference)" if m["kind"] == "reference" else ""
+        table.add_row(name + tag, *cells)
+    own = {"fid": r.get("fid_floor"), "class_kept": r.get("class_kept_original")}  # the originals' own scores
+    if any(v is not None for v in own.values()):
+        table.add_row("originals", *["" if own.get(k) is None else f"{own[k]:.3f}" for k, _ in cols])
+    return table
 
 
 def _agreement(run_ids: list[str], db: str | None, seed: int, runs_dir: Path | None) -> None:
@@ -1231,6 +1329,12 @@ def worker(
         envvar="GENLOOP_WORKER_HOST",
         help="The host name this worker reports in /v1/health (default: the hostname; a container's is random).",
     ),
+    lane: str | None = typer.Option(
+        None,
+        "--lane",
+        envvar="GENLOOP_LANE",
+        help="The jobs it takes: interactive (generations), batch (training, evaluation) or all (the default).",
+    ),
 ) -> None:
     """Run studio jobs from the database until stopped (SIGTERM: a training job checkpoints and is re-queued).
 
@@ -1239,7 +1343,9 @@ def worker(
     from ..server.settings import Settings
     from ..server.worker import main as worker_main
 
-    worker_main(Settings.from_env(db_url=db, runs=default_runs(runs_dir), worker_host=worker_host))
+    settings = Settings.from_env(db_url=db, runs=default_runs(runs_dir), worker_host=worker_host, lane=lane)
+    settings.check_lane()
+    worker_main(settings)
 
 
 @app.command()
@@ -1337,6 +1443,14 @@ def keys_show() -> None:
 from .chat import chat_command  # noqa: E402 - `genloop chat` lives in its own module
 
 app.command("chat")(chat_command)
+from .edit import edit_command  # noqa: E402 - `genloop edit` lives in its own module
+
+app.command("edit")(edit_command)
+
+from .text_tasks import data_to_text_command, summarize_command  # noqa: E402 - the text tasks' own module
+
+app.command("summarize")(summarize_command)
+app.command("data-to-text")(data_to_text_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Built-in datasets, by name: ``digits`` (ships with scikit-learn, works offline), ``mnist``, ``fashion-mnist``.
+"""Built-in datasets, by name: ``digits`` and ``photos`` (ship with scikit-learn / scikit-image, work offline),
+``mnist``, ``fashion-mnist``.
 
 MNIST and Fashion-MNIST are downloaded on first use from known mirrors into the cache, each file checked
 against its published md5, and never again once a good copy is there. Offline, the error says which
@@ -110,6 +111,98 @@ class Digits:
         return Decoded(images, d.target.astype(np.int64), list(self.class_names))
 
 
+# The colour photographs bundled inside the scikit-image wheel (``skimage.data``; lily, kidney etc. need a
+# download and are left out) and scikit-learn (``load_sample_images``). chelsea and cat are one photo; colorwheel
+# and logo are drawings; stereo_motorcycle is used through its left view.
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "rocket",
+    "stereo_motorcycle",
+)
+
+
+def bundled_photos() -> dict[str, np.ndarray]:
+    """The bundled colour photographs, name -> uint8 (H, W, 3): scikit-image's :data:`SKIMAGE_PHOTOS` and
+    scikit-learn's sample images (china, flower). A photo that does not load offline is a DataError, not a gap:
+    the data set must be the same everywhere."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    out: dict[str, np.ndarray] = {}
+    for name in SKIMAGE_PHOTOS:
+        try:
+            img = getattr(skimage.data, name)()
+        except Exception as e:  # noqa: BLE001 - an older/newer scikit-image without it, or one that wants a download
+            raise DataError(f"skimage.data.{name} does not load offline ({type(e).__name__}: {e})") from None
+        out[name] = np.asarray(img[0] if isinstance(img, tuple) else img)  # stereo_motorcycle: (left, right, disp)
+    sample = load_sample_images()
+    for fname, img in zip(sample.filenames, sample.images):
+        out[Path(fname).stem] = np.asarray(img)
+    for name, img in out.items():
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise DataError(f"bundled photo {name} is {img.dtype} {img.shape}, not uint8 RGB")
+    return out
+
+
+@dataclass
+class Photos:
+    """Natural-image tiles for restoration and small RGB models: every photo of :func:`bundled_photos` cut into
+    non-overlapping ``tile`` x ``tile`` squares at its own resolution (offered at 32 px by default, 64 px natively).
+
+    Why non-overlapping: any split of the tiles (``data.split``, a seeded permutation) then shares no pixel between
+    train and held-out images, so a restorer is scored on pixels it never trained on. Tiles whose grey levels vary
+    by less than ``min_std`` (the black surround of the retina scan, empty sky) are dropped, and a photo gives at most
+    ``per_photo`` tiles (a seeded choice), so the two large scans do not make up most of the set. Each tile is
+    labelled with its photo: the reference classifier then learns which photo a tile comes from, and "class kept"
+    asks whether a restored tile still looks like its photo.
+    """
+
+    name: str = "photos"
+    version: str = "photos-tiles-1"  # part of the cache key: bump if the tiling changes
+    tile: int = 64
+    per_photo: int = 160
+    min_std: float = 4.0  # of the luma, in grey levels (0..255)
+    seed: int = 0
+    description: str = (
+        "about 750 non-overlapping 64 px RGB tiles of the 10 colour photos bundled with scikit-image and "
+        "scikit-learn, labelled by photo"
+    )
+
+    def tiles(self) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, int, int]]]:
+        """(uint8 (N, tile, tile, 3) tiles, int64 labels, class names, (photo, top, left) of each tile)."""
+        photos = bundled_photos()
+        names = sorted(photos)
+        rng = np.random.default_rng(self.seed)
+        t = self.tile
+        images, labels, boxes = [], [], []
+        for label, name in enumerate(names):
+            img = photos[name]
+            grey = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            corners = [
+                (y, x)
+                for y in range(0, img.shape[0] - t + 1, t)
+                for x in range(0, img.shape[1] - t + 1, t)
+                if grey[y : y + t, x : x + t].std() >= self.min_std
+            ]
+            if len(corners) > self.per_photo:
+                keep = np.sort(rng.choice(len(corners), size=self.per_photo, replace=False))
+                corners = [corners[i] for i in keep]
+            for y, x in corners:
+                images.append(img[y : y + t, x : x + t])
+                labels.append(label)
+                boxes.append((name, y, x))
+        return np.stack(images), np.asarray(labels, dtype=np.int64), names, boxes
+
+    def load(self) -> Decoded:
+        images, labels, names, _ = self.tiles()
+        return Decoded(np.ascontiguousarray(images), labels, names)
+
+
 _IDX_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -155,6 +248,7 @@ class IdxDownload:
 
 
 datasets.register("digits", Digits())
+datasets.register("photos", Photos())
 datasets.register(
     "mnist",
     IdxDownload(

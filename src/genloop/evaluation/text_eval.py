@@ -41,7 +41,9 @@ def _val_documents(dataset: Any) -> list[str]:
 
 # How `genloop eval` scores a text model (recorded in each result): samples are plain ancestral samples
 # (temperature 1, no top-k/top-p), so diversity and memorisation describe the model, not a sampler's filter.
-TEXT_EVAL = {"max_tokens": 256, "temperature": 1.0, "top_p": 1.0, "eval_tokens": 200_000}
+# A run trained on task records (summaries, data-to-text) is also scored on up to `task_examples` held-out
+# records per task, greedily, beside the task's baseline (genloop.evaluation.text_tasks).
+TEXT_EVAL = {"max_tokens": 256, "temperature": 1.0, "top_p": 1.0, "eval_tokens": 200_000, "task_examples": 50}
 
 
 def _sample_settings() -> dict[str, Any]:
@@ -109,6 +111,10 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
             "dropped": chat["dropped"],
             "template": dataset.chat.template.kind,
         }
+        from .text_tasks import evaluate_task, held_out_task_records
+
+        for task, records in held_out_task_records(dataset.chat.val, TEXT_EVAL["task_examples"]).items():
+            result.setdefault("tasks", {})[task] = evaluate_task(pipe, task, records, seed=seed)
     t_sample = time.perf_counter()
     out = sharding.sample_texts(pipe, "", n, 1_000_000 + seed, **_sample_settings())
     sample_seconds = time.perf_counter() - t_sample
@@ -147,5 +153,8 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
     write_json(run.files.eval_metrics(), result)
     write_text(run.files.eval_samples, "\n\n-----\n\n".join(texts[:20]) + "\n")
     keys = ("val_loss", "perplexity", "bits_per_char", "distinct_2", "self_bleu", "copy_rate", "assistant_loss")
-    store.update(run, summary={k: result[k] for k in keys if k in result})
+    summary = {k: result[k] for k in keys if k in result}
+    for task, r in result.get("tasks", {}).items():
+        summary[f"{task}_{r['headline']}"] = r["model"][r["headline"]]
+    store.update(run, summary=summary)
     return result

@@ -6,7 +6,8 @@ the recipe that made it: run, checkpoint sha256, model, seed, sampler settings, 
 
 - :class:`ImagePipeline` serves one-step generators (GANs, VAEs): latents -> decoder -> images.
 - :class:`DiffusionPipeline` serves diffusion models: noise -> a scheduler's loop -> images, with the
-  sampler and its number of steps chosen per call, not at training time.
+  sampler and its number of steps chosen per call, not at training time. Its ``edit`` turns the same model
+  into an editing tool (inpainting, image-to-image, ...: :mod:`genloop.generation.editing`).
 
 ``load_pipeline`` picks the right one for a run.
 """
@@ -182,6 +183,12 @@ class ImagePipeline:
         recipe = self.recipe(seed=seed, kind="interpolation", rows=rows, interpolation_steps=steps)
         return ImageOutput(self.decode(z, labels), recipe, labels)
 
+    def edit(self, images: Any, task: str = "inpaint", **options: Any) -> ImageOutput:
+        """Editing needs a diffusion model as the prior: a one-step generator refuses with one line."""
+        from .editing.editor import refusal
+
+        raise refusal(task, self.info)
+
     def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1] -> reconstructions (models with an encoder, e.g. the VAE)."""
         if not hasattr(self.system, "reconstruct"):
@@ -251,6 +258,40 @@ class DiffusionPipeline(ImagePipeline):
         return moderate_images(
             ImageOutput(torch.cat(images).clamp_(-1, 1), self.recipe(seed=seed, n=n, **settings), labels)
         )
+
+    def edit(
+        self,
+        images: Any,
+        task: str = "inpaint",
+        mask: Any = None,
+        seed: int = 0,
+        steps: int | None = None,
+        sampler: str | None = None,
+        class_label: int | Sequence[int] | None = None,
+        guidance: float | None = None,
+        **task_options: Any,
+    ) -> ImageOutput:
+        """Edit images with this model as the prior (no retraining): a task of
+        :data:`~genloop.generation.editing.tasks.EDIT_TASKS` (``inpaint``, ``inpaint-fast``, ``img2img``, ...).
+
+        ``images``: a PIL image, a path, a float tensor (C, H, W) or (N, C, H, W) in [-1, 1], or a list of them.
+        ``mask`` (masked tasks): the same kinds, white (1) = fill, black (0) = keep; one for all images or one per
+        image, each of its image's size. Inputs of any size are stretched to the model's square with PIL's bicubic
+        filter (masks: a pixel is white when any white pixel falls in it); a grey input for an RGB model is
+        repeated to RGB, an RGB input for a grey model becomes its luminance. Image ``i`` uses seed ``seed + i``.
+        ``steps``/``sampler``: the sampler's (defaults: the task's, else the model's).
+        ``class_label``/``guidance``: steer a class-conditional model (without a class it edits unconditionally).
+        ``task_options``: the task's own (``inpaint``: ``jump_length``, ``jump_n_sample``; ``img2img``:
+        ``strength``); an option the task does not take is an error.
+
+        Returns an :class:`~genloop.generation.editing.editor.EditOutput`, an ImageOutput whose ``tensors`` are the
+        results at the model's size and whose ``full_size[i]`` is result ``i`` resized back to its input's size
+        (for a masked task the input's known pixels are put back exactly there, as they are in ``tensors``). Its
+        recipe holds the task, settings, seed, ``model_calls`` and the sha256 of every input and mask.
+        """
+        from .editing.editor import edit
+
+        return edit(self, images, task, mask, seed, steps, sampler, class_label, guidance, **task_options)
 
     def interpolate(self, rows: int = 6, steps: int = 10, seed: int = 0) -> ImageOutput:
         """Spherical interpolation between starting noises, sampled with the deterministic DDIM (η = 0).

@@ -386,6 +386,23 @@ class TextPipeline:
             return done[0].text
         return self.chat_stream(messages, seed=seed, **sampling)
 
+    def summarize(self, document: str, words: int | None = None, seed: int = 0, **sampling: Any) -> str:
+        """A summary of ``document`` of about ``words`` words (None: the length the model prefers), from a run
+        trained on ``{"document", "summary"}`` records (see :mod:`genloop.modalities.text.tasks`). Greedy unless
+        a ``temperature`` is given; the other sampling settings are those of :meth:`__call__`."""
+        from ..modalities.text.tasks import summarize_prompt
+
+        sampling.setdefault("temperature", 0.0)
+        return str(self.chat([{"role": "user", "content": summarize_prompt(document, words)}], seed=seed, **sampling))
+
+    def data_to_text(self, data: dict[str, Any], seed: int = 0, **sampling: Any) -> str:
+        """A written report of the fields in ``data``, from a run trained on ``{"data", "text"}`` records.
+        Greedy unless a ``temperature`` is given."""
+        from ..modalities.text.tasks import data_prompt
+
+        sampling.setdefault("temperature", 0.0)
+        return str(self.chat([{"role": "user", "content": data_prompt(data)}], seed=seed, **sampling))
+
     def chat_stream(self, messages: list[dict[str, Any]], seed: int = 0, **sampling: Any) -> Iterator[str]:
         """The reply to ``messages`` as pieces of text while it is generated (see :meth:`chat`)."""
         prompt, stops, _ = self.chat_prompt(messages, sampling.get("max_tokens", 200))

@@ -227,3 +227,86 @@ def generate_music(
         return sharding.write_music(pipe, out_dir, n, seed, given)
     output = sharding.sample_music(pipe, n, seed, **given)
     return list(output.save(out_dir))
+
+
+@_indexed
+def edit_images(
+    run_id: str,
+    images: Any,
+    task: str,
+    mask: Any = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    device: str = "cpu",
+    steps: int | None = None,
+    sampler: str | None = None,
+    class_label: int | None = None,
+    guidance: float | None = None,
+    checkpoint: str = "last",
+    **options: Any,
+) -> list[Path]:
+    """Edit ``images`` with a diffusion run (:meth:`~genloop.generation.pipelines.DiffusionPipeline.edit`) and write,
+    per image ``i`` (named after its file, else ``input<i>``), in ``out`` (default ``<run>/generated/edits``):
+    ``<name>_<task>_<seed+i>.png`` (the result at the input's size), ``..._<S>px.png`` (at the model's size) and
+    ``..._compare.png`` (input | masked input | result, side by side, enlarged to at least 128 px high). Every PNG
+    carries its recipe, and is watermarked and signed as ``generate``'s are."""
+    run = RunStore(runs_dir).get(run_id)
+    out_dir = Path(out) if out else run.files.generated / "edits"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    pipe = load_pipeline(run.dir, device, checkpoint)
+    if getattr(pipe, "edit", None) is None:  # a text or music run
+        from .editing.editor import refusal
+
+        raise refusal(task, pipe.info)
+    output = pipe.edit(
+        images,
+        task=task,
+        mask=mask,
+        seed=seed,
+        steps=steps,
+        sampler=sampler,
+        class_label=class_label,
+        guidance=guidance,
+        **options,
+    )
+    signed = provenance.enabled()
+    mark = {"watermark": image_watermark.enabled()}
+    size = int(output.tensors.shape[-1])
+    paths = []
+    for i, result in enumerate(output.full_size):
+        recipe = output.recipe_of(i)
+        stem = out_dir / f"{output.names[i]}_{task}_{seed + i}"
+        paths.append(save_png(f"{stem}.png", result, {**recipe, "output": "input size"}, sign=signed, **mark))
+        paths.append(
+            save_png(f"{stem}_{size}px.png", output.tensors[i], {**recipe, "output": "model size"}, sign=signed, **mark)
+        )
+        original = output.originals[i]
+        if original.shape != result.shape:  # super-resolution: the input shown enlarged (nearest) beside it
+            original = torch.nn.functional.interpolate(original[None], size=result.shape[1:], mode="nearest")[0]
+        panels = [original]
+        if output.original_masks is not None:
+            panels.append(_masked_view(original, output.original_masks[i]))
+        panels.append(result)
+        upscale = max(1, -(-128 // int(result.shape[1])))  # small images enlarged (nearest) to be seen
+        paths.append(
+            save_png(
+                f"{stem}_compare.png",
+                make_grid(torch.stack(panels), nrow=len(panels)),
+                {**recipe, "output": "compare: " + " | ".join(["input", "masked input", "result"][-len(panels) :])},
+                upscale=upscale,
+                sign=signed,
+                **mark,
+            )
+        )
+    return paths
+
+
+def _masked_view(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``image`` with its pixels to fill shown as a grey checkerboard (cells of 1/16 of the shorter side)."""
+    h, w = image.shape[1:]
+    cell = max(1, min(h, w) // 16)
+    yy, xx = torch.meshgrid(torch.arange(h) // cell, torch.arange(w) // cell, indexing="ij")
+    checker = ((yy + xx) % 2).float() - 0.5  # -0.5 / 0.5: two greys
+    return torch.where(mask, checker.expand_as(image), image)

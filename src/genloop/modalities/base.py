@@ -79,6 +79,11 @@ class Modality(ABC):
     def store_item(self, store: Any, row: Any, output: Any, index: int) -> Path | None:
         """Fill a feedback-store row with item ``index`` of ``output``; return the media file written, if any."""
 
+    def signed_file(self, store: Any, row: Any) -> Path | None:
+        """The stored file of a generation that carries its signed manifest (what the studio verifies and offers
+        for download), or None. Default: the row's media file."""
+        return store.image_path(row) if row.media else None
+
     @abstractmethod
     def item_ref(self, store: Any, row: Any) -> str:
         """How an exported row points at its item (the text itself, a media path)."""

@@ -22,8 +22,9 @@ from .bodylimit import BodyLimit
 from .deps import Context
 from .jobs import JobStore
 from .liveness import WorkerRegistry
-from .routes import chat, completions, generations, jobs, session, system, uploads
+from .routes import chat, completions, generations, jobs, session, system, uploads, verify
 from .services import openai_compat
+from .services.models import ModelIndex
 from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -43,12 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         JobStore(engine, settings.max_queued, settings.max_attempts),
         FeedbackStore(engine=engine, media_dir=settings.media),
         WorkerRegistry(engine),
+        ModelIndex(settings.runs),
     )
 
     limits = settings.limits
-    app.add_middleware(
-        BodyLimit, limit_for=lambda path: limits.max_upload_bytes if path == "/v1/uploads" else limits.max_body_bytes
-    )
+    caps = {"/v1/uploads": limits.max_upload_bytes, "/v1/verify": 2 * limits.max_verify_bytes + (64 << 10)}
+    app.add_middleware(BodyLimit, limit_for=lambda path: caps.get(path, limits.max_body_bytes))
 
     @app.exception_handler(405)
     async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
@@ -68,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     openai_compat.install(app)  # after the app's own handlers: OpenAI's error envelope on the OpenAI routes only
 
-    for module in (system, session, jobs, generations, completions, chat, uploads):
+    for module in (system, session, jobs, generations, completions, chat, uploads, verify):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

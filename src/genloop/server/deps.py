@@ -11,6 +11,7 @@ from fastapi import HTTPException, Request
 from ..feedback.store import FeedbackStore
 from .jobs import JobStore
 from .liveness import WorkerRegistry
+from .services.models import ModelIndex
 from .settings import Settings
 
 
@@ -20,6 +21,7 @@ class Context:
     jobs: JobStore
     feedback: FeedbackStore
     workers: WorkerRegistry
+    models: ModelIndex
 
 
 def ctx(request: Request) -> Context:

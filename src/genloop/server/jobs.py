@@ -8,6 +8,10 @@ no heartbeat for ``stale_after`` seconds) and puts them back in the queue (a tra
 its run from the last checkpoint) or, after ``max_attempts``, marks them failed with the reason.
 Events (status changes, progress, streamed text) are rows in ``job_events`` with a per-job sequence
 number, which is what the server's server-sent-event stream reads.
+
+Jobs run in *lanes*: long jobs (training, evaluation) in the ``batch`` lane, everything else (generations and
+any other short kind) in the ``interactive`` lane. A worker serves one lane (or both), so a generation never
+waits behind a training job: ``genloop serve`` starts workers for each lane.
 """
 
 from __future__ import annotations
@@ -24,7 +28,25 @@ from sqlalchemy.orm import Mapped, mapped_column
 from ..database import Base, create_tables, iso, new_id, sessions, utcnow
 from ..errors import GenLoopError, NotFoundError
 
-KINDS = ("train", "generate", "evaluate")
+KINDS = ("train", "generate", "evaluate", "edit")
+BATCH_KINDS = ("train", "evaluate")  # long jobs; every other kind is interactive
+LANES = ("interactive", "batch")
+
+
+def lane_of(kind: str) -> str:
+    """The lane a job kind runs in: ``batch`` for the long kinds, ``interactive`` for the rest."""
+    return "batch" if kind in BATCH_KINDS else "interactive"
+
+
+def lane_kinds(lane: str | None) -> tuple[str, ...]:
+    """The job kinds a worker of ``lane`` takes (every kind for None or ``all``)."""
+    if lane in (None, "all"):
+        return KINDS
+    if lane not in LANES:
+        raise GenLoopError(f"unknown lane '{lane}'; valid: all, {', '.join(LANES)}")
+    return tuple(k for k in KINDS if lane_of(k) == lane)
+
+
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -32,8 +54,9 @@ FINAL = ("succeeded", "failed", "cancelled")
 class QueueFull(GenLoopError):
     """The queue holds its maximum of waiting jobs (HTTP 429)."""
 
-    def __init__(self, limit: int, retry_after: int) -> None:
-        super().__init__(f"the job queue is full ({limit} jobs waiting); retry in {retry_after} s")
+    def __init__(self, limit: int, retry_after: int, lane: str = "") -> None:
+        where = f"the {lane} lane's queue" if lane else "the job queue"
+        super().__init__(f"{where} is full ({limit} jobs waiting); retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -74,6 +97,7 @@ def job_dict(row: JobRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "kind": row.kind,
+        "lane": lane_of(row.kind),
         "status": row.status,
         "params": row.params,
         "user": row.user,
@@ -124,10 +148,12 @@ class JobStore:
     def enqueue(self, kind: str, params: dict[str, Any], user: str = "anonymous") -> JobRow:
         if kind not in KINDS:
             raise GenLoopError(f"unknown job kind '{kind}'; valid: {', '.join(KINDS)}")
+        lane = lane_of(kind)  # each lane has its own limit: queued training never turns a generation away
         with self.Session.begin() as s:
-            waiting = s.scalar(select(func.count()).select_from(JobRow).where(JobRow.status == "queued")) or 0
+            q = select(func.count()).select_from(JobRow)
+            waiting = s.scalar(q.where(JobRow.status == "queued", JobRow.kind.in_(lane_kinds(lane)))) or 0
             if waiting >= self.max_queued:
-                raise QueueFull(self.max_queued, retry_after=5)
+                raise QueueFull(self.max_queued, retry_after=5, lane=lane)
             row = JobRow(
                 id=new_id(),
                 kind=kind,
@@ -168,6 +194,15 @@ class JobStore:
             rows = s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all()
         return {status: int(n) for status, n in rows}
 
+    def lane_counts(self) -> dict[str, dict[str, int]]:
+        """``{lane: {"queued": n, "running": n}}`` of the active jobs."""
+        out = {lane: {"queued": 0, "running": 0} for lane in LANES}
+        with self.Session() as s:
+            q = select(JobRow.kind, JobRow.status, func.count()).where(JobRow.status.in_(ACTIVE))
+            for kind, status, n in s.execute(q.group_by(JobRow.kind, JobRow.status)).all():
+                out[lane_of(kind)][status] += int(n)
+        return out
+
     def cancel(self, job_id: str) -> JobRow:
         """A queued job is cancelled at once; a running one is asked to stop (training checkpoints first)."""
         with self.Session.begin() as s:
@@ -192,15 +227,20 @@ class JobStore:
             return list(s.scalars(q))
 
     # --- workers ------------------------------------------------------------------------------------
-    def claim(self, worker: str) -> JobRow | None:
-        """Take the oldest queued job for ``worker``, or None. Safe with any number of workers, in any number
-        of processes and machines: the UPDATE only matches while the row still says ``queued``. On
-        PostgreSQL a second worker's UPDATE of the same row waits for the first to commit and then re-checks
-        the condition against the committed row (READ COMMITTED), so it matches nothing and looks again."""
+    def claim(self, worker: str, lane: str | None = None) -> JobRow | None:
+        """Take the oldest queued job of ``lane`` (any lane for None or ``all``) for ``worker``, or None. Safe
+        with any number of workers, in any number of processes and machines: the UPDATE only matches while the
+        row still says ``queued``. On PostgreSQL a second worker's UPDATE of the same row waits for the first
+        to commit and then re-checks the condition against the committed row (READ COMMITTED), so it matches
+        nothing and looks again."""
+        kinds = lane_kinds(lane)
         while True:
             with self.Session() as s:
                 job_id = s.scalar(
-                    select(JobRow.id).where(JobRow.status == "queued").order_by(JobRow.created, JobRow.id).limit(1)
+                    select(JobRow.id)
+                    .where(JobRow.status == "queued", JobRow.kind.in_(kinds))
+                    .order_by(JobRow.created, JobRow.id)
+                    .limit(1)
                 )
             if job_id is None:
                 return None

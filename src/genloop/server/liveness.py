@@ -36,7 +36,8 @@ class WorkerRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started: Mapped[dt.datetime] = mapped_column(DateTime)
     heartbeat: Mapped[dt.datetime] = mapped_column(DateTime)
-    device: Mapped[str | None] = mapped_column(String(128), nullable=True)  # added later: see _add_device_column
+    device: Mapped[str | None] = mapped_column(String(128), nullable=True)  # added later: see _add_columns
+    lane: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the jobs it takes (added later too)
 
 
 def device_name() -> str:
@@ -54,17 +55,21 @@ def device_name() -> str:
     return f"cpu ({os.cpu_count() or 1} cores)"
 
 
-def _add_device_column(engine: Engine) -> None:
-    """Databases made before workers reported their device have no ``device`` column: add it (nullable, so
-    old rows stay valid). Two workers may race to add it; the loser's error is the column already there."""
-    if "device" in {c["name"] for c in inspect(engine).get_columns(WorkerRow.__tablename__)}:
-        return
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f"ALTER TABLE {WorkerRow.__tablename__} ADD COLUMN device VARCHAR(128)"))
-    except Exception:  # noqa: BLE001 - someone else added it meanwhile; anything else fails below
-        if "device" not in {c["name"] for c in inspect(engine).get_columns(WorkerRow.__tablename__)}:
-            raise
+_LATER_COLUMNS = {"device": "VARCHAR(128)", "lane": "VARCHAR(16)"}
+
+
+def _add_columns(engine: Engine) -> None:
+    """Databases made before workers reported their device (and lane) lack those columns: add them (nullable,
+    so old rows stay valid). Two workers may race to add one; the loser's error is the column already there."""
+    for name, kind in _LATER_COLUMNS.items():
+        if name in {c["name"] for c in inspect(engine).get_columns(WorkerRow.__tablename__)}:
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {WorkerRow.__tablename__} ADD COLUMN {name} {kind}"))
+        except Exception:  # noqa: BLE001 - someone else added it meanwhile; anything else fails below
+            if name not in {c["name"] for c in inspect(engine).get_columns(WorkerRow.__tablename__)}:
+                raise
 
 
 class WorkerRegistry:
@@ -72,10 +77,10 @@ class WorkerRegistry:
 
     def __init__(self, engine: Engine) -> None:
         create_tables(engine, WorkerRow)
-        _add_device_column(engine)
+        _add_columns(engine)
         self.Session = sessions(engine)
 
-    def register(self, name: str, device: str | None = None) -> None:
+    def register(self, name: str, device: str | None = None, lane: str | None = None) -> None:
         """Add ``name`` (``host:pid``); forget the dead: same-host pids that are gone, long-silent others."""
         host, _, pid = name.rpartition(":")
         now = utcnow()
@@ -84,7 +89,7 @@ class WorkerRegistry:
                 if row.id != name and (pid_dead(row.id) or row.heartbeat < now - FORGET_AFTER):
                     s.delete(row)
             pid_n = int(pid) if pid.isdigit() else 0
-            s.merge(WorkerRow(id=name, host=host, pid=pid_n, started=now, heartbeat=now, device=device))
+            s.merge(WorkerRow(id=name, host=host, pid=pid_n, started=now, heartbeat=now, device=device, lane=lane))
 
     def beat(self, name: str) -> None:
         with self.Session.begin() as s:
@@ -109,6 +114,7 @@ class WorkerRegistry:
                 "host": r.host,
                 "pid": r.pid,
                 "device": r.device,
+                "lane": r.lane or "all",
                 "alive": r.heartbeat >= cutoff and not pid_dead(r.id),
                 "started": iso(r.started),
                 "last_heartbeat": iso(r.heartbeat),
@@ -122,13 +128,13 @@ class WorkerRegistry:
 class Beating(threading.Thread):
     """Registers ``name`` and beats its row every :data:`BEAT_SECONDS` until :meth:`stop` (which leaves)."""
 
-    def __init__(self, registry: WorkerRegistry, name: str, device: str | None = None) -> None:
+    def __init__(self, registry: WorkerRegistry, name: str, device: str | None = None, lane: str | None = None) -> None:
         super().__init__(daemon=True, name=f"liveness-{name}")
-        self.registry, self.worker, self.device = registry, name, device
+        self.registry, self.worker, self.device, self.lane = registry, name, device, lane
         self.done = threading.Event()
 
     def start(self) -> None:
-        self.registry.register(self.worker, self.device)
+        self.registry.register(self.worker, self.device, self.lane)
         super().start()
 
     def run(self) -> None:

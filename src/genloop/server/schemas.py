@@ -19,7 +19,7 @@ OVERRIDE = re.compile(r"^(model|data|train)\.[A-Za-z0-9_.]+=[^\n]{0,200}$")
 # Every integer the API takes is bounded in the schema, so an out-of-range number is a 422 and never reaches
 # the database (SQLite integers are 64-bit; 2**63 was an OverflowError and a 500).
 INT_MAX = 2**31 - 1
-JobKind = Literal["train", "generate", "evaluate"]
+JobKind = Literal["train", "generate", "evaluate", "edit"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -217,6 +217,27 @@ class EvaluateParams(Strict):
     seed: int = Field(0, ge=0, le=INT_MAX)
 
 
+UPLOAD = r"^upload:[0-9a-f]{16}$"
+
+
+class EditParams(Strict):
+    """An edit of one uploaded image with a diffusion run (``DiffusionPipeline.edit``)."""
+
+    run_id: str = Field(description="a diffusion run (GET /v1/models)", pattern=RUN_ID.pattern)
+    checkpoint: Literal["last", "best"] = "last"
+    task: str = Field("inpaint", max_length=32, description="inpaint, inpaint-fast, img2img, ... (a registered task)")
+    input: str = Field(pattern=UPLOAD, description="the image to edit: an uploaded image (POST /v1/uploads)")
+    mask: str | None = Field(None, pattern=UPLOAD, description="masked tasks: an uploaded mask, white = fill")
+    seed: int = Field(0, ge=0, le=INT_MAX)
+    steps: int | None = Field(None, ge=1, le=10_000)
+    sampler: Literal["ddpm", "ddim", "dpmpp-2m"] | None = None
+    class_label: int | None = Field(None, ge=0, le=INT_MAX)
+    guidance: float | None = Field(None, ge=0, le=50)
+    options: dict[str, int | float | bool | str] = Field(
+        default_factory=dict, max_length=16, description='the task\'s own options, e.g. {"strength": 0.6}'
+    )
+
+
 class TrainJob(Strict):
     kind: Literal["train"]
     params: TrainParams
@@ -235,8 +256,14 @@ class EvaluateJob(Strict):
     user: str | None = Field(None, max_length=64)
 
 
+class EditJob(Strict):
+    kind: Literal["edit"]
+    params: EditParams
+    user: str | None = Field(None, max_length=64)
+
+
 # The body of POST /v1/jobs: ``kind`` says which params apply, so the OpenAPI document can state them.
-JobRequest = Annotated[TrainJob | GenerateJob | EvaluateJob, Field(discriminator="kind")]
+JobRequest = Annotated[TrainJob | GenerateJob | EvaluateJob | EditJob, Field(discriminator="kind")]
 
 
 class RatingRequest(Strict):

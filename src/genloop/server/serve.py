@@ -4,6 +4,9 @@ The workers are separate processes (``python -m genloop worker``) so that a trai
 stalls the HTTP server and a crashing job cannot take the server down; a :class:`Supervisor` restarts a
 worker that dies. On shutdown each worker gets SIGTERM: a training job saves a checkpoint and goes back to
 the queue, to resume at the next start.
+
+Workers come in lanes (:data:`.jobs.LANES`): ``settings.workers`` for the interactive lane (generations) and as
+many for the batch lane (training, evaluation), so a generation never waits behind a training job.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .settings import Settings
 
 
 def worker_command(settings: Settings) -> list[str]:
-    cmd = [sys.executable, "-m", "genloop", "worker", "--runs-dir", str(settings.runs)]
+    cmd = [sys.executable, "-m", "genloop", "worker", "--runs-dir", str(settings.runs), "--lane", settings.lane]
     if settings.db_url:
         cmd += ["--db", settings.db_url]
     return cmd
@@ -28,6 +31,7 @@ def worker_command(settings: Settings) -> list[str]:
 
 def _spawn(settings: Settings) -> subprocess.Popen:
     env = {**os.environ, "GENLOOP_RUNS_DIR": str(settings.runs), "GENLOOP_PARENT_PID": str(os.getpid())}
+    env["GENLOOP_LANE"] = settings.lane
     if settings.db_url:
         env["GENLOOP_DB_URL"] = settings.db_url
     env["GENLOOP_MODERATION"] = "on" if settings.moderation else "off"  # workers moderate as the server does
@@ -37,7 +41,8 @@ def _spawn(settings: Settings) -> subprocess.Popen:
 
 
 class Supervisor(threading.Thread):
-    """Keeps ``settings.workers`` worker processes running: a worker that dies (a crash, the OOM killer, a
+    """Keeps ``settings.workers`` worker processes running in each lane (``settings.lane`` ``all``: one set per
+    lane of :data:`.jobs.LANES`; a single lane: that lane's set): a worker that dies (a crash, the OOM killer, a
     SIGKILL) is reaped at once (no zombie) and restarted after a back-off that doubles from
     :data:`FIRST_BACKOFF` to :data:`MAX_BACKOFF` while it keeps dying, and starts over once a worker has
     lived :data:`STEADY_SECONDS`. Its running job is recovered by the new worker (``JobStore.recover``).
@@ -51,14 +56,20 @@ class Supervisor(threading.Thread):
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.procs: list[subprocess.Popen | None] = []
+        self.slots: list[Settings] = []  # the settings (lane) each process was started with
         self.started_at: list[float] = []
         self.backoff: list[float] = []
         self.restart_at: list[float] = []
         self.restarts = 0
 
     def start(self) -> None:
-        for _ in range(self.settings.workers):
-            self.procs.append(self.spawn(self.settings))
+        from .jobs import LANES
+
+        lanes = LANES if self.settings.lane == "all" else (self.settings.lane,)
+        per_lane = range(self.settings.workers)
+        self.slots = [self.settings.model_copy(update={"lane": lane}) for lane in lanes for _ in per_lane]
+        for slot in self.slots:
+            self.procs.append(self.spawn(slot))
             self.started_at.append(time.monotonic())
             self.backoff.append(self.FIRST_BACKOFF)
             self.restart_at.append(0.0)
@@ -87,7 +98,7 @@ class Supervisor(threading.Thread):
                 self.backoff[i] = min(self.backoff[i] * 2, self.MAX_BACKOFF)
                 self.procs[i] = None
             elif p is None and now >= self.restart_at[i]:
-                self.procs[i], self.started_at[i] = self.spawn(self.settings), now
+                self.procs[i], self.started_at[i] = self.spawn(self.slots[i]), now
                 self.restarts += 1
 
     def stop(self, grace: float = 60.0) -> None:
@@ -117,6 +128,7 @@ def serve(settings: Settings) -> None:
 
     settings.check()
     app = create_app(settings)  # opens (and creates) the database before any worker starts
+    threading.Thread(target=app.state.ctx.models.models, daemon=True, name="model-index").start()  # warm it
     supervisor = Supervisor(settings)
     supervisor.start()
     # uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down; with the default handler that

@@ -2,11 +2,11 @@
 
 :class:`Settings` is a pydantic-settings ``BaseSettings`` (as in the FastAPI full-stack template): every
 field reads ``GENLOOP_<FIELD>`` (``GENLOOP_HOST``, ``GENLOOP_PORT``, ``GENLOOP_DB_URL``, ``GENLOOP_MAX_QUEUED``,
-``GENLOOP_WORKERS``, ``GENLOOP_WORKER_HOST``, ...), except that the token is ``GENLOOP_API_TOKEN`` and the run store
-``GENLOOP_RUNS_DIR``, the names the CLI has always used. ``GENLOOP_MODERATION=off`` turns moderation off for the
-deployment (``GENLOOP_MODERATION_RULES``: extra rule files; see :mod:`genloop.safety.moderation`). An empty
-variable counts as unset. A value of the wrong type is a one-line :class:`~genloop.errors.ConfigError` naming the
-variable, never a traceback.
+``GENLOOP_WORKERS``, ``GENLOOP_WORKER_HOST``, ``GENLOOP_LANE``, ...), except that the token is ``GENLOOP_API_TOKEN``
+and the run store ``GENLOOP_RUNS_DIR``, the names the CLI has always used. ``GENLOOP_MODERATION=off`` turns
+moderation off for the deployment (``GENLOOP_MODERATION_RULES``: extra rule files; see
+:mod:`genloop.safety.moderation`). An empty variable counts as unset. A value of the wrong type is a one-line
+:class:`~genloop.errors.ConfigError` naming the variable, never a traceback.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class Limits:
     max_prompt_chars: int = 20_000
     max_body_bytes: int = 1 << 20  # JSON bodies
     max_upload_bytes: int = 64 << 20  # uploaded data sets
+    max_verify_bytes: int = 32 << 20  # a file sent to /v1/verify (and its sidecar, as much again)
 
 
 ENV_PREFIX = "GENLOOP_"
@@ -55,9 +56,10 @@ class Settings(BaseSettings):
     runs: Path = Field(default_factory=runs_dir, validation_alias=AliasChoices("runs", _ALIASES["runs"]))
     media_dir: Path | None = None  # default: <runs>/media
     uploads_dir: Path | None = None  # default: <runs>/uploads
-    max_queued: int = 32  # queued jobs before 429
+    max_queued: int = 32  # queued jobs in a lane before 429 (each lane has its own)
     max_attempts: int = 3  # a job whose worker died this many times is failed, not retried
-    workers: int = 1  # worker processes started by `genloop serve`
+    workers: int = 1  # worker processes `genloop serve` starts for each lane (interactive and batch)
+    lane: str = "all"  # the jobs a worker takes: interactive (generations), batch (training, evaluation) or all
     worker_host: str | None = None  # the host name a worker reports (default: the hostname; set it in containers)
     stale_after: float = 30.0  # seconds without a heartbeat before a running job counts as orphaned
     poll_interval: float = 0.05  # how often the event stream and idle workers look for news
@@ -103,6 +105,12 @@ class Settings(BaseSettings):
         except ValueError:
             return False
 
+    def check_lane(self) -> None:
+        from .jobs import LANES
+
+        if self.lane not in ("all", *LANES):
+            raise ConfigError(f"the lane (GENLOOP_LANE, --lane) must be all, {', '.join(LANES)}; got '{self.lane}'")
+
     def check(self) -> None:
         """Refuse unsafe or impossible settings before anything starts (one-line errors)."""
         if not self.is_loopback() and not self.token:
@@ -116,6 +124,7 @@ class Settings(BaseSettings):
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
         if self.max_queued < 1 or self.workers < 0:
             raise ConfigError("max_queued must be ≥ 1 and workers ≥ 0")
+        self.check_lane()
         self.moderator()  # a bad rule file is a one-line error now, not a failed request later
         if not self.completion_timeout > 0:
             raise ConfigError(f"completion_timeout must be a positive number of seconds, got {self.completion_timeout}")

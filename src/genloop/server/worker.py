@@ -1,8 +1,10 @@
 """The worker: takes jobs from the database and runs them through the library.
 
-``genloop serve`` starts one (``--workers N`` for more); ``genloop worker`` runs one by hand. Each job runs
-in this process's main thread while a heartbeat thread keeps the job's ``heartbeat`` fresh, copies new
-lines of a training run's ``metrics.jsonl`` into job events (the live loss curve), and notices a cancel
+``genloop serve`` starts one per lane (``--workers N`` for more); ``genloop worker`` runs one by hand
+(``--lane interactive|batch|all``: the jobs it takes, see :mod:`.jobs`). Each job runs in this process's main
+thread while a heartbeat thread keeps the job's ``heartbeat`` fresh, copies new lines of a training run's
+``metrics.jsonl`` into job events (the live loss curve), sends ``progress`` events (a training job's step of its
+total, or its time of its budget; a generation's phase, or a streamed completion's tokens) and notices a cancel
 request. Loaded pipelines are cached, so repeated generations from one model skip the load.
 
 A training job with ``nproc`` > 1 runs data-parallel under torchrun instead: a ``genloop train`` command from
@@ -49,7 +51,8 @@ from .settings import Settings
 
 
 class _Heartbeat(threading.Thread):
-    """Beats every ``interval`` s for one job; streams a training run's new metric lines as events."""
+    """Beats every ``interval`` s for one job; streams a training run's new metric lines as events, and the
+    job's progress as a ``progress`` event whenever it changed since the last beat."""
 
     def __init__(self, jobs: JobStore, job: JobRow, worker: str, interval: float = 1.0) -> None:
         super().__init__(daemon=True)
@@ -58,6 +61,7 @@ class _Heartbeat(threading.Thread):
         self.done = threading.Event()
         self.metrics_path: Path | None = None
         self.progress: dict[str, Any] = {}
+        self._fresh = False  # progress changed since the last progress event
         self._offset = 0
         self.lock = threading.Lock()
 
@@ -69,11 +73,25 @@ class _Heartbeat(threading.Thread):
         try:
             self._stream_metrics()
             with self.lock:
-                progress = dict(self.progress)
+                progress, fresh, self._fresh = dict(self.progress), self._fresh, False
+            if fresh:
+                self.jobs.add_event(self.job.id, "progress", progress)
             if self.jobs.heartbeat(self.job.id, self.worker, progress):
                 self.cancel.set()
         except Exception:  # noqa: BLE001 - a busy database must not kill the job; the next beat retries
             pass
+
+    def report(self, now: bool = False, **progress: Any) -> None:
+        """Set the job's progress (``phase``, ``step``, ``total``, ``unit``, ...): sent as a ``progress`` event at
+        the next beat, or at once with ``now`` (a phase change, which a fast job would otherwise skip)."""
+        with self.lock:
+            self.progress, self._fresh = progress, not now
+        if now:
+            try:
+                self.jobs.add_event(self.job.id, "progress", progress)
+                self.jobs.heartbeat(self.job.id, self.worker, progress)
+            except Exception:  # noqa: BLE001 - as in beat(): progress is never worth a failed job
+                pass
 
     def _stream_metrics(self) -> None:
         path = self.metrics_path
@@ -84,18 +102,33 @@ class _Heartbeat(threading.Thread):
         records, self._offset = read_metrics_from(path, self._offset)  # whole lines: the logger may be mid-write
         for record in records:
             self.jobs.add_event(self.job.id, "metrics", record)
+        last = next((r for r in reversed(records) if r.get("step") is not None and "time" in r), None)
+        if last is not None:
             with self.lock:
-                total = self.job.params.get("steps")
-                self.progress = {
-                    "step": record.get("step"),
-                    "total": total,
-                    **{k: v for k, v in record.items() if k in ("loss", "time") or k.startswith("loss")},
-                }
+                self.progress, self._fresh = train_progress(last, self.job.params), True
 
     def stop(self) -> None:
         self.done.set()
         self.join(timeout=5)
         self.beat()  # the last lines and the final progress
+
+
+def train_progress(record: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A training job's progress from its latest metrics line: the step of ``steps`` (or the seconds of
+    ``time_budget``: whichever ends the run first sets ``fraction``), the seconds left at this pace, the losses."""
+    step, seconds = int(record["step"]), float(record.get("time") or 0.0)
+    total, budget = params.get("steps"), params.get("time_budget")
+    fractions = [step / int(total)] if total else []
+    fractions += [seconds / float(budget)] if budget else []
+    fraction = min(max(fractions), 1.0) if fractions else None
+    out: dict[str, Any] = {"phase": "training", "step": step, "total": total, "unit": "steps", "time": seconds}
+    if fraction is not None:
+        out["fraction"] = round(fraction, 4)
+        if fraction > 0:
+            out["eta_s"] = round(max(seconds / fraction - seconds, 0.0), 1)
+    if budget:
+        out["time_budget"] = float(budget)
+    return {**out, **{k: v for k, v in record.items() if k.startswith("loss")}}
 
 
 class _TextEvents:
@@ -152,6 +185,8 @@ class Worker:
         self.jobs = JobStore(self.engine, settings.max_queued, settings.max_attempts)
         self.feedback = FeedbackStore(engine=self.engine, media_dir=settings.media)
         self.name = name or worker_id(settings.worker_host)
+        settings.check_lane()
+        self.lane = settings.lane  # the jobs this worker takes (jobs.lane_kinds)
         self.shutdown = threading.Event()
         self._pipes: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
         parent = os.environ.get("GENLOOP_PARENT_PID", "")
@@ -164,7 +199,7 @@ class Worker:
     def run_forever(self, max_jobs: int | None = None, idle_exit: float | None = None) -> int:
         """Run jobs until SIGTERM/SIGINT (or ``max_jobs`` done, or ``idle_exit`` seconds without work),
         registered as a live worker (``/v1/health``) for as long as the loop runs."""
-        beating = Beating(WorkerRegistry(self.engine), self.name, device_name())
+        beating = Beating(WorkerRegistry(self.engine), self.name, device_name(), self.lane)
         beating.start()
         try:
             return self._loop(max_jobs, idle_exit)
@@ -179,7 +214,7 @@ class Worker:
             if time.monotonic() - last_recover > 5:
                 self.jobs.recover(self.settings.stale_after, exclude=self.name)
                 last_recover = time.monotonic()
-            job = self.jobs.claim(self.name)
+            job = self.jobs.claim(self.name, self.lane)
             if job is None:
                 if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
                     break
@@ -197,7 +232,12 @@ class Worker:
         beat.start()
         status, result, error = "succeeded", None, None
         try:
-            handler = {"train": self._train, "generate": self._generate, "evaluate": self._evaluate}[job.kind]
+            handler = {
+                "train": self._train,
+                "generate": self._generate,
+                "evaluate": self._evaluate,
+                "edit": self._edit,
+            }[job.kind]
             result = handler(job, beat)
             if result is _REQUEUED:
                 return
@@ -223,10 +263,13 @@ class Worker:
             return self._train_processes(job, beat, int(p["nproc"]))
         store = RunStore(self.settings.runs)
         stop = lambda: beat.cancel.is_set() or self.shutdown.is_set() or self._orphaned()  # noqa: E731
+        beat.report(now=True, phase="preparing the data and the model", step=0, total=p.get("steps"), unit="steps")
 
         def watch(run: Any) -> None:
             beat.metrics_path = run.files.metrics
             self.jobs.set_run(job.id, run.id)
+            at = int(run.info.get("step", 0))
+            beat.report(now=True, phase="training", step=at, total=p.get("steps"), unit="steps")
 
         run = None
         if job.run_id:  # a previous attempt died: continue its run, not a new one
@@ -404,11 +447,14 @@ class Worker:
         already = self.feedback.list(job_id=job.id, limit=10_000)
         if already:  # an earlier attempt stored its outputs and died before saying so
             return self._generate_result(p, [g.id for g in sorted(already, key=lambda g: g.recipe.get("index", 0))])
+        phases = GENERATE_PHASES
+        beat.report(now=True, phase=phases[0], step=0, total=len(phases), unit="phases")
         pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
+        beat.report(now=True, phase=phases[1], step=1, total=len(phases), unit="phases")
         report: dict[str, Any] = {}  # text: finish reasons, usage, log-probabilities (what OpenAI clients read)
         modality = modalities[pipe.modality]
         if modality.prompted:  # a language model: completions, streamed, with a report OpenAI clients read
-            output, report = self._generate_text(job, pipe, p)
+            output, report = self._generate_text(job, pipe, p, beat)
         else:
             keys = modality.generate_keys
             options = {k: p[k] for k in keys if p.get(k) is not None}  # unset: the pipeline's own default
@@ -421,15 +467,29 @@ class Worker:
             if uploads:  # the recipe names the upload (a replay reads it again), never the server's path
                 recipe_of = output.recipe_of
                 output.recipe_of = lambda i: {**recipe_of(i), **uploads}
-        ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
+        beat.report(now=True, phase=phases[2], step=2, total=len(phases), unit="phases")
+        from ..safety import image_watermark
+
+        with image_watermark.indexing_to(self.settings.runs):  # a stripped copy is still traced to its generation
+            ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
+        beat.report(now=True, phase="done", step=len(phases), total=len(phases), unit="phases")
         return {**self._generate_result(p, ids), **report}
 
-    def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """The completions and their report. A single completion is streamed through :class:`_TextEvents`."""
+    def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any], beat: _Heartbeat) -> tuple[Any, dict[str, Any]]:
+        """The completions and their report. A single completion is streamed through :class:`_TextEvents`, and
+        its progress is its pieces (about one a token) of ``max_tokens``, sent with each heartbeat."""
         keys = modalities[pipe.modality].generate_keys
         sampling = {k: p[k] for k in keys if k != "prompt" and p.get(k) is not None}
         prompt, n, seed = p.get("prompt", ""), int(p.get("n", 1)), int(p.get("seed", 0))
         events = _TextEvents(self.jobs, job.id) if n == 1 else None
+        limit, pieces = p.get("max_tokens"), [0]
+
+        def on_piece(row: int, piece: str) -> None:
+            assert events is not None
+            events.put(row, piece)
+            pieces[0] += 1
+            beat.report(phase="sampling", step=pieces[0], total=limit, unit="tokens")
+
         try:
             output, done = pipe.complete(
                 prompt,
@@ -438,7 +498,7 @@ class Worker:
                 request_id=job.id,  # the moderation log names the job
                 moderator=self.settings.moderator(),
                 top_logprobs=int(p.get("logprobs") or 0),
-                on_piece=events.put if events else None,
+                on_piece=on_piece if events else None,
                 **sampling,
             )
         finally:
@@ -458,6 +518,41 @@ class Worker:
         a, b = self.feedback.get(a_id), self.feedback.get(b_id)
         return modalities[a.modality].same_item(self.feedback, a, b)
 
+    # --- edit ---------------------------------------------------------------------------------------
+    def _edit(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:
+        """Edit the uploaded image; the result (at the model's size) is stored as a generation, whose recipe names
+        the uploads (never the server's paths) beside the input's and mask's sha256."""
+        p = dict(job.params)
+        already = self.feedback.list(job_id=job.id, limit=10_000)
+        if already:  # an earlier attempt stored its output and died before saying so
+            return self._generate_result(p, [g.id for g in already])
+        pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
+        mask = self._images(p["mask"]) if p.get("mask") else None
+        output = pipe.edit(
+            self._images(p["input"]),
+            task=p.get("task", "inpaint"),
+            mask=mask[0] if mask and len(mask) == 1 else mask,
+            seed=int(p.get("seed", 0)),
+            steps=p.get("steps"),
+            sampler=p.get("sampler"),
+            class_label=p.get("class_label"),
+            guidance=p.get("guidance"),
+            **p.get("options", {}),
+        )
+        uploads = {k: p[k] for k in ("input", "mask") if p.get(k)}
+        recipe_of = output.recipe_of
+        output.recipe_of = lambda i: {**recipe_of(i), **uploads}
+        ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
+        return {**self._generate_result(p, ids), "model_calls": output.recipe["model_calls"]}
+
+    def _images(self, upload: str) -> list[str]:
+        """The image files of an uploaded image (one) or zip (each, in name order), or one line naming the upload."""
+        folder = self.settings.uploads / upload.split(":", 1)[1] / "images"
+        files = sorted(str(f) for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else []
+        if not files:
+            raise NotFoundError(f"upload {upload} is gone, or holds no image")
+        return files
+
     # --- evaluate -----------------------------------------------------------------------------------
     def _evaluate(self, job: JobRow, beat: _Heartbeat) -> dict[str, Any]:
         from .. import api
@@ -465,6 +560,7 @@ class Worker:
 
         p = job.params
         run = RunStore(self.settings.runs).get(p["run_id"], paths=False)  # the store only, then by its own folder
+        beat.report(now=True, phase="sampling and scoring", step=0, total=1, unit="evaluations")
         r = api.evaluate(
             str(run.dir),
             n=int(p.get("n", 500)),
@@ -472,10 +568,12 @@ class Worker:
             runs_dir=self.settings.runs,
             progress=False,
         )
+        beat.report(now=True, phase="done", step=1, total=1, unit="evaluations")
         return {"metrics": {k: v for k, v in r.items() if isinstance(v, (int, float, str, bool)) or v is None}}
 
 
 _REQUEUED = object()
+GENERATE_PHASES = ("loading the model", "sampling", "storing the outputs")  # a generation's progress events
 STOP_GRACE = 60.0  # seconds torchrun's processes get to checkpoint and exit after SIGTERM
 
 

@@ -225,6 +225,10 @@ class MusicModality(Modality):
     def item_ref(self, store: Any, row: Any) -> str:
         return str(store.image_path(row).with_suffix(".mid"))
 
+    def signed_file(self, store: Any, row: Any) -> Path | None:
+        """The MIDI file (its manifest in a meta event), not the piano roll the row's media shows."""
+        return store.image_path(row).with_suffix(".mid") if row.media else None
+
     def same_item(self, store: Any, a: Any, b: Any) -> bool:
         """The same notes (the MIDI files carry recipes that differ in their ids)."""
         pa = _piece_of_midi(store.image_path(a).with_suffix(".mid"))

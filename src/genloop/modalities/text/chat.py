@@ -5,7 +5,9 @@ record has ``messages`` or ``prompt``/``response``):
 
 - ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`` — the OpenAI / Hugging
   Face chat format, multi-turn, the system message optional (first when present);
-- ``{"prompt": "...", "response": "..."}`` (optionally ``"system": "..."``) — one exchange.
+- ``{"prompt": "...", "response": "..."}`` (optionally ``"system": "..."``) — one exchange;
+- the task records of :mod:`.tasks` — ``{"document", "summary"}`` and ``{"data": {...}, "text"}`` — which
+  become one exchange through the task's prompt template.
 
 A bad role, an empty turn, a misplaced system message, or (for training) a conversation that does not end
 with an assistant turn is a one-line :class:`~genloop.errors.ConfigError` naming the file and line.
@@ -49,6 +51,7 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError, DataError
+from .tasks import TASKS, task_of
 
 ROLES = ("system", "user", "assistant")
 SYSTEM, USER, ASSISTANT, END = "<|system|>\n", "<|user|>\n", "<|assistant|>\n", "<|end|>"
@@ -110,12 +113,20 @@ def record_messages(record: Any, where: str, need_reply: bool = True) -> list[Me
         if record.get("system") is not None:
             turns.insert(0, {"role": "system", "content": record["system"]})
         return check_messages(turns, where, need_reply)
+    task = task_of(record)
+    if task is not None:
+        return check_messages(task.to_messages(record, where), where, need_reply)
     present = ", ".join(map(str, record)) or "none"
-    raise ConfigError(f"{where}: no 'messages' and no 'prompt'/'response' pair (fields present: {present})")
+    raise ConfigError(
+        f"{where}: no 'messages', no 'prompt'/'response' pair and no task fields "
+        f"({'; '.join(f'{t.source_key}/{t.target_key}' for t in TASKS.values())}); fields present: {present}"
+    )
 
 
 def is_chat_record(record: Any) -> bool:
-    return isinstance(record, dict) and ("messages" in record or ("prompt" in record and "response" in record))
+    return isinstance(record, dict) and (
+        "messages" in record or ("prompt" in record and "response" in record) or task_of(record) is not None
+    )
 
 
 def detect_format(path: Path) -> str:

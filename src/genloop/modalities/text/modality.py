@@ -127,8 +127,26 @@ class TextModality(Modality):
         return output.texts
 
     def store_item(self, store: Any, row: Any, output: Any, index: int) -> Path | None:
+        """The text in the row, and beside the media a one-record texts JSONL (``<id>.jsonl``, the format
+        ``genloop generate`` writes) whose record carries the signed manifest naming this generation's id."""
+        import json
+
+        from ...safety import provenance
+        from ...serialization import atomic_write
+
         row.text, row.prompt = output.texts[index], output.prompt
-        return None
+        record: dict[str, Any] = {"text": row.text, "recipe": output.recipe_of(index)}
+        if provenance.enabled():
+            record["manifest"] = provenance.sign(record["recipe"], provenance.text_sha256(row.text), row.id)
+        path = _texts_file(store, row)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "w") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return path
+
+    def signed_file(self, store: Any, row: Any) -> Path | None:
+        path = _texts_file(store, row)
+        return path if path.is_file() else None  # texts stored before the studio signed them have none
 
     def item_ref(self, store: Any, row: Any) -> str:
         return row.text or ""
@@ -241,3 +259,8 @@ class TextModality(Modality):
         if n > limits.max_completions:
             return f"n must be at most {limits.max_completions} for text, got {n}"
         return None
+
+
+def _texts_file(store: Any, row: Any) -> Path:
+    """Where the studio keeps a text generation's signed record: ``<media>/<id[:2]>/<id>.jsonl``."""
+    return Path(store.media_dir) / row.id[:2] / f"{row.id}.jsonl"

@@ -24,6 +24,7 @@ from ..schemas import (
     unprocessable,
 )
 from ..services.jobs import submit, validate
+from ..services.verify import badge, signed_file
 from .jobs import created
 
 router = APIRouter(tags=["generations"], dependencies=[Depends(require_token)], responses=AUTHED)
@@ -43,6 +44,8 @@ def _out(c: Context, row: Any, feedback: dict[str, Any] | None = None) -> dict[s
     for kind in _MEDIA:  # the other files of a generation (music: its audio and MIDI beside the piano roll)
         d[f"{kind}_url"] = f"/v1/generations/{row.id}/{kind}" if row.media and _media(c, row, kind).is_file() else None
     d["feedback"] = feedback if feedback is not None else c.feedback.summary(row.id)
+    d["verified"] = badge(c, row)  # the stored signed file, verified (cached by its size and mtime)
+    d["download_url"] = f"/v1/generations/{row.id}/download" if signed_file(c, row) is not None else None
     return d
 
 
@@ -129,6 +132,24 @@ def generation_midi(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
     return _media_response(c, gid, "midi")
 
 
+@router.get(
+    "/v1/generations/{gid}/download",
+    responses={**errors(404), 200: {"content": {"application/octet-stream": {}}, "description": "the signed file"}},
+    response_class=FileResponse,
+)
+def generation_download(gid: str = GID, c: Context = Depends(ctx)) -> FileResponse:
+    """The generation's signed file, as an attachment: the PNG (manifest and recipe inside), the MIDI file, or
+    the text as a one-record texts JSONL with its manifest; what ``genloop verify`` and ``POST /v1/verify`` read."""
+    row = _gen(c, gid)
+    path = signed_file(c, row)
+    if path is None:
+        raise HTTPException(404, f"generation {gid} has no stored file to download")
+    types = {".png": "image/png", ".mid": "audio/midi", ".jsonl": "application/jsonl"}
+    return FileResponse(
+        path, media_type=types.get(path.suffix, "application/octet-stream"), filename=f"genloop-{gid}{path.suffix}"
+    )
+
+
 _RECIPE_KEY = {"steps": "sampling_steps"}  # the job's `steps` is recorded as the recipe's `sampling_steps`
 
 
@@ -139,17 +160,21 @@ def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Con
 
     row = _gen(c, gid)
     r = upgrade_recipe(row.recipe)  # a generation stored before the recipe keys were split reads the same
-    keys = modalities[row.modality].generate_keys
-    params = {
-        "run_id": row.run_id,
-        "checkpoint": row.checkpoint,
-        "n": 1,
-        "seed": int(r["seed"]),
-        **{k: r[_RECIPE_KEY.get(k, k)] for k in keys if r.get(_RECIPE_KEY.get(k, k)) is not None},
-    }
-    if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models record "latent-gaussian"
-        params.pop("sampler")
-    params = validate(c, "generate", params)
+    if r.get("kind") == "edit":  # an edit replays as the same edit of the same uploads
+        kind, params = "edit", _edit_params(r, row)
+    else:
+        kind = "generate"
+        keys = modalities[row.modality].generate_keys
+        params = {
+            "run_id": row.run_id,
+            "checkpoint": row.checkpoint,
+            "n": 1,
+            "seed": int(r["seed"]),
+            **{k: r[_RECIPE_KEY.get(k, k)] for k in keys if r.get(_RECIPE_KEY.get(k, k)) is not None},
+        }
+        if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models: "latent-gaussian"
+            params.pop("sampler")
+    params = validate(c, kind, params)
     from ...runs import RunStore
     from ...serialization import sha256_file
 
@@ -160,7 +185,34 @@ def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Con
             f"the {row.checkpoint} checkpoint of run {row.run_id} changed since generation {gid} "
             "was made (its sha256 differs), so it cannot be replayed exactly",
         )
-    return created(submit(c, "generate", {**params, "replay_of": row.id}, user))
+    return created(submit(c, kind, {**params, "replay_of": row.id}, user))
+
+
+def _edit_params(r: dict[str, Any], row: Any) -> dict[str, Any]:
+    """The edit job that made an edit's generation (its recipe names the uploads, the task and its options)."""
+    from ...generation.editing.tasks import EDIT_TASKS
+
+    task = EDIT_TASKS.get(r.get("task", ""))
+    if task is None or "input" not in r or r.get("index", 0) != 0:
+        raise HTTPException(
+            409,
+            f"generation {row.id} is an edit that cannot be replayed here (an unknown task, no uploaded input, "
+            "or not the first image of its upload)",
+        )
+    params = {
+        "run_id": row.run_id,
+        "checkpoint": row.checkpoint,
+        "task": task.name,
+        "input": r["input"],
+        "mask": r.get("mask"),
+        "seed": int(r["seed"]),
+        "steps": r.get("sampling_steps"),
+        "sampler": r.get("sampler"),
+        "class_label": r.get("class_label"),
+        "guidance": r.get("guidance"),
+        "options": {k: r[k] for k in task.options if r.get(k) is not None},
+    }
+    return {k: v for k, v in params.items() if v is not None}
 
 
 @router.post("/v1/generations/{gid}/ratings", status_code=201, responses=WITH_BODY)

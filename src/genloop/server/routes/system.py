@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -24,9 +20,14 @@ def health(c: Context = Depends(ctx)) -> dict[str, Any]:
     """``status`` is ``ok`` while at least one worker is alive and ``degraded`` when none is (queued jobs
     would wait forever). Always 200: the HTTP server itself is up; monitors read ``status``. Each worker, on
     this machine or another sharing the database, has its ``host``, ``pid``, ``device``, ``last_heartbeat``
-    (and ``heartbeat_age`` in seconds), ``alive`` and the ``job`` it is running (``{"id", "kind"}`` or null)."""
+    (and ``heartbeat_age`` in seconds), ``alive``, its ``lane`` and the ``job`` it is running (``{"id", "kind"}``
+    or null). ``queue.lanes`` has each lane's queued and running jobs and its live workers (a worker of lane
+    ``all`` counts in both)."""
     counts = c.jobs.counts()
     workers = c.workers.workers(c.settings.stale_after, c.jobs.running_jobs())
+    lanes: dict[str, Any] = c.jobs.lane_counts()
+    for lane, row in lanes.items():
+        row["workers"] = sum(1 for w in workers if w["alive"] and w["lane"] in (lane, "all"))
     return {
         "status": "ok" if any(w["alive"] for w in workers) else "degraded",
         "version": __version__,
@@ -36,19 +37,9 @@ def health(c: Context = Depends(ctx)) -> dict[str, Any]:
             "queued": counts.get("queued", 0),
             "running": counts.get("running", 0),
             "limit": c.settings.max_queued,
+            "lanes": lanes,
         },
     }
-
-
-@lru_cache(maxsize=1024)
-def _describe(config_path: str, mtime: int) -> dict[str, Any]:
-    from ...modalities import modalities
-    from ...systems import models
-
-    config = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    name = config["model"]["name"]
-    cls = models[name]
-    return {"model": name, "modality": cls.modality, **modalities[cls.modality].describe(config, cls)}
 
 
 @router.get(
@@ -71,46 +62,11 @@ def _describe(config_path: str, mtime: int) -> dict[str, Any]:
 )
 def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
     """Runs with trained weights, newest first, in OpenAI's model list (so OpenAI clients can list them), each
-    with the controls its family takes; ``families`` and ``datasets`` are what a training job may name."""
-    from ...run_layout import RunLayout
-    from ...runs import RunStore
+    with the controls its family takes; ``families`` and ``datasets`` are what a training job may name. Read
+    from an index that notices new, changed and removed runs (:mod:`..services.models`), not a scan per call."""
     from ...systems import models
 
-    out = []
-    store = RunStore(c.settings.runs)
-    for row in store.list():
-        files = RunLayout(store.root / row.id)
-        config = files.config
-        if not files.weights.is_file() or not config.is_file():
-            continue
-        try:
-            d = _describe(str(config), config.stat().st_mtime_ns)
-        except Exception:  # noqa: BLE001 - a run of a family this version does not know: not offered
-            continue
-        out.append(
-            {
-                "id": row.id,
-                "object": "model",
-                "created": _epoch(row.created),
-                "owned_by": "genloop",
-                "run_id": row.id,
-                "dataset": row.dataset,
-                "status": row.status,
-                "step": row.step,
-                "created_at": row.created,
-                "has_best": files.best_weights.is_file(),
-                **d,
-            }
-        )
-    return {"object": "list", "data": out, "families": models.names(), "datasets": datasets()}
-
-
-def _epoch(iso: str) -> int:
-    """OpenAI's ``created`` is Unix seconds; a run records an ISO time (0 if it has none)."""
-    try:
-        return int(dt.datetime.fromisoformat(iso).timestamp())
-    except (TypeError, ValueError):
-        return 0
+    return {"object": "list", "data": c.models.models(), "families": models.names(), "datasets": datasets()}
 
 
 @router.get("/v1/runs/{run_id}/metrics", dependencies=[Depends(require_token)], responses=AUTHED)

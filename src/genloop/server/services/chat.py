@@ -30,7 +30,15 @@ from ...errors import ConfigError, GenLoopError, NotFoundError
 from ..deps import Context
 from ..jobs import FINAL, JobRow
 from ..schemas import INT_MAX, StreamOptions
-from .completions import check_text_run, job_error, queue, timed_out, wait  # queue: all or nothing, as for completions
+from .completions import (  # queue: all or nothing, as for completions; _or: OpenAI's nulls as defaults
+    _or,
+    check_text_run,
+    job_error,
+    queue,
+    sampling_settings,
+    timed_out,
+    wait,
+)
 from .jobs import UnknownRun, follow, validate
 from .openai_compat import OpenAIError, envelope
 
@@ -95,10 +103,6 @@ class ChatPlan:
     include_usage: bool
     turns_removed: int
     jobs: list[dict[str, Any]]
-
-
-def _or(value: Any, default: Any) -> Any:
-    return default if value is None else value
 
 
 def _refuse_unsupported(body: ChatCompletionRequest) -> None:
@@ -176,20 +180,7 @@ def plan(c: Context, body: ChatCompletionRequest) -> ChatPlan:
     if len(given) > 4:
         raise OpenAIError(400, f"stop takes at most 4 sequences, got {len(given)}", "stop")
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - limit)
-    sampling = {
-        "run_id": body.model,
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": _or(body.temperature, 1.0),
-        "top_p": _or(body.top_p, 1.0),
-        "top_k": body.top_k,
-        "repetition_penalty": body.repetition_penalty,
-        "presence_penalty": _or(body.presence_penalty, 0.0),
-        "frequency_penalty": _or(body.frequency_penalty, 0.0),
-        "logit_bias": body.logit_bias or None,
-        "stop": [s for s in given if s] + stops,
-        "watermark": True if body.watermark else None,
-    }
+    sampling = {**sampling_settings(body, max_tokens, [s for s in given if s] + stops), "prompt": prompt}
     if stream:
         jobs = [{**sampling, "n": 1, "seed": seed + j} for j in range(n)]
     else:

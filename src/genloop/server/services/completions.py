@@ -86,17 +86,7 @@ def plan(c: Context, body: CompletionRequest) -> Plan:
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - limit)
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     sampling = {
-        "run_id": body.model,
-        "max_tokens": _or(body.max_tokens, 16),
-        "temperature": _or(body.temperature, 1.0),
-        "top_p": _or(body.top_p, 1.0),
-        "top_k": body.top_k,
-        "repetition_penalty": body.repetition_penalty,
-        "presence_penalty": _or(body.presence_penalty, 0.0),
-        "frequency_penalty": _or(body.frequency_penalty, 0.0),
-        "logit_bias": body.logit_bias or None,
-        "stop": stop or None,
-        "watermark": True if body.watermark else None,
+        **sampling_settings(body, _or(body.max_tokens, 16), stop or None),
         "logprobs": body.logprobs,
         "echo": bool(body.echo) if body.logprobs is not None else None,
     }  # echo's text needs no job
@@ -107,6 +97,24 @@ def plan(c: Context, body: CompletionRequest) -> Plan:
     checked = [validate(c, "generate", {k: v for k, v in job.items() if v is not None}) for job in jobs]
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return Plan(body.model, prompts, n, best_of, seed, stream, bool(body.echo), include_usage, checked)
+
+
+def sampling_settings(body: Any, max_tokens: int, stop: list[str] | None) -> dict[str, Any]:
+    """The generate job's sampling settings from an OpenAI request body (completions and chat completions share
+    these fields; OpenAI's nulls become its documented defaults)."""
+    return {
+        "run_id": body.model,
+        "max_tokens": max_tokens,
+        "temperature": _or(body.temperature, 1.0),
+        "top_p": _or(body.top_p, 1.0),
+        "top_k": body.top_k,
+        "repetition_penalty": body.repetition_penalty,
+        "presence_penalty": _or(body.presence_penalty, 0.0),
+        "frequency_penalty": _or(body.frequency_penalty, 0.0),
+        "logit_bias": body.logit_bias or None,
+        "stop": stop,
+        "watermark": True if body.watermark else None,
+    }
 
 
 def _check_logit_bias(c: Context, run_id: str, logit_bias: dict[str, float]) -> None:

@@ -20,6 +20,7 @@ from ...modalities import modalities
 from ..deps import Context
 from ..jobs import FINAL, JobRow, QueueFull
 from ..schemas import (
+    EditParams,
     EvaluateParams,
     GenerateParams,
     TrainParams,
@@ -100,6 +101,9 @@ def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
             run_modality(c, p.run_id)
             if p.n > c.settings.limits.max_eval_samples:
                 raise unprocessable(f"n must be at most {c.settings.limits.max_eval_samples}, got {p.n}")
+        elif kind == "edit":
+            p = EditParams(**params)
+            check_edit(c, p)
         else:
             raise unprocessable(f"unknown job kind '{kind}'")
     except ValidationError as e:
@@ -107,6 +111,30 @@ def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise unprocessable(f"params.{where}: {first.get('msg')}") from None
     return p.model_dump(exclude_none=True)
+
+
+def check_edit(c: Context, p: Any) -> None:
+    """An edit job's run is a diffusion run, its task known, its options the task's, its mask there if needed (422)."""
+    from ...errors import GenLoopError
+    from ...generation.editing.editor import refusal
+    from ...generation.editing.tasks import check_options, get_task
+    from ...runs import RunStore
+    from ...systems import models
+
+    run_modality(c, p.run_id)  # 404 for no such run
+    run = RunStore(c.settings.runs).get(p.run_id, paths=False)
+    family = run.config["model"]["name"]
+    try:
+        task = get_task(p.task)
+        if not getattr(models[family], "diffusion", False):
+            raise refusal(p.task, {"run_id": p.run_id, "model": family})
+        check_options(task, p.options)
+        if task.mask and p.mask is None:
+            raise GenLoopError(f"task {p.task} needs a mask (white = fill, black = keep)")
+        if not task.mask and p.mask is not None:
+            raise GenLoopError(f"task {p.task} takes no mask")
+    except GenLoopError as e:
+        raise unprocessable(str(e)) from None
 
 
 def moderate_prompt(c: Context, prompt: str) -> None:

@@ -65,6 +65,19 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** An icon of the page's inline SVG sprite (index.html): never an emoji, which may render as an empty box. */
+function icon(name, cls = "icon") {
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("class", cls);
+  svg.setAttribute("aria-hidden", "true");
+  const use = document.createElementNS(SVG_NS, "use");
+  use.setAttribute("href", `#i-${name}`);
+  svg.append(use);
+  return svg;
+}
+
 function announce(msg) {
   const s = $("#status");
   s.textContent = "";
@@ -340,9 +353,11 @@ async function loadHealth() {
     const h = await api("/v1/health");
     const q = h.queue || {};
     badge.dataset.state = h.status === "ok" ? "ok" : "warn";
-    badge.textContent = `${h.status === "ok" ? "online" : h.status} · v${h.version ?? "?"} · ${q.running ?? 0} running, ${q.queued ?? 0} queued${h.auth ? " · 🔒" : ""}`;
+    badge.textContent = `${h.status === "ok" ? "online" : h.status} · v${h.version ?? "?"} · ${q.running ?? 0} running, ${q.queued ?? 0} queued`;
+    if (h.auth) badge.append(" · ", icon("lock", "icon inline"));
     badge.title = h.auth ? "This server requires a token" : "No token required";
     renderWorkers(h.workers || []);
+    renderLanes(q.lanes || {});
   } catch (e) {
     badge.dataset.state = "down";
     badge.textContent = "offline";
@@ -360,7 +375,7 @@ function renderWorkers(workers) {
       return el(
         "tr",
         { "data-testid": "worker-row", "data-host": w.host, "data-status": status },
-        el("td", {}, el("div", { text: w.host }), el("div", { class: "muted small" }, el("code", { text: `pid ${w.pid}` }))),
+        el("td", {}, el("div", { text: w.host }), el("div", { class: "muted small" }, el("code", { text: `pid ${w.pid}` }), ` · ${w.lane ?? "all"} lane`)),
         el("td", { text: w.device || "—" }),
         el("td", {}, el("time", { datetime: w.last_heartbeat, title: w.last_heartbeat, text: age === null ? "—" : `${Math.round(age)} s ago` })),
         el("td", {}, el("span", { class: "badge", "data-status": status === "busy" ? "running" : status === "lost" ? "failed" : "succeeded", text: status })),
@@ -371,8 +386,30 @@ function renderWorkers(workers) {
   $("#workers-empty").hidden = workers.some((w) => w.alive);
 }
 
+// Each lane's queue: interactive jobs (generations) and batch jobs (training, evaluation) have workers of their
+// own, so a generation never waits behind a training job.
+const LANE_INFO = { interactive: ["Interactive", "generations"], batch: ["Batch", "training, evaluation"] };
+
+function renderLanes(lanes) {
+  $("#lanes").replaceChildren(
+    ...Object.entries(lanes).map(([name, q]) => {
+      const [title, what] = LANE_INFO[name] || [name, ""];
+      const workers = q.workers ?? 0;
+      return el(
+        "span",
+        { class: "lane", "data-testid": `lane-${name}`, "data-queued": q.queued, "data-running": q.running, "data-workers": workers, "data-lane": name, title: `${title} lane: ${what}` },
+        el("strong", { text: title }),
+        ` ${q.queued} queued · ${q.running} running · `,
+        el("span", { class: workers ? "" : "lane-idle", text: `${workers} worker${workers === 1 ? "" : "s"}` }),
+      );
+    }),
+  );
+}
+
+// The option shows what tells runs apart at a glance; the full run id is in its tooltip and in the facts below
+// the select (a long id no longer truncates the family and data set out of sight).
 function modelLabel(m) {
-  return `${m.model} · ${m.dataset} · step ${m.step} — ${m.run_id}`;
+  return `${m.model} · ${m.dataset} · step ${m.step} · ${m.run_id.split("-").at(-1)}`;
 }
 
 async function loadModels() {
@@ -392,7 +429,7 @@ async function loadModels() {
     for (const m of state.models) {
       const kind = String(m.modality);
       groups[kind] ??= el("optgroup", { label: `${kind.charAt(0).toUpperCase()}${kind.slice(1)} models` });
-      groups[kind].append(el("option", { value: m.run_id, text: modelLabel(m) }));
+      groups[kind].append(el("option", { value: m.run_id, text: modelLabel(m), title: m.run_id }));
     }
     for (const kind of Object.keys(groups).sort()) sel.append(groups[kind]);
     if (state.models.some((m) => m.run_id === prev)) sel.value = prev;
@@ -429,6 +466,7 @@ function onModelChange() {
   }
   localStorage.setItem("genloop.model", m.run_id);
   const facts = [
+    ["Run", m.run_id],
     ["Family", m.model],
     ["Modality", m.modality],
     ["Dataset", m.dataset],
@@ -616,10 +654,8 @@ async function runGenerationJob(job, { label = "" } = {}) {
   const final = await followJob(job.id, {
     status: (d) => setBadge(status, d.status),
     progress: (d) => {
-      if (d.total) {
-        bar.max = d.total;
-        bar.value = d.step ?? 0;
-      }
+      setBar(bar, d, "running");
+      $("#gen-job-label").textContent = `${label} · job ${short(job.id)} · ${progressText(d)}`;
     },
     text: (d) => {
       stream.hidden = false;
@@ -642,6 +678,41 @@ async function runGenerationJob(job, { label = "" } = {}) {
   announce(`${gens.length} new generation${gens.length === 1 ? "" : "s"}`);
   await refreshGallery();
   return { job: final, generations: gens };
+}
+
+/** How far a job is, 0..1, from its progress (``fraction``, else ``step`` of ``total``); null when unknown. */
+function progressFraction(p) {
+  if (!p) return null;
+  if (typeof p.fraction === "number") return Math.min(Math.max(p.fraction, 0), 1);
+  if (p.total) return Math.min((p.step ?? 0) / p.total, 1);
+  return null;
+}
+
+/** One line for a job's progress: its phase, the step of the total (or seconds of the budget), time left, loss. */
+function progressText(p) {
+  if (!p || !Object.keys(p).length) return "";
+  const parts = [];
+  if (p.phase) parts.push(p.phase);
+  if (p.unit === "phases" && p.total) parts.push(`${Math.min(p.step + 1, p.total)} of ${p.total}`);
+  else if (p.step !== undefined && p.total) parts.push(`${p.unit === "tokens" ? "token" : "step"} ${p.step} / ${p.total}`);
+  else if (p.step !== undefined) parts.push(`step ${p.step}`);
+  if (p.time_budget) parts.push(`${Math.round(p.time ?? 0)} s of ${Math.round(p.time_budget)} s`);
+  if (p.eta_s != null) parts.push(`~${Math.round(p.eta_s)} s left`);
+  if (typeof p.loss === "number") parts.push(`loss ${fmtNum(p.loss)}`);
+  return parts.join(" · ");
+}
+
+function setBar(bar, p, status) {
+  const f = progressFraction(p);
+  if (f !== null) {
+    bar.max = 1;
+    bar.value = f;
+  } else if (FINAL.has(status)) {
+    bar.max = 1;
+    bar.value = 1;
+  } else {
+    bar.removeAttribute("value"); // indeterminate: nothing measured yet
+  }
 }
 
 function setBadge(node, status) {
@@ -743,7 +814,8 @@ function makeCard(g, { compact = false } = {}) {
     el("span", { text: `seed ${seed ?? "?"}` }),
     g.recipe?.class_label != null ? el("span", { text: `class ${g.recipe.class_label}` }) : null,
     g.checkpoint && g.checkpoint !== "last" ? el("span", { text: g.checkpoint }) : null,
-    g.replay_of ? el("span", { class: "tag replay", text: "↻", title: `replay of ${g.replay_of}`, "aria-label": "replay" }) : null,
+    g.replay_of ? el("span", { class: "tag replay", title: `replay of ${g.replay_of}`, "aria-label": "replay" }, icon("refresh", "icon inline")) : null,
+    verifiedBadge(g.verified),
     el("time", { datetime: g.created, title: g.created, text: fmtTime(g.created) }),
     ].filter(Boolean),
   );
@@ -780,6 +852,13 @@ function makeCard(g, { compact = false } = {}) {
     }
   });
   $('[data-testid="recipe-button"]', card).addEventListener("click", () => showRecipe(g));
+  const download = $('[data-testid="download-link"]', card);
+  if (g.download_url) {
+    download.hidden = false;
+    download.href = g.download_url;
+    download.download = "";
+    download.title = "Download the signed file (its recipe and manifest inside)";
+  }
   $('[data-testid="replay-button"]', card).addEventListener("click", (e) => replay(g, card, e.currentTarget));
   const pick = $('[data-testid="ab-pick"]', card);
   pick.checked = state.abPicks.includes(g.id);
@@ -790,6 +869,20 @@ function makeCard(g, { compact = false } = {}) {
   if (!state.cards.has(g.id)) state.cards.set(g.id, new Set());
   state.cards.get(g.id).add(card);
   return card;
+}
+
+// "Verified": the server checked the stored file's signed manifest (valid); anything else is "Unverified", with
+// the reason (tampered: which field; unsigned; unknown key) in the tooltip.
+function verifiedBadge(v) {
+  if (!v) return null;
+  const ok = v.status === "valid";
+  const why = ok ? "Signed by this server's key; the file is unchanged" : `${v.status}${v.detail ? `: ${v.detail}` : ""}`;
+  return el(
+    "span",
+    { class: `verify-badge ${ok ? "ok" : "bad"}`, "data-testid": "verified-badge", "data-status": v.status, title: why, "aria-label": ok ? "Verified" : `Unverified (${why})` },
+    icon(ok ? "shield-check" : "shield-x", "icon inline"),
+    ok ? " Verified" : " Unverified",
+  );
 }
 
 function renderFeedback(card, g) {
@@ -818,9 +911,9 @@ function renderFeedback(card, g) {
     summary.classList.add("muted");
   } else {
     summary.classList.remove("muted");
-    const parts = [`👍 ${f.up || 0}`, `👎 ${f.down || 0}`];
-    if (f.stars != null) parts.push(`★ ${Number(f.stars).toFixed(1)}`);
-    summary.textContent = `${parts.join(" · ")} (${f.ratings} rating${f.ratings === 1 ? "" : "s"})`;
+    const parts = [icon("thumb-up", "icon inline"), ` ${f.up || 0} · `, icon("thumb-down", "icon inline"), ` ${f.down || 0}`];
+    if (f.stars != null) parts.push(` · ★ ${Number(f.stars).toFixed(1)}`);
+    summary.replaceChildren(...parts, ` (${f.ratings} rating${f.ratings === 1 ? "" : "s"})`);
   }
 }
 
@@ -1066,7 +1159,8 @@ async function loadJobs() {
   body.replaceChildren(
     ...state.jobs.map((j) => {
       const p = j.progress || {};
-      const pct = p.total ? Math.round((100 * (p.step ?? 0)) / p.total) : j.status === "succeeded" ? 100 : null;
+      const f = progressFraction(p);
+      const pct = f !== null ? Math.round(100 * f) : j.status === "succeeded" ? 100 : null;
       const what = jobWhat(j);
       const tr = el(
         "tr",
@@ -1079,7 +1173,7 @@ async function loadJobs() {
           onkeydown: (e) => (e.key === "Enter" || e.key === " ") && (e.preventDefault(), selectJob(j.id)),
         },
         el("td", {}, el("div", { class: "job-what", text: what }),
-          el("div", { class: "muted small" }, el("code", { text: `${j.kind} · ${short(j.id)}` }), " · ", el("time", { datetime: j.created, title: j.created, text: fmtTime(j.created) }))),
+          el("div", { class: "muted small" }, el("code", { text: `${j.kind} · ${short(j.id)}` }), " · ", el("span", { class: "lane-tag", "data-lane": j.lane, text: j.lane ?? "" }), " · ", el("time", { datetime: j.created, title: j.created, text: fmtTime(j.created) }))),
         el("td", {}, el("span", { class: "badge", "data-status": j.status, text: j.status })),
         el("td", {}, pct === null ? el("span", { class: "muted", text: "—" }) : el("div", { class: "mini-bar", title: `${pct}%`, role: "img", "aria-label": `${pct}% done` }, el("span", { style: `width:${pct}%` }))),
       );
@@ -1188,18 +1282,16 @@ function renderJobDetail(job) {
   setBadge($("#job-detail-status"), job.status);
   const p = job.progress || {};
   const bar = $("#job-detail-progress");
-  if (p.total) {
-    bar.max = p.total;
-    bar.value = Math.min(p.step ?? 0, p.total);
-    $("#job-detail-progress-text").textContent = `step ${p.step ?? 0} / ${p.total}${p.eta_s != null ? ` · ~${Math.round(p.eta_s)} s left` : ""}`;
-  } else if (FINAL.has(job.status)) {
-    bar.max = 1;
-    bar.value = 1;
-    $("#job-detail-progress-text").textContent = job.finished ? `finished ${fmtTime(job.finished)}` : "";
-  } else {
-    bar.removeAttribute("value");
-    $("#job-detail-progress-text").textContent = job.status === "queued" ? "waiting for a worker…" : "running…";
+  setBar(bar, p, job.status);
+  bar.dataset.fraction = String(progressFraction(p) ?? "");
+  let text = progressText(p);
+  if (FINAL.has(job.status)) {
+    const done = progressText({ ...p, eta_s: null }); // nothing is left of a finished job
+    text = `${job.status}${job.finished ? ` ${fmtTime(job.finished)}` : ""}${done ? ` · ${done}` : ""}`;
   }
+  else if (job.status === "queued") text = `waiting for a worker${job.lane ? ` of the ${job.lane} lane` : ""}…`;
+  else if (!text) text = "running…";
+  $("#job-detail-progress-text").textContent = text;
   const err = $("#job-detail-error");
   err.hidden = !job.error;
   err.textContent = job.error || "";
@@ -1355,6 +1447,99 @@ function fmtNum(v) {
   return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(3);
 }
 
+// ───────────────────────── verify a file ─────────────────────────
+
+const VERIFY_WORDS = { valid: "Verified", tampered: "Tampered", unsigned: "Unsigned", "unknown key": "Unknown key", error: "Not verifiable" };
+
+/** POST the file (and its sidecar manifest, if given) to /v1/verify and show what the server found. */
+async function verifyFile(file, sidecar) {
+  const zone = $("#verify-drop");
+  const form = new FormData();
+  form.append("file", file);
+  if (sidecar) form.append("manifest", sidecar);
+  zone.setAttribute("aria-busy", "true");
+  $("#verify-result").dataset.state = "checking";
+  try {
+    let res;
+    try {
+      res = await fetch("/v1/verify", { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
+    } catch (e) {
+      throw new ApiError(0, `Cannot reach the GenLoop server (POST /v1/verify): ${e.message}`);
+    }
+    if (res.status === 401 || res.status === 403) {
+      askToken("This server needs an API token.");
+      throw new ApiError(res.status, await errorDetail(res));
+    }
+    // a file that cannot be verified is an answer, not a failure of the page: shown in the result, not the banner
+    showVerify(res.ok ? await res.json() : { status: "error", detail: await errorDetail(res), filename: file.name });
+  } finally {
+    zone.removeAttribute("aria-busy");
+  }
+}
+
+function showVerify(v) {
+  const box = $("#verify-result");
+  box.hidden = false;
+  box.dataset.state = "done";
+  box.dataset.status = v.status;
+  const ok = v.status === "valid";
+  $("#verify-icon").replaceChildren(icon(ok ? "shield-check" : v.status === "error" ? "alert" : "shield-x", "icon big"));
+  setBadge($("#verify-status"), v.status);
+  $("#verify-status").textContent = VERIFY_WORDS[v.status] || v.status;
+  $("#verify-filename").textContent = v.filename || "";
+  let detail = v.detail || "";
+  if (v.status === "valid") detail = "The signature is good, the content is unchanged and the key is trusted." + (v.content_checked === false ? ` ${detail}` : "");
+  else if (v.status === "tampered") detail = `Changed since it was signed${v.fields?.length ? `: ${v.fields.join(", ")}` : ""} (${v.detail})`;
+  else if (v.status === "unsigned") detail = "No signed manifest: the metadata was stripped, or it was never signed.";
+  else if (v.status === "unknown key") detail = "Signed by a key this server does not trust (add its public key to keys/trusted/).";
+  $("#verify-detail").textContent = detail;
+  const facts = [];
+  if (v.generation_id) facts.push(["Generation", v.generation_id, "generation"]);
+  if (v.items > 1) facts.push(["Items", v.items, "items"]);
+  if (v.created) facts.push(["Created", v.created, "created"]);
+  if (v.model_sha256) facts.push(["Model sha256", v.model_sha256.slice(0, 16), "model"]);
+  if (v.run) facts.push(["Run", `${v.run.id} (${v.run.model} on ${v.run.dataset})`, "run"]);
+  if (v.key_id) facts.push(["Key", v.key_id, "key"]);
+  const w = v.watermark;
+  if (w) {
+    const found = w.detected ? (w.generation_id ? `found: generation ${w.generation_id}` : "found") : "not found";
+    const score = typeof w.score === "number" ? ` · ${w.score_name ?? "score"} ${fmtNum(w.score)} (threshold ${w.threshold})` : "";
+    facts.push(["Watermark", `${found}${score}${w.detail && !w.detected ? ` · ${w.detail}` : ""}`, "watermark"]);
+  }
+  $("#verify-facts").replaceChildren(...facts.flatMap(([k, val, key]) => [el("dt", { text: k }), el("dd", { text: String(val), dataset: { key } })]));
+  $("#verify-facts").hidden = !facts.length;
+  $("#verify-recipe-box").hidden = !v.recipe;
+  $("#verify-recipe-title").textContent = v.recipe_source ? `Recipe (from the ${v.recipe_source})` : "Recipe";
+  $("#verify-recipe").textContent = v.recipe ? JSON.stringify(v.recipe, null, 2) : "";
+  announce(`${v.filename || "file"}: ${VERIFY_WORDS[v.status] || v.status}`);
+}
+
+function setupVerify() {
+  const zone = $("#verify-drop");
+  const input = $("#verify-file");
+  const sidecar = $("#verify-sidecar");
+  const run = () => input.files?.[0] && guard(() => verifyFile(input.files[0], sidecar.files?.[0]));
+  input.addEventListener("change", run);
+  sidecar.addEventListener("change", run);
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (e) => {
+      e.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragging");
+    const files = [...(e.dataTransfer?.files || [])];
+    if (!files.length) return;
+    // two files dropped together: a file and its sidecar manifest
+    const side = files.length > 1 ? files.find((f) => f.name.endsWith(".manifest.json")) : undefined;
+    const main = files.find((f) => f !== side);
+    guard(() => verifyFile(main, side));
+  });
+}
+
 // ───────────────────────── tabs ─────────────────────────
 
 function selectTab(name) {
@@ -1387,7 +1572,7 @@ function setupTabs() {
     });
   }
   const initial = location.hash.slice(1);
-  if (["ab", "jobs"].includes(initial)) selectTab(initial);
+  if (["ab", "jobs", "verify"].includes(initial)) selectTab(initial);
 }
 
 // ───────────────────────── wiring ─────────────────────────
@@ -1404,6 +1589,7 @@ async function loadAll() {
 function init() {
   setupAuth();
   setupTabs();
+  setupVerify();
   $("#error-dismiss").addEventListener("click", dismissError);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("#error-banner").hidden && !document.querySelector("dialog[open]")) dismissError();
