@@ -347,6 +347,15 @@ def generate(
         "--watermark",
         help="Text models: mark the text with the run store's green-list watermark (gamma 0.25, delta 2).",
     ),
+    form: str | None = typer.Option(
+        None,
+        "--form",
+        help="Text models: a Chinese poem in this form, wujue|qijue|wulv|qilv (五/七言 绝句/律诗), decoding "
+        "constrained to it; --prompt is then the title or theme.",
+    ),
+    acrostic: str | None = typer.Option(
+        None, "--acrostic", help="With --form: the first character of each line (藏头诗), e.g. 春夏秋冬."
+    ),
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: <run>/generated)."),
     class_label: int | None = typer.Option(
         None, "--class", help="Class to generate (conditional models; default: every class in turn)."
@@ -468,6 +477,8 @@ def _generate(
     no_sign: bool,
     runs_dir: Path | None,
     device: str,
+    form: str | None = None,
+    acrostic: str | None = None,
 ) -> None:
     """The body of ``genloop generate`` (in one process, or on each rank under torchrun)."""
     from .. import api, distributed
@@ -504,6 +515,8 @@ def _generate(
             beams=beams,
             no_stream=no_stream,
             compile_=compile_,
+            form=form,
+            acrostic=acrostic,
         )
         if text_given:
             raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} makes {kind.noun}s")
@@ -558,10 +571,14 @@ def _generate(
             compile_,
             sign=not no_sign,
             watermark=watermark,
+            form=form,
+            acrostic=acrostic,
             image_options=image_options,
         )
         return
-    text_given = [name for name, v in (("--prompt", prompt), ("--stop", stop or None)) if v is not None]
+    text_given = [
+        name for name, v in (("--prompt", prompt), ("--stop", stop or None), ("--form", form)) if v is not None
+    ]
     if text_given:
         raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} generates images")
     n = 64 if n is None else n
@@ -613,6 +630,8 @@ def _generate_text(
     image_options: dict,
     sign: bool = True,
     watermark: bool = False,
+    form: str | None = None,
+    acrostic: str | None = None,
 ) -> None:
     import warnings
 
@@ -636,6 +655,12 @@ def _generate_text(
         sampling["compile"] = True
     if watermark:
         sampling["watermark"] = True
+    if acrostic and not form:
+        raise ConfigError("--acrostic needs --form (the poem form whose lines it heads)")
+    if form:  # a poem: the prompt is its title, the form a constraint (see genloop.modalities.text.poetry)
+        from ..modalities.text.poetry import poem_constraint, title_prompt
+
+        sampling["constraint"], prompt = poem_constraint(form, acrostic), title_prompt(prompt)
     # under torchrun nothing streams: the ranks share the chunks and rank 0 prints the texts in item order
     stream = not no_stream and n == 1 and beams == 1 and distributed.launched().world_size == 1
     prompt = prompt or ""
@@ -761,6 +786,12 @@ def eval_(
     blur_sigma: float | None = typer.Option(
         None, "--blur-sigma", help="With --task deblur: Gaussian blur std in pixels (default 1.0)."
     ),
+    form: str | None = typer.Option(
+        None,
+        "--form",
+        help="Text runs trained on Chinese poems: score N poems of this form (wujue|qijue|wulv|qilv) for form, rhyme, "
+        "tone, distinct-n and memorisation beside held-out real poems; writes eval/poetry_<form>.json.",
+    ),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
@@ -772,6 +803,7 @@ def eval_(
     if task is not None:
         clash = {"--agreement": agreement, "--sweep": sweep, "--sanity": sanity, "--watermarked": watermarked}
         clash.update({"--features": features != "ref", "--weights": weights, "--guidance": guidance, "--nproc": nproc})
+        clash["--form"] = form
         if any(v is not None and v is not False for v in clash.values()):
             names = ", ".join(k for k, v in clash.items() if v is not None and v is not False)
             raise ConfigError(f"--task scores restoration with the reference net; it does not combine with {names}")
@@ -797,6 +829,9 @@ def eval_(
     run_id = (run_ids or [""])[0]
     if sanity:
         print_sanity(run_id, features, weights, runs_dir, device)
+        return
+    if form is not None:
+        print_poetry(run_id, form, n or 100, seed, checkpoint, runs_dir, device)
         return
     if sweep is not None and (nproc or distributed.launched().world_size) > 1:
         raise ConfigError("--sweep runs in one process; drop --nproc (or torchrun)")
@@ -1079,6 +1114,34 @@ def print_metrics(r: dict[str, Any]) -> None:
     warning = format_warning(r.get("sanity"))
     if warning:
         note(warning)
+
+
+def print_poetry(
+    run_id: str, form: str, n: int, seed: int, checkpoint: str, runs_dir: Path | None, device: str
+) -> None:
+    """``genloop eval RUN --form F``: the poetry metrics beside held-out real poems (a table + JSON)."""
+    from .. import api
+    from ..evaluation.poetry_eval import evaluate_poetry
+
+    run = api.RunStore(runs_dir).get(run_id)
+    r = evaluate_poetry(run, api.load(run.id, device, runs_dir, checkpoint), form, n, seed)
+    table = Table(title=f"{r['form']} poems of {run.id}: {r['n']} samples vs {r['n_real']} held-out real poems")
+    for col in ("metric", "samples", "real poems"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for k in (
+        "form_rate",
+        "rhyme_rate",
+        "tone_agreement",
+        "distinct_1",
+        "distinct_2",
+        "longest_span_mean",
+        "copy_rate",
+    ):
+        table.add_row(k, _fmt(r[k]), _fmt(r[f"{k}_floor"]))
+    out.print(table)
+    note(f"readings: {r['readings']}; rhyme rate of unrelated line endings (chance): {_fmt(r['rhyme_rate_chance'])}")
+    name = f"poetry_{r['form']}.json"
+    say(f"written to {run.files.eval / name}")
 
 
 def print_sanity(run_id: str, features: str, weights: Path | None, runs_dir: Path | None, device: str) -> None:

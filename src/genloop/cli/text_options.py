@@ -21,6 +21,8 @@ _TEXT_DEFAULTS: dict[str, object] = {
     "--beams": 1,
     "--no-stream": False,
     "--compile": False,
+    "--form": None,
+    "--acrostic": None,
 }
 
 

@@ -133,6 +133,9 @@ class TextPipeline:
         wm = settings.pop("watermark", None)  # the processor is recorded by its settings and key id, never the key
         if wm is not None:
             settings["watermark"] = wm.recipe()
+        constraint = settings.pop("constraint", None)  # recorded by its pattern (and form), not as an object
+        if constraint is not None:
+            settings["constraint"] = constraint.recipe()
         return {**recipe_info(self.info), "tokenizer": self.tokenizer.kind, **settings, "genloop_version": __version__}
 
     def watermark(self, watermark: Any = True) -> Any:
@@ -157,6 +160,25 @@ class TextPipeline:
             return for_store(store, vocab_size=vocab, **{k: v for k, v in watermark.items() if k in known})
         raise ConfigError(f"watermark must be true/false or a dict of settings, got {watermark!r}")
 
+    def constraint(self, constraint: Any) -> Any:
+        """The logits processor a call's ``constraint=`` asks for (None, a regex pattern, or a
+        :class:`~genloop.generation.constraints.RegexConstraint` such as a poetry form's), bound to this run's
+        tokenizer once per pattern: binding searches the vocabulary, which a batch of calls should not repeat."""
+        from .constraints import TokenConstraint, as_constraint
+
+        if isinstance(constraint, TokenConstraint):
+            return constraint
+        c = as_constraint(constraint)
+        if c is None:
+            return None
+        bound = getattr(self, "_constraints", None)
+        if bound is None:
+            bound = self._constraints = {}
+        key = (c.pattern, tuple(sorted(c.info.items())))
+        if key not in bound:
+            bound[key] = c.bind(self.tokenizer)
+        return bound[key]
+
     def params(
         self,
         max_tokens: int = 200,
@@ -171,6 +193,7 @@ class TextPipeline:
         frequency_penalty: float = 0.0,
         logit_bias: dict[int, float] | dict[str, float] | None = None,
         watermark: Any = None,
+        constraint: Any = None,
     ) -> SamplingParams:
         """Checked settings. ``logit_bias`` keys may be strings (JSON objects, recipes): they are token ids."""
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -194,6 +217,7 @@ class TextPipeline:
             frequency_penalty=frequency_penalty,
             logit_bias=bias,
             watermark=self.watermark(watermark),
+            constraint=self.constraint(constraint),
         )
         params.validate(MAX_TOKENS)
         return params
@@ -444,6 +468,7 @@ class TextPipeline:
         frequency_penalty: float = 0.0,
         logit_bias: dict[int, float] | None = None,
         watermark: Any = None,
+        constraint: Any = None,
         stream: bool = False,
         use_cache: bool = True,
         compile: bool = False,
@@ -456,7 +481,9 @@ class TextPipeline:
         pieces as they are generated instead of a :class:`TextOutput`. ``compile=True`` (``gpt`` models)
         decodes through a ``torch.compile``-d step: ~1.65× faster per token after a one-time compilation.
         ``watermark=True`` marks the text with the run store's green-list watermark (see :meth:`watermark`);
-        :func:`genloop.safety.text_watermark.detect_text` finds it.
+        :func:`genloop.safety.text_watermark.detect_text` finds it. ``constraint`` (a regex pattern or a
+        :class:`~genloop.generation.constraints.RegexConstraint`, e.g. :func:`genloop.modalities.text.poetry.
+        poem_constraint`) allows only text that is a whole match of it (see :mod:`genloop.generation.constraints`).
 
         Moderated (:mod:`genloop.safety.moderation`): a blocked prompt raises ``ModerationBlocked``; a blocked text
         is withheld (``""``, its recipe says ``moderation: {action: block, rule}``; a stream stops before the
@@ -480,6 +507,7 @@ class TextPipeline:
             frequency_penalty,
             logit_bias,
             watermark,
+            constraint,
         )
         if stream and n != 1:
             raise ConfigError("streaming gives one completion at a time: use n=1 with stream=True")

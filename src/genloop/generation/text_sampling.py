@@ -49,6 +49,9 @@ class SamplingParams:
     # None: off. A logits processor ``wm(logits (B, V), prev (B,)) -> logits`` that sees each row's previous
     # token, e.g. :class:`genloop.safety.text_watermark.TextWatermark` (the green-list watermark)
     watermark: Any = None
+    # None: off. A constraint ``c(logits (B, V), generated (B, G)) -> logits`` that sets to -inf every token
+    # leaving an allowed language, e.g. a bound :class:`genloop.generation.constraints.RegexConstraint`
+    constraint: Any = None
 
     @property
     def greedy(self) -> bool:
@@ -86,6 +89,8 @@ class SamplingParams:
             problems.append(f"--stop must be a list of non-empty strings, got {self.stop!r}")
         if self.watermark is not None and not callable(self.watermark):
             problems.append(f"watermark must be a logits processor (logits, prev) -> logits, got {self.watermark!r}")
+        if self.constraint is not None and not callable(self.constraint):
+            problems.append(f"constraint must be a processor (logits, generated) -> logits, got {self.constraint!r}")
         if problems:
             raise ConfigError("\n".join(problems))
 
@@ -102,11 +107,12 @@ def process_logits(
 
     ``seen`` (B, S) is every token so far (prompt + generated), for the repetition penalty; ``generated``
     (B, G) only the generated ones, for the presence and frequency penalties, which OpenAI defines over the
-    completion only; ``prev`` (B,) each row's last token, for the watermark. Order: logit bias, repetition
-    penalty, presence/frequency penalties, watermark, temperature, top-k, top-p. Bias, penalties and the
-    watermark come first because they change the model's scores, not the sampling; top-p last, so the
-    nucleus is taken from the final distribution. Settings that are off do nothing at all (the output
-    equals the input).
+    completion only, also for the constraint; ``prev`` (B,) each row's last token, for the watermark. Order:
+    logit bias, repetition penalty, presence/frequency penalties, watermark, constraint, temperature, top-k,
+    top-p. Bias, penalties and the watermark come first because they change the model's scores, not the
+    sampling; the constraint's mask next, so top-k and top-p choose among allowed tokens only (after them it
+    could leave no token at all); top-p last, so the nucleus is taken from the final distribution. Settings
+    that are off do nothing at all (the output equals the input).
     """
     x = logits.float()
     if params.logit_bias:
@@ -119,6 +125,8 @@ def process_logits(
         if prev is None:
             raise ValueError("the watermark needs each row's previous token (prev)")
         x = params.watermark(x, prev)
+    if params.constraint is not None:
+        x = params.constraint(x, generated)
     if params.temperature > 0 and params.temperature != 1.0:
         x = x / params.temperature
     if 0 < params.top_k < x.shape[-1]:
@@ -263,7 +271,7 @@ def generate_ids(
     context = _Context(lm, batch, use_cache)
     done = torch.zeros(batch, dtype=torch.bool)
     penalize = params.repetition_penalty != 1.0
-    count = bool(params.presence_penalty or params.frequency_penalty)
+    count = bool(params.presence_penalty or params.frequency_penalty) or params.constraint is not None
     for n in range(p, p + params.max_tokens):
         raw = context.logits(ids, n)
         logits = process_logits(
@@ -290,15 +298,15 @@ def beam_search(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, eot_
     carry on. Search ends when ``num_beams`` hypotheses are finished and no running beam scores better
     than the worst of them (score = sum of log-probabilities / generated length ** length_penalty).
     Temperature, top-k and top-p are ignored (they change sampling, not likelihood); the logit bias and the
-    repetition, presence and frequency penalties apply. Each step recomputes the window: beams are for small
-    models and short outputs.
+    repetition, presence and frequency penalties apply, and so does a constraint. Each step recomputes the
+    window: beams are for small models and short outputs.
     """
     _check_prompt(prompt_ids)
     device, p, width = model_device(lm), len(prompt_ids), params.num_beams
     eot = eot_id if params.stop_at_eot else None
     plain = replace(params, temperature=1.0, top_k=0, top_p=1.0)
     penalize = params.repetition_penalty != 1.0
-    count = bool(params.presence_penalty or params.frequency_penalty)
+    count = bool(params.presence_penalty or params.frequency_penalty) or params.constraint is not None
     beams = torch.as_tensor([list(prompt_ids)], dtype=torch.long, device=device)
     sums = torch.zeros(1, device=device)  # sum of log-probabilities of each running beam
     finished: list[tuple[float, list[int]]] = []
@@ -321,6 +329,8 @@ def beam_search(lm: Any, prompt_ids: Sequence[int], params: SamplingParams, eot_
         best = totals.topk(min(2 * width, totals.numel()))
         keep_rows, keep_tokens, keep_sums = [], [], []
         for rank, (total, flat) in enumerate(zip(best.values.tolist(), best.indices.tolist())):
+            if total == float("-inf"):  # masked (a constraint): no more extensions worth keeping
+                break
             row, token = divmod(flat, vocab)
             if token == eot:
                 if rank < width:

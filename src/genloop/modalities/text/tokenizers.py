@@ -59,6 +59,14 @@ class Tokenizer:
         token), in order of first appearance. Byte-level tokenizers represent everything: an empty list."""
         return []
 
+    def token_bytes(self) -> list[bytes | None]:
+        """Each token's UTF-8 bytes (None for special tokens), for constrained decoding to check token by token.
+
+        This default decodes tokens one at a time, which is exact for tokenizers whose pieces concatenate;
+        byte-level tokenizers override it with the token's exact bytes (which may be half a character)."""
+        specials = {self.eot_id, getattr(self, "unk_id", None)}
+        return [None if i in specials else self.decode([i]).encode("utf-8") or None for i in range(self.vocab_size)]
+
     def encode_array(self, text: str) -> np.ndarray:
         """``encode`` as an int64 array (overridden where a vectorised path is faster)."""
         return np.asarray(self.encode(text), dtype=np.int64)
@@ -134,6 +142,9 @@ class CharTokenizer(Tokenizer):
                 f"token id {bad!r} is outside this char tokenizer's vocabulary (0..{self.vocab_size - 1})"
             ) from None
 
+    def token_bytes(self) -> list[bytes | None]:
+        return [c.encode("utf-8") for c in self.chars] + [None, None]  # <|endoftext|> and <unk> are not text
+
     def save(self, directory: Path) -> None:
         _write_marker(
             Path(directory),
@@ -142,6 +153,17 @@ class CharTokenizer(Tokenizer):
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(["char", self.chars]).encode()).hexdigest()
+
+
+def _byte_level_alphabet() -> dict[int, str]:
+    """GPT-2's byte -> printable character map (what byte-level BPE vocabularies are spelled in)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    out, extra = {b: chr(b) for b in keep}, 0
+    for b in range(256):
+        if b not in out:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return out
 
 
 class _TokenizersBackend(Tokenizer):
@@ -154,6 +176,26 @@ class _TokenizersBackend(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         return list(self._backend.encode(_valid_text(text), add_special_tokens=False).ids)
+
+    def token_bytes(self) -> list[bytes | None]:
+        """Byte-level vocabularies (GPT-2's scheme) map each byte to one printable character: inverted here,
+        each token gives its exact bytes. Added (special) tokens are None. Other vocabularies fall back to
+        decoding each token alone."""
+        backend = self._backend
+        if backend is None:
+            return super().token_bytes()
+        inverse = {c: b for b, c in _byte_level_alphabet().items()}
+        added = set(backend.get_added_tokens_decoder()) | {self.eot_id}
+        out: list[bytes | None] = []
+        for i in range(self.vocab_size):
+            piece = backend.id_to_token(i)
+            if i in added or piece is None:
+                out.append(None)
+            elif all(c in inverse for c in piece):
+                out.append(bytes(inverse[c] for c in piece))
+            else:
+                return super().token_bytes()
+        return out
 
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
         encs = self._backend.encode_batch([_valid_text(t) for t in texts], add_special_tokens=False)
