@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--data", default="pydoc", help="gpt: the text corpus (a built-in name or a file)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (vae 2, gpt 1)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
+    ap.add_argument(
+        "--clip-only", action="store_true", help="gpt: add a run with per-example clipping and no noise (sigma 0)"
+    )
     ap.add_argument("--out", type=Path, default=None, help="default: results/dp.json, or results/dp_gpt.json")
     ap.add_argument("--runs-dir", type=Path, default=None, help="keep the runs here (default: a temp dir)")
     args = ap.parse_args()
@@ -153,8 +156,13 @@ def gpt_part(args: argparse.Namespace, out_path: Path) -> None:
     threads = args.threads or 1
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="genloop-bench-dp-gpt-"))
     rows = []
-    for eps in args.epsilons:
+    # (target epsilon, noise multiplier): the epsilons, then optionally clipping alone (sigma 0: epsilon is inf)
+    plan = [(eps, None) for eps in args.epsilons] + ([(math.inf, 0.0)] if args.clip_only else [])
+    for eps, sigma in plan:
         private = math.isfinite(eps)
+        dp_set = [f"train.dp.epsilon={eps}"] if private else []
+        if sigma is not None:
+            dp_set = [f"train.dp.noise_multiplier={sigma}"]
         overrides = [
             *GPT_MODEL,
             "data.tokenizer=char",
@@ -163,7 +171,7 @@ def gpt_part(args: argparse.Namespace, out_path: Path) -> None:
             "train.tensorboard=false",
             f"train.threads={threads}",
             "train.log_every=50",
-            *([f"train.dp.epsilon={eps}", f"train.dp.max_grad_norm={args.max_grad_norm}"] if private else []),
+            *([*dp_set, f"train.dp.max_grad_norm={args.max_grad_norm}"] if dp_set else []),
             *args.overrides,
         ]
         t0 = time.perf_counter()
@@ -176,8 +184,10 @@ def gpt_part(args: argparse.Namespace, out_path: Path) -> None:
             "epsilon_spent": dp.get("epsilon") if private else "inf",
             "delta": dp.get("delta"),
             "noise_multiplier": dp.get("noise_multiplier", 0.0),
-            "max_grad_norm": args.max_grad_norm if private else None,
-            "grad_clip": None if private else run.config["train"].get("grad_clip"),
+            "max_grad_norm": args.max_grad_norm if dp_set else None,
+            "grad_clip": None if dp_set else run.config["train"].get("grad_clip"),
+            "clip_only": sigma == 0.0,
+            "sampling": dp.get("sampling"),
             "sample_rate": dp.get("sample_rate"),
             "n_windows": dp.get("n"),
             "steps": run.info["step"],
@@ -190,7 +200,7 @@ def gpt_part(args: argparse.Namespace, out_path: Path) -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    base = next((r["val_loss"] for r in rows if r["epsilon_target"] == "inf"), None)
+    base = next((r["val_loss"] for r in rows if r["epsilon_target"] == "inf" and not r["clip_only"]), None)
     for r in rows:
         r["val_loss_minus_nonprivate"] = r["val_loss"] - base if base is not None else None
     out = {
@@ -206,7 +216,7 @@ def gpt_part(args: argparse.Namespace, out_path: Path) -> None:
             "model": f"gpt {' '.join(GPT_MODEL)}, char tokenizer, data {args.data}, fp32, batch {args.batch_size}, "
             f"{steps} steps (the family's cosine schedule); inf = no DP (the family's grad_clip 1)",
             "privacy_unit": "one training window of block_size characters",
-            "sampling": "seeded random windows, accounted as Poisson sampling at q = batch_size / n_windows",
+            "sampling": next((r["sampling"] for r in rows if r["sampling"]), None),  # train.dp.poisson decides
         },
         "rows": rows,
     }
@@ -217,11 +227,16 @@ def gpt_part(args: argparse.Namespace, out_path: Path) -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         eps = "∞" if r["epsilon_spent"] == "inf" else f"{r['epsilon_target']:g} ({r['epsilon_spent']:.3f})"
+        eps += " (clipping only)" if r["clip_only"] else ""
         print(
-            f"| {eps} | {r['noise_multiplier']:.3g} | {r['val_loss']:.3f} | {r['val_loss_minus_nonprivate']:+.3f} | "
-            f"{r['perplexity']:.2f} | {r['train_seconds']:.0f} |"
+            f"| {eps} | {r['noise_multiplier']:.3g} | {r['val_loss']:.3f} | "
+            f"{_signed(r['val_loss_minus_nonprivate'])} | {r['perplexity']:.2f} | {r['train_seconds']:.0f} |"
         )
     print(f"\ncpu: {cpu_name()} flags {cpu_flags()}")
+
+
+def _signed(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.3f}"
 
 
 def _opacus_version() -> str | None:

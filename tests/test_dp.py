@@ -169,6 +169,22 @@ def test_a_checkpoint_resumes_only_with_its_own_sampling(poisson: bool) -> None:
         _one_line(excinfo)
 
 
+def test_a_run_from_before_poisson_sampling_resumes_on_its_shuffled_batches() -> None:
+    """A DP run whose saved config has no train.dp.poisson (written before it existed) trained on shuffled
+    batches; `genloop resume` continues it on them instead of refusing it for the new default."""
+    over = tiny("vae", "train.dp.epsilon=4", "train.dp.poisson=false")
+    calls = iter(range(100))
+    part = genloop.train("vae", overrides=over, steps=4, progress=False, should_stop=lambda: next(calls) >= 2)
+    path = RunStore().get(part.id).files.config
+    cfg = json.loads(path.read_text())
+    del cfg["train"]["dp"]["poisson"]
+    path.write_text(json.dumps(cfg))
+    resumed = genloop.resume(part.id, progress=False)
+    info = RunStore().get(resumed.id).info["dp"]
+    assert info["updates"] == 4 and not info["sampling"].startswith("poisson")
+    assert json.loads(path.read_text())["train"]["dp"]["poisson"] is False
+
+
 # --- Poisson sampling (train.dp.poisson) ---------------------------------------------------------------------
 
 
