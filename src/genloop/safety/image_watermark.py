@@ -32,7 +32,7 @@ codeword instead (null mean ~0.1, sd ~``0.71 / sqrt(n)``). The thresholds (:data
 
 Capacity and robustness (``benchmarks/bench_image_watermark.py``, 200 marked images per size, half digits and
 half photo patches; bit accuracy of the blind decode; :func:`detect` had 0 false positives on 10,000 unmarked
-images at every size, i.e. FPR < 3e-4 at 95 % confidence):
+images at every size, with the crop search as without it, i.e. FPR < 3e-4 at 95 % confidence):
 
 =====  =======  =====  ===========================================================================
 side   payload  coded  what survives (PSNR of the mark ~39 dB mean)
@@ -64,7 +64,9 @@ tries many hypotheses, so it has its own, higher thresholds (:data:`RESYNC_DETEC
 size; the benchmark then measures the false positives on another 10,000. What it cannot do: guess the cut-off
 pixels. Dither modulation reads the absolute projection of the whole frame, so the margins' content must be
 predicted from the kept border: plain margins (a digit's black background) are, textured ones (most photo
-patches) are not, and those stay unread — see the benchmark's crop row by kind.
+patches) are not, and those stay unread. Measured (benchmark, crop 10 %, detection TPR): 64 px 56.5 % (digits:
+bits 0.98; photos 0.57), 32 px 12 %, 16 px 11 % (before: 1.5-3 %); 0 false positives in 10,000 unmarked images
+per size with the search, as without it.
 
 The key: one per installation, ``<config dir>/keys/watermark.key`` (32 random bytes, 0600, made on first
 use beside the provenance key; :func:`installation_key`), shared with the music watermark under another
