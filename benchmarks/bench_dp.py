@@ -6,8 +6,9 @@ no clipping, no noise), then ``genloop.evaluate`` scores samples with FID agains
 reference network's features, beside the real-data floor, and the ELBO on held-out digits. The issue's bar:
 at epsilon 10 the FID stays within 3x the non-private run's.
 
-Sampling caveat (see genloop.training.dp): batches are GenLoop's shuffled fixed-size batches; the epsilon is
-Opacus's Poisson-subsampling epsilon at q = batch_size / n, the usual approximation.
+Sampling (see genloop.training.dp): Poisson samples (train.dp.poisson, the default; results/dp_poisson.json);
+results/dp.json and dp_batch256.json were measured before that existed, on GenLoop's shuffled fixed-size batches
+(``--set train.dp.poisson=false`` today), whose epsilon is the usual Poisson approximation.
 
     nice -n 19 python benchmarks/bench_dp.py   # ~12 minutes on 2 busy cores (a DP step is ~2.5x slower)
     nice -n 19 python benchmarks/bench_dp.py --steps 40 --n 300   # a quick look
@@ -99,6 +100,7 @@ def main() -> None:
             "noise_multiplier": dp.get("noise_multiplier", 0.0),
             "max_grad_norm": args.max_grad_norm if private else None,
             "sample_rate": dp.get("sample_rate"),
+            "sampling": dp.get("sampling"),
             "steps": run.info["step"],
             "train_seconds": run.info["timings"]["train_seconds"],
             "images_per_s": run.info["timings"]["images_per_s"],
@@ -127,7 +129,7 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"),
             "command": "python " + " ".join(sys.argv),
             "model": "vae (family defaults), digits, fp32, equal steps; inf = no DP",
-            "sampling": "shuffled fixed-size batches, accounted as Poisson sampling at q = batch_size / n",
+            "sampling": next((r["sampling"] for r in rows if r["sampling"]), None),  # train.dp.poisson decides
         },
         "bar": bar,
         "rows": rows,
