@@ -39,7 +39,9 @@ a document follows only by group privacy and is much weaker.
 **Noise randomness.** The noise of private update ``k`` is drawn from a generator seeded with
 ``(train.seed, k)``: runs are reproducible and resume bit-exactly. Like Opacus's default (not
 ``secure_mode``), this is not a cryptographically secure generator; anyone who knows the seed could, in
-principle, subtract the noise. Keep ``train.seed`` secret for a release that must hold against that.
+principle, subtract the noise. Keep ``train.seed`` secret for a release that must hold against that. The same
+holds for the Poisson samples (seeded by ``(train.seed, step)``): the amplification by subsampling the epsilon
+counts on assumes nobody knows which examples each step drew.
 
 **What is refused** (one ConfigError line each): mixed or half precision (DP runs in fp32), gradient
 accumulation, ``train.grad_clip`` (clipping is per sample: ``train.dp.max_grad_norm``), ``train.compile``,
