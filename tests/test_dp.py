@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_GPT, tiny
@@ -133,10 +134,12 @@ def test_noise_for_a_target_epsilon_spends_it_at_the_planned_steps(accountant: s
     assert target - 0.01 <= acc.get_epsilon(delta=delta) <= target
 
 
-def test_resume_spends_the_same_epsilon_and_trains_the_same_weights() -> None:
+@pytest.mark.parametrize("poisson", ["true", "false"])
+def test_resume_spends_the_same_epsilon_and_trains_the_same_weights(poisson: str) -> None:
     """Interrupted after 3 of 6 steps and resumed: the accountant continues (it is in the checkpoint) and the
-    weights are bit-exact, since the noise of update k is seeded from (train.seed, k)."""
-    over = tiny("vae", "train.dp.epsilon=4")
+    weights are bit-exact, since the noise of update k is seeded from (train.seed, k) and Poisson sample s from
+    (train.seed, s)."""
+    over = tiny("vae", "train.dp.epsilon=4", f"train.dp.poisson={poisson}")
     full = genloop.train("vae", overrides=over, steps=6, progress=False)
     calls = iter(range(100))
     part = genloop.train("vae", overrides=over, steps=6, progress=False, should_stop=lambda: next(calls) >= 3)
@@ -149,6 +152,118 @@ def test_resume_spends_the_same_epsilon_and_trains_the_same_weights() -> None:
     assert _spent(resumed.dir) == _spent(full.dir)  # every logged epsilon, also the 3 after the resume
     info_full, info_resumed = RunStore().get(full.id).info["dp"], RunStore().get(resumed.id).info["dp"]
     assert info_resumed["epsilon"] == info_full["epsilon"] and info_resumed["updates"] == 6
+    assert info_full["sampling"].startswith("poisson") == (poisson == "true")
+
+
+@pytest.mark.parametrize("poisson", [True, False])
+def test_a_checkpoint_resumes_only_with_its_own_sampling(poisson: bool) -> None:
+    """Poisson samples and shuffled batches are different streams with different budgets: one line, not a mix."""
+    trainer = _image_trainer("vae", "train.dp.noise_multiplier=1", f"train.dp.poisson={str(poisson).lower()}")
+    other = {**trainer.dp.state_dict(), "poisson": not poisson}
+    with pytest.raises(ConfigError, match=f"resume it with train.dp.poisson={str(not poisson).lower()}") as excinfo:
+        trainer.dp.load_state_dict(other)
+    _one_line(excinfo)
+    if poisson:  # a data state of shuffled batches (epoch, position) cannot continue a Poisson stream
+        with pytest.raises(ConfigError, match="train.dp.poisson=false") as excinfo:
+            trainer.batches.load_state_dict({"epoch": 1, "position": 16})
+        _one_line(excinfo)
+
+
+def test_a_run_from_before_poisson_sampling_resumes_on_its_shuffled_batches() -> None:
+    """A DP run whose saved config has no train.dp.poisson (written before it existed) trained on shuffled
+    batches; `genloop resume` continues it on them instead of refusing it for the new default."""
+    over = tiny("vae", "train.dp.epsilon=4", "train.dp.poisson=false")
+    calls = iter(range(100))
+    part = genloop.train("vae", overrides=over, steps=4, progress=False, should_stop=lambda: next(calls) >= 2)
+    path = RunStore().get(part.id).files.config
+    cfg = json.loads(path.read_text())
+    del cfg["train"]["dp"]["poisson"]
+    path.write_text(json.dumps(cfg))
+    resumed = genloop.resume(part.id, progress=False)
+    info = RunStore().get(resumed.id).info["dp"]
+    assert info["updates"] == 4 and not info["sampling"].startswith("poisson")
+    assert json.loads(path.read_text())["train"]["dp"]["poisson"] is False
+
+
+# --- Poisson sampling (train.dp.poisson) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_poisson_batches_have_the_expected_size_on_average(kind: str) -> None:
+    """Each example joins each batch with probability q = batch / n: the sizes' mean is q n and their variance
+    n q (1 - q) (a Binomial), the examples of a batch are distinct, and every example gets drawn."""
+    from genloop.modalities.text.batches import TokenBatches
+    from genloop.training.dp import PoissonBatches
+
+    n, batch, draws = 1000, 50, 400
+    if kind == "image":
+        images = torch.arange(n, dtype=torch.int64).reshape(n, 1, 1, 1).to(torch.uint8)
+        labels = torch.arange(n)
+        stream: Any = ImageBatches(images, labels, batch, seed=3)
+    else:
+        stream = TokenBatches(np.arange(n + 8), batch, 8, seed=3)  # window i starts with token i
+    q = batch / stream.population
+    poisson = PoissonBatches(stream, q, seed=3)
+    sizes, seen = [], set()
+    for _ in range(draws):
+        x, y = next(poisson)
+        sizes.append(x.shape[0])
+        ids = (y if kind == "image" else x[:, 0]).tolist()  # which examples
+        assert len(set(ids)) == len(ids)  # no example twice in one batch
+        seen.update(ids)
+    mean, var = float(np.mean(sizes)), float(np.var(sizes))
+    expected = q * stream.population
+    # the mean of 400 Binomial(1000, 0.05) sizes has standard deviation ~0.34: a 2.0 margin is ~6 of them
+    assert abs(mean - expected) < 2.0, (mean, expected)
+    assert 0.6 * expected * (1 - q) < var < 1.5 * expected * (1 - q), var
+    assert len(set(sizes)) > 10  # the size varies from step to step
+    assert len(seen) > 0.9 * stream.population  # 1 - (1 - q)^400: all but ~1e-9 of them
+    assert stream.state_dict() == ({"epoch": 0, "position": 0} if kind == "image" else {"step": 0})  # untouched
+    assert poisson.state_dict() == {"poisson_step": draws}
+
+
+def test_poisson_samples_depend_only_on_seed_and_step() -> None:
+    from genloop.training.dp import poisson_indices
+
+    a = poisson_indices(5000, 0.01, seed=7, step=12)
+    assert np.array_equal(a, poisson_indices(5000, 0.01, seed=7, step=12))
+    assert not np.array_equal(a, poisson_indices(5000, 0.01, seed=7, step=13))
+    assert not np.array_equal(a, poisson_indices(5000, 0.01, seed=8, step=12))
+    assert np.all(np.diff(a) > 0) and a.min() >= 0 and a.max() < 5000  # sorted, distinct, in range
+    assert poisson_indices(10, 0.0, seed=0, step=0).size == 0
+
+
+def test_an_empty_poisson_sample_is_a_noise_only_update() -> None:
+    """At an expected batch of one example a third of the steps sample nothing: the engine still makes each of
+    those private updates (noise only, as the accountant assumes), so every step is counted and moves the model."""
+    from genloop.training.dp import poisson_indices
+
+    trainer = _image_trainer("vae", "train.dp.noise_multiplier=1.0", "train.steps=6", "train.batch_size=1", n=40)
+    n, q = trainer.dp.n, trainer.dp.sample_rate
+    sizes = [poisson_indices(n, q, trainer.cfg.seed, s).size for s in range(6)]
+    assert 0 in sizes and max(sizes) > 0, sizes  # this seed has both kinds of step
+    states = []
+    real_step = trainer.dp.empty_step
+
+    def watched() -> None:
+        before = [p.detach().clone() for p in trainer.system.vae.parameters()]
+        real_step()
+        after = list(trainer.system.vae.parameters())
+        states.append(any(not torch.equal(a, b) for a, b in zip(before, after)))
+
+    trainer.dp.empty_step = watched  # type: ignore[method-assign]
+    trainer.fit()
+    assert len(states) == sizes.count(0) and all(states)  # each empty step was a (noise) update
+    assert trainer.dp.updates_done == 6
+    assert all(torch.isfinite(p).all() for p in trainer.system.parameters())
+
+
+def test_a_stream_that_cannot_take_examples_is_refused_for_poisson() -> None:
+    from genloop.training.dp import PoissonBatches
+
+    with pytest.raises(ConfigError, match="train.dp.poisson=false") as excinfo:
+        PoissonBatches(SimpleNamespace(population=100, batch_size=4), 0.04, seed=0)
+    _one_line(excinfo)
 
 
 def test_resume_cannot_train_past_the_planned_budget() -> None:
@@ -185,7 +300,9 @@ def test_per_sample_clipping_bounds_each_examples_gradient(monkeypatch: pytest.M
 
     torch.manual_seed(0)
     system = _Linear()
-    cfg = TrainConfig(steps=1, batch_size=4, ema_decay=None, dp=DPConfig(noise_multiplier=0.0, max_grad_norm=1.0))
+    cfg = TrainConfig(
+        steps=1, batch_size=4, ema_decay=None, dp=DPConfig(noise_multiplier=0.0, max_grad_norm=1.0, poisson=False)
+    )
     x = torch.randn(4, 3)
     x[0] *= 1e6  # the outlier
     y = torch.randn(4)
@@ -236,6 +353,7 @@ def _one_line(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
         (["train.dp.epsilon=2", "train.grad_clip=1"], "max_grad_norm"),
         (["train.dp.epsilon=2", "train.dp.max_grad_norm=0"], "max_grad_norm must be > 0"),
         (["train.dp.epsilon=2", "train.dp.delta=1.5"], "delta must be in"),
+        (["train.dp.epsilon=2", "train.dp.poisson=maybe"], "train.dp.poisson"),
     ],
 )
 def test_bad_dp_settings_get_one_line(extra: list[str], match: str) -> None:

@@ -21,6 +21,8 @@ from genloop.safety import image_watermark as wm
 from genloop.safety import provenance
 
 KEY = bytes(range(32))
+# (size, index, seed) of images() whose 10 % crop the re-synchronisation reads: a photo patch at 32 px, a digit at 64
+CROP_CASES = [(32, 3, 0), (64, 0, 0)]
 
 
 def images(size: int, count: int, seed: int = 0) -> list[Image.Image]:
@@ -86,6 +88,58 @@ def test_unmarked_images_are_not_detected() -> None:
             assert not wm.decode_full(im, KEY).watermarked, (size, i)
     other = wm.embed(images(32, 1)[0], "gen-0", bytes(32))  # another installation's key
     assert not wm.detect(other, "gen-0", KEY)
+
+
+# --- crop re-synchronisation ------------------------------------------------------------------------------
+
+
+def crop_back(im: Image.Image, frac: float = 0.10) -> Image.Image:
+    """The benchmark's crop: the central 90 % (rounded to pixels), resized back to the original size."""
+    w, h = im.size
+    dx, dy = max(1, round(w * frac / 2)), max(1, round(h * frac / 2))
+    return im.crop((dx, dy, w - dx, h - dy)).resize((w, h), Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize(("size", "index", "seed"), CROP_CASES)
+def test_a_10pct_crop_is_read_back_by_the_resync_search(size: int, index: int, seed: int) -> None:
+    """A marked image cropped by 10 % and resized back no longer decodes as it is; the decoder's crop search
+    finds the crop (to a pixel) and reads the exact bits. Which images survive depends on their margins (the
+    search must guess the cut-off pixels; plain ones are guessed right, textured ones are not): the rates by kind
+    are in benchmarks/bench_image_watermark.py; these are seeded images of the kinds that do."""
+    im = images(size, index + 1, seed=seed)[index]
+    gid = f"gen-crop-{size}"
+    cropped = crop_back(wm.embed(im, gid, KEY))
+    assert not wm.decode_full(cropped, KEY, resync=False).watermarked
+    assert not wm.detect(cropped, gid, KEY, resync=False)
+    d = wm.decode_full(cropped, KEY)
+    assert d.watermarked and d.crop is not None
+    assert d.bits == list(wm.payload_bits(gid, wm.capacity(size, size)))
+    cut = max(1, round(size * 0.05)) / size
+    assert np.allclose(d.crop, [cut] * 4, atol=1.01 / size), d.crop
+    assert wm.detect(cropped, gid, KEY)
+    assert not wm.detect(cropped, "another generation", KEY)
+
+
+def test_the_resync_search_keeps_unmarked_images_undetected() -> None:
+    """The search tries hundreds of crops, so its thresholds are higher: a seeded sample of unmarked images (and
+    their 10 % crops) stays undetected and undecoded, also against their own would-be ids."""
+    for size in (16, 32, 64):
+        for i, im in enumerate(images(size, 30, seed=500 + size)):
+            for candidate in (im, crop_back(im)):
+                assert not wm.detect(candidate, f"gen-{i}", KEY), (size, i)
+                assert not wm.decode_full(candidate, KEY).watermarked, (size, i)
+
+
+def test_the_crop_candidates_keep_the_aspect_and_stay_within_15pct() -> None:
+    for size, count in ((16, 18), (32, 84), (64, 669), (256, 669)):
+        crops = np.array(wm._resync_plan(KEY, size, size).crops)
+        assert len(crops) == count, size
+        assert crops.min() >= 0 and crops.max() <= wm.RESYNC_MAX_CROP + 1e-9
+        assert np.allclose(crops[:, 0] + crops[:, 1], crops[:, 2] + crops[:, 3])  # the same share off both axes
+        assert (crops.sum(1) > 0).all()  # the uncropped image is the direct read, not a candidate
+        assert len({tuple(c) for c in crops.round(9)}) == count
+    # 8-15 px: no search (a crop there is a pixel of eight); the direct read decides
+    assert 16 not in wm.RESYNC_DETECT_SCORE and wm.profile(8, 8).coded == 16
 
 
 def test_too_small_and_non_images_are_one_line(tmp_path: Path) -> None:

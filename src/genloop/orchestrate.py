@@ -161,6 +161,9 @@ def resume_run(
         raise NotFoundError(f"run {run.id} has no checkpoint to resume from ({run.last_checkpoint} is missing)")
     cfg = run.config
     train_cfg = dict(cfg["train"])
+    dp = train_cfg.get("dp")
+    if isinstance(dp, dict) and "poisson" not in dp:  # a DP run from before train.dp.poisson: shuffled batches
+        train_cfg["dp"] = {**dp, "poisson": False}
     if steps is not None:
         train_cfg["steps"] = steps
     if time_budget is not None:

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 SPLITS = ("train", "val", "test")
@@ -166,12 +167,22 @@ class ImageBatches:
         if self.position + self.batch_size > self.images.shape[0]:
             self.epoch, self.position, self._order = self.epoch + 1, 0, None
         idx = self._permutation()[self.position : self.position + self.batch_size]
-        x = to_float(self.images[idx])
-        if self.flip or self.shift:
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + self.position)
-            x = augment(x, self.flip, self.shift, g)
-        y = self.labels[idx] if self.labels is not None else None
+        batch = self._batch(idx, (self.seed * 1_000_003 + self.epoch) * 1_000_033 + self.position)
         self.position += self.batch_size
+        return batch
+
+    def take(self, indices: np.ndarray | torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch of exactly these examples (any number, also none), augmented from a generator seeded by
+        ``(seed, step)``: how differential privacy's Poisson sampling (genloop.training.dp) draws its batches.
+        The stream's own position does not move."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return self._batch(idx, (self.seed * 1_000_003 + step) * 1_000_033 + 999_983)
+
+    def _batch(self, idx: torch.Tensor, aug_seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = to_float(self.images[idx])
+        if (self.flip or self.shift) and len(idx):
+            x = augment(x, self.flip, self.shift, torch.Generator().manual_seed(aug_seed))
+        y = self.labels[idx] if self.labels is not None else None
         if self.device.type == "cuda":  # page-locked memory: the copy to the GPU overlaps the next step's work
             x, y = x.pin_memory(), (y.pin_memory() if y is not None else None)
         x = x.to(self.device, non_blocking=True)

@@ -19,6 +19,9 @@ class DPConfig:
     max_grad_norm: float = 1.0  # each example's gradient is clipped to this L2 norm
     noise_multiplier: float | None = None  # set instead of epsilon: the noise, and epsilon follows from it
     accountant: Literal["rdp", "prv"] = "rdp"  # Opacus's privacy accountant
+    # each step takes each example independently with probability batch_size / n (a batch of varying size), the
+    # sampling the accountant assumes; false: GenLoop's shuffled fixed-size batches (epsilon then approximate)
+    poisson: bool = True
 
     @property
     def enabled(self) -> bool:

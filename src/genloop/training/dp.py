@@ -17,13 +17,20 @@ What happens in a DP run:
   checkpoint (so a resumed run continues the budget instead of silently restarting it) and recorded in
   run.json at the end.
 
-**Sampling, honestly.** Opacus's accounting assumes Poisson sampling (each example joins each batch
-independently with probability ``q``). GenLoop keeps its seeded, resumable batches: image families draw
-fixed-size batches from a shuffled permutation per epoch, text families draw ``batch_size`` random windows
-(with replacement). The epsilon reported is the Poisson-subsampling epsilon at ``q = batch_size / n`` — the
-standard approximation used by most DP-SGD code (Opacus without ``poisson_sampling``, TF Privacy and JAX
-privacy examples) — not a proven bound for shuffled batches, which can be weaker (Chua et al., 2024, "How
-Private are DP-SGD Implementations?").
+**Sampling.** Opacus's accounting assumes Poisson sampling: each example joins each batch independently with
+probability ``q``. That is what ``train.dp.poisson`` (on by default) does: :class:`PoissonBatches` draws, at step
+``s``, a Binomial(n, q) number of distinct examples uniformly (the same law as n independent coin flips) from a
+generator seeded with ``(train.seed, s)``, and asks the data stream for exactly those examples (its ``take``);
+the batch size varies around ``batch_size`` and the reported epsilon is the bound for what was done. It is the
+default because nothing in GenLoop's DP path needs a fixed batch: DP already refuses gradient accumulation,
+compile, several processes and BatchNorm; the DP optimizer divides the clipped sum by the *expected* batch size,
+as Opacus's Poisson mode does. A step whose sample is empty is a noise-only update of every private group (what
+the accountant counts; Opacus does the same); the family's other updates (a GAN's generator) skip that step.
+``train.dp.poisson=false`` keeps GenLoop's ordinary seeded batches (image families: fixed-size batches from a
+shuffled permutation per epoch; text: ``batch_size`` random windows, with replacement); the epsilon reported
+then is the Poisson-subsampling epsilon at ``q = batch_size / n`` — the usual approximation (Opacus without
+``poisson_sampling``, TF Privacy and JAX privacy examples) — not a proven bound for shuffled batches, which can
+be weaker (Chua et al., 2024, "How Private are DP-SGD Implementations?").
 
 **Privacy unit.** One training image; for a language model one training window of ``block_size`` tokens
 (``n`` = the number of windows). A token lies in up to ``block_size`` windows, so a guarantee for a token or
@@ -32,7 +39,9 @@ a document follows only by group privacy and is much weaker.
 **Noise randomness.** The noise of private update ``k`` is drawn from a generator seeded with
 ``(train.seed, k)``: runs are reproducible and resume bit-exactly. Like Opacus's default (not
 ``secure_mode``), this is not a cryptographically secure generator; anyone who knows the seed could, in
-principle, subtract the noise. Keep ``train.seed`` secret for a release that must hold against that.
+principle, subtract the noise. Keep ``train.seed`` secret for a release that must hold against that. The same
+holds for the Poisson samples (seeded by ``(train.seed, step)``): the amplification by subsampling the epsilon
+counts on assumes nobody knows which examples each step drew.
 
 **What is refused** (one ConfigError line each): mixed or half precision (DP runs in fp32), gradient
 accumulation, ``train.grad_clip`` (clipping is per sample: ``train.dp.max_grad_norm``), ``train.compile``,
@@ -48,6 +57,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -143,6 +153,69 @@ def noise_for_target(epsilon: float, delta: float, sample_rate: float, steps: in
         raise ConfigError(f"train.dp.epsilon={epsilon:g}: no noise multiplier reaches it ({e})") from None
 
 
+def poisson_indices(n: int, rate: float, seed: int, step: int) -> np.ndarray:
+    """Step ``step``'s Poisson sample of ``range(n)``: each index independently with probability ``rate``.
+
+    Drawn as a Binomial(n, rate) count, then that many distinct indices uniformly (Floyd's algorithm in numpy:
+    O(count), not O(n)); the law is the same as n coin flips. Sorted. Seeded by ``(seed, step)`` only, so a
+    resumed run draws exactly the samples the uninterrupted one would.
+    """
+    rng = np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, step, _POISSON_STREAM])
+    k = int(rng.binomial(n, rate))
+    return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
+
+
+_POISSON_STREAM = 0x9015  # keeps the sampling generator apart from others seeded with (seed, step)
+
+
+class PoissonBatches:
+    """A data stream that yields Poisson samples of ``batches``' examples instead of its own batches.
+
+    The wrapped stream only has to say how many examples it holds (``population``) and build the batch of given
+    example indices (``take(indices, step)``). The state is the number of samples drawn.
+    """
+
+    def __init__(self, batches: Any, rate: float, seed: int) -> None:
+        if not callable(getattr(batches, "take", None)):
+            raise ConfigError(
+                "train.dp.poisson: this data stream cannot build a batch of chosen examples; set train.dp.poisson=false"
+            )
+        self.inner, self.n, self.rate, self.seed = batches, population(batches), float(rate), int(seed)
+        self.batch_size = int(batches.batch_size)
+        self.step = 0
+
+    @property
+    def population(self) -> int:
+        return self.n
+
+    @property
+    def device(self) -> Any:
+        return self.inner.device
+
+    @device.setter
+    def device(self, value: Any) -> None:
+        self.inner.device = value
+
+    def __iter__(self) -> PoissonBatches:
+        return self
+
+    def __next__(self) -> Any:
+        batch = self.inner.take(poisson_indices(self.n, self.rate, self.seed, self.step), self.step)
+        self.step += 1
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"poisson_step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "poisson_step" not in state:
+            raise ConfigError(
+                "train.dp.poisson: the checkpoint was trained on shuffled batches; "
+                "resume it with train.dp.poisson=false"
+            )
+        self.step = int(state["poisson_step"])
+
+
 def population(batches: Any) -> int:
     """How many examples the sample rate is taken over (images, or a text's training windows)."""
     n = getattr(batches, "population", None)
@@ -166,8 +239,12 @@ class PrivateTraining:
         self.n = population(batches)
         self.batch_size = int(getattr(batches, "batch_size", cfg.batch_size))
         self.sample_rate = self.batch_size / self.n
+        self.poisson = dp.poisson
+        # the stream the engine trains on: Poisson samples (train.dp.poisson), or the data's own batches
+        self.batches = PoissonBatches(batches, self.sample_rate, cfg.seed) if dp.poisson else batches
         self.delta = resolve_delta(cfg, self.n)
-        self.updates_per_step = sum(k for _, k in private.values())
+        self.updates = {group: k for group, (_, k) in private.items()}  # private updates per step, per group
+        self.updates_per_step = sum(self.updates.values())
         self.accountant_name = dp.accountant
         self.accountant = make_accountant(dp.accountant)
         self.seed = cfg.seed
@@ -209,6 +286,24 @@ class PrivateTraining:
             for gsm in self.modules.values():
                 gsm.enable_hooks()
 
+    def empty_step(self) -> None:
+        """The step of an empty Poisson sample: each private update is noise only (a clipped sum of nothing plus
+        Gaussian noise, divided by the expected batch size), counted by the accountant like any other."""
+        for group, opt in self.optimizers.items():
+            for _ in range(self.updates[group]):
+                opt.zero_grad(set_to_none=True)
+                for p in opt.params:
+                    p.grad_sample = p.new_zeros((0, *p.shape))
+                self.before_update(group)
+                opt.step()
+                self.after_update(group)
+                opt.zero_grad(set_to_none=True)
+
+    @staticmethod
+    def is_empty(micro_batches: list[Any], units: Any) -> bool:
+        """Whether the step's (Poisson) sample holds no example: ``units`` counts a batch's examples."""
+        return all(units(b) == 0 for b in micro_batches)
+
     def before_update(self, group: str) -> None:
         """Seed the noise of the next private update from (seed, update count): reproducible and resumable."""
         opt = self.optimizers[group]
@@ -243,8 +338,14 @@ class PrivateTraining:
             "n": self.n,
             "updates": self.updates_done,
             "accountant": self.accountant_name,
-            "sampling": "shuffled fixed-size batches, accounted as Poisson sampling (the usual approximation)",
+            "sampling": self.sampling,
         }
+
+    @property
+    def sampling(self) -> str:
+        if self.poisson:
+            return "poisson (each example joins each step's batch with probability sample_rate)"
+        return "shuffled fixed-size batches, accounted as Poisson sampling (the usual approximation)"
 
     @property
     def max_grad_norm(self) -> float:
@@ -258,6 +359,7 @@ class PrivateTraining:
             "delta": self.delta,
             "accountant": self.accountant_name,
             "planned_updates": self.planned_updates,
+            "poisson": self.poisson,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -265,6 +367,13 @@ class PrivateTraining:
         if state.get("accountant", self.accountant_name) != self.accountant_name:
             raise ConfigError(
                 f"train.dp.accountant={self.accountant_name} but this run was accounted with {state['accountant']}"
+            )
+        saved_poisson = bool(state.get("poisson", False))  # checkpoints from before train.dp.poisson: shuffled
+        if saved_poisson != self.poisson:
+            was = "Poisson samples" if saved_poisson else "shuffled batches"
+            raise ConfigError(
+                f"train.dp.poisson={str(self.poisson).lower()} but this run was trained on {was}; resume it with "
+                f"train.dp.poisson={str(saved_poisson).lower()}"
             )
         if abs(float(state["sample_rate"]) - self.sample_rate) > 1e-12:
             raise ConfigError(

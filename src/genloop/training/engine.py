@@ -288,6 +288,8 @@ class Trainer:
         # EMA copy is made, so the copy carries none of Opacus's hooks)
         self.dp = PrivateTraining(self.system, batches, cfg, self.opt.optimizers, world) if cfg.dp.enabled else None
         self.opt.dp = self.dp
+        if self.dp is not None:
+            self.batches = self.dp.batches  # train.dp.poisson: Poisson samples of the data's examples
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run (from the checkpoint)
         self._session_start: float | None = None
@@ -464,8 +466,12 @@ class Trainer:
                     self.opt.micro_batches = [next(self.batches) for _ in range(cfg.grad_accum)]
                     units_seen += world * sum(self.system.batch_units(b) for b in self.opt.micro_batches)
                     try:
-                        with autocast:
-                            logs = self.system.training_step(self.opt)
+                        if self.dp is not None and self.dp.is_empty(self.opt.micro_batches, self.system.batch_units):
+                            self.dp.empty_step()  # an empty Poisson sample: noise-only private updates
+                            logs = {}
+                        else:
+                            with autocast:
+                                logs = self.system.training_step(self.opt)
                     except _NonFinite as e:
                         raise TrainingDiverged(
                             f"the {e.group} loss became {e.value} at step {self.step + 1}; the last checkpoint "
@@ -478,7 +484,7 @@ class Trainer:
                         self.ema.update(getattr(self.system, self.system.ema_target), self.step)
                     for k, v in logs.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
-                    count += 1
+                    count += 1 if logs else 0  # an empty Poisson sample has no losses to average
                     now = time.perf_counter()
                     # every step, from the first: the step counter, the time, this rank's losses since the last log
                     bar.update(self.step, now - t0, {**{k: v / count for k, v in sums.items()}, **bar_extra})

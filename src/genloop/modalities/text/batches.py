@@ -57,8 +57,15 @@ class TokenBatches:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        windows = np.asarray(self.data[self.offsets(self.step)[:, None] + self._window], dtype=np.int64)
+        batch = self.take(self.offsets(self.step), self.step)
         self.step += 1
+        return batch
+
+    def take(self, starts: np.ndarray, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of the windows starting at ``starts`` (any number, also none): how differential privacy's
+        Poisson sampling (genloop.training.dp) draws its batches. The stream's own step does not move."""
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        windows = np.asarray(self.data[starts[:, None] + self._window], dtype=np.int64).reshape(-1, self.block_size + 1)
         xy = torch.from_numpy(windows)
         x, y = xy[:, :-1], xy[:, 1:]
         if self._device.type == "cuda":
