@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,15 @@ RUNS_DIR = typer.Option(None, "--runs-dir", help="Run store folder.")
 DEVICE = typer.Option("cpu", "--device")
 
 
+def _answer(inputs: list[Any] | None, single: Any, write: Callable[[Any], str]) -> None:
+    """One input: print its output as is. A .jsonl of inputs: one JSON string per line."""
+    if inputs is None:
+        print(write(single()))
+        return
+    for value in inputs:
+        print(json.dumps(write(value), ensure_ascii=False))
+
+
 def summarize_command(
     run_id: str = RUN,
     file: Path = typer.Argument(..., help="A text file (or - for standard input), or a .jsonl of {document}."),
@@ -86,12 +96,11 @@ def summarize_command(
     """Summarise a document with a run trained on {"document", "summary"} records."""
     pipe = _load(run_id, runs_dir, device, checkpoint)
     sampling = _sampling(max_tokens, temperature)
-    docs = _records(file, "document")
-    if docs is None:
-        print(pipe.summarize(_read(file), words=words, seed=seed, **sampling))
-        return
-    for doc in docs:
-        print(json.dumps(pipe.summarize(str(doc), words=words, seed=seed, **sampling), ensure_ascii=False))
+    _answer(
+        _records(file, "document"),
+        lambda: _read(file),
+        lambda doc: pipe.summarize(str(doc), words=words, seed=seed, **sampling),
+    )
 
 
 def data_to_text_command(
@@ -107,22 +116,21 @@ def data_to_text_command(
     """Write a report from a record of fields with a run trained on {"data", "text"} records."""
     pipe = _load(run_id, runs_dir, device, checkpoint)
     sampling = _sampling(max_tokens, temperature)
-    rows = _records(file, "data")
-    if rows is None:
+
+    def one() -> Any:
         try:
-            rows = [json.loads(_read(file))]
+            return json.loads(_read(file))
         except json.JSONDecodeError as e:
             raise ConfigError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        print(pipe.data_to_text(rows[0], seed=seed, **sampling) if isinstance(rows[0], dict) else _bad(file))
-        return
-    for data in rows:
+
+    def write(data: Any) -> str:
         if not isinstance(data, dict):
-            _bad(file)
-        print(json.dumps(pipe.data_to_text(data, seed=seed, **sampling), ensure_ascii=False))
+            raise ConfigError(
+                f'{file}: the data must be a JSON object of fields, like {{"home": "Ashford", "goals": 2}}'
+            )
+        return str(pipe.data_to_text(data, seed=seed, **sampling))
 
-
-def _bad(file: Path) -> str:
-    raise ConfigError(f'{file}: the data must be a JSON object of fields, like {{"home": "Ashford", "goals": 2}}')
+    _answer(_records(file, "data"), one, write)
 
 
 __all__ = ["data_to_text_command", "summarize_command"]
