@@ -1506,6 +1506,9 @@ app.command("data-to-text")(data_to_text_command)
 from .export import export_command  # noqa: E402 - `genloop export` lives in its own module
 
 app.command("export")(export_command)
+from .c2pa import c2pa_command  # noqa: E402 - `genloop c2pa` lives in its own module
+
+app.command("c2pa")(c2pa_command)
 
 
 def main(argv: list[str] | None = None) -> int:

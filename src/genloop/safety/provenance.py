@@ -265,6 +265,7 @@ class VerifyResult:
     items: int = 1
     manifests: list[dict[str, Any]] = field(default_factory=list, repr=False)
     watermark: str | None = None  # images and MIDI: what the invisible watermark says (see watermark_note)
+    c2pa: str | None = None  # a PNG with a C2PA manifest: what it says (see c2pa_export.describe)
 
     @property
     def ok(self) -> bool:
@@ -290,6 +291,8 @@ class VerifyResult:
             parts.append(self.detail)
         if self.watermark:
             parts.append(self.watermark)
+        if self.c2pa:
+            parts.append(self.c2pa)
         return f"{self.path}: {self.status}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
@@ -443,10 +446,14 @@ def _lookup_run(manifest: dict[str, Any], runs_dir: str | os.PathLike | None) ->
 
 def verify_file(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> VerifyResult:
     """:func:`check_file`, plus (for a PNG or a MIDI file, signed or not) what its invisible watermark says:
-    ``watermark: generation <id> (run <run>)`` by the run store's watermark index, or ``no watermark``."""
+    ``watermark: generation <id> (run <run>)`` by the run store's watermark index, or ``no watermark``; and for
+    a PNG with a C2PA manifest (``genloop c2pa``), whether that is intact (it does not change the status)."""
     result = check_file(path, runs_dir)
     if result.status != ERROR:
         result.watermark = watermark_note(Path(path), runs_dir, result.generation_id)
+    from .c2pa_export import describe  # imports c2pa-python only for a PNG that holds a C2PA manifest
+
+    result.c2pa = describe(path)
     return result
 
 
