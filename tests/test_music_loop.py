@@ -400,6 +400,19 @@ def test_best_of_n_keeps_music_samples_in_their_own_field(music_run, tmp_path: P
     store = FeedbackStore(url=f"sqlite:///{tmp_path / 'fb.sqlite'}", runs=runs, media_dir=tmp_path / "media")
     ids = store.add_outputs(r)
     assert len(ids) == 2 and all((tmp_path / "media" / i[:2] / f"{i}.mid").is_file() for i in ids)
+    # stored pieces carry the velocity watermark, as the CLI's do: exactly the notes embed() gives
+    from symusic import Score
+
+    from genloop.safety import music_watermark
+
+    for i, sample in zip(ids, r.samples):
+        marked = music_watermark.embed(sample.score, music_watermark.content_id(sample.score))
+        stored = Score(str(tmp_path / "media" / i[:2] / f"{i}.mid"))
+
+        def velocities(score: Score) -> list[int]:
+            return sorted(n.velocity for t in score.tracks for n in t.notes)
+
+        assert velocities(stored) == velocities(marked)
 
 
 def test_clip_to_bars_cuts_late_notes_and_shortens_long_ones() -> None:

@@ -203,7 +203,7 @@ class MusicModality(Modality):
 
     def store_item(self, store: Any, row: Any, output: Any, index: int) -> Path | None:
         """``<id>.mid`` (recipe inside), ``<id>.wav`` and ``<id>.png`` (the piano roll: the row's media)."""
-        from ...safety import provenance
+        from ...safety import image_watermark, provenance
         from .render import write_midi, write_wav
 
         sample = _samples_of(output)[index]
@@ -212,7 +212,15 @@ class MusicModality(Modality):
         written: list[Path] = []
         try:
             signed = provenance.enabled()
-            written.append(write_midi(base.with_suffix(".mid"), sample.score, recipe, signed, generation_id=row.id))
+            mid = write_midi(
+                base.with_suffix(".mid"),
+                sample.score,
+                recipe,
+                signed,
+                generation_id=row.id,
+                watermark=image_watermark.enabled(),  # the switch images use: on unless inside watermarking(False)
+            )
+            written.append(mid)
             if signed:
                 written.append(provenance.sidecar(written[0]))
             audio, rate = sample.wav
