@@ -190,6 +190,9 @@ class GenerateParams(Strict):
     logit_bias: dict[str, float] | None = Field(None, max_length=300, description="token id -> bias in [-100, 100]")
     stop: list[str] | None = Field(None, max_length=8)
     watermark: bool | None = Field(None, description="text: mark with the run store's green-list watermark")
+    messages: list[dict[str, str]] | None = Field(
+        None, max_length=1000, description="chat: the conversation the prompt renders, kept in each reply's recipe"
+    )
     # text, what the worker reports besides the texts (OpenAI's completions options)
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="score each token; report the top k")
     echo: bool | None = Field(None, description="with logprobs: score the prompt's tokens too")
