@@ -130,3 +130,14 @@ def test_chat_replies_export_in_trl_conversational_format(store: FeedbackStore, 
     assert read(tmp_path / "kto.jsonl") == [
         {"prompt": convo, "completion": [{"role": "assistant", "content": "5"}], "label": True}
     ]
+
+
+def test_dpo_pairs_of_chat_replies_carry_their_conversation(store: FeedbackStore) -> None:
+    from genloop.feedback.optimize import preference_pairs
+
+    convo = [{"role": "user", "content": "2+3"}]
+    a, b = store.add_outputs(chat_output(["5", "6"], convo))
+    [c] = store.add_outputs(chat_output(["7"], [{"role": "user", "content": "3+4"}]))
+    store.prefer(a, b)
+    store.prefer(c, a)  # two conversations: the chosen reply's rendered prompt, as for plain completions
+    assert preference_pairs(store) == [(convo, "5", "6"), ("<rendered>", "7", "5")]
