@@ -1639,8 +1639,14 @@ function chatVotes(id) {
         "data-testid": `chat-${name}`,
         onclick: async (e) => {
           const btn = e.currentTarget;
-          await rate(id, { thumbs });
+          const u = userName();
+          const saved = await guard(() =>
+            api(`/v1/generations/${encodeURIComponent(id)}/ratings`, { method: "POST", body: u ? { thumbs, user: u } : { thumbs } }),
+          );
+          if (saved === undefined) return; // the banner says why; the buttons stay as they were
+          rememberMine(id, { thumbs });
           for (const b of box.querySelectorAll(".vote")) b.setAttribute("aria-pressed", String(b === btn));
+          announce(thumbs > 0 ? "Thumbs up saved" : "Thumbs down saved");
         },
       },
       icon(name),
