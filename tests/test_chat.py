@@ -536,6 +536,13 @@ def test_openai_client_chat_completions(live: tuple[str, str, Any]) -> None:
     assert text == r.choices[0].message.content
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    # GenLoop's extension: the finish chunk names the stored reply, whose recipe keeps the conversation
+    [last] = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    [gid] = last.model_extra["genloop"]["generation_ids"]
+    import httpx
+
+    row = httpx.get(f"{base}/v1/generations/{gid}", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert row["recipe"]["messages"] == msgs and row["text"] == text
     stopped = client.chat.completions.create(
         model=run_id,
         messages=msgs,

@@ -100,3 +100,30 @@ def test_text_loop_with_a_scripted_rater(gpt_run, tmp_path: Path) -> None:
     assert res["best_of_n"]["preferred_share"] > res["baseline"]["preferred_share"]
     assert res["finetune"]["method"] == "dpo" and res["finetune"]["margin_after"] > res["finetune"]["margin_before"]
     assert res["select"]["chosen"].split("@")[0] in (gpt_run.id, res["finetune"]["run_id"])
+
+
+CONVO = [{"role": "system", "content": "sum"}, {"role": "user", "content": "2+3"}]
+
+
+def test_dpo_on_chat_pairs_scores_the_reply_and_its_end_of_turn(tmp_path: Path) -> None:
+    import json
+
+    from genloop.feedback.optimize import encode_chat_reply
+    from genloop.modalities.text.chat import ChatTemplate
+
+    data = tmp_path / "chat.jsonl"
+    rows = [{"messages": [*CONVO, {"role": "assistant", "content": "5"}]}, {"prompt": "1+1", "response": "2"}]
+    data.write_text("\n".join(json.dumps(r) for r in rows * 12) + "\n", encoding="utf-8")
+    run = genloop.train("gpt", data=str(data), overrides=[*TINY_GPT, "model.block_size=96"], steps=5, progress=False)
+    system, _ = load_system(run.dir)
+    template = ChatTemplate(system.tokenizer)
+    # exactly what chat training scores: the reply's tokens and its end-of-turn marker, after the same context
+    ids, mask = template.encode([*CONVO, {"role": "assistant", "content": "5"}])
+    enc, start = encode_chat_reply(template, CONVO, "5", 96)
+    scored = [i for i, m in enumerate(mask) if m]
+    assert enc == ids[: scored[-1] + 1].tolist() and start == scored[0]
+
+    pairs = [(CONVO, "5", "7"), ([{"role": "user", "content": "1+1"}], "2", "3")] * 4
+    r = dpo(run.id, pairs, DPOConfig(beta=0.1, steps=8, lr=1e-3, seed=0))
+    assert r["margin_after"] > r["margin_before"] and r["loss_last"] < r["loss_first"]
+    assert genloop.load(r["run_id"]).chat(CONVO, seed=0, max_tokens=4) is not None

@@ -99,3 +99,45 @@ def test_bulk_feedback_and_filters(store: FeedbackStore) -> None:
     ratings, prefs, gens = store.feedback_rows(job_id="job1")
     assert len(ratings) == 3 and len(prefs) == 1 and set(gens) == set(ids)
     assert len(store.feedback_rows()[0]) == 4 and len(store.feedback_rows(user="sim")[0]) == 3
+
+
+def chat_output(texts: list[str], messages: list[dict[str, str]]) -> TextOutput:
+    out = TextOutput(texts, "<rendered>", {"run_id": "r-chat", "model": "gpt", "seed": 0, "checkpoint_sha256": "x"})
+    recipe_of = out.recipe_of
+    out.recipe_of = lambda i: {**recipe_of(i), "messages": messages}  # as the server's chat completions store it
+    return out
+
+
+def test_chat_replies_export_in_trl_conversational_format(store: FeedbackStore, tmp_path: Path) -> None:
+    convo = [{"role": "system", "content": "sum"}, {"role": "user", "content": "2+3"}]
+    a, b = store.add_outputs(chat_output(["5", "6"], convo))
+    [c] = store.add_outputs(chat_output(["7"], [{"role": "user", "content": "3+4"}]))
+    [plain] = store.add_outputs(text_output(["x"]))
+    store.prefer(b, a)
+    store.prefer(c, a)  # replies to two different conversations: no one prompt
+    store.prefer(plain, a)  # a chat reply against a plain completion: neither
+    store.rate(a, thumbs=1)
+    r = export(store, tmp_path / "pairs.jsonl", "trl-pairs")
+    assert r["written"] == 1 and r["skipped"] == 2
+    assert read(tmp_path / "pairs.jsonl") == [
+        {
+            "prompt": convo,
+            "chosen": [{"role": "assistant", "content": "6"}],
+            "rejected": [{"role": "assistant", "content": "5"}],
+        }
+    ]
+    export(store, tmp_path / "kto.jsonl", "trl-unpaired")
+    assert read(tmp_path / "kto.jsonl") == [
+        {"prompt": convo, "completion": [{"role": "assistant", "content": "5"}], "label": True}
+    ]
+
+
+def test_dpo_pairs_of_chat_replies_carry_their_conversation(store: FeedbackStore) -> None:
+    from genloop.feedback.optimize import preference_pairs
+
+    convo = [{"role": "user", "content": "2+3"}]
+    a, b = store.add_outputs(chat_output(["5", "6"], convo))
+    [c] = store.add_outputs(chat_output(["7"], [{"role": "user", "content": "3+4"}]))
+    store.prefer(a, b)
+    store.prefer(c, a)  # two conversations: the chosen reply's rendered prompt, as for plain completions
+    assert preference_pairs(store) == [(convo, "5", "6"), ("<rendered>", "7", "5")]

@@ -234,6 +234,8 @@ def test_completions(client: TestClient, settings: Settings, runs) -> None:
         ({"run_id": "RUN", "colour": "red"}, 422, "xtra"),
         ({"run_id": "RUN", "prompt": "hi"}, 422, "do not apply"),
         ({"run_id": "RUN", "sampler": "euler"}, 422, "ddim"),
+        ({"run_id": "RUN", "messages": [{"role": "user", "content": "hi"}]}, 422, "do not apply"),
+        ({"run_id": "RUN", "messages": [{"role": "tool", "content": "hi"}]}, 422, "'system', 'user' or 'assistant'"),
         ({"run_id": "../../etc", "n": 1}, 422, "should match pattern"),
         ({"run_id": "20990101-000000-vae-0000", "n": 1}, 404, "does not exist"),
     ],

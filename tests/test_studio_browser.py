@@ -381,7 +381,7 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         assert emoji == [], emoji
         for width in (1400, 800):
             page.set_viewport_size({"width": width, "height": 1000})
-            for tab in ("gallery", "ab", "jobs", "verify"):
+            for tab in ("gallery", "ab", "chat", "jobs", "verify"):
                 page.click(f"#tab-{tab}")
                 over = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
                 assert over <= 0, (width, tab, over)

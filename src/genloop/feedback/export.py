@@ -3,6 +3,11 @@
 - ``trl-pairs`` (DPO/ORPO/reward trainers): one line per A/B preference,
   ``{"prompt", "chosen", "rejected"}``. Text: the two completions. Images: the two image files (absolute
   paths) and, as the prompt, what the image was asked to be ("class 7", or "" for an unconditional model).
+  A chat reply (its recipe keeps the ``messages`` it answers, as ``/v1/chat/completions`` stores it) exports
+  in TRL's conversational format instead: ``{"prompt": [messages], "chosen": [{"role": "assistant",
+  "content": ...}], "rejected": [...]}``, so that the trainer renders it with the model's own chat template.
+  A pair of a chat reply and a plain completion, or of replies to two different conversations, has no one
+  prompt: it is skipped (and counted).
 - ``trl-unpaired`` (KTO): one line per rating, ``{"prompt", "completion", "label"}``: thumbs up or 4–5 stars
   is ``true``, thumbs down or 1–2 stars ``false``; 3 stars says neither, so it is skipped. A rating with
   both thumbs and stars is labelled by its thumbs (the explicit yes/no).
@@ -27,6 +32,16 @@ FORMATS = ("trl-pairs", "trl-unpaired")
 
 def _completion(store: FeedbackStore, row: GenerationRow) -> str:
     return modalities[row.modality].item_ref(store, row)
+
+
+def conversation(row: GenerationRow) -> list[dict[str, str]] | None:
+    """The messages a chat reply answers (from its recipe), or None for a plain completion or an image."""
+    messages = (row.recipe or {}).get("messages")
+    return [{"role": m["role"], "content": m["content"]} for m in messages] if messages else None
+
+
+def _reply(row: GenerationRow) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": row.text or ""}]
 
 
 def label_of(thumbs: int | None, stars: int | None) -> bool | None:
@@ -56,7 +71,15 @@ def export(
     if format == "trl-pairs":
         for p in prefs:
             a, b = gens[p.chosen_id], gens[p.rejected_id]
-            lines.append({"prompt": a.prompt or "", "chosen": _completion(store, a), "rejected": _completion(store, b)})
+            chat_a, chat_b = conversation(a), conversation(b)
+            if chat_a is None and chat_b is None:
+                lines.append(
+                    {"prompt": a.prompt or "", "chosen": _completion(store, a), "rejected": _completion(store, b)}
+                )
+            elif chat_a == chat_b:
+                lines.append({"prompt": chat_a, "chosen": _reply(a), "rejected": _reply(b)})
+            else:
+                skipped += 1
     else:
         for r in ratings:
             label = label_of(r.thumbs, r.stars)
@@ -64,7 +87,11 @@ def export(
                 skipped += 1
                 continue
             g = gens[r.generation_id]
-            lines.append({"prompt": g.prompt or "", "completion": _completion(store, g), "label": label})
+            chat = conversation(g)
+            if chat is None:
+                lines.append({"prompt": g.prompt or "", "completion": _completion(store, g), "label": label})
+            else:
+                lines.append({"prompt": chat, "completion": _reply(g), "label": label})
     if not lines:
         what = "preferences (A/B choices)" if format == "trl-pairs" else "ratings other than 3 stars"
         raise DataError(f"nothing to export: the store holds no {what}" + (f" for run {run_id}" if run_id else ""))

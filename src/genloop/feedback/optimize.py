@@ -241,6 +241,17 @@ def _encode_pair(tok: Any, prompt: str, completion: str, block: int) -> Encoded:
     return fit_context(ctx, comp, block)
 
 
+def encode_chat_reply(template: Any, messages: Sequence[dict[str, str]], reply: str, block: int) -> Encoded:
+    """A chat reply as the run's chat training saw it: the conversation rendered by ``template`` (the run's
+    :class:`~genloop.modalities.text.chat.ChatTemplate`) segment by segment is the context, the reply's own
+    target segment (its text and the template's end of turn, not the end-of-text token) is what is scored."""
+    segments = template.segments([*messages, {"role": "assistant", "content": reply}])
+    last = max(i for i, (_, target) in enumerate(segments) if target)
+    tok = template.tokenizer
+    ctx = [t for text, _ in segments[:last] if text for t in tok.encode(text)]
+    return fit_context(ctx, tok.encode(segments[last][0]), block)
+
+
 def sequence_logprobs(lm: Any, batch: list[Encoded]) -> torch.Tensor:
     """Sum of log-probabilities of each sequence's completion tokens, (B,)."""
     width = max(len(ids) for ids, _ in batch)
@@ -264,10 +275,20 @@ def dpo_loss(
     return -F.logsigmoid(beta * (pi - ref_margin)).mean()
 
 
+Prompt = str | list[dict[str, str]]  # a text prompt, or a chat reply's conversation (TRL's conversational format)
+
+
 def dpo(
-    run_id: str, pairs: Sequence[tuple[str, str, str]], cfg: DPOConfig | None = None, runs_dir: str | Path | None = None
+    run_id: str,
+    pairs: Sequence[tuple[Prompt, str, str]],
+    cfg: DPOConfig | None = None,
+    runs_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """DPO on ``(prompt, chosen, rejected)`` text pairs; saves a new run (weights, config, tokenizer).
+
+    A prompt that is a list of messages makes the pair two chat replies to that conversation: they are encoded
+    with the run's chat template as its chat training encodes them (:func:`encode_chat_reply`), so the loss is
+    on the reply's tokens and its end of turn only.
 
     Reports the policy's mean log-prob margin ``log π(chosen) - log π(rejected)`` before and after, and
     the implicit reward's accuracy (how often ``β·log π/π_ref`` prefers the chosen one)."""
@@ -275,8 +296,17 @@ def dpo(
         raise DataError("DPO needs preference pairs; record some with `genloop feedback prefer CHOSEN REJECTED`")
 
     def encode(policy: Any) -> list[tuple[Encoded, Encoded]]:
+        from ..modalities.text.chat import ChatTemplate
+
         tok, block = policy.tokenizer, policy.causal_lm().block_size
-        return [(_encode_pair(tok, p, c, block), _encode_pair(tok, p, r, block)) for p, c, r in pairs]
+        template = ChatTemplate(tok) if any(not isinstance(p, str) for p, _, _ in pairs) else None
+
+        def one(prompt: Prompt, completion: str) -> Encoded:
+            if isinstance(prompt, str):
+                return _encode_pair(tok, prompt, completion, block)
+            return encode_chat_reply(template, prompt, completion, block)
+
+        return [(one(p, c), one(p, r)) for p, c, r in pairs]
 
     return dpo_on_tokens(run_id, encode, cfg, runs_dir, "text")
 
@@ -378,12 +408,19 @@ def dpo_on_tokens(
 
 def preference_pairs(
     store: Any, run_id: str | None = None, job_id: str | None = None, user: str | None = None
-) -> list[tuple[str, str, str]]:
-    """The store's text preferences as (prompt, chosen, rejected) triples."""
+) -> list[tuple[Prompt, str, str]]:
+    """The store's text preferences as (prompt, chosen, rejected) triples; two chat replies to the same
+    conversation have that conversation (their recipe's messages) as the prompt, anything else the chosen
+    one's prompt text."""
+    from .export import conversation
+
     _, prefs, gens = store.feedback_rows(run_id=run_id, job_id=job_id, user=user, modality="text")
-    return [
-        (gens[p.chosen_id].prompt or "", gens[p.chosen_id].text or "", gens[p.rejected_id].text or "") for p in prefs
-    ]
+    out: list[tuple[Prompt, str, str]] = []
+    for p in prefs:
+        a, b = gens[p.chosen_id], gens[p.rejected_id]
+        chat = conversation(a)
+        out.append((chat if chat and chat == conversation(b) else a.prompt or "", a.text or "", b.text or ""))
+    return out
 
 
 # --- 3. checkpoint selection ------------------------------------------------------------------------

@@ -156,6 +156,13 @@ COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
 MAX_NPROC = 64  # processes one training job may ask a worker for (one per GPU, or CPU processes)
 
 
+class ChatTurn(Strict):
+    """One turn of the conversation a chat reply answers (what its recipe keeps)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class GenerateParams(Strict):
     run_id: str = Field(description="the run to sample from (GET /v1/models)", pattern=RUN_ID.pattern)
     checkpoint: Literal["last", "best"] = "last"
@@ -190,6 +197,9 @@ class GenerateParams(Strict):
     logit_bias: dict[str, float] | None = Field(None, max_length=300, description="token id -> bias in [-100, 100]")
     stop: list[str] | None = Field(None, max_length=8)
     watermark: bool | None = Field(None, description="text: mark with the run store's green-list watermark")
+    messages: list[ChatTurn] | None = Field(
+        None, max_length=1000, description="chat: the conversation the prompt renders, kept in each reply's recipe"
+    )
     # text, what the worker reports besides the texts (OpenAI's completions options)
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="score each token; report the top k")
     echo: bool | None = Field(None, description="with logprobs: score the prompt's tokens too")

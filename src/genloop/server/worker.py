@@ -504,6 +504,9 @@ class Worker:
         finally:
             if events:
                 events.close()
+        if p.get("messages"):  # a chat reply: its recipe keeps the conversation it answers
+            recipe_of, messages = output.recipe_of, p["messages"]
+            output.recipe_of = lambda i: {**recipe_of(i), "messages": messages}
         tok = pipe.tokenizer
         return output, text_report(tok.decode, tok.encode, prompt, done, p, pipe.score_prompt)
 

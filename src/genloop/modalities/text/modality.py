@@ -29,7 +29,8 @@ class TextModality(Modality):
         "stop",
         "watermark",
     )
-    report_keys = ("logprobs", "echo")  # they shape only what the worker reports about a text
+    # they shape only what the worker reports or records about a text (messages: a chat reply's conversation)
+    report_keys = ("logprobs", "echo", "messages")
     finetune_method = "dpo"
     default_family = "gpt"
 

@@ -158,9 +158,16 @@ def _run_template(c: Context, run_id: str) -> tuple[Any, int | None]:
     return _template(str(folder), stamp), (int(block) if isinstance(block, int) and block > 0 else None)
 
 
+def _kept(messages: list[dict[str, str]], removed: int) -> list[dict[str, str]]:
+    """The turns the prompt renders: the system message, then all but the ``removed`` oldest turns after it.
+    They go into each reply's recipe, so that a preference between two replies exports as a conversation."""
+    head = messages[:1] if messages[0]["role"] == "system" else []
+    return head + messages[len(head) + removed :]
+
+
 def plan(c: Context, body: ChatCompletionRequest) -> ChatPlan:
     """Check what OpenAI would refuse (400s naming the parameter), render the prompt and lay out the jobs."""
-    from ...modalities.text.chat import chat_prompt
+    from ...modalities.text.chat import chat_prompt, check_messages
 
     _refuse_unsupported(body)
     n, stream = _or(body.n, 1), bool(body.stream)
@@ -171,7 +178,8 @@ def plan(c: Context, body: ChatCompletionRequest) -> ChatPlan:
     max_tokens = _or(body.max_completion_tokens, _or(body.max_tokens, min(256, c.settings.limits.max_tokens)))
     template, block = _run_template(c, body.model)
     try:
-        prompt, stops, removed = chat_prompt(template, _messages(body), block, max_tokens)
+        given_messages = check_messages(_messages(body), "messages", need_reply=False)
+        prompt, stops, removed = chat_prompt(template, given_messages, block, max_tokens)
     except ConfigError as e:
         raise OpenAIError(400, str(e), "messages") from None
     except GenLoopError as e:
@@ -180,7 +188,11 @@ def plan(c: Context, body: ChatCompletionRequest) -> ChatPlan:
     if len(given) > 4:
         raise OpenAIError(400, f"stop takes at most 4 sequences, got {len(given)}", "stop")
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - limit)
-    sampling = {**sampling_settings(body, max_tokens, [s for s in given if s] + stops), "prompt": prompt}
+    sampling = {
+        **sampling_settings(body, max_tokens, [s for s in given if s] + stops),
+        "prompt": prompt,
+        "messages": _kept(given_messages, removed),
+    }
     if stream:
         jobs = [{**sampling, "n": 1, "seed": seed + j} for j in range(n)]
     else:
@@ -244,9 +256,9 @@ async def stream(c: Context, request: Request, p: ChatPlan, rows: list[JobRow], 
         "system_fingerprint": None,
     }
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None) -> str:
+    def chunk(index: int, delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return _sse({**base, "choices": [choice], **({"usage": None} if p.include_usage else {})})
+        return _sse({**base, "choices": [choice], **({"usage": None} if p.include_usage else {}), **extra})
 
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     deadline = time.monotonic() + c.settings.completion_timeout
@@ -274,7 +286,9 @@ async def stream(c: Context, request: Request, p: ChatPlan, rows: list[JobRow], 
                     yield "data: [DONE]\n\n"
                     return
                 result = job.result or {}
-                yield chunk(index, {}, (result.get("finish_reasons") or ["stop"])[0])
+                # GenLoop's extension on a choice's last chunk: its stored generation, to rate it or prefer it
+                ids = {"job_id": job.id, "generation_ids": result.get("generation_ids") or []}
+                yield chunk(index, {}, (result.get("finish_reasons") or ["stop"])[0], genloop=ids)
                 for key in usage:
                     usage[key] += (result.get("usage") or {}).get(key, 0)
         if await request.is_disconnected():

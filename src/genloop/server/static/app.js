@@ -437,6 +437,7 @@ async function loadModels() {
   fillSelect($("#gallery-filter"), [["", "All models"], ...state.models.map((m) => [m.run_id, `${m.model} — ${m.run_id}`])]);
   fillSelect($("#ab-model"), state.models.map((m) => [m.run_id, `${m.model} — ${m.run_id}`]));
   if (sel.value) $("#ab-model").value = sel.value;
+  fillChatModels();
   fillSelect($("#train-family"), state.families.map((f) => [f, f]));
   fillSelect($("#train-data"), state.datasets.map((d) => [d, d]));
   onModelChange();
@@ -1540,6 +1541,250 @@ function setupVerify() {
   });
 }
 
+// ───────────────────────── chat ─────────────────────────
+// The conversation lives in the page only: each Send posts all of it to /v1/chat/completions (stream=true);
+// every reply is a stored generation, so its thumbs and A/B choices are ordinary ratings and preferences.
+
+const chat = { history: [], busy: false, abort: null };
+
+/** Runs that take a prompt: their descriptor picks the text form (nothing is guessed from the modality). */
+const chatRuns = () => state.models.filter((m) => m.controls === "text-controls");
+
+function fillChatModels() {
+  const runs = chatRuns();
+  const sel = $("#chat-model");
+  const prev = sel.value || $("#model-select").value;
+  fillSelect(sel, runs.length ? runs.map((m) => [m.run_id, `${m.model} — ${m.run_id}`]) : [["", "No text runs yet"]]);
+  if (runs.some((m) => m.run_id === prev)) sel.value = prev;
+  setChatBusy(chat.busy);
+}
+
+function setChatBusy(busy) {
+  chat.busy = busy;
+  const ready = !busy && Boolean($("#chat-model").value);
+  $("#chat-send").disabled = !ready;
+  $("#chat-ab").disabled = !ready;
+}
+
+function chatMessages() {
+  const system = $("#chat-system").value.trim();
+  return [...(system ? [{ role: "system", content: system }] : []), ...chat.history.map(({ role, content }) => ({ role, content }))];
+}
+
+/**
+ * POST /v1/chat/completions with stream=true; onPiece(index, text) for each delta. Resolves with one
+ * {text, id, finish} per choice, where id is the stored generation that GenLoop names on the choice's last chunk.
+ */
+async function streamChat(body, onPiece, signal) {
+  const res = await fetch("/v1/chat/completions", {
+    method: "POST",
+    headers: authHeaders({ Accept: "text/event-stream", "Content-Type": "application/json" }),
+    body: JSON.stringify({ ...body, stream: true }),
+    signal,
+  });
+  if (res.status === 401 || res.status === 403) {
+    askToken("This server needs an API token.");
+    throw new ApiError(res.status, await errorDetail(res));
+  }
+  if (!res.ok || !res.body) throw new ApiError(res.status, `POST /v1/chat/completions failed (${res.status}): ${await errorDetail(res)}`);
+  const choices = [];
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value.replace(/\r\n?/g, "\n");
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const ev = parseSse(buf.slice(0, cut));
+      buf = buf.slice(cut + 2);
+      const data = ev?.data;
+      if (!data || typeof data !== "object") continue; // "[DONE]" and keep-alives
+      if (data.error) throw new ApiError(data.error.code || 500, `Chat reply failed: ${data.error.message}`);
+      for (const c of data.choices || []) {
+        const choice = (choices[c.index] ??= { text: "", id: null, finish: null });
+        if (c.delta?.content) {
+          choice.text += c.delta.content;
+          onPiece(c.index, choice.text);
+        }
+        if (c.finish_reason) choice.finish = c.finish_reason;
+      }
+      const ids = data.genloop?.generation_ids;
+      if (ids?.length && data.choices?.length) choices[data.choices[0].index].id = ids[0];
+    }
+  }
+  if (!choices.length || choices.some((c) => !c.id)) throw new ApiError(0, "The chat stream ended before naming its reply");
+  return choices;
+}
+
+function chatTurn(role, text) {
+  const body = el("p", { class: "chat-text", text });
+  const li = el("li", { class: `chat-turn ${role}`, "data-testid": `chat-turn-${role}` }, el("div", { class: "chat-role", text: role === "user" ? "You" : "Assistant" }), body);
+  $("#chat-log").append(li);
+  $("#chat-empty").hidden = true;
+  return { li, body };
+}
+
+/** Thumbs up/down that rate the reply's generation, like a gallery card's. */
+function chatVotes(id) {
+  const box = el("div", { class: "feedback", "data-testid": "chat-feedback", "data-generation-id": id });
+  const vote = (thumbs, name, label) =>
+    el(
+      "button",
+      {
+        type: "button",
+        class: `vote ${thumbs > 0 ? "up" : "down"}`,
+        "aria-pressed": "false",
+        "aria-label": label,
+        "data-testid": `chat-${name}`,
+        onclick: async (e) => {
+          const btn = e.currentTarget;
+          const u = userName();
+          const saved = await guard(() =>
+            api(`/v1/generations/${encodeURIComponent(id)}/ratings`, { method: "POST", body: u ? { thumbs, user: u } : { thumbs } }),
+          );
+          if (saved === undefined) return; // the banner says why; the buttons stay as they were
+          rememberMine(id, { thumbs });
+          for (const b of box.querySelectorAll(".vote")) b.setAttribute("aria-pressed", String(b === btn));
+          announce(thumbs > 0 ? "Thumbs up saved" : "Thumbs down saved");
+        },
+      },
+      icon(name),
+    );
+  box.append(vote(1, "thumb-up", "Thumbs up"), vote(-1, "thumb-down", "Thumbs down"));
+  return box;
+}
+
+/** Send the message box's text (if any) and stream one reply, or two to choose from when ab is true. */
+async function chatSend(ab = false) {
+  if (chat.busy) return;
+  const run = $("#chat-model").value;
+  const input = $("#chat-input");
+  const text = input.value.trim();
+  if (!run) return showError(new InputError("Choose a text run first."));
+  if (!text && !chat.history.length) return showError(new InputError("Type a message first."));
+  if (!text && chat.history.at(-1).role !== "user") return showError(new InputError("Type a message first."));
+  const maxTokens = Number($("#chat-max-tokens").value);
+  const temperature = Number($("#chat-temperature").value);
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) return showError(new InputError("Max tokens must be a whole number of at least 1."));
+  if (!Number.isFinite(temperature) || temperature < 0 || temperature > 2) return showError(new InputError("Temperature must be between 0 and 2."));
+  dismissError();
+  const added = [];
+  if (text) {
+    chat.history.push({ role: "user", content: text });
+    added.push(chatTurn("user", text).li);
+    input.value = "";
+  }
+  const body = { model: run, messages: chatMessages(), max_tokens: maxTokens, temperature, n: ab ? 2 : 1 };
+  if (userName()) body.user = userName();
+  let views;
+  if (ab) {
+    const li = el("li", { class: "chat-turn chat-ab-pair", "data-testid": "chat-ab-pair" });
+    const sides = el("div", { class: "chat-ab-sides" });
+    views = ["A", "B"].map((side) => {
+      const textNode = el("p", { class: "chat-text", text: "…" });
+      const pick = el("button", { type: "button", class: "secondary", disabled: true, "data-testid": `chat-keep-${side.toLowerCase()}`, text: `Keep ${side}` });
+      const box = el("div", { class: "chat-ab-side", "data-testid": `chat-ab-${side.toLowerCase()}` }, el("div", { class: "chat-role", text: `Reply ${side}` }), textNode, pick);
+      sides.append(box);
+      return { box, body: textNode, pick };
+    });
+    li.append(sides);
+    $("#chat-log").append(li);
+    added.push(li);
+  } else {
+    const view = chatTurn("assistant", "…");
+    views = [view];
+    added.push(view.li);
+  }
+  setChatBusy(true);
+  chat.abort = new AbortController();
+  try {
+    const choices = await streamChat(body, (i, sofar) => views[i] && (views[i].body.textContent = sofar), chat.abort.signal);
+    choices.forEach((c, i) => (views[i].body.textContent = c.text || "(empty reply)"));
+    if (ab) {
+      await chatChoose(choices, views);
+    } else {
+      keepReply(choices[0]);
+      views[0].li.dataset.generationId = choices[0].id;
+      views[0].li.append(chatVotes(choices[0].id));
+      announce("Reply received");
+    }
+  } catch (e) {
+    // the turn did not happen: take it back out of the history, and its text back into the box
+    for (const node of added) node.remove();
+    if (text) {
+      chat.history.pop();
+      input.value = text;
+    }
+    $("#chat-empty").hidden = chat.history.length > 0;
+    if (e.name !== "AbortError") showError(e);
+  } finally {
+    chat.abort = null;
+    setChatBusy(false);
+  }
+}
+
+/** A reply continues the conversation; an empty one cannot (the server refuses empty turns), so it is only shown. */
+function keepReply(choice) {
+  if (choice.text.trim()) chat.history.push({ role: "assistant", content: choice.text, id: choice.id });
+}
+
+/** Wait for the user to keep A or B: POST /v1/preferences, and the kept reply continues the conversation. */
+function chatChoose(choices, views) {
+  return new Promise((resolve, reject) => {
+    const signal = chat.abort.signal;
+    signal.addEventListener("abort", () => reject(new DOMException("reset", "AbortError")), { once: true });
+    views.forEach((v, i) => {
+      v.pick.disabled = false;
+      v.pick.addEventListener("click", async () => {
+        const other = 1 - i;
+        const pref = { chosen_id: choices[i].id, rejected_id: choices[other].id };
+        if (userName()) pref.user = userName();
+        for (const w of views) w.pick.disabled = true;
+        try {
+          await api("/v1/preferences", { method: "POST", body: pref });
+        } catch (e) {
+          for (const w of views) w.pick.disabled = false;
+          showError(e);
+          return;
+        }
+        v.box.classList.add("kept");
+        views[other].box.classList.add("dropped");
+        v.pick.replaceWith(el("span", { class: "chat-note", "data-testid": "chat-kept", text: "Kept: preferred over the other reply" }));
+        views[other].pick.remove();
+        keepReply(choices[i]);
+        announce(`Reply ${i ? "B" : "A"} kept`);
+        guard(updatePreferenceCount);
+        resolve();
+      });
+    });
+  });
+}
+
+function chatReset() {
+  chat.abort?.abort();
+  chat.history = [];
+  $("#chat-log").replaceChildren();
+  $("#chat-empty").hidden = false;
+  announce("Conversation cleared");
+}
+
+function setupChat() {
+  $("#chat-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    chatSend(false);
+  });
+  $("#chat-ab").addEventListener("click", () => chatSend(true));
+  $("#chat-reset").addEventListener("click", chatReset);
+  $("#chat-model").addEventListener("change", () => setChatBusy(chat.busy));
+  $("#chat-input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      chatSend(false);
+    }
+  });
+}
+
 // ───────────────────────── tabs ─────────────────────────
 
 function selectTab(name) {
@@ -1572,7 +1817,7 @@ function setupTabs() {
     });
   }
   const initial = location.hash.slice(1);
-  if (["ab", "jobs", "verify"].includes(initial)) selectTab(initial);
+  if (["ab", "chat", "jobs", "verify"].includes(initial)) selectTab(initial);
 }
 
 // ───────────────────────── wiring ─────────────────────────
@@ -1590,6 +1835,7 @@ function init() {
   setupAuth();
   setupTabs();
   setupVerify();
+  setupChat();
   $("#error-dismiss").addEventListener("click", dismissError);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("#error-banner").hidden && !document.querySelector("dialog[open]")) dismissError();
