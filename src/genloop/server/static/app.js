@@ -265,26 +265,13 @@ async function followJob(id, handlers = {}, signal) {
         throw new ApiError(res.status, await errorDetail(res));
       }
       if (!res.ok || !res.body) throw new ApiError(res.status, await errorDetail(res));
-      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buf = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += value.replace(/\r\n?/g, "\n");
-        let cut;
-        while ((cut = buf.indexOf("\n\n")) >= 0) {
-          const block = buf.slice(0, cut);
-          buf = buf.slice(cut + 2);
-          const ev = parseSse(block);
-          if (!ev) continue;
+      for await (const events of sseEvents(res)) {
+        for (const ev of events) {
           if (ev.id !== undefined && Number.isFinite(Number(ev.id))) after = Number(ev.id);
           emit(ev.type, ev.data);
           if (ev.type === "status" && FINAL.has(ev.data?.status)) ended = true;
         }
-        if (ended) {
-          reader.cancel().catch(() => {});
-          break;
-        }
+        if (ended) break; // leaving the loop cancels the stream
       }
       failures = 0;
     } catch (e) {
@@ -307,6 +294,33 @@ async function followJob(id, handlers = {}, signal) {
     }
     emit("status", { status: job.status });
     await sleep(1000, signal);
+  }
+}
+
+/**
+ * The server-sent events of a fetch response's body, parsed (parseSse): one array per chunk read, holding the
+ * events it completed (blocks without data, such as comments and keep-alives, are skipped). Leaving a
+ * `for await` over it early cancels the stream.
+ */
+async function* sseEvents(res) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value.replace(/\r\n?/g, "\n");
+      const events = [];
+      let cut;
+      while ((cut = buf.indexOf("\n\n")) >= 0) {
+        const ev = parseSse(buf.slice(0, cut));
+        buf = buf.slice(cut + 2);
+        if (ev) events.push(ev);
+      }
+      yield events;
+    }
+  } finally {
+    reader.cancel().catch(() => {});
   }
 }
 
@@ -1588,18 +1602,9 @@ async function streamChat(body, onPiece, signal) {
   }
   if (!res.ok || !res.body) throw new ApiError(res.status, `POST /v1/chat/completions failed (${res.status}): ${await errorDetail(res)}`);
   const choices = [];
-  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += value.replace(/\r\n?/g, "\n");
-    let cut;
-    while ((cut = buf.indexOf("\n\n")) >= 0) {
-      const ev = parseSse(buf.slice(0, cut));
-      buf = buf.slice(cut + 2);
-      const data = ev?.data;
-      if (!data || typeof data !== "object") continue; // "[DONE]" and keep-alives
+  for await (const events of sseEvents(res)) {
+    for (const { data } of events) {
+      if (!data || typeof data !== "object") continue; // "[DONE]"
       if (data.error) throw new ApiError(data.error.code || 500, `Chat reply failed: ${data.error.message}`);
       for (const c of data.choices || []) {
         const choice = (choices[c.index] ??= { text: "", id: null, finish: null });
