@@ -1,16 +1,23 @@
 // GenLoop Studio: a single-page client for the GenLoop HTTP API (no build step, no dependencies).
 // Contract: GET /v1/models (OpenAI's {object: "list", data: [...]}), POST /v1/generations (-> job),
 // GET /v1/jobs/{id}/events (SSE), ratings, preferences, train jobs and run metrics. Every failure is shown in the error banner; nothing fails silently.
+//
+// Layout: this file holds the shared core (utilities, the API client, job following, cards) and the original tabs;
+// it exports every top-level name. A tab or panel of its own lives in its own module beside it, imports what it
+// needs from here, and exports a setup function that init() below calls (one import line, one call).
 
-const $ = (sel, root = document) => root.querySelector(sel);
-const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
-const PAGE = 24;
-const LS_TOKEN = "genloop.token";
-const LS_USER = "genloop.user";
-const LS_MINE = "genloop.myRatings";
+// Tab modules (imported for their setup functions; they import the core back, which ES modules allow because
+// nothing runs at import time).
 
-const state = {
+export const $ = (sel, root = document) => root.querySelector(sel);
+export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
+export const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+export const PAGE = 24;
+export const LS_TOKEN = "genloop.token";
+export const LS_USER = "genloop.user";
+export const LS_MINE = "genloop.myRatings";
+
+export const state = {
   models: [],
   families: [],
   datasets: [],
@@ -41,17 +48,17 @@ class ApiError extends Error {
 /** A problem with what the user typed: shown in the banner, not logged as a page error. */
 class InputError extends Error {}
 
-const token = () => localStorage.getItem(LS_TOKEN) || "";
-const userName = () => localStorage.getItem(LS_USER) || "";
+export const token = () => localStorage.getItem(LS_TOKEN) || "";
+export const userName = () => localStorage.getItem(LS_USER) || "";
 
-function authHeaders(extra = {}) {
+export function authHeaders(extra = {}) {
   const h = { ...extra };
   const t = token();
   if (t) h.Authorization = `Bearer ${t}`;
   return h;
 }
 
-function el(tag, attrs = {}, ...children) {
+export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === null || v === undefined || v === false) continue;
@@ -65,10 +72,10 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const SVG_NS = "http://www.w3.org/2000/svg";
+export const SVG_NS = "http://www.w3.org/2000/svg";
 
 /** An icon of the page's inline SVG sprite (index.html): never an emoji, which may render as an empty box. */
-function icon(name, cls = "icon") {
+export function icon(name, cls = "icon") {
   const svg = document.createElementNS(SVG_NS, "svg");
   svg.setAttribute("class", cls);
   svg.setAttribute("aria-hidden", "true");
@@ -78,14 +85,14 @@ function icon(name, cls = "icon") {
   return svg;
 }
 
-function announce(msg) {
+export function announce(msg) {
   const s = $("#status");
   s.textContent = "";
   // A fresh text node so screen readers announce repeated messages too.
   requestAnimationFrame(() => (s.textContent = msg));
 }
 
-function showError(err) {
+export function showError(err) {
   const msg = typeof err === "string" ? err : err?.message || String(err);
   if (err instanceof ApiError && (err.status === 401 || err.status === 403)) return; // the token prompt handles these
   if (err?.name === "AbortError") return;
@@ -94,13 +101,13 @@ function showError(err) {
   $("#error-banner").hidden = false;
 }
 
-function dismissError() {
+export function dismissError() {
   $("#error-banner").hidden = true;
   $("#error-text").textContent = "";
 }
 
 /** Run an async action; any error goes to the banner. Returns the action's result or undefined. */
-async function guard(fn) {
+export async function guard(fn) {
   try {
     return await fn();
   } catch (e) {
@@ -109,7 +116,7 @@ async function guard(fn) {
   }
 }
 
-function fmtTime(iso) {
+export function fmtTime(iso) {
   if (!iso) return "—";
   const d = new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : iso + "Z");
   if (Number.isNaN(d.getTime())) return iso;
@@ -121,10 +128,10 @@ function fmtTime(iso) {
   return d.toLocaleString();
 }
 
-const short = (id) => (id && id.length > 10 ? id.slice(0, 8) : id || "");
-const randomSeed = () => Math.floor(Math.random() * 2 ** 31);
+export const short = (id) => (id && id.length > 10 ? id.slice(0, 8) : id || "");
+export const randomSeed = () => Math.floor(Math.random() * 2 ** 31);
 
-function numberOrUndefined(input) {
+export function numberOrUndefined(input) {
   const v = input.value.trim();
   if (v === "") return undefined;
   const n = Number(v);
@@ -132,7 +139,7 @@ function numberOrUndefined(input) {
   return n;
 }
 
-function intIn(input, lo, hi) {
+export function intIn(input, lo, hi) {
   const n = numberOrUndefined(input);
   if (n === undefined) return undefined;
   if (!Number.isInteger(n) || n < lo || (hi !== undefined && n > hi)) {
@@ -141,14 +148,14 @@ function intIn(input, lo, hi) {
   return n;
 }
 
-function labelOf(input) {
+export function labelOf(input) {
   const l = input.id && document.querySelector(`label[for="${input.id}"]`);
   return l ? l.childNodes[0].textContent.trim() : input.name || input.id;
 }
 
 // ───────────────────────── API ─────────────────────────
 
-async function api(path, { method = "GET", body, signal, quiet404 = false } = {}) {
+export async function api(path, { method = "GET", body, signal, quiet404 = false } = {}) {
   const headers = authHeaders({ Accept: "application/json" });
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
@@ -178,7 +185,7 @@ async function api(path, { method = "GET", body, signal, quiet404 = false } = {}
   return type.includes("json") ? res.json() : res.text();
 }
 
-async function errorDetail(res) {
+export async function errorDetail(res) {
   const text = await res.text().catch(() => "");
   try {
     const j = JSON.parse(text);
@@ -197,7 +204,7 @@ async function errorDetail(res) {
 
 // ───────────────────────── auth ─────────────────────────
 
-function askToken(reason) {
+export function askToken(reason) {
   const dlg = $("#token-dialog");
   if (reason) $("#token-reason").textContent = reason;
   $("#token-input").value = token();
@@ -208,7 +215,7 @@ function askToken(reason) {
   }
 }
 
-function setupAuth() {
+export function setupAuth() {
   const dlg = $("#token-dialog");
   $("#settings-button").addEventListener("click", () => askToken("Token and name are kept in this browser only."));
   $("#token-cancel").addEventListener("click", () => dlg.close("cancel"));
@@ -242,7 +249,7 @@ function setupAuth() {
  * Reads GET /v1/jobs/{id}/events with fetch (EventSource cannot send Authorization), resuming with ?after=
  * when the stream drops; falls back to polling GET /v1/jobs/{id}. Resolves with the final job.
  */
-async function followJob(id, handlers = {}, signal) {
+export async function followJob(id, handlers = {}, signal) {
   let after = 0;
   let failures = 0;
   const emit = (type, data) => {
@@ -302,7 +309,7 @@ async function followJob(id, handlers = {}, signal) {
  * events it completed (blocks without data, such as comments and keep-alives, are skipped). Leaving a
  * `for await` over it early cancels the stream.
  */
-async function* sseEvents(res) {
+export async function* sseEvents(res) {
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   try {
@@ -324,7 +331,7 @@ async function* sseEvents(res) {
   }
 }
 
-function parseSse(block) {
+export function parseSse(block) {
   let type = "message";
   let id;
   const data = [];
@@ -349,7 +356,7 @@ function parseSse(block) {
   return { type, id, data: parsed };
 }
 
-function sleep(ms, signal) {
+export function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(resolve, ms);
     signal?.addEventListener("abort", () => {
@@ -361,7 +368,7 @@ function sleep(ms, signal) {
 
 // ───────────────────────── health & models ─────────────────────────
 
-async function loadHealth() {
+export async function loadHealth() {
   const badge = $("#health");
   try {
     const h = await api("/v1/health");
@@ -381,7 +388,7 @@ async function loadHealth() {
 
 // The workers that run jobs, on this machine or others sharing the database (README, "Workers on several
 // machines"): the heartbeat's age comes from the server's clock, so a skewed browser clock cannot mislead.
-function renderWorkers(workers) {
+export function renderWorkers(workers) {
   $("#workers-body").replaceChildren(
     ...workers.map((w) => {
       const status = !w.alive ? "lost" : w.job ? "busy" : "idle";
@@ -402,9 +409,9 @@ function renderWorkers(workers) {
 
 // Each lane's queue: interactive jobs (generations) and batch jobs (training, evaluation) have workers of their
 // own, so a generation never waits behind a training job.
-const LANE_INFO = { interactive: ["Interactive", "generations"], batch: ["Batch", "training, evaluation"] };
+export const LANE_INFO = { interactive: ["Interactive", "generations"], batch: ["Batch", "training, evaluation"] };
 
-function renderLanes(lanes) {
+export function renderLanes(lanes) {
   $("#lanes").replaceChildren(
     ...Object.entries(lanes).map(([name, q]) => {
       const [title, what] = LANE_INFO[name] || [name, ""];
@@ -422,11 +429,11 @@ function renderLanes(lanes) {
 
 // The option shows what tells runs apart at a glance; the full run id is in its tooltip and in the facts below
 // the select (a long id no longer truncates the family and data set out of sight).
-function modelLabel(m) {
+export function modelLabel(m) {
   return `${m.model} · ${m.dataset} · step ${m.step} · ${m.run_id.split("-").at(-1)}`;
 }
 
-async function loadModels() {
+export async function loadModels() {
   const data = await api("/v1/models");
   state.models = data.data || []; // OpenAI's model list; each entry also carries GenLoop's descriptor
   state.families = data.families || [];
@@ -457,15 +464,15 @@ async function loadModels() {
   onModelChange();
 }
 
-function fillSelect(sel, options) {
+export function fillSelect(sel, options) {
   const prev = sel.value;
   sel.replaceChildren(...options.map(([v, t]) => el("option", { value: v, text: t })));
   if (options.some(([v]) => v === prev)) sel.value = prev;
 }
 
-const currentModel = () => state.models.find((m) => m.run_id === $("#model-select").value) || null;
+export const currentModel = () => state.models.find((m) => m.run_id === $("#model-select").value) || null;
 
-function onModelChange() {
+export function onModelChange() {
   const m = currentModel();
   const info = $("#model-info");
   $("#generate-button").disabled = !m || state.genBusy;
@@ -510,17 +517,17 @@ function onModelChange() {
 }
 
 // The page's own fieldsets a descriptor may name as its `controls` (richer than the generic builder).
-const BUILT_IN_FORMS = ["image-controls", "text-controls"];
+export const BUILT_IN_FORMS = ["image-controls", "text-controls"];
 
 // Which fieldset a model's descriptor asks for: "descriptor-controls" for a list, a built-in id, or null.
-function controlsForm(m) {
+export function controlsForm(m) {
   if (!m) return null;
   if (Array.isArray(m.controls)) return "descriptor-controls";
   return BUILT_IN_FORMS.includes(m.controls) ? m.controls : null;
 }
 
 // Controls a model's descriptor declares ({name, label, type: int|number|select|text, min, max, default, options}).
-function buildControls(m) {
+export function buildControls(m) {
   const box = $("#descriptor-fields");
   if (box.dataset.model === m.run_id) return; // keep what the user typed for this model
   box.dataset.model = m.run_id;
@@ -554,7 +561,7 @@ function buildControls(m) {
   );
 }
 
-function descriptorParams(m) {
+export function descriptorParams(m) {
   const p = {};
   for (const c of m.controls) {
     const input = $(`#ctl-${c.name}`);
@@ -571,7 +578,7 @@ function descriptorParams(m) {
 }
 
 // A file a control names (a MIDI prompt) is uploaded first; the job gets its "upload:<id>".
-async function uploadControls(m, params) {
+export async function uploadControls(m, params) {
   for (const c of m?.controls || []) {
     const file = c.type === "upload" ? $(`#ctl-${c.name}`)?.files?.[0] : null;
     if (!file) continue;
@@ -585,7 +592,7 @@ async function uploadControls(m, params) {
 
 // ───────────────────────── generate ─────────────────────────
 
-function generationParams() {
+export function generationParams() {
   const m = currentModel();
   if (!m) throw new InputError("Choose a model first");
   const p = { run_id: m.run_id };
@@ -626,7 +633,7 @@ function generationParams() {
   return p;
 }
 
-async function onGenerate(ev) {
+export async function onGenerate(ev) {
   ev.preventDefault();
   if (state.genBusy) return;
   await guard(async () => {
@@ -644,7 +651,7 @@ async function onGenerate(ev) {
   });
 }
 
-function setGenBusy(busy) {
+export function setGenBusy(busy) {
   state.genBusy = busy;
   const b = $("#generate-button");
   b.disabled = busy || !currentModel();
@@ -653,7 +660,7 @@ function setGenBusy(busy) {
 }
 
 /** Follow a generate job in the left panel, streaming text; show the resulting generations. */
-async function runGenerationJob(job, { label = "" } = {}) {
+export async function runGenerationJob(job, { label = "" } = {}) {
   const box = $("#gen-job");
   const status = $("#gen-job-status");
   const bar = $("#gen-job-progress");
@@ -696,7 +703,7 @@ async function runGenerationJob(job, { label = "" } = {}) {
 }
 
 /** How far a job is, 0..1, from its progress (``fraction``, else ``step`` of ``total``); null when unknown. */
-function progressFraction(p) {
+export function progressFraction(p) {
   if (!p) return null;
   if (typeof p.fraction === "number") return Math.min(Math.max(p.fraction, 0), 1);
   if (p.total) return Math.min((p.step ?? 0) / p.total, 1);
@@ -704,7 +711,7 @@ function progressFraction(p) {
 }
 
 /** One line for a job's progress: its phase, the step of the total (or seconds of the budget), time left, loss. */
-function progressText(p) {
+export function progressText(p) {
   if (!p || !Object.keys(p).length) return "";
   const parts = [];
   if (p.phase) parts.push(p.phase);
@@ -717,7 +724,7 @@ function progressText(p) {
   return parts.join(" · ");
 }
 
-function setBar(bar, p, status) {
+export function setBar(bar, p, status) {
   const f = progressFraction(p);
   if (f !== null) {
     bar.max = 1;
@@ -730,14 +737,14 @@ function setBar(bar, p, status) {
   }
 }
 
-function setBadge(node, status) {
+export function setBadge(node, status) {
   node.textContent = status;
   node.dataset.status = status;
 }
 
 // ───────────────────────── cards ─────────────────────────
 
-function myRatings() {
+export function myRatings() {
   try {
     return JSON.parse(localStorage.getItem(LS_MINE) || "{}");
   } catch {
@@ -745,7 +752,7 @@ function myRatings() {
   }
 }
 
-function rememberMine(id, patch) {
+export function rememberMine(id, patch) {
   const all = myRatings();
   all[id] = { ...(all[id] || {}), ...patch };
   localStorage.setItem(LS_MINE, JSON.stringify(all));
@@ -753,7 +760,7 @@ function rememberMine(id, patch) {
 
 /** Trade the saved token for an HttpOnly session cookie, so media URLs work in <img> and new tabs without
  * carrying the token (which would land in history and logs). Without a cookie, images come as blobs. */
-async function openSession() {
+export async function openSession() {
   const t = token();
   if (!t || state.session === t) return;
   try {
@@ -764,7 +771,7 @@ async function openSession() {
   }
 }
 
-function audioPlayer(g, label) {
+export function audioPlayer(g, label) {
   // a generation with audio (music): its piano roll and a player; the WAV is fetched as the image is
   const wrap = el("div", { class: "gen-audio" });
   if (g.image_url) {
@@ -779,7 +786,7 @@ function audioPlayer(g, label) {
   return wrap;
 }
 
-async function imageSrc(img, url, revokeOn = "load") {
+export async function imageSrc(img, url, revokeOn = "load") {
   // <img> cannot send Authorization: with a token, it relies on the session cookie, else fetches a blob.
   if (!token() || state.session === token()) {
     img.src = url;
@@ -791,7 +798,7 @@ async function imageSrc(img, url, revokeOn = "load") {
   if (revokeOn) img.addEventListener(revokeOn, () => URL.revokeObjectURL(img.src), { once: true });
 }
 
-function makeCard(g, { compact = false } = {}) {
+export function makeCard(g, { compact = false } = {}) {
   const card = $("#card-template").content.firstElementChild.cloneNode(true);
   card.dataset.id = g.id;
   card.dataset.modality = g.modality;
@@ -888,7 +895,7 @@ function makeCard(g, { compact = false } = {}) {
 
 // "Verified": the server checked the stored file's signed manifest (valid); anything else is "Unverified", with
 // the reason (tampered: which field; unsigned; unknown key) in the tooltip.
-function verifiedBadge(v) {
+export function verifiedBadge(v) {
   if (!v) return null;
   const ok = v.status === "valid";
   const why = ok ? "Signed by this server's key; the file is unchanged" : `${v.status}${v.detail ? `: ${v.detail}` : ""}`;
@@ -900,7 +907,7 @@ function verifiedBadge(v) {
   );
 }
 
-function renderFeedback(card, g) {
+export function renderFeedback(card, g) {
   const f = g.feedback || { up: 0, down: 0, stars: null, ratings: 0 };
   const mine = myRatings()[g.id] || {};
   const up = $('[data-testid="thumbs-up"]', card);
@@ -932,7 +939,7 @@ function renderFeedback(card, g) {
   }
 }
 
-async function rate(id, body) {
+export async function rate(id, body) {
   await guard(async () => {
     const u = userName();
     await api(`/v1/generations/${encodeURIComponent(id)}/ratings`, { method: "POST", body: u ? { ...body, user: u } : body });
@@ -943,7 +950,7 @@ async function rate(id, body) {
   });
 }
 
-function showRecipe(g) {
+export function showRecipe(g) {
   const dlg = $("#recipe-dialog");
   $("#recipe-title").textContent = `Recipe · ${g.model} · ${short(g.id)}`;
   $("#recipe-json").textContent = JSON.stringify(
@@ -955,7 +962,7 @@ function showRecipe(g) {
   dlg.showModal();
 }
 
-async function copyRecipe() {
+export async function copyRecipe() {
   const text = $("#recipe-json").textContent;
   try {
     await navigator.clipboard.writeText(text);
@@ -971,7 +978,7 @@ async function copyRecipe() {
   $("#recipe-copied").textContent = "Copied ✓";
 }
 
-async function replay(g, card, button) {
+export async function replay(g, card, button) {
   const show = (text, identical) => {
     state.replays.set(g.id, { text, identical });
     for (const c of state.cards.get(g.id) || []) renderReplay(c, g.id);
@@ -1009,7 +1016,7 @@ async function replay(g, card, button) {
   }
 }
 
-function renderReplay(card, id) {
+export function renderReplay(card, id) {
   const out = $('[data-testid="replay-result"]', card);
   const r = state.replays.get(id);
   out.hidden = !r;
@@ -1027,7 +1034,7 @@ function renderReplay(card, id) {
 
 // ───────────────────────── gallery ─────────────────────────
 
-async function loadGallery({ reset = false } = {}) {
+export async function loadGallery({ reset = false } = {}) {
   const gal = state.gallery;
   if (gal.loading) return;
   gal.loading = true;
@@ -1058,11 +1065,11 @@ async function loadGallery({ reset = false } = {}) {
   }
 }
 
-const refreshGallery = () => loadGallery({ reset: true });
+export const refreshGallery = () => loadGallery({ reset: true });
 
 // ───────────────────────── A/B ─────────────────────────
 
-function toggleAbPick(id, on) {
+export function toggleAbPick(id, on) {
   state.abPicks = state.abPicks.filter((x) => x !== id);
   if (on) state.abPicks.push(id);
   while (state.abPicks.length > 2) {
@@ -1077,7 +1084,7 @@ function toggleAbPick(id, on) {
   $("#ab-compare-selected").disabled = n !== 2;
 }
 
-async function compareSelected() {
+export async function compareSelected() {
   await guard(async () => {
     const [a, b] = await Promise.all(state.abPicks.map((id) => api(`/v1/generations/${encodeURIComponent(id)}`)));
     showPair(a, b, false);
@@ -1085,7 +1092,7 @@ async function compareSelected() {
   });
 }
 
-async function randomPair(runId = $("#ab-model").value) {
+export async function randomPair(runId = $("#ab-model").value) {
   await guard(async () => {
     if (!runId) throw new InputError("Choose a model for the A/B comparison");
     const q = new URLSearchParams({ run_id: runId, limit: "50" });
@@ -1098,7 +1105,7 @@ async function randomPair(runId = $("#ab-model").value) {
   });
 }
 
-function abContent(g) {
+export function abContent(g) {
   const wrap = el("div", { class: "ab-item", "data-id": g.id });
   if (g.audio_url) {
     wrap.append(audioPlayer(g, `candidate ${g.model} piece, seed ${g.recipe?.seed ?? "?"}`));
@@ -1117,7 +1124,7 @@ function abContent(g) {
   return wrap;
 }
 
-function showPair(a, b, random) {
+export function showPair(a, b, random) {
   state.abPair = { a, b, random };
   $("#ab-a").replaceChildren(abContent(a));
   $("#ab-b").replaceChildren(abContent(b));
@@ -1129,7 +1136,7 @@ function showPair(a, b, random) {
   for (const btn of [$("#ab-choose-a"), $("#ab-choose-b")]) btn.disabled = false;
 }
 
-async function choose(side) {
+export async function choose(side) {
   const pair = state.abPair;
   if (!pair) return;
   const [chosen, rejected] = side === "A" ? [pair.a, pair.b] : [pair.b, pair.a];
@@ -1156,7 +1163,7 @@ async function choose(side) {
   });
 }
 
-async function updatePreferenceCount() {
+export async function updatePreferenceCount() {
   const data = await api("/v1/preferences");
   const n = (data.preferences || []).length;
   const pill = $("#ab-count");
@@ -1167,7 +1174,7 @@ async function updatePreferenceCount() {
 
 // ───────────────────────── jobs ─────────────────────────
 
-async function loadJobs() {
+export async function loadJobs() {
   const data = await api("/v1/jobs?limit=50");
   state.jobs = data.jobs || [];
   const body = $("#jobs-body");
@@ -1202,7 +1209,7 @@ async function loadJobs() {
   pill.textContent = `${active} active`;
 }
 
-function jobWhat(j) {
+export function jobWhat(j) {
   const p = j.params || {};
   if (j.kind === "train") return `${p.model ?? "?"} on ${p.data ?? "?"}${p.steps ? `, ${p.steps} steps` : ""}`;
   const m = state.models.find((x) => x.run_id === p.run_id);
@@ -1212,7 +1219,7 @@ function jobWhat(j) {
   return `${j.kind} ${name}`;
 }
 
-async function onTrain(ev) {
+export async function onTrain(ev) {
   ev.preventDefault();
   await guard(async () => {
     const params = { model: $("#train-family").value, data: $("#train-data").value };
@@ -1236,7 +1243,7 @@ async function onTrain(ev) {
   });
 }
 
-async function selectJob(id) {
+export async function selectJob(id) {
   state.jobFollow?.abort();
   const ctrl = new AbortController();
   state.jobFollow = ctrl;
@@ -1288,7 +1295,7 @@ async function selectJob(id) {
   }
 }
 
-function renderJobDetail(job) {
+export function renderJobDetail(job) {
   $("#job-detail-empty").hidden = true;
   $("#job-detail-body").hidden = false;
   $("#job-detail").dataset.jobId = job.id;
@@ -1320,7 +1327,7 @@ function renderJobDetail(job) {
   );
 }
 
-async function cancelJob() {
+export async function cancelJob() {
   const id = state.selectedJob;
   if (!id) return;
   await guard(async () => {
@@ -1333,10 +1340,10 @@ async function cancelJob() {
 
 // ───────────────────────── loss chart ─────────────────────────
 
-const SKIP_METRICS = new Set(["step", "time", "lr", "epoch", "images_per_s", "tokens_per_s", "samples_per_s", "grad_norm", "wall", "elapsed"]);
-const PALETTE = ["#6d5efc", "#ef6c4a", "#1fa88a", "#e0a100", "#d6459b", "#3a8fd9", "#8a8f98"];
+export const SKIP_METRICS = new Set(["step", "time", "lr", "epoch", "images_per_s", "tokens_per_s", "samples_per_s", "grad_norm", "wall", "elapsed"]);
+export const PALETTE = ["#6d5efc", "#ef6c4a", "#1fa88a", "#e0a100", "#d6459b", "#3a8fd9", "#8a8f98"];
 
-function addMetrics(rec) {
+export function addMetrics(rec) {
   if (!rec || rec.step === undefined) return;
   for (const [k, v] of Object.entries(rec)) {
     if (SKIP_METRICS.has(k) || typeof v !== "number" || !Number.isFinite(v)) continue;
@@ -1345,7 +1352,7 @@ function addMetrics(rec) {
   }
 }
 
-function drawChart() {
+export function drawChart() {
   const canvas = $("#loss-chart");
   const dpr = window.devicePixelRatio || 1;
   const cssW = canvas.clientWidth || 640;
@@ -1446,7 +1453,7 @@ function drawChart() {
 }
 
 /** About `count` round tick values covering [lo, hi]. */
-function niceTicks(lo, hi, count = 5) {
+export function niceTicks(lo, hi, count = 5) {
   const span = hi - lo || Math.abs(hi) || 1;
   const raw = span / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
@@ -1456,7 +1463,7 @@ function niceTicks(lo, hi, count = 5) {
   return ticks;
 }
 
-function fmtNum(v) {
+export function fmtNum(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(2);
   return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(3);
@@ -1464,10 +1471,10 @@ function fmtNum(v) {
 
 // ───────────────────────── verify a file ─────────────────────────
 
-const VERIFY_WORDS = { valid: "Verified", tampered: "Tampered", unsigned: "Unsigned", "unknown key": "Unknown key", error: "Not verifiable" };
+export const VERIFY_WORDS = { valid: "Verified", tampered: "Tampered", unsigned: "Unsigned", "unknown key": "Unknown key", error: "Not verifiable" };
 
 /** POST the file (and its sidecar manifest, if given) to /v1/verify and show what the server found. */
-async function verifyFile(file, sidecar) {
+export async function verifyFile(file, sidecar) {
   const zone = $("#verify-drop");
   const form = new FormData();
   form.append("file", file);
@@ -1492,7 +1499,7 @@ async function verifyFile(file, sidecar) {
   }
 }
 
-function showVerify(v) {
+export function showVerify(v) {
   const box = $("#verify-result");
   box.hidden = false;
   box.dataset.state = "done";
@@ -1529,7 +1536,7 @@ function showVerify(v) {
   announce(`${v.filename || "file"}: ${VERIFY_WORDS[v.status] || v.status}`);
 }
 
-function setupVerify() {
+export function setupVerify() {
   const zone = $("#verify-drop");
   const input = $("#verify-file");
   const sidecar = $("#verify-sidecar");
@@ -1559,12 +1566,12 @@ function setupVerify() {
 // The conversation lives in the page only: each Send posts all of it to /v1/chat/completions (stream=true);
 // every reply is a stored generation, so its thumbs and A/B choices are ordinary ratings and preferences.
 
-const chat = { history: [], busy: false, abort: null };
+export const chat = { history: [], busy: false, abort: null };
 
 /** Runs that take a prompt: their descriptor picks the text form (nothing is guessed from the modality). */
-const chatRuns = () => state.models.filter((m) => m.controls === "text-controls");
+export const chatRuns = () => state.models.filter((m) => m.controls === "text-controls");
 
-function fillChatModels() {
+export function fillChatModels() {
   const runs = chatRuns();
   const sel = $("#chat-model");
   const prev = sel.value || $("#model-select").value;
@@ -1573,14 +1580,14 @@ function fillChatModels() {
   setChatBusy(chat.busy);
 }
 
-function setChatBusy(busy) {
+export function setChatBusy(busy) {
   chat.busy = busy;
   const ready = !busy && Boolean($("#chat-model").value);
   $("#chat-send").disabled = !ready;
   $("#chat-ab").disabled = !ready;
 }
 
-function chatMessages() {
+export function chatMessages() {
   const system = $("#chat-system").value.trim();
   return [...(system ? [{ role: "system", content: system }] : []), ...chat.history.map(({ role, content }) => ({ role, content }))];
 }
@@ -1589,7 +1596,7 @@ function chatMessages() {
  * POST /v1/chat/completions with stream=true; onPiece(index, text) for each delta. Resolves with one
  * {text, id, finish} per choice, where id is the stored generation that GenLoop names on the choice's last chunk.
  */
-async function streamChat(body, onPiece, signal) {
+export async function streamChat(body, onPiece, signal) {
   const res = await fetch("/v1/chat/completions", {
     method: "POST",
     headers: authHeaders({ Accept: "text/event-stream", "Content-Type": "application/json" }),
@@ -1622,7 +1629,7 @@ async function streamChat(body, onPiece, signal) {
   return choices;
 }
 
-function chatTurn(role, text) {
+export function chatTurn(role, text) {
   const body = el("p", { class: "chat-text", text });
   const li = el("li", { class: `chat-turn ${role}`, "data-testid": `chat-turn-${role}` }, el("div", { class: "chat-role", text: role === "user" ? "You" : "Assistant" }), body);
   $("#chat-log").append(li);
@@ -1631,7 +1638,7 @@ function chatTurn(role, text) {
 }
 
 /** Thumbs up/down that rate the reply's generation, like a gallery card's. */
-function chatVotes(id) {
+export function chatVotes(id) {
   const box = el("div", { class: "feedback", "data-testid": "chat-feedback", "data-generation-id": id });
   const vote = (thumbs, name, label) =>
     el(
@@ -1661,7 +1668,7 @@ function chatVotes(id) {
 }
 
 /** Send the message box's text (if any) and stream one reply, or two to choose from when ab is true. */
-async function chatSend(ab = false) {
+export async function chatSend(ab = false) {
   if (chat.busy) return;
   const run = $("#chat-model").value;
   const input = $("#chat-input");
@@ -1730,12 +1737,12 @@ async function chatSend(ab = false) {
 }
 
 /** A reply continues the conversation; an empty one cannot (the server refuses empty turns), so it is only shown. */
-function keepReply(choice) {
+export function keepReply(choice) {
   if (choice.text.trim()) chat.history.push({ role: "assistant", content: choice.text, id: choice.id });
 }
 
 /** Wait for the user to keep A or B: POST /v1/preferences, and the kept reply continues the conversation. */
-function chatChoose(choices, views) {
+export function chatChoose(choices, views) {
   return new Promise((resolve, reject) => {
     const signal = chat.abort.signal;
     signal.addEventListener("abort", () => reject(new DOMException("reset", "AbortError")), { once: true });
@@ -1766,7 +1773,7 @@ function chatChoose(choices, views) {
   });
 }
 
-function chatReset() {
+export function chatReset() {
   chat.abort?.abort();
   chat.history = [];
   $("#chat-log").replaceChildren();
@@ -1774,7 +1781,7 @@ function chatReset() {
   announce("Conversation cleared");
 }
 
-function setupChat() {
+export function setupChat() {
   $("#chat-form").addEventListener("submit", (e) => {
     e.preventDefault();
     chatSend(false);
@@ -1792,7 +1799,7 @@ function setupChat() {
 
 // ───────────────────────── tabs ─────────────────────────
 
-function selectTab(name) {
+export function selectTab(name) {
   for (const tab of $$('[role="tab"]')) {
     const on = tab.id === `tab-${name}`;
     tab.setAttribute("aria-selected", String(on));
@@ -1807,7 +1814,7 @@ function selectTab(name) {
   if (name === "ab" && !$("#ab-model").value && $("#model-select").value) $("#ab-model").value = $("#model-select").value;
 }
 
-function setupTabs() {
+export function setupTabs() {
   const tabs = $$('[role="tab"]');
   for (const tab of tabs) {
     tab.addEventListener("click", () => selectTab(tab.id.slice(4)));
@@ -1827,7 +1834,7 @@ function setupTabs() {
 
 // ───────────────────────── wiring ─────────────────────────
 
-async function loadAll() {
+export async function loadAll() {
   await openSession();
   await guard(loadHealth);
   await guard(loadModels);
@@ -1841,6 +1848,7 @@ function init() {
   setupTabs();
   setupVerify();
   setupChat();
+  // Tab modules' setups.
   $("#error-dismiss").addEventListener("click", dismissError);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("#error-banner").hidden && !document.querySelector("dialog[open]")) dismissError();
