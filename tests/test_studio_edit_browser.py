@@ -2,8 +2,9 @@
 stroke with the mouse on the canvas over it, inpaint with a tiny DDPM, watch the job, then compare before and
 after (the slider, dragged; side by side), download and recipe; the result is a generation in the gallery whose
 known pixels are the input's (up to the watermark) and whose mask is exactly the painted one. Bad input is one
-line in the error banner: an empty mask, a non-image, an unreadable image, an option the worker refuses. A VAE
-is listed as unable to edit. No horizontal overflow at 1400 and 390 px; a screenshot lands in
+line in the error banner: no image, an empty mask, a non-image, an unreadable image, an option out of range, an
+option the worker refuses. A VAE is listed as unable to edit; a class-conditional run edits (img2img of a JPEG of
+another shape) towards a class with guidance. No horizontal overflow at 1400 and 390 px; a screenshot lands in
 $GENLOOP_SCREENSHOTS/edit.png (else /tmp/edit.png).
 
 Same needs as tests/test_studio_browser.py (Playwright for Python and Debian's chromium), whose helpers it uses.
@@ -63,6 +64,7 @@ def dismiss(page) -> None:
 def test_edit_tab_inpaints_a_painted_mask_and_compares(tmp_path: Path, browser) -> None:  # noqa: F811
     ddpm = genloop.train("ddpm", overrides=tiny("ddpm"), steps=2, progress=False)
     vae = genloop.train("vae", overrides=tiny("vae"), steps=1, progress=False)
+    cond = genloop.train("ddpm", overrides=tiny("ddpm", "model.class_conditional=true"), steps=1, progress=False)
     pixels = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)  # every pixel its own grey level
     (tmp_path / "note.txt").write_text("not a picture", encoding="utf-8")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG but not really an image")
@@ -72,7 +74,7 @@ def test_edit_tab_inpaints_a_painted_mask_and_compares(tmp_path: Path, browser) 
         page.click("#tab-edit")
         assert page.is_visible("#view-edit")
         page.wait_for_selector(f"#edit-run option[value='{ddpm.id}']", state="attached")
-        assert page.input_value("#edit-run") == ddpm.id
+        page.select_option("#edit-run", ddpm.id)
         # A VAE cannot edit: listed, disabled, with the reason in its group's label.
         vae_option = page.locator(f"#edit-run option[value='{vae.id}']")
         assert vae_option.is_disabled()
@@ -243,6 +245,39 @@ def test_edit_tab_inpaints_a_painted_mask_and_compares(tmp_path: Path, browser) 
             )
             assert wide == [], (width, wide)
         page.screenshot(path=str(SHOTS / "edit_390.png"), full_page=True)
+
+        # A class-conditional run: img2img of a non-square JPEG towards a class, with guidance; a strength out of
+        # (0, 1] is refused in the page.
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        page.select_option("#edit-run", cond.id)
+        assert page.is_visible("#edit-class-fields")
+        assert page.eval_on_selector_all("#edit-class option", "os => os.length") == 11  # none + 10 classes
+        page.select_option("#edit-task", "img2img")
+        assert not page.is_visible("#edit-mask-tools")  # img2img takes no mask
+        photo = io.BytesIO()
+        ramp = np.tile(np.linspace(0, 255, 12, dtype=np.uint8), (8, 1))
+        Image.fromarray(ramp, "L").convert("RGB").save(photo, "JPEG")
+        drop_file(page, "#view-edit", photo.getvalue(), "wide.jpg", "image/jpeg")  # anywhere on the tab
+        page.wait_for_function("document.querySelector('#edit-preview').naturalWidth === 12")
+        assert not page.is_visible("#edit-mask")
+        page.fill("#edit-opt-strength", "1.5")
+        page.click("#edit-submit")
+        page.wait_for_selector("#error-banner:not([hidden])")
+        assert banner(page) == "Strength must be more than 0 and at most 1"
+        dismiss(page)
+        page.fill("#edit-opt-strength", "0.5")
+        page.select_option("#edit-class", "3")
+        page.fill("#edit-guidance", "2")
+        page.fill("#edit-steps", "4")
+        page.click("#edit-submit")
+        page.wait_for_function(f"document.querySelector('#edit-result').dataset.generationId !== '{gid}'")
+        second = call(base, f"/v1/generations/{page.get_attribute('#edit-result', 'data-generation-id')}")
+        params = call(base, f"/v1/jobs/{second['job_id']}")["params"]
+        assert params["task"] == "img2img" and params["options"] == {"strength": 0.5} and "mask" not in params
+        assert params["class_label"] == 3 and params["guidance"] == 2 and params["input"] != job["params"]["input"]
+        assert second["recipe"]["input_size"] == [12, 8] and second["recipe"]["strength"] == 0.5
+        assert "shown stretched to the input's 12×8" in page.inner_text("#edit-result-note")
+        assert page.eval_on_selector("#edit-compare", "c => getComputedStyle(c).aspectRatio") == "12 / 8"
         assert banner(page) == "", banner(page)
         assert not problems, problems
         page.close()

@@ -155,6 +155,14 @@ export function buildOptions(t) {
   if (more.length) box.append(el("details", { class: "edit-more" }, el("summary", { text: "More options" }), el("div", { class: "row" }, ...more)));
 }
 
+/** "more than 0 and at most 1", "at least 0", ...: the range a hint allows, in words. */
+export function rangeText(hint) {
+  const parts = [];
+  if (hint.min !== undefined) parts.push(`${hint.aboveMin ? "more than" : "at least"} ${hint.min}`);
+  if (hint.max !== undefined) parts.push(`at most ${hint.max}`);
+  return parts.join(" and ");
+}
+
 /** The options the user set (blank ones are left to the task), checked where the page knows their range. */
 export function optionValues() {
   const out = {};
@@ -167,11 +175,9 @@ export function optionValues() {
     else if (input.dataset.kind === "int") v = intIn(input, hint.min ?? 0, hint.max);
     else {
       v = numberOrUndefined(input);
-      const label = hint.label || name;
-      if (v !== undefined && hint.min !== undefined && (hint.aboveMin ? v <= hint.min : v < hint.min)) {
-        throw new InputError(`${label} must be ${hint.aboveMin ? "more than" : "at least"} ${hint.min}${hint.max !== undefined ? ` and at most ${hint.max}` : ""}`);
-      }
-      if (v !== undefined && hint.max !== undefined && v > hint.max) throw new InputError(`${label} must be at most ${hint.max}`);
+      const low = v !== undefined && hint.min !== undefined && (hint.aboveMin ? v <= hint.min : v < hint.min);
+      const high = v !== undefined && hint.max !== undefined && v > hint.max;
+      if (low || high) throw new InputError(`${hint.label || name} must be ${rangeText(hint)}`);
     }
     if (v !== undefined) out[name] = v;
   }
