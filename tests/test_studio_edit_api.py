@@ -16,6 +16,7 @@ from PIL import Image
 from studio_support import drain
 
 import genloop
+from genloop.errors import ConfigError
 from genloop.generation.editing import EDIT_TASKS
 from genloop.generation.editing.tasks import describe_tasks
 from genloop.safety.provenance import image_sha256
@@ -77,14 +78,17 @@ def test_describe_tasks_lists_every_registered_task_with_typed_options() -> None
     assert jumps["jump_n_sample"] == {"name": "jump_n_sample", "default": 5, "type": "int"}
     assert jumps["jump_length"]["default"] is None  # the task works it out (half the steps, at most 2)
     assert tasks["upscale"]["input_scale"] == "scale" and tasks["upscale"]["sampler"] is False  # DDRM's own update
+    # a task that needs RGB (colorize) is not offered to a grey model
+    assert [t["name"] for t in describe_tasks(1)] == [n for n in EDIT_TASKS if n != "colorize"]
+    assert [t["name"] for t in describe_tasks(3)] == list(EDIT_TASKS)
 
 
 def test_models_say_which_runs_can_edit(client_settings, runs) -> None:
     client, _ = client_settings
     models = {m["run_id"]: m for m in client.get("/v1/models").json()["data"]}
     ddpm, vae = models[runs["ddpm"]], models[runs["vae"]]
-    assert [t["name"] for t in ddpm["edit_tasks"]] == list(EDIT_TASKS)
-    assert json.loads(json.dumps(ddpm["edit_tasks"])) == describe_tasks()  # JSON as it is
+    assert [t["name"] for t in ddpm["edit_tasks"]] == [n for n in EDIT_TASKS if n != "colorize"]  # grey digits
+    assert json.loads(json.dumps(ddpm["edit_tasks"])) == describe_tasks(1)  # JSON as it is
     assert ddpm["image_size"] == 8 and ddpm["channels"] == 1
     assert "edit_tasks" not in vae and vae["image_size"] == 8  # a VAE cannot edit; the page lists it disabled
 
@@ -134,3 +138,17 @@ def test_edit_job_progress_result_in_gallery_and_known_pixels(client_settings, r
     # the known pixels come back (up to the invisible watermark, ~39 dB); the hole is redrawn
     assert psnr(out[known], pixels[known]) >= 33 and np.abs(out[known] - pixels[known]).max() <= 16
     assert np.abs(out[~known] - pixels[~known]).mean() > 8
+
+
+def test_a_task_for_other_channels_is_one_line_at_submit_and_in_python(client_settings, runs) -> None:
+    client, _ = client_settings
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 90).save(buf, "PNG")
+    upload = client.post("/v1/uploads", files={"file": ("grey.png", buf.getvalue())}).json()["data"]
+    params = {"run_id": runs["ddpm"], "task": "colorize", "input": upload}
+    r = client.post("/v1/jobs", json={"kind": "edit", "params": params})
+    line = f"task colorize needs a model of 3-channel images; run {runs['ddpm']} makes 1-channel images"
+    assert r.status_code == 422 and r.json()["detail"] == line
+    pipe = genloop.load(runs["ddpm"], runs_dir=runs["root"])
+    with pytest.raises(ConfigError, match=f"^{line}$"):
+        pipe.edit(Image.new("L", (8, 8), 90), task="colorize")

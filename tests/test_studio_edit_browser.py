@@ -82,7 +82,8 @@ def test_edit_tab_inpaints_a_painted_mask_and_compares(tmp_path: Path, browser) 
         assert "8×8 px" in page.inner_text("#edit-run-note")
         # The tasks come from the run's descriptor; inpaint by default, with its options.
         tasks = page.eval_on_selector_all("#edit-task option", "os => os.map(o => o.value)")
-        assert {"inpaint", "inpaint-fast", "img2img", "upscale", "denoise", "colorize"} <= set(tasks)
+        assert {"inpaint", "inpaint-fast", "img2img", "upscale", "deblur", "denoise"} <= set(tasks)
+        assert "colorize" not in tasks  # a grey model: colourisation needs an RGB one
         assert page.input_value("#edit-task") == "inpaint"
         assert page.is_visible("#edit-opt-jump_length") and page.is_visible("#edit-opt-jump_n_sample")
         page.select_option("#edit-task", "img2img")

@@ -60,10 +60,18 @@ def _kind(value: object) -> str:
     return "text" if isinstance(value, str) else "number"
 
 
-def describe_tasks() -> list[dict[str, Any]]:
-    """Every task as a diffusion run's ``/v1/models`` descriptor lists it (``edit_tasks``), for the studio's Edit
-    tab: its name and description, whether it needs a mask, takes a sampler, has default steps of its own, and
-    its options with their defaults (None: worked out by the task) and types."""
+def check_channels(task: EditTask, channels: int | None, run_id: str) -> None:
+    """One line when the run's model makes images of other channels than the task needs (colorize: RGB)."""
+    if task.channels is not None and channels is not None and channels != task.channels:
+        need = f"task {task.name} needs a model of {task.channels}-channel images"
+        raise ConfigError(f"{need}; run {run_id} makes {channels}-channel images")
+
+
+def describe_tasks(channels: int | None = None) -> list[dict[str, Any]]:
+    """The tasks a diffusion run of ``channels``-channel images can do (None: every task), as its ``/v1/models``
+    descriptor lists them (``edit_tasks``) for the studio's Edit tab: name and description, whether it needs a
+    mask, takes a sampler, has default steps of its own, and its options with their defaults (None: worked out
+    by the task) and types."""
     return [
         {
             "name": t.name,
@@ -75,7 +83,8 @@ def describe_tasks() -> list[dict[str, Any]]:
             "options": [{"name": k, "default": t.defaults.get(k), "type": _kind(t.defaults.get(k))} for k in t.options],
         }
         for t in EDIT_TASKS.values()
+        if t.channels is None or channels is None or t.channels == channels
     ]
 
 
-__all__ = ["EDIT_TASKS", "EditContext", "EditTask", "check_options", "describe_tasks", "get_task"]
+__all__ = ["EDIT_TASKS", "EditContext", "EditTask", "check_channels", "check_options", "describe_tasks", "get_task"]

@@ -244,7 +244,7 @@ class ImageModality(Modality):
             # what the studio's Edit tab offers: the editing tasks (a diffusion run is the prior of every one)
             from ...generation.editing.tasks import describe_tasks
 
-            d["edit_tasks"] = describe_tasks()
+            d["edit_tasks"] = describe_tasks(spec.get("channels"))
         if spec.get("image_size"):
             d["image_size"], d["channels"] = spec["image_size"], spec.get("channels")
         return d
