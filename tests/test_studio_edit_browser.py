@@ -277,6 +277,9 @@ def test_edit_tab_inpaints_a_painted_mask_and_compares(tmp_path: Path, browser) 
         assert params["task"] == "img2img" and params["options"] == {"strength": 0.5} and "mask" not in params
         assert params["class_label"] == 3 and params["guidance"] == 2 and params["input"] != job["params"]["input"]
         assert second["recipe"]["input_size"] == [12, 8] and second["recipe"]["strength"] == 0.5
+        # a JPEG goes up as the PNG of what the page showed (its EXIF rotation, if any, applied), so masks line up
+        sent = tmp_path / "runs" / "uploads" / params["input"].split(":")[1] / "images"
+        assert [f.name for f in sent.iterdir()] == ["wide.png"]
         assert "shown stretched to the input's 12×8" in page.inner_text("#edit-result-note")
         assert page.eval_on_selector("#edit-compare", "c => getComputedStyle(c).aspectRatio") == "12 / 8"
         assert banner(page) == "", banner(page)

@@ -383,13 +383,14 @@ export async function uploadBlob(blob, name) {
   return (await res.json()).data;
 }
 
-/** The input as the server takes it: a PNG or JPEG as it is; any other image the browser reads, as a PNG. */
+/** The input as the server takes it: a PNG as it is (its pixels exactly); any other image — a JPEG too — as the
+ * PNG of what the page shows, so that the mask painted over it lines up (a JPEG's EXIF rotation, which browsers
+ * apply, is then in the pixels the server reads). */
 export async function inputUpload() {
   const { file, name } = edit.image;
   const base = (name.replace(/\.[^.]*$/, "") || "input").slice(0, 80);
   if (file.type === "image/png") return uploadBlob(file, `${base}.png`);
-  if (file.type === "image/jpeg") return uploadBlob(file, `${base}.jpg`);
-  const bitmap = await createImageBitmap(file);
+  const bitmap = await createImageBitmap(file, { colorSpaceConversion: "none" });
   const canvas = document.createElement("canvas");
   canvas.width = bitmap.width;
   canvas.height = bitmap.height;
