@@ -22,7 +22,7 @@ from .bodylimit import BodyLimit
 from .deps import Context
 from .jobs import JobStore
 from .liveness import WorkerRegistry
-from .routes import chat, completions, generations, jobs, session, system, uploads, verify
+from .routes import chat, completions, generations, jobs, runs, session, system, uploads, verify
 from .services import openai_compat
 from .services.models import ModelIndex
 from .settings import Settings
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     openai_compat.install(app)  # after the app's own handlers: OpenAI's error envelope on the OpenAI routes only
 
-    for module in (system, session, jobs, generations, completions, chat, uploads, verify):
+    for module in (system, session, jobs, generations, completions, chat, uploads, verify, runs):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
