@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from ..deps import Context, ctx, require_token
 from ..schemas import AUTHED, RUN_ID, errors
@@ -55,10 +55,10 @@ def get_run(run_id: str = RUN, c: Context = Depends(ctx)) -> dict[str, Any]:
 
 @router.get(
     "/v1/runs/{run_id}/report",
-    response_class=HTMLResponse,
+    response_class=Response,  # no media type of its own: the errors stay JSON in the document, as they are
     responses={200: {"content": {"text/html": {}}, "description": "the run's self-contained HTML report"}},
 )
-def get_report(run_id: str = RUN, c: Context = Depends(ctx)) -> HTMLResponse:
+def get_report(run_id: str = RUN, c: Context = Depends(ctx)) -> Response:
     """The run's ``report.html`` (``genloop report``), to show in a sandboxed frame: a strict
     Content-Security-Policy lets it load and run nothing. ``404`` until it is built (``POST`` here builds it)."""
     run = svc.get_run(c, run_id)
