@@ -8,6 +8,7 @@
 
 // Tab modules (imported for their setup functions; they import the core back, which ES modules allow because
 // nothing runs at import time).
+import { setupRuns } from "./runs.js";
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
@@ -1849,6 +1850,7 @@ function init() {
   setupVerify();
   setupChat();
   // Tab modules' setups.
+  setupRuns();
   $("#error-dismiss").addEventListener("click", dismissError);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("#error-banner").hidden && !document.querySelector("dialog[open]")) dismissError();

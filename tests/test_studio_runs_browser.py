@@ -1,0 +1,114 @@
+"""The studio's Runs tab in a real headless Chromium against a real `genloop serve`: the runs listed with family,
+data, steps, status and headline metric beside its floor; one evaluated through the page (an evaluate job, its
+progress shown in the row); its report opened in the page (a sandboxed frame); two compared (the table and the
+plot); one deleted after a confirmation (cancel first: nothing goes); no horizontal overflow at 1400 and 390 px;
+a screenshot of the tab as runs.png in $GENLOOP_SCREENSHOTS (else /tmp).
+
+Same needs as tests/test_studio_browser.py (Playwright for Python and Debian's chromium), whose helpers it uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import tiny
+from test_studio_browser import TINY_GPT, banner, browser, call, open_page, serve  # noqa: F401 (browser: fixture)
+
+import genloop
+
+SCREENSHOTS = Path(os.environ.get("GENLOOP_SCREENSHOTS") or "/tmp")
+
+
+def row(page, run_id: str):
+    return page.locator(f"[data-testid=run-row][data-id='{run_id}']")
+
+
+def test_runs_tab_evaluates_reports_compares_and_deletes(tmp_path: Path, browser) -> None:  # noqa: F811
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. the dog sat on the log.\n" * 40, encoding="utf-8")
+    first = genloop.train("gpt", data=str(corpus), overrides=TINY_GPT, steps=3, progress=False)
+    second = genloop.train("gpt", data=str(corpus), overrides=TINY_GPT, steps=4, progress=False)
+    genloop.evaluate(second.id, n=10)
+    doomed = genloop.train("dcgan", data="digits", overrides=tiny("dcgan"), steps=1, progress=False)
+
+    with serve(tmp_path) as base:
+        page, problems = open_page(browser, base)
+        page.click("#tab-runs")
+        page.wait_for_function("document.querySelectorAll('[data-testid=run-row]').length === 3")
+        assert row(page, first.id).locator("[data-testid=run-steps]").inner_text() == "3 / 3"
+        assert row(page, first.id).locator("[data-testid=run-status]").text_content() == "finished"
+        assert "not evaluated" in row(page, first.id).inner_text()
+        assert "gpt · " in row(page, first.id).inner_text() and "dcgan · digits" in row(page, doomed.id).inner_text()
+        listed = {r["id"]: r for r in call(base, "/v1/runs")["runs"]}
+        h = listed[second.id]["headline"]
+        shown = row(page, second.id).locator("[data-testid=run-headline]")
+        assert shown.get_attribute("data-key") == h["key"] and h["text"] in shown.inner_text()
+        assert f"floor {h['floor_text']}" in shown.inner_text()
+
+        # Evaluate through the page: an evaluate job whose progress shows in the row, then the headline.
+        page.evaluate(
+            """() => { window.__sawEval = false; new MutationObserver(() => {
+                if (document.querySelector('[data-testid=run-eval]')) window.__sawEval = true;
+            }).observe(document.querySelector('#runs-body'), {childList: true, subtree: true}); }"""
+        )
+        page.fill("#runs-eval-n", "10")
+        row(page, first.id).locator("[data-testid=run-evaluate]").click()
+        row(page, first.id).locator("[data-testid=run-headline]").wait_for()
+        assert page.evaluate("window.__sawEval") is True
+        [job] = [j for j in call(base, "/v1/jobs?kind=evaluate")["jobs"] if j["params"]["run_id"] == first.id]
+        assert job["status"] == "succeeded" and job["params"]["n"] == 10
+        h = {r["id"]: r for r in call(base, "/v1/runs")["runs"]}[first.id]["headline"]
+        assert h["text"] in row(page, first.id).locator("[data-testid=run-headline]").inner_text()
+        assert banner(page) == "", banner(page)
+
+        # Its report, built on demand and shown in a sandboxed frame of the page.
+        row(page, first.id).locator("[data-testid=run-report]").click()
+        page.wait_for_selector("#runs-report-dialog[open][data-state=shown]")
+        assert page.get_attribute("#runs-report-frame", "sandbox") == ""
+        frame = page.frame_locator("#runs-report-frame")
+        frame.locator("body").wait_for()
+        assert first.id in frame.locator("body").inner_text()
+        assert (tmp_path / "runs" / first.id / "report.html").is_file()
+        page.click("[data-testid=runs-report-close]")
+        assert not page.is_visible("#runs-report-dialog")
+
+        # Compare the two evaluated runs: the table (best per metric marked) and the plot against the floors.
+        assert page.is_disabled("#runs-compare")
+        row(page, first.id).locator("[data-testid=run-pick]").check()
+        row(page, second.id).locator("[data-testid=run-pick]").check()
+        page.click("#runs-compare")
+        page.wait_for_function("document.querySelectorAll('[data-testid=compare-row]').length === 2")
+        assert page.locator("[data-testid=plot-row]").count() == 2
+        assert page.locator("[data-testid=plot-floor]").count() == 2
+        assert page.locator("#runs-compare-body td[data-best=true]").count() >= 1
+        assert not page.is_visible("#runs-unranked")  # one family, no reference net: ranked
+        compared = call(base, f"/v1/runs/compare?ids={first.id},{second.id}")
+        assert [c["title"] for c in compared["columns"]] == page.eval_on_selector_all(
+            "#runs-compare-head th", "ths => ths.map(t => t.textContent)"
+        )
+
+        for width in (1400, 390):
+            page.set_viewport_size({"width": width, "height": 1000})
+            over = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert over <= 0, (width, over)
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "runs.png"), full_page=True)
+
+        # Delete asks first: Cancel keeps the run, Delete removes it from the list, the disk and the models.
+        assert page.locator(f"#model-select option[value='{doomed.id}']").count() == 1
+        row(page, doomed.id).locator("[data-testid=run-delete]").click()
+        page.wait_for_selector("#runs-delete-dialog[open]")
+        assert doomed.id in page.inner_text("[data-testid=runs-delete-what]")
+        page.click("[data-testid=runs-delete-cancel]")
+        assert not page.is_visible("#runs-delete-dialog") and (tmp_path / "runs" / doomed.id).is_dir()
+        assert row(page, doomed.id).count() == 1
+        row(page, doomed.id).locator("[data-testid=run-delete]").click()
+        page.click("[data-testid=runs-delete-confirm]")
+        page.wait_for_function("document.querySelectorAll('[data-testid=run-row]').length === 2")
+        page.wait_for_selector(f"#model-select option[value='{doomed.id}']", state="detached")
+        assert not (tmp_path / "runs" / doomed.id).exists()
+        assert banner(page) == "", banner(page)
+        assert not problems, problems
+        page.close()
