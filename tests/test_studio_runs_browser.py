@@ -1,14 +1,16 @@
 """The studio's Runs tab in a real headless Chromium against a real `genloop serve`: the runs listed with family,
 data, steps, status and headline metric beside its floor; one evaluated through the page (an evaluate job, its
 progress shown in the row); its report opened in the page (a sandboxed frame); two compared (the table and the
-plot); one deleted after a confirmation (cancel first: nothing goes); no horizontal overflow at 1400 and 390 px;
-a screenshot of the tab as runs.png in $GENLOOP_SCREENSHOTS (else /tmp).
+plot), and two scored by different reference nets compared unranked; one deleted after a confirmation (cancel
+first: nothing goes); no horizontal overflow at 1400 and 390 px; a screenshot of the tab as runs.png in
+$GENLOOP_SCREENSHOTS (else /tmp).
 
 Same needs as tests/test_studio_browser.py (Playwright for Python and Debian's chromium), whose helpers it uses.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -31,11 +33,12 @@ def test_runs_tab_evaluates_reports_compares_and_deletes(tmp_path: Path, browser
     second = genloop.train("gpt", data=str(corpus), overrides=TINY_GPT, steps=4, progress=False)
     genloop.evaluate(second.id, n=10)
     doomed = genloop.train("dcgan", data="digits", overrides=tiny("dcgan"), steps=1, progress=False)
+    other = genloop.train("dcgan", data="digits", overrides=tiny("dcgan"), steps=1, progress=False)
 
     with serve(tmp_path) as base:
         page, problems = open_page(browser, base)
         page.click("#tab-runs")
-        page.wait_for_function("document.querySelectorAll('[data-testid=run-row]').length === 3")
+        page.wait_for_function("document.querySelectorAll('[data-testid=run-row]').length === 4")
         assert row(page, first.id).locator("[data-testid=run-steps]").inner_text() == "3 / 3"
         assert row(page, first.id).locator("[data-testid=run-status]").text_content() == "finished"
         assert "not evaluated" in row(page, first.id).inner_text()
@@ -92,9 +95,31 @@ def test_runs_tab_evaluates_reports_compares_and_deletes(tmp_path: Path, browser
             page.set_viewport_size({"width": width, "height": 1000})
             over = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert over <= 0, (width, over)
+        page.screenshot(path="/tmp/runs-390.png", full_page=True)  # the narrow page, for a look (not the README's)
         page.set_viewport_size({"width": 1400, "height": 1000})
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "runs.png"), full_page=True)
+
+        # Runs scored by different reference nets: compared side by side, ranked against nothing, and said so.
+        # (Written evaluation files: a real image evaluation trains a reference net, tens of seconds.)
+        for run, net in ((doomed, "ref-digits-16px"), (other, "ref-digits-32px")):
+            (run.dir / "eval").mkdir(exist_ok=True)
+            metrics = {"step": 1, "fid": 9.0, "fid_floor": 3.0, "feature_net": {"id": net}}
+            (run.dir / "eval" / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+        page.click("#runs-refresh")
+        row(page, doomed.id).locator("[data-testid=run-headline]").wait_for()
+        row(page, first.id).locator("[data-testid=run-pick]").uncheck()
+        row(page, second.id).locator("[data-testid=run-pick]").uncheck()
+        row(page, doomed.id).locator("[data-testid=run-pick]").check()
+        row(page, other.id).locator("[data-testid=run-pick]").check()
+        page.click("#runs-compare")
+        page.wait_for_selector("#runs-unranked:not([hidden])")
+        assert "different reference networks" in page.inner_text("#runs-unranked")
+        assert page.locator("#runs-compare-body td[data-best=true]").count() == 0
+        assert {r.get_attribute("data-id") for r in page.locator("[data-testid=compare-row]").all()} == {
+            doomed.id,
+            other.id,
+        }
 
         # Delete asks first: Cancel keeps the run, Delete removes it from the list, the disk and the models.
         assert page.locator(f"#model-select option[value='{doomed.id}']").count() == 1
@@ -106,7 +131,7 @@ def test_runs_tab_evaluates_reports_compares_and_deletes(tmp_path: Path, browser
         assert row(page, doomed.id).count() == 1
         row(page, doomed.id).locator("[data-testid=run-delete]").click()
         page.click("[data-testid=runs-delete-confirm]")
-        page.wait_for_function("document.querySelectorAll('[data-testid=run-row]').length === 2")
+        page.wait_for_function("document.querySelectorAll('[data-testid=run-row]').length === 3")
         page.wait_for_selector(f"#model-select option[value='{doomed.id}']", state="detached")
         assert not (tmp_path / "runs" / doomed.id).exists()
         assert banner(page) == "", banner(page)

@@ -11,6 +11,7 @@ const runs = {
   selected: new Set(), // run ids ticked for comparison
   evals: new Map(), // run id -> {job, progress, status}: evaluations started from this page
   deleting: null, // the run the delete dialog asks about
+  compared: null, // the last comparison shown (its plot is drawn again at a new width)
 };
 
 const enc = encodeURIComponent;
@@ -179,8 +180,8 @@ export async function openReport(runId, { rebuild = false } = {}) {
 export async function compareSelected() {
   const ids = runs.list.map((r) => r.id).filter((id) => runs.selected.has(id)); // in the table's order
   const data = await api(`/v1/runs/compare?ids=${ids.map(enc).join(",")}`);
+  $("#runs-compare-panel").hidden = false; // shown first: the plot is drawn at the width it gets
   renderCompare(data);
-  $("#runs-compare-panel").hidden = false;
   $("#runs-compare-panel").scrollIntoView({ block: "nearest" });
   announce(`Compared ${ids.length} runs`);
 }
@@ -204,6 +205,7 @@ export function renderCompare(data) {
       ),
     ),
   );
+  runs.compared = data;
   $("#runs-plot").replaceChildren(plot(data.plot));
 }
 
@@ -217,7 +219,8 @@ function svg(tag, attrs = {}, text) {
 /** Each run's headline metric as a bar, its real-data floor as a dark tick; runs of one metric share a scale. */
 export function plot(entries) {
   const shown = entries.filter((e) => typeof e.value === "number");
-  const W = 600, ROW = 44, TOP = 6;
+  const W = Math.round(Math.min(Math.max($("#runs-plot").clientWidth || 600, 280), 720)); // text stays legible
+  const ROW = 58, TOP = 6;
   const root = svg("svg", { viewBox: `0 0 ${W} ${TOP + ROW * Math.max(shown.length, 1)}`, role: "img", class: "runs-plot-svg", "data-testid": "runs-plot-svg" });
   root.append(svg("title", {}, "Each run's headline metric (bar) against its real-data floor (tick)"));
   const scale = {};
@@ -226,14 +229,15 @@ export function plot(entries) {
     const y = TOP + i * ROW;
     const max = scale[e.key] || 1;
     const ratio = e.better === "lower" && typeof e.x_floor === "number" ? ` (${e.x_floor.toFixed(1)}× floor)` : "";
-    const floor = e.floor_text ? ` vs floor ${e.floor_text}` : "";
+    const floor = e.floor_text ? `floor ${e.floor_text}${ratio}` : "no real-data floor";
     const g = svg("g", { "data-testid": "plot-row", "data-id": e.run_id, "data-key": e.key });
-    g.append(svg("text", { x: 0, y: y + 12, class: "runs-plot-label" }, `${e.family} · ${tail(e.run_id)}: ${e.label} ${e.text}${floor}${ratio}`));
-    g.append(svg("rect", { x: 0, y: y + 18, width: W, height: 12, rx: 3, class: "runs-plot-track" }));
-    g.append(svg("rect", { x: 0, y: y + 18, width: Math.max(1, (W * Math.max(e.value, 0)) / max), height: 12, rx: 3, class: "runs-plot-bar", "data-testid": "plot-bar" }));
+    g.append(svg("text", { x: 0, y: y + 12, class: "runs-plot-label" }, `${e.family} · ${tail(e.run_id)}: ${e.label} ${e.text}`));
+    g.append(svg("text", { x: 0, y: y + 27, class: "runs-plot-label muted" }, floor));
+    g.append(svg("rect", { x: 0, y: y + 33, width: W, height: 12, rx: 3, class: "runs-plot-track" }));
+    g.append(svg("rect", { x: 0, y: y + 33, width: Math.max(1, (W * Math.max(e.value, 0)) / max), height: 12, rx: 3, class: "runs-plot-bar", "data-testid": "plot-bar" }));
     if (typeof e.floor === "number") {
       const x = Math.min(W - 1.5, Math.max(1.5, (W * e.floor) / max));
-      g.append(svg("line", { x1: x, x2: x, y1: y + 15, y2: y + 33, class: "runs-plot-floor", "data-testid": "plot-floor" }));
+      g.append(svg("line", { x1: x, x2: x, y1: y + 30, y2: y + 48, class: "runs-plot-floor", "data-testid": "plot-floor" }));
     }
     root.append(g);
   });
@@ -277,5 +281,10 @@ export function setupRuns() {
   });
   // The list loads when the tab is shown (by click, keyboard or the #runs address), never in the background.
   new MutationObserver(() => !$("#view-runs").hidden && guard(loadRuns)).observe($("#view-runs"), { attributes: true, attributeFilter: ["hidden"] });
+  let resizing = 0;
+  window.addEventListener("resize", () => {
+    cancelAnimationFrame(resizing);
+    resizing = requestAnimationFrame(() => runs.compared && !$("#runs-compare-panel").hidden && $("#runs-plot").replaceChildren(plot(runs.compared.plot)));
+  });
   if (location.hash === "#runs") selectTab("runs");
 }
