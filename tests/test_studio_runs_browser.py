@@ -3,7 +3,7 @@ data, steps, status and headline metric beside its floor; one evaluated through 
 progress shown in the row); its report opened in the page (a sandboxed frame); two compared (the table and the
 plot), and two scored by different reference nets compared unranked; one deleted after a confirmation (cancel
 first: nothing goes); no horizontal overflow at 1400 and 390 px; a screenshot of the tab as runs.png in
-$GENLOOP_SCREENSHOTS (else /tmp).
+$GENLOOP_SCREENSHOTS (else /tmp); with a token, the report's frame loads through the session cookie.
 
 Same needs as tests/test_studio_browser.py (Playwright for Python and Debian's chromium), whose helpers it uses.
 """
@@ -19,6 +19,7 @@ from test_studio_browser import TINY_GPT, banner, browser, call, open_page, serv
 
 import genloop
 
+TOKEN = "runs-browser-token-0123"
 SCREENSHOTS = Path(os.environ.get("GENLOOP_SCREENSHOTS") or "/tmp")
 
 
@@ -136,4 +137,19 @@ def test_runs_tab_evaluates_reports_compares_and_deletes(tmp_path: Path, browser
         assert not (tmp_path / "runs" / doomed.id).exists()
         assert banner(page) == "", banner(page)
         assert not problems, problems
+        page.close()
+
+    # With a token the frame has no header to send: the session cookie the page opens lets it load the report.
+    with serve(tmp_path, token=TOKEN) as base:
+        page, _ = open_page(browser, base)
+        page.wait_for_selector("#token-dialog[open]")
+        page.fill("#token-input", TOKEN)
+        page.click("#token-save")
+        page.wait_for_selector(f"#model-select option[value='{first.id}']", state="attached")
+        page.click("#tab-runs")
+        row(page, first.id).locator("[data-testid=run-report]").click()
+        page.wait_for_selector("#runs-report-dialog[open][data-state=shown]")
+        assert page.get_attribute("#runs-report-frame", "src").startswith(f"/v1/runs/{first.id}/report?")
+        assert first.id in page.frame_locator("#runs-report-frame").locator("body").inner_text()
+        assert banner(page) == "", banner(page)
         page.close()
