@@ -201,6 +201,12 @@ def test_delete_refuses_busy_runs_and_removes_the_folder(client: TestClient, set
     assert r.status_code == 409 and "running" in r.json()["detail"]
     store_.update(store_.get(run.id), status="finished")
 
+    # a run whose config is gone is still listed and shown (and deletable), with one line instead of its config
+    (runs / run.id / "config.json").unlink()
+    d = client.get(f"/v1/runs/{run.id}").json()
+    assert d["config"] is None and d["config_error"] == "the run's config.json is missing or cannot be read"
+    assert d["total_steps"] is None and row_of(client, run.id)["family"] == "dcgan"
+
     assert client.delete(f"/v1/runs/{run.id[:-1]}").status_code == 404  # never by prefix
     assert (runs / run.id).is_dir()
     r = client.delete(f"/v1/runs/{run.id}")

@@ -173,8 +173,8 @@ def detail(c: Context, run: Run) -> dict[str, Any]:
     out = summary(run)
     try:
         config = run.config
-    except GenLoopError as e:
-        config, out["config_error"] = None, str(e)
+    except GenLoopError:  # its message names the file on the server
+        config, out["config_error"] = None, "the run's config.json is missing or cannot be read"
     row = evaluation_row(run)
     evaluation = None
     if row is not None:
