@@ -18,6 +18,7 @@ from conftest import tiny
 from test_studio_browser import TINY_GPT, banner, browser, call, open_page, serve  # noqa: F401 (browser: fixture)
 
 import genloop
+from genloop.runs import RunStore
 
 TOKEN = "runs-browser-token-0123"
 SCREENSHOTS = Path(os.environ.get("GENLOOP_SCREENSHOTS") or "/tmp")
@@ -121,6 +122,15 @@ def test_runs_tab_evaluates_reports_compares_and_deletes(tmp_path: Path, browser
             doomed.id,
             other.id,
         }
+
+        # A run in training can be neither evaluated nor deleted, and the tab follows it until it ends (no click).
+        runs = RunStore(tmp_path / "runs")
+        runs.update(runs.get(other.id), status="running", pid=os.getpid())
+        page.click("#runs-refresh")
+        page.wait_for_selector(f"[data-testid=run-row][data-id='{other.id}'] [data-testid=run-delete][disabled]")
+        assert row(page, other.id).locator("[data-testid=run-evaluate]").is_disabled()
+        runs.update(runs.get(other.id), status="finished")
+        page.wait_for_selector(f"[data-testid=run-row][data-id='{other.id}'] [data-testid=run-delete]:not([disabled])")
 
         # Delete asks first: Cancel keeps the run, Delete removes it from the list, the disk and the models.
         assert page.locator(f"#model-select option[value='{doomed.id}']").count() == 1

@@ -286,5 +286,10 @@ export function setupRuns() {
     cancelAnimationFrame(resizing);
     resizing = requestAnimationFrame(() => runs.compared && !$("#runs-compare-panel").hidden && $("#runs-plot").replaceChildren(plot(runs.compared.plot)));
   });
+  // While the tab shows a run in training, its steps and status follow (as the Jobs tab polls its jobs).
+  setInterval(() => {
+    if (document.hidden || $("#view-runs").hidden || state.authBlocked === token()) return;
+    if (runs.list.some((r) => r.status === "running" || r.status === "created")) guard(loadRuns);
+  }, 4000);
   if (location.hash === "#runs") selectTab("runs");
 }
