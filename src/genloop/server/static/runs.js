@@ -4,7 +4,7 @@
 // floor); a run deleted after a confirmation. Routes: GET /v1/runs, GET /v1/runs/{id}, GET|POST
 // /v1/runs/{id}/report, GET /v1/runs/compare?ids=, DELETE /v1/runs/{id}, POST /v1/jobs {kind: "evaluate"}.
 
-import { $, FINAL, SVG_NS, announce, api, el, followJob, guard, intIn, loadModels, progressText, selectTab, setBar, short, state, token, userName } from "./app.js";
+import { $, FINAL, SVG_NS, announce, api, el, fmtTime, followJob, guard, intIn, loadModels, progressText, selectTab, setBar, short, state, token, userName } from "./app.js";
 
 const runs = {
   list: [],
@@ -86,7 +86,7 @@ export function renderRuns() {
           "td",
           {},
           el("div", { class: "job-what", title: r.dataset ?? "", text: `${r.family ?? "?"} · ${dataName(r.dataset)}` }),
-          el("div", { class: "muted small runs-id" }, el("code", { title: r.id, text: r.id })),
+          el("div", { class: "muted small runs-id" }, el("code", { title: r.id, text: r.id }), " · ", el("time", { datetime: r.created, title: r.created, text: fmtTime(r.created) })),
         ),
         statusCell(r),
         el("td", { class: "nowrap", "data-testid": "run-steps", text: stepsText(r) }),
