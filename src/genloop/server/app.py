@@ -22,7 +22,7 @@ from .bodylimit import BodyLimit
 from .deps import Context
 from .jobs import JobStore
 from .liveness import WorkerRegistry
-from .routes import chat, completions, generations, jobs, session, system, uploads, verify
+from .routes import chat, completions, generations, jobs, runs, session, system, uploads, verify
 from .services import openai_compat
 from .services.models import ModelIndex
 from .settings import Settings
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     openai_compat.install(app)  # after the app's own handlers: OpenAI's error envelope on the OpenAI routes only
 
-    for module in (system, session, jobs, generations, completions, chat, uploads, verify):
+    for module in (system, session, jobs, generations, completions, chat, uploads, verify, runs):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
@@ -82,9 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """The methods the OpenAPI document declares for ``path`` (plus HEAD beside GET, which Starlette answers);
-    empty for paths outside the document (the page, static files)."""
+    empty for paths outside the document (the page, static files). A path the document names literally
+    (``/v1/runs/compare``) is that path alone, not also an instance of a templated one (``/v1/runs/{run_id}``)."""
+    paths = app.openapi()["paths"]
+    matching = {path: paths[path]} if path in paths else paths
     methods: set[str] = set()
-    for template, operations in app.openapi()["paths"].items():
+    for template, operations in matching.items():
         if compile_path(template)[0].match(path):
             methods |= {m.upper() for m in operations}
     return sorted(methods | ({"HEAD"} if "GET" in methods else set()))

@@ -9,6 +9,7 @@
 // Tab modules (imported for their setup functions; they import the core back, which ES modules allow because
 // nothing runs at import time).
 import { setupEdit } from "./edit.js";
+import { setupRuns } from "./runs.js";
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
@@ -1851,6 +1852,7 @@ function init() {
   setupChat();
   // Tab modules' setups.
   setupEdit();
+  setupRuns();
   $("#error-dismiss").addEventListener("click", dismissError);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("#error-banner").hidden && !document.querySelector("dialog[open]")) dismissError();
