@@ -78,6 +78,13 @@ def test_archive_holds_each_signed_file_and_the_recipes(client: TestClient, sett
     assert lines[0]["recipe"]["seed"] == 5 and lines[2]["recipe"]["seed"] == 4  # image i is seed + i
     link = client.get(f"/v1/generations/archive?ids={','.join(ids)}")  # the same zip for a plain link
     assert link.status_code == 200 and zipfile.ZipFile(io.BytesIO(link.content)).namelist() == names
+    # a generation whose file is gone still has its recipe in the zip, with file null
+    store = client.app.state.ctx.feedback
+    store.image_path(store.get(images[0])).unlink()
+    with zipfile.ZipFile(io.BytesIO(client.post("/v1/generations/archive", json={"ids": ids}).content)) as z:
+        assert z.namelist() == [*files[:2], "recipes.jsonl"]
+        lines = [json.loads(x) for x in z.read("recipes.jsonl").decode().splitlines()]
+    assert [x["file"] for x in lines] == [*files[:2], None] and lines[2]["generation_id"] == images[0]
 
 
 def test_archive_refuses_bad_requests_in_one_line(client: TestClient, settings: Settings, runs) -> None:
