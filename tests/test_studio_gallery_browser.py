@@ -5,7 +5,8 @@ form (switching the model), save / apply / delete a named preset (kept by the se
 job leaves when its prompt was cut to the model's context; no horizontal overflow at 1400 and 390 px.
 
 Same needs as tests/test_studio_browser.py (Playwright for Python and Debian's chromium), whose helpers it uses.
-Screenshots: gallery.png and gallery_lightbox.png in $GENLOOP_SCREENSHOTS (else /tmp).
+Screenshots: gallery.png, gallery_lightbox.png and gallery_390.png (the narrow page, whole) in
+$GENLOOP_SCREENSHOTS (else /tmp).
 """
 
 from __future__ import annotations
@@ -160,13 +161,20 @@ def test_gallery_lightbox_zip_reuse_presets_and_prompt_notes(tmp_path: Path, bro
         cards[ids[0]].locator("[data-testid=zip-pick]").wait_for()
         page.screenshot(path=str(SHOTS / "gallery.png"))
         page.fill("#txt-prompt", "the cat")
+        before = page.get_attribute("#gen-job", "data-job-id")
         page.click("#generate-button")
-        page.wait_for_selector("#gen-job-status[data-status=succeeded]")
-        page.wait_for_selector("#gen-notes", state="hidden")
+        page.wait_for_function(
+            "old => document.querySelector('#gen-job').dataset.jobId !== old"
+            " && document.querySelector('#gen-job-status').dataset.status === 'succeeded'"
+            " && document.querySelector('#generate-button').getAttribute('aria-busy') === 'false'",
+            arg=before,
+        )
+        assert page.is_hidden("#gen-notes")  # a prompt that fits leaves no note
 
         for width in (1400, 390):
             page.set_viewport_size({"width": width, "height": 900})
             assert overflow(page) <= 0, (width, overflow(page))
+        page.screenshot(path=str(SHOTS / "gallery_390.png"), full_page=True)
         assert banner(page) == "", banner(page)
         assert not problems, problems
         page.close()

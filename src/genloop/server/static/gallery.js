@@ -74,7 +74,8 @@ export function decorateCard(card, g) {
   const tick = el("input", { type: "checkbox", "data-testid": "zip-pick", "aria-label": "Select for the zip download" });
   tick.checked = gallery.selected.has(g.id);
   tick.addEventListener("change", () => selectForZip(g.id, tick.checked));
-  actions.append(el("label", { class: "zip-pick", title: "Select for “Download selected as zip”" }, tick, " Zip"));
+  const zip = el("label", { class: "zip-pick", title: "Select for “Download selected as zip”" }, tick, " Zip");
+  actions.append(el("span", { class: "card-ticks" }, $(".ab-pick", card), zip)); // the two ticks wrap together
 }
 
 // ───────────────────────── the zip ─────────────────────────
