@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -209,3 +210,15 @@ def test_a_text_jobs_result_carries_the_prompt_warnings(client: TestClient, sett
     assert len(odd) == 1 and "U+4F60" in odd[0]
     image = generate(client, settings, run_id=runs[1]["vae"], n=1)
     assert "warnings" not in image["result"]  # only a prompted model has a prompt to warn about
+
+
+def test_prompt_notes_say_without_warning_and_check_prompt_warns(runs) -> None:
+    pipe = genloop.load(str(runs[0] / runs[1]["gpt"]))
+    long = "the cat sat on the mat. " * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # prompt_notes itself never warns
+        assert pipe.prompt_notes("the cat") == []
+        [note] = pipe.prompt_notes(long)
+    assert "the start is truncated" in note
+    with pytest.warns(UserWarning, match="the start is truncated"):
+        assert pipe.check_prompt(long) == [note]
