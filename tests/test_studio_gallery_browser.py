@@ -5,23 +5,21 @@ form (switching the model), save / apply / delete a named preset (kept by the se
 job leaves when its prompt was cut to the model's context; no horizontal overflow at 1400 and 390 px.
 
 Same needs as tests/test_studio_browser.py (Playwright for Python and Debian's chromium), whose helpers it uses.
-Screenshots: gallery.png, gallery_lightbox.png and gallery_390.png (the narrow page, whole) in
-$GENLOOP_SCREENSHOTS (else /tmp).
+Screenshots (studio_support.screenshot: $GENLOOP_SCREENSHOTS, else /tmp/studio_<name>.png): gallery_workbench,
+gallery_lightbox and gallery_390.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 from conftest import tiny
+from studio_support import screenshot
 from test_studio_browser import TINY_GPT, banner, browser, call, open_page, serve  # noqa: F401 (browser: fixture)
 
 import genloop
-
-SHOTS = Path(os.environ.get("GENLOOP_SCREENSHOTS") or "/tmp")
 
 
 def overflow(page) -> int:
@@ -82,7 +80,7 @@ def test_gallery_lightbox_zip_reuse_presets_and_prompt_notes(tmp_path: Path, bro
         page.set_viewport_size({"width": 390, "height": 800})  # the lightbox fits a phone
         assert page.evaluate("document.querySelector('#lightbox').getBoundingClientRect().right") <= 390
         page.set_viewport_size({"width": 1400, "height": 1000})
-        page.screenshot(path=str(SHOTS / "gallery_lightbox.png"))
+        screenshot(page, "gallery_lightbox")
         page.keyboard.press("Escape")
         page.wait_for_selector("#lightbox", state="hidden")
 
@@ -159,7 +157,7 @@ def test_gallery_lightbox_zip_reuse_presets_and_prompt_notes(tmp_path: Path, bro
         page.select_option("#gallery-filter", "")
         page.evaluate("window.scrollTo(0, 0)")
         cards[ids[0]].locator("[data-testid=zip-pick]").wait_for()
-        page.screenshot(path=str(SHOTS / "gallery.png"))
+        screenshot(page, "gallery_workbench")
         page.fill("#txt-prompt", "the cat")
         before = page.get_attribute("#gen-job", "data-job-id")
         page.click("#generate-button")
@@ -174,7 +172,7 @@ def test_gallery_lightbox_zip_reuse_presets_and_prompt_notes(tmp_path: Path, bro
         for width in (1400, 390):
             page.set_viewport_size({"width": width, "height": 900})
             assert overflow(page) <= 0, (width, overflow(page))
-        page.screenshot(path=str(SHOTS / "gallery_390.png"), full_page=True)
+        screenshot(page, "gallery_390")
         assert banner(page) == "", banner(page)
         assert not problems, problems
         page.close()
