@@ -508,7 +508,9 @@ class Worker:
             recipe_of, messages = output.recipe_of, p["messages"]
             output.recipe_of = lambda i: {**recipe_of(i), "messages": messages}
         tok = pipe.tokenizer
-        return output, text_report(tok.decode, tok.encode, prompt, done, p, pipe.score_prompt)
+        report = text_report(tok.decode, tok.encode, prompt, done, p, pipe.score_prompt)
+        # what the pipeline warned about the prompt (cut to fit the context, characters it never saw): the page shows it
+        return output, {**report, "warnings": pipe.prompt_notes(prompt)}
 
     def _generate_result(self, p: dict[str, Any], ids: list[str]) -> dict[str, Any]:
         result: dict[str, Any] = {"generation_ids": ids}
