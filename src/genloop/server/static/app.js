@@ -8,6 +8,7 @@
 
 // Tab modules (imported for their setup functions; they import the core back, which ES modules allow because
 // nothing runs at import time).
+import { setupDatasets } from "./datasets.js";
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
@@ -38,7 +39,7 @@ export const state = {
 
 // ───────────────────────── utilities ─────────────────────────
 
-class ApiError extends Error {
+export class ApiError extends Error {
   constructor(status, detail) {
     super(detail);
     this.status = status;
@@ -46,7 +47,7 @@ class ApiError extends Error {
 }
 
 /** A problem with what the user typed: shown in the banner, not logged as a page error. */
-class InputError extends Error {}
+export class InputError extends Error {}
 
 export const token = () => localStorage.getItem(LS_TOKEN) || "";
 export const userName = () => localStorage.getItem(LS_USER) || "";
@@ -460,7 +461,7 @@ export async function loadModels() {
   if (sel.value) $("#ab-model").value = sel.value;
   fillChatModels();
   fillSelect($("#train-family"), state.families.map((f) => [f, f]));
-  fillSelect($("#train-data"), state.datasets.map((d) => [d, d]));
+  fillSelect($("#train-data"), [...state.datasets.map((d) => [d, d]), ...(state.uploadChoices || [])]); // uploads: datasets.js
   onModelChange();
 }
 
@@ -1849,6 +1850,7 @@ function init() {
   setupVerify();
   setupChat();
   // Tab modules' setups.
+  setupDatasets();
   $("#error-dismiss").addEventListener("click", dismissError);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("#error-banner").hidden && !document.querySelector("dialog[open]")) dismissError();
