@@ -114,6 +114,7 @@ class MusicModality(Modality):
     probe_label = "notes"
     finetune_method = "dpo"  # a language model over tokens: DPO on the A/B choices, as text
     can_shard = True  # piece i is drawn in the same chunk on any number of processes (generation/sharding.py)
+    own_settings = ("train.eval_tokens", "data_spec.vocab_size")  # the report shows these only for music runs
     generate_keys = ("bars", "temperature", "top_p", "key", "time_signature", "style", "prompt_midi", "prompt_bars")
     default_family = "music-gpt"
 

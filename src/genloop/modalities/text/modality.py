@@ -16,6 +16,7 @@ class TextModality(Modality):
     can_shard = True  # text i is drawn in the same chunk on any number of processes (generation/sharding.py)
     default_eval_n = 100
     probe_label = "chars"
+    own_settings = ("train.eval_tokens", "data_spec.vocab_size")  # the report shows these only for text runs
     generate_keys = (
         "prompt",
         "max_tokens",
