@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny
 from fastapi.testclient import TestClient
-from studio_support import drain
+from studio_support import TEXT, TINY_GPT, drain
 
 import genloop
 from genloop.progress import Phases
@@ -23,7 +23,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     root = tmp_path_factory.mktemp("progress") / "runs"
     ddpm = genloop.train("ddpm", "digits", overrides=tiny("ddpm"), steps=2, runs_dir=root, progress=False)
     dcgan = genloop.train("dcgan", "digits", overrides=tiny("dcgan"), steps=1, runs_dir=root, progress=False)
-    return root, {"ddpm": ddpm.id, "dcgan": dcgan.id}
+    corpus = root.parent / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    gpt = genloop.train("gpt", str(corpus), overrides=TINY_GPT, steps=2, runs_dir=root, progress=False)
+    return root, {"ddpm": ddpm.id, "dcgan": dcgan.id, "gpt": gpt.id}
 
 
 @pytest.fixture
@@ -94,6 +97,22 @@ def test_an_evaluation_job_reports_its_phases_and_sampling(client_settings, runs
     assert steps and steps[-1]["fraction"] == 1.0 and steps[-1]["phase"] == "sampling 20 images"
 
 
+def test_a_text_evaluation_job_reports_its_phases(client_settings, runs) -> None:
+    client, settings = client_settings
+    job = client.post("/v1/jobs", json={"kind": "evaluate", "params": {"run_id": runs[1]["gpt"], "n": 10}}).json()
+    drain(settings)
+    events = events_of(client, job["id"])
+    assert events[-1] == ("status", {"status": "succeeded"}), events[-3:]
+    phases = [d["phase"] for k, d in events if k == "progress"]
+    assert phases == [
+        "sampling and scoring",
+        "the validation loss",
+        "sampling 10 texts",
+        "scoring 10 samples against held-out text",
+        "done",
+    ], phases
+
+
 def test_phases_tell_a_listener_even_when_silent(capsys: pytest.CaptureFixture[str]) -> None:
     heard: list[dict] = []
     phase = Phases(False, listener=heard.append)
@@ -128,7 +147,8 @@ def test_phases_said_quietly_print_nothing(capsys: pytest.CaptureFixture[str]) -
 
 def test_music_pipelines_report_pieces_done(tmp_path: Path) -> None:
     """The music pipeline takes the same ``progress(done, total)`` as the image ones (the worker passes it to
-    every pipeline): called per batch of pieces, and the output is the same with or without it."""
+    every pipeline): called per batch of pieces, and the output is the same with or without it; a music
+    evaluation tells a listener its phases."""
     from test_music_loop import TINY_MUSIC, music_folder
 
     run = genloop.train(
@@ -141,3 +161,9 @@ def test_music_pipelines_report_pieces_done(tmp_path: Path) -> None:
     plain = pipe(n=3, bars=1, seed=2, batch_size=2)
     assert [s.ids for s in out.samples] == [s.ids for s in plain.samples]
     assert "progress" not in pipe.recipe_for(n=3, bars=1, seed=2)
+    heard: list[dict] = []
+    genloop.evaluate(run.id, n=2, runs_dir=tmp_path / "runs", progress=heard.append)
+    assert [h["phase"] for h in heard] == [
+        "sampling 2 pieces",
+        "scoring the likelihood and the pieces against the held-out music",
+    ]

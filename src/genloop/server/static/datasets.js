@@ -4,7 +4,7 @@
 // train form's data set choices as "upload:<id>". GET /v1/uploads lists the stored ones, so they are back after a
 // reload. Which family fits which data is the server's answer (it asks the modalities), never guessed here.
 
-import { $, ApiError, InputError, announce, api, authHeaders, el, errorDetail, fillSelect, guard, short, showError, state } from "./app.js";
+import { $, ApiError, InputError, announce, api, askToken, authHeaders, el, errorDetail, fillSelect, guard, short, showError, state } from "./app.js";
 
 const SHOWN = 20; // uploads listed in the panel (the newest); the train form offers the same ones
 
@@ -107,7 +107,11 @@ export async function uploadFiles(files) {
     if (!res.ok) {
       const detail = await errorDetail(res);
       // the server's one line says what is wrong with the file: the user's to fix, not a fault of the page
-      throw res.status === 401 || res.status === 403 ? new ApiError(res.status, detail) : new InputError(`Upload of ${what} refused: ${detail}`);
+      if (res.status === 401 || res.status === 403) {
+        askToken("This server needs an API token.");
+        throw new ApiError(res.status, detail);
+      }
+      throw new InputError(`Upload of ${what} refused: ${detail}`);
     }
     const u = await res.json();
     state.uploads = [u, ...state.uploads.filter((x) => x.upload_id !== u.upload_id)];
