@@ -130,9 +130,13 @@ def test_upload_a_data_set_and_train_on_it(tmp_path: Path, browser) -> None:  # 
         problems.remove(expected[0])
         page.click("#error-dismiss")
 
-        page.click(f"[data-testid=job-row][data-id='{job['id']}']")  # its detail and loss curve beside the panel
+        row = page.locator(f"[data-testid=job-row][data-id='{job['id']}']")
+        assert row.locator(".job-what").inner_text() == "vae on shapes.zip, 3 steps"  # the upload by its name
+        row.click()  # its detail and loss curve beside the panel
         page.wait_for_function("document.querySelector('#job-detail-status')?.textContent === 'succeeded'")
+        page.wait_for_selector("#loss-legend > *")
+        assert page.inner_text("#job-detail-title").startswith("Train vae on shapes.zip · ")
         no_overflow(page)
-        page.locator("#datasets").scroll_into_view_if_needed()
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(SHOTS / "data.png"))
         assert not problems, problems

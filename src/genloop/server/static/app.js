@@ -8,7 +8,7 @@
 
 // Tab modules (imported for their setup functions; they import the core back, which ES modules allow because
 // nothing runs at import time).
-import { setupDatasets } from "./datasets.js";
+import { dataName, setupDatasets } from "./datasets.js";
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
@@ -1212,7 +1212,7 @@ export async function loadJobs() {
 
 export function jobWhat(j) {
   const p = j.params || {};
-  if (j.kind === "train") return `${p.model ?? "?"} on ${p.data ?? "?"}${p.steps ? `, ${p.steps} steps` : ""}`;
+  if (j.kind === "train") return `${p.model ?? "?"} on ${dataName(p.data) ?? "?"}${p.steps ? `, ${p.steps} steps` : ""}`;
   const m = state.models.find((x) => x.run_id === p.run_id);
   const name = m ? m.model : p.run_id || "?";
   if (p.replay_of || p.replay) return `replay · ${name}`;
@@ -1300,7 +1300,7 @@ export function renderJobDetail(job) {
   $("#job-detail-empty").hidden = true;
   $("#job-detail-body").hidden = false;
   $("#job-detail").dataset.jobId = job.id;
-  const what = job.kind === "train" ? `Train ${job.params?.model ?? ""} on ${job.params?.data ?? ""}` : `${job.kind[0].toUpperCase()}${job.kind.slice(1)} job`;
+  const what = job.kind === "train" ? `Train ${job.params?.model ?? ""} on ${dataName(job.params?.data) ?? ""}` : `${job.kind[0].toUpperCase()}${job.kind.slice(1)} job`;
   $("#job-detail-title").textContent = `${what} · ${short(job.id)}`;
   setBadge($("#job-detail-status"), job.status);
   const p = job.progress || {};

@@ -35,6 +35,9 @@ export function uploadFacts(u) {
   return parts.join(" · ");
 }
 
+/** A train job's data as people know it: an upload by its file name, a built-in set by its own name. */
+export const dataName = (data) => (state.uploads || []).find((u) => u.data === data)?.filename ?? data;
+
 const uploadLabel = (u) => `${u.filename} (upload ${short(u.upload_id)})`;
 
 /** The train form's data set choices: the built-in sets, then the uploads (kept when the model list reloads). */
