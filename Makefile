@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genloop-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench screenshots clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy src/genloop/api.py src/genloop/training
+
+# The README's pictures of the studio, taken by the browser tests (headless Chromium) as they drive the page.
+screenshots: install
+	GENLOOP_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_studio_browser.py tests/test_studio_chat_browser.py tests/test_music_studio_browser.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_images.py

@@ -8,8 +8,9 @@ document ``title + "\\n" + poem``; the run holds out 5 % of them (its own docume
 mirror (``--repo``); nothing of the collection is committed.
 
 Protocol, per form: ``--n`` samples, sample ``i`` continuing the title of held-out poem ``i mod k`` (seed
-1,000,000 + i, temperature 1, no top-k/top-p), under the form constraint, without it (room for one poem of the
-form and end-of-text), and under the constraint at temperature 0.7; the floor is the held-out poems themselves
+1,000,000 + i, temperature 1, no top-k/top-p), under the poem constraint (form and rhyme, the default), under the
+form alone (``rhyme=False``), without any constraint (room for one poem of the form and end-of-text), and under
+the poem constraint at temperature 0.7; the floor is the held-out poems themselves
 (:func:`genloop.evaluation.poetry_eval.evaluate_poetry`). Rhyme and tone use modern Mandarin readings
 (pypinyin): see :mod:`genloop.evaluation.poetry_metrics` for what that means for Tang poems.
 
@@ -118,12 +119,26 @@ def main() -> None:
         losses = [m["loss"] for m in metrics if "loss" in m]
         pipe = genloop.load(run.dir)
         results = {}
-        modes = [("constrained", True, 1.0), ("unconstrained", False, 1.0), ("constrained_t0.7", True, 0.7)]
+        # (name, constrained, rhyme forced, temperature): the default constraint forces form and rhyme
+        modes = [
+            ("constrained", True, True, 1.0),
+            ("form_only", True, False, 1.0),
+            ("unconstrained", False, False, 1.0),
+            ("constrained_t0.7", True, True, 0.7),
+        ]
         for form in ("wujue", "qijue"):
-            for mode, constrained, temperature in modes:
+            for mode, constrained, rhyme, temperature in modes:
                 t = time.perf_counter()
                 r = evaluate_poetry(
-                    run, pipe, form, args.n, args.seed, constrained=constrained, write=False, temperature=temperature
+                    run,
+                    pipe,
+                    form,
+                    args.n,
+                    args.seed,
+                    constrained=constrained,
+                    rhyme=rhyme,
+                    write=False,
+                    temperature=temperature,
                 )
                 r["sample_seconds"] = round(time.perf_counter() - t, 1)
                 key = f"{form}_{mode}"

@@ -71,6 +71,30 @@ def database_url(backend: str, where: Path) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+SCREENSHOTS = os.environ.get("GENLOOP_SCREENSHOTS", "")
+
+
+def screenshot(page: object, name: str) -> Path:
+    """Save the page as ``<name>.png``: into ``$GENLOOP_SCREENSHOTS`` when set (``make screenshots`` points it at
+    docs/screenshots, the README's pictures: made by the browser tests, never by hand), else /tmp/studio_<name>.png.
+    README copies are reduced to a 256-colour palette so a picture of a page stays a few tens of KB."""
+    if not SCREENSHOTS:
+        path = Path(f"/tmp/studio_{name}.png")
+        page.screenshot(path=str(path))  # type: ignore[attr-defined]
+        return path
+    from PIL import Image
+
+    folder = Path(SCREENSHOTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    raw = folder / f".{name}.raw.png"
+    page.screenshot(path=str(raw))  # type: ignore[attr-defined]
+    with Image.open(raw) as im:
+        im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    raw.unlink()
+    return path
+
+
 def drain(settings: Settings) -> int:
     """Run every queued job to the end in this thread; returns how many ran."""
     return Worker(settings, name="test-worker:0").run_forever(idle_exit=0)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from music_support import two_track_score
+from studio_support import screenshot
 from test_music_loop import TINY_MUSIC, music_folder
 from test_studio_browser import banner, browser, call, open_page, serve  # noqa: F401 - browser is a fixture
 
@@ -74,5 +75,5 @@ def test_music_in_the_studio_page(tmp_path: Path, browser) -> None:  # noqa: F81
             time.sleep(0.2)
         newest = call(base, f"/v1/generations?run_id={run.id}&limit=1")["generations"][0]
         assert newest["recipe"]["prompt_midi"].startswith("upload:") and newest["recipe"]["prompt_bars"] == 2
-        page.screenshot(path="/tmp/studio_music.png", full_page=False)
+        screenshot(page, "music")
         assert banner(page) == "" and not problems, (banner(page), problems)

@@ -26,6 +26,7 @@ from genloop.evaluation.poetry_metrics import (
 )
 from genloop.modalities.text.poetry import (
     FORMS,
+    RHYME_NOTE,
     form_of,
     form_pattern,
     is_form,
@@ -33,6 +34,7 @@ from genloop.modalities.text.poetry import (
     poem_document,
     poem_lines,
     regular_poem,
+    rhymes_level,
     title_prompt,
 )
 
@@ -165,7 +167,9 @@ def test_pipeline_constrained_poems_match_over_many_seeds(poem_run) -> None:
     c = poem_constraint("wujue")
     out = pipe(prompt=title_prompt("春夜"), n=30, seed=0, constraint=c, max_tokens=40)
     assert all(is_form(t, "wujue") for t in out.texts), out.texts
-    assert out.recipe["constraint"] == {"kind": "regex", "pattern": c.pattern, "form": "wujue"}
+    assert out.recipe["constraint"] == {"kind": "regex", "pattern": c.pattern, "form": "wujue", "rhyme": RHYME_NOTE}
+    # rhyme (the default): every sample's even lines end on one level-tone rhyme class, which the metric confirms
+    assert all(rhymes_level(t, "wujue") and rhymes(t) for t in out.texts), out.texts
     again = pipe(prompt=title_prompt("春夜"), n=3, seed=0, constraint=c, max_tokens=40)
     assert again.texts == out.texts[:3]  # seeded
     acro = pipe(prompt="", n=10, seed=5, constraint=poem_constraint("qijue", "春江花月"), max_tokens=40)
@@ -180,6 +184,56 @@ def test_pipeline_constrained_poems_match_over_many_seeds(poem_run) -> None:
         pipe(prompt="", constraint=poem_constraint("wujue", "夏夏夏夏"))  # 夏 is in none of the poems
     with pytest.raises(ConfigError, match="constraint must be a regex pattern"):
         pipe(prompt="", constraint=42)
+
+
+def test_rhyme_is_forced_only_when_asked(poem_run) -> None:
+    """Without the rhyme mask a barely trained model's line ends rhyme by chance (about one poem in seven), so
+    30 samples that all rhyme would fail this test if the mask did nothing; with ``rhyme=False`` they do not."""
+    pipe = genloop.load(poem_run.id)
+    free_form = poem_constraint("wujue", rhyme=False)
+    free = pipe(prompt=title_prompt("春夜"), n=30, seed=0, constraint=free_form, max_tokens=40)
+    assert all(is_form(t, "wujue") for t in free.texts)
+    assert "rhyme" not in free.recipe["constraint"]
+    assert sum(rhymes_level(t, "wujue") for t in free.texts) < 30
+    qilv = pipe(prompt="", n=6, seed=1, constraint=poem_constraint("qilv"), max_tokens=70)
+    assert all(is_form(t, "qilv") and rhymes_level(t, "qilv") for t in qilv.texts), qilv.texts
+
+
+class _Vocab:
+    """A tokenizer stand-in: whole characters, one two-character token, a byte piece and end-of-text."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces, self.eot_id = pieces, len(pieces)
+
+    def token_bytes(self) -> list[bytes | None]:
+        return [*self.pieces, None]
+
+
+def test_rhyme_mask_offsets_multi_character_tokens_and_byte_pieces() -> None:
+    import torch
+
+    assert FORMS["wujue"].rhyme_offsets == (10, 23) and FORMS["qilv"].rhyme_offsets == (14, 31, 48, 65)
+    poem = TANG["静夜思"]
+    assert [poem[k] for k in FORMS["wujue"].rhyme_offsets] == ["霜", "乡"]
+    chars = "床前明月光疑是地上霜举头望思故乡低江山流楼"
+    pieces = [c.encode() for c in chars] + ["，".encode(), "。".encode(), b"\n"]
+    pieces += ["江月".encode(), "山光".encode(), "乡".encode()[:1]]
+    tc = poem_constraint("wujue").bind(_Vocab(pieces))
+    ids = {p.decode("utf-8", "ignore") or "byte": i for i, p in enumerate(pieces)}
+    prefix = [ids[c] for c in "床前明月光，疑是地上"]  # the next character closes line 2: the first rhyme
+    allowed = torch.isfinite(tc(torch.zeros(1, len(pieces) + 1), torch.tensor([prefix])))[0]
+    ok = {p for p, i in ids.items() if allowed[i]}
+    assert {"霜", "光", "乡", "江", "明", "楼", "流", "头"} <= ok  # level tones with a rhyme class
+    assert not ok & {"月", "望", "地", "上", "故", "byte", "江月", "山光"}, ok  # oblique; a byte piece; two chars
+    # the second rhyme must share 霜's class (江阳): 乡, 光, 江 yes; 楼 (油求), 明 (中东) no
+    second = [ids[c] for c in "床前明月光，疑是地上霜。\n举头望明月，低头思故"]
+    allowed = torch.isfinite(tc(torch.zeros(1, len(pieces) + 1), torch.tensor([second])))[0]
+    ok = {p for p, i in ids.items() if allowed[i]}
+    assert {"乡", "光", "江"} <= ok and not ok & {"楼", "明", "流", "byte"}, ok
+    one_before = [ids[c] for c in "床前明月光，疑是地"]  # a two-character token would cover the rhyme offset
+    allowed = torch.isfinite(tc(torch.zeros(1, len(pieces) + 1), torch.tensor([one_before])))[0]
+    assert allowed[ids["山光"]] and not allowed[ids["江月"]]  # its second character is the rhyme: 光 level, 月 not
+    assert rhymes_level(poem, "wujue") and not rhymes_level(TANG["春晓"], "wujue")  # 鸟/少: oblique rhymes
 
 
 def test_cli_generate_form_and_eval_form(poem_run, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,6 +252,12 @@ def test_cli_generate_form_and_eval_form(poem_run, capsys: pytest.CaptureFixture
     assert out.startswith("春夜\n") and is_form(out[len("春夜\n") :].rstrip("\n"), "qijue"), out
     code, out, err = cli(capsys, "generate", poem_run.id, "--acrostic", "春江花月")
     assert code != 0 and "--acrostic needs --form" in err
+    code, out, err = cli(capsys, "generate", poem_run.id, "--no-rhyme")
+    assert code != 0 and "--no-rhyme needs --form" in err
+    code, out, err = cli(capsys, "generate", poem_run.id, "--form", "wujue", "--no-rhyme", "-n", "2")
+    assert code == 0, err
+    last = json.loads((poem_run.dir / "generated" / "texts.jsonl").read_text().splitlines()[-1])
+    assert "rhyme" not in last["recipe"]["constraint"]
     code, out, err = cli(capsys, "generate", poem_run.id, "--form", "sonnet")
     assert code != 0 and "unknown poem form 'sonnet'" in err
     code, out, err = cli(capsys, "eval", poem_run.id, "--form", "wujue", "-n", "4")

@@ -9,7 +9,8 @@ emoji (icons are inline SVG) and horizontal overflow at two widths; then restart
 check the page asks for it and works once given.
 
 Needs Playwright for Python and Debian's chromium (`apt-get install chromium`); no browser download.
-A screenshot of the gallery lands in /tmp/studio.png (and of the Jobs tab in /tmp/studio_jobs.png).
+Screenshots of the gallery, the Jobs and Verify tabs land in /tmp/studio_*.png, or in $GENLOOP_SCREENSHOTS
+(`make screenshots`: docs/screenshots, the README's pictures).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 import conftest
 import pytest
 from conftest import cli_env, tiny
+from studio_support import screenshot
 
 CHROMIUM = os.environ.get("GENLOOP_CHROMIUM", "/usr/bin/chromium")
 if not Path(CHROMIUM).is_file():
@@ -53,7 +55,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path("/tmp/studio.png")
 TIMEOUT_MS = 60_000  # worker jobs on a busy 2-core machine: generous, they normally take a second or two
 
 
@@ -246,7 +247,7 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         )
         page.wait_for_selector("#verify-result[data-status=unsigned]")
         assert page.inner_text("#verify-filename") == "note.txt"
-        page.screenshot(path="/tmp/studio_verify.png")
+        screenshot(page, "verify")
         page.click("#tab-gallery")
 
         # Rate it: thumbs up, then 4 stars; the saved summary comes back from the server.
@@ -369,11 +370,11 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
         assert worker.query_selector("td:nth-child(2)").inner_text() not in ("", "—")  # the device
         # The new run shows up among the models.
         page.wait_for_selector(f"#model-select option[value='{job['result']['run_id']}']", state="attached")
-        page.screenshot(path="/tmp/studio_jobs.png")
+        screenshot(page, "jobs")
 
         page.click("#tab-gallery")
         page.evaluate("window.scrollTo(0, 0)")
-        page.screenshot(path=str(SCREENSHOT))
+        screenshot(page, "gallery")
         # No emoji anywhere in the page (they render as empty boxes without an emoji font), and no horizontal
         # overflow at a wide and a narrow width, on every tab.
         pattern = r"/[\u{1F000}-\u{1FAFF}\u{26A0}\u{2705}\u{274C}\u{1F512}]/gu"  # emoji; not text symbols (★)
@@ -385,7 +386,7 @@ def test_studio_page_generate_rate_replay_ab_train(tmp_path: Path, browser) -> N
                 page.click(f"#tab-{tab}")
                 over = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
                 assert over <= 0, (width, tab, over)
-            page.screenshot(path=f"/tmp/studio_{width}.png")
+            screenshot(page, f"page_{width}")
         assert banner(page) == "", banner(page)
         assert not problems, problems
         page.close()

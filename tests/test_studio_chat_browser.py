@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from studio_support import screenshot
 from test_studio_browser import TINY_GPT, banner, browser, call, open_page, serve  # noqa: F401 (browser: fixture)
 
 import genloop
@@ -76,7 +77,7 @@ def test_chat_tab_streams_rates_and_compares(tmp_path: Path, browser) -> None:  
             page.set_viewport_size({"width": width, "height": 1000})
             over = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert over <= 0, (width, over)
-        page.screenshot(path="/tmp/studio_chat.png")
+        screenshot(page, "chat")
 
         # Reset empties the conversation.
         page.click("#chat-reset")

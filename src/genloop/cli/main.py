@@ -356,6 +356,11 @@ def generate(
     acrostic: str | None = typer.Option(
         None, "--acrostic", help="With --form: the first character of each line (藏头诗), e.g. 春夏秋冬."
     ),
+    no_rhyme: bool = typer.Option(
+        False,
+        "--no-rhyme",
+        help="With --form: constrain the layout only (by default every even line ends on one rhyme class, level tone).",
+    ),
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: <run>/generated)."),
     class_label: int | None = typer.Option(
         None, "--class", help="Class to generate (conditional models; default: every class in turn)."
@@ -479,6 +484,7 @@ def _generate(
     device: str,
     form: str | None = None,
     acrostic: str | None = None,
+    no_rhyme: bool = False,
 ) -> None:
     """The body of ``genloop generate`` (in one process, or on each rank under torchrun)."""
     from .. import api, distributed
@@ -517,6 +523,7 @@ def _generate(
             compile_=compile_,
             form=form,
             acrostic=acrostic,
+            no_rhyme=no_rhyme,
         )
         if text_given:
             raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} makes {kind.noun}s")
@@ -573,6 +580,7 @@ def _generate(
             watermark=watermark,
             form=form,
             acrostic=acrostic,
+            no_rhyme=no_rhyme,
             image_options=image_options,
         )
         return
@@ -632,6 +640,7 @@ def _generate_text(
     watermark: bool = False,
     form: str | None = None,
     acrostic: str | None = None,
+    no_rhyme: bool = False,
 ) -> None:
     import warnings
 
@@ -657,10 +666,12 @@ def _generate_text(
         sampling["watermark"] = True
     if acrostic and not form:
         raise ConfigError("--acrostic needs --form (the poem form whose lines it heads)")
+    if no_rhyme and not form:
+        raise ConfigError("--no-rhyme needs --form (the poem form whose rhyme it turns off)")
     if form:  # a poem: the prompt is its title, the form a constraint (see genloop.modalities.text.poetry)
         from ..modalities.text.poetry import poem_constraint, title_prompt
 
-        sampling["constraint"], prompt = poem_constraint(form, acrostic), title_prompt(prompt)
+        sampling["constraint"], prompt = poem_constraint(form, acrostic, not no_rhyme), title_prompt(prompt)
     # under torchrun nothing streams: the ranks share the chunks and rank 0 prints the texts in item order
     stream = not no_stream and n == 1 and beams == 1 and distributed.launched().world_size == 1
     prompt = prompt or ""
@@ -792,6 +803,9 @@ def eval_(
         help="Text runs trained on Chinese poems: score N poems of this form (wujue|qijue|wulv|qilv) for form, rhyme, "
         "tone, distinct-n and memorisation beside held-out real poems; writes eval/poetry_<form>.json.",
     ),
+    no_rhyme: bool = typer.Option(
+        False, "--no-rhyme", help="With --form: sample with the layout constrained but the rhyme left to the model."
+    ),
     runs_dir: Path | None = RunsDir,
     device: str = typer.Option("cpu", "--device"),
     nproc: int | None = NprocOption,
@@ -803,7 +817,7 @@ def eval_(
     if task is not None:
         clash = {"--agreement": agreement, "--sweep": sweep, "--sanity": sanity, "--watermarked": watermarked}
         clash.update({"--features": features != "ref", "--weights": weights, "--guidance": guidance, "--nproc": nproc})
-        clash["--form"] = form
+        clash["--form"], clash["--no-rhyme"] = form, no_rhyme
         if any(v is not None and v is not False for v in clash.values()):
             names = ", ".join(k for k, v in clash.items() if v is not None and v is not False)
             raise ConfigError(f"--task scores restoration with the reference net; it does not combine with {names}")
@@ -830,8 +844,10 @@ def eval_(
     if sanity:
         print_sanity(run_id, features, weights, runs_dir, device)
         return
+    if no_rhyme and form is None:
+        raise ConfigError("--no-rhyme goes with --form")
     if form is not None:
-        print_poetry(run_id, form, n or 100, seed, checkpoint, runs_dir, device)
+        print_poetry(run_id, form, n or 100, seed, checkpoint, runs_dir, device, rhyme=not no_rhyme)
         return
     if sweep is not None and (nproc or distributed.launched().world_size) > 1:
         raise ConfigError("--sweep runs in one process; drop --nproc (or torchrun)")
@@ -1117,14 +1133,14 @@ def print_metrics(r: dict[str, Any]) -> None:
 
 
 def print_poetry(
-    run_id: str, form: str, n: int, seed: int, checkpoint: str, runs_dir: Path | None, device: str
+    run_id: str, form: str, n: int, seed: int, checkpoint: str, runs_dir: Path | None, device: str, rhyme: bool = True
 ) -> None:
     """``genloop eval RUN --form F``: the poetry metrics beside held-out real poems (a table + JSON)."""
     from .. import api
     from ..evaluation.poetry_eval import evaluate_poetry
 
     run = api.RunStore(runs_dir).get(run_id)
-    r = evaluate_poetry(run, api.load(run.id, device, runs_dir, checkpoint), form, n, seed)
+    r = evaluate_poetry(run, api.load(run.id, device, runs_dir, checkpoint), form, n, seed, rhyme=rhyme)
     table = Table(title=f"{r['form']} poems of {run.id}: {r['n']} samples vs {r['n_real']} held-out real poems")
     for col in ("metric", "samples", "real poems"):
         table.add_column(col, justify="left" if col == "metric" else "right")

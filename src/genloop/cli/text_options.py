@@ -23,6 +23,7 @@ _TEXT_DEFAULTS: dict[str, object] = {
     "--compile": False,
     "--form": None,
     "--acrostic": None,
+    "--no-rhyme": False,
 }
 
 

@@ -194,3 +194,31 @@ def compare_runs(runs: list[Run], out_dir: Path) -> tuple[list[dict[str, Any]], 
     with atomic_write(png_path) as f:
         f.write(render_plot(rows))
     return rows, json_path, png_path
+
+
+def metric_entry(metric: catalog.Metric, row: dict[str, Any]) -> dict[str, Any]:
+    """One metric of a comparison row beside its real-data floor, raw and formatted, with which way is better and
+    (where both are positive numbers) the value as a multiple of the floor."""
+    value = row.get(metric.key)
+    floor = row.get(metric.floor) if metric.floor else None
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, floor))
+    return {
+        "key": metric.key,
+        "label": metric.label,
+        "better": metric.better_word,
+        "value": value,
+        "floor": floor,
+        "text": metric.format(value),
+        "floor_text": None if floor is None else metric.format(floor),
+        "x_floor": value / floor if numbers and floor > 0 and value >= 0 else None,
+    }
+
+
+def headline(row: dict[str, Any], modality: str) -> dict[str, Any] | None:
+    """The one number that sums a run up beside its floor: the first catalogued metric of ``modality`` (the
+    catalogue's order: FID for images) that the row has together with its floor, else the first it has at all;
+    None for a row with no catalogued metric of that modality."""
+    present = [m for m in catalog.for_modality(modality) if row.get(m.key) is not None]
+    with_floor = [m for m in present if m.floor and row.get(m.floor) is not None]
+    chosen = (with_floor or present or [None])[0]
+    return None if chosen is None else metric_entry(chosen, row)

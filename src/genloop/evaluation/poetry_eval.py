@@ -41,13 +41,15 @@ def sample_poems(
     form: str,
     acrostic: str | None = None,
     constrained: bool = True,
+    rhyme: bool = True,
     **sampling: Any,
 ) -> list[str]:
     """``n`` poems, sample ``i`` continuing ``titles[i % len(titles)]`` with seed ``seed + i``, under the form's
-    constraint (``constrained=False``: the model alone, with room for one poem of the form and end-of-text).
+    constraint (``constrained=False``: the model alone, with room for one poem of the form and end-of-text;
+    ``rhyme=False``: the layout constrained, the rhyme left to the model).
     ``sampling`` overrides :data:`POETRY_EVAL` (temperature, top_p, ...)."""
     f = get_form(form)
-    constraint = poem_constraint(f, acrostic) if constrained else None
+    constraint = poem_constraint(f, acrostic, rhyme) if constrained else None
     texts = []
     for i in range(n):
         out = pipe(
@@ -68,11 +70,13 @@ def evaluate_poetry(
     n: int,
     seed: int = 0,
     constrained: bool = True,
+    rhyme: bool = True,
     write: bool = True,
     **sampling: Any,
 ) -> dict[str, Any]:
     """Sample and score ``n`` poems of ``form``; written to ``eval/poetry_<form>.json`` in the run (``write``).
-    ``constrained=False`` scores the model without the constraint (what the constraint adds); ``sampling``
+    ``constrained=False`` scores the model without the constraint (what the constraint adds), ``rhyme=False``
+    with the layout constrained but not the rhyme; ``sampling``
     overrides the protocol's settings (recorded)."""
     f = get_form(form)
     cfg = from_dict(TextDataConfig, run.config["data"], "data.")
@@ -85,7 +89,7 @@ def evaluate_poetry(
             "'title\\nline，line。\\nline，line。'; nothing to compare with"
         )
     titles = [t for t, _ in real]
-    samples = sample_poems(pipe, titles, n, 1_000_000 + seed, f.name, constrained=constrained, **sampling)
+    samples = sample_poems(pipe, titles, n, 1_000_000 + seed, f.name, constrained=constrained, rhyme=rhyme, **sampling)
     result = poetry_report(samples, [p for _, p in real], "\n".join(train_docs), f)
     result.update(
         {
@@ -95,6 +99,7 @@ def evaluate_poetry(
                 **POETRY_EVAL,
                 **sampling,
                 "constraint": f.name if constrained else None,
+                "rhyme": "forced" if constrained and rhyme else "free",
                 "prompt": "held-out titles",
             },
             "sample_seed": 1_000_000 + seed,

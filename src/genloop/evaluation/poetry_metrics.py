@@ -3,7 +3,8 @@
 - **form rate**: the share of texts that are exactly a poem of the form (:mod:`genloop.modalities.text.poetry`).
 - **rhyme rate**: the share of poems whose even lines (2, 4, ...) all end in the same rhyme class. Finals come
   from ``pypinyin`` (the reading in the context of the line, or any other reading of a polyphone) and
-  are grouped into the thirteen rhyme classes of modern Mandarin (十三辙). These are *modern* readings: Tang
+  are grouped into the thirteen rhyme classes of modern Mandarin (十三辙; the table is
+  :mod:`genloop.modalities.text.rhyme`, shared with the rhyme constraint). These are *modern* readings: Tang
   poets rhymed by Middle Chinese (the 平水韵 tradition), and some of their rhymes no longer rhyme today, so
   real Tang poems score below 100 %. No historical rhyme table ships offline with a maintained package, so
   the real poems' rate is the floor to compare with, not 100 %.
@@ -14,35 +15,20 @@
   lines, 6th character) and the last character of each line; a poem's agreement is its best over the four
   standard patterns (仄起/平起 × first line rhyming or not); characters without a tone are not counted.
 
-Rhyme and tone are *measured*, never forced by the form constraint.
+The form constraint forces the layout; with ``rhyme=True`` (the default of ``--form``) it also closes every even line
+on a level-tone character of one rhyme class (:func:`genloop.modalities.text.poetry.poem_constraint`). Tone
+elsewhere in the line is measured, never forced.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from ..errors import DataError
 from ..modalities.text.poetry import PoemForm, get_form, is_form, poem_lines
+from ..modalities.text.rhyme import RHYME_CLASSES, rhyme_class, rhyme_classes
+from ..modalities.text.rhyme import readings as _readings
 from . import text_metrics as tm
-
-# the thirteen rhyme classes (十三辙) of modern Mandarin, by pypinyin's strict finals (v is ü)
-RHYME_CLASSES = {
-    "发花": ("a", "ia", "ua"),
-    "梭波": ("o", "uo", "e"),
-    "乜斜": ("ie", "ve", "ue"),
-    "一七": ("i", "v", "er"),
-    "姑苏": ("u",),
-    "怀来": ("ai", "uai"),
-    "灰堆": ("ei", "uei", "ui"),
-    "遥条": ("ao", "iao"),
-    "油求": ("ou", "iou", "iu"),
-    "言前": ("an", "ian", "uan", "van"),
-    "人辰": ("en", "in", "uen", "un", "vn"),
-    "江阳": ("ang", "iang", "uang"),
-    "中东": ("eng", "ing", "ong", "iong", "ueng"),
-}
-_CLASS_OF = {final: name for name, finals in RHYME_CLASSES.items() for final in finals}
 
 # the four line patterns of 5-character regulated verse (平 level, 仄 oblique); 7-character lines put the
 # opposite pair in front (仄仄平平仄 -> 平平仄仄平平仄)
@@ -50,14 +36,6 @@ LINE_TYPES = {"A": "仄仄平平仄", "B": "平平仄仄平", "C": "平平平仄
 # the four standard poems: 仄起仄收, 仄起平收, 平起仄收, 平起平收 (a regulated 8-line poem goes on with the
 # alternation of the first four lines, its 5th line being the non-rhyming type)
 QUATRAINS = ("ABCD", "DBCD", "CDAB", "BDAB")
-
-
-def _pypinyin() -> Any:
-    try:
-        import pypinyin
-    except ImportError:
-        raise DataError("poetry metrics need pypinyin (pip install pypinyin)") from None
-    return pypinyin
 
 
 def line_pattern(kind: str, chars: int) -> str:
@@ -75,37 +53,6 @@ def form_templates(form: str | PoemForm) -> list[str]:
         kinds = q if f.lines == 4 else q + ("ABCD" if q[1] == "B" else "CDAB")
         out.append("".join(line_pattern(k, f.chars) for k in kinds))
     return out
-
-
-@lru_cache(maxsize=65536)
-def _readings(line: str) -> tuple[tuple[str, int], ...]:
-    """(strict final, tone 1-4 or 0 when unknown) of each character of a line, read in the line's context."""
-    p = _pypinyin()
-    finals = p.lazy_pinyin(line, style=p.Style.FINALS, strict=True, errors=lambda x: [""] * len(x))
-    tones = p.lazy_pinyin(line, style=p.Style.TONE3, neutral_tone_with_five=True, errors=lambda x: [""] * len(x))
-    if len(finals) != len(line) or len(tones) != len(line):  # read characters one at a time instead
-        return tuple(r for ch in line for r in _readings(ch))
-    return tuple((f, int(t[-1]) if t and t[-1] in "1234" else 0) for f, t in zip(finals, tones))
-
-
-def rhyme_class(line: str) -> str | None:
-    """The rhyme class (十三辙) of a line's last character as read in the line, or None when it has no known
-    final."""
-    if not line:
-        return None
-    return _CLASS_OF.get(_readings(line)[-1][0])
-
-
-@lru_cache(maxsize=65536)
-def rhyme_classes(line: str) -> frozenset[str]:
-    """Every rhyme class the line's last character can have: its reading in the line and all its other
-    readings (a polyphone such as 还 huán/hái rhymes by whichever reading the poem needs)."""
-    if not line:
-        return frozenset()
-    p = _pypinyin()
-    others = p.pinyin(line[-1], style=p.Style.FINALS, strict=True, heteronym=True, errors=lambda x: [[""]])[0]
-    found = {_CLASS_OF.get(f) for f in others} | {rhyme_class(line)}
-    return frozenset(c for c in found if c is not None)
 
 
 def rhymes(poem: str) -> bool:

@@ -184,6 +184,16 @@ class FeedbackStore:
             raise NotFoundError(f"no generation '{generation_id}'")
         return row
 
+    def get_many(self, generation_ids: list[str]) -> list[GenerationRow]:
+        """The generations of ``generation_ids``, in that order (one query); the first unknown id is a
+        :class:`NotFoundError`."""
+        with self.Session() as s:
+            found = {r.id: r for r in s.scalars(select(GenerationRow).where(GenerationRow.id.in_(generation_ids)))}
+        missing = next((i for i in generation_ids if i not in found), None)
+        if missing is not None:
+            raise NotFoundError(f"no generation '{missing}'")
+        return [found[i] for i in generation_ids]
+
     def image_path(self, row: GenerationRow) -> Path:
         if row.media is None:
             raise NotFoundError(f"generation {row.id} is text; it has no image")

@@ -230,8 +230,16 @@ class TextPipeline:
         return lm
 
     def check_prompt(self, prompt: str) -> list[str]:
-        """Warnings about a prompt (returned, and issued as ``UserWarning``): characters the tokenizer never saw
-        (each becomes an unknown token the model cannot read), and too long for the context."""
+        """Warnings about a prompt (returned, and issued as ``UserWarning``): see :meth:`prompt_notes`."""
+        notes = self.prompt_notes(prompt)
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
+        return notes
+
+    def prompt_notes(self, prompt: str) -> list[str]:
+        """What is wrong with a prompt, without warning: characters the tokenizer never saw (each becomes an
+        unknown token the model cannot read), and too long for the context (the start is truncated). The studio's
+        worker puts these in a generate job's result, so the page can show them."""
         if not isinstance(prompt, str):
             raise ConfigError(f"prompt must be text, got {type(prompt).__name__}")
         n = len(self.tokenizer.encode(prompt))
@@ -245,8 +253,6 @@ class TextPipeline:
                 f"the prompt has {n} tokens but the model's context is {self.block_size}; "
                 f"it sees only the last {keep} (the start is truncated)"
             )
-        for note in notes:
-            warnings.warn(note, UserWarning, stacklevel=3)
         return notes
 
     # --- moderation (genloop.safety.moderation) -----------------------------------------------------------

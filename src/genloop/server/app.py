@@ -7,6 +7,7 @@ results; the worker process (:mod:`.worker`) does the heavy work.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -22,7 +23,8 @@ from .bodylimit import BodyLimit
 from .deps import Context
 from .jobs import JobStore
 from .liveness import WorkerRegistry
-from .routes import chat, completions, generations, jobs, session, system, uploads, verify
+from .presets import PresetStore
+from .routes import chat, completions, generations, jobs, presets, runs, session, system, uploads, verify
 from .services import openai_compat
 from .services.models import ModelIndex
 from .settings import Settings
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         FeedbackStore(engine=engine, media_dir=settings.media),
         WorkerRegistry(engine),
         ModelIndex(settings.runs),
+        PresetStore(engine, settings.limits.max_presets),
     )
 
     limits = settings.limits
@@ -69,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     openai_compat.install(app)  # after the app's own handlers: OpenAI's error envelope on the OpenAI routes only
 
-    for module in (system, session, jobs, generations, completions, chat, uploads, verify):
+    for module in (system, session, jobs, generations, completions, chat, uploads, verify, runs, presets):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
@@ -82,9 +85,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """The methods the OpenAPI document declares for ``path`` (plus HEAD beside GET, which Starlette answers);
-    empty for paths outside the document (the page, static files)."""
+    empty for paths outside the document (the page, static files). A path the document names literally
+    (``/v1/runs/compare``) is that path alone, not also an instance of a templated one (``/v1/runs/{run_id}``),
+    and a template counts only where the path's parameters fit their declared patterns
+    (``/v1/generations/archive`` is no ``/v1/generations/{gid}``)."""
+    paths = app.openapi()["paths"]
+    matching = {path: paths[path]} if path in paths else paths
     methods: set[str] = set()
-    for template, operations in app.openapi()["paths"].items():
-        if compile_path(template)[0].match(path):
-            methods |= {m.upper() for m in operations}
+    for template, operations in matching.items():
+        match = compile_path(template)[0].match(path)
+        if match is None:
+            continue
+        for method, op in operations.items():
+            patterns = {
+                p["name"]: p.get("schema", {}).get("pattern") for p in op.get("parameters", []) if p.get("in") == "path"
+            }
+            if all(not rx or re.search(rx, match.group(name)) for name, rx in patterns.items()):
+                methods.add(method.upper())
     return sorted(methods | ({"HEAD"} if "GET" in methods else set()))

@@ -11,6 +11,7 @@ from fastapi import HTTPException, Request
 from ..feedback.store import FeedbackStore
 from .jobs import JobStore
 from .liveness import WorkerRegistry
+from .presets import PresetStore
 from .services.models import ModelIndex
 from .settings import Settings
 
@@ -22,6 +23,7 @@ class Context:
     feedback: FeedbackStore
     workers: WorkerRegistry
     models: ModelIndex
+    presets: PresetStore
 
 
 def ctx(request: Request) -> Context:

@@ -363,3 +363,25 @@ def check_train(p: TrainParams, limits: Limits, datasets: list[str]) -> None:
             or (key == "data.tokenizer" and value not in ("char", "bpe"))
         ):
             raise unprocessable(f"override '{o}' is not allowed here (section.key=value; no paths, no data.name)")
+
+
+# --- the gallery: archives of generations, and named presets of generate settings --------------------------
+
+
+class ArchiveRequest(Strict):
+    """The generations to put in one zip (the route checks the count against ``Limits.max_archive``)."""
+
+    ids: list[str] = Field(max_length=10_000, description="generation ids (16 hex digits), each once")
+
+
+class PresetRequest(Strict):
+    """A named preset of generate settings for one model (run)."""
+
+    run_id: str = Field(pattern=RUN_ID.pattern, description="the model (run) the preset belongs to")
+    name: str = Field(max_length=256, description="unique per model; 1-64 characters, no control characters")
+    params: dict[str, Any] = Field(
+        max_length=64,
+        description="generate-job params (checkpoint, n, seed and the model's own keys: sampler, steps, guidance, "
+        "class_label, prompt, max_tokens, temperature, ...), checked as a generate job's are",
+    )
+    user: str | None = Field(None, max_length=64)

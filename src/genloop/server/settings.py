@@ -38,6 +38,8 @@ class Limits:
     max_body_bytes: int = 1 << 20  # JSON bodies
     max_upload_bytes: int = 64 << 20  # uploaded data sets
     max_verify_bytes: int = 32 << 20  # a file sent to /v1/verify (and its sidecar, as much again)
+    max_archive: int = 200  # generations in one zip (POST /v1/generations/archive)
+    max_presets: int = 100  # named presets one model (run) may keep
 
 
 ENV_PREFIX = "GENLOOP_"

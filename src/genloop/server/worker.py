@@ -532,7 +532,9 @@ class Worker:
             recipe_of, messages = output.recipe_of, p["messages"]
             output.recipe_of = lambda i: {**recipe_of(i), "messages": messages}
         tok = pipe.tokenizer
-        return output, text_report(tok.decode, tok.encode, prompt, done, p, pipe.score_prompt)
+        report = text_report(tok.decode, tok.encode, prompt, done, p, pipe.score_prompt)
+        # what the pipeline warned about the prompt (cut to fit the context, characters it never saw): the page shows it
+        return output, {**report, "warnings": pipe.prompt_notes(prompt)}
 
     def _generate_result(self, p: dict[str, Any], ids: list[str]) -> dict[str, Any]:
         result: dict[str, Any] = {"generation_ids": ids}
@@ -553,8 +555,11 @@ class Worker:
         already = self.feedback.list(job_id=job.id, limit=10_000)
         if already:  # an earlier attempt stored its output and died before saying so
             return self._generate_result(p, [g.id for g in already])
+        phases = EDIT_PHASES
+        beat.report(now=True, phase=phases[0], step=0, total=len(phases), unit="phases")
         pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
         mask = self._images(p["mask"]) if p.get("mask") else None
+        beat.report(now=True, phase=phases[1], step=1, total=len(phases), unit="phases")
         output = pipe.edit(
             self._images(p["input"]),
             task=p.get("task", "inpaint"),
@@ -569,7 +574,12 @@ class Worker:
         uploads = {k: p[k] for k in ("input", "mask") if p.get(k)}
         recipe_of = output.recipe_of
         output.recipe_of = lambda i: {**recipe_of(i), **uploads}
-        ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
+        beat.report(now=True, phase=phases[2], step=2, total=len(phases), unit="phases")
+        from ..safety import image_watermark
+
+        with image_watermark.indexing_to(self.settings.runs):  # a stripped copy is still traced to its edit
+            ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
+        beat.report(now=True, phase="done", step=len(phases), total=len(phases), unit="phases")
         return {**self._generate_result(p, ids), "model_calls": output.recipe["model_calls"]}
 
     def _images(self, upload: str) -> list[str]:
@@ -609,6 +619,7 @@ class Worker:
 
 _REQUEUED = object()
 GENERATE_PHASES = ("loading the model", "sampling", "storing the outputs")  # a generation's progress events
+EDIT_PHASES = ("loading the model", "editing", "storing the outputs")  # an edit's progress events
 ADVANCE_EVERY = 0.05  # a sampling step's progress is sent at once each time its fraction moves on by this much
 STOP_GRACE = 60.0  # seconds torchrun's processes get to checkpoint and exit after SIGTERM
 

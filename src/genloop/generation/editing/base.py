@@ -66,7 +66,7 @@ class EditTask:
     ``options`` names the task's own keyword options (anything else is refused with one line);
     ``defaults`` gives their defaults (None where the task works its default out itself); ``mask``: whether
     the task needs a mask (white = fill); ``sampler`` and ``steps``: what it uses when none is asked for
-    (None: the model's defaults).
+    (None: the model's defaults); ``channels``: the model's channels the task needs (colorize: 3), None for any.
     """
 
     name: str
@@ -79,6 +79,7 @@ class EditTask:
     steps: int | None = None
     own_sampler: str | None = None
     input_scale: str | None = None
+    channels: int | None = None
 
 
 def noised(scheduler: Scheduler, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:

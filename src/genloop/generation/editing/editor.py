@@ -21,7 +21,7 @@ from ...systems import models
 from ..pipelines import ImageOutput, moderate_images
 from . import inputs as io
 from .base import EditContext
-from .tasks import check_options, get_task
+from .tasks import check_channels, check_options, get_task
 
 
 @dataclass
@@ -86,6 +86,7 @@ def edit(
     sources = io.load_images(images)
     masks, mask_hashes = io.load_masks(mask, sources) if spec.mask else (None, None)
     n, size, channels = len(sources), system.spec.image_size, system.spec.channels
+    check_channels(spec, channels, pipe.info["run_id"])
     labels = None if class_label is None else pipe.labels(n, class_label)
     if guidance is not None and labels is None:
         if not system.conditional:

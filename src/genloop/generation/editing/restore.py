@@ -81,5 +81,5 @@ TASKS = (
         "remove noise of standard deviation --sigma ([-1, 1] units; DDRM)",
         common=("eta", "eta_b"),  # sigma is the noise
     ),
-    _task("colorize", colorize, {}, "colour a grey image (its luminance kept; DDRM)"),
+    _task("colorize", colorize, {}, "colour a grey image (its luminance kept; DDRM)", channels=3),
 )

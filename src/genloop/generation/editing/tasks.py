@@ -21,6 +21,8 @@ A new task is one module holding ``TASKS = (EditTask(...),)`` plus its line belo
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...errors import ConfigError
 from . import img2img, inpaint, restore
 from .base import EditContext, EditTask
@@ -49,4 +51,40 @@ def check_options(task: EditTask, given: dict[str, object]) -> dict[str, object]
     return {**{k: task.defaults.get(k) for k in task.options}, **given}
 
 
-__all__ = ["EDIT_TASKS", "EditContext", "EditTask", "check_options", "get_task"]
+def _kind(value: object) -> str:
+    """An option's type for a form, from its default (None: a number the task works out itself)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    return "text" if isinstance(value, str) else "number"
+
+
+def check_channels(task: EditTask, channels: int | None, run_id: str) -> None:
+    """One line when the run's model makes images of other channels than the task needs (colorize: RGB)."""
+    if task.channels is not None and channels is not None and channels != task.channels:
+        need = f"task {task.name} needs a model of {task.channels}-channel images"
+        raise ConfigError(f"{need}; run {run_id} makes {channels}-channel images")
+
+
+def describe_tasks(channels: int | None = None) -> list[dict[str, Any]]:
+    """The tasks a diffusion run of ``channels``-channel images can do (None: every task), as its ``/v1/models``
+    descriptor lists them (``edit_tasks``) for the studio's Edit tab: name and description, whether it needs a
+    mask, takes a sampler, has default steps of its own, and its options with their defaults (None: worked out
+    by the task) and types."""
+    return [
+        {
+            "name": t.name,
+            "description": t.description,
+            "mask": t.mask,
+            "sampler": t.own_sampler is None,  # a task with its own update (DDRM) refuses a sampler
+            "steps": t.steps,
+            "input_scale": t.input_scale,
+            "options": [{"name": k, "default": t.defaults.get(k), "type": _kind(t.defaults.get(k))} for k in t.options],
+        }
+        for t in EDIT_TASKS.values()
+        if t.channels is None or channels is None or t.channels == channels
+    ]
+
+
+__all__ = ["EDIT_TASKS", "EditContext", "EditTask", "check_channels", "check_options", "describe_tasks", "get_task"]

@@ -243,4 +243,10 @@ class ImageModality(Modality):
             d["samplers"] = ["ddpm", "ddim", "dpmpp-2m"]
             d["default_sampler"] = config["model"].get("sampler")
             d["default_steps"] = config["model"].get("sampling_steps")
+            # what the studio's Edit tab offers: the editing tasks (a diffusion run is the prior of every one)
+            from ...generation.editing.tasks import describe_tasks
+
+            d["edit_tasks"] = describe_tasks(spec.get("channels"))
+        if spec.get("image_size"):
+            d["image_size"], d["channels"] = spec["image_size"], spec.get("channels")
         return d

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from ...errors import GenLoopError
 from ...feedback.store import generation_dict, preference_dict, rating_dict
@@ -17,6 +21,7 @@ from ..schemas import (
     INT_MAX,
     RUN_ID,
     WITH_BODY,
+    ArchiveRequest,
     GenerateParams,
     PreferenceRequest,
     RatingRequest,
@@ -46,6 +51,7 @@ def _out(c: Context, row: Any, feedback: dict[str, Any] | None = None) -> dict[s
     d["feedback"] = feedback if feedback is not None else c.feedback.summary(row.id)
     d["verified"] = badge(c, row)  # the stored signed file, verified (cached by its size and mtime)
     d["download_url"] = f"/v1/generations/{row.id}/download" if signed_file(c, row) is not None else None
+    d["settings"] = generation_settings(row)
     return d
 
 
@@ -72,6 +78,50 @@ def list_generations(
         "generations": [_out(c, r, feedback[r.id]) for r in rows],
         "total": c.feedback.count(run_id, job_id, modality),
     }
+
+
+ARCHIVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/zip": {}}, "description": "a zip of the signed files and recipes.jsonl"},
+}
+
+
+@router.post("/v1/generations/archive", responses={**WITH_BODY, **ARCHIVE_RESPONSES}, response_class=StreamingResponse)
+def archive(body: ArchiveRequest, c: Context = Depends(ctx)) -> StreamingResponse:
+    """A zip of the named generations, streamed: each one's signed file (what ``GET .../download`` gives, under the
+    same name) and ``recipes.jsonl``, one line per generation in the order asked (its id, run, checkpoint and
+    sha256, recipe, and ``file``: its name in the zip, null when it has no stored file). 422 for an empty list, a
+    repeated or malformed id or more than ``max_archive`` ids; 404 naming the first unknown one."""
+    return _archive(c, body.ids)
+
+
+@router.get("/v1/generations/archive", responses=ARCHIVE_RESPONSES, response_class=StreamingResponse)
+def archive_link(
+    ids: str = Query(max_length=20_000, description="generation ids, comma-separated"), c: Context = Depends(ctx)
+) -> StreamingResponse:
+    """The same zip as ``POST /v1/generations/archive``, for a plain link (``?ids=a,b,c``)."""
+    return _archive(c, [i.strip() for i in ids.split(",")] if ids.strip() else [])
+
+
+def _archive(c: Context, ids: list[str]) -> StreamingResponse:
+    limit = c.settings.limits.max_archive
+    if not ids:
+        raise unprocessable("ids is empty: name the generations to put in the archive")
+    if len(ids) > limit:
+        raise unprocessable(f"an archive holds at most {limit} generations, got {len(ids)}")
+    bad = next((i for i in ids if not GEN_ID.match(i)), None)
+    if bad is not None:
+        raise unprocessable(f"'{bad[:40]}' is not a generation id (16 hex digits)")
+    repeated = next((i for n, i in enumerate(ids) if i in ids[:n]), None)
+    if repeated is not None:
+        raise unprocessable(f"generation {repeated} is named twice")
+    rows = c.feedback.get_many(ids)  # NotFoundError (404) naming the first unknown id
+    files = [signed_file(c, row) for row in rows]
+    name = f"genloop-{len(rows)}-generations.zip"
+    return StreamingResponse(
+        zip_stream(rows, files),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get("/v1/generations/{gid}")
@@ -150,7 +200,80 @@ def generation_download(gid: str = GID, c: Context = Depends(ctx)) -> FileRespon
     )
 
 
+def zip_stream(rows: list[Any], files: list[Any]) -> Iterator[bytes]:
+    """The zip's bytes as each member is written (zipfile writes to an unseekable stream with data descriptors),
+    so a large archive is never held in memory whole. PNGs and MIDI are stored (already compressed), text
+    deflated."""
+    out = _Chunks()
+    lines = []
+    with zipfile.ZipFile(out, "w") as z:
+        for row, path in zip(rows, files):
+            member = f"genloop-{row.id}{path.suffix}" if path is not None else None
+            if path is not None:
+                info = zipfile.ZipInfo.from_file(path, member)
+                info.compress_type = zipfile.ZIP_DEFLATED if path.suffix == ".jsonl" else zipfile.ZIP_STORED
+                with path.open("rb") as src, z.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 16)
+                yield out.take()
+            lines.append(
+                json.dumps(
+                    {
+                        "generation_id": row.id,
+                        "run_id": row.run_id,
+                        "model": row.model,
+                        "modality": row.modality,
+                        "checkpoint": row.checkpoint,
+                        "checkpoint_sha256": row.checkpoint_sha256,
+                        "recipe": row.recipe,
+                        "file": member,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        z.writestr("recipes.jsonl", "".join(f"{line}\n" for line in lines), compress_type=zipfile.ZIP_DEFLATED)
+    yield out.take()
+
+
+class _Chunks:
+    """A write-only byte sink that hands over what was written since the last :meth:`take`."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, b: bytes) -> int:
+        self.parts.append(bytes(b))
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
 _RECIPE_KEY = {"steps": "sampling_steps"}  # the job's `steps` is recorded as the recipe's `sampling_steps`
+
+
+def generation_settings(row: Any) -> dict[str, Any] | None:
+    """The generate-job params that make ``row`` again (run, checkpoint, its own seed and the modality's keys its
+    recipe holds; no ``n``): what a replay submits and what the page's "Use these settings" fills the form with.
+    None for an edit, which no generate form makes."""
+    from ...data.image_io import upgrade_recipe
+
+    r = upgrade_recipe(row.recipe)  # a generation stored before the recipe keys were split reads the same
+    if r.get("kind") == "edit" or r.get("seed") is None:
+        return None
+    keys = modalities[row.modality].generate_keys
+    params = {
+        "run_id": row.run_id,
+        "checkpoint": row.checkpoint,
+        "seed": int(r["seed"]),
+        **{k: r[_RECIPE_KEY.get(k, k)] for k in keys if r.get(_RECIPE_KEY.get(k, k)) is not None},
+    }
+    if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models: "latent-gaussian"
+        params.pop("sampler")
+    return params
 
 
 @router.post("/v1/generations/{gid}/replay", status_code=202, responses=errors(409, 429))
@@ -163,17 +286,10 @@ def replay(gid: str = GID, user: str | None = Query(None, max_length=64), c: Con
     if r.get("kind") == "edit":  # an edit replays as the same edit of the same uploads
         kind, params = "edit", _edit_params(r, row)
     else:
-        kind = "generate"
-        keys = modalities[row.modality].generate_keys
-        params = {
-            "run_id": row.run_id,
-            "checkpoint": row.checkpoint,
-            "n": 1,
-            "seed": int(r["seed"]),
-            **{k: r[_RECIPE_KEY.get(k, k)] for k in keys if r.get(_RECIPE_KEY.get(k, k)) is not None},
-        }
-        if params.get("sampler") not in (None, "ddpm", "ddim", "dpmpp-2m"):  # one-step models: "latent-gaussian"
-            params.pop("sampler")
+        settings = generation_settings(row)
+        if settings is None:
+            raise HTTPException(409, f"the recipe of generation {gid} has no seed, so it cannot be made again")
+        kind, params = "generate", {**settings, "n": 1}
     params = validate(c, kind, params)
     from ...runs import RunStore
     from ...serialization import sha256_file

@@ -1,16 +1,15 @@
-"""Health, the models (runs) the studio can sample from, and a run's training curve."""
+"""Health and the models (runs) the studio can sample from. (A run's curves and the rest of the runs: ``runs.py``.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from fastapi import Path as PathParam
 
 from ... import __version__
 from ..deps import Context, ctx, require_token
-from ..schemas import AUTHED, RUN_ID, ModelList, openai_errors
-from ..services.jobs import UnknownRun, datasets
+from ..schemas import ModelList, openai_errors
+from ..services.jobs import datasets
 
 router = APIRouter(tags=["system"])
 
@@ -67,18 +66,3 @@ def list_models(c: Context = Depends(ctx)) -> dict[str, Any]:
     from ...systems import models
 
     return {"object": "list", "data": c.models.models(), "families": models.names(), "datasets": datasets()}
-
-
-@router.get("/v1/runs/{run_id}/metrics", dependencies=[Depends(require_token)], responses=AUTHED)
-def run_metrics(run_id: str = PathParam(pattern=RUN_ID.pattern), c: Context = Depends(ctx)) -> dict[str, Any]:
-    """The run's ``metrics.jsonl`` (training losses, quick evaluations) for plotting."""
-    from ...errors import GenLoopError
-    from ...runs import RunStore
-    from ...training.logger import read_metrics
-
-    try:
-        run = RunStore(c.settings.runs).get(run_id, paths=False)
-    except GenLoopError:
-        raise UnknownRun(run_id) from None  # the store's message names its folder on the server
-    records = read_metrics(run.files.metrics)  # a line being written right now is left out
-    return {"run_id": run.id, "records": records}

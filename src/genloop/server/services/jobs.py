@@ -140,7 +140,7 @@ def check_edit(c: Context, p: Any) -> None:
     """An edit job's run is a diffusion run, its task known, its options the task's, its mask there if needed (422)."""
     from ...errors import GenLoopError
     from ...generation.editing.editor import refusal
-    from ...generation.editing.tasks import check_options, get_task
+    from ...generation.editing.tasks import check_channels, check_options, get_task
     from ...runs import RunStore
     from ...systems import models
 
@@ -152,6 +152,7 @@ def check_edit(c: Context, p: Any) -> None:
         if not getattr(models[family], "diffusion", False):
             raise refusal(p.task, {"run_id": p.run_id, "model": family})
         check_options(task, p.options)
+        check_channels(task, (run.config.get("data_spec") or {}).get("channels"), p.run_id)
         if task.mask and p.mask is None:
             raise GenLoopError(f"task {p.task} needs a mask (white = fill, black = keep)")
         if not task.mask and p.mask is not None:

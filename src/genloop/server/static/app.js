@@ -8,6 +8,9 @@
 
 // Tab modules (imported for their setup functions; they import the core back, which ES modules allow because
 // nothing runs at import time).
+import { setupEdit } from "./edit.js";
+import { setupRuns } from "./runs.js";
+import { setupGallery } from "./gallery.js";
 import { dataName, setupDatasets } from "./datasets.js";
 
 export const $ = (sel, root = document) => root.querySelector(sel);
@@ -48,6 +51,10 @@ export class ApiError extends Error {
 
 /** A problem with what the user typed: shown in the banner, not logged as a page error. */
 export class InputError extends Error {}
+
+// Hooks a tab module adds its functions to: card(card, g) after makeCard builds a card, model(m) when the chosen
+// model changes, generated(job) when a generate job of the left panel ends.
+export const hooks = { card: [], model: [], generated: [] };
 
 export const token = () => localStorage.getItem(LS_TOKEN) || "";
 export const userName = () => localStorage.getItem(LS_USER) || "";
@@ -483,6 +490,7 @@ export function onModelChange() {
   for (const id of BUILT_IN_FORMS) $(`#${id}`).hidden = form !== id;
   $("#descriptor-controls").hidden = form !== "descriptor-controls";
   if (form === "descriptor-controls") buildControls(m);
+  for (const h of hooks.model) h(m);
   if (!m) {
     info.hidden = true;
     return;
@@ -687,6 +695,7 @@ export async function runGenerationJob(job, { label = "" } = {}) {
     },
   });
   setBadge(status, final.status);
+  for (const h of hooks.generated) h(final);
   bar.max = 1;
   bar.value = 1;
   if (final.status !== "succeeded") {
@@ -889,6 +898,7 @@ export function makeCard(g, { compact = false } = {}) {
   pick.addEventListener("change", () => toggleAbPick(g.id, pick.checked));
   renderFeedback(card, g);
   renderReplay(card, g.id);
+  for (const h of hooks.card) h(card, g);
   if (!state.cards.has(g.id)) state.cards.set(g.id, new Set());
   state.cards.get(g.id).add(card);
   return card;
@@ -1850,6 +1860,9 @@ function init() {
   setupVerify();
   setupChat();
   // Tab modules' setups.
+  setupEdit();
+  setupRuns();
+  setupGallery();
   setupDatasets();
   $("#error-dismiss").addEventListener("click", dismissError);
   document.addEventListener("keydown", (e) => {
