@@ -62,6 +62,7 @@ def test_an_upload_says_what_it_holds_and_who_can_train_on_it(client: TestClient
     assert r.status_code == 201, r.text
     z = r.json()
     assert (z["kind"], z["files"], z["skipped"], z["sizes"], z["filename"]) == ("zip", 12, 1, ["8x8"], "my_set.zip")
+    assert z["purpose"] == "data"  # the default: a data set to train on
     assert z["modalities"] == ["image"] and {"vae", "ddpm", "dcgan"} <= set(z["families"])
     assert "gpt" not in z["families"] and "music-gpt" not in z["families"] and z["created"]
 
@@ -91,6 +92,20 @@ def test_several_images_make_one_data_set(client: TestClient, settings: Settings
     assert not [p for p in settings.uploads.iterdir() if p.name.startswith(".upload-")]  # nothing half-stored
 
 
+def test_inputs_of_one_job_are_kept_out_of_the_data_sets(client: TestClient) -> None:
+    """An image to edit (or a mask, a MIDI prompt) is an upload of purpose "input": listed, but not as data."""
+    data = up(client, ("set.zip", zipped({f"{i}.png": png() for i in range(3)}))).json()
+    photo = client.post("/v1/uploads", files=[("file", ("photo.png", png()))], data={"purpose": "input"}).json()
+    assert photo["purpose"] == "input" and photo["kind"] == "image"
+    ids = lambda **q: [u["upload_id"] for u in client.get("/v1/uploads", params=q).json()["uploads"]]  # noqa: E731
+    assert ids() == [photo["upload_id"], data["upload_id"]]
+    assert ids(purpose="data") == [data["upload_id"]] and ids(purpose="input") == [photo["upload_id"]]
+    assert ids(purpose="data", limit=1) == [data["upload_id"]]  # the limit counts what is listed
+    bad = client.post("/v1/uploads", files=[("file", ("a.png", png()))], data={"purpose": "model"})
+    assert bad.status_code == 422
+    assert client.get("/v1/uploads", params={"purpose": "everything"}).status_code == 422
+
+
 def test_bad_zip_is_one_line(client: TestClient) -> None:
     r = up(client, ("data.zip", bytes(range(256)) * 8))
     assert r.status_code == 422 and r.json()["detail"] == "the file is not a valid zip archive"
@@ -110,6 +125,7 @@ def test_uploads_stored_before_descriptions_are_listed(client: TestClient, setti
     (settings.uploads / u["upload_id"] / ".upload.json").unlink()  # as an older server stored it
     [old] = client.get("/v1/uploads").json()["uploads"]
     assert (old["kind"], old["files"], old["modalities"], old["data"]) == ("zip", 3, ["image"], u["data"])
+    assert old["purpose"] == "data"
     assert "vae" in old["families"]
 
 

@@ -17,6 +17,7 @@ import random
 import zipfile
 from pathlib import Path
 
+import httpx
 from conftest import tiny
 from test_studio_browser import banner, browser, call, open_page, serve  # noqa: F401 (browser: fixture)
 
@@ -108,7 +109,10 @@ def test_upload_a_data_set_and_train_on_it(tmp_path: Path, browser) -> None:  # 
         run = json.loads((tmp_path / "runs" / job["result"]["run_id"] / "run.json").read_text(encoding="utf-8"))
         assert run["status"] == "finished" and run["step"] == 3 and run["dataset"].endswith("images")
 
-        # After a reload the uploads are listed again and still offered to the train form.
+        # After a reload the uploads are listed again and still offered to the train form; the input of an edit
+        # (an upload of purpose "input") is not a data set and stays out of the list.
+        edit_input = httpx.post(f"{base}/v1/uploads", files={"file": ("photo.png", png(9))}, data={"purpose": "input"})
+        assert edit_input.status_code == 201, edit_input.text
         page.reload()
         page.wait_for_selector("body[data-ready=true]")
         page.click("#tab-jobs")
@@ -124,7 +128,7 @@ def test_upload_a_data_set_and_train_on_it(tmp_path: Path, browser) -> None:  # 
         page.wait_for_selector("#error-banner:not([hidden])")
         text = banner(page)
         assert text == "Upload of broken.zip refused: the file is not a valid zip archive", text
-        assert len(call(base, "/v1/uploads")["uploads"]) == 2
+        assert len(call(base, "/v1/uploads?purpose=data")["uploads"]) == 2
         expected = [x for x in problems if "status of 422" in x]  # Chromium logs the 422 answer itself
         assert len(expected) == 1, problems
         problems.remove(expected[0])

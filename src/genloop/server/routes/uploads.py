@@ -23,9 +23,9 @@ import stat
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from ...database import new_id
@@ -35,6 +35,10 @@ from ..services.uploads import KINDS, META, claimed_by, families_for, list_uploa
 
 router = APIRouter(tags=["uploads"], dependencies=[Depends(require_token)], responses={**AUTHED, **WITH_BODY})
 MAX_SIZES = 4  # distinct image sizes an answer lists
+PURPOSE = (
+    "data: a data set to train on (listed in the studio's Jobs tab); "
+    "input: the input of one job (an image to edit, a mask, a MIDI prompt)"
+)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_ZIP_MEMBERS = 100_000
 
@@ -146,7 +150,11 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 @router.post("/v1/uploads", status_code=201)
-async def upload(file: list[UploadFile], c: Context = Depends(ctx)) -> dict[str, Any]:
+async def upload(
+    file: list[UploadFile],
+    purpose: Literal["data", "input"] = Form("data", description=PURPOSE),
+    c: Context = Depends(ctx),
+) -> dict[str, Any]:
     """One file, or several images sent as repeated ``file`` fields (one data set of images)."""
     limit = c.settings.limits.max_upload_bytes
     names = [_safe_name(f.filename or "") for f in file]
@@ -177,6 +185,7 @@ async def upload(file: list[UploadFile], c: Context = Depends(ctx)) -> dict[str,
         about = {
             "filename": names[0] if len(file) == 1 else f"{len(file)} images",
             "kind": kind,
+            "purpose": purpose,
             "bytes": size,
             **about,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -216,6 +225,10 @@ def _store(raws: list[Path], kind: str, staging: Path, limit: int) -> dict[str, 
 
 
 @router.get("/v1/uploads")
-def uploads(limit: int = Query(100, ge=1, le=1000), c: Context = Depends(ctx)) -> dict[str, Any]:
+def uploads(
+    limit: int = Query(100, ge=1, le=1000),
+    purpose: Literal["data", "input"] | None = Query(None, description="only the uploads of this purpose"),
+    c: Context = Depends(ctx),
+) -> dict[str, Any]:
     """The stored uploads, newest first, each as its upload answered (and the families that can train on it)."""
-    return {"uploads": list_uploads(Path(c.settings.uploads), limit)}
+    return {"uploads": list_uploads(Path(c.settings.uploads), limit, purpose)}

@@ -1,7 +1,9 @@
 """The stored uploads: where an ``upload:<id>`` lives, what it holds, and what can train on it.
 
 One upload is one folder ``<uploads>/<id>/`` holding the data (``images/`` for images, else the one file) and
-``.upload.json``, the description the upload route wrote (file name, kind, bytes, files, when). The dot keeps
+``.upload.json``, the description the upload route wrote (file name, kind, purpose, bytes, files, when). Its
+purpose is ``data`` (a data set to train on) or ``input`` (the input of one job: an image to edit, a mask, a MIDI
+prompt), so a list of data sets leaves the inputs out. The dot keeps
 it out of the data: a training job is handed the folder's one visible entry. Uploads stored before that file
 existed are described from what the folder holds.
 
@@ -74,6 +76,7 @@ def describe(root: Path, upload_id: str) -> dict[str, Any]:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = _from_folder(folder)  # stored before descriptions were written
+    meta.setdefault("purpose", "data")  # stored before uploads said what they were for
     if "modalities" not in meta:
         meta["modalities"] = claimed_by(data_path(root, f"upload:{upload_id}"))
     return {
@@ -103,17 +106,22 @@ def _from_folder(folder: Path) -> dict[str, Any]:
     }
 
 
-def list_uploads(root: Path, limit: int = 100) -> list[dict[str, Any]]:
-    """The stored uploads, newest first (at most ``limit``); folders being written (``.upload-*``) are skipped."""
+def list_uploads(root: Path, limit: int = 100, purpose: str | None = None) -> list[dict[str, Any]]:
+    """The stored uploads, newest first (at most ``limit``; only those of ``purpose`` when given); folders being
+    written (``.upload-*``) are skipped."""
     root = Path(root)
     if not root.is_dir():
         return []
     folders = [f for f in root.iterdir() if f.is_dir() and UPLOAD_ID.match(f.name)]
     folders.sort(key=lambda f: f.stat().st_mtime, reverse=True)
-    out = []
-    for folder in folders[:limit]:
+    out: list[dict[str, Any]] = []
+    for folder in folders:
+        if len(out) >= limit:
+            break
         try:
-            out.append(describe(root, folder.name))
+            about = describe(root, folder.name)
         except (NotFoundError, OSError):
             continue  # emptied or removed while listing
+        if purpose is None or about["purpose"] == purpose:
+            out.append(about)
     return out

@@ -593,6 +593,7 @@ export async function uploadControls(m, params) {
     if (!file) continue;
     const form = new FormData();
     form.append("file", file);
+    form.append("purpose", "input"); // one job's input, not a data set (the Jobs tab lists data sets only)
     const res = await fetch("/v1/uploads", { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
     if (!res.ok) throw new ApiError(res.status, `upload ${file.name}: ${await errorDetail(res)}`);
     params[c.name] = (await res.json()).data;

@@ -85,7 +85,7 @@ function renderUploads() {
 }
 
 export async function loadUploads() {
-  const data = await api(`/v1/uploads?limit=${SHOWN}`);
+  const data = await api(`/v1/uploads?purpose=data&limit=${SHOWN}`); // not the inputs of edits or MIDI prompts
   state.uploads = data.uploads || [];
   renderUploads();
   fillTrainData();
@@ -97,6 +97,7 @@ export async function uploadFiles(files) {
   const zone = $("#data-drop");
   const form = new FormData();
   for (const f of files) form.append("file", f);
+  form.append("purpose", "data");
   const what = files.length === 1 ? files[0].name : `${files.length} files`;
   zone.setAttribute("aria-busy", "true");
   $("#data-status").textContent = `Uploading ${what}…`;
