@@ -74,13 +74,13 @@ def database_url(backend: str, where: Path) -> Iterator[str]:
 SCREENSHOTS = os.environ.get("GENLOOP_SCREENSHOTS", "")
 
 
-def screenshot(page: object, name: str) -> Path:
+def screenshot(page: object, name: str, full_page: bool = False) -> Path:
     """Save the page as ``<name>.png``: into ``$GENLOOP_SCREENSHOTS`` when set (``make screenshots`` points it at
     docs/screenshots, the README's pictures: made by the browser tests, never by hand), else /tmp/studio_<name>.png.
     README copies are reduced to a 256-colour palette so a picture of a page stays a few tens of KB."""
     if not SCREENSHOTS:
         path = Path(f"/tmp/studio_{name}.png")
-        page.screenshot(path=str(path))  # type: ignore[attr-defined]
+        page.screenshot(path=str(path), full_page=full_page)  # type: ignore[attr-defined]
         return path
     from PIL import Image
 
@@ -88,7 +88,7 @@ def screenshot(page: object, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     raw = folder / f".{name}.raw.png"
-    page.screenshot(path=str(raw))  # type: ignore[attr-defined]
+    page.screenshot(path=str(raw), full_page=full_page)  # type: ignore[attr-defined]
     with Image.open(raw) as im:
         im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     raw.unlink()

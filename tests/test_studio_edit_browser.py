@@ -5,7 +5,7 @@ known pixels are the input's (up to the watermark) and whose mask is exactly the
 line in the error banner: no image, an empty mask, a non-image, an unreadable image, an option out of range, an
 option the worker refuses. A VAE is listed as unable to edit; a class-conditional run edits (img2img of a JPEG of
 another shape) towards a class with guidance. No horizontal overflow at 1400 and 390 px; a screenshot lands in
-$GENLOOP_SCREENSHOTS/edit.png (else /tmp/edit.png).
+$GENLOOP_SCREENSHOTS/edit.png (else /tmp/studio_edit.png).
 
 Same needs as tests/test_studio_browser.py (Playwright for Python and Debian's chromium), whose helpers it uses.
 """
@@ -15,18 +15,17 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 from conftest import tiny
 from PIL import Image
+from studio_support import screenshot
 from test_studio_browser import banner, browser, call, open_page, serve  # noqa: F401 (browser: fixture)
 
 import genloop
 
-SHOTS = Path(os.environ.get("GENLOOP_SCREENSHOTS") or "/tmp")
 EMOJI = r"/[\u{1F000}-\u{1FAFF}\u{26A0}\u{2705}\u{274C}\u{1F512}]/gu"
 
 
@@ -228,8 +227,7 @@ def test_edit_tab_inpaints_a_painted_mask_and_compares(tmp_path: Path, browser) 
 
         assert page.evaluate(f"() => (document.body.innerText.match({EMOJI}) || [])") == []
         page.evaluate("window.scrollTo(0, 0)")
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "edit.png"), full_page=True)
+        screenshot(page, "edit", full_page=True)
         for width in (1400, 390):
             page.set_viewport_size({"width": width, "height": 1000})
             page.click("#tab-gallery")
@@ -245,7 +243,7 @@ def test_edit_tab_inpaints_a_painted_mask_and_compares(tmp_path: Path, browser) 
                 }).map((e) => e.id || e.className || e.tagName)"""
             )
             assert wide == [], (width, wide)
-        page.screenshot(path=str(SHOTS / "edit_390.png"), full_page=True)
+        screenshot(page, "edit_390", full_page=True)
 
         # A class-conditional run: img2img of a non-square JPEG towards a class, with guidance; a strength out of
         # (0, 1] is refused in the page.

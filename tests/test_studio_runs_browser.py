@@ -15,13 +15,13 @@ import os
 from pathlib import Path
 
 from conftest import tiny
+from studio_support import screenshot
 from test_studio_browser import TINY_GPT, banner, browser, call, open_page, serve  # noqa: F401 (browser: fixture)
 
 import genloop
 from genloop.runs import RunStore
 
 TOKEN = "runs-browser-token-0123"
-SCREENSHOTS = Path(os.environ.get("GENLOOP_SCREENSHOTS") or "/tmp")
 
 
 def row(page, run_id: str):
@@ -97,10 +97,9 @@ def test_runs_tab_evaluates_reports_compares_and_deletes(tmp_path: Path, browser
             page.set_viewport_size({"width": width, "height": 1000})
             over = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert over <= 0, (width, over)
-        page.screenshot(path="/tmp/runs-390.png", full_page=True)  # the narrow page, for a look (not the README's)
+        screenshot(page, "runs_390", full_page=True)
         page.set_viewport_size({"width": 1400, "height": 1000})
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "runs.png"), full_page=True)
+        screenshot(page, "runs", full_page=True)
 
         # Runs scored by different reference nets: compared side by side, ranked against nothing, and said so.
         # (Written evaluation files: a real image evaluation trains a reference net, tens of seconds.)
