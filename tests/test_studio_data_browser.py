@@ -4,7 +4,8 @@ tiny VAE on the zip from the train form and see the job succeed, find the upload
 line in the banner for a bad file (random bytes named .zip); no horizontal overflow at 1400 and 390 px.
 
 Same needs as tests/test_studio_browser.py (Playwright for Python and Debian's chromium), whose helpers it uses.
-A screenshot of the panel lands in $GENLOOP_SCREENSHOTS (default /tmp) as data.png.
+Its screenshot is ``data.png`` in $GENLOOP_SCREENSHOTS (``make screenshots``: docs/screenshots), else
+/tmp/studio_data.png.
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import random
 import zipfile
 from pathlib import Path
 
 import httpx
 from conftest import tiny
+from studio_support import screenshot
 from test_studio_browser import banner, browser, call, open_page, serve  # noqa: F401 (browser: fixture)
-
-SHOTS = Path(os.environ.get("GENLOOP_SCREENSHOTS") or "/tmp")
 
 
 def png(value: int, size: int = 8) -> bytes:
@@ -142,5 +141,5 @@ def test_upload_a_data_set_and_train_on_it(tmp_path: Path, browser) -> None:  # 
         assert page.inner_text("#job-detail-title").startswith("Train vae on shapes.zip · ")
         no_overflow(page)
         page.evaluate("window.scrollTo(0, 0)")
-        page.screenshot(path=str(SHOTS / "data.png"))
+        screenshot(page, "data")
         assert not problems, problems
