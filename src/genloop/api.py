@@ -257,7 +257,7 @@ def evaluate(
     seed: int = 0,
     runs_dir: str | Path | None = None,
     device: str = "cpu",
-    progress: bool = False,
+    progress: bool | Callable[[dict[str, Any]], None] = False,
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
@@ -273,7 +273,8 @@ def evaluate(
     Writes ``eval/metrics.json`` (``eval/metrics_inception.json`` for the Inception backend) and
     ``eval/closest_pairs.png`` (the samples nearest to a training image, beside that image). The samples are
     scored unmarked; ``watermarked=True`` scores them with the image watermark generation puts in (the cost of
-    the mark), written to ``eval/metrics_<features>-watermarked.json`` only.
+    the mark), written to ``eval/metrics_<features>-watermarked.json`` only. ``progress``: True prints each phase
+    on standard error; a callable is handed ``{"phase", "step", "total", "unit"}`` as the work advances instead.
     """
     from .evaluation.protocol import evaluate_run
 

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..generation import sharding
 from ..generation.pipelines import load_pipeline
 from ..modalities import modalities
+from ..progress import Listener
 from ..runs import RunStore
 from ..serialization import write_json
 from .backbones import features_tag
@@ -60,7 +61,7 @@ def evaluate_run(
     seed: int = 0,
     runs_dir: str | Path | None = None,
     device: str = "cpu",
-    progress: bool = False,
+    progress: bool | Listener = False,
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
@@ -82,6 +83,9 @@ def evaluate_run(
     The samples scored are the pipeline's tensors, never watermarked, unless ``watermarked`` (image runs): then
     each is marked as generation marks its PNG (:func:`genloop.safety.image_watermark.mark_tensors`) and the
     result goes to ``eval/metrics_<features>-watermarked.json``, leaving the run's own metrics alone.
+
+    ``progress``: True prints each phase on standard error; a callable (:data:`genloop.progress.Listener`) is
+    told each phase and sampling step instead (the studio's evaluation jobs), where the modality reports them.
     """
     if n < 2 or n > 100_000:
         raise ConfigError(f"--n must be between 2 and 100000, got {n}")
@@ -125,7 +129,7 @@ def evaluate_image_run(
     seed: int,
     t0: float,
     device: str = "cpu",
-    progress: bool = False,
+    progress: bool | Listener = False,
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
@@ -144,10 +148,12 @@ def evaluate_image_run(
 
     # each phase is said as it starts (eval takes minutes); the feature net says itself when it trains, so a
     # bad --features or missing weights stays a one-line error with nothing printed before it
-    phase = Phases(progress and distributed.is_main())
+    listener = progress if callable(progress) else None
+    phase = Phases(progress is True and distributed.is_main(), listener=listener if distributed.is_main() else None)
     if distributed.is_main():  # the yardstick (trained and cached on first use) is needed where the scoring is
+        phase("the data and the reference network", say=False)
         dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
-        extractor = feature_extractor(dataset, features, weights, device, progress)
+        extractor = feature_extractor(dataset, features, weights, device, progress is True)
     phase(f"sampling {n} images")
     bar = phase.steps("sampling") if not sharding.sharded() else None
     t_sample = time.perf_counter()

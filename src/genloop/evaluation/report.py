@@ -36,7 +36,10 @@ _NOT_LOSSES = ("step", "time", "lr", "images_per_s", "tokens_per_s", "eval/secon
 _MAX_STRIP = 8  # earlier sample grids shown; more would bloat the file without telling more
 _MAX_PLOT_POINTS = 4000  # raw points drawn per curve; the moving average still uses every point
 _PLOT_DPI = 200
-_PLOT_WIDTH_IN = {1: 6.0, 2: 10.3, 3: 10.3}  # figure width by number of subplot columns
+_PLOT_COLUMNS = 2  # at most: three to a row made each panel ~340 px wide with 8 px labels, too small to read
+_PLOT_WIDTH_IN = {1: 7.0, 2: 10.3}  # figure width by number of subplot columns (the page's ~1030 px at 100 dpi)
+_PANEL_HEIGHT_IN = 3.3
+_IDENTIFIERS = ("pid", "seed", "port")  # integers that name something: shown as written, never as "12,345"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -99,16 +102,36 @@ def _thin(xs: list[float], ys: list[float], limit: int = _MAX_PLOT_POINTS) -> tu
 # Loss curves
 
 
-def _render_losses(records: list[dict[str, Any]]) -> bytes | None:
-    """PNG bytes of one subplot per loss plus one for the learning rate; None when nothing is plottable."""
-    panels: list[tuple[str, list[float], list[float], bool]] = []  # (name, xs, ys, is_lr)
-    for key in _loss_keys(records):
+Panel = tuple[str, list[float], list[float], bool]  # (name, steps, values, is the learning rate)
+
+
+def _panels(records: list[dict[str, Any]]) -> tuple[list[Panel], list[tuple[str, float]]]:
+    """The curves worth a panel, and the columns that held one value throughout (a constant learning rate, a
+    weight that never moved): those are said in a line, not drawn as a flat line. A column with fewer than two
+    finite values has no curve and is left out."""
+    panels: list[Panel] = []
+    flat: list[tuple[str, float]] = []
+    for key, is_lr in [*((k, False) for k in _loss_keys(records)), ("lr", True)]:
         xs, ys = _series(records, key)
-        if xs:
-            panels.append((key, xs, ys, False))
-    xs, ys = _series(records, "lr")
-    if xs:
-        panels.append(("lr", xs, ys, True))
+        if len(xs) < 2:
+            continue
+        if max(ys) == min(ys):
+            flat.append(("learning rate" if is_lr else key, ys[0]))
+        else:
+            panels.append((key, xs, ys, is_lr))
+    return panels, flat
+
+
+def _plot_grid(n: int) -> tuple[int, int]:
+    """(columns, rows) of ``n`` panels: at most :data:`_PLOT_COLUMNS` to a row, so each stays readable."""
+    ncols = min(_PLOT_COLUMNS, n)
+    return ncols, math.ceil(n / ncols)
+
+
+def _render_losses(records: list[dict[str, Any]]) -> bytes | None:
+    """PNG bytes of one subplot per loss that moved, plus one for the learning rate if it changed; None when
+    nothing is worth drawing."""
+    panels, _ = _panels(records)
     if not panels:
         return None
 
@@ -117,11 +140,10 @@ def _render_losses(records: list[dict[str, Any]]) -> bytes | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
+    ncols, nrows = _plot_grid(len(panels))
     # Sized in inches for the report's ~1030 px content width at 100 dpi, saved at _PLOT_DPI so the
     # text stays sharp on high-density screens (the <img> is shown at the 100-dpi size).
-    fig = Figure(figsize=(_PLOT_WIDTH_IN[ncols], 2.9 * nrows), dpi=100, layout="constrained")
+    fig = Figure(figsize=(_PLOT_WIDTH_IN[ncols], _PANEL_HEIGHT_IN * nrows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[len(panels) :]:
@@ -129,27 +151,27 @@ def _render_losses(records: list[dict[str, Any]]) -> bytes | None:
     for ax, (name, xs, ys, is_lr) in zip(axes.flat, panels):
         if is_lr:
             ax.plot(xs, ys, color="#6b7280", linewidth=1.5)
-            ax.set_title("learning rate", fontsize=10)
+            ax.set_title("learning rate", fontsize=12)
             positive = [y for y in ys if y > 0]
             if len(positive) == len(ys) and max(ys) / min(ys) > 20:
                 ax.set_yscale("log")
             else:
                 ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
-                ax.yaxis.get_offset_text().set_fontsize(8)
+                ax.yaxis.get_offset_text().set_fontsize(10)
         else:
             tx, ty = _thin(xs, ys)
             ax.plot(tx, ty, color="#93c5fd", linewidth=0.7, label="raw")
             ex, ey = _thin(xs, _ema(ys))
             ax.plot(ex, ey, color="#1d4ed8", linewidth=1.8, label="moving avg.")
-            ax.set_title(name, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=8)
+            ax.set_title(name, fontsize=12)
+        ax.set_xlabel("step", fontsize=10)
+        ax.tick_params(labelsize=10)
         ax.grid(True, color="#e5e7eb", linewidth=0.6)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     first_loss = next((ax for ax, p in zip(axes.flat, panels) if not p[3]), None)
     if first_loss is not None:
-        first_loss.legend(fontsize=7, frameon=False)
+        first_loss.legend(fontsize=9, frameon=False)
     buf = io.BytesIO()
     # Software=None keeps matplotlib's URL out of the PNG metadata.
     fig.savefig(buf, format="png", dpi=_PLOT_DPI, metadata={"Software": None})
@@ -161,7 +183,8 @@ def plot_losses(metrics_path: str | os.PathLike, out_png: str | os.PathLike) -> 
 
     One subplot per numeric column except step/time/lr/images_per_s — raw values as a thin line, an
     exponential moving average on top, since per-step GAN losses are too noisy to read raw — and one
-    learning-rate subplot. Returns None (and writes nothing) when there is nothing to plot.
+    learning-rate subplot, at most two to a row; a column that never changed gets no subplot. Returns None (and
+    writes nothing) when there is nothing to plot.
     """
     path = Path(metrics_path)
     if not path.is_file():
@@ -185,6 +208,14 @@ def _label(key: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _fmt_field(key: str, v: Any) -> str:
+    """A run.json field: an identifier (a process id, a seed, a port) exactly as written, anything else by
+    :func:`_fmt`."""
+    if isinstance(v, int) and not isinstance(v, bool) and key.lower().rsplit("_", 1)[-1] in _IDENTIFIERS:
+        return str(v)
+    return _fmt(v)
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     """Numbers for people: ints with thousands separators, floats with ``digits`` significant digits."""
     if isinstance(v, bool):
@@ -196,6 +227,8 @@ def _fmt(v: Any, digits: int = 4) -> str:
             return str(v)
         if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
             return f"{v:.{max(digits - 1, 1)}e}"
+        if abs(v) >= 1000:  # "1,234", never "1.23e+03": a throughput or a count of seconds reads as a number
+            return f"{v:,.0f}"
         return f"{v:.{digits}g}"
     if v is None:
         return "—"
@@ -313,7 +346,7 @@ def _summary(run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Ro
         ("finished", "Finished"),
     ):
         if run.get(key) is not None:
-            rows.append((label, _fmt(run[key])))
+            rows.append((label, _fmt_field(key, run[key])))
     shown = {
         "id",
         "model",
@@ -330,13 +363,16 @@ def _summary(run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Ro
     # Anything else run.json records (device, parent run, resumed from...) is shown too, if it is simple.
     for key, value in run.items():
         if key not in shown and (value is None or isinstance(value, (str, int, float, bool))):
-            rows.append((_label(key), _fmt(value)))
+            rows.append((_label(key), _fmt_field(key, value)))
+    # what the rows above already say (the train time, the throughput) is not repeated in the Timings box
+    said = {k for k in ("train_seconds", f"{unit}_per_s") if _finite(timings.get(k))}
     # run.json timings: ``*_seconds`` keys as durations ("train" -> "6 min 04 s"), others as numbers.
     timing_rows: Rows = [
         (_label(key[: -len("_seconds")]), _duration(value))
         if key.endswith("_seconds") and _is_number(value)
         else (_label(key), _fmt(value))
         for key, value in timings.items()
+        if key not in said
     ]
     return {"rows": rows, "timings": timing_rows}
 
@@ -390,10 +426,14 @@ def _samples(run_dir: Path, warnings: list[str]) -> dict[str, Any] | None:
 
 def _losses(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     png = _render_losses(records) if records else None
+    _, flat = _panels(records) if records else ([], [])
+    constant = "; ".join(f"{name} {value:g}" for name, value in flat)
     if png is None:
-        return None
+        return {"uri": None, "width": None, "note": f"Constant throughout: {constant}."} if flat else None
     info = _image_info_bytes(png)
     note = "Thin light line: the value logged at each step. Dark line: its exponential moving average."
+    if flat:
+        note += f" Constant throughout (not drawn): {constant}."
     if {"d_loss", "g_loss"} & set(_loss_keys(records)):
         note += (
             " GAN losses do not fall steadily the way a classifier's does; look for them to stay "
@@ -586,10 +626,36 @@ def _modality_sections(run_dir: Path, ev: dict[str, Any]) -> dict[str, Any]:
     return dict(modalities[name].report_section(run_dir, ev) for name in modalities)
 
 
+def _hidden_settings(config: dict[str, Any]) -> set[str]:
+    """The dotted config keys that do not apply to this run: another modality's own settings (asked of the
+    modalities; an unknown family hides nothing), and the DP knobs of a run trained without DP."""
+    from ..modalities import modalities
+    from ..systems import models
+
+    hidden: set[str] = set()
+    name = _dict(config.get("model")).get("name")
+    if isinstance(name, str) and name in models:
+        own = set(modalities[models[name].modality].own_settings)
+        hidden = {k for m in modalities for k in modalities[m].own_settings} - own
+    dp = _dict(_dict(config.get("train")).get("dp"))
+    if dp and dp.get("epsilon") is None and dp.get("noise_multiplier") is None:
+        hidden |= {f"train.dp.{k}" for k in dp}
+    return hidden
+
+
 def _config(config: dict[str, Any]) -> list[tuple[str, Rows]]:
+    """The resolved config by section, without the settings that do not apply to the run (:func:`_hidden_settings`;
+    a run without DP shows one ``dp: off`` row instead of its unused knobs)."""
+    hidden = _hidden_settings(config)
     groups = []
     for section, body in config.items():
-        items = _flatten(body) if isinstance(body, dict) else [("", body)]
+        items = _flatten(body, str(section)) if isinstance(body, dict) else [(str(section), body)]
+        dp_off = any(k.startswith(f"{section}.dp.") for k, _ in items if k in hidden)
+        items = [(k[len(str(section)) + 1 :], v) for k, v in items if k not in hidden]
+        if dp_off:
+            items.append(("dp", "off"))
+        if not items:
+            continue
         # Strings unquoted (they read as names); everything else as JSON, so null/true/lists stay exact.
         rows = [
             (k or section, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str))

@@ -16,6 +16,7 @@ from .. import __version__, distributed
 from ..config import from_dict
 from ..generation import sharding
 from ..modalities.text import TextDataConfig, load_text_dataset
+from ..progress import Listener, Phases
 from ..runs import Run, RunStore
 from ..serialization import write_json, write_text
 from ..systems import models
@@ -50,7 +51,9 @@ def _sample_settings() -> dict[str, Any]:
     return {k: TEXT_EVAL[k] for k in ("max_tokens", "temperature", "top_p")}
 
 
-def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: float) -> dict[str, Any]:
+def evaluate_text(
+    store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: float, listener: Listener | None = None
+) -> dict[str, Any]:
     """Validation loss / perplexity / bits per character and byte, then ``n`` samples scored for diversity
     (distinct-1/2/3, self-BLEU) and memorisation (longest verbatim span in the training text), each beside
     the same statistic of held-out real text (the floor).
@@ -58,10 +61,13 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
     Under torchrun the ranks share the sampling (:func:`~genloop.generation.sharding.sample_texts`, the
     single-process texts) while rank 0 alone scores the validation loss (one pass, no sampling: it overlaps
     the other ranks' sampling), then scores the gathered texts with the same code, so every metric equals
-    the single-process one; only rank 0 writes, the other ranks return an empty dict."""
+    the single-process one; only rank 0 writes, the other ranks return an empty dict. ``listener`` hears each
+    phase as it starts (:class:`~genloop.progress.Phases`: the studio's evaluation jobs)."""
     if not distributed.is_main():
         sharding.sample_texts(pipe, "", n, 1_000_000 + seed, **_sample_settings())
         return {}
+    phase = Phases(False, listener=listener)
+    phase("the validation loss")
     cfg = run.config
     cls = models[cfg["model"]["name"]]
     model_cfg = from_dict(cls.Config, cfg["model"], "model.")
@@ -113,14 +119,18 @@ def evaluate_text(store: RunStore, run: Run, pipe: Any, n: int, seed: int, t0: f
         }
         from .text_tasks import evaluate_task, held_out_task_records
 
+        phase("the held-out chat tasks")
+
         for task, records in held_out_task_records(dataset.chat.val, TEXT_EVAL["task_examples"]).items():
             result.setdefault("tasks", {})[task] = evaluate_task(pipe, task, records, seed=seed)
+    phase(f"sampling {n} texts")
     t_sample = time.perf_counter()
     out = sharding.sample_texts(pipe, "", n, 1_000_000 + seed, **_sample_settings())
     sample_seconds = time.perf_counter() - t_sample
     texts = out.texts
     n_tokens = sum(len(pipe.tokenizer.encode(t)) for t in texts)
     mean_chars = max(1, round(sum(len(t) for t in texts) / len(texts)))
+    phase(f"scoring {n} samples against held-out text")
     corpus = tm.CorpusIndex(dataset.train_text)
     with warnings.catch_warnings(record=True) as caught:  # kept with the result: a floor can be weak
         warnings.simplefilter("always")

@@ -39,6 +39,9 @@ class Modality(ABC):
     # "reward-filtered": from samples a reward model scored (images)
     finetune_method: ClassVar[str] = "reward-filtered"
     default_family: ClassVar[str] = ""  # the model family `genloop train --recipe auto` picks for this data
+    # dotted keys of a run's config that only runs of this modality use (the shared sections hold every modality's
+    # knobs): the report leaves out those another modality owns and this one does not
+    own_settings: ClassVar[tuple[str, ...]] = ()
 
     # --- data -----------------------------------------------------------------------------------
     @property

@@ -4,8 +4,9 @@
 (``--lane interactive|batch|all``: the jobs it takes, see :mod:`.jobs`). Each job runs in this process's main
 thread while a heartbeat thread keeps the job's ``heartbeat`` fresh, copies new lines of a training run's
 ``metrics.jsonl`` into job events (the live loss curve), sends ``progress`` events (a training job's step of its
-total, or its time of its budget; a generation's phase, or a streamed completion's tokens) and notices a cancel
-request. Loaded pipelines are cached, so repeated generations from one model skip the load.
+total, or its time of its budget; a generation's phase and then its sampling steps, or a streamed completion's
+tokens; an evaluation's phases and its sampling steps) and notices a cancel request. Loaded pipelines are
+cached, so repeated generations from one model skip the load.
 
 A training job with ``nproc`` > 1 runs data-parallel under torchrun instead: a ``genloop train`` command from
 :func:`genloop.launch.torchrun_command` in a subprocess (a session of its own, so a cancel or shutdown
@@ -62,6 +63,7 @@ class _Heartbeat(threading.Thread):
         self.metrics_path: Path | None = None
         self.progress: dict[str, Any] = {}
         self._fresh = False  # progress changed since the last progress event
+        self._sent = 0.0  # the fraction of the last progress event :meth:`advance` sent at once
         self._offset = 0
         self.lock = threading.Lock()
 
@@ -86,10 +88,28 @@ class _Heartbeat(threading.Thread):
         the next beat, or at once with ``now`` (a phase change, which a fast job would otherwise skip)."""
         with self.lock:
             self.progress, self._fresh = progress, not now
+            if now:
+                self._sent = float(progress.get("fraction") or 0.0)
         if now:
             try:
                 self.jobs.add_event(self.job.id, "progress", progress)
                 self.jobs.heartbeat(self.job.id, self.worker, progress)
+            except Exception:  # noqa: BLE001 - as in beat(): progress is never worth a failed job
+                pass
+
+    def advance(self, **progress: Any) -> None:
+        """Progress within a phase, with its ``fraction`` (a sampling step): sent at once whenever the fraction has
+        moved on by :data:`ADVANCE_EVERY` since the last event (or reached 1), else with the next beat. A quick
+        job's events still show it moving, and a long one writes at most about ``1 / ADVANCE_EVERY`` of them."""
+        fraction = float(progress["fraction"])
+        with self.lock:
+            due = fraction >= 1.0 or fraction - self._sent >= ADVANCE_EVERY
+            self.progress, self._fresh = progress, not due
+            if due:
+                self._sent = fraction
+        if due:
+            try:
+                self.jobs.add_event(self.job.id, "progress", progress)
             except Exception:  # noqa: BLE001 - as in beat(): progress is never worth a failed job
                 pass
 
@@ -416,13 +436,11 @@ class Worker:
         }
 
     def _data(self, data: str | None) -> str | None:
-        """Built-in names pass through; ``upload:<id>`` becomes that upload's folder (ids were checked)."""
+        """Built-in names pass through; ``upload:<id>`` becomes that upload's data (ids were checked)."""
         if data and data.startswith("upload:"):
-            folder = self.settings.uploads / data.split(":", 1)[1]
-            entries = [e for e in folder.iterdir() if not e.name.startswith(".")] if folder.is_dir() else []
-            if not entries:
-                raise NotFoundError(f"upload {data} is gone")
-            return str(entries[0])
+            from .services.uploads import data_path
+
+            return str(data_path(self.settings.uploads, data))
         return data
 
     # --- generate -----------------------------------------------------------------------------------
@@ -447,10 +465,10 @@ class Worker:
         already = self.feedback.list(job_id=job.id, limit=10_000)
         if already:  # an earlier attempt stored its outputs and died before saying so
             return self._generate_result(p, [g.id for g in sorted(already, key=lambda g: g.recipe.get("index", 0))])
-        phases = GENERATE_PHASES
-        beat.report(now=True, phase=phases[0], step=0, total=len(phases), unit="phases")
+        phases = GENERATE_PHASES  # ``fraction``: the share of the sampling done, so the bar only moves forward
+        beat.report(now=True, phase=phases[0], step=0, total=len(phases), unit="phases", fraction=0.0)
         pipe = self.pipeline(p["run_id"], p.get("checkpoint", "last"))
-        beat.report(now=True, phase=phases[1], step=1, total=len(phases), unit="phases")
+        beat.report(now=True, phase=phases[1], step=1, total=len(phases), unit="phases", fraction=0.0)
         report: dict[str, Any] = {}  # text: finish reasons, usage, log-probabilities (what OpenAI clients read)
         modality = modalities[pipe.modality]
         if modality.prompted:  # a language model: completions, streamed, with a report OpenAI clients read
@@ -459,20 +477,26 @@ class Worker:
             keys = modality.generate_keys
             options = {k: p[k] for k in keys if p.get(k) is not None}  # unset: the pipeline's own default
             uploads = {k: v for k, v in options.items() if isinstance(v, str) and v.startswith("upload:")}
+
+            def tick(done: int, total: int) -> None:  # every pipeline calls it as its sampling advances
+                fraction = round(done / total, 4) if total else 0.0
+                beat.advance(phase=phases[1], step=done, total=total, unit="steps", fraction=fraction)
+
             output = pipe(
                 n=int(p.get("n", 1)),
                 seed=int(p.get("seed", 0)),
+                progress=tick,
                 **{**options, **{k: self._data(v) for k, v in uploads.items()}},
             )
             if uploads:  # the recipe names the upload (a replay reads it again), never the server's path
                 recipe_of = output.recipe_of
                 output.recipe_of = lambda i: {**recipe_of(i), **uploads}
-        beat.report(now=True, phase=phases[2], step=2, total=len(phases), unit="phases")
+        beat.report(now=True, phase=phases[2], step=2, total=len(phases), unit="phases", fraction=1.0)
         from ..safety import image_watermark
 
         with image_watermark.indexing_to(self.settings.runs):  # a stripped copy is still traced to its generation
             ids = self.feedback.add_outputs(output, job_id=job.id, user=job.user, replay_of=p.get("replay_of"))
-        beat.report(now=True, phase="done", step=len(phases), total=len(phases), unit="phases")
+        beat.report(now=True, phase="done", step=len(phases), total=len(phases), unit="phases", fraction=1.0)
         return {**self._generate_result(p, ids), **report}
 
     def _generate_text(self, job: JobRow, pipe: Any, p: dict[str, Any], beat: _Heartbeat) -> tuple[Any, dict[str, Any]]:
@@ -574,20 +598,29 @@ class Worker:
         p = job.params
         run = RunStore(self.settings.runs).get(p["run_id"], paths=False)  # the store only, then by its own folder
         beat.report(now=True, phase="sampling and scoring", step=0, total=1, unit="evaluations")
+
+        def listen(news: dict[str, Any]) -> None:
+            """The evaluation's phases (as they start) and a phase's steps (``genloop.progress.Phases``)."""
+            if news.get("total"):
+                beat.advance(**news, fraction=round(int(news.get("step") or 0) / int(news["total"]), 4))
+            else:
+                beat.report(now=True, **news)
+
         r = api.evaluate(
             str(run.dir),
             n=int(p.get("n", 500)),
             seed=int(p.get("seed", 0)),
             runs_dir=self.settings.runs,
-            progress=False,
+            progress=listen,
         )
-        beat.report(now=True, phase="done", step=1, total=1, unit="evaluations")
+        beat.report(now=True, phase="done", step=1, total=1, unit="evaluations", fraction=1.0)
         return {"metrics": {k: v for k, v in r.items() if isinstance(v, (int, float, str, bool)) or v is None}}
 
 
 _REQUEUED = object()
 GENERATE_PHASES = ("loading the model", "sampling", "storing the outputs")  # a generation's progress events
 EDIT_PHASES = ("loading the model", "editing", "storing the outputs")  # an edit's progress events
+ADVANCE_EVERY = 0.05  # a sampling step's progress is sent at once each time its fraction moves on by this much
 STOP_GRACE = 60.0  # seconds torchrun's processes get to checkpoint and exit after SIGTERM
 
 

@@ -21,6 +21,8 @@ class ImageModality(Modality):
     prompted = False
     default_eval_n = 2000
     probe_label = "FID"
+    # the settings the report shows only for image runs (a quick eval's FID samples, the image data's shape)
+    own_settings = ("train.eval_samples", "data_spec.channels", "data_spec.image_size", "data_spec.num_classes")
     generate_keys = ("class_label", "sampler", "steps", "guidance", "eta")
 
     # --- data -----------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ class MusicModality(Modality):
     probe_label = "notes"
     finetune_method = "dpo"  # a language model over tokens: DPO on the A/B choices, as text
     can_shard = True  # piece i is drawn in the same chunk on any number of processes (generation/sharding.py)
+    own_settings = ("train.eval_tokens", "data_spec.vocab_size")  # the report shows these only for music runs
     generate_keys = ("bars", "temperature", "top_p", "key", "time_signature", "style", "prompt_midi", "prompt_bars")
     default_family = "music-gpt"
 
@@ -297,6 +298,7 @@ class MusicModality(Modality):
         from ...config import from_dict
         from ...errors import ConfigError
         from ...generation import sharding
+        from ...progress import Phases
         from ...serialization import write_json
         from .dataset import MusicDataConfig
         from .evaluate import evaluate_music
@@ -307,12 +309,16 @@ class MusicModality(Modality):
                 "--sampler/--steps/--guidance/--eta/--features apply to image models; a music model is "
                 "scored on validation likelihood and samples"
             )
+        progress = options.get("progress")  # a callable: told each phase (genloop.progress.Phases)
+        phase = Phases(False, listener=progress if callable(progress) else None)
+        phase(f"sampling {n} pieces")
         t_sample = time.perf_counter()
         # under torchrun the ranks share the sampling and rank 0 gets the single-process pieces
         made = sharding.sample_music(pipe, n, 1_000_000 + seed, **MUSIC_EVAL)
         seconds = time.perf_counter() - t_sample
         if made is None:
             return {}
+        phase("scoring the likelihood and the pieces against the held-out music")
         data = load_music_run_data(from_dict(MusicDataConfig, run.config["data"], "data."), pipe.tokenizer)
         r = evaluate_music(
             pipe.system, data.dataset, n_samples=n, seed=seed, tokens=data.ids, samples=made.pieces, info=pipe.info

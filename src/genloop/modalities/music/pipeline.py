@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -374,7 +375,9 @@ class MusicPipeline:
         """The batch recipe ``self(n=n, seed=seed, **options)`` returns, without sampling (the request is checked
         as the call checks it): what a resumed generation compares finished pieces against."""
         defaults = {k: p.default for k, p in inspect.signature(MusicPipeline.__call__).parameters.items()}
-        merged = {k: options.get(k, defaults[k]) for k in defaults if k not in ("self", "n", "seed", "batch_size")}
+        merged = {
+            k: options.get(k, defaults[k]) for k in defaults if k not in ("self", "n", "seed", "batch_size", "progress")
+        }
         return self._plan(n=n, seed=seed, **merged)[3]
 
     def __call__(
@@ -392,7 +395,9 @@ class MusicPipeline:
         style: str | None = None,
         max_tokens: int | None = None,
         batch_size: int = 16,
+        progress: Callable[[int, int], None] | None = None,
     ) -> MusicOutput:
+        """``progress(done, total)`` is called as each batch of pieces is finished (``total``: ``n``)."""
         tok = self.tokenizer
         params, slots, prompt_body, recipe = self._plan(
             n, bars, seed, temperature, top_p, top_k, prompt_midi, prompt_bars, key, time_signature, style, max_tokens
@@ -420,6 +425,8 @@ class MusicPipeline:
                 made = self._sample(prompt_ids, [seed + i for i in chunk], params, bars)
                 for i, r in zip(chunk, made):
                     results[i] = (prompt_ids + r[0], r[1])
+                if progress is not None:
+                    progress(sum(r is not None for r in results), n)
 
         samples = []
         for i, (ids, reason) in enumerate(r for r in results if r is not None):

@@ -16,6 +16,7 @@ class TextModality(Modality):
     can_shard = True  # text i is drawn in the same chunk on any number of processes (generation/sharding.py)
     default_eval_n = 100
     probe_label = "chars"
+    own_settings = ("train.eval_tokens", "data_spec.vocab_size")  # the report shows these only for text runs
     generate_keys = (
         "prompt",
         "max_tokens",
@@ -201,7 +202,8 @@ class TextModality(Modality):
                 "--sampler/--steps/--guidance/--eta/--features apply to image models; a text model is "
                 "scored on validation loss and samples"
             )
-        return evaluate_text(store, run, pipe, n, seed, t0)
+        progress = options.get("progress")  # a callable: told each phase (genloop.progress.Phases)
+        return evaluate_text(store, run, pipe, n, seed, t0, listener=progress if callable(progress) else None)
 
     def report_section(self, run_dir: Path, ev: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
         from ...evaluation.report import _text

@@ -96,6 +96,8 @@ def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
                 raise unprocessable(
                     f"unknown model '{p.model}'; valid: {', '.join(m for m in models.names() if m != 'hf-causal-lm')}"
                 )
+            if p.data is not None and p.data.startswith("upload:"):
+                check_upload_data(c, p.model, p.data)
         elif kind == "evaluate":
             p = EvaluateParams(**params)
             run_modality(c, p.run_id)
@@ -111,6 +113,27 @@ def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise unprocessable(f"params.{where}: {first.get('msg')}") from None
     return p.model_dump(exclude_none=True)
+
+
+def check_upload_data(c: Context, family: str, ref: str) -> None:
+    """A training job's ``upload:<id>`` is stored and holds data the family's modality reads (422 otherwise,
+    naming the families that can train on it)."""
+    from ...systems import models
+    from .uploads import data_path, describe
+
+    try:
+        path = data_path(c.settings.uploads, ref)
+    except NotFoundError:
+        raise unprocessable(f"upload {ref} does not exist: GET /v1/uploads lists the stored uploads") from None
+    modality = modalities[models[family].modality]
+    if modality.data_claim(str(path)) > 0:
+        return
+    about = describe(c.settings.uploads, ref.split(":", 1)[1])
+    fits = ", ".join(about["families"]) or "none of the families"
+    raise unprocessable(
+        f"{family} trains on {modality.noun} data and {ref} ({about.get('filename')}, kind {about.get('kind')}) "
+        f"holds none; {fits} can train on it"
+    )
 
 
 def check_edit(c: Context, p: Any) -> None:

@@ -11,6 +11,7 @@
 import { setupEdit } from "./edit.js";
 import { setupRuns } from "./runs.js";
 import { setupGallery } from "./gallery.js";
+import { dataName, setupDatasets } from "./datasets.js";
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
@@ -467,7 +468,7 @@ export async function loadModels() {
   if (sel.value) $("#ab-model").value = sel.value;
   fillChatModels();
   fillSelect($("#train-family"), state.families.map((f) => [f, f]));
-  fillSelect($("#train-data"), state.datasets.map((d) => [d, d]));
+  fillSelect($("#train-data"), [...state.datasets.map((d) => [d, d]), ...(state.uploadChoices || [])]); // uploads: datasets.js
   onModelChange();
 }
 
@@ -592,6 +593,7 @@ export async function uploadControls(m, params) {
     if (!file) continue;
     const form = new FormData();
     form.append("file", file);
+    form.append("purpose", "input"); // one job's input, not a data set (the Jobs tab lists data sets only)
     const res = await fetch("/v1/uploads", { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
     if (!res.ok) throw new ApiError(res.status, `upload ${file.name}: ${await errorDetail(res)}`);
     params[c.name] = (await res.json()).data;
@@ -1221,7 +1223,7 @@ export async function loadJobs() {
 
 export function jobWhat(j) {
   const p = j.params || {};
-  if (j.kind === "train") return `${p.model ?? "?"} on ${p.data ?? "?"}${p.steps ? `, ${p.steps} steps` : ""}`;
+  if (j.kind === "train") return `${p.model ?? "?"} on ${dataName(p.data) ?? "?"}${p.steps ? `, ${p.steps} steps` : ""}`;
   const m = state.models.find((x) => x.run_id === p.run_id);
   const name = m ? m.model : p.run_id || "?";
   if (p.replay_of || p.replay) return `replay · ${name}`;
@@ -1309,7 +1311,7 @@ export function renderJobDetail(job) {
   $("#job-detail-empty").hidden = true;
   $("#job-detail-body").hidden = false;
   $("#job-detail").dataset.jobId = job.id;
-  const what = job.kind === "train" ? `Train ${job.params?.model ?? ""} on ${job.params?.data ?? ""}` : `${job.kind[0].toUpperCase()}${job.kind.slice(1)} job`;
+  const what = job.kind === "train" ? `Train ${job.params?.model ?? ""} on ${dataName(job.params?.data) ?? ""}` : `${job.kind[0].toUpperCase()}${job.kind.slice(1)} job`;
   $("#job-detail-title").textContent = `${what} · ${short(job.id)}`;
   setBadge($("#job-detail-status"), job.status);
   const p = job.progress || {};
@@ -1862,6 +1864,7 @@ function init() {
   setupEdit();
   setupRuns();
   setupGallery();
+  setupDatasets();
   $("#error-dismiss").addEventListener("click", dismissError);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("#error-banner").hidden && !document.querySelector("dialog[open]")) dismissError();

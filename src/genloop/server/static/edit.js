@@ -374,6 +374,7 @@ export function maskBlob() {
 export async function uploadBlob(blob, name) {
   const form = new FormData();
   form.append("file", blob, name);
+  form.append("purpose", "input"); // one job's input, not a data set (the Jobs tab lists data sets only)
   const res = await fetch("/v1/uploads", { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
   if (res.status === 401 || res.status === 403) {
     askToken("This server needs an API token.");
