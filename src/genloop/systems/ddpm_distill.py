@@ -1,0 +1,307 @@
+"""Progressive distillation (Salimans & Ho, 2022): a trained DDPM taught to sample in 4, 2 or 1 steps.
+
+A *stage* halves the number of sampling steps. The student starts as a copy of its teacher and learns to do
+in one deterministic DDIM step (η = 0) what the teacher does in two: for a clean image x, a noise level t on
+the student's N-step grid and ``z_t = α_t·x + σ_t·ε``, the teacher takes two DDIM steps t → t' → t'' (its
+2N-step grid), and the student's target is the x̃ for which *one* DDIM step from z_t lands where the
+teacher's two did::
+
+    x̃ = (z_t'' − (σ_t''/σ_t)·z_t) / (α_t'' − (σ_t''/σ_t)·α_t)
+
+(at the last step, t'' is the clean image and x̃ is the teacher's second x0 estimate). The student predicts
+v (``x0 = α·z − σ·v``), whose scale stays the same at every noise level: an ε-prediction's x0 estimate divides
+by α, which is ~0 at the noisiest step where a 1-step sampler starts. The loss is the MSE in v, i.e. the
+paper's "SNR + 1" weighting of the x0 error. At the end of a stage the student becomes the next stage's
+teacher, and N halves again.
+
+So the teacher must predict v too (``genloop train ddpm --set model.prediction_type=v_prediction``); a
+distilled run is itself a valid teacher, for a further halving in a new run. The stage's teacher is held in
+this system's state (``teacher.*``), so a checkpoint resumes exactly mid-stage and a run needs its teacher
+run only when it starts. Sampling is DDIM with η = 0 on the student's grid (``genloop.schedulers``' trailing
+spacing, whose N-step grid is every other point of its 2N-step one): the sampler the student was taught,
+at ``sampling_steps`` model calls per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .. import distributed
+from ..config import from_dict
+from ..errors import ConfigError, NotFoundError
+from ..models.unet import UNet
+from ..schedulers import NoiseScheduleConfig, Scheduler, make_scheduler
+from .base import DataSpec, StepFn, System
+from .ddpm import DDPMConfig, DDPMSystem
+
+
+@dataclass
+class DDPMDistillConfig:
+    name: str = "ddpm-distill"
+    teacher: str = ""  # the run to distil: a ddpm run (v-prediction) or a ddpm-distill run; its id or directory
+    # one stage per entry: the student learns to do in N steps what its teacher does in 2N; each entry halves the
+    # one before (a ddpm-distill teacher samples in 2 × the first entry)
+    student_steps: list[int] = field(default_factory=lambda: [8, 4])
+    stage_steps: int = 1000  # training steps per stage; the last stage trains until the run ends
+    # The teacher's network: the root ddpm run's model settings, filled in from the teacher run when this run is
+    # made, so that the run loads, resumes and generates without its teacher.
+    teacher_model: DDPMConfig | None = None
+    sampler: str = "ddim"  # the sampler the student was taught (DDIM, η = 0); generation may pick another
+    sampling_steps: int = 0  # default sampling steps; 0: the last stage's (student_steps[-1])
+    guidance: float = 1.0  # unconditional models only: kept for the diffusion pipeline's contract
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.teacher, str) or not self.teacher.strip():
+            raise ConfigError("model.teacher: name the ddpm run to distil (genloop train ddpm-distill --teacher RUN)")
+        steps = list(self.student_steps)
+        if not steps or any(n < 1 for n in steps):
+            raise ConfigError(f"model.student_steps must be a list of step counts >= 1, got {steps}")
+        if any(b * 2 != a for a, b in zip(steps, steps[1:])):
+            raise ConfigError(f"model.student_steps: each stage halves the steps of the one before, got {steps}")
+        if self.stage_steps < 1:
+            raise ConfigError(f"model.stage_steps must be >= 1, got {self.stage_steps}")
+        if self.sampling_steps < 0:
+            raise ConfigError(f"model.sampling_steps must be >= 0 (0: the last stage's), got {self.sampling_steps}")
+        if self.sampling_steps == 0:
+            self.sampling_steps = steps[-1]
+
+
+def teacher_run_dir(teacher: str) -> Path:
+    """The teacher's run directory: ``teacher`` is a run directory, or an id in the default run store."""
+    from ..run_layout import RunLayout
+    from ..runs import RunStore
+
+    path = Path(teacher).expanduser()
+    if RunLayout(path).run_info.is_file():
+        return path.resolve()
+    try:
+        return RunStore().get(teacher, paths=False).dir.resolve()
+    except NotFoundError as e:
+        raise NotFoundError(f"model.teacher: {e}") from None
+
+
+def _read_teacher(run_dir: Path, spec: DataSpec, first_stage: int) -> DDPMConfig:
+    """The root ddpm settings of a teacher run, checked: a finished v-prediction diffusion run on this data."""
+    from ..run_layout import RunLayout
+    from ..serialization import read_json
+
+    files = RunLayout(run_dir)
+    config = read_json(files.config)
+    model = config.get("model", {})
+    kind = model.get("name")
+    if kind not in ("ddpm", DDPMDistillConfig.name):
+        raise ConfigError(
+            f"model.teacher: run {run_dir.name} is a '{kind}' run; ddpm-distill distils a ddpm run (or a distilled one)"
+        )
+    if not files.weights.is_file():
+        raise NotFoundError(f"model.teacher: run {run_dir.name} has no weights yet ({files.weights} is missing)")
+    if DataSpec(**config["data_spec"]) != spec:
+        raise ConfigError(
+            f"model.teacher: run {run_dir.name} was trained on {config['data_spec']}, this run's data is "
+            f"{vars(spec)}; train on the teacher's data (genloop train ddpm-distill --teacher RUN takes it by default)"
+        )
+    if kind == "ddpm":
+        root = from_dict(DDPMConfig, model, "model.teacher_model.")
+        teacher_steps = None
+    else:
+        distilled = from_dict(DDPMDistillConfig, model, "model.")
+        assert distilled.teacher_model is not None  # filled in when that run was made
+        root = distilled.teacher_model
+        teacher_steps = distilled.student_steps[-1]
+    if root.prediction_type != "v_prediction":
+        raise ConfigError(
+            f"model.teacher: run {run_dir.name} predicts {root.prediction_type}; distillation needs a v-prediction "
+            "teacher (train it with --set model.prediction_type=v_prediction)"
+        )
+    if root.class_conditional:
+        raise ConfigError(
+            f"model.teacher: run {run_dir.name} is class-conditional; ddpm-distill distils unconditional runs"
+        )
+    if teacher_steps is not None and teacher_steps != 2 * first_stage:
+        raise ConfigError(
+            f"model.student_steps: teacher run {run_dir.name} samples in {teacher_steps} steps, so the first stage "
+            f"must be {teacher_steps // 2}, got {first_stage}"
+        )
+    return root
+
+
+class DDPMDistillSystem(System):
+    Config = DDPMDistillConfig
+    train_defaults = {"lr": 1e-4, "ema_decay": 0.995, "warmup_steps": 0, "grad_clip": 1.0}
+    ema_target = "unet"
+    modality = "image"
+    diffusion = True
+
+    def __init__(self, config: DDPMDistillConfig, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        if config.teacher_model is None:  # a new run: read its teacher's settings (checked) into its own config
+            self._teacher_dir: Path | None = teacher_run_dir(config.teacher)
+            config.teacher_model = _read_teacher(self._teacher_dir, spec, config.student_steps[0])
+            config.teacher = str(self._teacher_dir)
+        else:  # a run being resumed or loaded: everything it needs is in its config and weights
+            self._teacher_dir = None
+        root = config.teacher_model
+        self.unet = self._unet(root, spec)  # the student: what trains, what the EMA averages, what generates
+        self.teacher = self._unet(root, spec).requires_grad_(False)  # the current stage's teacher
+        # Training steps taken (a buffer, so checkpoints carry it and resume mid-stage exactly); the stage and
+        # its step counts follow from it.
+        self.register_buffer("distill_step", torch.zeros((), dtype=torch.int64))
+        self.schedule = NoiseScheduleConfig(
+            num_train_timesteps=root.num_train_timesteps,
+            beta_schedule=root.beta_schedule,
+            prediction_type="v_prediction",
+        )
+        # the teacher's steps clip x0 as sampling does; the student's x0 is never clipped while it learns
+        self.noise = make_scheduler("ddim", self.schedule)
+        make_scheduler(config.sampler, self.schedule)  # fail now, not after training, on a bad sampler name
+        self.parent_run = Path(config.teacher).name  # recorded in run.json as this run's parent
+        self._started = False
+        if self._teacher_dir is not None:
+            self._start()
+
+    @staticmethod
+    def _unet(root: DDPMConfig, spec: DataSpec) -> UNet:
+        return DDPMSystem(root, spec).unet  # exactly the teacher's architecture, built the way ddpm builds it
+
+    # --- stages ---------------------------------------------------------------------------------
+    @property
+    def stage(self) -> int:
+        """The index of the stage at this training step (the last stage goes on until the run ends)."""
+        return min(int(self.distill_step) // self.config.stage_steps, len(self.config.student_steps) - 1)
+
+    def train(self, mode: bool = True) -> DDPMDistillSystem:
+        super().train(mode)
+        self.teacher.eval()  # the teacher is a fixed function (no dropout) in every mode
+        return self
+
+    def _start(self) -> None:
+        """Student and first teacher from the teacher run's inference weights.
+
+        Done when a new run is made (so the engine's EMA starts from the teacher too), else at the first training
+        step: a run resumed before its first checkpoint rebuilds itself from its config (whose EMA then starts
+        from the random init and forgets it within its warm-up). Never when a run is loaded or resumed from a
+        checkpoint: the weights there are its own.
+        """
+        from ..run_layout import RunLayout
+
+        if self._teacher_dir is None:
+            self._teacher_dir = teacher_run_dir(self.config.teacher)
+        _, tensors, _ = RunLayout(self._teacher_dir).load_pretrained("last")
+        weights = {k[len("unet.") :]: v for k, v in tensors.items() if k.startswith("unet.")}
+        try:
+            self.teacher.load_state_dict(weights)
+        except RuntimeError as e:
+            name = self._teacher_dir.name
+            raise ConfigError(f"model.teacher: the weights of {name} do not fit its config ({e})") from None
+        self.unet.load_state_dict(weights)
+        self._started = True
+
+    # --- training -------------------------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        return {"model": list(self.unet.parameters())}
+
+    def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
+        if int(self.distill_step) == 0 and not self._started:
+            self._start()
+        stage = self.stage
+        logs = opt.step("model", lambda batch: self._loss(batch, self.config.student_steps[stage]))
+        self.distill_step += 1
+        if self.stage != stage:  # the stage is over: its student teaches the next one
+            self.teacher.load_state_dict(self.unet.state_dict())
+        return {**logs, "student_steps": torch.tensor(float(self.config.student_steps[stage]))}
+
+    def _grid(self, steps: int) -> torch.Tensor:
+        """The ``steps`` timesteps a DDIM sampler visits, then ``-1`` (the clean data)."""
+        sched = make_scheduler("ddim", self.schedule)
+        sched.set_timesteps(steps)
+        return torch.cat([sched.timesteps, torch.tensor([-1])])
+
+    def _alpha_sigma(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """α_t and σ_t per row (t = -1: α = 1, σ = 0), shaped to broadcast against ``like``, in float32."""
+        abar = torch.where(t >= 0, self.noise.alphas_cumprod[t.clamp(min=0)], torch.ones((), dtype=torch.float64))
+        shape = (-1,) + (1,) * (like.ndim - 1)
+        a = abar.sqrt().to(like.device, torch.float32).reshape(shape)
+        s = (1 - abar).clamp(min=0).sqrt().to(like.device, torch.float32).reshape(shape)
+        return a, s
+
+    @torch.no_grad()
+    def _teacher_ddim(self, z: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+        """One deterministic DDIM step of the teacher from ``z`` at ``t`` to ``t_next`` (per row)."""
+        v = self.teacher(z, t.to(z.device)).float()
+        a, s = self._alpha_sigma(t, z)
+        x0 = (a * z - s * v).clamp(-1, 1)  # as the sampler clips (schedulers.base: clip_sample = 1)
+        eps = (z - a * x0) / s
+        a_next, s_next = self._alpha_sigma(t_next, z)
+        return a_next * x0 + s_next * eps
+
+    def distillation_target(
+        self, x0: torch.Tensor, noise: torch.Tensor, index: torch.Tensor, steps: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z_t, t, ṽ)``: the noisy input at step ``index`` of the ``steps``-step grid, its timestep, and the v
+        that makes one student DDIM step match two teacher steps (see the module docstring)."""
+        coarse, fine = self._grid(steps), self._grid(2 * steps)
+        t, t_mid, t_next = coarse[index], fine[2 * index + 1], coarse[index + 1]
+        a, s = self._alpha_sigma(t, x0)
+        z = a * x0 + s * noise
+        z_next = self._teacher_ddim(self._teacher_ddim(z, t, t_mid), t_mid, t_next)
+        a_next, s_next = self._alpha_sigma(t_next, x0)
+        ratio = s_next / s
+        x_target = (z_next - ratio * z) / (a_next - ratio * a)
+        return z, t, (a * z - x_target) / s
+
+    def _loss(self, batch: Any, steps: int) -> dict[str, torch.Tensor]:
+        x0 = batch[0].float()
+        n = x0.shape[0]
+        index = distributed.randint(steps, n, device=torch.device("cpu"))
+        noise = distributed.randn(n, *x0.shape[1:], device=x0.device, dtype=torch.float32)
+        z, t, v_target = self.distillation_target(x0, noise, index, steps)
+        pred = self.unet(z.to(batch[0].dtype), t.to(x0.device)).float()
+        return {"loss": F.mse_loss(pred, v_target)}
+
+    # --- inference ------------------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        return self.spec.channels * self.spec.image_size**2
+
+    def sample_latents(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        s = self.spec
+        return torch.randn(n, s.channels, s.image_size, s.image_size, generator=generator)
+
+    def make_scheduler(self, sampler: str | None = None, **options: Any) -> Scheduler:
+        return make_scheduler(sampler or self.config.sampler, self.schedule, **options)
+
+    def predict(
+        self, x: torch.Tensor, t: int, labels: torch.Tensor | None = None, guidance: float = 1.0
+    ) -> torch.Tensor:
+        """The student's v at timestep ``t`` (one model call)."""
+        tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        return self.unet(x, tt).float()
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples in the current stage's step count (the sample grids written during training)."""
+        from ..generation.pipelines import denoise
+
+        device = next(self.parameters()).device
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(self.config.student_steps[self.stage])
+        return denoise(self, scheduler, self.sample_latents(n, generator).to(device), None, 1.0, generator).clamp(-1, 1)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError("a diffusion model has no one-step decoder; sample with DiffusionPipeline")
+
+
+def teacher_data(teacher: str) -> dict[str, Any]:
+    """The data settings a teacher run trained on (a distilled run's data, unless told otherwise)."""
+    from ..run_layout import RunLayout
+    from ..serialization import read_json
+
+    return dict(read_json(RunLayout(teacher_run_dir(teacher)).config)["data"])
+
+
+__all__ = ["DDPMDistillConfig", "DDPMDistillSystem", "teacher_data", "teacher_run_dir"]
