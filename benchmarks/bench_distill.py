@@ -87,7 +87,9 @@ def main() -> None:
     p.add_argument("--runs-dir", type=Path, default=Path("/work/benchcache/distill/runs"))
     p.add_argument("--teacher-steps", type=int, default=4000, help="DDPM training steps")
     p.add_argument("--stage-steps", type=int, default=1000, help="training steps of each distillation stage")
-    p.add_argument("--first", type=int, default=8, help="the first student's steps (its teacher samples in 2x)")
+    p.add_argument("--first", type=int, default=8, help="the first student's steps")
+    p.add_argument("--substeps", type=int, default=2, help="teacher steps per student step in the first stage")
+    p.add_argument("--teacher-sampler", default="ddim", choices=["ddim", "dpmpp-2m"], help="the first stage's teacher")
     p.add_argument("--lr", type=float, default=3e-4, help="distillation learning rate (annealed to 0 in a stage)")
     p.add_argument("--n", type=int, default=2000, help="samples per FID")
     p.add_argument("--seed", type=int, default=0)
@@ -99,7 +101,7 @@ def main() -> None:
     t0 = time.perf_counter()
     teacher = cached_run(args.runs_dir, "ddpm", [*DATA, *TEACHER], args.teacher_steps, args.seed)
     rows = [score(args.runs_dir, teacher, "dpmpp-2m", 25, args.n)]
-    rows += [score(args.runs_dir, teacher, "ddim", 2 * args.first, args.n)]
+    rows += [score(args.runs_dir, teacher, args.teacher_sampler, args.substeps * args.first, args.n)]
     rows += [score(args.runs_dir, teacher, "dpmpp-2m", k, args.n) for k in (4, 2, 1)]
     students: list[tuple[int, str]] = []
     parent, n = teacher, args.first
@@ -109,6 +111,11 @@ def main() -> None:
             "train.tensorboard=false",
             f"model.teacher={(args.runs_dir / parent).resolve()}",
             f"model.student_steps=[{n}]",
+            *(
+                [f"model.teacher_substeps={args.substeps}", f"model.teacher_sampler={args.teacher_sampler}"]
+                if n == args.first and (args.substeps, args.teacher_sampler) != (2, "ddim")
+                else []
+            ),
             f"model.stage_steps={args.stage_steps}",
             "train.batch_size=64",
             f"train.lr={args.lr}",

@@ -125,6 +125,9 @@ def test_a_distilled_run_teaches_the_next_halving(teacher: str) -> None:
     assert genloop.load(two.id)(n=2, seed=0).tensors.shape == (2, 1, 8, 8)
     with pytest.raises(ConfigError, match="first stage must be 2"):
         genloop.train("ddpm-distill", overrides=distill(four.id, "model.student_steps=[1]"), steps=1, progress=False)
+    with pytest.raises(ConfigError, match="halves them"):
+        overrides = distill(four.id, "model.student_steps=[2]", "model.teacher_sampler=dpmpp-2m")
+        genloop.train("ddpm-distill", overrides=overrides, steps=1, progress=False)
 
 
 def test_bad_teachers_and_settings_fail_before_the_run_exists(teacher: str) -> None:
@@ -140,6 +143,9 @@ def test_bad_teachers_and_settings_fail_before_the_run_exists(teacher: str) -> N
         (ConfigError, "name the ddpm run", COMMON),
         (ConfigError, "trained on", distill(teacher, "data.image_size=16")),
         (ConfigError, "stage_steps", distill(teacher, "model.stage_steps=0")),
+        (ConfigError, "teacher_substeps must be", distill(teacher, "model.teacher_substeps=1")),
+        (ConfigError, "teacher_sampler", distill(teacher, "model.teacher_sampler=ddpm")),
+        (ConfigError, "exceed", distill(teacher, "model.student_steps=[64]", "model.teacher_substeps=2")),
     ]
     for error, words, overrides in cases:
         with pytest.raises(error, match=words):
@@ -167,3 +173,20 @@ def test_cli_train_then_generate(capsys, tmp_path: Path) -> None:
     code, _, err = cli(capsys, "train", "ddpm-distill", "--teacher", "nosuch", "--steps", "1", "--quiet")
     lines = [line for line in err.splitlines() if line.strip()]
     assert code != 0 and len(lines) == 1 and "nosuch" in lines[0] and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m"])
+def test_the_teacher_trajectory_is_its_samplers(teacher: str, sampler: str) -> None:
+    """One student step over the whole range imitates exactly the teacher's k-step sampler run (steps=1)."""
+    ddpm, _ = load_system(teacher)
+    system = DDPMDistillSystem(DDPMDistillConfig(teacher=teacher, student_steps=[1]), ddpm.spec)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.rand(5, 1, 8, 8, generator=g) * 2 - 1, torch.randn(5, 1, 8, 8, generator=g)
+    z, t, v = system.distillation_target(x0, noise, torch.zeros(5, dtype=torch.long), 1, 6, sampler)
+    a, s = system._alpha_sigma(t, z)
+    imitated = a * z - s * v  # the x0 of one DDIM step from z with the target v: where the teacher's steps land
+    scheduler = ddpm.make_scheduler(sampler)
+    scheduler.set_timesteps(6)
+    from genloop.generation.pipelines import denoise
+
+    torch.testing.assert_close(imitated, denoise(ddpm, scheduler, z, None, 1.0), rtol=1e-4, atol=1e-4)

@@ -14,7 +14,11 @@ by α, which is ~0 at the noisiest step where a 1-step sampler starts. The loss 
 paper's "SNR + 1" weighting of the x0 error. At the end of a stage the student becomes the next stage's
 teacher, and N halves again.
 
-So the teacher must predict v too (``genloop train ddpm --set model.prediction_type=v_prediction``); a
+The first stage may imitate a longer, more accurate teacher trajectory instead of two DDIM steps:
+``teacher_substeps`` steps of DDIM or of DPM-Solver++ 2M (restarted at z_t) per student step — one stage from
+a 24-step DPM-Solver++ teacher to a 4-step student, where halving 16 → 8 → 4 would compound each stage's error.
+
+The teacher must predict v too (``genloop train ddpm --set model.prediction_type=v_prediction``); a
 distilled run is itself a valid teacher, for a further halving in a new run. The stage's teacher is held in
 this system's state (``teacher.*``), so a checkpoint resumes exactly mid-stage and a run needs its teacher
 run only when it starts. Sampling is DDIM with η = 0 on the student's grid (``genloop.schedulers``' trailing
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +52,11 @@ class DDPMDistillConfig:
     # one before (a ddpm-distill teacher samples in 2 × the first entry)
     student_steps: list[int] = field(default_factory=lambda: [8, 4])
     stage_steps: int = 1000  # training steps per stage; the last stage trains until the run ends
+    # The first stage's teacher trajectory: each student step imitates ``teacher_substeps`` steps of
+    # ``teacher_sampler`` (2 and ddim: Salimans & Ho's halving). More, or DPM-Solver++ 2M, distils a more accurate
+    # teacher in one stage. Later stages (and a ddpm-distill teacher, taught for DDIM) always halve with DDIM.
+    teacher_substeps: int = 2
+    teacher_sampler: Literal["ddim", "dpmpp-2m"] = "ddim"
     # The teacher's network: the root ddpm run's model settings, filled in from the teacher run when this run is
     # made, so that the run loads, resumes and generates without its teacher.
     teacher_model: DDPMConfig | None = None
@@ -63,6 +72,10 @@ class DDPMDistillConfig:
             raise ConfigError(f"model.student_steps must be a list of step counts >= 1, got {steps}")
         if any(b * 2 != a for a, b in zip(steps, steps[1:])):
             raise ConfigError(f"model.student_steps: each stage halves the steps of the one before, got {steps}")
+        if self.teacher_substeps < 2:
+            raise ConfigError(f"model.teacher_substeps must be >= 2, got {self.teacher_substeps}")
+        if self.teacher_sampler not in ("ddim", "dpmpp-2m"):
+            raise ConfigError(f"model.teacher_sampler must be ddim or dpmpp-2m, got '{self.teacher_sampler}'")
         if self.stage_steps < 1:
             raise ConfigError(f"model.stage_steps must be >= 1, got {self.stage_steps}")
         if self.sampling_steps < 0:
@@ -85,7 +98,7 @@ def teacher_run_dir(teacher: str) -> Path:
         raise NotFoundError(f"model.teacher: {e}") from None
 
 
-def _read_teacher(run_dir: Path, spec: DataSpec, first_stage: int) -> DDPMConfig:
+def _read_teacher(run_dir: Path, spec: DataSpec, cfg: DDPMDistillConfig) -> DDPMConfig:
     """The root ddpm settings of a teacher run, checked: a finished v-prediction diffusion run on this data."""
     from ..run_layout import RunLayout
     from ..serialization import read_json
@@ -122,10 +135,21 @@ def _read_teacher(run_dir: Path, spec: DataSpec, first_stage: int) -> DDPMConfig
         raise ConfigError(
             f"model.teacher: run {run_dir.name} is class-conditional; ddpm-distill distils unconditional runs"
         )
+    first_stage = cfg.student_steps[0]
     if teacher_steps is not None and teacher_steps != 2 * first_stage:
         raise ConfigError(
             f"model.student_steps: teacher run {run_dir.name} samples in {teacher_steps} steps, so the first stage "
             f"must be {teacher_steps // 2}, got {first_stage}"
+        )
+    if teacher_steps is not None and (cfg.teacher_substeps, cfg.teacher_sampler) != (2, "ddim"):
+        raise ConfigError(
+            f"model.teacher_substeps/teacher_sampler: teacher run {run_dir.name} is distilled for DDIM on its own "
+            "steps; its student halves them (teacher_substeps=2, teacher_sampler=ddim)"
+        )
+    if first_stage * cfg.teacher_substeps > root.num_train_timesteps:
+        raise ConfigError(
+            f"model.teacher_substeps: {first_stage} x {cfg.teacher_substeps} teacher steps exceed the teacher's "
+            f"{root.num_train_timesteps} training timesteps"
         )
     return root
 
@@ -141,7 +165,7 @@ class DDPMDistillSystem(System):
         super().__init__(config, spec)
         if config.teacher_model is None:  # a new run: read its teacher's settings (checked) into its own config
             self._teacher_dir: Path | None = teacher_run_dir(config.teacher)
-            config.teacher_model = _read_teacher(self._teacher_dir, spec, config.student_steps[0])
+            config.teacher_model = _read_teacher(self._teacher_dir, spec, config)
             config.teacher = str(self._teacher_dir)
         else:  # a run being resumed or loaded: everything it needs is in its config and weights
             self._teacher_dir = None
@@ -209,7 +233,9 @@ class DDPMDistillSystem(System):
         if int(self.distill_step) == 0 and not self._started:
             self._start()
         stage = self.stage
-        logs = opt.step("model", lambda batch: self._loss(batch, self.config.student_steps[stage]))
+        cfg = self.config
+        solver = (cfg.teacher_substeps, cfg.teacher_sampler) if stage == 0 else (2, "ddim")
+        logs = opt.step("model", lambda batch: self._loss(batch, cfg.student_steps[stage], *solver))
         self.distill_step += 1
         if self.stage != stage:  # the stage is over: its student teaches the next one
             self.teacher.load_state_dict(self.unet.state_dict())
@@ -229,37 +255,67 @@ class DDPMDistillSystem(System):
         s = (1 - abar).clamp(min=0).sqrt().to(like.device, torch.float32).reshape(shape)
         return a, s
 
+    def _lambda(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """λ = log(α/σ) per row (t >= 0), shaped like :meth:`_alpha_sigma`'s."""
+        a, s = self._alpha_sigma(t, like)
+        return torch.log(a) - torch.log(s)
+
     @torch.no_grad()
-    def _teacher_ddim(self, z: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
-        """One deterministic DDIM step of the teacher from ``z`` at ``t`` to ``t_next`` (per row)."""
-        v = self.teacher(z, t.to(z.device)).float()
-        a, s = self._alpha_sigma(t, z)
-        x0 = (a * z - s * v).clamp(-1, 1)  # as the sampler clips (schedulers.base: clip_sample = 1)
-        eps = (z - a * x0) / s
-        a_next, s_next = self._alpha_sigma(t_next, z)
-        return a_next * x0 + s_next * eps
+    def _teacher_solve(
+        self, z: torch.Tensor, fine: torch.Tensor, start: torch.Tensor, substeps: int, sampler: str
+    ) -> torch.Tensor:
+        """The teacher's ``substeps`` deterministic steps from ``z`` at ``fine[start]`` to ``fine[start + substeps]``.
+
+        DDIM, or DPM-Solver++ 2M (:mod:`genloop.schedulers.dpmpp`) restarted at ``z``: its update is DDIM's with the
+        x0 estimate extrapolated linearly in λ from the previous substep's; the first substep and the jump to
+        clean data are first-order, as in the scheduler.
+        """
+        last_x0: torch.Tensor | None = None
+        last_lambda = torch.zeros(())
+        for i in range(substeps):
+            t, t_next = fine[start + i], fine[start + i + 1]
+            v = self.teacher(z, t.to(z.device)).float()
+            a, s = self._alpha_sigma(t, z)
+            x0 = (a * z - s * v).clamp(-1, 1)  # as the samplers clip (schedulers.base: clip_sample = 1)
+            d = x0
+            if sampler == "dpmpp-2m" and last_x0 is not None:
+                lam, lam_next = self._lambda(t, z), self._lambda(t_next.clamp(min=0), z)
+                r = (lam - last_lambda) / (lam_next - lam)
+                extrapolated = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * last_x0
+                d = torch.where((t_next >= 0).reshape(r.shape).to(z.device), extrapolated, x0)
+            if sampler == "dpmpp-2m":
+                last_x0, last_lambda = x0, self._lambda(t, z)
+            a_next, s_next = self._alpha_sigma(t_next, z)
+            z = a_next * d + s_next * (z - a * d) / s
+        return z
 
     def distillation_target(
-        self, x0: torch.Tensor, noise: torch.Tensor, index: torch.Tensor, steps: int
+        self,
+        x0: torch.Tensor,
+        noise: torch.Tensor,
+        index: torch.Tensor,
+        steps: int,
+        substeps: int = 2,
+        sampler: str = "ddim",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z_t, t, ṽ)``: the noisy input at step ``index`` of the ``steps``-step grid, its timestep, and the v
-        that makes one student DDIM step match two teacher steps (see the module docstring)."""
-        coarse, fine = self._grid(steps), self._grid(2 * steps)
-        t, t_mid, t_next = coarse[index], fine[2 * index + 1], coarse[index + 1]
+        that makes one student DDIM step land where ``substeps`` teacher steps do (see the module docstring)."""
+        coarse, fine = self._grid(steps), self._grid(substeps * steps)
+        t, t_next = coarse[index], coarse[index + 1]
         a, s = self._alpha_sigma(t, x0)
         z = a * x0 + s * noise
-        z_next = self._teacher_ddim(self._teacher_ddim(z, t, t_mid), t_mid, t_next)
+        z_next = self._teacher_solve(z, fine, substeps * index, substeps, sampler)
         a_next, s_next = self._alpha_sigma(t_next, x0)
         ratio = s_next / s
         x_target = (z_next - ratio * z) / (a_next - ratio * a)
         return z, t, (a * z - x_target) / s
 
-    def _loss(self, batch: Any, steps: int) -> dict[str, torch.Tensor]:
+    def _loss(self, batch: Any, steps: int, substeps: int, sampler: str) -> dict[str, torch.Tensor]:
         x0 = batch[0].float()
         n = x0.shape[0]
         index = distributed.randint(steps, n, device=torch.device("cpu"))
         noise = distributed.randn(n, *x0.shape[1:], device=x0.device, dtype=torch.float32)
-        z, t, v_target = self.distillation_target(x0, noise, index, steps)
+        z, t, v_target = self.distillation_target(x0, noise, index, steps, substeps, sampler)
         pred = self.unet(z.to(batch[0].dtype), t.to(x0.device)).float()
         return {"loss": F.mse_loss(pred, v_target)}
 
