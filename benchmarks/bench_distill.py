@@ -1,15 +1,18 @@
-"""Few-step diffusion by progressive distillation (``genloop train ddpm-distill``): FID against model calls.
+"""Few-step diffusion by distillation (``genloop train ddpm-distill``): FID against model calls.
 
 A v-prediction DDPM teacher is trained on the built-in digits at 8 px, then distilled run by run, each run one
-stage whose parent is the run before it: teacher (DDIM, 2N steps) -> student in N steps, for
-N = 8, 4, 2, 1 (``--first`` sets the first N). Every run is cached under ``--runs-dir`` by its settings, so a
-rerun only evaluates (delete the folder to train again).
+stage whose parent is the run before it. The first student (``--first`` steps, default 4) imitates
+``--substeps`` steps of ``--teacher-sampler`` per step of its own (default: 6 steps of DPM-Solver++ 2M, i.e. the
+teacher's 24-step DPM-Solver++ trajectory in 4 jumps); each next student halves the steps of the one before
+with two DDIM steps of it as its teacher (Salimans & Ho's progressive distillation), down to 1 step.
+``--first 8 --substeps 2 --teacher-sampler ddim`` is the plain halving chain 16 -> 8 -> 4 -> 2 -> 1 of the paper.
+Every run is cached under ``--runs-dir`` by its settings, so a rerun only evaluates (delete it to train again).
 
 Scored with ``genloop.evaluate`` (GenLoop's reference network for the data set, the held-out test digits),
 ``--n`` samples each, the same seeds for every row:
 
-* the teacher with DPM-Solver++ 2M at 25 steps (the yardstick) and at 4, 2 and 1 steps, and with DDIM at the
-  first stage's 2N steps (what the first student was taught to imitate);
+* the teacher with DPM-Solver++ 2M at 25 steps (the yardstick) and at 4, 2 and 1 steps, and with the first
+  stage's teacher sampler at its step count (what the first student imitates);
 * every student at its own step count, DDIM (η = 0), as it was taught.
 
 The issue's bar: a student's FID within 1.5x the teacher's 25-step DPM-Solver++ at >= 6x fewer model calls
@@ -87,9 +90,11 @@ def main() -> None:
     p.add_argument("--runs-dir", type=Path, default=Path("/work/benchcache/distill/runs"))
     p.add_argument("--teacher-steps", type=int, default=4000, help="DDPM training steps")
     p.add_argument("--stage-steps", type=int, default=1000, help="training steps of each distillation stage")
-    p.add_argument("--first", type=int, default=8, help="the first student's steps")
-    p.add_argument("--substeps", type=int, default=2, help="teacher steps per student step in the first stage")
-    p.add_argument("--teacher-sampler", default="ddim", choices=["ddim", "dpmpp-2m"], help="the first stage's teacher")
+    p.add_argument("--first", type=int, default=4, help="the first student's steps")
+    p.add_argument("--substeps", type=int, default=6, help="teacher steps per student step in the first stage")
+    p.add_argument(
+        "--teacher-sampler", default="dpmpp-2m", choices=["ddim", "dpmpp-2m"], help="the first stage's teacher"
+    )
     p.add_argument("--lr", type=float, default=3e-4, help="distillation learning rate (annealed to 0 in a stage)")
     p.add_argument("--n", type=int, default=2000, help="samples per FID")
     p.add_argument("--seed", type=int, default=0)

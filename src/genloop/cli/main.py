@@ -152,8 +152,8 @@ _RECIPE_HELP = _recipe_help()
 def train(
     model: str | None = typer.Argument(
         None,
-        help="Model family: dcgan, wgan-gp, cgan, resgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm "
-        "(text); music-gpt (music). Optional with --recipe: the recipe picks one from the data.",
+        help="Model family: dcgan, wgan-gp, cgan, resgan, vae, beta-vae, cvae, ddpm, ddpm-distill (images); gpt, "
+        "hf-causal-lm (text); music-gpt (music). Optional with --recipe: the recipe picks one from the data.",
     ),
     data: str | None = typer.Option(
         None,

@@ -156,7 +156,9 @@ def _read_teacher(run_dir: Path, spec: DataSpec, cfg: DDPMDistillConfig) -> DDPM
 
 class DDPMDistillSystem(System):
     Config = DDPMDistillConfig
-    train_defaults = {"lr": 1e-4, "ema_decay": 0.995, "warmup_steps": 0, "grad_clip": 1.0}
+    # the learning rate anneals to its floor over the run (Salimans & Ho anneal within each stage: one stage a run
+    # does exactly that); a short EMA, since each stage's student is a different function from the last one's
+    train_defaults = {"lr": 3e-4, "schedule": "linear", "ema_decay": 0.995, "warmup_steps": 0, "grad_clip": 1.0}
     ema_target = "unet"
     modality = "image"
     diffusion = True
