@@ -124,7 +124,7 @@ def train_run(
     system = rc.system_cls(rc.model, spec)
     if ctx.main:  # one run folder, made by rank 0 and announced to the others
         cfg = {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}
-        extra = {"recipe": choice.record()} if choice is not None else {}
+        extra: dict[str, Any] = {"recipe": choice.record()} if choice is not None else {}
         if system.parent_run is not None:  # e.g. a distilled student's teacher
             extra["parent"] = system.parent_run
         run = store.create(model, rc.data.name, cfg, rc.train.seed, extra or None)

@@ -162,6 +162,7 @@ class DDPMDistillSystem(System):
     ema_target = "unet"
     modality = "image"
     diffusion = True
+    distill_step: torch.Tensor  # a buffer: training steps taken
 
     def __init__(self, config: DDPMDistillConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
