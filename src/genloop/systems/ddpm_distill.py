@@ -99,7 +99,8 @@ def teacher_run_dir(teacher: str) -> Path:
 
 
 def _read_teacher(run_dir: Path, spec: DataSpec, cfg: DDPMDistillConfig) -> DDPMConfig:
-    """The root ddpm settings of a teacher run, checked: a finished v-prediction diffusion run on this data."""
+    """The root ddpm settings of a teacher run, checked: an unconditional v-prediction diffusion run with weights,
+    trained on this run's data."""
     from ..run_layout import RunLayout
     from ..serialization import read_json
 
@@ -183,8 +184,7 @@ class DDPMDistillSystem(System):
             beta_schedule=root.beta_schedule,
             prediction_type="v_prediction",
         )
-        # the teacher's steps clip x0 as sampling does; the student's x0 is never clipped while it learns
-        self.noise = make_scheduler("ddim", self.schedule)
+        self.noise = make_scheduler("ddim", self.schedule)  # its ā table: the teacher's forward process
         make_scheduler(config.sampler, self.schedule)  # fail now, not after training, on a bad sampler name
         self.parent_run = Path(config.teacher).name  # recorded in run.json as this run's parent
         self._started = False
