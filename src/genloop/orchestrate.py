@@ -124,9 +124,10 @@ def train_run(
     system = rc.system_cls(rc.model, spec)
     if ctx.main:  # one run folder, made by rank 0 and announced to the others
         cfg = {**rc.to_dict(), "data_spec": dataclasses.asdict(spec)}
-        run = store.create(
-            model, rc.data.name, cfg, rc.train.seed, {"recipe": choice.record()} if choice is not None else None
-        )
+        extra: dict[str, Any] = {"recipe": choice.record()} if choice is not None else {}
+        if system.parent_run is not None:  # e.g. a distilled student's teacher
+            extra["parent"] = system.parent_run
+        run = store.create(model, rc.data.name, cfg, rc.train.seed, extra or None)
         modalities[system.modality].bind(system, dataset, run.files.tokenizer, new=True)
         _note_elastic_run(store, run)
     run_id = distributed.broadcast_object(run.id if ctx.main else None)

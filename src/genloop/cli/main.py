@@ -152,8 +152,8 @@ _RECIPE_HELP = _recipe_help()
 def train(
     model: str | None = typer.Argument(
         None,
-        help="Model family: dcgan, wgan-gp, cgan, resgan, vae, beta-vae, cvae, ddpm (images); gpt, hf-causal-lm "
-        "(text); music-gpt (music). Optional with --recipe: the recipe picks one from the data.",
+        help="Model family: dcgan, wgan-gp, cgan, resgan, vae, beta-vae, cvae, ddpm, ddpm-distill (images); gpt, "
+        "hf-causal-lm (text); music-gpt (music). Optional with --recipe: the recipe picks one from the data.",
     ),
     data: str | None = typer.Option(
         None,
@@ -163,6 +163,11 @@ def train(
     ),
     init: str | None = typer.Option(
         None, "--init", help="hf-causal-lm: a local Hugging Face model directory to fine-tune."
+    ),
+    teacher: str | None = typer.Option(
+        None,
+        "--teacher",
+        help="ddpm-distill: the ddpm run (v-prediction) to distil into a few-step sampler; its data is the default.",
     ),
     config: Path | None = typer.Option(None, "--config", help="YAML file with model/data/train sections."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
@@ -195,6 +200,7 @@ def train(
 
         args = ["train", *([model] if model else []), *(["--data", data] if data else [])]
         args += [*(["--init", init] if init else []), *(["--config", str(config)] if config else [])]
+        args += ["--teacher", teacher] if teacher else []
         args += [a for s in set_ for a in ("--set", s)]
         args += [*(["--steps", str(steps)] if steps is not None else [])]
         args += [
@@ -208,8 +214,16 @@ def train(
     budget = parse_duration(time_budget) if time_budget else None
     if init is not None:
         set_ = [*set_, f"model.init={init}"]
+    if teacher is not None:  # the teacher's run directory, found in this command's run store
+        from ..runs import RunStore
+        from ..systems.ddpm_distill import teacher_data
+
+        teacher_dir = RunStore(runs_dir).get(teacher).dir.resolve()
+        set_ = [f"model.teacher={teacher_dir}", *set_]
+        if data is None and config is None:  # distil on the data the teacher learnt (--set still wins)
+            config = {"data": teacher_data(str(teacher_dir))}  # type: ignore[assignment]
     if resume:
-        if model or data or config or set_ or seed is not None or recipe:
+        if model or data or config or set_ or seed is not None or recipe or teacher:
             raise ConfigError(
                 "--resume continues a run with its own settings; only --steps and --time-budget may change"
             )

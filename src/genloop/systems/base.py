@@ -53,6 +53,7 @@ class System(nn.Module):
     conditional: ClassVar[bool] = False  # True: decode/sample take class labels (needs a labelled dataset)
     diffusion: ClassVar[bool] = False  # True: sampling runs a scheduler loop over noise levels, not one decode
     unit: ClassVar[str] = "images"  # what throughput counts: images (batch rows) or tokens
+    parent_run: str | None = None  # the run this one is made from (a distilled student's teacher): run.json's parent
 
     def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__()
