@@ -11,6 +11,7 @@ from ..modalities import modalities
 from ..registry import Registry
 from .base import DataSpec, System
 from .ddpm import DDPMSystem
+from .ddpm_text import DDPMTextSystem
 from .gan import CGANSystem, GANSystem, WGANGPSystem
 from .hf_lm import HFCausalLMSystem
 from .lm import GPTSystem
@@ -41,6 +42,7 @@ models.register("cgan", CGANSystem)
 models.register("beta-vae", BetaVAESystem)
 models.register("cvae", CVAESystem)
 models.register("ddpm", DDPMSystem)
+models.register("ddpm-text", DDPMTextSystem)
 models.register("resgan", ResGANSystem)
 models.register("gpt", GPTSystem)
 models.register("hf-causal-lm", HFCausalLMSystem)
