@@ -15,7 +15,7 @@ and Chinese), and per guidance
 The issue's bars: the class followed in >= 95 % of samples and the attribute in >= 80 %. A grid of fixed prompts
 (8 seeds each) is written to ``--grid``.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_text_to_image.py --minutes 25 --n 500 --guidance 1,3,5 \\
+    OMP_NUM_THREADS=1 python benchmarks/bench_text_to_image.py --minutes 50 --n 500 --guidance 1,3,5,7 \\
         --out benchmarks/results/text_to_image.json --grid benchmarks/results/text_to_image_grid.png
 """
 
@@ -62,9 +62,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="score this run instead of training one")
     ap.add_argument("--runs-dir", default="runs")
-    ap.add_argument("--minutes", type=float, default=25, help="training time when no --run is given")
+    ap.add_argument("--minutes", type=float, default=50, help="training time when no --run is given")
     ap.add_argument("--n", type=int, default=500, help="samples per guidance scale")
-    ap.add_argument("--guidance", default="1,3,5", help="comma-separated guidance scales")
+    ap.add_argument("--guidance", default="1,3,5,7", help="comma-separated guidance scales")
     ap.add_argument("--steps", type=int, default=25, help="sampler steps (dpmpp-2m)")
     ap.add_argument("--out", default="benchmarks/results/text_to_image.json")
     ap.add_argument("--grid", default="benchmarks/results/text_to_image_grid.png")
