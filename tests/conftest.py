@@ -55,6 +55,16 @@ TINY_MODEL = {
         "model.num_train_timesteps=100",
         "model.sampling_steps=4",
     ],
+    "ddpm-text": [
+        "model.width=8",
+        "model.channel_mults=[1,2]",
+        "model.attention_resolutions=[8]",
+        "model.num_train_timesteps=100",
+        "model.sampling_steps=4",
+        "model.text_width=16",
+        "model.text_layers=1",
+        "model.text_heads=2",
+    ],
 }
 
 

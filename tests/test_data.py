@@ -50,9 +50,9 @@ def test_digits_channels_replicated():
 
 
 def test_names_and_unknown_dataset(tmp_path):
-    assert dataset_names() == ["digits", "fashion-mnist", "mnist", "photos"]
+    assert dataset_names() == ["digits", "digits-captions", "fashion-mnist", "mnist", "photos"]
     assert len(datasets["fashion-mnist"].class_names) == 10
-    valid = r"\(digits, fashion-mnist, mnist, photos\)"
+    valid = r"\(digits, digits-captions, fashion-mnist, mnist, photos\)"
     with pytest.raises(NotFoundError, match=r"unknown dataset 'xyz': not a built-in " + valid):
         load("xyz")
     with pytest.raises(NotFoundError, match="no such file or folder"):

@@ -272,7 +272,7 @@ def test_bad_images_are_one_line(pipe, tmp_path) -> None:
 
 def test_gan_runs_refuse_with_one_line(store) -> None:
     gan = genloop.load(store["gan"], runs_dir=store["runs"])
-    line = f"task inpaint needs a diffusion run (family ddpm); run {store['gan']} is dcgan"
+    line = f"task inpaint needs a diffusion run (family ddpm, ddpm-text); run {store['gan']} is dcgan"
     with pytest.raises(ConfigError) as e:
         gan.edit(images(1), task="inpaint", mask=centre_mask())
     assert str(e.value) == line
@@ -344,7 +344,8 @@ def test_cli_gan_run_refuses(store, tmp_path, capsys) -> None:
     photo = tmp_path / "p.png"
     Image.new("L", (8, 8), 9).save(photo)
     code, _, err = cli(capsys, "edit", store["gan"], "--runs-dir", store["runs"], "--input", photo, "--task", "img2img")
-    assert code == 2 and f"task img2img needs a diffusion run (family ddpm); run {store['gan']} is dcgan" in err
+    line = f"task img2img needs a diffusion run (family ddpm, ddpm-text); run {store['gan']} is dcgan"
+    assert code == 2 and line in err
 
 
 # --- the server's edit job ------------------------------------------------------------------------------------
@@ -399,7 +400,7 @@ def test_server_edit_job(store, tmp_path) -> None:
 
     assert refused(task="paint").startswith("unknown edit task 'paint'")
     gan = store["gan"]
-    assert refused(run_id=gan) == f"task inpaint needs a diffusion run (family ddpm); run {gan} is dcgan"
+    assert refused(run_id=gan) == f"task inpaint needs a diffusion run (family ddpm, ddpm-text); run {gan} is dcgan"
     assert refused(options={"strength": 0.5}).startswith("task inpaint takes no option strength")
     assert refused(mask=None) == "task inpaint needs a mask (white = fill, black = keep)"
     assert "upload:" in str(refused(input="/etc/passwd"))  # a path is never an input

@@ -101,10 +101,13 @@ def generate(
     watermark: bool | None = None,
     extras: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    prompt: str | list[str] | None = None,
 ) -> list[Path]:
     """Write ``n`` images (each PNG carrying its recipe) and their grid; a conditional model's grid has one class
-    per column. ``extras``: also an interpolation grid and, for models with an encoder, reconstructions of test
-    images (for a diffusion model the interpolation is 60 more sampling runs, so it is off by default).
+    per column. ``prompt`` (text-to-image runs, e.g. ``ddpm-text``): what to draw, one text for all images or one
+    per image, stored in each image's recipe; None or "" is the unconditional model. ``extras``: also an
+    interpolation grid and, for models with an encoder, reconstructions of test images (for a diffusion model the
+    interpolation is 60 more sampling runs, so it is off by default).
     ``progress(done, total)`` is called as sampling advances (diffusion: after each denoising step).
     ``sign`` (default): each PNG also carries a signed provenance manifest, written beside it as
     ``<file>.manifest.json`` too (:func:`verify` checks it); ``sign=False`` writes none. ``watermark`` (default: on,
@@ -131,6 +134,7 @@ def generate(
             checkpoint,
             extras,
             progress,
+            prompt,
         )
 
 
@@ -249,6 +253,12 @@ def modality(run_id: str, runs_dir: str | Path | None = None) -> str:
     """The name of the registered modality a run's model generates (``genloop.modalities``)."""
     run = RunStore(runs_dir).get(run_id)
     return models[run.config["model"]["name"]].modality
+
+
+def text_conditional(run_id: str, runs_dir: str | Path | None = None) -> bool:
+    """Whether a run's model family draws images from a text prompt (``genloop generate --prompt``)."""
+    run = RunStore(runs_dir).get(run_id)
+    return bool(models[run.config["model"]["name"]].text_conditional)
 
 
 def evaluate(

@@ -152,8 +152,9 @@ _RECIPE_HELP = _recipe_help()
 def train(
     model: str | None = typer.Argument(
         None,
-        help="Model family: dcgan, wgan-gp, cgan, resgan, vae, beta-vae, cvae, ddpm, ddpm-distill (images); gpt, "
-        "hf-causal-lm (text); music-gpt (music). Optional with --recipe: the recipe picks one from the data.",
+        help="Model family: dcgan, wgan-gp, cgan, resgan, vae, beta-vae, cvae, ddpm, ddpm-distill (images); ddpm-text "
+        "(text to image, on captioned data); gpt, hf-causal-lm (text); music-gpt (music). Optional with --recipe: the "
+        "recipe picks one from the data.",
     ),
     data: str | None = typer.Option(
         None,
@@ -327,7 +328,10 @@ def generate(
     ),
     seed: int = typer.Option(0, "--seed", help="Image, text or piece i uses seed + i."),
     prompt: str | None = typer.Option(
-        None, "--prompt", help="Text models: the text to continue (default: a new document)."
+        None,
+        "--prompt",
+        help="Text models: the text to continue (default: a new document). Text-to-image models (ddpm-text): what "
+        "to draw (default: the unconditional model).",
     ),
     max_tokens: int | None = typer.Option(None, "--max-tokens", help="Text models: new tokens at most (default 200)."),
     temperature: float | None = typer.Option(
@@ -521,11 +525,12 @@ def _generate(
         "--eta": eta,
         "--extras": extras or None,
     }
+    image_prompt = not kind.prompted and api.text_conditional(run_id, runs_dir)  # text to image: --prompt is its
     if not kind.prompted:
         from .text_options import text_only_given
 
         text_given = text_only_given(
-            prompt=prompt,
+            prompt=None if image_prompt else prompt,
             stop=stop,
             watermark=watermark,
             max_tokens=max_tokens,
@@ -599,7 +604,9 @@ def _generate(
         )
         return
     text_given = [
-        name for name, v in (("--prompt", prompt), ("--stop", stop or None), ("--form", form)) if v is not None
+        name
+        for name, v in (("--prompt", None if image_prompt else prompt), ("--stop", stop or None), ("--form", form))
+        if v is not None
     ]
     if text_given:
         raise ConfigError(f"{', '.join(text_given)}: only text models take this; run {run_id} generates images")
@@ -623,6 +630,7 @@ def _generate(
             sign=not no_sign,
             extras=extras,
             progress=bar if distributed.is_main() else None,
+            **({"prompt": prompt} if image_prompt else {}),
         )
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the job
         return

@@ -111,6 +111,27 @@ class Digits:
         return Decoded(images, d.target.astype(np.int64), list(self.class_names))
 
 
+@dataclass
+class DigitsCaptions:
+    """The digits with a caption each, in English or Chinese, naming the class and the stroke thickness, slant and
+    size measured from the pixels (:mod:`genloop.data.digit_captions` says how they are measured and binned)."""
+
+    name: str = "digits-captions"
+    version: str = "digits-captions-1"  # part of the cache key: bump if the captions change
+    description: str = (
+        "the 1,797 digits, each with an English or Chinese caption naming its class and its measured thickness, "
+        "slant and size (for text-to-image)"
+    )
+    class_names: list[str] = field(default_factory=lambda: [str(i) for i in range(10)])
+    seed: int = 0
+
+    def load(self) -> Decoded:
+        from .digit_captions import digit_captions
+
+        raw = Digits().load()
+        return Decoded(raw.images, raw.labels, raw.class_names, digit_captions(raw.images, raw.labels, self.seed))
+
+
 # The colour photographs bundled inside the scikit-image wheel (``skimage.data``; lily, kidney etc. need a
 # download and are left out) and scikit-learn (``load_sample_images``). chelsea and cat are one photo; colorwheel
 # and logo are drawings; stereo_motorcycle is used through its left view.
@@ -249,6 +270,7 @@ class IdxDownload:
 
 datasets.register("digits", Digits())
 datasets.register("photos", Photos())
+datasets.register("digits-captions", DigitsCaptions())
 datasets.register(
     "mnist",
     IdxDownload(

@@ -54,6 +54,7 @@ class ImageDataset:
     splits: dict[str, torch.Tensor]  # "train" / "val" / "test" -> int64 indices into images
     source_hash: str  # sha256 over the source files and the preparation settings
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    captions: list[str] | None = None  # one per image (captioned folders, digits-captions); None: uncaptioned
 
     @property
     def channels(self) -> int:
@@ -74,6 +75,17 @@ class ImageDataset:
         idx = self.splits[split]
         return self.images[idx], (self.labels[idx] if self.labels is not None else None)
 
+    def get_captions(self, split: str) -> list[str]:
+        """The captions of one split, in the order of :meth:`get`; DataError for an uncaptioned dataset."""
+        if self.captions is None:
+            from ..errors import DataError
+
+            raise DataError(
+                f"dataset {self.name!r} has no captions; give a folder a metadata.jsonl (file_name, text) or a .txt "
+                "beside each image, or use --data digits-captions"
+            )
+        return [self.captions[i] for i in self.splits[split].tolist()]
+
     def float_images(self, split: str) -> torch.Tensor:
         return to_float(self.get(split)[0])
 
@@ -86,6 +98,7 @@ class ImageDataset:
             "channels": self.channels,
             "image_size": self.image_size,
             "classes": self.num_classes,
+            "captioned": self.captions is not None,
             "class_names": self.class_names,
             "value_range": [int(self.images.min()), int(self.images.max())] if self.images.numel() else None,
             "splits": {k: int(v.numel()) for k, v in self.splits.items()},
@@ -136,6 +149,7 @@ class ImageBatches:
         flip: bool = False,
         shift: int = 0,
         device: torch.device | str = "cpu",
+        tokens: torch.Tensor | None = None,
     ) -> None:
         n = images.shape[0]
         if n == 0:
@@ -143,6 +157,7 @@ class ImageBatches:
 
             raise DataError("the training split is empty; use more images or a larger train fraction in data.split")
         self.images, self.labels = images, labels
+        self.tokens = tokens  # per-image caption token ids (N, L), batched as a third element when given
         self.batch_size = min(batch_size, n)
         self.seed, self.flip, self.shift = seed, flip, shift
         self.device = torch.device(device)
@@ -163,7 +178,7 @@ class ImageBatches:
     def __iter__(self) -> ImageBatches:
         return self
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __next__(self) -> tuple[torch.Tensor, ...]:
         if self.position + self.batch_size > self.images.shape[0]:
             self.epoch, self.position, self._order = self.epoch + 1, 0, None
         idx = self._permutation()[self.position : self.position + self.batch_size]
@@ -171,14 +186,14 @@ class ImageBatches:
         self.position += self.batch_size
         return batch
 
-    def take(self, indices: np.ndarray | torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def take(self, indices: np.ndarray | torch.Tensor, step: int) -> tuple[torch.Tensor, ...]:
         """The batch of exactly these examples (any number, also none), augmented from a generator seeded by
         ``(seed, step)``: how differential privacy's Poisson sampling (genloop.training.dp) draws its batches.
         The stream's own position does not move."""
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return self._batch(idx, (self.seed * 1_000_003 + step) * 1_000_033 + 999_983)
 
-    def _batch(self, idx: torch.Tensor, aug_seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _batch(self, idx: torch.Tensor, aug_seed: int) -> tuple[torch.Tensor, ...]:
         x = to_float(self.images[idx])
         if (self.flip or self.shift) and len(idx):
             x = augment(x, self.flip, self.shift, torch.Generator().manual_seed(aug_seed))
@@ -186,7 +201,10 @@ class ImageBatches:
         if self.device.type == "cuda":  # page-locked memory: the copy to the GPU overlaps the next step's work
             x, y = x.pin_memory(), (y.pin_memory() if y is not None else None)
         x = x.to(self.device, non_blocking=True)
-        return x, (y.to(self.device, non_blocking=True) if y is not None else None)
+        y = y.to(self.device, non_blocking=True) if y is not None else None
+        if self.tokens is None:
+            return x, y
+        return x, y, self.tokens[idx].to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}

@@ -87,7 +87,7 @@ def _cache_path(key: str) -> Path:
     return cache_dir("datasets", "prepared") / f"{key}.safetensors"
 
 
-Prepared = tuple[torch.Tensor, torch.Tensor | None, list[str] | None]  # images, labels, class names
+Prepared = tuple[torch.Tensor, torch.Tensor | None, list[str] | None, list[str] | None]  # + class names, captions
 
 
 def _read_cache(path: Path, key: str, cfg: DataConfig) -> Prepared | None:
@@ -106,15 +106,22 @@ def _read_cache(path: Path, key: str, cfg: DataConfig) -> Prepared | None:
             and (cfg.channels is None or images.shape[1] == cfg.channels)
             and (labels is None or (labels.dtype == torch.int64 and labels.shape == (images.shape[0],)))
         )
-        return (images, labels, state["class_names"]) if ok else None
+        captions = state.get("captions")
+        ok = ok and (captions is None or len(captions) == images.shape[0])
+        return (images, labels, state["class_names"], captions) if ok else None
     except (GenLoopError, KeyError, TypeError, ValueError, OSError):  # a cache must never be the reason a run fails
         return None
 
 
-def _write_cache(path: Path, key: str, images: torch.Tensor, labels: torch.Tensor | None, class_names) -> None:
+def _write_cache(
+    path: Path, key: str, images: torch.Tensor, labels: torch.Tensor | None, class_names, captions=None
+) -> None:
     tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
+    state = {"key": key, "class_names": class_names, "prep_version": IMAGE_PREP_VERSION}
+    if captions is not None:
+        state["captions"] = captions
     try:
-        save_tensors(path, tensors, state={"key": key, "class_names": class_names, "prep_version": IMAGE_PREP_VERSION})
+        save_tensors(path, tensors, state=state)
     except OSError as e:  # e.g. a read-only or full disk: the data is still good, only the next load is slower
         warnings.warn(f"could not cache prepared dataset at {path}: {e}", stacklevel=3)
 
@@ -126,14 +133,14 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
     path = _cache_path(key) if cfg.cache else None
     cached = _read_cache(path, key, cfg) if path is not None else None
     if cached is not None:
-        images, labels, class_names = cached
+        images, labels, class_names, captions = cached
     else:
         decoded = _decode(source, cfg.image_size, cfg.channels)
         images = torch.from_numpy(np.array(decoded.images.transpose(0, 3, 1, 2), order="C"))  # own, writable copy
         labels = torch.from_numpy(decoded.labels.astype(np.int64)) if decoded.labels is not None else None
-        class_names = decoded.class_names
+        class_names, captions = decoded.class_names, decoded.captions
         if path is not None:
-            _write_cache(path, key, images, labels, class_names)
+            _write_cache(path, key, images, labels, class_names, captions)
     meta = {
         "source": f"builtin:{source.name}" if source.builtin is not None else str(source.path.resolve()),
         "kind": source.kind,
@@ -148,6 +155,7 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
         splits=split_indices(images.shape[0], cfg.split, cfg.split_seed),
         source_hash=key,
         meta=meta,
+        captions=captions,
     )
 
 

@@ -36,6 +36,7 @@ class Decoded:
     images: np.ndarray  # uint8 (N, H, W, C)
     labels: np.ndarray | None = None  # int64 (N,)
     class_names: list[str] | None = None
+    captions: list[str] | None = None  # one per image: a captioned folder (data/captions.py) or built-in
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -98,7 +99,10 @@ def source_files(path: Path) -> list[Path]:
     """Every file the decoder for ``path`` would read: the fingerprint of the source for the cache."""
     kind = source_kind(path)
     if kind == "folder":
-        return _image_files(path)
+        from .captions import caption_files
+
+        images = _image_files(path)
+        return images + caption_files(path, images)
     if kind == "npz":
         return [path]
     images = idx_image_files(path) if path.is_dir() else [path]
@@ -121,7 +125,7 @@ def finish(raw: Decoded, image_size: int, channels: int | None, where: object = 
         raise DataError(f"{where}: holds no images")
     c = channels or auto_channels([raw.images.shape[-1]])
     images = convert_channels(resize_images(raw.images, image_size), c)
-    return Decoded(np.ascontiguousarray(images), raw.labels, raw.class_names)
+    return Decoded(np.ascontiguousarray(images), raw.labels, raw.class_names, raw.captions)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,16 +264,20 @@ def folder_files(root: Path) -> tuple[list[Path], list[str]]:
 
 
 def load_folder(root: Path, image_size: int, channels: int | None) -> Decoded:
-    """A folder of images. Sub-folders are classes (sorted names); images directly in ``root`` are unlabelled."""
+    """A folder of images. Sub-folders are classes (sorted names); images directly in ``root`` are unlabelled.
+    Captions (a ``metadata.jsonl`` or a ``.txt`` beside each image) are read by :mod:`genloop.data.captions`."""
+    from .captions import folder_captions
+
     files, classes = folder_files(root)
+    captions = folder_captions(root, files)  # before decoding: a caption problem is found at once
     images = [read_image(f, image_size) for f in files]
     c = channels or auto_channels([a.shape[-1] for a in images])
     stacked = np.stack([convert_channels(a, c) for a in images])
     if not classes:
-        return Decoded(stacked)
+        return Decoded(stacked, captions=captions)
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[f.relative_to(root).parts[0]] for f in files], dtype=np.int64)
-    return Decoded(stacked, labels, classes)
+    return Decoded(stacked, labels, classes, captions)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -177,6 +177,50 @@ CATALOG: dict[str, Metric] = dict(
             selectable=True,
             help="samples the reference classifier puts in their requested class",
         ),
+        # --- images: prompt adherence of text-to-image runs (evaluation.text_image, evaluation.clip_score) ---------
+        _m(
+            "attribute_accuracy",
+            "attributes followed",
+            "higher",
+            "image",
+            short="attr acc",
+            help="named attributes (thick, slanted, small...) measured in the requested tercile of their class "
+            "(chance 1/3)",
+        ),
+        _m(
+            "attribute_direction_accuracy",
+            "attributes on the requested side",
+            "higher",
+            "image",
+            short="attr side",
+            help="named attributes measured on the requested side of the class median (upright: middle third)",
+        ),
+        _m(
+            "clip_score",
+            "CLIP-score analogue",
+            "higher",
+            "image",
+            "{:.2f}",
+            short="CLIP score",
+            floor="clip_score_floor",
+            help="100 x cosine of image and prompt in a small contrastive scorer trained on the data set",
+        ),
+        _m(
+            "clip_retrieval_top1",
+            "scorer retrieval top-1",
+            "higher",
+            "image",
+            short="retr@1",
+            help="the scorer's own held-out text-to-image retrieval accuracy: how far to trust the CLIP score",
+        ),
+        _m(
+            "clip_retrieval_top5",
+            "scorer retrieval top-5",
+            "higher",
+            "image",
+            short="retr@5",
+            help="the scorer's held-out text-to-image retrieval, top 5",
+        ),
         _m(
             "per_class_fid_mean",
             "per-class FID (mean)",
@@ -503,6 +547,14 @@ BOOKKEEPING: frozenset[str] = frozenset(
         "val_tokens",
         "val_notes",
         "n_samples",
+        "prompts_from",
+        "attribute_accuracy_by",
+        "attribute_direction_accuracy_by",
+        "attribute_requests",
+        "attribute_prompts",
+        "attribute_chance",
+        "clip_retrieval_chance_top1",
+        "clip_retrieval_pool",
     }
 )
 

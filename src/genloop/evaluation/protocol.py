@@ -150,10 +150,18 @@ def evaluate_image_run(
     # bad --features or missing weights stays a one-line error with nothing printed before it
     listener = progress if callable(progress) else None
     phase = Phases(progress is True and distributed.is_main(), listener=listener if distributed.is_main() else None)
+    prompted = getattr(pipe, "takes_prompt", False)  # text to image: sampled from held-out captions
+    if prompted:
+        sharding.refuse("text-to-image evaluation")
     if distributed.is_main():  # the yardstick (trained and cached on first use) is needed where the scoring is
         phase("the data and the reference network", say=False)
         dataset = load_dataset(from_dict(DataConfig, run.config["data"], "data."))
         extractor = feature_extractor(dataset, features, weights, device, progress is True)
+    prompt_options: dict[str, Any] = {}
+    if prompted:
+        from .text_image import eval_prompts
+
+        prompt_options["prompt"] = eval_prompts(dataset, n, seed)
     phase(f"sampling {n} images")
     bar = phase.steps("sampling") if not sharding.sharded() else None
     t_sample = time.perf_counter()
@@ -167,6 +175,7 @@ def evaluate_image_run(
             steps=steps,
             guidance=guidance,
             eta=eta,
+            **prompt_options,
             **({"progress": bar} if bar is not None else {}),
         )
     sampling_seconds = time.perf_counter() - t_sample
@@ -195,7 +204,18 @@ def evaluate_image_run(
         **({"watermarked": True} if watermarked else {}),
     }
     phase(f"scoring {n} samples against the held-out images")
-    result.update(evaluate_images(out.tensors, dataset, extractor, seed=seed, labels=out.labels))
+    labels, digit_grammar = out.labels, False
+    if prompted:
+        from .text_image import grammar_applies, requested_labels
+
+        digit_grammar = grammar_applies(dataset)  # the prompts name classes: the classifier checks them
+        labels = requested_labels(prompt_options["prompt"]) if digit_grammar else None
+    result.update(evaluate_images(out.tensors, dataset, extractor, seed=seed, labels=labels))
+    if prompted:
+        from .text_image import text_image_metrics
+
+        phase("prompt adherence (measured attributes, the contrastive image-text scorer)")
+        result.update(text_image_metrics(out.tensors, prompt_options["prompt"], dataset, digit_grammar))
     pairs = [(p["sample"], p["train"]) for p in result.get("memorization", {}).get("closest_pairs", [])]
     if pairs:
         grid = closest_pairs_grid(out.tensors, dataset.float_images("train"), torch.tensor(pairs), k=16)
@@ -236,6 +256,8 @@ def evaluate_image_run(
                 "precision",
                 "recall",
                 "class_accuracy",
+                "attribute_accuracy",
+                "clip_score",
                 "is",
                 "elbo_nats",
                 "iwae_nats",

@@ -101,7 +101,9 @@ def preference_dict(row: PreferenceRow) -> dict[str, Any]:
 
 
 def _condition(recipe: dict[str, Any]) -> str:
-    """What an image was asked to be, as a prompt string for preference data ("class 7", or "")."""
+    """What an image was asked to be, as a prompt string for preference data (its prompt, "class 7", or "")."""
+    if recipe.get("prompt") is not None:
+        return str(recipe["prompt"])
     return f"class {recipe['class_label']}" if recipe.get("class_label") is not None else ""
 
 

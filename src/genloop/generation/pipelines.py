@@ -171,7 +171,9 @@ class ImagePipeline:
         guidance: float | None = None,
         eta: float | None = None,
         progress: Callable[[int, int], None] | None = None,
+        prompt: str | None = None,
     ) -> ImageOutput:
+        _no_prompt(prompt, self.info)
         self._no_sampler_options(steps=steps, sampler=sampler, guidance=guidance, eta=eta)
         labels = self.labels(n, class_label)
         images = self.decode(self.latents(n, seed), labels, batch_size)
@@ -247,9 +249,11 @@ class DiffusionPipeline(ImagePipeline):
         guidance: float | None = None,
         eta: float | None = None,
         progress: Callable[[int, int], None] | None = None,
+        prompt: str | None = None,
     ) -> ImageOutput:
         """``progress(done, total)`` is called after each denoising step of each batch (``total``: steps times
         batches), so a caller can show how far sampling is."""
+        _no_prompt(prompt, self.info)
         cfg = self.system.config
         sampler = sampler or cfg.sampler
         steps = steps or cfg.sampling_steps
@@ -345,6 +349,15 @@ class DiffusionPipeline(ImagePipeline):
             sampling_steps=self.system.config.sampling_steps,
         )
         return ImageOutput(x, recipe, None if labels is None else labels.cpu())
+
+
+def _no_prompt(prompt: Any, info: dict[str, Any]) -> None:
+    """A model not conditioned on text refuses a prompt (an empty one asks for nothing, so it passes)."""
+    if prompt:
+        raise ConfigError(
+            f"model '{info['model']}' is not conditioned on text, so it takes no prompt; train ddpm-text on captioned "
+            "data for text to image"
+        )
 
 
 def recipe_info(info: dict[str, Any]) -> dict[str, Any]:

@@ -65,6 +65,7 @@ def generate_images(
     checkpoint: str = "last",
     extras: bool = False,
     progress: Any = None,
+    prompt: str | list[str] | None = None,
 ) -> list[Path]:
     """Write ``n`` images (each PNG carrying its recipe) and their grid. A conditional model's grid has one class
     per column. With ``extras`` also an interpolation grid (60 more images: for a diffusion model that is 60
@@ -91,6 +92,13 @@ def generate_images(
     signed = provenance.enabled()
     mark = {"watermark": image_watermark.enabled()}
     options = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
+    if getattr(pipe, "takes_prompt", False):
+        options["prompt"] = prompt  # a text-to-image run: None is the empty prompt (the unconditional model)
+    elif prompt is not None:
+        raise ConfigError(
+            f"--prompt: run {run.id} ({pipe.info['model']}) is not conditioned on text; train ddpm-text on captioned "
+            "data for text to image"
+        )
     if sharding.sharded():
         samples, recipe = sharding.write_samples(pipe, out_dir, n, seed, class_label, options)
         if not distributed.is_main():

@@ -16,6 +16,11 @@ projection, inside every residual block; a class label (if the model is conditio
 added to the timestep embedding. Self-attention runs at the feature-map sizes in
 ``attention_resolutions``: it lets distant pixels agree (the two ends of a stroke), which convolutions
 only manage at the lowest resolutions.
+
+With ``context_dim > 0`` the network also reads a sequence (a caption's token features, Rombach et al. 2022):
+cross-attention follows every self-attention (same resolutions, and the middle), its queries from the pixels and
+its keys/values from the sequence, and the sequence's first row (the text encoder's summary token) is projected
+and added to the timestep embedding, so the caption steers every residual block as a class label would.
 """
 
 from __future__ import annotations
@@ -94,15 +99,48 @@ class SelfAttention(nn.Module):
         return x + self.proj(out)
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention from the pixels of a feature map to a sequence (a caption), with a residual connection.
+
+    ``mask`` (B, L) is True where the sequence has a real token; padding is never attended to."""
+
+    def __init__(self, channels: int, context_dim: int, head_dim: int = 32) -> None:
+        super().__init__()
+        self.heads = max(1, channels // head_dim) if channels % head_dim == 0 else 1
+        self.norm = nn.GroupNorm(group_count(channels), channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)  # identity at first, as the self-attention
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, c, h, w = x.shape
+        d = c // self.heads
+        q = self.q(self.norm(x)).reshape(b, self.heads, d, h * w).transpose(-1, -2)  # (b, heads, pixels, d)
+        k, v = self.kv(context).reshape(b, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4)  # (b, heads, L, d) each
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
 class Level(nn.Module):
     """One resolution of the encoder or decoder: residual blocks (each maybe followed by attention),
     then an optional resampling layer."""
 
-    def __init__(self, blocks: list[ResBlock], attentions: list[nn.Module], resample: nn.Module | None) -> None:
+    def __init__(
+        self,
+        blocks: list[ResBlock],
+        attentions: list[nn.Module],
+        resample: nn.Module | None,
+        crosses: list[nn.Module] | None = None,
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.attentions = nn.ModuleList(attentions)
         self.resample = resample
+        # one per block where the UNet reads a context (nn.Identity where it has no attention); none otherwise
+        self.crosses = nn.ModuleList(crosses or [])
 
 
 class Upsample(nn.Module):
@@ -134,6 +172,7 @@ class UNet(nn.Module):
         num_classes: int = 0,
         dropout: float = 0.0,
         out_channels: int | None = None,
+        context_dim: int = 0,
     ) -> None:
         super().__init__()
         _validate(in_channels, image_size, width, channel_mults, num_res_blocks, num_classes, dropout)
@@ -142,49 +181,59 @@ class UNet(nn.Module):
         self.image_size = image_size
         self.num_classes = num_classes
         self.width = width
+        self.context_dim = context_dim
         emb_dim = 4 * width
 
         self.time_mlp = nn.Sequential(nn.Linear(width, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+        self.context_pool = nn.Linear(context_dim, emb_dim) if context_dim > 0 else None
         self.conv_in = nn.Conv2d(in_channels, width, 3, padding=1)
 
         def attention(channels: int, resolution: int) -> nn.Module:
             return SelfAttention(channels) if resolution in attention_resolutions else nn.Identity()
+
+        def cross(channels: int, resolution: int) -> list[nn.Module]:
+            if context_dim <= 0:
+                return []
+            return [CrossAttention(channels, context_dim) if resolution in attention_resolutions else nn.Identity()]
 
         # Encoder. `skips` records the channels of every activation the decoder will concatenate.
         ch, res = width, image_size
         skips = [ch]
         self.down = nn.ModuleList()
         for i, mult in enumerate(channel_mults):
-            blocks, attns = [], []
+            blocks, attns, crosses = [], [], []
             for _ in range(num_res_blocks):
                 blocks.append(ResBlock(ch, width * mult, emb_dim, dropout))
                 ch = width * mult
                 attns.append(attention(ch, res))
+                crosses += cross(ch, res)
                 skips.append(ch)
             last = i == len(channel_mults) - 1
             downsample = None if last else nn.Conv2d(ch, ch, 3, stride=2, padding=1)
             if not last:
                 skips.append(ch)
                 res //= 2
-            self.down.append(Level(blocks, attns, downsample))
+            self.down.append(Level(blocks, attns, downsample, crosses))
 
         self.mid_block1 = ResBlock(ch, ch, emb_dim, dropout)
         self.mid_attn = SelfAttention(ch)
+        self.mid_cross = CrossAttention(ch, context_dim) if context_dim > 0 else None
         self.mid_block2 = ResBlock(ch, ch, emb_dim, dropout)
 
         # Decoder: one more block per level than the encoder, to consume the downsampling's skip too.
         self.up = nn.ModuleList()
         for i, mult in reversed(list(enumerate(channel_mults))):
-            blocks, attns = [], []
+            blocks, attns, crosses = [], [], []
             for _ in range(num_res_blocks + 1):
                 blocks.append(ResBlock(ch + skips.pop(), width * mult, emb_dim, dropout))
                 ch = width * mult
                 attns.append(attention(ch, res))
+                crosses += cross(ch, res)
             upsample = Upsample(ch) if i > 0 else None
             if i > 0:
                 res *= 2
-            self.up.append(Level(blocks, attns, upsample))
+            self.up.append(Level(blocks, attns, upsample, crosses))
 
         self.norm_out = nn.GroupNorm(group_count(ch), ch)
         self.conv_out = nn.Conv2d(ch, self.out_channels, 3, padding=1)
@@ -198,7 +247,18 @@ class UNet(nn.Module):
         """The class index that means "unconditional" (classifier-free guidance's empty prompt)."""
         return self.num_classes
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``context`` (B, L, context_dim) and its ``context_mask`` (B, L; True: a real token) for a model built
+        with ``context_dim > 0``, which needs one."""
+        if (context is None) != (self.context_pool is None):
+            raise ValueError("a UNet built with context_dim > 0 needs a context, and only such a UNet takes one")
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.time_mlp(timestep_embedding(t, self.width))
@@ -208,22 +268,33 @@ class UNet(nn.Module):
             emb = emb + self.class_emb(class_labels)
         elif class_labels is not None:
             raise ValueError("class_labels given to an unconditional UNet (num_classes=0)")
+        if self.context_pool is not None:
+            emb = emb + self.context_pool(context[:, 0])
+
+        def attend(level: Level, i: int, h: torch.Tensor) -> torch.Tensor:
+            h = level.attentions[i](h)
+            if len(level.crosses) and not isinstance(level.crosses[i], nn.Identity):
+                h = level.crosses[i](h, context, context_mask)
+            return h
 
         h = self.conv_in(x)
         skips = [h]
         for level in self.down:
-            for block, attn in zip(level.blocks, level.attentions):
-                h = attn(block(h, emb))
+            for i, block in enumerate(level.blocks):
+                h = attend(level, i, block(h, emb))
                 skips.append(h)
             if level.resample is not None:
                 h = level.resample(h)
                 skips.append(h)
 
-        h = self.mid_block2(self.mid_attn(self.mid_block1(h, emb)), emb)
+        h = self.mid_attn(self.mid_block1(h, emb))
+        if self.mid_cross is not None:
+            h = self.mid_cross(h, context, context_mask)
+        h = self.mid_block2(h, emb)
 
         for level in self.up:
-            for block, attn in zip(level.blocks, level.attentions):
-                h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
+            for i, block in enumerate(level.blocks):
+                h = attend(level, i, block(torch.cat([h, skips.pop()], dim=1), emb))
             if level.resample is not None:
                 h = level.resample(h)
 

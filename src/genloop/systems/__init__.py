@@ -12,6 +12,7 @@ from ..registry import Registry
 from .base import DataSpec, System
 from .ddpm import DDPMSystem
 from .ddpm_distill import DDPMDistillSystem
+from .ddpm_text import DDPMTextSystem
 from .gan import CGANSystem, GANSystem, WGANGPSystem
 from .hf_lm import HFCausalLMSystem
 from .lm import GPTSystem
@@ -43,6 +44,7 @@ models.register("beta-vae", BetaVAESystem)
 models.register("cvae", CVAESystem)
 models.register("ddpm", DDPMSystem)
 models.register("ddpm-distill", DDPMDistillSystem)
+models.register("ddpm-text", DDPMTextSystem)
 models.register("resgan", ResGANSystem)
 models.register("gpt", GPTSystem)
 models.register("hf-causal-lm", HFCausalLMSystem)

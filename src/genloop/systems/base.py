@@ -29,6 +29,7 @@ class DataSpec:
     image_size: int = 0
     num_classes: int = 0
     vocab_size: int = 0  # text: the tokenizer's vocabulary
+    captioned: bool = False  # images: every image has a caption (text-to-image families need it)
 
 
 # One update's loss on one batch: ``{"loss": the tensor to back-propagate, other scalars to log}``.
@@ -52,6 +53,7 @@ class System(nn.Module):
     modality: ClassVar[str]  # a registered modality name (``genloop.modalities``); every family declares one
     conditional: ClassVar[bool] = False  # True: decode/sample take class labels (needs a labelled dataset)
     diffusion: ClassVar[bool] = False  # True: sampling runs a scheduler loop over noise levels, not one decode
+    text_conditional: ClassVar[bool] = False  # True: an image family conditioned on a caption (generate --prompt)
     unit: ClassVar[str] = "images"  # what throughput counts: images (batch rows) or tokens
     parent_run: str | None = None  # the run this one is made from (a distilled student's teacher): run.json's parent
 

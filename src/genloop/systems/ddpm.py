@@ -63,16 +63,7 @@ class DDPMSystem(System):
         if config.sampling_steps < 1:
             raise ConfigError(f"model.sampling_steps must be >= 1, got {config.sampling_steps}")
         self.conditional = config.class_conditional
-        self.unet = UNet(
-            spec.channels,
-            spec.image_size,
-            width=config.width,
-            channel_mults=tuple(config.channel_mults),
-            num_res_blocks=config.num_res_blocks,
-            attention_resolutions=tuple(config.attention_resolutions),
-            num_classes=spec.num_classes if config.class_conditional else 0,
-            dropout=config.dropout,
-        )
+        self.unet = self.build_network(config, spec)
         self.schedule = NoiseScheduleConfig(
             num_train_timesteps=config.num_train_timesteps,
             beta_schedule=config.beta_schedule,
@@ -80,6 +71,23 @@ class DDPMSystem(System):
         )
         self.noise = make_scheduler("ddpm", self.schedule)  # training uses only its add_noise/targets
         make_scheduler(config.sampler, self.schedule)  # fail now, not after training, on a bad sampler name
+
+    def unet_settings(self, config: DDPMConfig, spec: DataSpec) -> dict[str, Any]:
+        """The UNet's constructor arguments from the model settings and the data."""
+        return dict(
+            in_channels=spec.channels,
+            image_size=spec.image_size,
+            width=config.width,
+            channel_mults=tuple(config.channel_mults),
+            num_res_blocks=config.num_res_blocks,
+            attention_resolutions=tuple(config.attention_resolutions),
+            num_classes=spec.num_classes if config.class_conditional else 0,
+            dropout=config.dropout,
+        )
+
+    def build_network(self, config: DDPMConfig, spec: DataSpec) -> torch.nn.Module:
+        """The denoising network (``self.unet``, what EMA averages); a text-conditioned family wraps it."""
+        return UNet(**self.unet_settings(config, spec))
 
     # --- training -------------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:

@@ -23,7 +23,7 @@ class ImageModality(Modality):
     probe_label = "FID"
     # the settings the report shows only for image runs (a quick eval's FID samples, the image data's shape)
     own_settings = ("train.eval_samples", "data_spec.channels", "data_spec.image_size", "data_spec.num_classes")
-    generate_keys = ("class_label", "sampler", "steps", "guidance", "eta")
+    generate_keys = ("class_label", "prompt", "sampler", "steps", "guidance", "eta")
 
     # --- data -----------------------------------------------------------------------------------
     @property
@@ -78,14 +78,24 @@ class ImageModality(Modality):
     def data_spec(self, dataset: Any) -> Any:
         from ...systems.base import DataSpec
 
-        return DataSpec(dataset.channels, dataset.image_size, dataset.num_classes)
+        return DataSpec(
+            dataset.channels, dataset.image_size, dataset.num_classes, captioned=dataset.captions is not None
+        )
 
     def batches(self, dataset: Any, rc: Any, system: Any) -> Any:
         from ...data import ImageBatches
 
         images, labels = dataset.get("train")
+        # a text-to-image family trains on each image's caption, as byte tokens beside it in every batch
+        tokens = system.tokenize(dataset.get_captions("train")) if system.text_conditional else None
         return ImageBatches(
-            images, labels, rc.train.batch_size, seed=rc.train.seed, flip=rc.data.flip, shift=rc.data.shift
+            images,
+            labels,
+            rc.train.batch_size,
+            seed=rc.train.seed,
+            flip=rc.data.flip,
+            shift=rc.data.shift,
+            tokens=tokens,
         )
 
     def bind(self, system: Any, dataset: Any, folder: Path, *, new: bool) -> None:
@@ -97,7 +107,10 @@ class ImageModality(Modality):
     # --- generation -----------------------------------------------------------------------------
     def pipeline(self, system: Any, info: dict[str, Any]) -> Any:
         from ...generation.pipelines import DiffusionPipeline, ImagePipeline
+        from ...generation.text_to_image import TextToImagePipeline
 
+        if system.text_conditional:
+            return TextToImagePipeline(system, info)
         cls = DiffusionPipeline if system.diffusion else ImagePipeline
         return cls(system, info)
 
@@ -202,7 +215,10 @@ class ImageModality(Modality):
         return {"tensors": output.tensors[pick]}
 
     def item_summary(self, output: Any, index: int) -> str:
-        label = output.recipe_of(index).get("class_label")
+        recipe = output.recipe_of(index)
+        if recipe.get("prompt") is not None:
+            return f"prompt {recipe['prompt']!r}"
+        label = recipe.get("class_label")
         return "" if label is None else f"class {label}"
 
     def simulation_options(self, text_options: dict[str, Any]) -> dict[str, Any]:
@@ -238,7 +254,12 @@ class ImageModality(Modality):
             # the studio's own image fieldset (class grid, sampler, guidance): the page shows the form a
             # descriptor names and never guesses one from the modality's name
             "controls": "image-controls",
+            # a text-to-image family: the image fieldset gets a prompt box (and guidance applies to the prompt)
+            "prompt": bool(getattr(system_cls, "text_conditional", False)),
         }
+        if d["prompt"]:
+            d["default_guidance"] = config["model"].get("guidance")
+            d["max_prompt_bytes"] = config["model"].get("max_caption_bytes")
         if d["diffusion"]:
             d["samplers"] = ["ddpm", "ddim", "dpmpp-2m"]
             d["default_sampler"] = config["model"].get("sampler")

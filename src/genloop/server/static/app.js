@@ -517,7 +517,8 @@ export function onModelChange() {
     }
     $("#diffusion-fields").hidden = !m.diffusion;
     if (m.diffusion) fillSelect($("#img-sampler"), [["", "default"], ...(m.samplers || []).map((s) => [s, s])]);
-    $("#guidance-field").hidden = !m.diffusion || !m.conditional;
+    $("#img-prompt-field").hidden = !m.prompt; // a text-to-image run: its descriptor asks for a prompt box
+    $("#guidance-field").hidden = !m.diffusion || !(m.conditional || m.prompt);
     const best = $('input[name="img-checkpoint"][value="best"]');
     best.disabled = !m.has_best;
     best.closest("label").title = m.has_best ? "" : "This run has no best checkpoint";
@@ -614,11 +615,12 @@ export function generationParams() {
     p.seed = intIn($("#img-seed"), 0) ?? 0;
     p.checkpoint = $('input[name="img-checkpoint"]:checked').value;
     if (m.conditional && $("#img-class").value !== "") p.class_label = Number($("#img-class").value);
+    if (m.prompt && $("#img-prompt").value.trim()) p.prompt = $("#img-prompt").value.trim();
     if (m.diffusion) {
       if ($("#img-sampler").value) p.sampler = $("#img-sampler").value;
       const steps = intIn($("#img-steps"), 1, 10000);
       if (steps !== undefined) p.steps = steps;
-      if (m.conditional) {
+      if (m.conditional || m.prompt) {
         const g = numberOrUndefined($("#img-guidance"));
         if (g !== undefined) p.guidance = g;
       }
@@ -846,6 +848,7 @@ export function makeCard(g, { compact = false } = {}) {
     el("span", { class: "tag", text: g.model }),
     el("span", { text: `seed ${seed ?? "?"}` }),
     g.recipe?.class_label != null ? el("span", { text: `class ${g.recipe.class_label}` }) : null,
+    g.recipe?.prompt ? el("span", { text: `“${g.recipe.prompt}”` }) : null,
     g.checkpoint && g.checkpoint !== "last" ? el("span", { text: g.checkpoint }) : null,
     g.replay_of ? el("span", { class: "tag replay", title: `replay of ${g.replay_of}`, "aria-label": "replay" }, icon("refresh", "icon inline")) : null,
     verifiedBadge(g.verified),
