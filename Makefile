@@ -33,7 +33,7 @@ lint: install
 
 # The README's pictures of the studio, taken by the browser tests (headless Chromium) as they drive the page.
 screenshots: install
-	GENLOOP_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_studio_browser.py tests/test_studio_chat_browser.py tests/test_music_studio_browser.py tests/test_studio_edit_browser.py tests/test_studio_runs_browser.py tests/test_studio_gallery_browser.py tests/test_studio_data_browser.py
+	GENLOOP_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_studio_browser.py tests/test_studio_chat_browser.py tests/test_music_studio_browser.py tests/test_studio_edit_browser.py tests/test_studio_runs_browser.py tests/test_studio_gallery_browser.py tests/test_studio_data_browser.py tests/test_studio_t2i_browser.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_images.py

@@ -6,11 +6,11 @@ Needs Playwright for Python and Debian's chromium (skipped otherwise, like tests
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from conftest import tiny
+from studio_support import screenshot
 from test_studio_browser import banner, browser, call, open_page, serve  # noqa: F401 - browser is a fixture
 
 import genloop
@@ -44,6 +44,6 @@ def test_prompt_box_for_text_to_image_runs(tmp_path: Path, browser) -> None:  # 
             over = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert over <= 0, (width, over)
         page.set_viewport_size({"width": 1400, "height": 1000})
-        page.screenshot(path=str(Path(os.environ.get("GENLOOP_SCREENSHOTS", "/tmp")) / "t2i.png"))
+        screenshot(page, "t2i")
         assert not problems, problems
         page.close()
