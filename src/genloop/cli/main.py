@@ -342,8 +342,8 @@ def generate(
     compile_: bool = typer.Option(
         False,
         "--compile",
-        help="gpt models: compile the decoding step of one stream (-n 1): ~1.3x tokens/s after ~10 s of "
-        "compiling (BENCHMARKS.md); several samples decode eagerly, where compiling measured slower.",
+        help="gpt models: compile the decoding step: ~1.25x tokens/s for one stream, 1.07-1.18x for 4-8 "
+        "samples, after 2-20 s of compiling (BENCHMARKS.md); more samples decode eagerly (compiling was slower).",
     ),
     watermark: bool = typer.Option(
         False,

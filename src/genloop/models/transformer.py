@@ -273,12 +273,12 @@ __all__ = ["GPTConfig", "KVCache", "GPT", "CompiledDecoder", "COMPILE_MAX_BATCH"
 
 
 # Batches above this size decode eagerly even when compilation is asked for. Measured by
-# benchmarks/bench_compile.py (BENCHMARKS.md, "Text: compiled against eager decoding"; results/compile.json):
-# the compiled step wins for one stream (1.27x tokens/s), where per-operation overhead dominates; at 8 rows it
-# ties (0.98-1.06x) for ~28 s of compiling, and at 16 and 32 rows it loses (0.88x, 0.72x): the work is then in
-# the matrix products, and the static-shape step's attention over the whole pre-allocated context (the eager
-# step reads only the filled positions) costs more than the fusion saves.
-COMPILE_MAX_BATCH = 1
+# benchmarks/bench_compile.py (BENCHMARKS.md, "Text: compiled against eager decoding"; results/compile.json),
+# generate_text tokens/s compiled / eager in two runs: 1 row 1.25-1.27x, 4 rows 1.18x, 8 rows 1.06-1.07x,
+# 16 rows 0.85-0.88x, 32 rows 0.65-0.72x. Small batches are dominated by per-operation overhead, which
+# compiling fuses; from 16 rows the work is in the matrix products, and the static-shape step's attention over
+# the whole pre-allocated context (the eager step reads only the filled positions) costs more than it saves.
+COMPILE_MAX_BATCH = 8
 
 
 class _LayerCache(KVCache):
