@@ -14,7 +14,7 @@ both alike; the table reports the median of the repeats and the ratio of medians
 ``COMPILE_MAX_BATCH`` in ``genloop/models/transformer.py``: the largest batch size at which compiling won.
 Weights are random (seeded): speed does not depend on them.
 
-    python benchmarks/bench_compile.py --threads 1 --batches 1 4 8 16 32   # ~8 min on a shared 2-core CPU -> results/compile.json
+    python benchmarks/bench_compile.py --threads 1 --batches 1 4 8 16 32   # ~8 min, shared 2-core CPU
     python benchmarks/bench_compile.py --repeats 1 --batches 1 8    # a quick look
 """
 
