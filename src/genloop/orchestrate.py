@@ -24,7 +24,7 @@ from .modalities import modalities
 from .resolve import SECTIONS, ResolvedConfig, resolve_config
 from .runs import Run, RunStore
 from .serialization import write_json
-from .systems import DataSpec, System
+from .systems import DataSpec, System, models
 from .training.engine import Trainer, pick_device
 
 
@@ -104,8 +104,6 @@ def train_run(
     if choice is not None:
         model = choice.model
     if model is None:
-        from .systems import models
-
         raise ConfigError(f"name a model to train ({', '.join(models.names())}) or pass a recipe (recipe='auto')")
     rc = resolve_config(
         model, data, config, overrides, steps, time_budget, seed, choice.overrides if choice is not None else None
@@ -171,7 +169,7 @@ def resume_run(
         train_cfg["time_budget"] = time_budget
         if steps is None and train_cfg.get("steps") is not None and run.info.get("step", 0) >= train_cfg["steps"]:
             train_cfg["steps"] = None  # a new time budget on a run that met its step target: train on
-    cfg = {**cfg, "train": train_cfg}
+    cfg = {**cfg, "train": train_cfg, "model": models[cfg["model"]["name"]].saved_model_config(cfg["model"])}
     rc = resolve_config(cfg["model"]["name"], config={k: cfg[k] for k in SECTIONS})
     done = int(run.info.get("step", 0))
     if rc.train.steps is not None and done >= rc.train.steps:

@@ -32,6 +32,7 @@ from ..errors import DataError
 from .image_metrics import FrechetDistance, InceptionScore, KernelInceptionDistance
 from .manifold import DensityCoverage, PrecisionRecall
 from .memorization import memorization
+from .real_cache import cached_features_and_probs
 
 ALL_METRICS = ("fid", "kid", "is", "prdc", "class", "memorization")
 PR_K, DC_K = 3, 5
@@ -125,7 +126,7 @@ def evaluate_images(
     if labels is not None and labels.shape != (n_gen,):
         raise DataError(f"got {labels.numel()} labels for {n_gen} generated images")
 
-    ref_feats, ref_probs = extractor.features_and_probs(ref_images, batch_size)
+    ref_feats, ref_probs = cached_features_and_probs(extractor, ref_images, batch_size)  # the same every eval
     train_images, train_labels = dataset.get("train")
     n_floor = min(n_gen, train_images.shape[0])
     if n_floor < 2:
@@ -134,7 +135,7 @@ def evaluate_images(
         )
     g = torch.Generator().manual_seed(seed)
     floor_idx = torch.randperm(train_images.shape[0], generator=g)[:n_floor]
-    floor_feats = extractor.features(train_images[floor_idx], batch_size)
+    floor_feats = cached_features_and_probs(extractor, train_images[floor_idx], batch_size)[0]
 
     result: dict[str, Any] = {}
     if "fid" in metrics:
@@ -241,7 +242,7 @@ def _class_metrics(
             continue
         pick = train_c[torch.randperm(len(train_c), generator=g)[: len(fake_c)]]
         per_class[str(c)] = _fid(ref_c, fake_c)
-        per_class_floor[str(c)] = _fid(ref_c, extractor.features(train_images[pick], batch_size))
+        per_class_floor[str(c)] = _fid(ref_c, cached_features_and_probs(extractor, train_images[pick], batch_size)[0])
     if per_class:
         out.update(
             {

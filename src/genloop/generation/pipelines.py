@@ -86,7 +86,8 @@ def load_system(run_dir: str | Path, checkpoint: str = "last") -> tuple[System, 
     files = RunLayout(Path(run_dir))
     config, tensors, state = files.load_pretrained(checkpoint)
     cls_ = models[config["model"]["name"]]
-    system = cls_(from_dict(cls_.Config, config["model"], "model."), DataSpec(**config["data_spec"]))
+    model_cfg = from_dict(cls_.Config, cls_.saved_model_config(config["model"]), "model.")
+    system = cls_(model_cfg, DataSpec(**config["data_spec"]))
     system.load_state_dict(tensors)
     modalities[system.modality].restore(system, files.tokenizer)  # e.g. a language model's tokenizer
     info = {

@@ -485,7 +485,8 @@ class TextPipeline:
 
         Same seed, same settings ⇒ same text. ``stream=True`` (with ``n=1``) returns an iterator of text
         pieces as they are generated instead of a :class:`TextOutput`. ``compile=True`` (``gpt`` models)
-        decodes through a ``torch.compile``-d step: ~1.65× faster per token after a one-time compilation.
+        decodes through a ``torch.compile``-d step: ~1.25× the tokens/s for one stream, 1.07–1.18× for 4–8 rows,
+        after a one-time compilation (BENCHMARKS.md); batches of more rows decode eagerly (compiling measured slower).
         ``watermark=True`` marks the text with the run store's green-list watermark (see :meth:`watermark`);
         :func:`genloop.safety.text_watermark.detect_text` finds it. ``constraint`` (a regex pattern or a
         :class:`~genloop.generation.constraints.RegexConstraint`, e.g. :func:`genloop.modalities.text.poetry.

@@ -58,9 +58,24 @@ class ConditionalBatchNorm2d(nn.Module):
 
 
 class Generator(nn.Module):
-    """Latent (and, with ``num_classes > 0``, int64 class labels) -> image in [-1, 1]."""
+    """Latent (and, with ``num_classes > 0``, int64 class labels) -> image in [-1, 1].
 
-    def __init__(self, z_dim: int, channels: int, image_size: int, width: int = 32, num_classes: int = 0) -> None:
+    By default the last transposed convolution draws the image (``channels`` maps, then tanh), as DCGAN's
+    generator does. ``refine=True`` is GenLoop's earlier layout: the last upsampling keeps ``width`` feature
+    maps (batch norm, ReLU) and a 3x3 convolution at full resolution draws the image from them — one more
+    layer, and the costliest one (benchmarks/bench_dcgan_step.py: it made GenLoop's fp32 step slower than
+    pytorch/examples' at 64 px).
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        channels: int,
+        image_size: int,
+        width: int = 32,
+        num_classes: int = 0,
+        refine: bool = False,
+    ) -> None:
         super().__init__()
         levels = num_levels(image_size)
         top = width * 2**levels
@@ -72,10 +87,13 @@ class Generator(nn.Module):
         self.project = nn.Sequential(nn.Linear(z_dim, top * 16, bias=False), nn.Unflatten(1, (top, 4, 4)))
         blocks: list[nn.Module] = [norm(top), nn.ReLU(inplace=True)]
         c = top
-        for _ in range(levels):
+        for _ in range(levels if refine else levels - 1):
             blocks += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), norm(c // 2), nn.ReLU(True)]
             c //= 2
-        blocks += [nn.Conv2d(c, channels, 3, 1, 1), nn.Tanh()]
+        if refine:
+            blocks += [nn.Conv2d(c, channels, 3, 1, 1), nn.Tanh()]
+        else:
+            blocks += [nn.ConvTranspose2d(c, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.body = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -27,7 +27,9 @@ The cache is an inference device: use it under ``torch.no_grad()`` / ``torch.inf
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -267,7 +269,39 @@ class GPT(nn.Module):
         return n
 
 
-__all__ = ["GPTConfig", "KVCache", "GPT", "CompiledDecoder"]
+__all__ = ["GPTConfig", "KVCache", "GPT", "CompiledDecoder", "COMPILE_MAX_BATCH"]
+
+
+# Batches above this size decode eagerly even when compilation is asked for. Measured by
+# benchmarks/bench_compile.py (BENCHMARKS.md, "Text: compiled against eager decoding"; results/compile.json),
+# generate_text tokens/s compiled / eager in two runs: 1 row 1.25-1.27x, 4 rows 1.18x, 8 rows 1.06-1.07x,
+# 16 rows 0.85-0.88x, 32 rows 0.65-0.72x. Small batches are dominated by per-operation overhead, which
+# compiling fuses; from 16 rows the work is in the matrix products, and the static-shape step's attention over
+# the whole pre-allocated context (the eager step reads only the filled positions) costs more than it saves.
+COMPILE_MAX_BATCH = 8
+
+
+class _LayerCache(KVCache):
+    """A :class:`KVCache` holding one separate tensor per layer (``k[i]``, ``v[i]``) instead of one stacked tensor.
+
+    Why: the compiled step writes each new key/value in place. A write into a *view* of one stacked input
+    (``k[i]``) makes the compiled graph copy the whole stacked cache every token (measured: 10x slower than
+    eager at 32 rows), while a write into a whole input tensor stays one small in-place store.
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, block_size: int, head_dim: int, **kw: Any) -> None:
+        shape = (batch_size, n_head, block_size, head_dim)
+        self.k = [torch.zeros(shape, **kw) for _ in range(n_layer)]  # type: ignore[assignment]
+        self.v = [torch.zeros(shape, **kw) for _ in range(n_layer)]  # type: ignore[assignment]
+        self.length = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k[0].shape[0]
+
+    @property
+    def block_size(self) -> int:
+        return self.k[0].shape[2]
 
 
 class CompiledDecoder:
@@ -276,27 +310,45 @@ class CompiledDecoder:
     Decoding one token at a time is dominated by per-operation overhead in a small model (dozens of tiny
     kernels per token); compiling fuses them. The step is written with static shapes — the new token attends
     over the whole pre-allocated cache with the unfilled positions masked out, and its position is a tensor —
-    so it compiles once per batch size (about 20 s on a 2-core CPU, then cached by PyTorch) and serves every
-    position. Prefills of several tokens run eagerly. It drives the sampler through the same interface as
-    :class:`GPT` (``block_size``, ``new_cache``, ``__call__(idx, cache)``); its logits equal the eager ones up
-    to float rounding (~1e-6), so a sampled token can differ only where two are within rounding of a tie.
-    Where compilation is not available (no C++ compiler), it warns once and decodes eagerly.
+    so it compiles once per batch size (a few seconds on a 2-core CPU, then cached by PyTorch) and serves
+    every position. Prefills of several tokens run eagerly, and so do batches of more than ``max_batch`` rows
+    (:data:`COMPILE_MAX_BATCH`: where compiling was measured slower; None compiles every batch size). It
+    drives the sampler through the same interface as :class:`GPT` (``block_size``, ``new_cache``,
+    ``__call__(idx, cache)``); its logits equal the eager ones up to float rounding (~1e-6), so a sampled
+    token can differ only where two are within rounding of a tie. Where compilation is not available (no C++
+    compiler), it warns once and decodes eagerly.
     """
 
-    def __init__(self, model: GPT) -> None:
+    def __init__(self, model: GPT, max_batch: int | None = COMPILE_MAX_BATCH) -> None:
         self.model = model.eval()
         self.block_size = model.block_size
+        self.max_batch = max_batch
         self._step = torch.compile(self._static_step, dynamic=False)
         self._eager = False
 
-    def parameters(self):  # the sampler finds the device here
+    def parameters(self) -> Iterator[nn.Parameter]:  # the sampler finds the device here
         return self.model.parameters()
 
+    def compiles(self, batch_size: int) -> bool:
+        """Whether a batch of ``batch_size`` rows decodes through the compiled step (else eagerly)."""
+        return not self._eager and (self.max_batch is None or batch_size <= self.max_batch)
+
     def new_cache(self, batch_size: int) -> KVCache:
-        return self.model.new_cache(batch_size)
+        if not self.compiles(batch_size):
+            return self.model.new_cache(batch_size)
+        p, cfg = self.model.wte.weight, self.model.cfg
+        return _LayerCache(
+            cfg.n_layer,
+            batch_size,
+            cfg.n_head,
+            cfg.block_size,
+            cfg.n_embd // cfg.n_head,
+            device=p.device,
+            dtype=p.dtype,
+        )
 
     def __call__(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        if cache is None or idx.shape[1] != 1 or self._eager:
+        if not isinstance(cache, _LayerCache) or idx.shape[1] != 1 or self._eager:
             return self.model(idx, cache)
         if cache.length + 1 > self.block_size:
             raise ValueError(
@@ -323,7 +375,7 @@ class CompiledDecoder:
         return logits
 
     def _static_step(
-        self, idx: torch.Tensor, pos: torch.Tensor, k_all: torch.Tensor, v_all: torch.Tensor
+        self, idx: torch.Tensor, pos: torch.Tensor, ks: list[torch.Tensor], vs: list[torch.Tensor]
     ) -> torch.Tensor:
         m = self.model
         b = idx.shape[0]
@@ -334,9 +386,9 @@ class CompiledDecoder:
             h = block.ln_1(x)
             q, k, v = block.attn.c_attn(h).split(n_embd, dim=2)
             q, k, v = (z.view(b, 1, n_head, n_embd // n_head).transpose(1, 2) for z in (q, k, v))
-            k_all[i].index_copy_(2, pos, k.to(k_all.dtype))
-            v_all[i].index_copy_(2, pos, v.to(v_all.dtype))
-            y = F.scaled_dot_product_attention(q, k_all[i].to(q.dtype), v_all[i].to(q.dtype), attn_mask=allowed)
+            ks[i].index_copy_(2, pos, k.to(ks[i].dtype))
+            vs[i].index_copy_(2, pos, v.to(vs[i].dtype))
+            y = F.scaled_dot_product_attention(q, ks[i].to(q.dtype), vs[i].to(q.dtype), attn_mask=allowed)
             x = x + block.attn.c_proj(y.transpose(1, 2).reshape(b, 1, n_embd))
             x = x + block.mlp(block.ln_2(x))
         return m.lm_head(m.ln_f(x))

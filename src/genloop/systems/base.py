@@ -56,6 +56,18 @@ class System(nn.Module):
     text_conditional: ClassVar[bool] = False  # True: an image family conditioned on a caption (generate --prompt)
     unit: ClassVar[str] = "images"  # what throughput counts: images (batch rows) or tokens
     parent_run: str | None = None  # the run this one is made from (a distilled student's teacher): run.json's parent
+    # model settings added with a default that differs from what runs saved before them were trained with:
+    # {key: the value those runs had}; applied to a saved config.json that lacks the key (saved_model_config)
+    legacy_model_defaults: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def saved_model_config(cls, section: dict[str, Any]) -> dict[str, Any]:
+        """A run's saved ``model`` section, with each key it predates set to the value it was trained with.
+
+        Why: a new setting whose default changes the network (a GAN's ``g_refine``) must not change what an
+        older run's checkpoint is loaded into; the old value is the only one its weights fit.
+        """
+        return {**cls.legacy_model_defaults, **section}
 
     def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__()

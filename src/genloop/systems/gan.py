@@ -38,6 +38,9 @@ class GANConfig:
     name: str = "dcgan"
     z_dim: int = 64  # latent size
     g_width: int = 32  # generator channels at full resolution (doubling at each halving)
+    # an extra 3x3 convolution at full resolution draws the image (GenLoop's generator before DCGAN's layer
+    # count became the default; runs saved without this key load with it on: see GANSystem.legacy_model_defaults)
+    g_refine: bool = False
     d_width: int = 32  # discriminator channels at full resolution
     loss: Literal["bce", "hinge", "wgan-gp"] = "bce"
     d_norm: Literal["auto", "batch", "layer", "none"] = (
@@ -75,6 +78,7 @@ def discriminator_norm(config: GANConfig) -> str:
 class GANSystem(System):
     Config = GANConfig
     train_defaults = {"lr": 2e-4, "betas": [0.5, 0.999]}
+    legacy_model_defaults = {"g_refine": True}  # every GAN saved before the key existed had the refine layer
     ema_target = "generator"
     modality = "image"
 
@@ -86,6 +90,7 @@ class GANSystem(System):
                 f"{config.name} needs a labelled dataset; this one has no classes (train dcgan for unlabelled images)"
             )
         self.generator, self.discriminator = self.build_networks(classes)
+        self._fakes: dict[int, torch.Tensor] = {}  # within a step: micro-batch -> the critic step's fakes (graph kept)
         p = config.augment_p if config.augment_p is not None else (0.0 if config.ada else 1.0)  # ADA starts at 0
         self.augment = DiffAugment(
             config.augment, p, config.ada, config.ada_target, config.ada_interval, config.ada_kimg
@@ -94,7 +99,7 @@ class GANSystem(System):
     def build_networks(self, classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The generator and discriminator, initialised (a family with other networks overrides this)."""
         config, spec = self.config, self.spec
-        generator = Generator(config.z_dim, spec.channels, spec.image_size, config.g_width, classes)
+        generator = Generator(config.z_dim, spec.channels, spec.image_size, config.g_width, classes, config.g_refine)
         discriminator = Discriminator(
             spec.channels, spec.image_size, config.d_width, discriminator_norm(config), classes
         )
@@ -180,26 +185,43 @@ class GANSystem(System):
         return labels
 
     def _critic_loss(self, batch: Any) -> dict[str, torch.Tensor]:
-        """The discriminator's loss on ``batch`` against fresh fakes for the batch's own labels."""
+        """The discriminator's loss on ``batch`` against fresh fakes for the batch's own labels.
+
+        With one critic update per step the fakes are drawn with their graph and kept for the generator's
+        update, which scores the same fakes against the updated discriminator (pytorch/examples' DCGAN step):
+        one generator forward per step instead of two. With several critic updates each draws its own.
+        """
         real, labels = batch[0], self._labels(batch)
         z = distributed.randn(real.shape[0], self.config.z_dim, device=real.device)
-        with torch.no_grad():
+        if self.config.n_critic == 1:
             fake = self.generator(z, labels)
-        return {"loss": self._d_loss(real, fake.to(real.dtype), labels)}
+            self._fakes[id(batch)] = fake
+        else:
+            with torch.no_grad():
+                fake = self.generator(z, labels)
+        return {"loss": self._d_loss(real, fake.detach().to(real.dtype), labels)}
 
     def _generator_loss(self, batch: Any) -> dict[str, torch.Tensor]:
-        """The generator's loss on as many fakes as ``batch`` holds (for its labels, if conditional)."""
+        """The generator's loss on as many fakes as ``batch`` holds (for its labels, if conditional): the critic
+        step's own fakes when it kept them, else fresh ones."""
         real, labels = batch[0], self._labels(batch)
-        z = distributed.randn(real.shape[0], self.config.z_dim, device=real.device)
-        d_fake = self._discriminate(self.generator(z, labels), labels)
+        fake = self._fakes.pop(id(batch), None)
+        if fake is None:
+            z = distributed.randn(real.shape[0], self.config.z_dim, device=real.device)
+            fake = self.generator(z, labels)
+        d_fake = self._discriminate(fake, labels)
         return {"loss": F.softplus(-d_fake).mean() if self.config.loss == "bce" else -d_fake.mean()}
 
     def training_step(self, opt: StepFn) -> dict[str, torch.Tensor]:
         """``n_critic`` discriminator updates on the step's real batch, then one generator update."""
-        for _ in range(self.config.n_critic):
-            d_loss = opt.step("discriminator", self._critic_loss)["loss"]
-        with frozen(self.discriminator):
-            g_loss = opt.step("generator", self._generator_loss)["loss"]
+        self._fakes = {}
+        try:
+            for _ in range(self.config.n_critic):
+                d_loss = opt.step("discriminator", self._critic_loss)["loss"]
+            with frozen(self.discriminator):
+                g_loss = opt.step("generator", self._generator_loss)["loss"]
+        finally:
+            self._fakes = {}  # no graph outlives its step (nor a step that raised)
         logs = {"d_loss": d_loss, "g_loss": g_loss}
         logs.update({k: torch.tensor(v) for k, v in self.augment.end_step().items()})  # ADA: p and r_t
         return logs
@@ -210,6 +232,7 @@ class WGANGPConfig(GANConfig):
     name: str = "wgan-gp"
     loss: Literal["bce", "hinge", "wgan-gp"] = "wgan-gp"
     n_critic: int = 5
+    g_refine: bool = True  # kept as it was measured (BENCHMARKS.md, families); dcgan alone took DCGAN's count
 
 
 class WGANGPSystem(GANSystem):
@@ -224,6 +247,7 @@ class CGANConfig(GANConfig):
     name: str = "cgan"
     loss: Literal["bce", "hinge", "wgan-gp"] = "hinge"
     spectral_norm: bool = True
+    g_refine: bool = True  # kept as it was measured (BENCHMARKS.md, families: FID 1.1x the floor)
 
 
 class CGANSystem(GANSystem):

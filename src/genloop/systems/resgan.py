@@ -22,7 +22,7 @@ Adam with beta1 0 (StyleGAN2's betas 0 / 0.99): momentum lags a moving opponent 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -53,6 +53,8 @@ class ResGANConfig(GANConfig):
             raise ConfigError(f"model.r1_gamma must be >= 0 (0: no R1 penalty), got {self.r1_gamma}")
         if self.mbstd_group < 1:
             raise ConfigError(f"model.mbstd_group must be >= 1, got {self.mbstd_group}")
+        if self.g_refine:
+            raise ConfigError("model.g_refine is a DCGAN generator's layer; resgan's generator has no such layer")
         if self.d_norm not in ("auto", "none"):
             raise ConfigError(
                 f"model.d_norm={self.d_norm}: resgan's discriminator has no normalisation layers (R1 needs "
@@ -84,6 +86,7 @@ class ResGANSystem(GANSystem):
     """Residual generator (mapping net, modulated norms) and discriminator (minibatch std), lazy R1."""
 
     Config = ResGANConfig
+    legacy_model_defaults: ClassVar[dict[str, Any]] = {}  # its generator never had the DCGAN refine layer
 
     @classmethod
     def dp_config(cls, config: GANConfig) -> GANConfig:
