@@ -272,7 +272,7 @@ def test_bad_images_are_one_line(pipe, tmp_path) -> None:
 
 def test_gan_runs_refuse_with_one_line(store) -> None:
     gan = genloop.load(store["gan"], runs_dir=store["runs"])
-    line = f"task inpaint needs a diffusion run (family ddpm, ddpm-text); run {store['gan']} is dcgan"
+    line = f"task inpaint needs a diffusion run (family ddpm, ddpm-distill, ddpm-text); run {store['gan']} is dcgan"
     with pytest.raises(ConfigError) as e:
         gan.edit(images(1), task="inpaint", mask=centre_mask())
     assert str(e.value) == line
