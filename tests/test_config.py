@@ -55,8 +55,8 @@ def test_bad_settings_name_what_is_valid(overrides: list[str], message: str) -> 
 def test_unknown_model_lists_valid_names() -> None:
     with pytest.raises(
         NotFoundError,
-        match="unknown model 'gpt9'; valid: beta-vae, cgan, cvae, dcgan, ddpm, gpt, hf-causal-lm, music-gpt, resgan, "
-        "vae, wgan-gp",
+        match="unknown model 'gpt9'; valid: beta-vae, cgan, cvae, dcgan, ddpm, ddpm-distill, ddpm-text, gpt, "
+        "hf-causal-lm, music-gpt, resgan, vae, wgan-gp",
     ):
         resolve_config("gpt9")
 
