@@ -344,7 +344,7 @@ def test_cli_gan_run_refuses(store, tmp_path, capsys) -> None:
     photo = tmp_path / "p.png"
     Image.new("L", (8, 8), 9).save(photo)
     code, _, err = cli(capsys, "edit", store["gan"], "--runs-dir", store["runs"], "--input", photo, "--task", "img2img")
-    line = f"task img2img needs a diffusion run (family ddpm, ddpm-text); run {store['gan']} is dcgan"
+    line = f"task img2img needs a diffusion run (family ddpm, ddpm-distill, ddpm-text); run {store['gan']} is dcgan"
     assert code == 2 and line in err
 
 
@@ -400,7 +400,8 @@ def test_server_edit_job(store, tmp_path) -> None:
 
     assert refused(task="paint").startswith("unknown edit task 'paint'")
     gan = store["gan"]
-    assert refused(run_id=gan) == f"task inpaint needs a diffusion run (family ddpm, ddpm-text); run {gan} is dcgan"
+    families = "ddpm, ddpm-distill, ddpm-text"
+    assert refused(run_id=gan) == f"task inpaint needs a diffusion run (family {families}); run {gan} is dcgan"
     assert refused(options={"strength": 0.5}).startswith("task inpaint takes no option strength")
     assert refused(mask=None) == "task inpaint needs a mask (white = fill, black = keep)"
     assert "upload:" in str(refused(input="/etc/passwd"))  # a path is never an input

@@ -182,3 +182,16 @@ def test_every_modality_descriptor_names_the_controls_the_page_shows(name: str) 
     else:
         html, js = ((STATIC / f).read_text(encoding="utf-8") for f in ("index.html", "app.js"))
         assert f'id="{controls}"' in html and f'"{controls}"' in js.split("BUILT_IN_FORMS = [", 1)[1].split("]")[0]
+
+
+def test_image_generate_keys_follow_the_family() -> None:
+    """A text-to-image family takes a prompt and no class, every other image family the reverse: the server's
+    check of a generate job and of a preset asks the modality with the run's family (a ``prompt`` for a VAE was
+    accepted once the image modality's keys listed it for text to image)."""
+    image = modalities["image"]
+    text_to_image = image.generate_keys_of(models["ddpm-text"])
+    plain = image.generate_keys_of(models["ddpm"])
+    assert "prompt" in text_to_image and "class_label" not in text_to_image
+    assert "class_label" in plain and "prompt" not in plain
+    assert set(text_to_image) | set(plain) == set(image.generate_keys)
+    assert modalities["text"].generate_keys_of(models["gpt"]) == modalities["text"].generate_keys

@@ -187,6 +187,11 @@ class Modality(ABC):
         trains the modality with the strongest claim."""
         return 0
 
+    def generate_keys_of(self, system_cls: type) -> tuple[str, ...]:
+        """The generate-job params a run of ``system_cls`` takes: :attr:`generate_keys` unless a family of this
+        modality takes only some of them (an image family conditioned on text takes a prompt and no class)."""
+        return self.generate_keys
+
     def data_warnings(self, dataset: Any, data_config: Any) -> list[str]:
         """What is wrong with ``dataset`` for the whole loop though training can run (checked before a run starts,
         e.g. too few held-out items for evaluation), each with what the user can do. None: an empty list."""

@@ -45,7 +45,29 @@ class DDPMConfig:
     guidance: float = 1.0  # default guidance scale for conditional sampling (1: plain conditional)
 
 
-class DDPMSystem(System):
+class DiffusionSampling:
+    """What a diffusion system's sampling needs besides its network, shared by the DDPM and its distilled students:
+    the starting noise x_T and a fresh scheduler over the system's noise schedule."""
+
+    spec: DataSpec
+    schedule: NoiseScheduleConfig
+    config: Any  # with a ``sampler`` (the default one)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.spec.channels * self.spec.image_size**2
+
+    def sample_latents(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """The starting noise x_T, one image per row."""
+        s = self.spec
+        return torch.randn(n, s.channels, s.image_size, s.image_size, generator=generator)
+
+    def make_scheduler(self, sampler: str | None = None, **options: Any) -> Scheduler:
+        """A fresh scheduler (samplers keep per-run state) for this model's noise schedule."""
+        return make_scheduler(sampler or self.config.sampler, self.schedule, **options)
+
+
+class DDPMSystem(DiffusionSampling, System):
     Config = DDPMConfig
     train_defaults = {"lr": 2e-4, "ema_decay": 0.999, "warmup_steps": 200}
     ema_target = "unet"
@@ -116,19 +138,6 @@ class DDPMSystem(System):
         return {"loss": F.mse_loss(pred, self.noise.training_target(x0f, noise, t))}
 
     # --- inference ------------------------------------------------------------------------------
-    @property
-    def latent_dim(self) -> int:
-        return self.spec.channels * self.spec.image_size**2
-
-    def sample_latents(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """The starting noise x_T, one image per row."""
-        s = self.spec
-        return torch.randn(n, s.channels, s.image_size, s.image_size, generator=generator)
-
-    def make_scheduler(self, sampler: str | None = None, **options: Any) -> Scheduler:
-        """A fresh scheduler (samplers keep per-run state) for this model's noise schedule."""
-        return make_scheduler(sampler or self.config.sampler, self.schedule, **options)
-
     def predict(
         self, x: torch.Tensor, t: int, labels: torch.Tensor | None = None, guidance: float = 1.0
     ) -> torch.Tensor:

@@ -39,9 +39,9 @@ from .. import distributed
 from ..config import from_dict
 from ..errors import ConfigError, NotFoundError
 from ..models.unet import UNet
-from ..schedulers import NoiseScheduleConfig, Scheduler, make_scheduler
+from ..schedulers import NoiseScheduleConfig, make_scheduler
 from .base import DataSpec, StepFn, System
-from .ddpm import DDPMConfig, DDPMSystem
+from .ddpm import DDPMConfig, DDPMSystem, DiffusionSampling
 
 
 @dataclass
@@ -155,7 +155,7 @@ def _read_teacher(run_dir: Path, spec: DataSpec, cfg: DDPMDistillConfig) -> DDPM
     return root
 
 
-class DDPMDistillSystem(System):
+class DDPMDistillSystem(DiffusionSampling, System):
     Config = DDPMDistillConfig
     # the learning rate anneals to its floor over the run (Salimans & Ho anneal within each stage: one stage a run
     # does exactly that); a short EMA, since each stage's student is a different function from the last one's
@@ -323,17 +323,6 @@ class DDPMDistillSystem(System):
         return {"loss": F.mse_loss(pred, v_target)}
 
     # --- inference ------------------------------------------------------------------------------
-    @property
-    def latent_dim(self) -> int:
-        return self.spec.channels * self.spec.image_size**2
-
-    def sample_latents(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        s = self.spec
-        return torch.randn(n, s.channels, s.image_size, s.image_size, generator=generator)
-
-    def make_scheduler(self, sampler: str | None = None, **options: Any) -> Scheduler:
-        return make_scheduler(sampler or self.config.sampler, self.schedule, **options)
-
     def predict(
         self, x: torch.Tensor, t: int, labels: torch.Tensor | None = None, guidance: float = 1.0
     ) -> torch.Tensor:

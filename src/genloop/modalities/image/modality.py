@@ -25,6 +25,11 @@ class ImageModality(Modality):
     own_settings = ("train.eval_samples", "data_spec.channels", "data_spec.image_size", "data_spec.num_classes")
     generate_keys = ("class_label", "prompt", "sampler", "steps", "guidance", "eta")
 
+    def generate_keys_of(self, system_cls: type) -> tuple[str, ...]:
+        """A text-to-image family takes a prompt and no class; every other image family a class and no prompt."""
+        drop = "class_label" if getattr(system_cls, "text_conditional", False) else "prompt"
+        return tuple(k for k in self.generate_keys if k != drop)
+
     # --- data -----------------------------------------------------------------------------------
     @property
     def data_config_cls(self) -> type:

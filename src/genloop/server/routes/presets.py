@@ -10,16 +10,17 @@ from ...modalities import modalities
 from ..deps import Context, ctx, require_token
 from ..presets import DuplicatePreset, check_name, preset_dict
 from ..schemas import AUTHED, GEN_ID, RUN_ID, WITH_BODY, PresetRequest, errors, unprocessable
-from ..services.jobs import run_modality, validate
+from ..services.jobs import run_family, validate
 
 router = APIRouter(tags=["presets"], dependencies=[Depends(require_token)], responses=AUTHED)
 PID = Path(pattern=GEN_ID.pattern, description="a preset id (16 hex digits)")
 COMMON_KEYS = ("checkpoint", "n", "seed")  # what every model's generate form sets besides its modality's keys
 
 
-def preset_keys(modality: str) -> tuple[str, ...]:
-    """The generate-job params a preset of a ``modality`` model may hold."""
-    return (*COMMON_KEYS, *modalities[modality].generate_keys)
+def preset_keys(modality: str, family: type | None = None) -> tuple[str, ...]:
+    """The generate-job params a preset of a ``modality`` model (of ``family``, when known) may hold."""
+    kind = modalities[modality]
+    return (*COMMON_KEYS, *(kind.generate_keys if family is None else kind.generate_keys_of(family)))
 
 
 @router.post("/v1/presets", status_code=201, responses={**WITH_BODY, **errors(409)})
@@ -30,8 +31,9 @@ def create_preset(body: PresetRequest, c: Context = Depends(ctx)) -> dict[str, A
     name = check_name(body.name)
     if not body.params:
         raise unprocessable("a preset needs at least one setting in params")
-    modality = run_modality(c, body.run_id)  # 404 for an unknown run
-    keys = preset_keys(modality)
+    family = run_family(c, body.run_id)  # 404 for an unknown run
+    modality = str(family.modality)
+    keys = preset_keys(modality, family)
     wrong = [k for k in body.params if k not in keys]
     if wrong:
         raise unprocessable(

@@ -47,9 +47,8 @@ def datasets() -> list[str]:
     return sorted({*image_sets.names(), *builtin_corpora()})
 
 
-def run_modality(c: Context, run_id: str) -> str:
-    """The name of the run's modality (``genloop.modalities``): what it generates (404 :class:`UnknownRun` if
-    there is no such run)."""
+def run_family(c: Context, run_id: str) -> Any:
+    """The system class (the family) of a run in the store (404 :class:`UnknownRun` if there is no such run)."""
     from ...runs import RunStore
     from ...systems import models
 
@@ -58,12 +57,27 @@ def run_modality(c: Context, run_id: str) -> str:
         run = RunStore(c.settings.runs).get(run_id, paths=False)
     except NotFoundError:
         raise UnknownRun(run_id) from None
-    return str(models[run.config["model"]["name"]].modality)
+    return models[run.config["model"]["name"]]
 
 
-def foreign_keys(name: str) -> list[str]:
-    """The generate-job params of the other modalities: a job for a ``name`` run may not set them."""
-    own = {*modalities[name].generate_keys, *modalities[name].report_keys}
+def run_modality(c: Context, run_id: str) -> str:
+    """The name of the run's modality (``genloop.modalities``): what it generates (404 :class:`UnknownRun` if
+    there is no such run)."""
+    return str(run_family(c, run_id).modality)
+
+
+def run_generate_keys(c: Context, run_id: str) -> tuple[str, tuple[str, ...]]:
+    """The run's modality and the generate-job params its family takes (an image run takes a prompt only when its
+    family is text-conditioned, and then no class)."""
+    family = run_family(c, run_id)
+    name = str(family.modality)
+    return name, modalities[name].generate_keys_of(family)
+
+
+def foreign_keys(name: str, own_keys: tuple[str, ...] | None = None) -> list[str]:
+    """The generate-job params a job for a ``name`` run may not set: the other modalities' and, given
+    ``own_keys`` (the family's), those of its own modality that the family does not take."""
+    own = {*(modalities[name].generate_keys if own_keys is None else own_keys), *modalities[name].report_keys}
     keys: list[str] = []
     for other in modalities:
         for k in (*modalities[other].generate_keys, *modalities[other].report_keys):
@@ -78,8 +92,8 @@ def validate(c: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         if kind == "generate":
             p: Any = GenerateParams(**params)
             check_generate(p, c.settings.limits)
-            name = run_modality(c, p.run_id)
-            wrong = [k for k in foreign_keys(name) if getattr(p, k) is not None]
+            name, own_keys = run_generate_keys(c, p.run_id)
+            wrong = [k for k in foreign_keys(name, own_keys) if getattr(p, k) is not None]
             if wrong:
                 raise unprocessable(f"run {p.run_id} is a {name} model; {', '.join(wrong)} do not apply to it")
             refused = modalities[name].generate_limit(p.n, c.settings.limits)

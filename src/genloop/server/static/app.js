@@ -1484,6 +1484,28 @@ export function fmtNum(v) {
   return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(3);
 }
 
+// ───────────────────────── dropped files ─────────────────────────
+
+// Files dropped on `target` go to `onFiles` (an array, never empty) and never open in the browser in place of the
+// page; `zone` is highlighted while files are dragged over. Verify, Edit and the data sets all take drops this way.
+export function onDroppedFiles(target, zone, onFiles) {
+  for (const type of ["dragenter", "dragover"]) {
+    target.addEventListener(type, (e) => {
+      e.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  target.addEventListener("dragleave", (e) => {
+    if (!target.contains(e.relatedTarget)) zone.classList.remove("dragging");
+  });
+  target.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragging");
+    const files = [...(e.dataTransfer?.files || [])];
+    if (files.length) onFiles(files);
+  });
+}
+
 // ───────────────────────── verify a file ─────────────────────────
 
 export const VERIFY_WORDS = { valid: "Verified", tampered: "Tampered", unsigned: "Unsigned", "unknown key": "Unknown key", error: "Not verifiable" };
@@ -1558,18 +1580,7 @@ export function setupVerify() {
   const run = () => input.files?.[0] && guard(() => verifyFile(input.files[0], sidecar.files?.[0]));
   input.addEventListener("change", run);
   sidecar.addEventListener("change", run);
-  for (const type of ["dragenter", "dragover"]) {
-    zone.addEventListener(type, (e) => {
-      e.preventDefault();
-      zone.classList.add("dragging");
-    });
-  }
-  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
-  zone.addEventListener("drop", (e) => {
-    e.preventDefault();
-    zone.classList.remove("dragging");
-    const files = [...(e.dataTransfer?.files || [])];
-    if (!files.length) return;
+  onDroppedFiles(zone, zone, (files) => {
     // two files dropped together: a file and its sidecar manifest
     const side = files.length > 1 ? files.find((f) => f.name.endsWith(".manifest.json")) : undefined;
     const main = files.find((f) => f !== side);

@@ -4,7 +4,23 @@
 // train form's data set choices as "upload:<id>". GET /v1/uploads lists the stored ones, so they are back after a
 // reload. Which family fits which data is the server's answer (it asks the modalities), never guessed here.
 
-import { $, ApiError, InputError, announce, api, askToken, authHeaders, el, errorDetail, fillSelect, guard, short, showError, state } from "./app.js";
+import {
+  $,
+  ApiError,
+  InputError,
+  announce,
+  api,
+  askToken,
+  authHeaders,
+  el,
+  errorDetail,
+  fillSelect,
+  guard,
+  onDroppedFiles,
+  short,
+  showError,
+  state,
+} from "./app.js";
 
 const SHOWN = 20; // uploads listed in the panel (the newest); the train form offers the same ones
 
@@ -137,18 +153,7 @@ export function setupDatasets() {
   const zone = $("#data-drop");
   const input = $("#data-file");
   input.addEventListener("change", () => guard(() => uploadFiles([...(input.files || [])])));
-  for (const type of ["dragenter", "dragover"]) {
-    zone.addEventListener(type, (e) => {
-      e.preventDefault();
-      zone.classList.add("dragging");
-    });
-  }
-  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
-  zone.addEventListener("drop", (e) => {
-    e.preventDefault();
-    zone.classList.remove("dragging");
-    guard(() => uploadFiles([...(e.dataTransfer?.files || [])]));
-  });
+  onDroppedFiles(zone, zone, (files) => guard(() => uploadFiles(files)));
   $("#data-refresh").addEventListener("click", () => guard(loadUploads));
   $("#tab-jobs").addEventListener("click", () => guard(loadUploads)); // stored meanwhile by another page or a script
   loadUploads().catch(showError);

@@ -26,6 +26,7 @@ import {
   intIn,
   modelLabel,
   numberOrUndefined,
+  onDroppedFiles,
   progressText,
   refreshGallery,
   setBadge,
@@ -559,22 +560,7 @@ export function setupEdit() {
     guard(() => takeFile(file)).finally(() => (e.target.value = "")); // the same file may be chosen again
   });
   // A file dropped anywhere on the tab is its input (and never opens in the browser instead of the page).
-  const zone = $("#edit-drop");
-  for (const type of ["dragenter", "dragover"]) {
-    view.addEventListener(type, (e) => {
-      e.preventDefault();
-      zone.classList.add("dragging");
-    });
-  }
-  view.addEventListener("dragleave", (e) => {
-    if (!view.contains(e.relatedTarget)) zone.classList.remove("dragging");
-  });
-  view.addEventListener("drop", (e) => {
-    e.preventDefault();
-    zone.classList.remove("dragging");
-    const files = [...(e.dataTransfer?.files || [])];
-    if (files.length) guard(() => takeFile(files[0]));
-  });
+  onDroppedFiles(view, $("#edit-drop"), (files) => guard(() => takeFile(files[0])));
   setupMaskCanvas();
   setupSlider();
   for (const r of $$('input[name="edit-view"]')) {
