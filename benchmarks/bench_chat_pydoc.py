@@ -5,7 +5,9 @@ into a knowledge folder and cut into passages of at most ``--passage-chars`` cha
 ``bm25s``). The question set is made from those passages (seeded, no download): a sentence of 50–160
 characters is picked from a passage, one word of at least five letters in it (not a common word, not code)
 is blanked, and the question is ``Fill the blank: "<sentence with ____>"``; the answer is the word. A reply is
-right when its first word is the answer (case-insensitive). 80 % of the sentences train, 20 % are held out.
+right when its first word is the answer (case-insensitive). 80 % of the sentences train, 20 % are held out (one
+question each); ``--per-sentence K`` makes up to K training questions of each training sentence, each blanking
+a different word (more examples of the one skill retrieval needs: finding the sentence and copying the word).
 
 Three small GPTs (BPE tokenizer, 4 layers, 128 wide, context 256), the same steps each:
 
@@ -17,7 +19,7 @@ Three small GPTs (BPE tokenizer, 4 layers, 128 wide, context 256), the same step
 
 The issue's bar: tuned + retrieval answers at least twice as many held-out questions as the base model.
 
-    python benchmarks/bench_chat_pydoc.py            # writes benchmarks/results/chat_pydoc.json
+    python benchmarks/bench_chat_pydoc.py --steps 2000 --per-sentence 4   # writes results/chat_pydoc.json
 """
 
 from __future__ import annotations
@@ -70,8 +72,10 @@ def topics_folder(root: Path) -> Path:
     return folder
 
 
-def questions(kb: KnowledgeBase, seed: int) -> list[dict[str, str]]:
-    """One fill-the-blank question per usable sentence (see the module docstring)."""
+def questions(kb: KnowledgeBase, seed: int, per_sentence: int = 1) -> list[list[dict[str, str]]]:
+    """Fill-the-blank questions (see the module docstring), grouped by sentence: up to ``per_sentence`` per usable
+    sentence, each blanking a different word. Sentences are shuffled (seeded), so a split by sentence keeps
+    every held-out sentence out of the training questions."""
     rng = random.Random(seed)
     out = []
     for p in kb.passages:
@@ -79,12 +83,14 @@ def questions(kb: KnowledgeBase, seed: int) -> list[dict[str, str]]:
             if not 50 <= len(s) <= 160 or any(c in s for c in "`()[]{}=*>"):
                 continue
             words = [w for w in re.findall(r"[A-Za-z]+", s) if len(w) >= 5 and w.lower() not in COMMON]
-            words = [w for w in words if len(re.findall(rf"\b{w}\b", s)) == 1]
+            words = sorted({w for w in words if len(re.findall(rf"\b{w}\b", s)) == 1})
             if not words:
                 continue
-            w = rng.choice(words)
-            blanked = re.sub(rf"\b{w}\b", "____", s)
-            out.append({"question": f'Fill the blank: "{blanked}"', "answer": w})
+            group = []
+            for w in rng.sample(words, min(per_sentence, len(words))):
+                blanked = re.sub(rf"\b{w}\b", "____", s)
+                group.append({"question": f'Fill the blank: "{blanked}"', "answer": w})
+            out.append(group)
     rng.shuffle(out)
     return out
 
@@ -99,15 +105,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--held-out", type=int, default=200)
     ap.add_argument("--passage-chars", type=int, default=300)
+    ap.add_argument(
+        "--per-sentence", type=int, default=1, help="training questions per training sentence (different blanks)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "chat_pydoc.json")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-pydoc-qa-"))
     folder = topics_folder(root)
     kb = KnowledgeBase.from_folder(folder, k=1, size=args.passage_chars)
-    qs = questions(kb, seed=0)
-    cut = int(0.8 * len(qs))
-    train_q, held = qs[:cut], qs[cut:][: args.held_out]
+    by_sentence = questions(kb, seed=0, per_sentence=max(1, args.per_sentence))
+    cut = int(0.8 * len(by_sentence))
+    train_q = [q for group in by_sentence[:cut] for q in group]
+    held = [group[0] for group in by_sentence[cut:]][: args.held_out]
     rows_plain, rows_rag = [], []
     for q in train_q:
         user = [{"role": "user", "content": q["question"]}]
@@ -122,7 +132,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "cpu": cpu_name(),
         "passages": len(kb.passages),
-        "questions": {"train": len(train_q), "held_out": len(held)},
+        "questions": {"train": len(train_q), "held_out": len(held), "per_sentence": args.per_sentence},
         "steps": args.steps,
         "model": MODEL,
         "arms": {},
