@@ -4,11 +4,13 @@ runs, and a worker running in a thread."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import conftest
 import pytest
@@ -93,6 +95,20 @@ def screenshot(page: object, name: str, full_page: bool = False) -> Path:
         im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     raw.unlink()
     return path
+
+
+def events_of(client: Any, job_id: str) -> list[tuple[str | None, dict]]:
+    """Every server-sent event of a job through a FastAPI ``TestClient``, as (event name, data) pairs, read until
+    the stream ends (the job finished)."""
+    out: list[tuple[str | None, dict]] = []
+    kind = None
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                out.append((kind, json.loads(line[6:])))
+    return out
 
 
 def drain(settings: Settings) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny
 from fastapi.testclient import TestClient
-from studio_support import drain
+from studio_support import drain, events_of
 
 import genloop
 from genloop.runs import RunStore
@@ -100,17 +100,6 @@ def test_a_generation_never_waits_behind_training(settings: Settings, runs) -> N
             client.post(f"/v1/jobs/{train['id']}/cancel")
             wait_for(lambda: job(train)["status"] in ("cancelled", "succeeded"))
     assert job(train)["status"] == "cancelled"
-
-
-def events_of(client: TestClient, job_id: str) -> list[tuple[str, dict]]:
-    out, kind = [], None
-    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                out.append((kind, json.loads(line[6:])))
-    return out
 
 
 def test_training_and_generation_send_progress_events(settings: Settings, runs) -> None:

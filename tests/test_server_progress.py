@@ -4,13 +4,12 @@ the listener of :class:`genloop.progress.Phases`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from conftest import tiny
 from fastapi.testclient import TestClient
-from studio_support import TEXT, TINY_GPT, drain
+from studio_support import TEXT, TINY_GPT, drain, events_of
 
 import genloop
 from genloop.progress import Phases
@@ -35,17 +34,6 @@ def client_settings(runs, tmp_path: Path) -> tuple[TestClient, Settings]:
         runs=runs[0], db_url=f"sqlite:///{tmp_path / 'studio.sqlite'}", media_dir=tmp_path / "media", poll_interval=0.01
     )
     return TestClient(create_app(settings)), settings
-
-
-def events_of(client: TestClient, job_id: str) -> list[tuple[str, dict]]:
-    out, kind = [], None
-    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                out.append((kind, json.loads(line[6:])))
-    return out
 
 
 def test_a_ddpm_generation_reports_its_sampling_steps(client_settings, runs) -> None:

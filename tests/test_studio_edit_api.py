@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny
 from fastapi.testclient import TestClient
 from PIL import Image
-from studio_support import drain
+from studio_support import drain, events_of
 
 import genloop
 from genloop.errors import ConfigError
@@ -50,17 +50,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of 8-bit pixels: the invisible watermark alone costs about 39 dB (safety/image_watermark.py)."""
     mse = float(np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
-
-
-def events_of(client: TestClient, job_id: str) -> list[tuple[str, dict]]:
-    out, kind = [], None
-    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                out.append((kind, json.loads(line[6:])))
-    return out
 
 
 def test_describe_tasks_lists_every_registered_task_with_typed_options() -> None:
