@@ -263,6 +263,28 @@ class DiffusionPipeline(ImagePipeline):
             raise ConfigError(f"guidance needs a class-conditional model; run {self.info['run_id']} is unconditional")
         guidance = cfg.guidance if guidance is None else float(guidance)
         options = {} if eta is None else {"eta": eta}
+        images = self.sample(n, seed, labels, batch_size, sampler, steps, guidance, options, progress)
+        settings = {"sampler": sampler, "sampling_steps": steps, **options, **_label_recipe(labels)}
+        if labels is not None:
+            settings["guidance"] = guidance
+        return moderate_images(ImageOutput(images, self.recipe(seed=seed, n=n, **settings), labels))
+
+    def sample(
+        self,
+        n: int,
+        seed: int,
+        condition: torch.Tensor | None,
+        batch_size: int,
+        sampler: str,
+        steps: int,
+        guidance: float,
+        options: dict[str, Any],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """``n`` images in [-1, 1] by the reverse process, in batches of ``batch_size``; image ``j`` draws its
+        starting and sampler noise from seed ``seed + j`` alone, so it does not depend on the batching.
+        ``condition`` holds one row per image that the model is conditioned on (class labels, a caption's tokens;
+        None: unconditional). ``progress(done, total)`` is called after every denoising step of every batch."""
         images = []
         total, done = steps * -(-n // batch_size), 0
 
@@ -276,17 +298,12 @@ class DiffusionPipeline(ImagePipeline):
             # one generator per image: it draws that image's starting noise, then its sampler noise
             gens = [torch.Generator().manual_seed(seed + j) for j in rows]
             x = torch.cat([self.system.sample_latents(1, g) for g in gens]).to(self.device)
-            y = None if labels is None else labels[rows.start : rows.stop].to(self.device)
+            y = None if condition is None else condition[rows.start : rows.stop].to(self.device)
             scheduler = self.system.make_scheduler(sampler, **options)
             scheduler.set_timesteps(steps)
             on_step = tick if progress is not None else None
             images.append(denoise(self.system, scheduler, x, y, guidance, gens, on_step).float().cpu())
-        settings = {"sampler": sampler, "sampling_steps": steps, **options, **_label_recipe(labels)}
-        if labels is not None:
-            settings["guidance"] = guidance
-        return moderate_images(
-            ImageOutput(torch.cat(images).clamp_(-1, 1), self.recipe(seed=seed, n=n, **settings), labels)
-        )
+        return torch.cat(images).clamp_(-1, 1)
 
     def edit(
         self,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .pipelines import DiffusionPipeline, ImageOutput, denoise, moderate_images
+from .pipelines import DiffusionPipeline, ImageOutput, moderate_images
 
 MAX_PROMPT_CHARS = 1000
 
@@ -83,24 +83,9 @@ class TextToImagePipeline(DiffusionPipeline):
         steps = steps or cfg.sampling_steps
         guidance = cfg.guidance if guidance is None else float(guidance)
         options = {} if eta is None else {"eta": eta}
-        images, total, done = [], steps * -(-n // batch_size), 0
-
-        def tick() -> None:
-            nonlocal done
-            done += 1
-            progress(done, total)  # type: ignore[misc] - only passed to denoise when given
-
-        for i in range(0, n, batch_size):
-            rows = range(i, min(i + batch_size, n))
-            gens = [torch.Generator().manual_seed(seed + j) for j in rows]
-            x = torch.cat([self.system.sample_latents(1, g) for g in gens]).to(self.device)
-            scheduler = self.system.make_scheduler(sampler, **options)
-            scheduler.set_timesteps(steps)
-            on_step = tick if progress is not None else None
-            y = tokens[rows.start : rows.stop].to(self.device)
-            images.append(denoise(self.system, scheduler, x, y, guidance, gens, on_step).float().cpu())
+        images = self.sample(n, seed, tokens, batch_size, sampler, steps, guidance, options, progress)
         same = len(set(prompts)) == 1
         settings = {"sampler": sampler, "sampling_steps": steps, **options, "guidance": guidance}
         settings.update({"prompt": prompts[0]} if same else {"prompts": prompts})
         recipe = self.recipe(seed=seed, n=n, **settings)
-        return moderate_images(TextImageOutput(torch.cat(images).clamp_(-1, 1), recipe, None, prompts=prompts))
+        return moderate_images(TextImageOutput(images, recipe, None, prompts=prompts))
