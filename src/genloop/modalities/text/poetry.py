@@ -172,9 +172,7 @@ class RhymedTokenConstraint(TokenConstraint):
             except UnicodeDecodeError:
                 texts.append(None)
         self.texts = texts
-        self.lengths = np.array([len(t) if t is not None else 0 for t in texts])
-        self.whole = np.array([t is not None for t in texts])
-        self.longest = max(1, int(self.lengths.max(initial=1)))
+        self.longest = max((len(t) for t in texts if t), default=1)  # the most characters one token adds
         chars = sorted({c for t in texts if t for c in t})
         self.classes_of = dict(zip(chars, level_rhyme_classes(chars)))
         self._rhyme_masks: dict[tuple[int, frozenset[str] | None], torch.Tensor] = {}
