@@ -173,12 +173,7 @@ export async function api(path, { method = "GET", body, signal, quiet404 = false
     if (e.name === "AbortError") throw e;
     throw new ApiError(0, `Cannot reach the GenLoop server (${method} ${path}): ${e.message}`);
   }
-  if (res.status === 401 || res.status === 403) {
-    const detail = await errorDetail(res);
-    state.authBlocked = token();
-    askToken(res.status === 401 ? `This server needs an API token (${detail}).` : `The saved token was refused (${detail}).`);
-    throw new ApiError(res.status, detail);
-  }
+  if (res.status === 401 || res.status === 403) throw await authRefusal(res);
   if (!res.ok) {
     const detail = await errorDetail(res);
     if (quiet404 && res.status === 404) return null;
@@ -191,6 +186,29 @@ export async function api(path, { method = "GET", body, signal, quiet404 = false
   if (res.status === 204) return null;
   const type = res.headers.get("Content-Type") || "";
   return type.includes("json") ? res.json() : res.text();
+}
+
+// A 401/403: ask for the token (background polling pauses on the refused one) and return the error to throw, which
+// the banner stays quiet about since the token dialog says it.
+export async function authRefusal(res) {
+  const detail = await errorDetail(res);
+  state.authBlocked = token();
+  askToken(res.status === 401 ? `This server needs an API token (${detail}).` : `The saved token was refused (${detail}).`);
+  return new ApiError(res.status, detail);
+}
+
+// POST a multipart form (an upload, a file to verify) with the token, as api() sends JSON: an unreachable server
+// and a refused token are thrown as api() throws them; any other answer is the caller's to read (each says its
+// own refusals its own way).
+export async function postForm(path, form) {
+  let res;
+  try {
+    res = await fetch(path, { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
+  } catch (e) {
+    throw new ApiError(0, `Cannot reach the GenLoop server (POST ${path}): ${e.message}`);
+  }
+  if (res.status === 401 || res.status === 403) throw await authRefusal(res);
+  return res;
 }
 
 export async function errorDetail(res) {
@@ -595,7 +613,7 @@ export async function uploadControls(m, params) {
     const form = new FormData();
     form.append("file", file);
     form.append("purpose", "input"); // one job's input, not a data set (the Jobs tab lists data sets only)
-    const res = await fetch("/v1/uploads", { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
+    const res = await postForm("/v1/uploads", form);
     if (!res.ok) throw new ApiError(res.status, `upload ${file.name}: ${await errorDetail(res)}`);
     params[c.name] = (await res.json()).data;
   }
@@ -1519,16 +1537,7 @@ export async function verifyFile(file, sidecar) {
   zone.setAttribute("aria-busy", "true");
   $("#verify-result").dataset.state = "checking";
   try {
-    let res;
-    try {
-      res = await fetch("/v1/verify", { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
-    } catch (e) {
-      throw new ApiError(0, `Cannot reach the GenLoop server (POST /v1/verify): ${e.message}`);
-    }
-    if (res.status === 401 || res.status === 403) {
-      askToken("This server needs an API token.");
-      throw new ApiError(res.status, await errorDetail(res));
-    }
+    const res = await postForm("/v1/verify", form);
     // a file that cannot be verified is an answer, not a failure of the page: shown in the result, not the banner
     showVerify(res.ok ? await res.json() : { status: "error", detail: await errorDetail(res), filename: file.name });
   } finally {

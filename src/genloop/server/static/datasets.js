@@ -6,17 +6,15 @@
 
 import {
   $,
-  ApiError,
   InputError,
   announce,
   api,
-  askToken,
-  authHeaders,
   el,
   errorDetail,
   fillSelect,
   guard,
   onDroppedFiles,
+  postForm,
   short,
   showError,
   state,
@@ -118,21 +116,9 @@ export async function uploadFiles(files) {
   zone.setAttribute("aria-busy", "true");
   $("#data-status").textContent = `Uploading ${what}…`;
   try {
-    let res;
-    try {
-      res = await fetch("/v1/uploads", { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
-    } catch (e) {
-      throw new ApiError(0, `Cannot reach the GenLoop server (POST /v1/uploads): ${e.message}`);
-    }
-    if (!res.ok) {
-      const detail = await errorDetail(res);
-      // the server's one line says what is wrong with the file: the user's to fix, not a fault of the page
-      if (res.status === 401 || res.status === 403) {
-        askToken("This server needs an API token.");
-        throw new ApiError(res.status, detail);
-      }
-      throw new InputError(`Upload of ${what} refused: ${detail}`);
-    }
+    const res = await postForm("/v1/uploads", form);
+    // the server's one line says what is wrong with the file: the user's to fix, not a fault of the page
+    if (!res.ok) throw new InputError(`Upload of ${what} refused: ${await errorDetail(res)}`);
     const u = await res.json();
     state.uploads = [u, ...state.uploads.filter((x) => x.upload_id !== u.upload_id)];
     renderUploads();

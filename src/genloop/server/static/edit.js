@@ -15,8 +15,6 @@ import {
   InputError,
   announce,
   api,
-  askToken,
-  authHeaders,
   el,
   errorDetail,
   fillSelect,
@@ -27,6 +25,7 @@ import {
   modelLabel,
   numberOrUndefined,
   onDroppedFiles,
+  postForm,
   progressText,
   refreshGallery,
   setBadge,
@@ -376,11 +375,7 @@ export async function uploadBlob(blob, name) {
   const form = new FormData();
   form.append("file", blob, name);
   form.append("purpose", "input"); // one job's input, not a data set (the Jobs tab lists data sets only)
-  const res = await fetch("/v1/uploads", { method: "POST", headers: authHeaders({ Accept: "application/json" }), body: form });
-  if (res.status === 401 || res.status === 403) {
-    askToken("This server needs an API token.");
-    throw new ApiError(res.status, await errorDetail(res));
-  }
+  const res = await postForm("/v1/uploads", form);
   if (!res.ok) throw new ApiError(res.status, `upload ${name}: ${await errorDetail(res)}`);
   return (await res.json()).data;
 }
